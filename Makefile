@@ -1,0 +1,30 @@
+# msaf-pipeline developer commands. `make test` installs everything it needs from scratch.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test bench lint clean
+
+setup: $(STAMP)
+
+# torch first (a CPU build here; override TORCH=... for CUDA), then the project pinned to keep it.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/model_speed.py
+
+lint: setup
+	$(BIN)/ruff check pipeline flows tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

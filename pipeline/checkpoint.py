@@ -1,0 +1,108 @@
+"""Checkpoint format: safetensors weights with the model's JSON metadata in the file header.
+
+One file holds everything needed to rebuild and use a model; loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import pipeline
+from pipeline.config import ClassSpec
+from pipeline.errors import MsafError
+from pipeline.fsutil import atomic_output
+from pipeline.model import DSNet, DSNetConfig
+
+METADATA_KEY = "msaf"
+FORMAT_VERSION = 1
+
+
+class ModelMetadata(BaseModel):
+    """What a survey needs to use a model correctly, and what makes it traceable."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    name: str = "msaf-defects"
+    preset: str
+    architecture: DSNetConfig
+    classes: list[ClassSpec]
+    tile_size: int = Field(description="training crop size; surveys infer at this scale")
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    gsd_m: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    data_fingerprint: str | None = None
+    software_version: str = pipeline.__version__
+    created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+
+def save_checkpoint(path: str | Path, model: DSNet, metadata: ModelMetadata, *, half: bool = False) -> str:
+    """Write weights + metadata atomically; returns the file's SHA-256.
+
+    Args:
+        half: store floating-point tensors as fp16 (half the size; loads back as fp32).
+    """
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        tensors[name] = tensor.half() if half and tensor.is_floating_point() else tensor
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata.model_dump_json()})
+    return file_sha256(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash used to identify a model file in provenance records."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read only the metadata header (cheap: no weights are loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsafError(f"model file not found: {path}; train one with `msaf train` or pass --model")
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if not 0 < header_len < 100_000_000:
+                raise ValueError("bad header length")
+            header = json.loads(fh.read(header_len))
+        raw = header["__metadata__"][METADATA_KEY]
+        return ModelMetadata.model_validate_json(raw)
+    except (ValueError, KeyError, TypeError, ValidationError):
+        raise MsafError(f"{path}: not an msaf model checkpoint (expected safetensors with msaf metadata)") from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSNet, ModelMetadata]:
+    """Rebuild the network from the metadata and load its weights; returns the model in eval mode."""
+    metadata = read_metadata(path)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise MsafError(f"{path}: corrupt model weights ({exc}); re-download or retrain") from None
+    model = DSNet(metadata.architecture)
+    expected = model.state_dict()
+    tensors = {k: v.to(expected[k].dtype) if k in expected else v for k, v in tensors.items()}
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise MsafError(f"{path}: weights do not match the architecture in its metadata "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return model.to(device).eval(), metadata

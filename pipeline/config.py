@@ -1,0 +1,155 @@
+"""Typed, validated configuration read from ``params.yaml``: the one source of defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import MsafError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassSpec(_Strict):
+    """One output class and the mask pixel value(s) that mean it."""
+
+    name: str
+    values: list[int] = Field(min_length=1)
+
+
+class DataConfig(_Strict):
+    """Labelled training data: folders of images and masks paired by file stem."""
+
+    images: Path = Path("../shared/data/crackforest/images")
+    masks: Path = Path("../shared/data/crackforest/masks")
+    classes: list[ClassSpec] = Field(
+        default_factory=lambda: [ClassSpec(name="background", values=[0]), ClassSpec(name="crack", values=[255])],
+        min_length=2,
+    )
+    ignore_values: list[int] = Field(default_factory=list)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = 42
+    gsd_m: float | None = Field(0.001, gt=0.0, description="ground sample distance of the training photos")
+
+    @model_validator(mode="after")
+    def _values_unique(self) -> DataConfig:
+        seen: dict[int, str] = {}
+        for spec in self.classes:
+            for value in spec.values:
+                if value in seen or value in self.ignore_values:
+                    raise ValueError(f"mask value {value} is mapped twice ({seen.get(value, 'ignore')} and {spec.name})")
+                if not 0 <= value <= 255:
+                    raise ValueError(f"mask value {value} of class {spec.name} is outside 0..255")
+                seen[value] = spec.name
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+
+class ModelConfig(_Strict):
+    """Which network to train: a preset plus field overrides (see ``pipeline.model.PRESETS``)."""
+
+    preset: Literal["dsnet", "dsnet-base", "dsnet-tiny"] = "dsnet"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class AugmentConfig(_Strict):
+    """Training augmentations; all geometric ones keep masks aligned with images."""
+
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+    brightness: float = Field(0.2, ge=0.0, le=1.0)
+    contrast: float = Field(0.2, ge=0.0, le=1.0)
+    saturation: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class LossConfig(_Strict):
+    """DSNet loss: OHEM CE on the main output + plain CE on the two auxiliary heads, + optional Dice."""
+
+    main_weight: float = Field(0.6, ge=0.0)
+    aux_weights: tuple[float, float] = (0.2, 0.2)
+    ohem_thresh: float = Field(0.9, gt=0.0, le=1.0)
+    ohem_min_kept: int = Field(131072, ge=1)
+    dice_weight: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings."""
+
+    out: Path = Path("models/model.safetensors")
+    epochs: int = Field(40, ge=1)
+    steps_per_epoch: int = Field(50, ge=1)
+    batch_size: int = Field(8, ge=2, description="BatchNorm needs >= 2 samples")
+    crop_size: int = Field(256, ge=32)
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(0.003, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    schedule: Literal["poly", "constant"] = "poly"
+    poly_power: float = Field(0.9, gt=0.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
+class EvalConfig(_Strict):
+    """Evaluation settings."""
+
+    tolerance_px: int = Field(2, ge=0, description="crack F1 tolerance, 2 px in the crack literature")
+
+
+class Params(_Strict):
+    """The whole ``params.yaml``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+
+    def resolve_paths(self, base: Path) -> Params:
+        """Paths in params.yaml are relative to the file; make them absolute."""
+        copy = self.model_copy(deep=True)
+        copy.data.images = (base / copy.data.images).resolve()
+        copy.data.masks = (base / copy.data.masks).resolve()
+        copy.train.out = (base / copy.train.out).resolve()
+        return copy
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    extra = f" ({len(error.errors()) - 1} more problem(s))" if len(error.errors()) > 1 else ""
+    return f"{source}: invalid key '{key}': {first['msg']}{extra}"
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml; raise MsafError naming the file and the bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsafError(f"{path}: params file not found; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise MsafError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise MsafError(f"{path}: expected a mapping of sections (data, model, train, evaluate)")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise MsafError(_describe(exc, path)) from None
+    return params.resolve_paths(path.resolve().parent)

@@ -1,0 +1,19 @@
+"""Labelled training data: discovery, validation, class mapping, split and augmentation."""
+
+from pipeline.data.augment import sample_batch
+from pipeline.data.labelled import (
+    IGNORE_INDEX,
+    LabelledImage,
+    Pair,
+    class_lut,
+    find_pairs,
+    fingerprint,
+    load_labelled,
+    read_image,
+    split_pairs,
+)
+
+__all__ = [
+    "IGNORE_INDEX", "LabelledImage", "Pair", "class_lut", "find_pairs", "fingerprint",
+    "load_labelled", "read_image", "sample_batch", "split_pairs",
+]

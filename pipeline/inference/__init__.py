@@ -1,0 +1,1 @@
+"""Inference: device choice, normalisation and prediction."""

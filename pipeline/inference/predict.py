@@ -1,0 +1,38 @@
+"""Whole-image prediction for photos that fit in memory (evaluation, previews)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pipeline.model import DSNet
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(N, H, W, 3) 0..255 -> (N, 3, H, W) standardised float32 on the images' device."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device)
+    return ((images.float() - mean_t) / std_t).permute(0, 3, 1, 2).contiguous()
+
+
+def autocast_for(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context on CPU (fp32 there)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict_probabilities(model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                          device: torch.device) -> np.ndarray:
+    """Class probabilities (C, H, W) float32 for one RGB uint8 image (H, W, 3)."""
+    batch = torch.tensor(image, device=device).unsqueeze(0)
+    with autocast_for(device):
+        logits = model(normalise(batch, mean, std))
+    return logits.float().softmax(dim=1)[0].cpu().numpy()
+
+
+def predict_classes(model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                    device: torch.device) -> np.ndarray:
+    """Class ids (H, W) uint8 for one RGB uint8 image."""
+    return predict_probabilities(model, image, mean, std, device).argmax(axis=0).astype(np.uint8)

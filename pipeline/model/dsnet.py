@@ -1,0 +1,156 @@
+"""DSNet-style segmentation network: atrous context branch + detail branch fused by MSAF."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from pipeline.model.blocks import MFACB, SPASPP, Bottleneck, SegHead, conv_bn, residual_stage
+from pipeline.model.msaf import MSAF
+
+
+class DSNetConfig(BaseModel):
+    """Everything that determines the network's shape; stored with every checkpoint.
+
+    Args:
+        width: base width p; stages use p, 2p, 4p and 8p channels.
+        stem_blocks: basic blocks in layer1 and layer2 (m in the paper).
+        detail_blocks: basic blocks in each detail stage (n).
+        context_blocks: MFACB blocks in layer4 (2 for DSNet, 3 for DSNet-Base).
+        head_width: decoder width (4p in DSNet, 2p in the "head64" variant).
+        num_classes: output classes.
+        grids: MSAF context grid sizes.
+        msaf_reduction: MSAF bottleneck reduction r.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int = Field(32, ge=1)
+    stem_blocks: int = Field(2, ge=1)
+    detail_blocks: int = Field(2, ge=1)
+    context_blocks: int = Field(2, ge=1)
+    head_width: int = Field(128, ge=1)
+    num_classes: int = Field(2, ge=1)
+    grids: tuple[int, ...] = (4, 8, 16)
+    msaf_reduction: int = Field(4, ge=1)
+
+    @field_validator("grids")
+    @classmethod
+    def _positive_grids(cls, grids: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k < 1 for k in grids):
+            raise ValueError(f"grid sizes must be >= 1, got {grids}")
+        return grids
+
+
+PRESETS: dict[str, DSNetConfig] = {
+    "dsnet": DSNetConfig(width=32, stem_blocks=2, detail_blocks=2, context_blocks=2, head_width=128),
+    "dsnet-base": DSNetConfig(width=64, stem_blocks=2, detail_blocks=3, context_blocks=3, head_width=256),
+    "dsnet-tiny": DSNetConfig(width=8, stem_blocks=1, detail_blocks=1, context_blocks=2, head_width=32,
+                              grids=(4, 8)),
+}
+
+
+class DSNet(nn.Module):
+    """DSNet-style network; output logits have the input's H x W.
+
+    In training mode ``forward`` returns ``(main, aux_stage3, aux_stage4)``; in eval mode the main
+    logits only, so inference code never pays for the auxiliary heads.
+    """
+
+    def __init__(self, config: DSNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        p = config.width
+        self.stem = nn.Sequential(conv_bn(3, p, 3, stride=2, bias=True), conv_bn(p, p, 3, stride=2, bias=True))
+        self.layer1 = residual_stage(p, p, config.stem_blocks)
+        self.skip = residual_stage(p, p, 1)
+        self.layer2 = residual_stage(p, 2 * p, config.stem_blocks, stride=2)
+
+        self.context3 = nn.Sequential(
+            MFACB(2 * p, 2 * p, 4 * p, (2, 2, 2)),
+            MFACB(4 * p, 4 * p, 4 * p, (2, 2, 2)),
+            MFACB(4 * p, 4 * p, 4 * p, (3, 3, 3)),
+        )
+        self.context4 = nn.Sequential(
+            MFACB(4 * p, 4 * p, 8 * p, (3, 3, 3)),
+            *(MFACB(8 * p, 8 * p, 8 * p, (5, 5, 5)) for _ in range(config.context_blocks - 1)),
+        )
+        self.context5 = Bottleneck(8 * p, 4 * p, dilation=5)
+
+        self.detail3 = residual_stage(2 * p, 4 * p, config.detail_blocks)
+        self.detail4 = residual_stage(4 * p, 4 * p, config.detail_blocks)
+        self.detail5 = Bottleneck(4 * p, 2 * p)
+
+        self.compress3 = conv_bn(4 * p, 4 * p, 1, relu=False)
+        self.compress4 = conv_bn(8 * p, 4 * p, 1, relu=False)
+        self.compress5 = conv_bn(8 * p, 4 * p, 1, relu=False)
+        self.fuse3, self.fuse4, self.fuse5 = (
+            MSAF(4 * p, r=config.msaf_reduction, grids=config.grids) for _ in range(3)
+        )
+
+        self.spaspp = SPASPP(4 * p, 4 * p, 4 * p)
+        self.up = conv_bn(4 * p, config.head_width, 3, relu=False)
+        self.head = SegHead(config.head_width + p, config.head_width, config.num_classes, input_bn=False)
+        self.aux_head3 = SegHead(4 * p, 4 * p, config.num_classes, input_bn=True)
+        self.aux_head4 = SegHead(4 * p, p, config.num_classes, input_bn=True)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = image.shape[-2:]
+        x = self.layer1(self.stem(image))
+        skip = self.skip(x)
+        x = F.relu(self.layer2(F.relu(x)))
+
+        detail = self.fuse3(self.detail3(x), self.compress3(ctx := self.context3(x)))
+        aux3 = detail
+        ctx = self.context4(ctx)
+        detail = self.fuse4(self.detail4(F.relu(detail)), self.compress4(ctx))
+        aux4 = detail
+        ctx = F.relu(self.context5(ctx))
+        detail = self.fuse5(self.detail5(F.relu(detail)), self.compress5(ctx))
+
+        out = self.up(self.spaspp(F.relu(detail)))
+        out = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        out = self.head(torch.cat((out, skip), dim=1))
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        if not self.training:
+            return out
+        aux = [F.interpolate(head(feat), size=size, mode="bilinear", align_corners=False)
+               for head, feat in ((self.aux_head3, aux3), (self.aux_head4, aux4))]
+        return out, aux[0], aux[1]
+
+
+def resolve_config(preset: str, num_classes: int, **overrides: object) -> DSNetConfig:
+    """Preset + class count + field overrides -> validated config (clear error on a bad name)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    fields = PRESETS[preset].model_dump()
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown model override(s) {sorted(unknown)}; valid: {', '.join(fields)}")
+    return DSNetConfig(**{**fields, **overrides, "num_classes": num_classes})
+
+
+def build_model(preset: str, num_classes: int, **overrides: object) -> DSNet:
+    """Build a DSNet-style network from a named preset, e.g. ``build_model("dsnet", 2)``."""
+    return DSNet(resolve_config(preset, num_classes, **overrides))
+
+
+def count_parameters(model: nn.Module, *, include_aux: bool = True) -> int:
+    """Trainable parameter count, optionally leaving out the training-only auxiliary heads."""
+    return sum(
+        t.numel() for name, t in model.named_parameters()
+        if include_aux or not name.startswith(("aux_head3.", "aux_head4."))
+    )
