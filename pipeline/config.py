@@ -42,7 +42,8 @@ class DataConfig(_Strict):
         for spec in self.classes:
             for value in spec.values:
                 if value in seen or value in self.ignore_values:
-                    raise ValueError(f"mask value {value} is mapped twice ({seen.get(value, 'ignore')} and {spec.name})")
+                    first = seen.get(value, "ignore")
+                    raise ValueError(f"mask value {value} is mapped twice ({first} and {spec.name})")
                 if not 0 <= value <= 255:
                     raise ValueError(f"mask value {value} of class {spec.name} is outside 0..255")
                 seen[value] = spec.name

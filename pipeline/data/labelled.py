@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +44,8 @@ def _by_stem(folder: Path, suffixes: set[str], what: str) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
             if path.stem in files:
-                raise MsafError(f"two {what} files share the name {path.stem!r}: {files[path.stem].name}, {path.name}")
+                raise MsafError(f"two {what} files share the name {path.stem!r}: "
+                                f"{files[path.stem].name}, {path.name}")
             files[path.stem] = path
     if not files:
         raise MsafError(f"{what} folder is empty: {folder} (expected {', '.join(sorted(suffixes))} files)")
@@ -64,25 +65,31 @@ def find_pairs(images_dir: Path, masks_dir: Path) -> list[Pair]:
     return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 
+def _decode(path: Path, what: str, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """Open an image file and convert it; decoding failures become one clear MsafError."""
+    try:
+        with Image.open(path) as img:
+            return convert(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise MsafError(f"{path}: cannot read {what} ({exc.__class__.__name__}); "
+                        "is it truncated or not an image?") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I", "F"):
+        raise MsafError(f"{img.filename}: {img.mode} image; training photos must be 8-bit RGB")
+    return np.asarray(img.convert("RGB"))
+
+
+def _to_mask(img: Image.Image) -> np.ndarray:
+    if img.mode not in ("L", "P", "1"):
+        raise MsafError(f"{img.filename}: mask must be single-band 8-bit (got mode {img.mode})")
+    return np.asarray(img.convert("L") if img.mode == "1" else img)
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3)."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("I;16", "I;16B", "I", "F"):
-                raise MsafError(f"{path}: {img.mode} image; training photos must be 8-bit RGB")
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise MsafError(f"{path}: cannot read image ({exc.__class__.__name__}); is it truncated or not an image?") from None
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "1"):
-                raise MsafError(f"{path}: mask must be single-band 8-bit (got mode {img.mode})")
-            return np.asarray(img.convert("L") if img.mode == "1" else img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise MsafError(f"{path}: cannot read mask ({exc.__class__.__name__}); is it truncated or not an image?") from None
+    return _decode(path, "image", _to_rgb)
 
 
 def class_lut(classes: Sequence[ClassSpec], ignore_values: Sequence[int] = ()) -> np.ndarray:
@@ -110,7 +117,7 @@ def load_labelled(pairs: Sequence[Pair], lut: np.ndarray) -> list[LabelledImage]
     loaded = []
     for pair in pairs:
         image = read_image(pair.image)
-        mask = _read_mask(pair.mask)
+        mask = _decode(pair.mask, "mask", _to_mask)
         if image.shape[:2] != mask.shape:
             raise MsafError(f"{pair.mask}: size {mask.shape[1]}x{mask.shape[0]} differs from its image "
                             f"{pair.image.name} ({image.shape[1]}x{image.shape[0]})")

@@ -53,7 +53,7 @@ class MSAF(nn.Module):
         height, width = x.shape[-2:]
         xa = x + residual
         logits = self.local_att(xa) + self.global_att(F.adaptive_avg_pool2d(xa, 1))
-        for grid, branch in zip(self.grids, self.context_att):
+        for grid, branch in zip(self.grids, self.context_att, strict=False):
             pooled = branch(F.adaptive_avg_pool2d(xa, grid))
             logits = logits + F.interpolate(pooled, size=(height, width), mode="nearest")
         weight = torch.sigmoid(logits)

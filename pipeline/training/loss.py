@@ -49,7 +49,7 @@ def segmentation_loss(outputs: tuple[torch.Tensor, ...], target: torch.Tensor, c
     """Weighted sum: main OHEM CE + plain CE on each auxiliary head (+ Dice on the main output)."""
     main, *aux = outputs
     loss = cfg.main_weight * ohem_cross_entropy(main, target, cfg.ohem_thresh, cfg.ohem_min_kept)
-    for weight, logits in zip(cfg.aux_weights, aux):
+    for weight, logits in zip(cfg.aux_weights, aux, strict=False):
         loss = loss + weight * F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
     if cfg.dice_weight:
         loss = loss + cfg.dice_weight * dice_loss(main, target)

@@ -1,0 +1,60 @@
+"""The DSNet-style network: reference sizes, shapes, train/eval outputs, typed presets."""
+
+import pytest
+import torch
+
+from pipeline.model import PRESETS, DSNet, DSNetConfig, build_model, count_parameters
+
+
+def test_dsnet_matches_reference_parameter_count():
+    model = build_model("dsnet", 19)
+    assert count_parameters(model, include_aux=False) == 6_755_539  # 6.76 M, as the paper's DSNet
+    assert count_parameters(model) == 6_943_769  # 6.94 M with both auxiliary heads
+
+
+def test_dsnet_base_is_the_wider_variant():
+    assert round(count_parameters(build_model("dsnet-base", 19), include_aux=False) / 1e6, 1) == 37.5
+
+
+@pytest.mark.parametrize("preset", ["dsnet-tiny", "dsnet"])
+def test_output_shape_equals_odd_input_shape(preset):
+    model = build_model(preset, 3).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 250, 333))
+    assert out.shape == (1, 3, 250, 333)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (61, 45), (8, 200)])
+def test_tiny_handles_small_and_thin_inputs(size):
+    model = build_model("dsnet-tiny", 2).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, *size)).shape == (1, 2, *size)
+
+
+def test_train_mode_returns_main_and_two_aux_eval_mode_one_tensor():
+    model = build_model("dsnet-tiny", 4)
+    x = torch.randn(2, 3, 64, 96)
+    outputs = model.train()(x)
+    assert isinstance(outputs, tuple) and len(outputs) == 3
+    assert all(o.shape == (2, 4, 64, 96) for o in outputs)
+    assert not torch.equal(outputs[0], outputs[1])
+    single = model.eval()(x)
+    assert isinstance(single, torch.Tensor) and single.shape == (2, 4, 64, 96)
+
+
+def test_presets_are_typed_configs_not_name_substrings():
+    assert PRESETS["dsnet"].width == 32 and PRESETS["dsnet-base"].width == 64
+    assert PRESETS["dsnet-base"].context_blocks == 3 and PRESETS["dsnet-base"].detail_blocks == 3
+    model = build_model("dsnet", 2, grids=(4, 8), head_width=64)
+    assert model.config.grids == (4, 8) and model.config.head_width == 64
+    assert len(model.fuse3.context_att) == 2
+    assert DSNet(DSNetConfig(width=8, num_classes=5)).config.num_classes == 5
+
+
+def test_bad_preset_or_override_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model preset 'dsnet-huge'"):
+        build_model("dsnet-huge", 2)
+    with pytest.raises(ValueError, match="unknown model override"):
+        build_model("dsnet", 2, planes=64)
+    with pytest.raises(ValueError):
+        build_model("dsnet", 2, width=0)

@@ -1,0 +1,73 @@
+"""The `msaf` console script end to end: real processes, real files, one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_params
+
+MSAF = [str(Path(sys.executable).with_name("msaf"))]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MSAF, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_train_then_evaluate(tmp_path, cfd_subset):
+    params = write_params(tmp_path / "params.yaml", cfd_subset / "images", cfd_subset / "masks")
+    trained = run("train", "--params", str(params), "--set", "train.epochs=2")
+    assert trained.returncode == 0, trained.stderr
+    assert "epoch   1/2" in trained.stdout and "epoch   2/2" in trained.stdout
+    model = tmp_path / "model.safetensors"
+    assert model.is_file()
+
+    out = tmp_path / "metrics.json"
+    evaluated = run("evaluate", "--model", str(model), "--images", str(cfd_subset / "images"),
+                    "--masks", str(cfd_subset / "masks"), "--out", str(out), "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "crack" in evaluated.stdout and "tolerant F1" in evaluated.stdout
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 10 and set(summary["classes"]) == {"background", "crack"}
+    assert sum(summary["classes"][c]["support"] for c in summary["classes"]) == 10 * 480 * 320
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(("damage", "fragments"), [
+    ("drop_mask", ("001.jpg", "has no mask")),
+    ("bad_key", ("params.yaml", "train.lr")),
+    ("unknown_value", ("masks/", "[255]", "not mapped")),
+])
+def test_bad_training_input_fails_cleanly_and_writes_nothing(tmp_path, cfd_subset, damage, fragments):
+    extra = {"train": {"lr": "fast"}} if damage == "bad_key" else {}
+    params = write_params(tmp_path / "params.yaml", cfd_subset / "images", cfd_subset / "masks", **extra)
+    if damage == "drop_mask":
+        (cfd_subset / "masks" / "001.png").unlink()
+    if damage == "unknown_value":
+        params.write_text(params.read_text().replace("data:", "data:\n  classes: [{name: bg, values: [0]}, "
+                                                     "{name: crack, values: [254]}]", 1))
+    result = run("train", "--params", str(params))
+    _assert_one_line_error(result, *fragments)
+    assert not list(tmp_path.glob("*.safetensors*")) and not list(tmp_path.glob(".*partial"))
+
+
+def test_evaluate_with_missing_model_or_empty_folder(tmp_path, cfd_subset):
+    result = run("evaluate", "--model", str(tmp_path / "none.safetensors"), "--images", str(cfd_subset / "images"),
+                 "--masks", str(cfd_subset / "masks"), "--out", str(tmp_path / "m.json"))
+    _assert_one_line_error(result, "model file not found")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_doctor_reports_versions():
+    result = run("doctor")
+    assert result.returncode == 0 and "torch" in result.stdout and "GDAL" in result.stdout

@@ -1,0 +1,52 @@
+"""params.yaml is typed and validated; mistakes name the file and the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_params
+from pipeline.errors import MsafError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_validate_and_paths_resolve():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.images.is_absolute() and params.data.images.is_dir()
+    assert params.data.class_names == ["background", "crack"]
+    assert params.train.loss.aux_weights == (0.2, 0.2) and params.train.loss.main_weight == 0.6
+
+
+def _write(tmp_path: Path, payload: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(payload))
+    return path
+
+
+@pytest.mark.parametrize(("payload", "key"), [
+    ({"train": {"lr": "fast"}}, "train.lr"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"learning_rate": 0.1}}, "train.learning_rate"),
+    ({"model": {"preset": "dsnet-xl"}}, "model.preset"),
+    ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
+])
+def test_invalid_value_or_key_names_the_key(tmp_path, payload, key):
+    path = _write(tmp_path, payload)
+    with pytest.raises(MsafError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert str(path) in message and f"'{key}'" in message and "\n" not in message
+
+
+def test_a_mask_value_mapped_to_two_classes_is_refused(tmp_path):
+    path = _write(tmp_path, {"data": {"classes": [{"name": "bg", "values": [0]}, {"name": "crack", "values": [0]}]}})
+    with pytest.raises(MsafError, match="mapped twice"):
+        load_params(path)
+
+
+def test_missing_file_and_overrides(tmp_path):
+    with pytest.raises(MsafError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    params = load_params(_write(tmp_path, {}), {"train.epochs": 3, "model.preset": "dsnet-tiny"})
+    assert params.train.epochs == 3 and params.model.preset == "dsnet-tiny"
