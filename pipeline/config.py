@@ -108,6 +108,40 @@ class EvalConfig(_Strict):
     tolerance_px: int = Field(2, ge=0, description="crack F1 tolerance, 2 px in the crack literature")
 
 
+class ScalingConfig(_Strict):
+    """How non-8-bit imagery (uint16, float) is brought to 8 bit before inference."""
+
+    mode: Literal["percentile", "range"] = "percentile"
+    low: float = Field(2.0, ge=0, lt=50, description="percentile mapped to 0")
+    high: float = Field(98.0, gt=50, le=100, description="percentile mapped to 255")
+    min: float = 0.0
+    max: float = 65535.0
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ScalingConfig:
+        if self.mode == "range" and not self.max > self.min:
+            raise ValueError(f"scaling range needs max > min, got [{self.min}, {self.max}]")
+        return self
+
+
+class SurveyConfig(_Strict):
+    """Tiled inference over an orthomosaic."""
+
+    model: Path = Path("models/model.safetensors")
+    tile: int | None = Field(None, ge=16, description="tile side; default: the model's training tile size")
+    overlap: int | None = Field(None, ge=0, description="tile overlap in px; default: tile // 4")
+    block: int = Field(2048, ge=1, description="core size of a unit of work (memory ~ block^2)")
+    batch: int = Field(8, ge=1, description="tiles per forward pass; batches are padded to this size")
+    workers: int = Field(1, ge=1, description="blocks inferred concurrently")
+    readers: int = Field(4, ge=1, description="threads reading/decoding blocks ahead of inference")
+    tta: bool = False
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
+    gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+
+
 class Params(_Strict):
     """The whole ``params.yaml``."""
 
@@ -115,6 +149,7 @@ class Params(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    survey: SurveyConfig = Field(default_factory=SurveyConfig)
 
     def resolve_paths(self, base: Path) -> Params:
         """Paths in params.yaml are relative to the file; make them absolute."""
@@ -122,6 +157,7 @@ class Params(_Strict):
         copy.data.images = (base / copy.data.images).resolve()
         copy.data.masks = (base / copy.data.masks).resolve()
         copy.train.out = (base / copy.train.out).resolve()
+        copy.survey.model = (base / copy.survey.model).resolve()
         return copy
 
 

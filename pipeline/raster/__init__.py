@@ -1,0 +1,1 @@
+"""Raster I/O: the global tile grid, blocks with halos, validated reading and COG writing."""

@@ -1,0 +1,79 @@
+"""Write block results into tiled GeoTIFFs, then finish them as Cloud-Optimized GeoTIFFs.
+
+Blocks are written into temporary tiled GeoTIFFs (any order, from any thread); ``finish`` turns
+each into a COG (internal tiling, DEFLATE, overviews) under a temporary name and renames it into
+place, so a failed run never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+
+from pipeline.raster.grid import Box
+
+COG_OPTIONS = {
+    "COMPRESS": "DEFLATE", "PREDICTOR": "2", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER",
+    "OVERVIEWS": "IGNORE_EXISTING", "OVERVIEW_RESAMPLING": "NEAREST", "NUM_THREADS": "ALL_CPUS",
+}
+
+
+class GeoTiffSink:
+    """A single-band uint8 raster written block by block, finished as a COG.
+
+    Args:
+        final: path of the finished COG.
+        width, height, crs, transform: georeference, copied from the input.
+        nodata: nodata value of the band.
+        overview_resampling: NEAREST for class ids, AVERAGE / NEAREST for confidence.
+    """
+
+    def __init__(self, final: Path, width: int, height: int, crs: CRS, transform: Any, nodata: int,
+                 overview_resampling: str = "NEAREST") -> None:
+        self.final = Path(final)
+        self.partial = self.final.with_name(f".{self.final.name}.blocks.partial.tif")
+        self.overview_resampling = overview_resampling
+        self._lock = threading.Lock()
+        self._ds = rasterio.open(
+            self.partial, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+            crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
+            compress="DEFLATE", BIGTIFF="IF_SAFER",
+        )
+
+    def write(self, core: Box, data: np.ndarray) -> None:
+        with self._lock:
+            self._ds.write(data, 1, window=core.window)
+
+    @property
+    def staging(self) -> Path:
+        return self.final.with_name(f".{self.final.name}.cog.partial.tif")
+
+    def build_cog(self, tags: dict[str, str]) -> Path:
+        """Close the block file and convert it to a COG at a temporary name (see ``publish``)."""
+        self._ds.update_tags(**tags)
+        self._ds.close()
+        options = {**COG_OPTIONS, "OVERVIEW_RESAMPLING": self.overview_resampling}
+        try:
+            rasterio.shutil.copy(self.partial, self.staging, driver="COG", **options)
+        finally:
+            self.partial.unlink(missing_ok=True)
+        return self.staging
+
+    def publish(self) -> Path:
+        """Rename the finished COG into place (atomic on one file system)."""
+        os.replace(self.staging, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        """Drop everything written so far (on failure)."""
+        if not self._ds.closed:
+            self._ds.close()
+        self.partial.unlink(missing_ok=True)
+        self.staging.unlink(missing_ok=True)

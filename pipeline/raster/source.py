@@ -1,0 +1,200 @@
+"""Open and validate an orthomosaic, then read RGB + validity for any window, thread-safely.
+
+Input rules (documented in the README):
+* 3 bands = RGB; 4 bands = RGB + alpha (the footprint). Other band counts are refused.
+* The footprint (valid pixels) is GDAL's dataset mask: alpha band, declared nodata or an internal
+  mask, whichever the file has.
+* uint8 is used as is. Other types (uint16, float...) are scaled to 8 bit per band, either by a
+  percentile stretch (default 2-98 %, computed on a decimated read of valid pixels, so memory is
+  bounded) or by an explicit ``[min, max]`` range; values outside clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import CRSError, RasterioError, RasterioIOError
+
+from pipeline.config import ScalingConfig
+from pipeline.errors import MsafError
+from pipeline.raster.grid import Box
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the survey needs to know about an input raster (and records in survey.json)."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS
+    crs_assumed: bool
+    transform: Any
+    nodata: float | None
+    has_alpha: bool
+    compression: str | None
+    block_shapes: tuple[int, int]
+    gsd_m: float
+    scale: tuple[tuple[float, float], ...] | None = field(default=None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "width": self.width, "height": self.height, "bands": self.count,
+            "dtype": self.dtype, "crs": self.crs.to_string(), "crs_assumed": self.crs_assumed,
+            "transform": list(self.transform)[:6], "nodata": self.nodata, "alpha": self.has_alpha,
+            "compression": self.compression, "block_shape": list(self.block_shapes), "gsd_m": self.gsd_m,
+            "scaling": [list(s) for s in self.scale] if self.scale else None,
+            "megapixels": self.width * self.height / 1e6,
+        }
+
+
+def ground_sample_distance(crs: CRS, transform: Any, height: int) -> float:
+    """Pixel size in metres (mean of x and y); degrees are converted at the raster's centre latitude."""
+    x_size, y_size = abs(transform.a), abs(transform.e)
+    if crs.is_geographic:
+        centre_lat = transform.f + transform.e * height / 2
+        metres_per_degree = 111_320.0
+        return float((x_size * math.cos(math.radians(centre_lat)) + y_size) / 2 * metres_per_degree)
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return float((x_size + y_size) / 2 * factor)
+
+
+def _percentile_scale(ds: rasterio.DatasetReader, low: float, high: float) -> tuple[tuple[float, float], ...]:
+    """Per-band (lo, hi) from a decimated read (at most ~1024 px a side) of valid pixels."""
+    step = max(1, math.ceil(max(ds.width, ds.height) / 1024))
+    shape = (max(1, ds.height // step), max(1, ds.width // step))
+    data = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=rasterio.enums.Resampling.nearest)
+    valid = ds.dataset_mask(out_shape=shape) > 0
+    data = data.astype(np.float64)
+    if not np.isfinite(data).all():
+        valid &= np.isfinite(data).all(axis=0)
+    if not valid.any():
+        raise MsafError(f"{ds.name}: no valid pixels to compute a stretch from; pass an explicit range")
+    out = []
+    for band in data:
+        lo, hi = np.percentile(band[valid], [low, high])
+        out.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+    return tuple(out)
+
+
+def _check_readable_tail(ds: rasterio.DatasetReader) -> None:
+    """Read the last block: a truncated file fails here, before any work is done."""
+    rows, cols = ds.block_shapes[0]
+    window = rasterio.windows.Window(max(0, ds.width - cols), max(0, ds.height - rows),
+                                     min(cols, ds.width), min(rows, ds.height))
+    ds.read(1, window=window)
+
+
+def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None = None) -> SourceInfo:
+    """Validate an orthomosaic; every expected problem is one MsafError saying what to do."""
+    path = Path(path)
+    if not path.exists():
+        raise MsafError(f"input not found: {path}")
+    try:
+        ds_cm = rasterio.open(path)
+    except RasterioIOError:
+        raise MsafError(f"{path}: not a raster GDAL can read (expected a GeoTIFF/COG orthomosaic)") from None
+    with ds_cm as ds:
+        try:
+            _check_readable_tail(ds)
+        except RasterioError as exc:
+            raise MsafError(f"{path}: cannot read pixel data ({str(exc).splitlines()[0][:120]}); "
+                            "the file looks truncated or corrupt") from None
+        crs, assumed = ds.crs, False
+        if crs is None:
+            if not assume_crs:
+                raise MsafError(f"{path}: raster has no CRS; georeference it or pass --assume-crs EPSG:XXXX")
+            try:
+                crs, assumed = CRS.from_user_input(assume_crs), True
+            except CRSError:
+                raise MsafError(f"--assume-crs {assume_crs!r} is not a CRS rasterio understands") from None
+        if ds.count not in (3, 4):
+            raise MsafError(f"{path}: {ds.count} band(s); expected 3 (RGB) or 4 (RGB + alpha)")
+        has_alpha = ds.count == 4
+        if has_alpha and ds.colorinterp[3] not in (ColorInterp.alpha, ColorInterp.undefined):
+            raise MsafError(f"{path}: band 4 is {ds.colorinterp[3].name}, not alpha; expected RGB or RGBA")
+        if len(set(ds.dtypes)) != 1:
+            raise MsafError(f"{path}: bands have mixed data types {ds.dtypes}")
+        dtype = ds.dtypes[0]
+        scale = None
+        if dtype != "uint8":
+            if scaling.mode == "range":
+                scale = ((scaling.min, scaling.max),) * 3
+            else:
+                scale = _percentile_scale(ds, scaling.low, scaling.high)
+        return SourceInfo(
+            path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, crs=crs,
+            crs_assumed=assumed, transform=ds.transform, nodata=ds.nodata, has_alpha=has_alpha,
+            compression=ds.compression.value if ds.compression else None,
+            block_shapes=tuple(ds.block_shapes[0]), gsd_m=ground_sample_distance(crs, ds.transform, ds.height),
+            scale=scale,
+        )
+
+
+def to_uint8(data: np.ndarray, scale: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Linear per-band stretch of (3, H, W) data to uint8 with clipping (NaN -> 0)."""
+    out = np.empty(data.shape, dtype=np.uint8)
+    for band, (lo, hi) in enumerate(scale):
+        scaled = (data[band].astype(np.float32) - lo) * (255.0 / (hi - lo))
+        out[band] = np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
+    return out
+
+
+class BlockReader:
+    """Reads windows as (RGB uint8 (H, W, 3), valid bool (H, W)); one dataset handle per thread."""
+
+    def __init__(self, info: SourceInfo) -> None:
+        self.info = info
+        self._local = threading.local()
+        self._handles: list[rasterio.DatasetReader] = []
+        self._lock = threading.Lock()
+
+    def _dataset(self) -> rasterio.DatasetReader:
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            ds = rasterio.open(self.info.path)
+            self._local.ds = ds
+            with self._lock:
+                self._handles.append(ds)
+        return ds
+
+    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        ds = self._dataset()
+        try:
+            data = ds.read((1, 2, 3), window=box.window)
+            valid = ds.dataset_mask(window=box.window) > 0
+        except RasterioError as exc:
+            raise MsafError(f"{self.info.path}: read failed at rows {box.row0}-{box.row1}, cols "
+                            f"{box.col0}-{box.col1} ({str(exc).splitlines()[0][:100]}); file truncated or corrupt?"
+                            ) from None
+        if self.info.scale is not None:
+            if np.issubdtype(data.dtype, np.floating):
+                valid &= np.isfinite(data).all(axis=0)
+            data = to_uint8(data, self.info.scale)
+        return np.ascontiguousarray(data.transpose(1, 2, 0)), valid
+
+    def close(self) -> None:
+        with self._lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
+
+
+def file_fingerprint(path: str | Path, chunk: int = 8 << 20) -> str:
+    """BLAKE2b of the file's bytes: identifies the exact input a mask was made from."""
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as fh:
+        while data := fh.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()
