@@ -7,7 +7,7 @@ import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -17,10 +17,14 @@ from rich.table import Table
 import pipeline
 from pipeline.errors import MsafError
 
+if TYPE_CHECKING:
+    from pipeline.config import Params
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MSAF bridge-defect segmentation pipeline.")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_PARAMS = Path("params.yaml")
 
 
 def user_errors(func: F) -> F:
@@ -70,7 +74,7 @@ def print_metrics(summary: dict[str, Any]) -> None:
 @app.command()
 @user_errors
 def train(
-    params: Annotated[Path, typer.Option(help="params.yaml to read")] = Path("params.yaml"),
+    params: Annotated[Path, typer.Option(help="params.yaml to read")] = DEFAULT_PARAMS,
     out: Annotated[Path | None, typer.Option(help="checkpoint path (default: train.out)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a param, e.g. train.epochs=3")] = [],  # noqa: B006
 ) -> None:
@@ -110,6 +114,88 @@ def evaluate(
     print_metrics(summary)
     write_json(out, summary)
     console.print(f"wrote {out}")
+
+
+def _load_optional_params(path: Path) -> Params:
+    """params.yaml when present (explicit path must exist), else the built-in defaults."""
+    from pipeline.config import Params, load_params
+
+    if path.exists() or path != DEFAULT_PARAMS:
+        return load_params(path)
+    return Params().resolve_paths(Path.cwd())
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        return int(width), int(height or width)
+    except ValueError:
+        raise MsafError(f"--size expects W or WxH in pixels (e.g. 8192 or 8192x6000), got {text!r}") from None
+
+
+@app.command()
+@user_errors
+def survey(
+    ortho: Annotated[Path, typer.Argument(help="orthomosaic (GeoTIFF/COG, RGB or RGBA)")],
+    out: Annotated[Path, typer.Option(help="output folder (mask.tif, confidence.tif, survey.json)")],
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: survey.model in params.yaml)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    tile: Annotated[int | None, typer.Option(help="tile side (default: the model's training tile)")] = None,
+    overlap: Annotated[int | None, typer.Option(help="tile overlap in px (default: tile // 4)")] = None,
+    block: Annotated[int | None, typer.Option(help="block core size in px")] = None,
+    batch: Annotated[int | None, typer.Option(help="tiles per forward pass")] = None,
+    workers: Annotated[int | None, typer.Option(help="blocks inferred concurrently")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip test-time augmentation")] = None,
+    assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml (survey section)")] = DEFAULT_PARAMS,
+) -> None:
+    """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline.survey import run_survey
+
+    cfg = _load_optional_params(params).survey
+    flags = {"device": device, "tile": tile, "overlap": overlap, "block": block, "batch": batch,
+             "workers": workers, "tta": tta}
+    cfg = cfg.model_validate(cfg.model_dump() | {k: v for k, v in flags.items() if v is not None})
+    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("survey", total=None)
+        record = run_survey(ortho, out, cfg, model_path=model, assume_crs=assume_crs,
+                            on_block=lambda done, total: progress.update(task, completed=done, total=total))
+    pixels = ", ".join(f"{name} {count:,}" for name, count in record["class_pixels"].items())
+    console.print(f"{record['input']['width']}x{record['input']['height']} px in {record['timings']['total_s']:.1f} s "
+                  f"({record['throughput_mpix_s']['end_to_end']:.2f} Mpix/s, peak RSS {record['peak_rss_mb']:.0f} MiB)")
+    console.print(f"class pixels: {pixels}")
+    console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
+
+
+@app.command()
+@user_errors
+def mosaic(
+    images: Annotated[Path, typer.Option(help="folder of labelled photos")],
+    masks: Annotated[Path, typer.Option(help="folder of their masks")],
+    out: Annotated[Path, typer.Option(help="orthomosaic GeoTIFF to write")],
+    truth: Annotated[Path, typer.Option(help="ground-truth class raster to write")],
+    size: Annotated[str, typer.Option(help="W or WxH in pixels")] = "8192",
+    gsd: Annotated[float, typer.Option(help="ground sample distance, metres per pixel")] = 0.001,
+    crs: Annotated[str, typer.Option(help="projected CRS, e.g. EPSG:32633")] = "EPSG:32633",
+    compress: Annotated[str, typer.Option(help="jpeg or deflate")] = "jpeg",
+    footprint: Annotated[bool, typer.Option(help="irregular nodata footprint (alpha or internal mask)")] = False,
+    seed: Annotated[int, typer.Option(help="random seed of the layout")] = 0,
+    params: Annotated[Path, typer.Option(help="params.yaml (data.classes maps mask values)")] = DEFAULT_PARAMS,
+) -> None:
+    """Compose a large georeferenced survey orthomosaic from crack photos, with exact ground truth."""
+    from pipeline.raster.mosaic import compose_mosaic
+
+    if compress not in ("jpeg", "deflate"):
+        raise MsafError(f"--compress must be jpeg or deflate, got {compress!r}")
+    width, height = _parse_size(size)
+    classes = _load_optional_params(params).data.classes
+    summary = compose_mosaic(images, masks, out, truth, width, height, gsd, crs, classes,
+                             compress=compress, footprint=footprint, seed=seed)  # type: ignore[arg-type]
+    console.print(f"wrote {out} and {truth}: {width}x{height} px at {gsd * 1000:g} mm/px ({summary['crs']}), "
+                  f"footprint {summary['footprint_fraction']:.0%}, defects {summary['defect_fraction']:.2%}")
 
 
 @app.command()

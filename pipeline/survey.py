@@ -34,7 +34,7 @@ from pipeline.inference.blend import CONFIDENCE_NODATA, NODATA, BlockResult, inf
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
-from pipeline.raster.grid import Block, TileGrid, blend_weights
+from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, file_fingerprint, open_source
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class BlockPipeline:
     are being inferred, whatever the raster size.
     """
 
-    def __init__(self, reader: BlockReader, runners: list[TileRunner], weights: np.ndarray,
+    def __init__(self, reader: BlockReader, runners: list[TileRunner], weights: Callable[[Box], np.ndarray],
                  fill: tuple[float, ...], batch: int, readers: int) -> None:
         self.reader = reader
         self.runners: queue.Queue[TileRunner] = queue.Queue()
@@ -169,7 +169,7 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
 
     runners = [TileRunner(model, meta.mean, meta.std, device, plan.batch, grid.tile_shape,
                           tta=cfg.tta, compile=cfg.compile) for _ in range(cfg.workers)]
-    pipeline_ = BlockPipeline(BlockReader(info), runners, blend_weights(*grid.tile_shape), meta.mean,
+    pipeline_ = BlockPipeline(BlockReader(info), runners, grid.weights, meta.mean,
                               plan.batch, cfg.readers)
     num_classes = len(meta.classes)
     counts = np.zeros(num_classes, np.int64)

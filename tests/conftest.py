@@ -55,3 +55,47 @@ def write_params(path: Path, images: Path, masks: Path, **sections: dict) -> Pat
         params.setdefault(name, {}).update(values)
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, cfd_dir) -> Path:
+    """A dsnet-tiny checkpoint briefly trained on the real CFD photos (128 px tiles), shared by the session.
+
+    Trained for real, so its masks have real structure (cracks and background), which makes
+    byte-identity checks meaningful.
+    """
+    from pipeline.config import load_params
+    from pipeline.training.trainer import train_model
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    params = write_params(root / "params.yaml", cfd_dir / "images", cfd_dir / "masks",
+                          data={"val_fraction": 0.1},
+                          train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 128})
+    return train_model(load_params(params)).checkpoint
+
+
+def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", transform=None,
+                 nodata: float | None = None, **profile) -> Path:
+    """Write a (bands, H, W) array as a GeoTIFF with a CRS (unless crs=None)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    count, height, width = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
+                       crs=crs, transform=transform or from_origin(500000, 5000000, 0.001, 0.001),
+                       nodata=nodata, **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def crack_mosaic(tmp_path_factory, cfd_dir) -> tuple[Path, Path]:
+    """A 700x530 JPEG-tiled crack orthomosaic (sizes not multiples of any tile) with its truth."""
+    from pipeline.config import DataConfig
+    from pipeline.raster.mosaic import compose_mosaic
+
+    root = tmp_path_factory.mktemp("mosaic")
+    ortho, truth = root / "ortho.tif", root / "truth.tif"
+    compose_mosaic(cfd_dir / "images", cfd_dir / "masks", ortho, truth, 700, 530, 0.001, "EPSG:32633",
+                   DataConfig().classes, compress="jpeg", footprint=True, seed=3)
+    return ortho, truth

@@ -35,22 +35,24 @@ def fill_invalid(pixels: np.ndarray, valid: np.ndarray, fill: Sequence[float]) -
     return out
 
 
-def infer_block(block: Block, pixels: np.ndarray, valid: np.ndarray,
-                predict: Callable[[np.ndarray], np.ndarray], weights: np.ndarray, fill: Sequence[float],
-                batch: int) -> BlockResult:
-    """Blend the probabilities of every tile touching the core, in global tile order.
+def blend_block(block: Block, pixels: np.ndarray, valid: np.ndarray,
+                predict: Callable[[np.ndarray], np.ndarray], weights: Callable[[Box], np.ndarray],
+                fill: Sequence[float], batch: int) -> np.ndarray:
+    """Weighted mean of the probabilities of every tile touching the core, in global tile order.
+
+    The order and the per-pixel weights are the same whichever block a pixel falls in, so the
+    result is bit-identical for any block size.
 
     Args:
-        pixels: RGB uint8 of ``block.region``; valid: its footprint.
-        predict: tiles (n, h, w, 3) uint8 -> probabilities (n, C, h, w).
-        weights: per-pixel blend weights of one tile (h, w).
+        pixels: RGB uint8 of ``block.region``; valid: its footprint (nodata is filled first).
+        predict: tiles (n, h, w, 3) uint8 -> probabilities (n, C, h, w) float32.
+        weights: tile -> its per-pixel blend weights (h, w), strictly positive.
         batch: tiles handed to ``predict`` at a time (bounds memory).
+
+    Returns:
+        probabilities (C, core height, core width) float32.
     """
     core = block.core
-    core_valid = valid[core.relative_to(block.region)]
-    if not core_valid.any():
-        shape = (core.height, core.width)
-        return BlockResult(core, np.full(shape, NODATA, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
     pixels = fill_invalid(pixels, valid, fill)
     acc: np.ndarray | None = None
     weight_sum = np.zeros((core.height, core.width), np.float32)
@@ -63,10 +65,22 @@ def infer_block(block: Block, pixels: np.ndarray, valid: np.ndarray,
         for tile, tile_probs in zip(group, probs, strict=True):
             inter = tile.intersection(core)
             src, dst = inter.relative_to(tile), inter.relative_to(core)
-            w = weights[src]
+            w = weights(tile)[src]
             acc[(slice(None), *dst)] += tile_probs[(slice(None), *src)] * w
             weight_sum[dst] += w
-    probs = acc / weight_sum
+    return acc / weight_sum
+
+
+def infer_block(block: Block, pixels: np.ndarray, valid: np.ndarray,
+                predict: Callable[[np.ndarray], np.ndarray], weights: Callable[[Box], np.ndarray],
+                fill: Sequence[float], batch: int) -> BlockResult:
+    """Blend a block (see ``blend_block``) and quantise: argmax class ids + confidence, nodata marked."""
+    core = block.core
+    core_valid = valid[core.relative_to(block.region)]
+    if not core_valid.any():
+        shape = (core.height, core.width)
+        return BlockResult(core, np.full(shape, NODATA, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
+    probs = blend_block(block, pixels, valid, predict, weights, fill, batch)
     classes = probs.argmax(axis=0).astype(np.uint8)
     confidence = np.clip(np.round(probs.max(axis=0) * 255), 1, 255).astype(np.uint8)
     classes[~core_valid] = NODATA

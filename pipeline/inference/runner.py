@@ -46,10 +46,6 @@ class TileRunner:
         self._host = torch.zeros((batch, h, w, 3), dtype=torch.uint8, pin_memory=cuda)
         self._host_np = self._host.numpy()
 
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.config.num_classes) if hasattr(self.model, "config") else -1
-
     @torch.inference_mode()
     def _run_batch(self, count: int) -> torch.Tensor:
         x = self._host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()

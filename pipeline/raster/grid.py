@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from rasterio.windows import Window
@@ -92,6 +92,11 @@ class TileGrid:
     def col_starts(self) -> np.ndarray:
         return np.array(_starts(self.width, self.tile, self.tile - self.overlap))
 
+    def weights(self, tile: Box) -> np.ndarray:
+        """Blend weights of one tile, untapered on the sides that lie on the raster edge."""
+        edges = (tile.row0 == 0, tile.row1 == self.height, tile.col0 == 0, tile.col1 == self.width)
+        return blend_weights(tile.height, tile.width, edges)
+
     @property
     def n_tiles(self) -> int:
         return len(self.row_starts) * len(self.col_starts)
@@ -134,14 +139,25 @@ class Block:
         return iter(self.tiles)
 
 
-def blend_weights(rows: int, cols: int) -> np.ndarray:
+def _axis_weights(n: int, flush_start: bool, flush_end: bool) -> np.ndarray:
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)
+    if flush_start:
+        w[: n // 2] = 1.0
+    if flush_end:
+        w[n // 2:] = 1.0
+    return w.astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def blend_weights(rows: int, cols: int, edges: tuple[bool, bool, bool, bool] = (False,) * 4) -> np.ndarray:
     """Separable raised-cosine (Hann) weights, strictly positive, peaking at the tile centre.
 
     Overlapping tiles fade into each other, so their disagreement near tile borders (where the
-    network sees least context) leaves no seam.
+    network sees least context) leaves no seam. A side lying on the raster edge (``edges`` =
+    top, bottom, left, right) has no neighbour to fade into, so it does not taper: otherwise the
+    edge tile and the tile beside it would both be weighted by their borders there.
     """
-
-    def axis(n: int) -> np.ndarray:
-        return (0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
-
-    return np.outer(axis(rows), axis(cols)).astype(np.float32)
+    top, bottom, left, right = edges
+    weights = np.outer(_axis_weights(rows, top, bottom), _axis_weights(cols, left, right))
+    weights.setflags(write=False)
+    return weights

@@ -103,8 +103,10 @@ def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None
         raise MsafError(f"input not found: {path}")
     try:
         ds_cm = rasterio.open(path)
-    except RasterioIOError:
-        raise MsafError(f"{path}: not a raster GDAL can read (expected a GeoTIFF/COG orthomosaic)") from None
+    except RasterioIOError as exc:
+        reason = str(exc).replace(str(path), "").strip(" :")[:100]
+        raise MsafError(f"{path}: cannot open as a raster ({reason}); expected a complete GeoTIFF/COG "
+                        "orthomosaic - is it truncated or another kind of file?") from None
     with ds_cm as ds:
         try:
             _check_readable_tail(ds)

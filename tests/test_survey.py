@@ -1,0 +1,238 @@
+"""The survey engine end to end on real GeoTIFFs: invariance, georeference, edges, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from pipeline.config import ScalingConfig, SurveyConfig
+from pipeline.errors import MsafError
+from pipeline.survey import run_survey
+from tests.conftest import SHARED, write_raster
+
+MSAF = str(Path(sys.executable).with_name("msaf"))
+CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
+
+
+def survey(ortho, out, model, **cfg) -> dict:
+    return run_survey(ortho, out, SurveyConfig(**(CPU | cfg)), model_path=model)
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_model, crack_mosaic):
+    ortho, _ = crack_mosaic
+    runs = {"one_tile": {"block": 96}, "several": {"block": 200}, "whole": {"block": 4096},
+            "two_workers": {"block": 200, "workers": 2, "readers": 2}}
+    outputs = {name: survey(ortho, tmp_path / name, tiny_model, **cfg) for name, cfg in runs.items()}
+    reference_mask = read(tmp_path / "whole" / "mask.tif")
+    reference_conf = read(tmp_path / "whole" / "confidence.tif")
+    assert set(np.unique(reference_mask)) == {0, 1, 255}  # real structure: crack, background, nodata
+    assert len(np.unique(reference_conf)) > 50
+    for name in runs:
+        np.testing.assert_array_equal(read(tmp_path / name / "mask.tif"), reference_mask, err_msg=name)
+        np.testing.assert_array_equal(read(tmp_path / name / "confidence.tif"), reference_conf, err_msg=name)
+        assert outputs[name]["class_pixels"] == outputs["whole"]["class_pixels"]
+    assert outputs["one_tile"]["tiling"]["blocks"] > outputs["several"]["tiling"]["blocks"] > 1
+
+
+def test_stitched_survey_scores_like_whole_photo_inference(tmp_path, tiny_model, crack_mosaic, cfd_dir):
+    """Broken stitching, normalisation or nodata handling would drop the survey's score."""
+    from pipeline.evaluate import evaluate_folder
+    from pipeline.metrics import SegmentationMetrics
+
+    ortho, truth = crack_mosaic
+    survey(ortho, tmp_path, tiny_model)
+    truth_ids, mask = read(truth), read(tmp_path / "mask.tif")
+    np.testing.assert_array_equal(mask == 255, truth_ids == 255)  # footprint carried exactly
+
+    def tol_f1(prediction: np.ndarray) -> float:
+        metrics = SegmentationMetrics(["background", "crack"])
+        metrics.update(prediction, truth_ids)
+        return metrics.compute()["fg_tol_f1"]
+
+    surveyed = tol_f1(mask)
+    everything_crack = tol_f1(np.where(truth_ids == 255, 255, 1).astype(np.uint8))
+    photos = evaluate_folder(tiny_model, cfd_dir / "images", cfd_dir / "masks", device="cpu")["fg_tol_f1"]
+    assert surveyed > 2 * everything_crack, (surveyed, everything_crack)
+    assert surveyed > 0.8 * photos, (surveyed, photos)
+
+
+def test_outputs_are_cogs_with_georeference_provenance_and_record(tmp_path, tiny_model, crack_mosaic):
+    ortho, _ = crack_mosaic
+    record = survey(ortho, tmp_path, tiny_model, block=256)
+    with rasterio.open(ortho) as src, rasterio.open(tmp_path / "mask.tif") as mask:
+        assert (mask.crs, mask.transform, mask.width, mask.height) == (src.crs, src.transform, src.width, src.height)
+        assert mask.nodata == 255 and mask.dtypes[0] == "uint8"
+        assert mask.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert mask.compression.value == "DEFLATE" and mask.profile["tiled"]
+        tags = mask.tags()
+        assert tags["MSAF_MODEL_SHA256"] == record["model"]["sha256"]
+        assert tags["MSAF_SOURCE_FINGERPRINT"] == record["input"]["fingerprint"]
+        assert json.loads(tags["MSAF_PARAMS"])["tile"] == 128
+        counts = np.bincount(mask.read(1).ravel(), minlength=256)
+    on_disk = json.loads((tmp_path / "survey.json").read_text())
+    assert on_disk["class_pixels"] == {"background": int(counts[0]), "crack": int(counts[1])}
+    assert set(on_disk["timings"]) == {"validate_s", "infer_s", "cog_s", "total_s"}
+    assert on_disk["throughput_mpix_s"]["end_to_end"] > 0 and on_disk["peak_rss_mb"] > 0
+    assert on_disk["input"]["compression"] == "JPEG" and on_disk["tiling"]["overlap"] == 32
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_large_output_gets_overviews(tmp_path, tiny_model):
+    data = np.random.default_rng(0).integers(90, 140, (3, 1100, 1300), dtype=np.uint8)
+    ortho = write_raster(tmp_path / "big.tif", data, tiled=True, compress="deflate")
+    survey(ortho, tmp_path / "out", tiny_model, block=1024, tile=256, overlap=32)
+    with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
+        assert mask.overviews(1), "a COG of this size must carry overviews"
+
+
+@pytest.mark.parametrize("name", ["webodm_orthophoto.tif", "deepforest_OSBS_029.tif"])
+def test_real_orthophotos_round_trip_georeference_and_footprint(tmp_path, tiny_model, name):
+    ortho = SHARED / "data" / "ortho" / name
+    survey(ortho, tmp_path, tiny_model)
+    with rasterio.open(ortho) as src, rasterio.open(tmp_path / "mask.tif") as mask:
+        assert mask.crs == src.crs and mask.transform == src.transform and mask.shape == src.shape
+        footprint = src.dataset_mask() > 0
+        out = mask.read(1)
+    assert (~footprint).sum() > 0  # both files have real nodata (alpha / nodata 255)
+    np.testing.assert_array_equal(out == 255, ~footprint)
+
+
+@pytest.mark.parametrize(("crs", "transform"), [
+    ("EPSG:32633", from_origin(400000, 5500000, 0.002, 0.002)),
+    ("EPSG:4326", from_origin(13.4, 52.5, 2e-8, 2e-8)),
+])
+def test_generated_rasters_keep_crs_and_transform(tmp_path, tiny_model, crs, transform):
+    data = np.random.default_rng(1).integers(0, 256, (3, 150, 170), dtype=np.uint8)
+    ortho = write_raster(tmp_path / "in.tif", data, crs=crs, transform=transform)
+    record = survey(ortho, tmp_path / "out", tiny_model)
+    with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
+        assert mask.crs.to_string() == crs and mask.transform == transform and mask.shape == (150, 170)
+    expected_gsd = 0.002 if crs == "EPSG:32633" else 2e-8 * 111_320 * (1 + np.cos(np.radians(52.5))) / 2
+    assert record["input"]["gsd_m"] == pytest.approx(expected_gsd, rel=2e-3)
+
+
+@pytest.mark.parametrize("shape", [(1, 300), (300, 1), (50, 40), (333, 250), (97, 1000)])
+def test_edge_shapes(tmp_path, tiny_model, shape):
+    data = np.random.default_rng(2).integers(0, 256, (3, *shape), dtype=np.uint8)
+    ortho = write_raster(tmp_path / "in.tif", data)
+    survey(ortho, tmp_path / "out", tiny_model, block=64)
+    mask = read(tmp_path / "out" / "mask.tif")
+    assert mask.shape == shape and set(np.unique(mask)) <= {0, 1}
+
+
+def test_sixteen_bit_imagery_is_scaled_to_the_same_answer(tmp_path, tiny_model, crack_mosaic):
+    ortho, _ = crack_mosaic
+    with rasterio.open(ortho) as src:
+        rgb8 = src.read()
+        profile = {"crs": src.crs, "transform": src.transform, "nodata": 0}
+    write_raster(tmp_path / "8.tif", rgb8, **profile)
+    write_raster(tmp_path / "16.tif", rgb8.astype(np.uint16) * 257, **profile)
+    survey(tmp_path / "8.tif", tmp_path / "o8", tiny_model)
+    full_range = ScalingConfig(mode="range", min=0, max=65535)
+    record = run_survey(tmp_path / "16.tif", tmp_path / "o16", SurveyConfig(**CPU, scaling=full_range),
+                        model_path=tiny_model)
+    assert record["input"]["dtype"] == "uint16"
+    np.testing.assert_array_equal(read(tmp_path / "o16" / "mask.tif"), read(tmp_path / "o8" / "mask.tif"))
+    stretched = survey(tmp_path / "16.tif", tmp_path / "p16", tiny_model)  # default percentile stretch
+    lo, hi = stretched["input"]["scaling"][0]
+    red = rgb8[0][(rgb8 > 0).any(axis=0)].astype(float) * 257  # GDAL: nodata only where all bands are 0
+    assert lo == pytest.approx(np.percentile(red, 2), rel=0.05)
+    assert hi == pytest.approx(np.percentile(red, 98), rel=0.05)
+
+
+def test_gsd_mismatch_warns_or_refuses(tmp_path, tiny_model):
+    data = np.full((3, 64, 64), 120, np.uint8)
+    ortho = write_raster(tmp_path / "coarse.tif", data, transform=from_origin(0, 0, 0.01, 0.01))  # 10 mm vs 1 mm
+    record = run_survey(ortho, tmp_path / "w", SurveyConfig(device="cpu"), model_path=tiny_model)
+    assert "differs from the model's training GSD" in record["gsd_warning"]
+    with pytest.raises(MsafError, match="gsd_policy=refuse"):
+        run_survey(ortho, tmp_path / "r", SurveyConfig(device="cpu", gsd_policy="refuse"), model_path=tiny_model)
+    assert not (tmp_path / "r" / "mask.tif").exists()
+
+
+def test_a_failed_rerun_leaves_the_previous_good_output_untouched(tmp_path, tiny_model, crack_mosaic):
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 600, 600), dtype=np.uint8)
+    ortho = write_raster(tmp_path / "in.tif", pixels, tiled=True, blockxsize=128, blockysize=128, compress="deflate")
+    survey(ortho, tmp_path / "out", tiny_model)
+    good = (tmp_path / "out" / "mask.tif").read_bytes()
+    broken = tmp_path / "broken.tif"
+    data = bytearray(ortho.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4000] = np.random.default_rng(4).bytes(4000)  # corrupt tiles mid-file, tail intact
+    broken.write_bytes(bytes(data))
+    with pytest.raises(MsafError, match="read failed"):
+        survey(broken, tmp_path / "out", tiny_model, block=128)
+    assert (tmp_path / "out" / "mask.tif").read_bytes() == good
+    assert not list((tmp_path / "out").glob(".*partial*"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=300)
+
+
+def _bad_inputs(tmp_path: Path, crack_mosaic) -> dict[str, tuple[Path, str]]:
+    ortho, _ = crack_mosaic
+    text = tmp_path / "notes.tif"
+    text.write_text("this is not a raster")
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(ortho.read_bytes()[: ortho.stat().st_size // 2])
+    no_crs = write_raster(tmp_path / "nocrs.tif", np.zeros((3, 20, 20), np.uint8), crs=None)
+    two_bands = write_raster(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint8))
+    return {"not_raster": (text, "cannot open as a raster"), "truncated": (truncated, "truncated"),
+            "no_crs": (no_crs, "no CRS"), "two_bands": (two_bands, "2 band(s)")}
+
+
+@pytest.mark.parametrize("case", ["not_raster", "truncated", "no_crs", "two_bands", "unwritable", "no_model"])
+def test_bad_input_is_one_clear_line_and_no_output(tmp_path, tiny_model, crack_mosaic, case):
+    ortho, _ = crack_mosaic
+    out, model = tmp_path / "out", tiny_model
+    expected = {"unwritable": "cannot create output folder", "no_model": "model file not found"}.get(case)
+    if case in ("unwritable", "no_model"):
+        if case == "unwritable":
+            blocker = tmp_path / "file"
+            blocker.write_text("x")
+            out = blocker / "out"
+        else:
+            model = tmp_path / "missing.safetensors"
+    else:
+        ortho, expected = _bad_inputs(tmp_path, crack_mosaic)[case]
+    result = _cli("survey", str(ortho), "--out", str(out), "--model", str(model), "--device", "cpu")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
+    assert not (out / "mask.tif").exists() if out.parent.is_dir() else True
+
+
+def test_assume_crs_rescues_a_raster_without_one(tmp_path, tiny_model):
+    no_crs = write_raster(tmp_path / "nocrs.tif", np.full((3, 40, 40), 100, np.uint8), crs=None)
+    result = _cli("survey", str(no_crs), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                  "--device", "cpu", "--assume-crs", "EPSG:32633")
+    assert result.returncode == 0, result.stderr
+    with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
+        assert mask.crs.to_epsg() == 32633
+    assert json.loads((tmp_path / "out" / "survey.json").read_text())["input"]["crs_assumed"] is True
+
+
+def test_mosaic_cli_writes_ortho_and_exact_truth(tmp_path, cfd_dir):
+    result = _cli("mosaic", "--images", str(cfd_dir / "images"), "--masks", str(cfd_dir / "masks"),
+                  "--out", str(tmp_path / "o.tif"), "--truth", str(tmp_path / "t.tif"), "--size", "1000x700",
+                  "--gsd", "0.002", "--crs", "EPSG:32617", "--compress", "deflate", "--footprint", "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    with rasterio.open(tmp_path / "o.tif") as ortho, rasterio.open(tmp_path / "t.tif") as truth:
+        assert ortho.count == 4 and ortho.colorinterp[3].name == "alpha" and ortho.crs.to_epsg() == 32617
+        assert ortho.res == (0.002, 0.002) and truth.transform == ortho.transform
+        footprint = ortho.dataset_mask() > 0
+        labels = truth.read(1)
+    np.testing.assert_array_equal(labels == 255, ~footprint)
+    crack_share = (labels == 1).sum() / footprint.sum()
+    assert 0.005 < crack_share < 0.05  # CFD photos carry ~1.6 % crack pixels
