@@ -15,7 +15,7 @@ import resource
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ from pipeline.inference.blend import CONFIDENCE_NODATA, NODATA, BlockResult, inf
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
-from pipeline.raster.grid import Block, Box, TileGrid
+from pipeline.raster.grid import Block, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, file_fingerprint, open_source
 
 log = logging.getLogger(__name__)
@@ -94,56 +94,64 @@ def peak_rss_mb() -> float:
 
 
 class BlockPipeline:
-    """Reads blocks ahead with a reader pool while inference workers blend earlier blocks.
+    """Decodes the next block (with a pool of reader threads) while workers infer earlier blocks.
 
-    Memory stays bounded: at most ``readers + workers`` blocks are read ahead and ``2 * workers``
-    are being inferred, whatever the raster size.
+    Memory stays bounded whatever the raster size: one block is read ahead per worker and at most
+    two per worker are queued for inference.
     """
 
-    def __init__(self, reader: BlockReader, runners: list[TileRunner], weights: Callable[[Box], np.ndarray],
-                 fill: tuple[float, ...], batch: int, readers: int) -> None:
+    def __init__(self, reader: BlockReader, runners: list[TileRunner], grid: TileGrid,
+                 fill: tuple[float, ...]) -> None:
         self.reader = reader
         self.runners: queue.Queue[TileRunner] = queue.Queue()
         for runner in runners:
             self.runners.put(runner)
         self.workers = len(runners)
-        self.weights = weights
+        self.grid = grid
         self.fill = fill
-        self.batch = batch
-        self.readers = readers
 
     def _infer(self, block: Block, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
         runner = self.runners.get()
         try:
-            return infer_block(block, pixels, valid, runner, self.weights, self.fill, self.batch)
+            return infer_block(runner, self.grid, block, pixels, valid, self.fill)
         finally:
             self.runners.put(runner)
 
-    def run(self, blocks: list[Block], consume: Callable[[BlockResult], None]) -> None:
-        """Infer every block; ``consume`` gets each result (from worker threads)."""
-        def task(block: Block, read: Future) -> None:
-            consume(self._infer(block, *read.result()))
+    def _reads(self, pool: ThreadPoolExecutor, blocks: list[Block]) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
+        """Blocks with their pixels, in order, each read started ``workers`` blocks ahead."""
+        upcoming = iter(blocks)
+        pending: deque[tuple[Block, Future]] = deque()
+        for block in upcoming:
+            pending.append((block, pool.submit(self.reader.read, block.region)))
+            if len(pending) > self.workers:
+                block, read = pending.popleft()
+                yield block, *read.result()
+        while pending:
+            block, read = pending.popleft()
+            yield block, *read.result()
 
-        with ThreadPoolExecutor(self.readers, thread_name_prefix="read") as read_pool, \
-                ThreadPoolExecutor(self.workers, thread_name_prefix="infer") as infer_pool:
-            upcoming = iter(blocks)
-            reads: deque[tuple[Block, Future]] = deque(
-                (b, read_pool.submit(self.reader.read, b.region))
-                for b in [next(upcoming) for _ in range(min(len(blocks), self.readers + self.workers))]
-            )
-            running: set[Future] = set()
-            while reads:
-                block, read = reads.popleft()
-                read.result()  # surface read errors in order, before more work is queued
-                if (following := next(upcoming, None)) is not None:
-                    reads.append((following, read_pool.submit(self.reader.read, following.region)))
-                while len(running) >= 2 * self.workers:
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        future.result()
-                running.add(infer_pool.submit(task, block, read))
-            for future in running:
-                future.result()
+    def run(self, blocks: list[Block], consume: Callable[[BlockResult], None]) -> None:
+        """Infer every block; ``consume`` gets each result.
+
+        With one worker, inference runs in the calling thread: PyTorch's CPU thread pool belongs to
+        the thread that first used it, and driving it from another thread measured ~30 % slower.
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="read") as read_pool:
+            reads = self._reads(read_pool, blocks)
+            if self.workers == 1:
+                for block, pixels, valid in reads:
+                    consume(self._infer(block, pixels, valid))
+                return
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="infer") as infer_pool:
+                running: set[Future] = set()
+                for block, pixels, valid in reads:
+                    while len(running) >= 2 * self.workers:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                    running.add(infer_pool.submit(lambda *a: consume(self._infer(*a)), block, pixels, valid))
+                for future in running:
+                    future.result()
 
 
 def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
@@ -169,8 +177,7 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
 
     runners = [TileRunner(model, meta.mean, meta.std, device, plan.batch, grid.tile_shape,
                           tta=cfg.tta, compile=cfg.compile) for _ in range(cfg.workers)]
-    pipeline_ = BlockPipeline(BlockReader(info), runners, grid.weights, meta.mean,
-                              plan.batch, cfg.readers)
+    pipeline_ = BlockPipeline(BlockReader(info, cfg.readers), runners, grid, meta.mean)
     num_classes = len(meta.classes)
     counts = np.zeros(num_classes, np.int64)
     lock = threading.Lock()

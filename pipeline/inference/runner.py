@@ -1,8 +1,10 @@
-"""Batched tile inference with fixed-size batches and reused buffers.
+"""Batched tile inference and blending on the model's device.
 
-Every forward pass has the same shape (the last batch is padded), so a tile's result never depends
-on which other tiles share its batch, ``torch.compile`` never recompiles, and no buffer is
-allocated per batch.
+A block's region is uploaded and normalised once; tiles are cut from it on the device into one
+reused batch buffer; every forward pass has the same shape (short batches are padded), so a
+tile's result never depends on its batch neighbours and ``torch.compile`` never recompiles;
+probabilities are blended into float32 block-sized accumulators on the device, and only uint8
+class ids and confidence come back to the host.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import torch
 from torch import nn
 
 from pipeline.inference.predict import autocast_for
+from pipeline.raster.grid import Block, TileGrid, blend_weights
 
 
 class TileRunner:
-    """Turns uint8 RGB tiles (n, h, w, 3) into class probabilities (n, C, h, w) float32.
+    """Runs tiles of one fixed shape through a model and blends them into block cores.
 
     Args:
         model: network in eval mode returning logits (N, C, H, W).
         mean, std: the training normalisation (0..255 scale).
-        device: where the model runs.
+        device: where the model runs (blending happens there too).
         batch: forward-pass batch size; shorter batches are padded to it.
         tile_shape: (h, w) of every tile.
         tta: also run horizontally flipped tiles and average the probabilities.
@@ -37,33 +40,78 @@ class TileRunner:
         self.tta = tta
         cuda = device.type == "cuda"
         self.model = model.to(device).eval()
-        if cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        memory_format = torch.channels_last if cuda else torch.contiguous_format
+        self.model = self.model.to(memory_format=memory_format)
         self.forward = torch.compile(self.model) if compile else self.model
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self.inv_std = 1.0 / torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        h, w = tile_shape
-        self._host = torch.zeros((batch, h, w, 3), dtype=torch.uint8, pin_memory=cuda)
-        self._host_np = self._host.numpy()
+        self._inputs = torch.zeros((batch, 3, *tile_shape), device=device).contiguous(memory_format=memory_format)
+        self._weights: dict[tuple[bool, ...], torch.Tensor] = {}
+
+    def _upload(self, pixels: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 host array -> (3, H, W) uint8 view on the device (one copy, no float blow-up)."""
+        host = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        return host.to(self.device, non_blocking=True).permute(2, 0, 1)
 
     @torch.inference_mode()
-    def _run_batch(self, count: int) -> torch.Tensor:
-        x = self._host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = (x - self.mean) * self.inv_std
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+    def _probabilities(self, count: int) -> torch.Tensor:
+        """Normalise the batch buffer in place, run the model; softmax of the first ``count`` rows."""
+        self._inputs.sub_(self.mean).mul_(self.inv_std)
         with autocast_for(self.device):
-            probs = self.forward(x).float().softmax(dim=1)
+            probs = self.forward(self._inputs).float().softmax(dim=1)
             if self.tta:
-                probs = (probs + self.forward(x.flip(-1)).float().softmax(dim=1).flip(-1)) / 2
+                flipped = self.forward(self._inputs.flip(-1)).float().softmax(dim=1).flip(-1)
+                probs = (probs + flipped) / 2
         return probs[:count]
 
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """Probabilities for ``tiles`` (n, h, w, 3) uint8, run in padded batches of ``batch``."""
+    @torch.inference_mode()
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Probabilities (n, C, h, w) float32 for uint8 tiles (n, h, w, 3); for tests and benchmarks."""
         outputs = []
         for start in range(0, len(tiles), self.batch):
             chunk = tiles[start:start + self.batch]
-            self._host_np[: len(chunk)] = chunk
-            self._host_np[len(chunk):] = 0
-            outputs.append(self._run_batch(len(chunk)).cpu().numpy())
-        return np.concatenate(outputs) if outputs else np.empty((0,), np.float32)
+            self._inputs.copy_(self.mean.expand_as(self._inputs))  # padding normalises to 0
+            for i, tile in enumerate(chunk):
+                self._inputs[i].copy_(self._upload(tile))
+            outputs.append(self._probabilities(len(chunk)).cpu().numpy())
+        return np.concatenate(outputs)
+
+    def _tile_weights(self, grid: TileGrid, edges: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+        if edges not in self._weights:
+            weights = blend_weights(*grid.tile_shape, edges)
+            self._weights[edges] = torch.from_numpy(weights.copy()).to(self.device)
+        return self._weights[edges]
+
+    @torch.inference_mode()
+    def blend(self, grid: TileGrid, block: Block, pixels: np.ndarray) -> torch.Tensor:
+        """Weighted mean probabilities (C, core h, core w) over every tile touching the core.
+
+        Tiles are accumulated in global tile order with the same weights whichever block a pixel
+        falls in, so the result is bit-identical for any block size.
+
+        Args:
+            pixels: RGB uint8 of ``block.region`` (nodata already filled).
+        """
+        region = self._upload(pixels)
+        core = block.core
+        acc: torch.Tensor | None = None
+        weight_sum = torch.zeros((core.height, core.width), device=self.device)
+        tiles = block.tiles
+        for start in range(0, len(tiles), self.batch):
+            group = tiles[start:start + self.batch]
+            for i, tile in enumerate(group):
+                self._inputs[i].copy_(region[(slice(None), *tile.relative_to(block.region))])
+            if len(group) < self.batch:
+                self._inputs[len(group):].copy_(self.mean.expand_as(self._inputs[len(group):]))
+            probs = self._probabilities(len(group))
+            if acc is None:
+                acc = torch.zeros((probs.shape[1], core.height, core.width), device=self.device)
+            for tile, tile_probs in zip(group, probs, strict=True):
+                inter = tile.intersection(core)
+                src, dst = inter.relative_to(tile), inter.relative_to(core)
+                weights = self._tile_weights(grid, grid.edges(tile))[src]
+                acc[(slice(None), *dst)].addcmul_(tile_probs[(slice(None), *src)], weights)
+                weight_sum[dst] += weights
+        return acc.div_(weight_sum)

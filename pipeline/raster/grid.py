@@ -92,10 +92,13 @@ class TileGrid:
     def col_starts(self) -> np.ndarray:
         return np.array(_starts(self.width, self.tile, self.tile - self.overlap))
 
+    def edges(self, tile: Box) -> tuple[bool, bool, bool, bool]:
+        """Which sides (top, bottom, left, right) of a tile lie on the raster edge."""
+        return tile.row0 == 0, tile.row1 == self.height, tile.col0 == 0, tile.col1 == self.width
+
     def weights(self, tile: Box) -> np.ndarray:
         """Blend weights of one tile, untapered on the sides that lie on the raster edge."""
-        edges = (tile.row0 == 0, tile.row1 == self.height, tile.col0 == 0, tile.col1 == self.width)
-        return blend_weights(tile.height, tile.width, edges)
+        return blend_weights(tile.height, tile.width, self.edges(tile))
 
     @property
     def n_tiles(self) -> int:

@@ -30,14 +30,14 @@ def _stitch(model: nn.Module, image: np.ndarray, tile: int, overlap: int, block:
         region = image[b.region.row0:b.region.row1, b.region.col0:b.region.col1]
         region_valid = valid[b.region.row0:b.region.row1, b.region.col0:b.region.col1]
         out[:, b.core.row0:b.core.row1, b.core.col0:b.core.col1] = blend_block(
-            b, region, region_valid, runner, grid.weights, MEAN, 4)
+            runner, grid, b, region, region_valid, MEAN).numpy()
     return out
 
 
 def _whole(model: nn.Module, image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     runner = TileRunner(model, MEAN, STD, torch.device("cpu"), 1, (height, width))
-    return runner(image[None])[0]
+    return runner.predict(image[None])[0]
 
 
 @pytest.fixture
@@ -70,12 +70,12 @@ def test_nodata_is_filled_with_the_mean_colour_and_marked():
     grid = TileGrid(80, 80, 64, 16)
     (b,) = grid.blocks(1000)
     runner = TileRunner(model, MEAN, STD, torch.device("cpu"), 4, grid.tile_shape)
-    result = infer_block(b, pixels, valid, runner, grid.weights, MEAN, 4)
+    result = infer_block(runner, grid, b, pixels, valid, MEAN)
     assert (result.classes[:, :30] == 255).all() and (result.confidence[:, :30] == 0).all()
     assert (result.classes[:, 30:] != 255).all() and (result.confidence[:, 30:] > 0).all()
     garbage = pixels.copy()
     garbage[:, :30] = 7  # whatever lies under nodata must not change the answer
-    again = infer_block(b, garbage, valid, runner, grid.weights, MEAN, 4)
+    again = infer_block(runner, grid, b, garbage, valid, MEAN)
     np.testing.assert_array_equal(result.classes, again.classes)
     np.testing.assert_array_equal(result.confidence, again.confidence)
     assert Box(0, 0, 80, 80) == result.core
@@ -87,7 +87,7 @@ def test_runner_pads_batches_so_results_do_not_depend_on_batch_fill():
     model = build_model("dsnet-tiny", 2).eval()
     tiles = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
     runner = TileRunner(model, MEAN, STD, torch.device("cpu"), 4, (64, 64))
-    together = runner(tiles)
-    one_by_one = np.concatenate([runner(tiles[i:i + 1]) for i in range(5)])
+    together = runner.predict(tiles)
+    one_by_one = np.concatenate([runner.predict(tiles[i:i + 1]) for i in range(5)])
     np.testing.assert_array_equal(together, one_by_one)
     np.testing.assert_allclose(together.sum(axis=1), 1.0, atol=1e-5)

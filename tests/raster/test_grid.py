@@ -23,7 +23,7 @@ def test_regular_stride_and_flush_last_tile():
     assert grid.row_starts.tolist() == [0]
 
 
-@pytest.mark.parametrize("block", [1, 64, 96, 250, 10_000])
+@pytest.mark.parametrize("block", [7, 64, 96, 250, 10_000])
 def test_block_cores_partition_the_raster_and_list_exactly_the_touching_tiles(block):
     grid = TileGrid(250, 333, tile=96, overlap=24)
     owner = np.full((250, 333), -1)

@@ -1,0 +1,190 @@
+"""Survey throughput: model-only vs end-to-end `msaf survey` vs a naive tiled baseline.
+
+On the same model and the same generated JPEG-tiled orthomosaic (composed from the real crack
+photos), for two raster sizes, each mode in its own process so peak RSS is its own:
+
+* model   - the same tiles (same tile size and overlap) already in memory, batched; Mpix/s per
+            raster pixel. The ceiling for the survey.
+* survey  - the real engine end to end: read + decode, infer, blend, write both COGs.
+* naive   - what common tools do: read one tile at a time, batch 1, accumulate float64 scores
+            for the whole raster in RAM, argmax, write a GeoTIFF.
+
+    python bench/survey_throughput.py                          # CPU: dsnet-tiny, 2048 and 4096 px
+    python bench/survey_throughput.py --preset dsnet --sizes 16384 32768 --batch 16   # GPU box
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+CFD = REPO.parent / "shared" / "data" / "crackforest"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_model(path: Path, preset: str, tile: int) -> None:
+    from pipeline.checkpoint import ModelMetadata, save_checkpoint
+    from pipeline.config import DataConfig
+    from pipeline.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(preset, 2)
+    meta = ModelMetadata(preset=preset, architecture=model.config, classes=DataConfig().classes, tile_size=tile,
+                         mean=(120.0, 120.0, 120.0), std=(40.0, 40.0, 40.0), gsd_m=0.001)
+    save_checkpoint(path, model, meta)
+
+
+def run_model_only(ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str) -> dict:
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.inference.device import resolve_device
+    from pipeline.inference.runner import TileRunner
+    from pipeline.raster.grid import TileGrid
+
+    with rasterio.open(ortho) as ds:
+        height, width = ds.height, ds.width
+        sample = ds.read((1, 2, 3), window=rasterio.windows.Window(0, 0, min(tile, width), min(tile, height)))
+    dev = resolve_device(device)
+    net, meta = load_checkpoint(model, dev)
+    grid = TileGrid(height, width, tile, overlap)
+    runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape)
+    tile_on_device = runner._upload(sample.transpose(1, 2, 0))  # the same tile, in memory on the device
+
+    def one_batch() -> None:
+        runner._inputs.copy_(tile_on_device.expand_as(runner._inputs))
+        runner._probabilities(batch)
+
+    one_batch()  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(0, grid.n_tiles, batch):
+        one_batch()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tiles": grid.n_tiles}
+
+
+def run_survey_mode(ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str, block: int,
+                    readers: int) -> dict:
+    from pipeline.config import SurveyConfig
+    from pipeline.survey import run_survey
+
+    cfg = SurveyConfig(tile=tile, overlap=overlap, batch=batch, device=device, block=block, readers=readers,
+                       gsd_policy="ignore")
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        record = run_survey(ortho, out, cfg, model_path=model)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "stages": record["timings"]}
+
+
+def run_naive(ortho: Path, model: Path, tile: int, overlap: int, device: str) -> dict:
+    """One tile at a time, batch 1, whole-raster float64 score accumulator: the common approach."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.inference.device import resolve_device
+    from pipeline.inference.predict import normalise
+    from pipeline.raster.grid import Box, TileGrid
+
+    dev = resolve_device(device)
+    net, meta = load_checkpoint(model, dev)
+    started = time.perf_counter()
+    with rasterio.open(ortho) as ds, tempfile.TemporaryDirectory() as out:
+        grid = TileGrid(ds.height, ds.width, tile, overlap)
+        scores = np.zeros((len(meta.classes), ds.height, ds.width), np.float64)
+        for t in grid.tiles_touching(Box(0, 0, ds.height, ds.width)):
+            pixels = ds.read((1, 2, 3), window=t.window).transpose(1, 2, 0)
+            with torch.inference_mode():
+                logits = net(normalise(torch.from_numpy(pixels[None].copy()).to(dev), meta.mean, meta.std))
+            scores[:, t.row0:t.row1, t.col0:t.col1] += logits.softmax(1)[0].double().cpu().numpy()
+        mask = scores.argmax(0).astype(np.uint8)
+        profile = ds.profile | {"count": 1, "dtype": "uint8", "compress": "deflate", "photometric": "minisblack"}
+        with rasterio.open(Path(out) / "mask.tif", "w", **profile) as dst:
+            dst.write(mask, 1)
+    return {"seconds": time.perf_counter() - started}
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one mode in this process and print a JSON line."""
+    ortho, model = Path(args.ortho), Path(args.model)
+    if args.mode == "model":
+        result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device)
+    elif args.mode == "survey":
+        result = run_survey_mode(ortho, model, args.tile, args.overlap, args.batch, args.device, args.block,
+                                 args.readers)
+    else:
+        result = run_naive(ortho, model, args.tile, args.overlap, args.device)
+    print(json.dumps(result | {"peak_rss_mb": _peak_rss_mb()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="dsnet-tiny")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--block", type=int, default=4096)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--readers", type=int, default=4, help="survey reader threads")
+    parser.add_argument("--modes", nargs="+", default=["model", "survey", "naive"])
+    parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--ortho", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        child(args)
+        return
+
+    from pipeline.config import DataConfig
+    from pipeline.raster.mosaic import compose_mosaic
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="msaf-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = workdir / f"{args.preset}.safetensors"
+    make_model(model, args.preset, args.tile)
+    table = Table(title=f"survey throughput: {args.preset}, tile {args.tile}, overlap {args.overlap}, "
+                        f"batch {args.batch}, device {args.device}, torch {torch.__version__}")
+    for column in ("raster", "mode", "seconds", "Mpix/s", "vs model-only", "vs naive", "peak RSS MiB"):
+        table.add_column(column)
+    for size in args.sizes:
+        ortho = workdir / f"ortho_{size}.tif"
+        if not ortho.exists():
+            compose_mosaic(CFD / "images", CFD / "masks", ortho, workdir / f"truth_{size}.tif", size, size, 0.001,
+                           "EPSG:32633", DataConfig().classes, compress="jpeg", footprint=False, seed=size)
+        results = {}
+        for mode in args.modes:
+            command = [sys.executable, __file__, "--mode", mode, "--ortho", str(ortho), "--model", str(model),
+                       "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch),
+                       "--block", str(args.block), "--device", args.device, "--readers", str(args.readers)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results[mode] = json.loads(output.strip().splitlines()[-1])
+        mpix = size * size / 1e6
+        for mode, result in results.items():
+            rate = mpix / result["seconds"]
+            vs_model = rate / (mpix / results["model"]["seconds"]) if "model" in results else float("nan")
+            vs_naive = rate / (mpix / results["naive"]["seconds"]) if "naive" in results else float("nan")
+            table.add_row(f"{size}x{size}", mode, f"{result['seconds']:.2f}", f"{rate:.2f}", f"{vs_model:.2f}x",
+                          f"{vs_naive:.2f}x", f"{result['peak_rss_mb']:.0f}")
+    Console(width=150).print(table)
+
+
+if __name__ == "__main__":
+    main()
