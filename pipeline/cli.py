@@ -146,15 +146,18 @@ def survey(
     batch: Annotated[int | None, typer.Option(help="tiles per forward pass")] = None,
     workers: Annotated[int | None, typer.Option(help="blocks inferred concurrently")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip test-time augmentation")] = None,
+    with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
     assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
     params: Annotated[Path, typer.Option(help="params.yaml (survey section)")] = DEFAULT_PARAMS,
 ) -> None:
     """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from pipeline.report.build import report_survey
     from pipeline.survey import run_survey
 
-    cfg = _load_optional_params(params).survey
+    all_params = _load_optional_params(params)
+    cfg = all_params.survey
     flags = {"device": device, "tile": tile, "overlap": overlap, "block": block, "batch": batch,
              "workers": workers, "tta": tta}
     cfg = cfg.model_validate(cfg.model_dump() | {k: v for k, v in flags.items() if v is not None})
@@ -168,6 +171,8 @@ def survey(
                   f"({record['throughput_mpix_s']['end_to_end']:.2f} Mpix/s, peak RSS {record['peak_rss_mb']:.0f} MiB)")
     console.print(f"class pixels: {pixels}")
     console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
+    if with_report:
+        _print_report_summary(out, report_survey(out, all_params.report))
 
 
 @app.command()
@@ -199,6 +204,44 @@ def mosaic(
 
 
 @app.command()
+@user_errors
+def report(
+    survey_dir: Annotated[Path, typer.Argument(help="survey folder (mask.tif, confidence.tif, survey.json)")],
+    params: Annotated[Path, typer.Option(help="params.yaml (report section)")] = DEFAULT_PARAMS,
+) -> None:
+    """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html."""
+    from pipeline.report.build import report_survey
+
+    summary = report_survey(survey_dir, _load_optional_params(params).report)
+    _print_report_summary(survey_dir, summary)
+
+
+@app.command()
+@user_errors
+def compare(
+    old_survey: Annotated[Path, typer.Argument(help="earlier survey folder")],
+    new_survey: Annotated[Path, typer.Argument(help="later survey folder")],
+    out: Annotated[Path, typer.Option(help="folder for changes.gpkg/.geojson/.csv and report.html")],
+    params: Annotated[Path, typer.Option(help="params.yaml (report section)")] = DEFAULT_PARAMS,
+) -> None:
+    """Match the defects of two surveys and classify each as new, grown, unchanged, shrunk or not found."""
+    from pipeline.report.compare import compare_surveys
+
+    result = compare_surveys(old_survey, new_survey, out, _load_optional_params(params).report)
+    console.print(", ".join(f"{count} {status}" for status, count in result["changes"].items()))
+    console.print(f"wrote {', '.join(str(out / f) for f in result['outputs'])}")
+
+
+def _print_report_summary(survey_dir: Path, summary: dict[str, Any]) -> None:
+    if summary["defects"]:
+        by_class = ", ".join(f"{name} {count}" for name, count in summary["by_class"].items())
+        console.print(f"{summary['defects']} defects ({by_class})")
+    else:
+        console.print("no defects found")
+    console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary['outputs'].values())}")
+
+
+@app.command()
 def doctor() -> None:
     """Print versions and hardware, to paste into bug reports."""
     import numpy
@@ -220,6 +263,12 @@ def doctor() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    # a missing georeference is reported as a clear error (or handled with --assume-crs), not a warning
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     app()
 
 

@@ -142,6 +142,40 @@ class SurveyConfig(_Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
 
 
+class SeverityConfig(_Strict):
+    """Severity thresholds (low / medium / high).
+
+    Defaults follow the AASHTO Manual for Bridge Element Inspection (2nd ed., 2019): crack widths in
+    reinforced concrete (defect 1130) are insignificant below 0.012 in (0.3 mm), moderate up to
+    0.05 in (1.25 mm) and wide above; a spall or delamination (defect 1080) larger than 6 in
+    (152 mm) across is rated Poor, i.e. about 0.018 m2 for a round spall.
+    """
+
+    crack_width_mm: tuple[float, float] = (0.3, 1.25)
+    area_m2: tuple[float, float] = (0.005, 0.018)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> SeverityConfig:
+        for name in ("crack_width_mm", "area_m2"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"severity.{name} needs 0 < low <= high, got {(low, high)}")
+        return self
+
+
+class ReportConfig(_Strict):
+    """Vectorising, measuring and reporting defects."""
+
+    strip_rows: int = Field(2048, ge=1, description="mask rows vectorised at a time (memory bound)")
+    min_area_m2: float = Field(2e-5, ge=0, description="smaller defects are dropped (20 px at 1 mm GSD)")
+    simplify_m: float = Field(0.0005, ge=0, description="polygon simplification tolerance, ground units")
+    crack_classes: list[str] = Field(default_factory=lambda: ["crack"])
+    severity: SeverityConfig = Field(default_factory=SeverityConfig)
+    chips: int = Field(8, ge=0, description="defect image chips in the HTML report")
+    match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")
+    change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")
+
+
 class Params(_Strict):
     """The whole ``params.yaml``."""
 
@@ -150,6 +184,7 @@ class Params(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     survey: SurveyConfig = Field(default_factory=SurveyConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     def resolve_paths(self, base: Path) -> Params:
         """Paths in params.yaml are relative to the file; make them absolute."""

@@ -99,3 +99,14 @@ def crack_mosaic(tmp_path_factory, cfd_dir) -> tuple[Path, Path]:
     compose_mosaic(cfd_dir / "images", cfd_dir / "masks", ortho, truth, 700, 530, 0.001, "EPSG:32633",
                    DataConfig().classes, compress="jpeg", footprint=True, seed=3)
     return ortho, truth
+
+
+@pytest.fixture(scope="session")
+def surveyed(tmp_path_factory, tiny_model, crack_mosaic) -> Path:
+    """A finished survey folder (mask, confidence, survey.json) of the crack mosaic."""
+    from pipeline.config import SurveyConfig
+    from pipeline.survey import run_survey
+
+    out = tmp_path_factory.mktemp("survey")
+    run_survey(crack_mosaic[0], out, SurveyConfig(device="cpu", gsd_policy="ignore"), model_path=tiny_model)
+    return out

@@ -40,7 +40,7 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert read_metadata(path).data_fingerprint == "abc"
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_half_precision_file_is_smaller_and_close(tmp_path):

@@ -58,7 +58,7 @@ def test_bad_training_input_fails_cleanly_and_writes_nothing(tmp_path, cfd_subse
                                                      "{name: crack, values: [254]}]", 1))
     result = run("train", "--params", str(params))
     _assert_one_line_error(result, *fragments)
-    assert not list(tmp_path.glob("*.safetensors*")) and not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob("*.safetensors*")) and not list(tmp_path.glob(".*partial*"))
 
 
 def test_evaluate_with_missing_model_or_empty_folder(tmp_path, cfd_subset):

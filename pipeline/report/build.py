@@ -1,0 +1,130 @@
+"""`msaf report SURVEY_DIR`: defect tables + GIS files + a self-contained HTML report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+
+from pipeline.config import ReportConfig
+from pipeline.errors import MsafError
+from pipeline.fsutil import atomic_output
+from pipeline.report import figures
+from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
+from pipeline.report.html import Page
+from pipeline.report.measure import pixel_size
+from pipeline.report.outputs import write_tables
+
+CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def read_survey_record(survey_dir: Path) -> dict[str, Any]:
+    path = survey_dir / "survey.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def class_names_of(mask_path: Path, record: dict[str, Any]) -> list[str]:
+    """Class names from survey.json, else from the mask's provenance tag, else generic names."""
+    if names := record.get("model", {}).get("classes"):
+        return list(names)
+    with open_mask(mask_path) as mask:
+        if tag := mask.tags().get("MSAF_CLASSES"):
+            return list(json.loads(tag))
+        top = int(max(v for v in np.unique(mask.read(1)) if v != 255) if mask.width else 1)
+    return ["background", *(f"class_{i}" for i in range(1, max(top, 1) + 1))]
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    """HTML table; coordinates keep 6 decimals, other numbers 4 significant digits."""
+    precise = {c: "{:.6f}".format for c in ("lon", "lat") if c in frame}
+    return frame.to_html(index=False, border=0, float_format="{:,.4g}".format, formatters=precise, na_rep="")
+
+
+def _provenance(record: dict[str, Any], mask_path: Path) -> dict[str, Any]:
+    if not record:
+        with rasterio.open(mask_path) as mask:
+            return {k.removeprefix("MSAF_").lower(): v for k, v in mask.tags().items() if k.startswith("MSAF_")}
+    source, model = record.get("input", {}), record.get("model", {})
+    return {
+        "source": source.get("path"), "source fingerprint": source.get("fingerprint"),
+        "size": f"{source.get('width')} x {source.get('height')} px, {source.get('crs')}",
+        "ground sample distance": f"{source.get('gsd_m', 0) * 1000:.3g} mm",
+        "model": f"{model.get('name')} ({model.get('preset')}), sha256 {model.get('sha256')}",
+        "tiling": json.dumps(record.get("tiling")), "device": record.get("device"),
+        "software": record.get("software_version"), "processed (UTC)": record.get("created_utc"),
+    }
+
+
+def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cfg: ReportConfig) -> Page:
+    defects = tables.defects
+    with rasterio.open(mask_path) as mask:
+        bounds = tuple(mask.bounds)
+        pixel_units = abs(mask.transform.a)
+        metres_per_unit = pixel_size(mask.crs, mask.transform, mask.height).mean_m / pixel_units
+    ortho = Path(record["input"]["path"]) if record.get("input", {}).get("path") else None
+    classes = sorted(set(defects["class"])) if len(defects) else []
+    class_colours = {name: CLASS_PALETTE[i % len(CLASS_PALETTE)] for i, name in enumerate(classes)}
+    page = Page(
+        title=f"Defect report: {ortho.name if ortho else mask_path.parent.name}",
+        subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
+                 f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
+        overview=figures.overview_map(ortho, bounds, defects, "severity", figures.SEVERITY_COLOURS,
+                                      metres_per_unit, "Defects by severity"),
+        has_defects=bool(len(defects)),
+        provenance=_provenance(record, mask_path),
+    )
+    if not len(defects):
+        return page
+    per_class = defects.groupby("class").agg(count=("defect_id", "size"), area_m2=("area_m2", "sum"),
+                                             length_m=("length_m", "sum"), max_width_mm=("max_width_mm", "max"),
+                                             mean_confidence=("mean_confidence", "mean")).reset_index()
+    per_severity = tables.summary[tables.summary["count"] > 0]
+    page.tables += [("Per class", _table_html(per_class)), ("Per class and severity", _table_html(per_severity))]
+    ranked = defects.assign(rank=defects["severity"].map(SEVERITY_RANK)).sort_values(
+        ["rank", "area_m2"], ascending=False)
+    columns = ["defect_id", "class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm",
+               "orientation_deg", "mean_confidence", "lon", "lat"]
+    page.tables.append(("Most severe defects", _table_html(ranked[columns].head(25))))
+    if class_colours and len(class_colours) > 1:
+        page.figures.append(("defects by class", figures.overview_map(
+            ortho, bounds, defects, "class", class_colours, metres_per_unit, "Defects by class")))
+    cracks = defects[defects["class"].isin(cfg.crack_classes)]
+    if len(cracks):
+        page.figures.append(("crack width histogram", figures.histogram(
+            cracks["mean_width_mm"].to_numpy(), "mean crack width (mm)", "Crack widths")))
+        lengths = [float(cracks.loc[cracks["severity"] == s, "length_m"].sum()) for s in SEVERITIES]
+        page.figures.append(("crack length by severity", figures.bars(
+            list(SEVERITIES), lengths, "crack length (m)", "Crack length by severity",
+            [figures.SEVERITY_COLOURS[s] for s in SEVERITIES])))
+    margin = 32 * pixel_units  # context around each chip
+    for _, row in ranked.head(cfg.chips).iterrows():
+        png = figures.chip(ortho, row.geometry, margin, f"#{row.defect_id} {row['class']} ({row.severity})",
+                           figures.SEVERITY_COLOURS[row.severity])
+        if png:
+            detail = f"{row.area_m2:.3g} m²" + (f", {row.length_m:.3g} m long, max {row.max_width_mm:.2g} mm wide"
+                                               if not np.isnan(row.length_m) else "")
+            page.chips.append((int(row.defect_id), png, f"#{row.defect_id} {row['class']}, {row.severity}: {detail}"))
+    return page
+
+
+def report_survey(survey_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
+    """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns a summary."""
+    survey_dir = Path(survey_dir)
+    if not survey_dir.is_dir():
+        raise MsafError(f"survey folder not found: {survey_dir}")
+    mask_path = survey_dir / "mask.tif"
+    record = read_survey_record(survey_dir)
+    class_names = class_names_of(mask_path, record)
+    tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg)
+    outputs = write_tables(survey_dir, tables)
+    page = build_page(tables, record, mask_path, cfg)
+    with atomic_output(survey_dir / "report.html") as tmp:
+        tmp.write_text(page.render())
+    counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}
+    return {"defects": len(tables.defects), "by_class": {k: int(v) for k, v in counts.items()},
+            "outputs": outputs | {"html": "report.html"}}

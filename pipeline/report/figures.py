@@ -1,0 +1,134 @@
+"""Matplotlib figures for the HTML report, returned as PNG bytes (embedded, so the page is self-contained)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import geopandas as gpd
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import rasterio
+from matplotlib.patches import Patch
+from rasterio.enums import Resampling
+
+SEVERITY_COLOURS = {"low": "#f2c744", "medium": "#f08a24", "high": "#d7191c"}
+STATUS_COLOURS = {"new": "#d7191c", "grown": "#f08a24", "unchanged": "#2c7bb6", "shrunk": "#1a9641",
+                  "not found": "#7b3294"}
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max_side: int) -> np.ndarray | None:
+    """A decimated RGB read of the orthomosaic (overviews are used when present)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with rasterio.open(path) as ds:
+            scale = max(ds.width, ds.height) / max_side
+            shape = (max(1, int(ds.height / max(scale, 1))), max(1, int(ds.width / max(scale, 1))))
+            rgb = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=Resampling.average)
+            valid = ds.dataset_mask(out_shape=shape) > 0
+    except rasterio.errors.RasterioError:
+        return None
+    if rgb.dtype != np.uint8:
+        lo, hi = np.percentile(rgb[:, valid], [2, 98]) if valid.any() else (0, 1)
+        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    rgba = np.dstack([rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)])
+    return rgba
+
+
+def _nice_length(span_m: float) -> float:
+    target = span_m / 5
+    power = 10 ** math.floor(math.log10(target))
+    return max(m * power for m in (1, 2, 5) if m * power <= target)
+
+
+def _scale_bar(ax: plt.Axes, bounds: tuple[float, float, float, float], metres_per_unit: float) -> None:
+    minx, miny, maxx, maxy = bounds
+    length_m = _nice_length((maxx - minx) * metres_per_unit)
+    length_units = length_m / metres_per_unit
+    x0, y0 = minx + 0.04 * (maxx - minx), miny + 0.05 * (maxy - miny)
+    ax.plot([x0, x0 + length_units], [y0, y0], color="black", linewidth=4, solid_capstyle="butt")
+    ax.plot([x0, x0 + length_units], [y0, y0], color="white", linewidth=2, solid_capstyle="butt")
+    label = f"{length_m:g} m" if length_m >= 1 else f"{length_m * 100:g} cm"
+    ax.text(x0 + length_units / 2, y0 + 0.02 * (maxy - miny), label, ha="center", va="bottom", fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
+    ax.annotate("N", xy=(maxx - 0.05 * (maxx - minx), maxy - 0.05 * (maxy - miny)),
+                xytext=(maxx - 0.05 * (maxx - minx), maxy - 0.15 * (maxy - miny)), ha="center", fontsize=11,
+                arrowprops={"arrowstyle": "-|>", "color": "black"})
+
+
+def overview_map(ortho: Path | None, bounds: tuple[float, float, float, float], frame: gpd.GeoDataFrame,
+                 colour_column: str, colours: dict[str, str], metres_per_unit: float, title: str) -> bytes:
+    """Orthomosaic thumbnail with defect outlines coloured by ``colour_column``, legend, scale bar, north arrow."""
+    minx, miny, maxx, maxy = bounds
+    aspect = (maxy - miny) / max(maxx - minx, 1e-12)
+    fig, ax = plt.subplots(figsize=(9, max(3.0, min(12.0, 9 * aspect))))
+    thumb = _thumbnail(ortho, bounds, 1400)
+    if thumb is not None:
+        ax.imshow(thumb, extent=(minx, maxx, miny, maxy), interpolation="bilinear")
+    else:
+        ax.set_facecolor("#dddddd")
+    for value, colour in colours.items():
+        subset = frame[frame[colour_column] == value]
+        if len(subset):
+            subset.boundary.plot(ax=ax, color=colour, linewidth=1.2)
+            subset.plot(ax=ax, color=colour, alpha=0.35)
+    ax.set_xlim(minx, maxx)
+    ax.set_ylim(miny, maxy)
+    ax.set_title(title)
+    ax.tick_params(labelsize=7)
+    ax.legend(handles=[Patch(color=c, label=v) for v, c in colours.items()], loc="upper left", fontsize=8,
+              framealpha=0.8)
+    _scale_bar(ax, bounds, metres_per_unit)
+    return _png(fig)
+
+
+def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: str) -> bytes | None:
+    """A small picture of one defect with its outline."""
+    minx, miny, maxx, maxy = geometry.bounds
+    minx, miny, maxx, maxy = minx - margin_units, miny - margin_units, maxx + margin_units, maxy + margin_units
+    if ortho is None or not Path(ortho).is_file():
+        return None
+    with rasterio.open(ortho) as ds:
+        window = rasterio.windows.from_bounds(minx, miny, maxx, maxy, ds.transform)
+        scale = max(window.width, window.height) / 320
+        shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))
+        rgb = ds.read((1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0,
+                      resampling=Resampling.average)
+    if rgb.dtype != np.uint8:
+        lo, hi = np.percentile(rgb, [2, 98])
+        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(rgb.transpose(1, 2, 0), extent=(minx, maxx, miny, maxy))
+    gpd.GeoSeries([geometry]).boundary.plot(ax=ax, color=colour, linewidth=1.5)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    return _png(fig)
+
+
+def histogram(values: np.ndarray, xlabel: str, title: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#2c7bb6", edgecolor="white")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("defects")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def bars(labels: list[str], values: list[float], ylabel: str, title: str, colours: list[str]) -> bytes:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(labels, values, color=colours)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _png(fig)

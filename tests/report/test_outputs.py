@@ -1,0 +1,160 @@
+"""Report files: GIS schema, GeoJSON, tables, HTML in a real browser, change tracking, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from pipeline.config import ReportConfig
+from pipeline.errors import MsafError
+from pipeline.report.build import report_survey
+from pipeline.report.compare import compare_surveys
+
+MSAF = str(Path(sys.executable).with_name("msaf"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, surveyed) -> Path:
+    out = tmp_path_factory.mktemp("reported")
+    for name in ("mask.tif", "confidence.tif", "survey.json"):
+        shutil.copy(surveyed / name, out / name)
+    report_survey(out, ReportConfig())
+    return out
+
+
+def test_geopackage_layers_columns_and_crs(reported):
+    layers = dict(pyogrio.list_layers(reported / "defects.gpkg"))
+    assert set(layers) == {"defects", "crack_centerlines", "summary"}
+    assert layers["defects"] in ("Polygon", "MultiPolygon") and layers["summary"] is None
+    defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
+    with rasterio.open(reported / "mask.tif") as mask:
+        assert defects.crs.to_epsg() == mask.crs.to_epsg() == 32633
+        bounds = mask.bounds
+    assert len(defects) > 5 and defects["defect_id"].tolist() == list(range(1, len(defects) + 1))
+    for column in ("class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm",
+                   "orientation_deg", "mean_confidence", "lon", "lat", "centroid_x", "bbox_minx"):
+        assert column in defects.columns
+    assert set(defects["severity"]) <= {"low", "medium", "high"} and (defects["class"] == "crack").all()
+    assert defects.geometry.is_valid.all()
+    minx, miny, maxx, maxy = defects.total_bounds
+    assert bounds.left <= minx and maxx <= bounds.right and bounds.bottom <= miny and maxy <= bounds.top
+    assert ((defects["mean_confidence"] > 0.5) & (defects["mean_confidence"] <= 1)).all()
+    lines = gpd.read_file(reported / "defects.gpkg", layer="crack_centerlines")
+    assert set(lines["defect_id"]) == set(defects["defect_id"]) and lines.crs == defects.crs
+    summary = pyogrio.read_dataframe(reported / "defects.gpkg", layer="summary")
+    assert summary["count"].sum() == len(defects)
+    assert summary["length_m"].sum() == pytest.approx(defects["length_m"].sum())
+
+
+def test_geojson_is_lon_lat_and_tables_match(reported):
+    geojson = json.loads((reported / "defects.geojson").read_text())
+    assert geojson["type"] == "FeatureCollection"
+    defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
+    assert len(geojson["features"]) == len(defects)
+    coords = np.array([pt for f in geojson["features"] for ring in f["geometry"]["coordinates"]
+                       for pt in (ring[0] if f["geometry"]["type"] == "MultiPolygon" else ring)])
+    assert (np.abs(coords[:, 0]) <= 180).all() and (np.abs(coords[:, 1]) <= 90).all()
+    assert coords[:, 0].mean() == pytest.approx(defects["lon"].mean(), abs=1e-4)  # 15 E, UTM 33N
+    csv = pd.read_csv(reported / "defects.csv")
+    parquet = pd.read_parquet(reported / "defects.parquet")
+    assert csv["defect_id"].tolist() == parquet["defect_id"].tolist() == defects["defect_id"].tolist()
+    assert np.allclose(csv["area_m2"], defects["area_m2"]) and "geometry_wkt" in csv.columns
+
+
+def test_html_report_renders_in_a_real_browser(reported, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto((reported / "report.html").as_uri())
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+        text = page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "shot.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert len(images) >= 4 and all(done and width > 0 for done, width in images)  # map, plots, chips
+    assert "Per class" in text and "Provenance" in text and "No defects found" not in text
+    from PIL import Image
+
+    shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=float)
+    assert shot.std() > 20  # not a blank page
+
+
+def _mask_survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: int = 0) -> Path:
+    folder.mkdir(parents=True)
+    transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
+    with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
+                       count=1, dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
+        dst.write(mask, 1)
+        dst.update_tags(MSAF_CLASSES=json.dumps(["background", "crack", "spall"]))
+    return folder
+
+
+def test_change_tracking_on_known_changes(tmp_path):
+    old = np.zeros((300, 320), np.uint8)
+    old[49:52, 20:120] = 1   # A: crack, will grow to 160 px
+    old[149:152, 20:120] = 1  # B: crack, unchanged
+    old[200:230, 200:230] = 2  # C: spall, repaired (gone)
+    old[100:140, 250:290] = 2  # F: spall, shrinks
+    new = np.zeros_like(old)
+    new[49:52, 20:180] = 1
+    new[149:152, 20:120] = 1
+    new[50:80, 200:230] = 2   # D: new spall
+    new[110:130, 260:280] = 2
+    _mask_survey(tmp_path / "old", old)
+    _mask_survey(tmp_path / "new", np.roll(new, 0, axis=1), crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm offset
+    cfg = ReportConfig(min_area_m2=0, match_distance_m=0.005)
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
+    assert result["changes"] == {"new": 1, "grown": 1, "unchanged": 1, "shrunk": 1, "not found": 1}
+    changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
+    assert changes.loc["grown", "delta_length_m"] == pytest.approx(0.060, rel=0.05)
+    assert changes.loc["unchanged", "delta_length_m"] == pytest.approx(0, abs=1e-9)
+    assert changes.loc["shrunk", "delta_area_m2"] == pytest.approx(400e-6 - 1600e-6)
+    assert changes.loc["new", "new_area_m2"] == pytest.approx(900e-6)
+    assert changes.loc["not found", "old_area_m2"] == pytest.approx(900e-6)
+    assert (tmp_path / "changes" / "report.html").read_text().count("not found") >= 1
+    geojson = json.loads((tmp_path / "changes" / "changes.geojson").read_text())
+    assert {f["properties"]["status"] for f in geojson["features"]} == {"new", "grown", "unchanged", "shrunk",
+                                                                        "not found"}
+
+
+def test_empty_mask_reports_no_defects(tmp_path):
+    _mask_survey(tmp_path / "s", np.zeros((64, 64), np.uint8))
+    summary = report_survey(tmp_path / "s", ReportConfig())
+    assert summary["defects"] == 0
+    assert "No defects found" in (tmp_path / "s" / "report.html").read_text()
+    assert len(gpd.read_file(tmp_path / "s" / "defects.gpkg", layer="defects")) == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bad_survey_folders_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _cli("report", str(tmp_path / "empty"))
+    assert result.returncode == 2 and "no mask at" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    no_crs = tmp_path / "nocrs"
+    no_crs.mkdir()
+    with rasterio.open(no_crs / "mask.tif", "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), np.uint8))
+    result = _cli("report", str(no_crs))
+    assert result.returncode == 2 and "has no CRS" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (no_crs / "defects.gpkg").exists() and not (no_crs / "report.html").exists()
+    with pytest.raises(MsafError, match="neither defects.gpkg nor mask.tif"):
+        compare_surveys(tmp_path / "empty", tmp_path / "nocrs", tmp_path / "out", ReportConfig())
