@@ -5,9 +5,13 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test bench lint clean
+.PHONY: setup browser test bench lint clean
 
 setup: $(STAMP)
+
+# The HTML report is tested in a real headless browser: Debian's chromium (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # torch first (a CPU build here; override TORCH=... for CUDA), then the project pinned to keep it.
 $(STAMP): pyproject.toml
@@ -17,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,10 +31,6 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 CFD = REPO.parent / "shared" / "data" / "crackforest"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_model(path: Path, preset: str, tile: int) -> None:
@@ -130,7 +125,9 @@ def child(args: argparse.Namespace) -> None:
                                  args.readers)
     else:
         result = run_naive(ortho, model, args.tile, args.overlap, args.device)
-    print(json.dumps(result | {"peak_rss_mb": _peak_rss_mb()}))
+    from pipeline.survey import peak_rss_mb
+
+    print(json.dumps(result | {"peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:

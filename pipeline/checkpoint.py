@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,24 @@ METADATA_KEY = "msaf"
 FORMAT_VERSION = 1
 
 
+def creation_time() -> str:
+    """Now in UTC, or SOURCE_DATE_EPOCH when set (reproducible builds: byte-identical checkpoints)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return moment.isoformat(timespec="seconds")
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hash of every tensor of the state dict (names, dtypes, shapes, bytes) in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        raw = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor  # numpy has no bf16
+        digest.update(raw.numpy().tobytes())
+    return digest.hexdigest()
+
+
 class ModelMetadata(BaseModel):
     """What a survey needs to use a model correctly, and what makes it traceable."""
 
@@ -43,7 +62,7 @@ class ModelMetadata(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_fingerprint: str | None = None
     software_version: str = pipeline.__version__
-    created_utc: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    created_utc: str = Field(default_factory=lambda: creation_time())
 
     @property
     def class_names(self) -> list[str]:

@@ -137,6 +137,7 @@ class SurveyConfig(_Strict):
     tta: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    gdal_cache_mb: int = Field(128, ge=16, description="GDAL block cache cap; keeps peak memory flat")
     gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
     gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 
 import pipeline
@@ -89,7 +90,17 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
+    """Peak resident memory of this process so far (MiB).
+
+    Linux's VmHWM starts afresh with each program; ru_maxrss (the fallback elsewhere) survives
+    exec and so can report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -158,8 +169,17 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
                assume_crs: str | None = None, on_block: ProgressCallback | None = None) -> dict[str, Any]:
     """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json.
 
+    GDAL's block cache is capped (``gdal_cache_mb``): left at its default (5 % of RAM) it keeps
+    filling as more of the raster is read and written, and peak memory grows with raster size.
+
     Returns the survey record (also written as survey.json).
     """
+    with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
+        return _run_survey(ortho, out_dir, cfg, model_path=model_path, assume_crs=assume_crs, on_block=on_block)
+
+
+def _run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None,
+                assume_crs: str | None, on_block: ProgressCallback | None) -> dict[str, Any]:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(out_dir)

@@ -12,9 +12,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.checkpoint import ModelMetadata, save_checkpoint
+from pipeline.checkpoint import ModelMetadata, save_checkpoint, weights_sha256
 from pipeline.config import Params, TrainConfig
-from pipeline.data import LabelledImage, class_lut, find_pairs, fingerprint, load_labelled, sample_batch, split_pairs
+from pipeline.data import (
+    LabelledImage,
+    Pair,
+    class_lut,
+    find_pairs,
+    fingerprint,
+    load_labelled,
+    sample_batch,
+    split_pairs,
+)
+from pipeline.data.manifest import Manifest
 from pipeline.evaluate import evaluate_items
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import autocast_for, normalise
@@ -68,13 +78,26 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * (1 - step / total) ** cfg.poly_power
 
 
-def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Train per ``params`` and write a checkpoint (the epoch with the best val tolerant F1)."""
+def _split(params: Params, manifest: Manifest | None) -> tuple[list[Pair], list[Pair], str]:
+    """Train/val pairs and data fingerprint: from the prepared manifest, or straight from params."""
+    if manifest is not None:
+        return manifest.pairs("train"), manifest.pairs("val"), manifest.fingerprint
+    pairs = find_pairs(params.data.images, params.data.masks)
+    train, val = split_pairs(pairs, params.data.val_fraction, params.data.split_seed)
+    return train, val, fingerprint(pairs)
+
+
+def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallback | None = None,
+                manifest: Manifest | None = None) -> TrainResult:
+    """Train per ``params`` and write a checkpoint (the epoch with the best val tolerant F1).
+
+    The checkpoint is byte-identical for the same data, params and machine: its metadata holds
+    no wall-clock values except ``created_utc``, which honours ``SOURCE_DATE_EPOCH``.
+    """
     data, cfg = params.data, params.train
     out = Path(out or cfg.out)
-    pairs = find_pairs(data.images, data.masks)
+    train_pairs, val_pairs, data_fingerprint = _split(params, manifest)
     lut = class_lut(data.classes, data.ignore_values)
-    train_pairs, val_pairs = split_pairs(pairs, data.val_fraction, data.split_seed)
     train_items, val_items = load_labelled(train_pairs, lut), load_labelled(val_pairs, lut)
     mean, std = channel_stats(train_items)
 
@@ -124,7 +147,8 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
     metadata = ModelMetadata(
         preset=params.model.preset, architecture=model.config, classes=data.classes, tile_size=cfg.crop_size,
         mean=mean, std=std, gsd_m=data.gsd_m, metrics={"val": best_metrics},
-        data_fingerprint=fingerprint(pairs), history=history,
+        data_fingerprint=data_fingerprint, history=[{k: v for k, v in r.items() if k != "seconds"} for r in history],
+        weights_sha256=weights_sha256(model),
         split={"train": [p.stem for p in train_pairs], "val": [p.stem for p in val_pairs]},
         params=params.model_dump(mode="json"),
     )

@@ -156,5 +156,5 @@ def test_bad_survey_folders_are_one_line_errors(tmp_path):
     result = _cli("report", str(no_crs))
     assert result.returncode == 2 and "has no CRS" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (no_crs / "defects.gpkg").exists() and not (no_crs / "report.html").exists()
-    with pytest.raises(MsafError, match="neither defects.gpkg nor mask.tif"):
+    with pytest.raises(MsafError, match=r"neither defects\.gpkg nor mask\.tif"):
         compare_surveys(tmp_path / "empty", tmp_path / "nocrs", tmp_path / "out", ReportConfig())
