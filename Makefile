@@ -5,7 +5,10 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test bench lint clean
+DATA_SRC ?= ../shared/data/crackforest
+RAW := data/raw/crackforest
+
+.PHONY: setup browser test bench lint clean data repro
 
 setup: $(STAMP)
 
@@ -23,6 +26,16 @@ $(STAMP): pyproject.toml
 
 test: setup browser
 	$(BIN)/python -m pytest -q
+
+# Bring the labelled crack photos into the DVC-tracked raw-data folder (from DATA_SRC) and track them.
+data: setup
+	mkdir -p $(RAW)
+	cp -r --no-preserve=mode $(DATA_SRC)/images $(DATA_SRC)/masks $(RAW)/
+	PATH=$(BIN):$$PATH dvc add -q $(RAW)
+
+# Reproduce the model: prepare -> train -> evaluate -> register (see dvc.yaml).
+repro: data
+	PATH=$(BIN):$$PATH dvc repro
 
 bench: setup
 	$(BIN)/python bench/model_speed.py

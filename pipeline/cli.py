@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import platform
 import sys
 from collections.abc import Callable
@@ -73,16 +74,38 @@ def print_metrics(summary: dict[str, Any]) -> None:
 
 @app.command()
 @user_errors
+def prepare(
+    params: Annotated[Path, typer.Option(help="params.yaml to read")] = DEFAULT_PARAMS,
+    out: Annotated[Path, typer.Option(help="manifest to write")] = Path("data/prepared/manifest.json"),
+) -> None:
+    """Validate the labelled data and write the deterministic train/val manifest (DVC stage 'prepare')."""
+    from pipeline.config import load_params
+    from pipeline.data.manifest import build_manifest, save_manifest
+
+    manifest = build_manifest(load_params(params).data)
+    save_manifest(manifest, out)
+    console.print(f"{len(manifest.train)} train + {len(manifest.val)} val images, "
+                  f"fingerprint {manifest.fingerprint[:12]}; wrote {out}")
+
+
+@app.command()
+@user_errors
 def train(
     params: Annotated[Path, typer.Option(help="params.yaml to read")] = DEFAULT_PARAMS,
     out: Annotated[Path | None, typer.Option(help="checkpoint path (default: train.out)")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="prepared manifest (default: split from params)")] = None,
+    history: Annotated[Path | None, typer.Option(help="per-epoch metrics CSV to write (for dvc plots)")] = None,
+    run_info: Annotated[Path | None, typer.Option(help="JSON with the MLflow run id and model URI")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="log the run to MLflow")] = True,
     set_: Annotated[list[str], typer.Option("--set", help="override a param, e.g. train.epochs=3")] = [],  # noqa: B006
 ) -> None:
-    """Train a model from params.yaml and write a safetensors checkpoint."""
+    """Train a model from params.yaml and write a safetensors checkpoint (logged to MLflow)."""
     from pipeline.config import load_params
+    from pipeline.data.manifest import load_manifest
     from pipeline.training.trainer import train_model
 
     cfg = load_params(params, _parse_sets(set_))
+    prepared = load_manifest(manifest) if manifest else None
     console.print(f"training [bold]{cfg.model.preset}[/] on {cfg.data.images} for {cfg.train.epochs} epochs")
 
     def report(r: dict[str, Any]) -> None:
@@ -90,30 +113,79 @@ def train(
                       f"val IoU {r['val_fg_iou']:.4f}  F1 {r['val_fg_f1']:.4f}  tol-F1 {r['val_fg_tol_f1']:.4f}  "
                       f"({r['seconds']:.1f} s)")
 
-    result = train_model(cfg, out=out, on_epoch=report)
+    def run(on_epoch: Callable[[dict[str, Any]], None] = lambda r: None) -> Any:
+        return train_model(cfg, out=out, manifest=prepared, on_epoch=lambda r: (report(r), on_epoch(r)))
+
+    run_id = model_uri = None
+    if track:
+        from pipeline.tracking.runs import tracked_training
+        from pipeline.tracking.store import init_tracking
+
+        init_tracking()
+        result, run_id, model_uri = tracked_training(cfg.model_dump(mode="json"), run)
+    else:
+        result = run()
     best = result.metadata.metrics["val"]
+    if history:
+        import pandas as pd
+
+        from pipeline.fsutil import atomic_output
+
+        with atomic_output(history) as tmp:
+            pd.DataFrame(result.history).drop(columns="seconds").to_csv(tmp, index=False)
+    if run_info:
+        from pipeline.fsutil import write_json
+
+        write_json(run_info, {"run_id": run_id, "model_uri": model_uri, "checkpoint": str(result.checkpoint),
+                              "sha256": result.sha256, "weights_sha256": result.metadata.weights_sha256})
     console.print(f"wrote {result.checkpoint} (sha256 {result.sha256[:12]}, best epoch {best['epoch']}, "
-                  f"val tolerant F1 {best['fg_tol_f1']:.4f})")
+                  f"val tolerant F1 {best['fg_tol_f1']:.4f})" + (f"; MLflow run {run_id}" if run_id else ""))
 
 
 @app.command()
 @user_errors
 def evaluate(
     model: Annotated[Path, typer.Option(help="checkpoint (.safetensors)")],
-    images: Annotated[Path, typer.Option(help="folder of images")],
-    masks: Annotated[Path, typer.Option(help="folder of masks, same file stems")],
+    images: Annotated[Path | None, typer.Option(help="folder of images")] = None,
+    masks: Annotated[Path | None, typer.Option(help="folder of masks, same file stems")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="prepared manifest instead of --images/--masks")] = None,
+    split: Annotated[str, typer.Option(help="manifest split: val, train or all")] = "val",
     out: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics.json"),
+    per_class: Annotated[Path | None, typer.Option(help="per-class metrics CSV (for dvc plots)")] = None,
     tolerance: Annotated[float, typer.Option(help="tolerance (px) for the thin-structure F1")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Score a model on labelled images; print a table and write metrics JSON."""
-    from pipeline.evaluate import evaluate_folder
+    from pipeline.evaluate import evaluate_folder, evaluate_pairs
     from pipeline.fsutil import write_json
 
-    summary = evaluate_folder(model, images, masks, device=device, tolerance_px=tolerance)
+    if manifest is not None:
+        from pipeline.data.manifest import load_manifest
+
+        if split not in ("val", "train", "all"):
+            raise MsafError(f"--split must be val, train or all, got {split!r}")
+        summary = evaluate_pairs(model, load_manifest(manifest).pairs(split), device=device, tolerance_px=tolerance)
+    elif images is not None and masks is not None:
+        summary = evaluate_folder(model, images, masks, device=device, tolerance_px=tolerance)
+    else:
+        raise MsafError("give --images and --masks, or --manifest")
     print_metrics(summary)
     write_json(out, summary)
+    if per_class:
+        _write_per_class(per_class, summary)
     console.print(f"wrote {out}")
+
+
+def _write_per_class(path: Path, summary: dict[str, Any]) -> None:
+    """One row per class: IoU, precision, recall, F1, tolerant F1."""
+    import pandas as pd
+
+    from pipeline.fsutil import atomic_output
+
+    rows = [{"class": name, **{k: m.get(k) for k in ("iou", "precision", "recall", "f1", "tol_f1")}}
+            for name, m in summary["classes"].items()]
+    with atomic_output(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 def _load_optional_params(path: Path) -> Params:
@@ -148,9 +220,13 @@ def survey(
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip test-time augmentation")] = None,
     with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
     assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="log the survey to MLflow")] = True,
     params: Annotated[Path, typer.Option(help="params.yaml (survey section)")] = DEFAULT_PARAMS,
 ) -> None:
-    """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json."""
+    """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json.
+
+    Without --model the registry's champion is used (the shipped model becomes the first champion).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pipeline.report.build import report_survey
@@ -161,18 +237,33 @@ def survey(
     flags = {"device": device, "tile": tile, "overlap": overlap, "block": block, "batch": batch,
              "workers": workers, "tta": tta}
     cfg = cfg.model_validate(cfg.model_dump() | {k: v for k, v in flags.items() if v is not None})
+    model_ref = None
+    if model is None:
+        from pipeline.tracking.registry import resolve_default_model
+        from pipeline.tracking.store import init_tracking
+
+        init_tracking()
+        model, model_ref = resolve_default_model(all_params.registry.name, all_params.registry.alias)
+        console.print(f"model: {model_ref}")
     columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("survey", total=None)
-        record = run_survey(ortho, out, cfg, model_path=model, assume_crs=assume_crs,
+        record = run_survey(ortho, out, cfg, model_path=model, model_ref=model_ref, assume_crs=assume_crs,
                             on_block=lambda done, total: progress.update(task, completed=done, total=total))
     pixels = ", ".join(f"{name} {count:,}" for name, count in record["class_pixels"].items())
     console.print(f"{record['input']['width']}x{record['input']['height']} px in {record['timings']['total_s']:.1f} s "
                   f"({record['throughput_mpix_s']['end_to_end']:.2f} Mpix/s, peak RSS {record['peak_rss_mb']:.0f} MiB)")
     console.print(f"class pixels: {pixels}")
     console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
-    if with_report:
-        _print_report_summary(out, report_survey(out, all_params.report))
+    summary = report_survey(out, all_params.report) if with_report else None
+    if summary:
+        _print_report_summary(out, summary)
+    if track:
+        from pipeline.tracking.runs import log_survey
+        from pipeline.tracking.store import init_tracking
+
+        init_tracking()
+        console.print(f"MLflow run {log_survey(record, out, summary)} (experiment 'surveys')")
 
 
 @app.command()
@@ -239,6 +330,103 @@ def _print_report_summary(survey_dir: Path, summary: dict[str, Any]) -> None:
     else:
         console.print("no defects found")
     console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary['outputs'].values())}")
+
+
+models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry (champion = what surveys use).")
+app.add_typer(models_app, name="models")
+
+
+def _registry(params: Path) -> tuple[str, str]:
+    from pipeline.tracking.store import init_tracking
+
+    cfg = _load_optional_params(params).registry
+    init_tracking()
+    return cfg.name, cfg.alias
+
+
+@models_app.command("list")
+@user_errors
+def models_list(params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS) -> None:
+    """Registered versions with their aliases and validation scores."""
+    from pipeline.tracking.registry import SCORE_TAG, list_versions
+
+    name, _ = _registry(params)
+    table = Table(title=f"registered model {name}")
+    for column in ("version", "aliases", SCORE_TAG, "run_id"):
+        table.add_column(column)
+    for row in list_versions(name):
+        table.add_row(*(str(row[c]) for c in ("version", "aliases", SCORE_TAG, "run_id")))
+    console.print(table)
+
+
+@models_app.command("show")
+@user_errors
+def models_show(
+    ref: Annotated[str, typer.Argument(help="version number or alias")] = "champion",
+    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+) -> None:
+    """One version (by number or alias) and its tags."""
+    from pipeline.tracking.registry import show
+
+    name, _ = _registry(params)
+    console.print_json(json.dumps(show(name, ref), default=str))
+
+
+@models_app.command("promote")
+@user_errors
+def models_promote(
+    version: Annotated[str, typer.Argument(help="version number to make the champion")],
+    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+) -> None:
+    """Point the champion alias at a version by hand (no score gate)."""
+    from pipeline.tracking.registry import promote
+
+    name, alias = _registry(params)
+    promote(name, version, alias)
+    console.print(f"{name}@{alias} -> version {version}")
+
+
+@models_app.command("register")
+@user_errors
+def models_register(
+    model: Annotated[Path, typer.Option(help="candidate checkpoint")],
+    metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of the candidate")],
+    run_info: Annotated[Path | None, typer.Option(help="training run JSON (links the version to its run)")] = None,
+    decision: Annotated[Path, typer.Option(help="registry decision JSON to write")] = Path("metrics/registry.json"),
+    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+) -> None:
+    """Register a candidate; promote it to champion only if its val tolerant F1 >= the champion's."""
+    from pipeline.checkpoint import read_metadata
+    from pipeline.fsutil import write_json
+    from pipeline.tracking.registry import register_candidate
+    from pipeline.tracking.runs import log_model
+
+    name, alias = _registry(params)
+    read_metadata(model)  # a clear error for a missing or foreign file
+    if not metrics.is_file():
+        raise MsafError(f"metrics file not found: {metrics}; run the evaluate stage first")
+    score = float(json.loads(metrics.read_text())["fg_tol_f1"])
+    info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
+    model_uri, run_id = info.get("model_uri"), info.get("run_id")
+    if not model_uri:
+        import mlflow
+
+        from pipeline.tracking.store import experiment_id
+
+        with mlflow.start_run(experiment_id=experiment_id("training"), run_name="registered-checkpoint") as run:
+            model_uri, run_id = log_model(model), run.info.run_id
+    if run_id:
+        import mlflow
+
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({f"eval_{k}": v for k, v in json.loads(metrics.read_text()).items()
+                                if isinstance(v, float)})
+    result = register_candidate(model_uri, score, name, alias, run_id)
+    write_json(decision, result.as_dict())
+    verdict = "promoted to" if result.promoted else "registered, not promoted; stays"
+    console.print(f"{name} version {result.version} (score {score:.4f}) {verdict} {alias}"
+                  + (f" (champion v{result.champion_version}: {result.champion_score:.4f})"
+                     if result.champion_version and not result.promoted else ""))
 
 
 @app.command()

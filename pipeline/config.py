@@ -86,8 +86,8 @@ class TrainConfig(_Strict):
     """Optimisation settings."""
 
     out: Path = Path("models/model.safetensors")
-    epochs: int = Field(40, ge=1)
-    steps_per_epoch: int = Field(50, ge=1)
+    epochs: int = Field(12, ge=1)
+    steps_per_epoch: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=2, description="BatchNorm needs >= 2 samples")
     crop_size: int = Field(256, ge=32)
     optimizer: Literal["sgd", "adamw"] = "adamw"
@@ -177,6 +177,13 @@ class ReportConfig(_Strict):
     change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")
 
 
+class RegistryConfig(_Strict):
+    """Model registry: the registered model and the alias surveys use."""
+
+    name: str = "msaf-defects"
+    alias: str = "champion"
+
+
 class Params(_Strict):
     """The whole ``params.yaml``."""
 
@@ -186,6 +193,7 @@ class Params(_Strict):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     survey: SurveyConfig = Field(default_factory=SurveyConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     def resolve_paths(self, base: Path) -> Params:
         """Paths in params.yaml are relative to the file; make them absolute."""

@@ -166,7 +166,8 @@ class BlockPipeline:
 
 
 def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
-               assume_crs: str | None = None, on_block: ProgressCallback | None = None) -> dict[str, Any]:
+               model_ref: str | None = None, assume_crs: str | None = None,
+               on_block: ProgressCallback | None = None) -> dict[str, Any]:
     """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json.
 
     GDAL's block cache is capped (``gdal_cache_mb``): left at its default (5 % of RAM) it keeps
@@ -175,11 +176,12 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
     Returns the survey record (also written as survey.json).
     """
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
-        return _run_survey(ortho, out_dir, cfg, model_path=model_path, assume_crs=assume_crs, on_block=on_block)
+        return _run_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref, assume_crs=assume_crs,
+                           on_block=on_block)
 
 
 def _run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None,
-                assume_crs: str | None, on_block: ProgressCallback | None) -> dict[str, Any]:
+                model_ref: str | None, assume_crs: str | None, on_block: ProgressCallback | None) -> dict[str, Any]:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(out_dir)
@@ -235,6 +237,7 @@ def _run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mo
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": info.describe() | {"fingerprint": source_fp},
         "model": {"path": str(model_path), "sha256": model_sha, "name": meta.name, "preset": meta.preset,
+                  "registry": model_ref,
                   "classes": meta.class_names, "tile_size": meta.tile_size, "gsd_m": meta.gsd_m},
         "tiling": plan.as_dict() | {"tiles": grid.n_tiles, "blocks": len(blocks),
                                     "tile_shape": list(grid.tile_shape)},

@@ -1,0 +1,146 @@
+"""The model registry: candidates, the promotion gate and the champion a survey uses."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import MsafError
+from pipeline.tracking.store import project_root
+
+SCORE_TAG = "val_fg_tol_f1"
+SHIPPED_MODEL = Path("models/default/msaf-dsnet.safetensors")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the promotion gate decided for one candidate."""
+
+    name: str
+    version: str
+    score: float
+    champion_version: str | None
+    champion_score: float | None
+    promoted: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def _champion(name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register_candidate(model_uri: str, score: float, name: str, alias: str, run_id: str | None = None) -> Decision:
+    """Register a model version; move ``alias`` to it only if its score >= the champion's."""
+    import mlflow
+
+    client = _client()
+    version = mlflow.register_model(model_uri, name, tags={SCORE_TAG: str(score)}).version
+    if run_id:
+        client.set_model_version_tag(name, version, "run_id", run_id)
+    champion = _champion(name, alias)
+    champion_score = float(champion.tags.get(SCORE_TAG, "-inf")) if champion else None
+    promoted = champion is None or score >= champion_score
+    if promoted:
+        client.set_registered_model_alias(name, alias, version)
+    return Decision(name, str(version), score, str(champion.version) if champion else None, champion_score,
+                    promoted)
+
+
+def promote(name: str, version: str, alias: str) -> None:
+    """Move ``alias`` to a version by hand (bypassing the score gate)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _client().set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise MsafError(f"cannot promote {name} version {version}: {exc.message.splitlines()[0]}") from None
+
+
+def list_versions(name: str) -> list[dict[str, Any]]:
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        aliases = client.get_registered_model(name).aliases  # search results carry no aliases
+    except MlflowException:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    versions = client.search_model_versions(f"name='{name}'")
+    return [{"version": v.version, "aliases": ",".join(by_version.get(str(v.version), [])),
+             SCORE_TAG: v.tags.get(SCORE_TAG, ""),
+             "run_id": v.run_id or v.tags.get("run_id", ""), "created": v.creation_timestamp}
+            for v in sorted(versions, key=lambda v: int(v.version))]
+
+
+def show(name: str, ref: str) -> dict[str, Any]:
+    """A version by number or alias (e.g. ``champion``)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        version = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+    except MlflowException:
+        kind = "version" if ref.isdigit() else "alias"
+        raise MsafError(f"registered model {name!r} has no {kind} {ref!r}; see `msaf models list`") from None
+    return {"name": name, "version": version.version, "aliases": version.aliases, "tags": version.tags,
+            "source": version.source, "run_id": version.run_id}
+
+
+def checkpoint_for(name: str, ref: str) -> Path:
+    """Local path of the checkpoint of a version (by number or alias), cached in the project."""
+    import mlflow
+
+    info = show(name, ref)
+    cache = project_root() / ".msaf-cache" / "models" / name / str(info["version"])
+    target = cache / "checkpoint.safetensors"
+    if not target.is_file():
+        downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{info['version']}"))
+        found = next(downloaded.rglob("*.safetensors"), None)
+        if found is None:
+            raise MsafError(f"{name} version {info['version']} has no safetensors checkpoint artifact")
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copy(found, target)
+    return target
+
+
+def resolve_default_model(name: str, alias: str, shipped: Path | None = None) -> tuple[Path, str]:
+    """The champion's checkpoint; without one, register the shipped model as the first champion.
+
+    Returns (checkpoint path, description such as ``models:/msaf-defects@champion (v3)``).
+    """
+    import mlflow
+
+    from pipeline.checkpoint import read_metadata
+    from pipeline.tracking.runs import log_model
+    from pipeline.tracking.store import experiment_id
+
+    champion = _champion(name, alias)
+    if champion is None:
+        shipped = shipped or project_root() / SHIPPED_MODEL
+        if not shipped.is_file():
+            raise MsafError(f"no model: the registry has no {name}@{alias} and the shipped model {shipped} is "
+                            "missing; pass --model or train one (`dvc repro`)")
+        score = float(read_metadata(shipped).metrics.get("val", {}).get("fg_tol_f1", 0.0))
+        with mlflow.start_run(experiment_id=experiment_id("training"), run_name="shipped-default-model") as run:
+            mlflow.set_tag("source", "shipped with msaf-pipeline")
+            uri = log_model(shipped)
+        register_candidate(uri, score, name, alias, run.info.run_id)
+        champion = _champion(name, alias)
+    return checkpoint_for(name, alias), f"models:/{name}@{alias} (v{champion.version})"

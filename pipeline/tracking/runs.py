@@ -1,0 +1,107 @@
+"""Log training and survey runs to MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import pipeline
+from pipeline.tracking.store import experiment_id, project_root
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; lists become JSON strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return flat
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root(),
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def dvc_data_hash(dvc_file: Path | None = None) -> str | None:
+    """The md5 DVC recorded for the raw training data (its ``.dvc`` file), if tracked."""
+    dvc_file = dvc_file or project_root() / "data" / "raw" / "crackforest.dvc"
+    if not dvc_file.is_file():
+        return None
+    outs = yaml.safe_load(dvc_file.read_text()).get("outs", [{}])
+    return outs[0].get("md5")
+
+
+def log_model(checkpoint: Path, name: str = "model") -> str:
+    """Log a checkpoint as a pyfunc model (code + safetensors artifact); returns the model URI."""
+    import mlflow
+
+    info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
+                                   artifacts={"checkpoint": str(checkpoint)},
+                                   pip_requirements=[f"msaf-pipeline=={pipeline.__version__}"])
+    return info.model_uri
+
+
+def tracked_training(params_tree: dict[str, Any], train: Callable[[Callable[[dict[str, Any]], None]], Any],
+                     *, run_name: str | None = None) -> tuple[Any, str, str]:
+    """Run ``train(on_epoch)`` inside an MLflow run of the ``training`` experiment.
+
+    Logs all params, per-epoch metrics, system metrics, data hashes and git commit, then the model.
+    Returns (train result, run id, model URI).
+    """
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id("training"), run_name=run_name,
+                          log_system_metrics=True) as run:
+        mlflow.log_params(flatten(params_tree))
+        mlflow.set_tags({"git_commit": git_commit() or "unknown", "data.dvc_md5": dvc_data_hash() or "untracked",
+                         "msaf.version": pipeline.__version__})
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
+        result = train(on_epoch)
+        meta = result.metadata
+        mlflow.set_tags({"data.fingerprint": meta.data_fingerprint or "", "weights_sha256": meta.weights_sha256,
+                         "checkpoint_sha256": result.sha256})
+        mlflow.log_metrics({f"best_val_{k}": v for k, v in meta.metrics["val"].items()
+                            if isinstance(v, float)})
+        model_uri = log_model(result.checkpoint)
+        return result, run.info.run_id, model_uri
+
+
+def log_survey(record: dict[str, Any], survey_dir: Path, report: dict[str, Any] | None = None) -> str:
+    """One run in the ``surveys`` experiment: input, model, params, throughput, defects, artifacts."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id("surveys"),
+                          run_name=Path(record["input"]["path"]).name) as run:
+        mlflow.log_params({"input": record["input"]["path"], "input.fingerprint": record["input"]["fingerprint"],
+                           "model.sha256": record["model"]["sha256"], "model.name": record["model"]["name"],
+                           **{f"tiling.{k}": v for k, v in record["tiling"].items()}, "device": record["device"]})
+        if ref := record["model"].get("registry"):
+            mlflow.set_tag("model.registry", ref)
+        metrics = {"mpix_per_s": record["throughput_mpix_s"]["end_to_end"], "peak_rss_mb": record["peak_rss_mb"],
+                   **{f"seconds.{k}": v for k, v in record["timings"].items()},
+                   **{f"pixels.{k}": v for k, v in record["class_pixels"].items()}}
+        if report:
+            metrics |= {"defects": report["defects"], **{f"defects.{k}": v for k, v in report["by_class"].items()}}
+        mlflow.log_metrics(metrics)
+        for name in ("survey.json", "report.html", "defects.geojson", "defects.csv"):
+            if (survey_dir / name).is_file():
+                mlflow.log_artifact(str(survey_dir / name))
+        return run.info.run_id

@@ -1,0 +1,105 @@
+"""Where runs and models are tracked, and how the store is initialised safely.
+
+Default: ``sqlite:///<project>/mlflow.db`` with artifacts under ``<project>/mlartifacts``;
+``MLFLOW_TRACKING_URI`` overrides (e.g. a tracking server). MLflow records artifact locations as
+absolute paths, so when the project folder has moved, ``init_tracking`` rewrites the recorded
+prefix of a SQLite store to the new location: moving the repository does not break it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ARTIFACT_DIR = "mlartifacts"
+
+
+def project_root() -> Path:
+    """The project folder: ``MSAF_PROJECT_DIR`` or the working directory."""
+    return Path(os.environ.get("MSAF_PROJECT_DIR") or Path.cwd()).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first-time creation/migration of a SQLite store (concurrent migrations fail)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _relocate(db: Path, root: Path) -> None:
+    """Rewrite artifact paths recorded under another project folder to this one."""
+    new_prefix = str(root / ARTIFACT_DIR)
+    marker = f"/{ARTIFACT_DIR}/"
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?",
+                           (f"%{marker}%",)).fetchall()
+        old_prefixes = {loc.split(marker)[0] + f"/{ARTIFACT_DIR}" for (loc,) in rows}
+        for old in old_prefixes - {new_prefix, "file://" + new_prefix}:
+            new = ("file://" + new_prefix) if old.startswith("file://") else new_prefix
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                                  ("model_versions", "source"), ("model_versions", "storage_location"),
+                                  ("logged_models", "artifact_location")):
+                try:
+                    con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?) WHERE {column} LIKE ?",
+                                (old, new, f"{old}%"))
+                except sqlite3.OperationalError:  # table or column absent in this schema version
+                    continue
+
+
+def init_tracking() -> str:
+    """Point MLflow at the store, create/migrate it once (under a lock), relocate if moved."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for noisy in ("alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with _store_lock(uri):
+        MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates the schema
+        if (db := _sqlite_path(uri)) is not None and os.environ.get("MLFLOW_TRACKING_URI") is None:
+            _relocate(db, project_root())
+    return uri
+
+
+def experiment_id(name: str) -> str:
+    """Get or create an experiment whose artifacts live in the project's ``mlartifacts/<name>``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    uri = tracking_uri()
+    with _store_lock(uri):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if _sqlite_path(uri) is not None:
+            location = (project_root() / ARTIFACT_DIR / name).as_uri()
+        return client.create_experiment(name, artifact_location=location)
