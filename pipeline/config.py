@@ -25,8 +25,8 @@ class ClassSpec(_Strict):
 class DataConfig(_Strict):
     """Labelled training data: folders of images and masks paired by file stem."""
 
-    images: Path = Path("../shared/data/crackforest/images")
-    masks: Path = Path("../shared/data/crackforest/masks")
+    images: Path = Path("data/raw/crackforest/images")
+    masks: Path = Path("data/raw/crackforest/masks")
     classes: list[ClassSpec] = Field(
         default_factory=lambda: [ClassSpec(name="background", values=[0]), ClassSpec(name="crack", values=[255])],
         min_length=2,

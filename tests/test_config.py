@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_project_params_validate_and_paths_resolve():
     params = load_params(REPO / "params.yaml")
-    assert params.data.images.is_absolute() and params.data.images.is_dir()
+    assert params.data.images == REPO / "data" / "raw" / "crackforest" / "images"  # DVC-tracked raw data
     assert params.data.class_names == ["background", "crack"]
     assert params.train.loss.aux_weights == (0.2, 0.2) and params.train.loss.main_weight == 0.6
 

@@ -83,7 +83,7 @@ def list_versions(name: str) -> list[dict[str, Any]]:
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
     versions = client.search_model_versions(f"name='{name}'")
-    return [{"version": v.version, "aliases": ",".join(by_version.get(str(v.version), [])),
+    return [{"version": str(v.version), "aliases": ",".join(by_version.get(str(v.version), [])),
              SCORE_TAG: v.tags.get(SCORE_TAG, ""),
              "run_id": v.run_id or v.tags.get("run_id", ""), "created": v.creation_timestamp}
             for v in sorted(versions, key=lambda v: int(v.version))]
@@ -99,7 +99,7 @@ def show(name: str, ref: str) -> dict[str, Any]:
     except MlflowException:
         kind = "version" if ref.isdigit() else "alias"
         raise MsafError(f"registered model {name!r} has no {kind} {ref!r}; see `msaf models list`") from None
-    return {"name": name, "version": version.version, "aliases": version.aliases, "tags": version.tags,
+    return {"name": name, "version": str(version.version), "aliases": version.aliases, "tags": version.tags,
             "source": version.source, "run_id": version.run_id}
 
 

@@ -25,8 +25,12 @@ def project_root() -> Path:
     return Path(os.environ.get("MSAF_PROJECT_DIR") or Path.cwd()).resolve()
 
 
+def default_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -84,8 +88,8 @@ def init_tracking() -> str:
     mlflow.set_registry_uri(uri)
     with _store_lock(uri):
         MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates the schema
-        if (db := _sqlite_path(uri)) is not None and os.environ.get("MLFLOW_TRACKING_URI") is None:
-            _relocate(db, project_root())
+        if uri == default_uri():  # the project's own store (MLflow itself exports MLFLOW_TRACKING_URI)
+            _relocate(_sqlite_path(uri), project_root())
     return uri
 
 

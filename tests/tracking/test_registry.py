@@ -1,0 +1,109 @@
+"""MLflow tracking and registry on a real SQLite store in a temporary project."""
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from pipeline.errors import MsafError
+from pipeline.tracking import registry
+from pipeline.tracking.runs import log_model, log_survey
+from pipeline.tracking.store import ARTIFACT_DIR, experiment_id, init_tracking, project_root
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """An empty project folder as the working directory, with its own mlflow.db."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MSAF_PROJECT_DIR", raising=False)
+    init_tracking()
+    return tmp_path
+
+
+def _candidate(tiny_model, score: float) -> str:
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id("training")) as run:
+        uri = log_model(tiny_model)
+    decision = registry.register_candidate(uri, score, "msaf-defects", "champion", run.info.run_id)
+    return decision
+
+
+def test_store_lives_in_the_project_with_relative_artifacts(project, tiny_model):
+    _candidate(tiny_model, 0.5)
+    assert (project / "mlflow.db").is_file()
+    assert list((project / ARTIFACT_DIR / "training").rglob("*.safetensors"))
+    assert project_root() == project.resolve()
+
+
+def test_promotion_gate_keeps_a_worse_model_out(project, tiny_model):
+    first = _candidate(tiny_model, 0.50)
+    worse = _candidate(tiny_model, 0.40)
+    equal = _candidate(tiny_model, 0.50)
+    assert first.promoted and first.champion_version is None
+    assert not worse.promoted and worse.champion_version == "1" and worse.champion_score == 0.5
+    assert equal.promoted  # ties promote: the newer model at equal score
+    rows = {r["version"]: r for r in registry.list_versions("msaf-defects")}
+    assert rows["3"]["aliases"] == "champion" and rows["2"]["aliases"] == "" and len(rows) == 3
+    assert registry.show("msaf-defects", "champion")["version"] == "3"
+    registry.promote("msaf-defects", "2", "champion")
+    assert registry.show("msaf-defects", "champion")["version"] == "2"
+
+
+def test_champion_checkpoint_is_the_registered_file(project, tiny_model):
+    _candidate(tiny_model, 0.5)
+    path = registry.checkpoint_for("msaf-defects", "champion")
+    assert path.read_bytes() == tiny_model.read_bytes()
+    assert path.is_relative_to(project)
+
+
+def test_unknown_alias_or_version_is_a_clear_error(project, tiny_model):
+    _candidate(tiny_model, 0.5)
+    with pytest.raises(MsafError, match="has no alias 'production'"):
+        registry.show("msaf-defects", "production")
+    with pytest.raises(MsafError, match="has no version '9'"):
+        registry.show("msaf-defects", "9")
+
+
+def test_shipped_model_becomes_the_first_champion(project, tiny_model):
+    shipped = project / "models" / "default" / "msaf-dsnet.safetensors"
+    shipped.parent.mkdir(parents=True)
+    shutil.copy(tiny_model, shipped)
+    path, ref = registry.resolve_default_model("msaf-defects", "champion")
+    assert ref == "models:/msaf-defects@champion (v1)" and path.read_bytes() == shipped.read_bytes()
+    _, ref_again = registry.resolve_default_model("msaf-defects", "champion")
+    assert ref_again == ref and len(registry.list_versions("msaf-defects")) == 1  # registered once
+
+
+def test_no_champion_and_no_shipped_model(project):
+    with pytest.raises(MsafError, match="no model"):
+        registry.resolve_default_model("msaf-defects", "champion")
+
+
+def test_moved_project_keeps_working(project, tiny_model, tmp_path_factory, monkeypatch):
+    _candidate(tiny_model, 0.5)
+    moved = tmp_path_factory.mktemp("moved") / "project"
+    shutil.copytree(project, moved)
+    shutil.rmtree(project / ARTIFACT_DIR)  # the old location is gone
+    monkeypatch.chdir(moved)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow exports the old project's URI
+    init_tracking()
+    with sqlite3.connect(moved / "mlflow.db") as con:
+        (location,) = con.execute("SELECT artifact_location FROM experiments WHERE name='training'").fetchone()
+    assert str(moved) in location
+    assert registry.checkpoint_for("msaf-defects", "champion").read_bytes() == tiny_model.read_bytes()
+
+
+def test_survey_run_is_logged_with_artifacts(project, surveyed):
+    import mlflow
+
+    record = json.loads((surveyed / "survey.json").read_text())
+    run_id = log_survey(record, surveyed, {"defects": 7, "by_class": {"crack": 7}})
+    run = mlflow.get_run(run_id)
+    assert run.data.metrics["defects"] == 7 and run.data.metrics["mpix_per_s"] > 0
+    assert run.data.params["model.sha256"] == record["model"]["sha256"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert "survey.json" in artifacts
+    assert mlflow.get_experiment(run.info.experiment_id).name == "surveys"
