@@ -1,0 +1,126 @@
+"""The DVC pipeline for real: `dvc repro` in a temporary git copy of the project (tiny preset, tiny data)."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, cfd_dir) -> Path:
+    """A git repo holding the project's tracked files, 8 real CFD pairs as raw data, tiny params."""
+    root = tmp_path_factory.mktemp("dvc") / "project"
+    files = run(["git", "ls-files"], REPO).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith(("data/raw/", "models/default/")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, root / name)
+    raw = root / "data" / "raw" / "crackforest"
+    for sub in ("images", "masks"):
+        (raw / sub).mkdir(parents=True)
+    for image in sorted((cfd_dir / "images").glob("*.jpg"))[:8]:
+        shutil.copy(image, raw / "images" / image.name)
+        shutil.copy(cfd_dir / "masks" / f"{image.stem}.png", raw / "masks" / f"{image.stem}.png")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["val_fraction"] = 0.25
+    params["model"]["preset"] = "dsnet-tiny"
+    params["train"] |= {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "crop_size": 64, "device": "cpu"}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "ci@example.invalid"], root)
+    run(["git", "config", "user.name", "ci"], root)
+    run(["dvc", "add", "-q", "data/raw/crackforest"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny project"], root)
+    return root
+
+
+def test_repro_runs_every_stage_and_registers_the_first_champion(project):
+    out = run(["dvc", "repro"], project).stdout
+    for stage in ("prepare", "train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in out
+    manifest = json.loads((project / "data" / "prepared" / "manifest.json").read_text())
+    assert len(manifest["train"]) == 6 and len(manifest["val"]) == 2
+    assert manifest["images"] == "data/raw/crackforest/images"  # relative: the same bytes in any checkout
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    assert evaluation["images"] == 2 and 0 <= evaluation["fg_tol_f1"] <= 1
+    decision = json.loads((project / "metrics" / "registry.json").read_text())
+    assert decision["promoted"] is True and decision["version"] == "1"
+    assert (project / "mlflow.db").is_file() and (project / "dvc.lock").is_file()
+    history = (project / "metrics" / "train_history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 2
+
+
+def test_forced_rerun_reproduces_the_model_bit_for_bit(project):
+    model = project / "models" / "candidate.safetensors"
+    before = md5(model), json.loads((project / "metrics" / "train_run.json").read_text())["weights_sha256"]
+    run(["dvc", "repro", "--force"], project)
+    after = md5(model), json.loads((project / "metrics" / "train_run.json").read_text())["weights_sha256"]
+    assert before == after
+    decision = json.loads((project / "metrics" / "registry.json").read_text())
+    assert decision["version"] == "2" and decision["promoted"] is True  # equal score: promoted
+
+
+def test_changing_train_lr_reruns_train_evaluate_register_but_not_prepare(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["lr"] = params["train"]["lr"] / 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run(["dvc", "status", "--json"], project).stdout
+    changed = set(json.loads(status))
+    assert changed == {"train"}  # evaluate/register follow once train's outputs change
+    out = run(["dvc", "repro"], project).stdout
+    assert "Stage 'prepare' didn't change, skipping" in out
+    for stage in ("train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in out
+
+
+def test_dvc_exp_run_with_a_param_override(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "lr experiment"], project)
+    out = run(["dvc", "exp", "run", "-S", "train.epochs=2"], project)
+    assert "Ran experiment" in out.stdout + out.stderr
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert "train.epochs" in json.dumps(shown) or '"epochs": 2' in json.dumps(shown)
+
+
+def test_push_and_pull_through_the_default_local_remote(project):
+    run(["dvc", "push", "-q"], project)
+    model = project / "models" / "candidate.safetensors"
+    digest = md5(model)
+    model.unlink()
+    shutil.rmtree(project / ".dvc" / "cache")
+    run(["dvc", "pull", "-q"], project)
+    assert md5(model) == digest
+    assert (project.parent / "msaf-dvc-remote").is_dir()  # beside the repository
+
+
+def test_missing_raw_data_is_a_one_line_error(tmp_path):
+    (tmp_path / "params.yaml").write_text("data: {images: nowhere/images, masks: nowhere/masks}\n")
+    result = run(["msaf", "prepare", "--params", "params.yaml"], tmp_path, check=False)
+    assert result.returncode == 2 and "image folder not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / "prepared" / "manifest.json").exists()
