@@ -7,6 +7,7 @@ tiled GeoTIFF -> COG.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,13 +28,14 @@ import rasterio
 import torch
 
 import pipeline
-from pipeline.checkpoint import ModelMetadata, file_sha256, load_checkpoint
+from pipeline.checkpoint import ModelMetadata, file_sha256, load_checkpoint, read_metadata
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import write_json
 from pipeline.inference.blend import CONFIDENCE_NODATA, NODATA, BlockResult, infer_block
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
+from pipeline.raster.blockstore import BlockStore
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, file_fingerprint, open_source
@@ -141,8 +143,8 @@ class BlockPipeline:
             block, read = pending.popleft()
             yield block, *read.result()
 
-    def run(self, blocks: list[Block], consume: Callable[[BlockResult], None]) -> None:
-        """Infer every block; ``consume`` gets each result.
+    def run(self, blocks: list[Block], consume: Callable[[Block, BlockResult], None]) -> None:
+        """Infer every block; ``consume`` gets each block and its result.
 
         With one worker, inference runs in the calling thread: PyTorch's CPU thread pool belongs to
         the thread that first used it, and driving it from another thread measured ~30 % slower.
@@ -151,7 +153,7 @@ class BlockPipeline:
             reads = self._reads(read_pool, blocks)
             if self.workers == 1:
                 for block, pixels, valid in reads:
-                    consume(self._infer(block, pixels, valid))
+                    consume(block, self._infer(block, pixels, valid))
                 return
             with ThreadPoolExecutor(self.workers, thread_name_prefix="infer") as infer_pool:
                 running: set[Future] = set()
@@ -160,118 +162,206 @@ class BlockPipeline:
                         done, running = wait(running, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()
-                    running.add(infer_pool.submit(lambda *a: consume(self._infer(*a)), block, pixels, valid))
+                    running.add(infer_pool.submit(lambda *a: consume(a[0], self._infer(*a)), block, pixels, valid))
                 for future in running:
                     future.result()
+
+
+@dataclass(frozen=True)
+class PreparedSurvey:
+    """A validated survey, ready to fan out: only paths, settings and small values (picklable).
+
+    ``key`` identifies the results: source fingerprint + model hash + inference settings. Block
+    results live in ``out_dir/.msaf-blocks/<key>`` until the mask is stitched.
+    """
+
+    ortho: Path
+    out_dir: Path
+    cfg: SurveyConfig
+    model_path: Path
+    model_ref: str | None
+    model_sha256: str
+    info: SourceInfo
+    meta: ModelMetadata
+    plan: TilingPlan
+    source_fingerprint: str
+    gsd_warning: str | None
+    validate_s: float
+
+    @property
+    def grid(self) -> TileGrid:
+        return TileGrid(self.info.height, self.info.width, self.plan.tile, self.plan.overlap)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.grid.blocks(self.plan.block))
+
+    @property
+    def key(self) -> str:
+        settings = json.dumps(self.plan.as_dict() | {"tta": self.cfg.tta, "scale": self.info.scale,
+                                                     "crs_assumed": self.info.crs_assumed}, sort_keys=True)
+        digest = hashlib.sha256(f"{self.source_fingerprint}|{self.model_sha256}|{settings}".encode())
+        return digest.hexdigest()[:24]
+
+    @property
+    def store(self) -> BlockStore:
+        return BlockStore(self.out_dir / ".msaf-blocks" / self.key)
+
+
+def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
+                   model_ref: str | None = None, assume_crs: str | None = None) -> PreparedSurvey:
+    """Validate input, model, GSD and output folder, and fix the tiling plan; loads no weights."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    model_path = Path(model_path or cfg.model)
+    info = open_source(ortho, cfg.scaling, assume_crs)
+    resolve_device(cfg.device)
+    meta = read_metadata(model_path)
+    gsd_warning = check_gsd(info, meta, cfg)
+    plan = plan_tiling(cfg, meta)
+    _check_out_dir(out_dir)
+    return PreparedSurvey(Path(ortho), out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
+                          plan, file_fingerprint(info.path), gsd_warning, time.perf_counter() - started)
+
+
+_MODELS: dict[tuple[str, str, str], tuple[torch.nn.Module, ModelMetadata]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def cached_model(path: Path, sha256: str, device: torch.device) -> tuple[torch.nn.Module, ModelMetadata]:
+    """Load a checkpoint once per process (a Dask worker serves many chunks with one model)."""
+    key = (str(path), sha256, str(device))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_checkpoint(path, device)
+        return _MODELS[key]
+
+
+def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
+                 on_block: ProgressCallback | None = None) -> dict[str, int]:
+    """Infer blocks (all, or ``indices``) into the block store, skipping those already there.
+
+    Returns counts: ``computed`` and ``reused`` blocks.
+    """
+    cfg = prepared.cfg
+    with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
+        store = prepared.store
+        grid = prepared.grid
+        blocks = grid.blocks(prepared.plan.block)
+        wanted = [blocks[i] for i in (indices if indices is not None else range(len(blocks)))]
+        finished = store.done()
+        todo = [b for b in wanted if b.index not in finished]
+        if not todo:
+            return {"computed": 0, "reused": len(wanted)}
+        device = resolve_device(cfg.device)
+        model, meta = cached_model(prepared.model_path, prepared.model_sha256, device)
+        runners = [TileRunner(model, meta.mean, meta.std, device, prepared.plan.batch, grid.tile_shape,
+                              tta=cfg.tta, compile=cfg.compile) for _ in range(cfg.workers)]
+        reader = BlockReader(prepared.info, cfg.readers)
+        done = len(wanted) - len(todo)
+        lock = threading.Lock()
+
+        def consume(block: Block, result: BlockResult) -> None:
+            nonlocal done
+            store.save(block.index, result)
+            with lock:
+                done += 1
+                count = done
+            if on_block:
+                on_block(count, len(wanted))
+
+        try:
+            BlockPipeline(reader, runners, grid, meta.mean).run(todo, consume)
+        finally:
+            reader.close()
+        return {"computed": len(todo), "reused": len(wanted) - len(todo)}
+
+
+def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: int = 0,
+           started: float | None = None) -> dict[str, Any]:
+    """Write the stored blocks into mask.tif and confidence.tif (COGs) and survey.json; clear the store.
+
+    Returns the survey record (also written as survey.json).
+    """
+    info, meta, plan, out_dir = prepared.info, prepared.meta, prepared.plan, prepared.out_dir
+    store = prepared.store
+    n_blocks = prepared.n_blocks
+    missing = set(range(n_blocks)) - store.done()
+    if missing:
+        raise MsafError(f"{len(missing)} of {n_blocks} blocks are not inferred yet (first: {min(missing)}); "
+                        "run the inference first")
+    cog_started = time.perf_counter()
+    num_classes = len(meta.classes)
+    counts = np.zeros(num_classes, np.int64)
+    mask_sink = GeoTiffSink(out_dir / "mask.tif", info.width, info.height, info.crs, info.transform, NODATA)
+    conf_sink = GeoTiffSink(out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform,
+                            CONFIDENCE_NODATA)
+    sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    tags = {
+        "MSAF_MODEL": meta.name, "MSAF_MODEL_PRESET": meta.preset, "MSAF_MODEL_SHA256": prepared.model_sha256,
+        "MSAF_SOURCE": info.path.name, "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
+        "MSAF_PARAMS": json.dumps(plan.as_dict() | {"tta": prepared.cfg.tta}),
+        "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
+        "MSAF_CREATED_UTC": created, "MSAF_CLASSES": json.dumps(meta.class_names),
+    }
+    with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024):
+        try:
+            for index in range(n_blocks):
+                result = store.load(index)
+                mask_sink.write(result.core, result.classes)
+                conf_sink.write(result.core, result.confidence)
+                counts += result.class_counts(num_classes)
+            for sink, layer in sinks.items():
+                sink.build_cog(tags | {"MSAF_LAYER": layer})
+            for sink in sinks:
+                sink.publish()
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+    timings = {"validate_s": prepared.validate_s, "infer_s": infer_s, "cog_s": time.perf_counter() - cog_started}
+    timings["total_s"] = (time.perf_counter() - started if started is not None
+                          else prepared.validate_s + infer_s + timings["cog_s"])
+    megapixels = info.width * info.height / 1e6
+    grid = prepared.grid
+    record: dict[str, Any] = {
+        "software_version": pipeline.__version__, "created_utc": created,
+        "input": info.describe() | {"fingerprint": prepared.source_fingerprint},
+        "model": {"path": str(prepared.model_path), "sha256": prepared.model_sha256, "name": meta.name,
+                  "preset": meta.preset, "registry": prepared.model_ref, "classes": meta.class_names,
+                  "tile_size": meta.tile_size, "gsd_m": meta.gsd_m},
+        "tiling": plan.as_dict() | {"tiles": grid.n_tiles, "blocks": n_blocks, "blocks_reused": reused,
+                                    "tile_shape": list(grid.tile_shape)},
+        "device": str(resolve_device(prepared.cfg.device)), "torch": torch.__version__, "tta": prepared.cfg.tta,
+        "compile": prepared.cfg.compile, "workers": prepared.cfg.workers, "readers": prepared.cfg.readers,
+        "gsd_warning": prepared.gsd_warning,
+        "class_pixels": dict(zip(meta.class_names, counts.tolist(), strict=True)),
+        "outputs": {"mask": "mask.tif", "confidence": "confidence.tif"},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "throughput_mpix_s": {"inference": round(megapixels / infer_s, 3) if infer_s == infer_s else None,
+                              "end_to_end": round(megapixels / timings["total_s"], 3)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    write_json(out_dir / "survey.json", record)
+    store.clear()
+    return record
 
 
 def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
                model_ref: str | None = None, assume_crs: str | None = None,
                on_block: ProgressCallback | None = None) -> dict[str, Any]:
-    """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json.
+    """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json, in-process.
 
+    prepare -> infer every block (resuming: blocks a killed run finished are reused) -> stitch.
     GDAL's block cache is capped (``gdal_cache_mb``): left at its default (5 % of RAM) it keeps
     filling as more of the raster is read and written, and peak memory grows with raster size.
 
     Returns the survey record (also written as survey.json).
     """
-    with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
-        return _run_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref, assume_crs=assume_crs,
-                           on_block=on_block)
-
-
-def _run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None,
-                model_ref: str | None, assume_crs: str | None, on_block: ProgressCallback | None) -> dict[str, Any]:
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    out_dir = Path(out_dir)
-    model_path = Path(model_path or cfg.model)
-
-    info = open_source(ortho, cfg.scaling, assume_crs)
-    device = resolve_device(cfg.device)
-    model, meta = load_checkpoint(model_path, device)
-    gsd_warning = check_gsd(info, meta, cfg)
-    plan = plan_tiling(cfg, meta)
-    _check_out_dir(out_dir)
-    grid = TileGrid(info.height, info.width, plan.tile, plan.overlap)
-    blocks = grid.blocks(plan.block)
-    timings["validate_s"] = time.perf_counter() - started
-
-    runners = [TileRunner(model, meta.mean, meta.std, device, plan.batch, grid.tile_shape,
-                          tta=cfg.tta, compile=cfg.compile) for _ in range(cfg.workers)]
-    pipeline_ = BlockPipeline(BlockReader(info, cfg.readers), runners, grid, meta.mean)
-    num_classes = len(meta.classes)
-    counts = np.zeros(num_classes, np.int64)
-    lock = threading.Lock()
-    done = 0
-    mask_sink = GeoTiffSink(out_dir / "mask.tif", info.width, info.height, info.crs, info.transform, NODATA)
-    conf_sink = GeoTiffSink(out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform,
-                            CONFIDENCE_NODATA)
-
-    def consume(result: BlockResult) -> None:
-        nonlocal done
-        mask_sink.write(result.core, result.classes)
-        conf_sink.write(result.core, result.confidence)
-        with lock:
-            counts[:] += result.class_counts(num_classes)
-            done += 1
-            finished = done
-        if on_block:
-            on_block(finished, len(blocks))
-
+    prepared = prepare_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref, assume_crs=assume_crs)
     infer_started = time.perf_counter()
-    try:
-        pipeline_.run(blocks, consume)
-    except BaseException:
-        mask_sink.abort()
-        conf_sink.abort()
-        raise
-    finally:
-        pipeline_.reader.close()
-    timings["infer_s"] = time.perf_counter() - infer_started
-
-    model_sha = file_sha256(model_path)
-    source_fp = file_fingerprint(info.path)
-    record: dict[str, Any] = {
-        "software_version": pipeline.__version__,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "input": info.describe() | {"fingerprint": source_fp},
-        "model": {"path": str(model_path), "sha256": model_sha, "name": meta.name, "preset": meta.preset,
-                  "registry": model_ref,
-                  "classes": meta.class_names, "tile_size": meta.tile_size, "gsd_m": meta.gsd_m},
-        "tiling": plan.as_dict() | {"tiles": grid.n_tiles, "blocks": len(blocks),
-                                    "tile_shape": list(grid.tile_shape)},
-        "device": str(device), "torch": torch.__version__, "tta": cfg.tta, "compile": cfg.compile,
-        "workers": cfg.workers, "readers": cfg.readers, "gsd_warning": gsd_warning,
-        "class_pixels": dict(zip(meta.class_names, counts.tolist(), strict=True)),
-        "outputs": {"mask": "mask.tif", "confidence": "confidence.tif"},
-    }
-    tags = {
-        "MSAF_MODEL": meta.name, "MSAF_MODEL_PRESET": meta.preset, "MSAF_MODEL_SHA256": model_sha,
-        "MSAF_SOURCE": info.path.name, "MSAF_SOURCE_FINGERPRINT": source_fp,
-        "MSAF_PARAMS": json.dumps(plan.as_dict() | {"tta": cfg.tta}),
-        "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
-        "MSAF_CREATED_UTC": record["created_utc"], "MSAF_CLASSES": json.dumps(meta.class_names),
-    }
-    cog_started = time.perf_counter()
-    sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
-    try:
-        for sink, layer in sinks.items():
-            sink.build_cog(tags | {"MSAF_LAYER": layer})
-        for sink in sinks:
-            sink.publish()
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
-    timings["cog_s"] = time.perf_counter() - cog_started
-    timings["total_s"] = time.perf_counter() - started
-    megapixels = info.width * info.height / 1e6
-    record |= {
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "throughput_mpix_s": {"inference": round(megapixels / timings["infer_s"], 3),
-                              "end_to_end": round(megapixels / timings["total_s"], 3)},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    write_json(out_dir / "survey.json", record)
-    return record
+    counts = infer_blocks(prepared, on_block=on_block)
+    return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"],
+                  started=started)
