@@ -188,13 +188,11 @@ def _write_per_class(path: Path, summary: dict[str, Any]) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
-def _load_optional_params(path: Path) -> Params:
-    """params.yaml when present (explicit path must exist), else the built-in defaults."""
-    from pipeline.config import Params, load_params
+def _load_optional_params(path: Path, survey_overrides: dict[str, Any] | None = None) -> Params:
+    """params.yaml when present (an explicitly named file must exist), else the built-in defaults."""
+    from pipeline.config import load_params_or_defaults
 
-    if path.exists() or path != DEFAULT_PARAMS:
-        return load_params(path)
-    return Params().resolve_paths(Path.cwd())
+    return load_params_or_defaults(path, survey_overrides, required=path != DEFAULT_PARAMS)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -221,22 +219,26 @@ def survey(
     with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
     assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="log the survey to MLflow")] = True,
+    engine: Annotated[str, typer.Option(help="local (threads) or dask (a Dask cluster)")] = "local",
+    dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
+    dask_workers: Annotated[int | None, typer.Option(help="workers of a cluster started here (CPU)")] = None,
     params: Annotated[Path, typer.Option(help="params.yaml (survey section)")] = DEFAULT_PARAMS,
 ) -> None:
-    """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json.
+    """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json + report.
 
+    Runs the Prefect survey flow (resumable: a rerun after a crash re-does only missing blocks).
     Without --model the registry's champion is used (the shipped model becomes the first champion).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from pipeline.report.build import report_survey
-    from pipeline.survey import run_survey
-
-    all_params = _load_optional_params(params)
-    cfg = all_params.survey
+    if engine not in ("local", "dask"):
+        raise MsafError(f"--engine must be local or dask, got {engine!r}")
     flags = {"device": device, "tile": tile, "overlap": overlap, "block": block, "batch": batch,
              "workers": workers, "tta": tta}
-    cfg = cfg.model_validate(cfg.model_dump() | {k: v for k, v in flags.items() if v is not None})
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    all_params = _load_optional_params(params, overrides)
+    from flows.survey import run_survey_flow
+    from pipeline.survey import prepare_survey
+
+    # validate before any orchestration starts: mistakes become one line, not a failed flow run
     model_ref = None
     if model is None:
         from pipeline.tracking.registry import resolve_default_model
@@ -244,26 +246,24 @@ def survey(
 
         init_tracking()
         model, model_ref = resolve_default_model(all_params.registry.name, all_params.registry.alias)
-        console.print(f"model: {model_ref}")
-    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("survey", total=None)
-        record = run_survey(ortho, out, cfg, model_path=model, model_ref=model_ref, assume_crs=assume_crs,
-                            on_block=lambda done, total: progress.update(task, completed=done, total=total))
+    prepared = prepare_survey(ortho, out, all_params.survey, model_path=model,
+                              model_ref=model_ref, assume_crs=assume_crs)
+    record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
+                             dask_workers=dask_workers, prepared=prepared, model=str(model), model_ref=model_ref,
+                             params_path=str(params), overrides=overrides, assume_crs=assume_crs,
+                             report=with_report, track=track)
     pixels = ", ".join(f"{name} {count:,}" for name, count in record["class_pixels"].items())
+    if record["model"].get("registry"):
+        console.print(f"model: {record['model']['registry']}")
     console.print(f"{record['input']['width']}x{record['input']['height']} px in {record['timings']['total_s']:.1f} s "
-                  f"({record['throughput_mpix_s']['end_to_end']:.2f} Mpix/s, peak RSS {record['peak_rss_mb']:.0f} MiB)")
+                  f"({record['throughput_mpix_s']['end_to_end']:.2f} Mpix/s, peak RSS {record['peak_rss_mb']:.0f} MiB, "
+                  f"{record['tiling']['blocks_reused']} of {record['tiling']['blocks']} blocks reused)")
     console.print(f"class pixels: {pixels}")
     console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
-    summary = report_survey(out, all_params.report) if with_report else None
-    if summary:
-        _print_report_summary(out, summary)
-    if track:
-        from pipeline.tracking.runs import log_survey
-        from pipeline.tracking.store import init_tracking
-
-        init_tracking()
-        console.print(f"MLflow run {log_survey(record, out, summary)} (experiment 'surveys')")
+    if record.get("report"):
+        _print_report_summary(out, record["report"])
+    if record.get("mlflow_run"):
+        console.print(f"MLflow run {record['mlflow_run']} (experiment 'surveys')")
 
 
 @app.command()
@@ -332,6 +332,43 @@ def _print_report_summary(survey_dir: Path, summary: dict[str, Any]) -> None:
     console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary['outputs'].values())}")
 
 
+@app.command()
+@user_errors
+def schedule(
+    inbox: Annotated[Path | None, typer.Option(help="folder where new orthomosaics arrive")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the surveys (one sub-folder each)")] = None,
+    cron: Annotated[str, typer.Option(help="cron schedule (server time zone)")] = "0 2 * * *",
+    name: Annotated[str, typer.Option(help="deployment name")] = "msaf-inbox",
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the registry champion)")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="schedule `dvc repro` retraining instead")] = False,
+    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+) -> None:
+    """Serve a Prefect deployment on a cron schedule (needs a running `prefect server start`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise MsafError("scheduling needs a Prefect server: run `prefect server start` (SQLite, no other service) "
+                        "and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    if retrain:
+        from flows.retrain import retrain_flow
+
+        console.print(f"serving deployment msaf-retrain/{name} ({cron}) against {api}; Ctrl-C stops it")
+        retrain_flow.serve(name=name, cron=cron, parameters={"project": str(Path.cwd())})
+        return
+    if inbox is None or out is None:
+        raise MsafError("--inbox and --out are required (or --retrain)")
+    if not inbox.is_dir():
+        raise MsafError(f"inbox folder not found: {inbox}")
+    from flows.inbox import inbox_flow
+
+    parameters = {"inbox": str(inbox.resolve()), "out": str(out.resolve()), "params_path": str(params.resolve()),
+                  "model": str(model.resolve()) if model else None}
+    console.print(f"serving deployment msaf-inbox/{name} ({cron}) against the Prefect server at {api}; "
+                  "each run surveys every new orthomosaic in the inbox once. Ctrl-C stops it.")
+    inbox_flow.serve(name=name, cron=cron, parameters=parameters)
+
+
 models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry (champion = what surveys use).")
 app.add_typer(models_app, name="models")
 
@@ -386,6 +423,17 @@ def models_promote(
     console.print(f"{name}@{alias} -> version {version}")
 
 
+def _run_exists(run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
 @models_app.command("register")
 @user_errors
 def models_register(
@@ -408,6 +456,8 @@ def models_register(
     score = float(json.loads(metrics.read_text())["fg_tol_f1"])
     info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
     model_uri, run_id = info.get("model_uri"), info.get("run_id")
+    if run_id and not _run_exists(run_id):  # trained against another store: log the checkpoint afresh
+        model_uri = run_id = None
     if not model_uri:
         import mlflow
 

@@ -234,3 +234,19 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     except ValidationError as exc:
         raise MsafError(_describe(exc, path)) from None
     return params.resolve_paths(path.resolve().parent)
+
+
+def load_params_or_defaults(path: str | Path, survey_overrides: dict[str, Any] | None = None, *,
+                            required: bool = False) -> Params:
+    """params.yaml when present (or ``required``), else the built-in defaults; plus validated
+    survey overrides (command-line flags), whose mistakes are MsafErrors too."""
+    path = Path(path)
+    params = load_params(path) if required or path.exists() else Params().resolve_paths(Path.cwd())
+    if survey_overrides:
+        try:
+            survey = SurveyConfig.model_validate(params.survey.model_dump() | survey_overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise MsafError(f"invalid option --{first['loc'][0]}: {first['msg']}") from None
+        params = params.model_copy(update={"survey": survey})
+    return params

@@ -10,6 +10,28 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_services(tmp_path_factory):
+    """Tests never touch the project's mlflow.db or the user's Prefect home; telemetry stays off.
+
+    Environment variables reach the `msaf` subprocesses the tests start, too.
+    """
+    import os
+
+    root = tmp_path_factory.mktemp("services")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED",
+                                             "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY")}
+    os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PREFECT_HOME": str(root / "prefect"),
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                       "MLFLOW_DISABLE_TELEMETRY": "true"})
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 SHARED = REPO.parent / "shared"
 CFD = SHARED / "data" / "crackforest"
 

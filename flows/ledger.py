@@ -1,0 +1,74 @@
+"""Which orthomosaics an inbox has already processed, keyed by content fingerprint.
+
+A claim is an exclusively-created file (``O_EXCL``), so two overlapping runs never process the
+same file; a finished survey leaves a ``.done`` record. A claim whose process is gone (a crash)
+is taken over by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.fsutil import write_json
+
+
+class Ledger:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _claim(self, key: str) -> Path:
+        return self.root / f"{key}.claim"
+
+    def _done(self, key: str) -> Path:
+        return self.root / f"{key}.done"
+
+    def is_done(self, key: str) -> bool:
+        return self._done(key).exists()
+
+    def _stale(self, claim: Path) -> bool:
+        try:
+            owner = json.loads(claim.read_text())
+        except (OSError, ValueError):
+            return False
+        if owner.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError):
+            return False
+        return False
+
+    def claim(self, key: str, source: str) -> bool:
+        """True if this process now owns ``key`` (not done, not claimed by a live process)."""
+        if self.is_done(key):
+            return False
+        path = self._claim(key)
+        if path.exists() and self._stale(path):
+            path.unlink(missing_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"source": source, "pid": os.getpid(), "host": socket.gethostname(),
+                       "claimed_utc": datetime.now(UTC).isoformat(timespec="seconds")}, fh)
+        return True
+
+    def finish(self, key: str, record: dict[str, Any]) -> None:
+        write_json(self._done(key), record | {"finished_utc": datetime.now(UTC).isoformat(timespec="seconds")})
+        self._claim(key).unlink(missing_ok=True)
+
+    def release(self, key: str) -> None:
+        """Give a claim back after a failure, so a later run retries the file."""
+        self._claim(key).unlink(missing_ok=True)
+
+    def done(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.done"))]
