@@ -110,11 +110,12 @@ def _summary_artifacts(record: dict[str, Any], summary: dict[str, Any] | None, o
 def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str | None = None,
                 params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
                 assume_crs: str | None = None, chunk_blocks: int = 4, report: bool = True,
-                track: bool = True, prepared: PreparedSurvey | None = None) -> dict[str, Any]:
+                track: bool = True, prepared: Any = None) -> dict[str, Any]:
     """Process one orthomosaic; returns the survey record.
 
-    ``prepared`` lets a caller that already validated the input (the CLI, to report mistakes as one
-    line before any orchestration starts) skip the validate task.
+    ``prepared`` (a ``PreparedSurvey``) lets a caller that already validated the input (the CLI, to
+    report mistakes as one line before any orchestration starts) skip the validate task. It is typed
+    ``Any`` because deployments rebuild the parameter model where that class cannot be resolved.
     """
     logger = get_run_logger()
     params = load_params_or_defaults(params_path, overrides)

@@ -37,6 +37,15 @@ CFD = SHARED / "data" / "crackforest"
 
 
 @pytest.fixture(scope="session")
+def prefect_harness(isolated_services):
+    """A session-scoped Prefect test harness: in-process flows run against a temporary API server."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def cfd_dir() -> Path:
     """The real CrackForest photos shared with the project."""
     assert (CFD / "images").is_dir(), f"shared crack data missing at {CFD}"

@@ -118,6 +118,17 @@ def test_push_and_pull_through_the_default_local_remote(project):
     assert (project.parent / "msaf-dvc-remote").is_dir()  # beside the repository
 
 
+def test_retrain_flow_runs_the_pipeline_and_reports_the_decision(prefect_harness, project):
+    from flows.retrain import retrain_flow
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seed"] = 7  # a different candidate
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    decision = retrain_flow(project=str(project))
+    assert decision == json.loads((project / "metrics" / "registry.json").read_text())
+    assert isinstance(decision["promoted"], bool) and int(decision["version"]) >= 1
+
+
 def test_missing_raw_data_is_a_one_line_error(tmp_path):
     (tmp_path / "params.yaml").write_text("data: {images: nowhere/images, masks: nowhere/masks}\n")
     result = run(["msaf", "prepare", "--params", "params.yaml"], tmp_path, check=False)

@@ -62,3 +62,7 @@ class BlockStore:
         for path in self.root.glob("*"):
             path.unlink(missing_ok=True)
         self.root.rmdir()
+        try:
+            self.root.parent.rmdir()  # the folder of all keys, once empty
+        except OSError:
+            pass

@@ -1,0 +1,210 @@
+"""Real Prefect flow runs: local and Dask engines, artifacts, resume after SIGKILL, worker loss, inbox."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from tests.conftest import write_raster
+
+pytestmark = pytest.mark.slow
+MSAF = str(Path(sys.executable).with_name("msaf"))
+OVERRIDES = {"device": "cpu", "gsd_policy": "ignore", "block": 64, "batch": 4}
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+@pytest.fixture(scope="module")
+def reference(surveyed) -> np.ndarray:
+    """The library engine's mask of the crack mosaic (block size does not change it)."""
+    return read(surveyed / "mask.tif")
+
+
+def test_local_flow_matches_the_engine_and_publishes_artifacts(prefect_harness, tmp_path, tiny_model,
+                                                              crack_mosaic, reference):
+    from prefect.client.orchestration import get_client
+
+    from flows.survey import run_survey_flow
+
+    record = run_survey_flow(str(crack_mosaic[0]), str(tmp_path / "out"), model=str(tiny_model),
+                             params_path=str(tmp_path / "none.yaml"), overrides=OVERRIDES, track=False,
+                             chunk_blocks=16)
+    np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
+    assert record["report"]["defects"] > 0 and (tmp_path / "out" / "report.html").is_file()
+    assert (record["tiling"]["blocks"] == 99 and not (tmp_path / "out" / ".msaf-blocks").exists()) or \
+        not list((tmp_path / "out" / ".msaf-blocks").rglob("*.blk"))
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts() if a.key}
+    assert {"survey-progress", "defect-summary", "survey-outputs"} <= set(artifacts)
+    assert float(artifacts["survey-progress"].data) == pytest.approx(100.0)
+    assert "mask.tif" in artifacts["survey-outputs"].data
+
+
+def test_dask_engine_on_a_local_cluster_gives_the_same_mask(dask_cluster, tmp_path, tiny_model, crack_mosaic,
+                                                            reference):
+    from flows.survey import run_survey_flow
+
+    cluster, _ = dask_cluster
+    run_survey_flow(str(crack_mosaic[0]), str(tmp_path / "out"), engine="dask", dask_address=cluster.scheduler_address,
+                    model=str(tiny_model), params_path=str(tmp_path / "none.yaml"), overrides=OVERRIDES,
+                    track=False, report=False, chunk_blocks=8)
+    np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
+
+
+def test_a_killed_dask_worker_does_not_change_the_result(dask_cluster, tmp_path, tiny_model, crack_mosaic, reference):
+    from flows.survey import run_survey_flow
+
+    cluster, client = dask_cluster
+    out = tmp_path / "out"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_survey_flow(str(crack_mosaic[0]), str(out), engine="dask", dask_address=cluster.scheduler_address,
+                            model=str(tiny_model), params_path=str(tmp_path / "none.yaml"), overrides=OVERRIDES,
+                            track=False, report=False, chunk_blocks=4)
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 8:
+        time.sleep(0.05)
+    victim = next(iter(client.run(os.getpid).values()))
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and errors == []
+    assert victim not in client.run(os.getpid).values()  # the worker really died (the nanny restarted it)
+    np.testing.assert_array_equal(read(out / "mask.tif"), reference)
+
+
+def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(tmp_path, tiny_model, crack_mosaic,
+                                                                           reference):
+    out = tmp_path / "out"
+    command = [MSAF, "survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
+               "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 20:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(list(out.glob(".msaf-blocks/*/block_*.blk")))
+    assert finished >= 20 and not (out / "mask.tif").exists()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "survey.json").read_text())
+    tiling = record["tiling"]
+    assert finished <= tiling["blocks_reused"] < tiling["blocks"]  # only the missing blocks were redone
+    np.testing.assert_array_equal(read(out / "mask.tif"), reference)
+
+
+def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny_model):
+    from flows.inbox import inbox_flow
+    from flows.ledger import Ledger
+
+    inbox, out = tmp_path / "inbox", tmp_path / "surveys"
+    inbox.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        write_raster(tmp_path / f"{name}.tif", rng.integers(0, 256, (3, 90, 110), dtype=np.uint8))
+    kwargs = {"out": str(out), "model": str(tiny_model), "params_path": str(tmp_path / "none.yaml"),
+              "overrides": {"device": "cpu", "gsd_policy": "ignore"}, "track": False}
+    for name in ("a", "b"):
+        shutil.copy(tmp_path / f"{name}.tif", inbox / f"{name}.tif")
+    first = inbox_flow(inbox=str(inbox), **kwargs)
+    shutil.copy(tmp_path / "c.tif", inbox / "c.tif")
+    shutil.copy(tmp_path / "a.tif", inbox / "a-renamed-copy.tif")  # same content: not processed again
+    second = inbox_flow(inbox=str(inbox), **kwargs)
+    assert len(first) == 2 and len(second) == 1 and Path(second[0]).name.startswith("c-")
+    done = Ledger(out / ".ledger").done()
+    assert sorted(Path(d["source"]).name for d in done) == ["a.tif", "b.tif", "c.tif"]
+    assert all((Path(d["survey"]) / "mask.tif").is_file() for d in done)
+    assert inbox_flow(inbox=str(inbox), **kwargs) == []
+
+
+def test_ledger_claims_are_exclusive_and_crashed_claims_are_taken_over(tmp_path):
+    from flows.ledger import Ledger
+
+    ledger = Ledger(tmp_path)
+    assert ledger.claim("k1", "a.tif") and not ledger.claim("k1", "a.tif")  # a live claim blocks
+    (tmp_path / "k2.claim").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
+    assert ledger.claim("k2", "b.tif")  # its process is gone
+    ledger.finish("k1", {"source": "a.tif"})
+    assert not ledger.claim("k1", "a.tif") and ledger.is_done("k1")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
+    import urllib.request
+
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": api,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    served = None
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{api}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        inbox, out = tmp_path / "inbox", tmp_path / "surveys"
+        inbox.mkdir()
+        write_raster(inbox / "deck.tif", np.random.default_rng(5).integers(0, 256, (3, 80, 96), dtype=np.uint8))
+        params = tmp_path / "params.yaml"
+        params.write_text("survey: {device: cpu, gsd_policy: ignore}\n")
+        served = subprocess.Popen([MSAF, "schedule", "--inbox", str(inbox), "--out", str(out), "--cron", "0 2 * * *",
+                                   "--model", str(tiny_model), "--params", str(params)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            flow_run = None
+            deadline = time.time() + 120
+            while flow_run is None and time.time() < deadline:
+                try:
+                    flow_run = run_deployment("msaf-inbox/msaf-inbox", timeout=240, poll_interval=2)
+                except Exception:  # the deployment is not registered yet
+                    time.sleep(2)
+        assert flow_run is not None and flow_run.state.is_completed(), flow_run and flow_run.state
+        surveys = [p for p in out.iterdir() if p.name.startswith("deck-")]
+        assert len(surveys) == 1 and (surveys[0] / "mask.tif").is_file()
+    finally:
+        for process in (served, server):
+            if process is not None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+
+
+def test_schedule_without_a_server_says_how_to_start_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
+    result = subprocess.run([MSAF, "schedule", "--inbox", str(tmp_path), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "prefect server start" in result.stderr
