@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 DATA_SRC ?= ../shared/data/crackforest
 RAW := data/raw/crackforest
 
-.PHONY: setup browser test bench lint clean data repro
+DEMO_SIZE ?= 4096
+
+.PHONY: setup browser test bench lint clean data repro demo
 
 setup: $(STAMP)
 
@@ -37,11 +39,27 @@ data: setup
 repro: data
 	PATH=$(BIN):$$PATH dvc repro
 
+# A survey from scratch: compose a georeferenced crack orthomosaic, survey it with the default model.
+demo: setup
+	mkdir -p demo
+	$(BIN)/msaf mosaic --images $(DATA_SRC)/images --masks $(DATA_SRC)/masks --out demo/bridge_deck.tif \
+		--truth demo/bridge_deck_truth.tif --size $(DEMO_SIZE) --gsd 0.001 --crs EPSG:32633 --compress jpeg \
+		--footprint --seed 7
+	$(BIN)/msaf survey demo/bridge_deck.tif --out demo/survey
+	@echo
+	@echo "Outputs in demo/survey/:"
+	@echo "  report.html            open in a browser (self-contained)"
+	@echo "  defects.gpkg, mask.tif open in QGIS (layers defects, crack_centerlines, summary; EPSG:32633)"
+	@echo "  defects.geojson/.csv/.parquet, survey.json"
+	@echo "Tracking:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   (experiments 'surveys', 'training')"
+	@echo "Prefect:   $(BIN)/prefect server start, then re-run the survey with PREFECT_API_URL=http://127.0.0.1:4200/api"
+
 bench: setup
 	$(BIN)/python bench/model_speed.py
+	$(BIN)/python bench/survey_throughput.py
 
 lint: setup
 	$(BIN)/ruff check pipeline flows tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info demo
