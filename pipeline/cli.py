@@ -6,7 +6,9 @@ import functools
 import json
 import platform
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -102,10 +104,10 @@ def train(
     """Train a model from params.yaml and write a safetensors checkpoint (logged to MLflow)."""
     from pipeline.config import load_params
     from pipeline.data.manifest import load_manifest
-    from pipeline.training.trainer import train_model
+    from pipeline.training.trainer import load_training_data, train_model
 
     cfg = load_params(params, _parse_sets(set_))
-    prepared = load_manifest(manifest) if manifest else None
+    data = load_training_data(cfg, load_manifest(manifest) if manifest else None)  # data mistakes: before any run
     console.print(f"training [bold]{cfg.model.preset}[/] on {cfg.data.images} for {cfg.train.epochs} epochs")
 
     def report(r: dict[str, Any]) -> None:
@@ -114,7 +116,7 @@ def train(
                       f"({r['seconds']:.1f} s)")
 
     def run(on_epoch: Callable[[dict[str, Any]], None] = lambda r: None) -> Any:
-        return train_model(cfg, out=out, manifest=prepared, on_epoch=lambda r: (report(r), on_epoch(r)))
+        return train_model(cfg, out=out, data=data, on_epoch=lambda r: (report(r), on_epoch(r)))
 
     run_id = model_uri = None
     if track:
@@ -248,10 +250,11 @@ def survey(
         model, model_ref = resolve_default_model(all_params.registry.name, all_params.registry.alias)
     prepared = prepare_survey(ortho, out, all_params.survey, model_path=model,
                               model_ref=model_ref, assume_crs=assume_crs)
-    record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
-                             dask_workers=dask_workers, prepared=prepared, model=str(model), model_ref=model_ref,
-                             params_path=str(params), overrides=overrides, assume_crs=assume_crs,
-                             report=with_report, track=track)
+    with _block_progress(prepared):
+        record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
+                                 dask_workers=dask_workers, prepared=prepared, model=str(model), model_ref=model_ref,
+                                 params_path=str(params), overrides=overrides, assume_crs=assume_crs,
+                                 report=with_report, track=track)
     pixels = ", ".join(f"{name} {count:,}" for name, count in record["class_pixels"].items())
     if record["model"].get("registry"):
         console.print(f"model: {record['model']['registry']}")
@@ -264,6 +267,32 @@ def survey(
         _print_report_summary(out, record["report"])
     if record.get("mlflow_run"):
         console.print(f"MLflow run {record['mlflow_run']} (experiment 'surveys')")
+
+
+@contextmanager
+def _block_progress(prepared: Any) -> Iterator[None]:
+    """A progress bar of finished blocks, read from the block store (works for every engine)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stop = threading.Event()
+    total = prepared.n_blocks
+    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("survey", total=total)
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                folder = prepared.store_dir
+                done = len(list(folder.glob("block_*.blk"))) if folder.exists() else total
+                progress.update(task, completed=done)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
 
 
 @app.command()

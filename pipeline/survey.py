@@ -204,8 +204,12 @@ class PreparedSurvey:
         return digest.hexdigest()[:24]
 
     @property
+    def store_dir(self) -> Path:
+        return self.out_dir / ".msaf-blocks" / self.key
+
+    @property
     def store(self) -> BlockStore:
-        return BlockStore(self.out_dir / ".msaf-blocks" / self.key)
+        return BlockStore(self.store_dir)
 
 
 def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,

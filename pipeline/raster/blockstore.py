@@ -7,6 +7,7 @@ settings), so a rerun reuses exactly the blocks that finished and never a stale 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -62,7 +63,5 @@ class BlockStore:
         for path in self.root.glob("*"):
             path.unlink(missing_ok=True)
         self.root.rmdir()
-        try:
+        with contextlib.suppress(OSError):
             self.root.parent.rmdir()  # the folder of all keys, once empty
-        except OSError:
-            pass

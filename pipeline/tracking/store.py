@@ -77,11 +77,12 @@ def init_tracking() -> str:
     """Point MLflow at the store, create/migrate it once (under a lock), relocate if moved."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for noisy in ("alembic", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module=r"mlflow\..*")
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    for noisy in ("alembic", "mlflow"):  # after the import: importing mlflow sets its own level
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)

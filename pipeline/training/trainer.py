@@ -87,23 +87,42 @@ def _split(params: Params, manifest: Manifest | None) -> tuple[list[Pair], list[
     return train, val, fingerprint(pairs)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """Validated, decoded training and validation images (every data mistake surfaces here)."""
+
+    train_pairs: list[Pair]
+    val_pairs: list[Pair]
+    train_items: list[LabelledImage]
+    val_items: list[LabelledImage]
+    fingerprint: str
+
+
+def load_training_data(params: Params, manifest: Manifest | None = None) -> TrainingData:
+    """Find, split, decode and validate the labelled data (before any run is started)."""
+    train_pairs, val_pairs, data_fingerprint = _split(params, manifest)
+    lut = class_lut(params.data.classes, params.data.ignore_values)
+    return TrainingData(train_pairs, val_pairs, load_labelled(train_pairs, lut), load_labelled(val_pairs, lut),
+                        data_fingerprint)
+
+
 def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallback | None = None,
-                manifest: Manifest | None = None) -> TrainResult:
+                manifest: Manifest | None = None, data: TrainingData | None = None) -> TrainResult:
     """Train per ``params`` and write a checkpoint (the epoch with the best val tolerant F1).
 
     The checkpoint is byte-identical for the same data, params and machine: its metadata holds
     no wall-clock values except ``created_utc``, which honours ``SOURCE_DATE_EPOCH``.
     """
-    data, cfg = params.data, params.train
+    cfg = params.train
     out = Path(out or cfg.out)
-    train_pairs, val_pairs, data_fingerprint = _split(params, manifest)
-    lut = class_lut(data.classes, data.ignore_values)
-    train_items, val_items = load_labelled(train_pairs, lut), load_labelled(val_pairs, lut)
+    data = data or load_training_data(params, manifest)
+    train_pairs, val_pairs = data.train_pairs, data.val_pairs
+    train_items, val_items, data_fingerprint = data.train_items, data.val_items, data.fingerprint
     mean, std = channel_stats(train_items)
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model = build_model(params.model.preset, len(data.classes), **params.model.overrides).to(device)
+    model = build_model(params.model.preset, len(params.data.classes), **params.model.overrides).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, cfg)
@@ -131,7 +150,8 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val = evaluate_items(model, val_items, mean, std, device, data.class_names, params.evaluate.tolerance_px)
+        val = evaluate_items(model, val_items, mean, std, device, params.data.class_names,
+                             params.evaluate.tolerance_px)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_miou": val["miou"],
                   "val_fg_iou": val["fg_iou"], "val_fg_f1": val["fg_f1"], "val_fg_tol_f1": val["fg_tol_f1"],
                   "seconds": time.perf_counter() - started}
@@ -145,8 +165,8 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
 
     model.load_state_dict(best_state)
     metadata = ModelMetadata(
-        preset=params.model.preset, architecture=model.config, classes=data.classes, tile_size=cfg.crop_size,
-        mean=mean, std=std, gsd_m=data.gsd_m, metrics={"val": best_metrics},
+        preset=params.model.preset, architecture=model.config, classes=params.data.classes, tile_size=cfg.crop_size,
+        mean=mean, std=std, gsd_m=params.data.gsd_m, metrics={"val": best_metrics},
         data_fingerprint=data_fingerprint, history=[{k: v for k, v in r.items() if k != "seconds"} for r in history],
         weights_sha256=weights_sha256(model),
         split={"train": [p.stem for p in train_pairs], "val": [p.stem for p in val_pairs]},

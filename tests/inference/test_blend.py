@@ -91,3 +91,14 @@ def test_runner_pads_batches_so_results_do_not_depend_on_batch_fill():
     one_by_one = np.concatenate([runner.predict(tiles[i:i + 1]) for i in range(5)])
     np.testing.assert_array_equal(together, one_by_one)
     np.testing.assert_allclose(together.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_flip_tta_averages_the_prediction_of_the_mirrored_tile():
+    model = _conv_model(3)
+    tiles = np.random.default_rng(3).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
+    plain = TileRunner(model, MEAN, STD, torch.device("cpu"), 2, (32, 40))
+    tta = TileRunner(model, MEAN, STD, torch.device("cpu"), 2, (32, 40), tta=True)
+    mirrored = plain.predict(np.ascontiguousarray(tiles[:, :, ::-1]))[..., ::-1]
+    expected = (plain.predict(tiles) + mirrored) / 2
+    np.testing.assert_allclose(tta.predict(tiles), expected, atol=1e-6)
+    assert not np.allclose(tta.predict(tiles), plain.predict(tiles), atol=1e-3)

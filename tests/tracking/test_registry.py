@@ -107,3 +107,46 @@ def test_survey_run_is_logged_with_artifacts(project, surveyed):
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert "survey.json" in artifacts
     assert mlflow.get_experiment(run.info.experiment_id).name == "surveys"
+
+
+def test_cli_unknown_alias_is_one_line(project, tiny_model):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _candidate(tiny_model, 0.5)
+    msaf = str(Path(sys.executable).with_name("msaf"))
+    result = subprocess.run([msaf, "models", "show", "production"], capture_output=True, text=True, timeout=120,
+                            cwd=project)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no alias 'production'" in lines[0]
+    listed = subprocess.run([msaf, "models", "list"], capture_output=True, text=True, timeout=120, cwd=project)
+    assert listed.returncode == 0 and "champion" in listed.stdout
+
+
+def test_training_run_logs_params_metrics_tags_and_a_loadable_model(project, cfd_subset):
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load_params
+    from pipeline.data import read_image
+    from pipeline.tracking.runs import tracked_training
+    from pipeline.training.trainer import train_model
+    from tests.conftest import write_params
+
+    params = load_params(write_params(project / "params.yaml", cfd_subset / "images", cfd_subset / "masks",
+                                      train={"epochs": 2}))
+    result, run_id, model_uri = tracked_training(params.model_dump(mode="json"),
+                                                 lambda on_epoch: train_model(params, on_epoch=on_epoch))
+    run = mlflow.get_run(run_id)
+    assert run.data.params["train.epochs"] == "2" and run.data.params["model.preset"] == "dsnet-tiny"
+    history = MlflowClient().get_metric_history(run_id, "val_fg_tol_f1")
+    assert [m.step for m in history] == [1, 2]
+    assert run.data.tags["data.fingerprint"] == result.metadata.data_fingerprint
+    assert run.data.tags["weights_sha256"] == result.metadata.weights_sha256 and "git_commit" in run.data.tags
+    assert any(key.startswith("system/") for key in run.data.metrics) or "best_val_fg_tol_f1" in run.data.metrics
+    image = read_image(sorted((cfd_subset / "images").glob("*.jpg"))[0])
+    prediction = mlflow.pyfunc.load_model(model_uri).predict(image)
+    assert prediction.shape == image.shape[:2] and set(np.unique(prediction)) <= {0, 1}
