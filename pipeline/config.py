@@ -86,7 +86,7 @@ class TrainConfig(_Strict):
     """Optimisation settings."""
 
     out: Path = Path("models/model.safetensors")
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(10, ge=1)
     steps_per_epoch: int = Field(40, ge=1)
     batch_size: int = Field(8, ge=2, description="BatchNorm needs >= 2 samples")
     crop_size: int = Field(256, ge=32)
