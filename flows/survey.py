@@ -29,7 +29,7 @@ from pipeline.survey import PreparedSurvey, infer_blocks, prepare_survey, stitch
 
 
 @task(name="resolve model")
-def resolve_model(params: Params, track: bool) -> tuple[str, str]:
+def resolve_model(params: Params) -> tuple[str, str]:
     """The registry champion (the shipped model becomes the first one); the store is initialised
     here, once, before any fan-out (concurrent first-time migrations of SQLite fail)."""
     from pipeline.tracking.registry import resolve_default_model
@@ -71,8 +71,8 @@ def infer_chunk(prepared: PreparedSurvey, indices: list[int]) -> dict[str, int]:
 
 
 @task(name="stitch COG")
-def stitch_task(prepared: PreparedSurvey, infer_s: float, reused: int) -> dict[str, Any]:
-    return stitch(prepared, infer_s=infer_s, reused=reused)
+def stitch_task(prepared: PreparedSurvey, infer_s: float, reused: int, started: float) -> dict[str, Any]:
+    return stitch(prepared, infer_s=infer_s, reused=reused, started=started)
 
 
 @task(name="report")
@@ -122,7 +122,7 @@ def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str |
     started = time.perf_counter()
     if prepared is None:
         if model is None:
-            model, model_ref = resolve_model(params, track)
+            model, model_ref = resolve_model(params)
             logger.info("model: %s", model_ref)
         prepared = validate(ortho, out, params, model, model_ref, assume_crs)
     if track:
@@ -142,8 +142,7 @@ def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str |
         done += future.result()["computed"] + future.result()["reused"]
         update_progress_artifact(progress, progress=100.0 * done / max(total, 1))
     infer_s = time.perf_counter() - infer_started
-    record = stitch_task(prepared, infer_s, reused)
-    record["timings"]["total_s"] = round(time.perf_counter() - started, 3)
+    record = stitch_task(prepared, infer_s, reused, started)  # runs in this process: same clock
     summary = report_task(out, params) if report else None
     if track:
         record["mlflow_run"] = log_task(record, out, summary)

@@ -452,6 +452,21 @@ def models_promote(
     console.print(f"{name}@{alias} -> version {version}")
 
 
+@models_app.command("export")
+@user_errors
+def models_export(
+    model: Annotated[Path, typer.Option(help="checkpoint to export")],
+    out: Annotated[Path, typer.Option(help="checkpoint to write")],
+    half: Annotated[bool, typer.Option("--half/--full", help="store weights as fp16 (half the size)")] = True,
+) -> None:
+    """Re-save a checkpoint (e.g. as fp16 for shipping); the metadata is kept as it is."""
+    from pipeline.checkpoint import load_checkpoint, save_checkpoint
+
+    network, meta = load_checkpoint(model)
+    sha = save_checkpoint(out, network, meta, half=half)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
+
+
 def _run_exists(run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

@@ -81,7 +81,7 @@ def test_a_killed_dask_worker_does_not_change_the_result(dask_cluster, tmp_path,
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 8:
+    while time.time() < deadline and thread.is_alive() and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 8:
         time.sleep(0.05)
     victim = next(iter(client.run(os.getpid).values()))
     os.kill(victim, signal.SIGKILL)
@@ -98,7 +98,7 @@ def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(tmp_p
                "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
-    while time.time() < deadline and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 20:
+    while time.time() < deadline and process.poll() is None and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 20:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
