@@ -35,8 +35,13 @@ def class_names_of(mask_path: Path, record: dict[str, Any]) -> list[str]:
     with open_mask(mask_path) as mask:
         if tag := mask.tags().get("MSAF_CLASSES"):
             return list(json.loads(tag))
-        top = int(max(v for v in np.unique(mask.read(1)) if v != 255) if mask.width else 1)
-    return ["background", *(f"class_{i}" for i in range(1, max(top, 1) + 1))]
+        top = 1
+        for _, window in mask.block_windows(1):  # block by block: never the whole mask in memory
+            values = mask.read(1, window=window)
+            values = values[values != 255]
+            if values.size:
+                top = max(top, int(values.max()))
+    return ["background", *(f"class_{i}" for i in range(1, top + 1))]
 
 
 def _table_html(frame: pd.DataFrame) -> str:
