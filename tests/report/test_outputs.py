@@ -158,3 +158,18 @@ def test_bad_survey_folders_are_one_line_errors(tmp_path):
     assert not (no_crs / "defects.gpkg").exists() and not (no_crs / "report.html").exists()
     with pytest.raises(MsafError, match=r"neither defects\.gpkg nor mask\.tif"):
         compare_surveys(tmp_path / "empty", tmp_path / "nocrs", tmp_path / "out", ReportConfig())
+
+
+def test_a_foreign_mask_without_class_names_gets_generic_ones(tmp_path):
+    from pipeline.report.build import class_names_of
+
+    mask = np.zeros((700, 600), np.uint8)
+    mask[650:660, 10:20] = 2  # only in the last rows: every block must be looked at
+    mask[0, 0] = 255
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=600, height=700, count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(0, 0, 0.001, 0.001), nodata=255, tiled=True,
+                       blockxsize=256, blockysize=256) as dst:
+        dst.write(mask, 1)
+    assert class_names_of(folder / "mask.tif", {}) == ["background", "class_1", "class_2"]
