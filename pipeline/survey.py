@@ -194,7 +194,7 @@ class PreparedSurvey:
 
     @property
     def n_blocks(self) -> int:
-        return len(self.grid.blocks(self.plan.block))
+        return self.grid.n_blocks(self.plan.block)
 
     @property
     def key(self) -> str:

@@ -114,6 +114,10 @@ class TileGrid:
         cols = self._touching(self.col_starts, tw, core.col0, core.col1)
         return [Box(int(r), int(c), int(r) + th, int(c) + tw) for r in rows for c in cols]
 
+    def n_blocks(self, block: int) -> int:
+        """How many blocks ``blocks(block)`` makes (cheap: no tile lists)."""
+        return -(-self.height // block) * -(-self.width // block)
+
     def blocks(self, block: int) -> list[Block]:
         """Split the raster into ``block`` x ``block`` cores (edge cores smaller)."""
         if block < 1:

@@ -35,6 +35,7 @@ def test_block_cores_partition_the_raster_and_list_exactly_the_touching_tiles(bl
         assert list(b.tiles) == expected  # global row-major order
         assert all(b.region.intersection(t) == t for t in b.tiles)
     assert (owner >= 0).all()
+    assert grid.n_blocks(block) == len(grid.blocks(block))
 
 
 def test_blend_weights_positive_symmetric_peaked():
