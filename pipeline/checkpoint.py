@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 import pipeline
 from pipeline.config import ClassSpec
 from pipeline.errors import MsafError
-from pipeline.fsutil import atomic_output
+from pipeline.fsutil import atomic_output, file_digest
 from pipeline.model import DSNet, DSNetConfig
 
 METADATA_KEY = "msaf"
@@ -86,11 +86,7 @@ def save_checkpoint(path: str | Path, model: DSNet, metadata: ModelMetadata, *, 
 
 def file_sha256(path: str | Path) -> str:
     """Content hash used to identify a model file in provenance records."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:

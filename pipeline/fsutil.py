@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,3 +34,12 @@ def write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Write pretty JSON atomically."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: int = 8 << 20, **options: Any) -> str:
+    """Hex digest of a file's bytes, read in chunks (memory does not grow with the file)."""
+    digest = hashlib.new(algorithm, **options)
+    with open(path, "rb") as fh:
+        while data := fh.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()

@@ -117,7 +117,8 @@ def test_generated_rasters_keep_crs_and_transform(tmp_path, tiny_model, crs, tra
     record = survey(ortho, tmp_path / "out", tiny_model)
     with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
         assert mask.crs.to_string() == crs and mask.transform == transform and mask.shape == (150, 170)
-    expected_gsd = 0.002 if crs == "EPSG:32633" else 2e-8 * 111_320 * (1 + np.cos(np.radians(52.5))) / 2
+    # degrees -> metres at the centre latitude: 111.32 km x cos(lat) per degree east, 110.57 km north
+    expected_gsd = 0.002 if crs == "EPSG:32633" else 2e-8 * (111_320 * np.cos(np.radians(52.5)) + 110_574) / 2
     assert record["input"]["gsd_m"] == pytest.approx(expected_gsd, rel=2e-3)
 
 

@@ -11,7 +11,6 @@ Input rules (documented in the README):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import threading
@@ -28,6 +27,7 @@ from rasterio.errors import CRSError, RasterioError, RasterioIOError
 
 from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
+from pipeline.fsutil import file_digest
 from pipeline.raster.grid import Box
 
 
@@ -61,15 +61,35 @@ class SourceInfo:
         }
 
 
-def ground_sample_distance(crs: CRS, transform: Any, height: int) -> float:
-    """Pixel size in metres (mean of x and y); degrees are converted at the raster's centre latitude."""
-    x_size, y_size = abs(transform.a), abs(transform.e)
+@dataclass(frozen=True)
+class PixelSize:
+    """Ground size of one pixel in metres along x (columns) and y (rows)."""
+
+    x_m: float
+    y_m: float
+
+    @property
+    def area_m2(self) -> float:
+        return self.x_m * self.y_m
+
+    @property
+    def mean_m(self) -> float:
+        return (self.x_m + self.y_m) / 2
+
+
+def pixel_size(crs: CRS, transform: Any, height: int) -> PixelSize:
+    """Metres per pixel; degrees are converted at the raster's centre latitude."""
+    x, y = abs(transform.a), abs(transform.e)
     if crs.is_geographic:
-        centre_lat = transform.f + transform.e * height / 2
-        metres_per_degree = 111_320.0
-        return float((x_size * math.cos(math.radians(centre_lat)) + y_size) / 2 * metres_per_degree)
+        lat = math.radians(transform.f + transform.e * height / 2)
+        return PixelSize(x * 111_320.0 * math.cos(lat), y * 110_574.0)
     factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return float((x_size + y_size) / 2 * factor)
+    return PixelSize(x * factor, y * factor)
+
+
+def ground_sample_distance(crs: CRS, transform: Any, height: int) -> float:
+    """Pixel size in metres, the mean of x and y (what a GSD check compares)."""
+    return float(pixel_size(crs, transform, height).mean_m)
 
 
 def _percentile_scale(ds: rasterio.DatasetReader, low: float, high: float) -> tuple[tuple[float, float], ...]:
@@ -222,10 +242,6 @@ class BlockReader:
             self._handles.clear()
 
 
-def file_fingerprint(path: str | Path, chunk: int = 8 << 20) -> str:
+def file_fingerprint(path: str | Path) -> str:
     """BLAKE2b of the file's bytes: identifies the exact input a mask was made from."""
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as fh:
-        while data := fh.read(chunk):
-            digest.update(data)
-    return digest.hexdigest()
+    return file_digest(path, "blake2b", digest_size=20)

@@ -13,10 +13,10 @@ import rasterio
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
+from pipeline.raster.source import pixel_size
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
 from pipeline.report.html import Page
-from pipeline.report.measure import pixel_size
 from pipeline.report.outputs import write_tables
 
 CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]

@@ -13,7 +13,8 @@ from rasterio.warp import transform as warp_transform
 
 from pipeline.config import ReportConfig, SeverityConfig
 from pipeline.errors import MsafError
-from pipeline.report.measure import defect_window, measure_crack, pixel_size, rasterize_defect
+from pipeline.raster.source import pixel_size
+from pipeline.report.measure import defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize
 
 SEVERITIES = ("low", "medium", "high")

@@ -19,24 +19,10 @@ from shapely.geometry import LineString, MultiLineString, Polygon
 from shapely.ops import linemerge
 from skimage.morphology import skeletonize
 
+from pipeline.raster.source import PixelSize
+
 ORTHOGONAL = ((0, 1), (1, 0))
 DIAGONAL = ((1, 1), (1, -1))
-
-
-@dataclass(frozen=True)
-class PixelSize:
-    """Ground size of one pixel in metres along x (columns) and y (rows)."""
-
-    x_m: float
-    y_m: float
-
-    @property
-    def area_m2(self) -> float:
-        return self.x_m * self.y_m
-
-    @property
-    def mean_m(self) -> float:
-        return (self.x_m + self.y_m) / 2
 
 
 @dataclass(frozen=True)
@@ -48,16 +34,6 @@ class CrackMeasure:
     max_width_mm: float
     orientation_deg: float
     centerline: MultiLineString
-
-
-def pixel_size(crs: rasterio.crs.CRS, transform: Affine, height: int) -> PixelSize:
-    """Metres per pixel; degrees are converted at the raster's centre latitude."""
-    x, y = abs(transform.a), abs(transform.e)
-    if crs.is_geographic:
-        lat = math.radians(transform.f + transform.e * height / 2)
-        return PixelSize(x * 111_320.0 * math.cos(lat), y * 110_574.0)
-    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return PixelSize(x * factor, y * factor)
 
 
 def defect_window(geometry: Polygon, transform: Affine, width: int, height: int, pad: int = 1) -> Window:
