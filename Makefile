@@ -5,8 +5,11 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-DATA_SRC ?= ../shared/data/crackforest
+SHARED_DATA ?= ../shared/data
+DATA_SRC ?= $(SHARED_DATA)/crackforest
+UAV_SRC ?= $(SHARED_DATA)/uav75
 RAW := data/raw/crackforest
+UAV_RAW := data/raw/uav75
 
 DEMO_SIZE ?= 4096
 
@@ -29,11 +32,13 @@ $(STAMP): pyproject.toml
 test: setup browser
 	$(BIN)/python -m pytest -q
 
-# Bring the labelled crack photos into the DVC-tracked raw-data folder (from DATA_SRC) and track them.
+# Bring both labelled data sets into the DVC-tracked raw-data folders and track them: CFD road photos
+# (DATA_SRC) and UAV75 drone photos of concrete (UAV_SRC; GPL-3.0: its LICENSE travels with every copy).
 data: setup
-	mkdir -p $(RAW)
+	mkdir -p $(RAW) $(UAV_RAW)
 	cp -r --no-preserve=mode $(DATA_SRC)/images $(DATA_SRC)/masks $(RAW)/
-	PATH=$(BIN):$$PATH dvc add -q $(RAW)
+	cp -r --no-preserve=mode $(UAV_SRC)/images $(UAV_SRC)/masks $(UAV_SRC)/LICENSE $(UAV_RAW)/
+	PATH=$(BIN):$$PATH dvc add -q $(RAW) $(UAV_RAW)
 
 # Reproduce the model: prepare -> train -> evaluate -> register (see dvc.yaml).
 repro: data

@@ -21,6 +21,7 @@ import pipeline
 from pipeline.config import ClassSpec
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, file_digest
+from pipeline.inference.decision import threshold_ids
 from pipeline.model import DSNet, DSNetConfig
 
 METADATA_KEY = "msaf"
@@ -59,6 +60,8 @@ class ModelMetadata(BaseModel):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     gsd_m: float | None = None
+    thresholds: dict[str, float] = Field(default_factory=dict,
+                                         description="calibrated decision thresholds (pipeline.inference.decision)")
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_fingerprint: str | None = None
     software_version: str = pipeline.__version__
@@ -67,6 +70,11 @@ class ModelMetadata(BaseModel):
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    @property
+    def decision(self) -> list[tuple[int, float]]:
+        """The calibrated thresholds as (class id, threshold) for ``decide``."""
+        return threshold_ids(self.class_names, self.thresholds)
 
 
 def save_checkpoint(path: str | Path, model: DSNet, metadata: ModelMetadata, *, half: bool = False) -> str:

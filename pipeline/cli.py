@@ -63,15 +63,22 @@ def _fmt(value: object) -> str:
 
 
 def print_metrics(summary: dict[str, Any]) -> None:
-    """Per-class metrics as a table."""
-    table = Table(title=f"{summary.get('images', '?')} images, F1 tolerance {summary['tolerance_px']} px")
-    for column in ("class", "IoU", "precision", "recall", "F1", "tol F1", "pixels"):
-        table.add_column(column, justify="right" if column != "class" else "left")
-    for name, m in summary["classes"].items():
-        table.add_row(name, *(_fmt(m.get(k, "")) for k in ("iou", "precision", "recall", "f1", "tol_f1", "support")))
+    """Per-class metrics as a table, one block of rows per data set when there are several."""
+    groups = summary.get("sets") or {"all": summary}
+    table = Table(title=f"{summary.get('images', '?')} images, F1 tolerance {summary['tolerance_px']} px"
+                  + (f", thresholds {summary['thresholds']}" if summary.get("thresholds") else ""))
+    for column in ("set", "class", "IoU", "precision", "recall", "F1", "tol F1", "width px (pred/true)", "pixels"):
+        table.add_column(column, justify="left" if column in ("set", "class") else "right")
+    for group, part in groups.items():
+        for name, m in part["classes"].items():
+            width = (f"{m['median_width_px']:.2f} / {m['median_true_width_px']:.2f}"
+                     if "median_width_px" in m else "")
+            table.add_row(group, name, *(_fmt(m.get(k, "")) for k in ("iou", "precision", "recall", "f1", "tol_f1")),
+                          width, _fmt(m.get("support", "")))
     console.print(table)
     console.print(f"mIoU {summary['miou']:.4f}  foreground IoU {summary['fg_iou']:.4f}  "
-                  f"F1 {summary['fg_f1']:.4f}  tolerant F1 {summary['fg_tol_f1']:.4f}")
+                  f"F1 {summary['fg_f1']:.4f}  tolerant F1 {summary['fg_tol_f1']:.4f}"
+                  + (f"  score (mean over sets) {summary['score']:.4f}" if "score" in summary else ""))
 
 
 @app.command()
@@ -86,8 +93,10 @@ def prepare(
 
     manifest = build_manifest(load_params(params).data)
     save_manifest(manifest, out)
-    console.print(f"{len(manifest.train)} train + {len(manifest.val)} val images, "
-                  f"fingerprint {manifest.fingerprint[:12]}; wrote {out}")
+    for entry in manifest.sets:
+        console.print(f"{entry.name}: {len(entry.train)} train + {len(entry.val)} val images, "
+                      f"fingerprint {entry.fingerprint[:12]}")
+    console.print(f"wrote {out}")
 
 
 @app.command()
@@ -108,12 +117,15 @@ def train(
 
     cfg = load_params(params, _parse_sets(set_))
     data = load_training_data(cfg, load_manifest(manifest) if manifest else None)  # data mistakes: before any run
-    console.print(f"training [bold]{cfg.model.preset}[/] on {cfg.data.images} for {cfg.train.epochs} epochs")
+    console.print(f"training [bold]{cfg.model.preset}[/] on {', '.join(s.name for s in data.manifest.sets)} "
+                  f"for {cfg.train.epochs} epochs")
 
     def report(r: dict[str, Any]) -> None:
+        per_set = "  ".join(f"{k[4:-6]} {v:.4f}" for k, v in r.items() if k.endswith("_score") and k != "val_score")
+        limits = "  ".join(f"t({k[10:]}) {v:.2f}" for k, v in r.items() if k.startswith("threshold_"))
         console.print(f"epoch {r['epoch']:3d}/{cfg.train.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
                       f"val IoU {r['val_fg_iou']:.4f}  F1 {r['val_fg_f1']:.4f}  tol-F1 {r['val_fg_tol_f1']:.4f}  "
-                      f"({r['seconds']:.1f} s)")
+                      f"({per_set}) {limits} score {r['val_score']:.4f} ({r['seconds']:.1f} s)")
 
     def run(on_epoch: Callable[[dict[str, Any]], None] = lambda r: None) -> Any:
         return train_model(cfg, out=out, data=data, on_epoch=lambda r: (report(r), on_epoch(r)))
@@ -141,7 +153,7 @@ def train(
         write_json(run_info, {"run_id": run_id, "model_uri": model_uri, "checkpoint": str(result.checkpoint),
                               "sha256": result.sha256, "weights_sha256": result.metadata.weights_sha256})
     console.print(f"wrote {result.checkpoint} (sha256 {result.sha256[:12]}, best epoch {best['epoch']}, "
-                  f"val tolerant F1 {best['fg_tol_f1']:.4f})" + (f"; MLflow run {run_id}" if run_id else ""))
+                  f"val score {best['score']:.4f}, thresholds {best['thresholds']})" + (f"; MLflow run {run_id}" if run_id else ""))
 
 
 @app.command()
@@ -158,7 +170,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Score a model on labelled images; print a table and write metrics JSON."""
-    from pipeline.evaluate import evaluate_folder, evaluate_pairs
+    from pipeline.evaluate import evaluate_folder
     from pipeline.fsutil import write_json
 
     if manifest is not None:
@@ -166,7 +178,9 @@ def evaluate(
 
         if split not in ("val", "train", "all"):
             raise MsafError(f"--split must be val, train or all, got {split!r}")
-        summary = evaluate_pairs(model, load_manifest(manifest).pairs(split), device=device, tolerance_px=tolerance)
+        from pipeline.evaluate import evaluate_sets
+
+        summary = evaluate_sets(model, load_manifest(manifest).load(split), device=device, tolerance_px=tolerance)
     elif images is not None and masks is not None:
         summary = evaluate_folder(model, images, masks, device=device, tolerance_px=tolerance)
     else:
@@ -497,7 +511,8 @@ def models_register(
     read_metadata(model)  # a clear error for a missing or foreign file
     if not metrics.is_file():
         raise MsafError(f"metrics file not found: {metrics}; run the evaluate stage first")
-    score = float(json.loads(metrics.read_text())["fg_tol_f1"])
+    summary = json.loads(metrics.read_text())
+    score = float(summary.get("score", summary["fg_tol_f1"]))
     info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
     model_uri, run_id = info.get("model_uri"), info.get("run_id")
     if run_id and not _run_exists(run_id):  # trained against another store: log the checkpoint afresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +23,41 @@ class ClassSpec(_Strict):
     values: list[int] = Field(min_length=1)
 
 
+class DatasetConfig(_Strict):
+    """One labelled data set: its folders, what its mask values mean, its GSD and how it is split.
+
+    Classes missing from ``values`` are classes the set never labels (CFD has no joints): its
+    background pixels may hide them, so the loss lets those pixels be background *or* any such
+    class (partial labels) instead of teaching that they are background.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    images: Path
+    masks: Path
+    values: dict[int, str] | None = Field(None, description="mask value -> class name; default: data.classes")
+    ignore_values: list[int] = Field(default_factory=list)
+    gsd_m: float | None = Field(None, gt=0.0, description="ground sample distance, when known")
+    split: Literal["random", "by_photo"] = "random"
+    photo_pattern: str = Field(r"^(.+?)[a-z]?$", description="by_photo: group 1 of this regex names the photo")
+    val_fraction: float | None = Field(None, gt=0.0, lt=1.0, description="default: data.val_fraction")
+    weight: float = Field(1.0, gt=0.0, description="share of training crops drawn from this set")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> DatasetConfig:
+        try:
+            if re.compile(self.photo_pattern).groups < 1:
+                raise ValueError(f"photo_pattern {self.photo_pattern!r} needs a group naming the photo")
+        except re.error as exc:
+            raise ValueError(f"photo_pattern {self.photo_pattern!r} is not a regex ({exc})") from None
+        return self
+
+
 class DataConfig(_Strict):
-    """Labelled training data: folders of images and masks paired by file stem."""
+    """Labelled training data: one or more data sets of images and masks paired by file stem.
+
+    ``sets`` lists the data sets; without it, ``images``/``masks`` with ``classes``' values are the
+    one data set (named ``data``).
+    """
 
     images: Path = Path("data/raw/crackforest/images")
     masks: Path = Path("data/raw/crackforest/masks")
@@ -35,6 +69,25 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     split_seed: int = 42
     gsd_m: float | None = Field(0.001, gt=0.0, description="ground sample distance of the training photos")
+    sets: list[DatasetConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sets_consistent(self) -> DataConfig:
+        names = self.class_names
+        seen_sets: set[str] = set()
+        for spec in self.sets:
+            if spec.name in seen_sets:
+                raise ValueError(f"two data sets are named {spec.name!r}")
+            seen_sets.add(spec.name)
+            for value, name in (spec.values or {}).items():
+                if name not in names:
+                    raise ValueError(f"data set {spec.name}: value {value} maps to unknown class {name!r} "
+                                     f"(classes: {', '.join(names)})")
+                if not 0 <= value <= 255 or value in spec.ignore_values:
+                    raise ValueError(f"data set {spec.name}: mask value {value} is outside 0..255 or also ignored")
+            if spec.values is not None and names[0] not in spec.values.values():
+                raise ValueError(f"data set {spec.name}: no mask value means {names[0]!r}")
+        return self
 
     @model_validator(mode="after")
     def _values_unique(self) -> DataConfig:
@@ -52,6 +105,19 @@ class DataConfig(_Strict):
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    @property
+    def datasets(self) -> list[DatasetConfig]:
+        """The data sets, with every default filled in (one set named ``data`` without ``sets``)."""
+        if not self.sets:
+            return [DatasetConfig(name="data", images=self.images, masks=self.masks, gsd_m=self.gsd_m,
+                                  ignore_values=self.ignore_values, values=self.default_values(),
+                                  val_fraction=self.val_fraction)]
+        return [s.model_copy(update={"values": s.values or self.default_values(),
+                                     "val_fraction": s.val_fraction or self.val_fraction}) for s in self.sets]
+
+    def default_values(self) -> dict[int, str]:
+        return {value: spec.name for spec in self.classes for value in spec.values}
 
 
 class ModelConfig(_Strict):
@@ -80,6 +146,7 @@ class LossConfig(_Strict):
     ohem_thresh: float = Field(0.9, gt=0.0, le=1.0)
     ohem_min_kept: int = Field(131072, ge=1)
     dice_weight: float = Field(0.0, ge=0.0)
+    skeleton_weight: float = Field(0.0, ge=0.0, description="Skeleton Recall term: the labels' centrelines found")
 
 
 class TrainConfig(_Strict):
@@ -100,6 +167,10 @@ class TrainConfig(_Strict):
     seed: int = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    focus: float = Field(0.0, ge=0.0, le=1.0, description="share of crops centred on a labelled non-background pixel")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="EMA of the weights (validated and saved); 0: off")
+    calibrate: list[str] = Field(default_factory=list,
+                                 description="classes whose probability threshold is tuned on validation")
 
 
 class EvalConfig(_Strict):
@@ -195,11 +266,20 @@ class Params(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
+    @model_validator(mode="after")
+    def _calibrated_classes_exist(self) -> Params:
+        if unknown := sorted(set(self.train.calibrate) - set(self.data.class_names[1:])):
+            raise ValueError(f"train.calibrate names {unknown}: not a non-background class of data.classes")
+        return self
+
     def resolve_paths(self, base: Path) -> Params:
         """Paths in params.yaml are relative to the file; make them absolute."""
         copy = self.model_copy(deep=True)
         copy.data.images = (base / copy.data.images).resolve()
         copy.data.masks = (base / copy.data.masks).resolve()
+        for spec in copy.data.sets:
+            spec.images = (base / spec.images).resolve()
+            spec.masks = (base / spec.masks).resolve()
         copy.train.out = (base / copy.train.out).resolve()
         copy.survey.model = (base / copy.survey.model).resolve()
         return copy

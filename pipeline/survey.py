@@ -260,7 +260,7 @@ def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
         device = resolve_device(cfg.device)
         model, meta = cached_model(prepared.model_path, prepared.model_sha256, device)
         runners = [TileRunner(model, meta.mean, meta.std, device, prepared.plan.batch, grid.tile_shape,
-                              tta=cfg.tta, compile=cfg.compile) for _ in range(cfg.workers)]
+                              tta=cfg.tta, compile=cfg.compile, thresholds=meta.decision) for _ in range(cfg.workers)]
         reader = BlockReader(prepared.info, cfg.readers)
         done = len(wanted) - len(todo)
         lock = threading.Lock()

@@ -1,6 +1,6 @@
 """Labelled training data: discovery, validation, class mapping, split and augmentation."""
 
-from pipeline.data.augment import sample_batch
+from pipeline.data.augment import CropSampler, sample_batch
 from pipeline.data.labelled import (
     IGNORE_INDEX,
     LabelledImage,
@@ -14,6 +14,6 @@ from pipeline.data.labelled import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "LabelledImage", "Pair", "class_lut", "find_pairs", "fingerprint",
+    "IGNORE_INDEX", "CropSampler", "LabelledImage", "Pair", "class_lut", "find_pairs", "fingerprint",
     "load_labelled", "read_image", "sample_batch", "split_pairs",
 ]

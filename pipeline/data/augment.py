@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -10,14 +10,21 @@ from pipeline.config import AugmentConfig
 from pipeline.data.labelled import IGNORE_INDEX, LabelledImage
 
 
-def _random_crop(item: LabelledImage, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _random_crop(item: LabelledImage, size: int, rng: np.random.Generator,
+                 around: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size crop at a random place, or one holding pixel ``around`` (away from its edges)."""
     image, labels = item.image, item.labels
     pad_h, pad_w = max(0, size - image.shape[0]), max(0, size - image.shape[1])
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
         labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
-    top = int(rng.integers(0, image.shape[0] - size + 1))
-    left = int(rng.integers(0, image.shape[1] - size + 1))
+    max_top, max_left = image.shape[0] - size, image.shape[1] - size
+    if around is None:
+        top, left = int(rng.integers(0, max_top + 1)), int(rng.integers(0, max_left + 1))
+    else:
+        margin = size // 8
+        top = int(np.clip(around[0] - rng.integers(margin, size - margin), 0, max_top))
+        left = int(np.clip(around[1] - rng.integers(margin, size - margin), 0, max_left))
     return image[top:top + size, left:left + size], labels[top:top + size, left:left + size]
 
 
@@ -46,19 +53,57 @@ def _photometric(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
     return np.clip(out, 0, 255)
 
 
+class CropSampler:
+    """Draws augmented training crops from one or more data sets.
+
+    Each crop first picks a data set by ``weights`` (so a small domain set is not drowned by a
+    larger one), then an image of it; with probability ``focus`` the crop is placed around a
+    labelled non-background pixel (thin cracks are < 1 % of pixels: random crops are mostly empty).
+    """
+
+    def __init__(self, sets: Mapping[str, Sequence[LabelledImage]], crop: int, aug: AugmentConfig, *,
+                 weights: Mapping[str, float] | None = None, focus: float = 0.0) -> None:
+        self.names = [name for name, items in sets.items() if items]
+        if not self.names:
+            raise ValueError("no training images to sample crops from")
+        self.sets = {name: list(sets[name]) for name in self.names}
+        share = np.array([(weights or {}).get(name, 1.0) for name in self.names], dtype=np.float64)
+        self.share = share / share.sum()
+        self.crop, self.aug, self.focus = crop, aug, focus
+        self._foreground = {name: [np.flatnonzero((it.labels != 0) & (it.labels != IGNORE_INDEX))
+                                   for it in items] for name, items in self.sets.items()}
+
+    def _draw(self, rng: np.random.Generator) -> tuple[LabelledImage, tuple[int, int] | None]:
+        name = self.names[int(rng.choice(len(self.names), p=self.share))] if len(self.names) > 1 else self.names[0]
+        index = int(rng.integers(0, len(self.sets[name])))
+        item, foreground = self.sets[name][index], self._foreground[name][index]
+        if self.focus and foreground.size and rng.random() < self.focus:
+            flat = int(foreground[int(rng.integers(0, foreground.size))])
+            return item, divmod(flat, item.labels.shape[1])
+        return item, None
+
+    def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+        """Images float32 (N, crop, crop, 3) in 0..255, labels int64 (N, crop, crop), and per crop
+        the class ids its data set never labels."""
+        images = np.empty((batch_size, self.crop, self.crop, 3), dtype=np.float32)
+        labels = np.empty((batch_size, self.crop, self.crop), dtype=np.int64)
+        unlabelled = []
+        for i in range(batch_size):
+            item, around = self._draw(rng)
+            image, label = _random_crop(item, self.crop, rng, around)
+            image, label = _geometric(image, label, self.aug, rng)
+            images[i] = _photometric(image, self.aug, rng)
+            labels[i] = label
+            unlabelled.append(item.unlabelled)
+        return images, labels, unlabelled
+
+
 def sample_batch(items: Sequence[LabelledImage], batch_size: int, crop: int, aug: AugmentConfig,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw a batch of augmented square crops.
+    """Draw a batch of augmented square crops from one list of images (uniformly, no focus).
 
     Returns:
         images float32 (N, crop, crop, 3) in 0..255 and labels int64 (N, crop, crop).
     """
-    images = np.empty((batch_size, crop, crop, 3), dtype=np.float32)
-    labels = np.empty((batch_size, crop, crop), dtype=np.int64)
-    for i in range(batch_size):
-        item = items[int(rng.integers(0, len(items)))]
-        image, label = _random_crop(item, crop, rng)
-        image, label = _geometric(image, label, aug, rng)
-        images[i] = _photometric(image, aug, rng)
-        labels[i] = label
+    images, labels, _ = CropSampler({"": items}, crop, aug).batch(batch_size, rng)
     return images, labels

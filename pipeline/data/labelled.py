@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,16 @@ class Pair:
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """A decoded training example: RGB uint8 (H, W, 3) and class ids uint8 (H, W)."""
+    """A decoded training example: RGB uint8 (H, W, 3) and class ids uint8 (H, W).
+
+    ``unlabelled`` are the class ids its data set never labels: its background may hide them.
+    """
 
     stem: str
     image: np.ndarray
     labels: np.ndarray
+    source: str = ""
+    unlabelled: tuple[int, ...] = ()
 
 
 def _by_stem(folder: Path, suffixes: set[str], what: str) -> dict[str, Path]:
@@ -112,7 +118,8 @@ def labels_from_mask(mask: np.ndarray, lut: np.ndarray, source: Path) -> np.ndar
     return labels
 
 
-def load_labelled(pairs: Sequence[Pair], lut: np.ndarray) -> list[LabelledImage]:
+def load_labelled(pairs: Sequence[Pair], lut: np.ndarray, *, source: str = "",
+                  unlabelled: Sequence[int] = ()) -> list[LabelledImage]:
     """Decode and validate pairs (sizes must match, mask values must be mapped)."""
     loaded = []
     for pair in pairs:
@@ -121,19 +128,36 @@ def load_labelled(pairs: Sequence[Pair], lut: np.ndarray) -> list[LabelledImage]
         if image.shape[:2] != mask.shape:
             raise MsafError(f"{pair.mask}: size {mask.shape[1]}x{mask.shape[0]} differs from its image "
                             f"{pair.image.name} ({image.shape[1]}x{image.shape[0]})")
-        loaded.append(LabelledImage(pair.stem, image, labels_from_mask(mask, lut, pair.mask)))
+        loaded.append(LabelledImage(pair.stem, image, labels_from_mask(mask, lut, pair.mask), source,
+                                    tuple(unlabelled)))
     return loaded
 
 
-def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Deterministic train/val split: the same stems and seed always give the same split."""
+def photo_of(stem: str, pattern: str) -> str:
+    """The photo a file was cut from: group 1 of ``pattern`` (``DSC00552b`` -> ``DSC00552``)."""
+    match = re.match(pattern, stem)
+    return match.group(1) if match and match.group(1) else stem
+
+
+def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int,
+                photo_pattern: str | None = None) -> tuple[list[Pair], list[Pair]]:
+    """Deterministic train/val split: the same stems and seed always give the same split.
+
+    With ``photo_pattern`` whole photos are drawn (all crops of one photo land on the same side,
+    so validation never sees a crop of a training photo); ``val_fraction`` is then of photos.
+    """
     if len(pairs) < 2:
         raise MsafError(f"need at least 2 labelled images to split into train and val, found {len(pairs)}")
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * val_fraction)))
-    val_idx = set(order[:n_val].tolist())
-    train = [p for i, p in enumerate(pairs) if i not in val_idx]
-    val = [p for i, p in enumerate(pairs) if i in val_idx]
+    photos = [photo_of(p.stem, photo_pattern) if photo_pattern else p.stem for p in pairs]
+    groups = list(dict.fromkeys(photos))
+    if len(groups) < 2:
+        raise MsafError(f"all {len(pairs)} labelled images are crops of one photo ({groups[0]}); "
+                        "a photo-wise split needs at least 2 photos")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n_val = min(len(groups) - 1, max(1, round(len(groups) * val_fraction)))
+    val_groups = {groups[i] for i in order[:n_val].tolist()}
+    train = [p for p, photo in zip(pairs, photos, strict=True) if photo not in val_groups]
+    val = [p for p, photo in zip(pairs, photos, strict=True) if photo in val_groups]
     return train, val
 
 

@@ -1,29 +1,52 @@
-"""The prepared-data manifest: the validated, split list of labelled pairs a training run uses.
+"""The prepared-data manifest: the validated, split list of labelled pairs of every data set.
 
 Written by the DVC ``prepare`` stage, read by ``train`` and ``evaluate``, so every stage sees
-exactly the same split and the same files (identified by their fingerprint).
+exactly the same split and the same files (identified by their fingerprints).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config import ClassSpec, DataConfig
-from pipeline.data.labelled import Pair, class_lut, find_pairs, fingerprint, load_labelled, split_pairs
+from pipeline.config import ClassSpec, DataConfig, DatasetConfig
+from pipeline.data.labelled import (
+    IGNORE_INDEX,
+    UNMAPPED,
+    LabelledImage,
+    Pair,
+    find_pairs,
+    fingerprint,
+    load_labelled,
+    split_pairs,
+)
 from pipeline.errors import MsafError
 from pipeline.fsutil import write_json
 
 
-class Manifest(BaseModel):
-    """Validated split of a labelled folder pair."""
+def values_lut(values: dict[int, str], class_names: list[str], ignore_values: list[int] = ()) -> np.ndarray:
+    """Lookup table mask value -> class id for one data set's value mapping."""
+    lut = np.full(256, UNMAPPED, dtype=np.uint8)
+    for value, name in values.items():
+        lut[value] = class_names.index(name)
+    lut[list(ignore_values)] = IGNORE_INDEX
+    return lut
 
+
+class ManifestSet(BaseModel):
+    """One data set's validated split."""
+
+    name: str
     images: Path
     masks: Path
-    classes: list[ClassSpec]
+    values: dict[int, str]
     ignore_values: list[int]
+    gsd_m: float | None
+    weight: float
     train: list[str]
     val: list[str]
     fingerprint: str
@@ -39,6 +62,36 @@ class Manifest(BaseModel):
                             f"(first: {missing[0]}); re-run the prepare stage")
         return [available[s] for s in stems]
 
+    def unlabelled(self, class_names: list[str]) -> tuple[int, ...]:
+        """Class ids this set never labels (its background may hide them)."""
+        labelled = set(self.values.values())
+        return tuple(i for i, name in enumerate(class_names) if name not in labelled)
+
+    def load(self, split: str, class_names: list[str]) -> list[LabelledImage]:
+        """Decode and validate one split of this set, labels mapped to the model's class ids."""
+        lut = values_lut(self.values, class_names, self.ignore_values)
+        return load_labelled(self.pairs(split), lut, source=self.name, unlabelled=self.unlabelled(class_names))
+
+
+class Manifest(BaseModel):
+    """Validated splits of every data set, with the classes they are mapped to."""
+
+    classes: list[ClassSpec]
+    sets: list[ManifestSet]
+    fingerprint: str
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def pairs(self, split: str) -> list[Pair]:
+        """The pairs of one split over all sets."""
+        return [pair for s in self.sets for pair in s.pairs(split)]
+
+    def load(self, split: str) -> dict[str, list[LabelledImage]]:
+        """Decoded items of one split, per data set."""
+        return {s.name: s.load(split, self.class_names) for s in self.sets}
+
 
 def _portable(path: Path) -> Path:
     """Relative to the working directory (the project root) when inside it, so the manifest's
@@ -49,20 +102,30 @@ def _portable(path: Path) -> Path:
         return Path(path)
 
 
-def build_manifest(data: DataConfig) -> Manifest:
-    """Validate every pair (readable, sizes match, mask values mapped) and split deterministically."""
-    pairs = find_pairs(data.images, data.masks)
-    lut = class_lut(data.classes, data.ignore_values)
-    counts = [0] * len(data.classes)
+def _build_set(spec: DatasetConfig, class_names: list[str], seed: int) -> ManifestSet:
+    """Validate every pair of one set (readable, sizes match, mask values mapped) and split it."""
+    pairs = find_pairs(spec.images, spec.masks)
+    values = spec.values or {}
+    lut = values_lut(values, class_names, spec.ignore_values)
+    counts = np.zeros(len(class_names), np.int64)
     for item in load_labelled(pairs, lut):
-        for class_id in range(len(data.classes)):
-            counts[class_id] += int((item.labels == class_id).sum())
-    train, val = split_pairs(pairs, data.val_fraction, data.split_seed)
-    return Manifest(
-        images=_portable(data.images), masks=_portable(data.masks), classes=data.classes,
-        ignore_values=data.ignore_values, train=[p.stem for p in train], val=[p.stem for p in val],
-        fingerprint=fingerprint(pairs), pixels_per_class=dict(zip(data.class_names, counts, strict=True)),
+        counts += np.bincount(item.labels.ravel(), minlength=256)[:len(class_names)]
+    pattern = spec.photo_pattern if spec.split == "by_photo" else None
+    train, val = split_pairs(pairs, spec.val_fraction or 0.2, seed, pattern)
+    return ManifestSet(
+        name=spec.name, images=_portable(spec.images), masks=_portable(spec.masks), values=values,
+        ignore_values=spec.ignore_values, gsd_m=spec.gsd_m, weight=spec.weight,
+        train=[p.stem for p in train], val=[p.stem for p in val], fingerprint=fingerprint(pairs),
+        pixels_per_class={name: int(c) for name, c in zip(class_names, counts, strict=True)},
     )
+
+
+def build_manifest(data: DataConfig) -> Manifest:
+    """Validate and split every data set deterministically (``data.split_seed``)."""
+    sets = [_build_set(spec, data.class_names, data.split_seed) for spec in data.datasets]
+    combined = sets[0].fingerprint if len(sets) == 1 else hashlib.sha256(
+        "".join(f"{s.name}:{s.fingerprint}" for s in sets).encode()).hexdigest()
+    return Manifest(classes=data.classes, sets=sets, fingerprint=combined)
 
 
 def save_manifest(manifest: Manifest, path: Path) -> None:

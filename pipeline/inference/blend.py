@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.inference.decision import decide
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 
@@ -46,7 +47,8 @@ def blend_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.nda
 
 def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray,
                 fill: Sequence[float]) -> BlockResult:
-    """Blend a block and quantise: argmax class ids and max-probability confidence, nodata marked."""
+    """Blend a block and quantise: class ids by the model's decision rule and the probability of
+    the chosen class as confidence, nodata marked."""
     core = block.core
     core_valid = valid[core.relative_to(block.region)]
     if not core_valid.any():
@@ -57,7 +59,8 @@ def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.nda
     confidence = np.empty((core.height, core.width), np.uint8)
     for row0 in range(0, core.height, QUANTISE_ROWS):  # row chunks bound the int64/float temporaries
         rows = slice(row0, row0 + QUANTISE_ROWS)
-        top, ids = probs[:, rows].max(dim=0)
+        ids = decide(probs[:, rows], runner.thresholds)
+        top = probs[:, rows].gather(0, ids.unsqueeze(0))[0]
         classes[rows] = ids.to(torch.uint8).cpu().numpy()
         confidence[rows] = (top * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
     classes[~core_valid] = NODATA

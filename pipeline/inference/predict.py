@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pipeline.inference.decision import Thresholds, decide
 from pipeline.model import DSNet
 
 
@@ -33,6 +34,7 @@ def predict_probabilities(model: DSNet, image: np.ndarray, mean: Sequence[float]
 
 
 def predict_classes(model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                    device: torch.device) -> np.ndarray:
-    """Class ids (H, W) uint8 for one RGB uint8 image."""
-    return predict_probabilities(model, image, mean, std, device).argmax(axis=0).astype(np.uint8)
+                    device: torch.device, thresholds: Thresholds = ()) -> np.ndarray:
+    """Class ids (H, W) uint8 for one RGB uint8 image (argmax, or the calibrated thresholds)."""
+    probs = torch.from_numpy(predict_probabilities(model, image, mean, std, device))
+    return decide(probs, thresholds).numpy().astype(np.uint8)

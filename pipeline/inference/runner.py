@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.inference.decision import Thresholds
 from pipeline.inference.predict import autocast_for
 from pipeline.raster.grid import Block, TileGrid, blend_weights
 
@@ -30,11 +31,14 @@ class TileRunner:
         tile_shape: (h, w) of every tile.
         tta: also run horizontally flipped tiles and average the probabilities.
         compile: wrap the model in ``torch.compile``.
+        thresholds: the model's calibrated decision thresholds (class id, threshold).
     """
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                 batch: int, tile_shape: tuple[int, int], *, tta: bool = False, compile: bool = False) -> None:
+                 batch: int, tile_shape: tuple[int, int], *, tta: bool = False, compile: bool = False,
+                 thresholds: Thresholds = ()) -> None:
         self.device = device
+        self.thresholds = tuple(thresholds)
         self.batch = batch
         self.tile_shape = tile_shape
         self.tta = tta

@@ -5,7 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_edt, label
+from skimage.morphology import skeletonize
+
+EIGHT_CONNECTED = np.ones((3, 3), bool)
+MIN_WIDTH_SKELETON_PX = 5  # shorter pieces are specks, not cracks: their width is not measured
+
+
+def component_widths(mask: np.ndarray) -> list[float]:
+    """Mean width (px) of each 8-connected piece of a binary mask: its pixels over its centreline length.
+
+    The same measure as the accuracy notes' label widths (pixels / skeleton pixels), per piece.
+    """
+    if not mask.any():
+        return []
+    pieces, count = label(mask, structure=EIGHT_CONNECTED)
+    skeleton = skeletonize(mask)
+    area = np.bincount(pieces.ravel(), minlength=count + 1)
+    length = np.bincount(pieces[skeleton], minlength=count + 1)
+    return [float(area[i] / length[i]) for i in range(1, count + 1) if length[i] >= MIN_WIDTH_SKELETON_PX]
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
@@ -60,8 +78,11 @@ class SegmentationMetrics:
         ignore_index: target value that is left out of every count.
     """
 
-    def __init__(self, class_names: Sequence[str], tolerance_px: float = 2, ignore_index: int = 255) -> None:
+    def __init__(self, class_names: Sequence[str], tolerance_px: float = 2, ignore_index: int = 255,
+                 width_classes: Sequence[int] = ()) -> None:
         self.class_names = list(class_names)
+        self.width_classes = list(width_classes)
+        self.widths: dict[int, tuple[list[float], list[float]]] = {c: ([], []) for c in self.width_classes}
         self.tolerance_px = tolerance_px
         self.ignore_index = ignore_index
         n = len(self.class_names)
@@ -77,6 +98,10 @@ class SegmentationMetrics:
         valid = target != self.ignore_index
         for cls in range(1, n):
             self.tolerant[cls] += tolerant_counts(pred == cls, target == cls, self.tolerance_px, valid)
+        for cls in self.width_classes:
+            predicted, true = self.widths[cls]
+            predicted += component_widths((pred == cls) & valid)
+            true += component_widths(target == cls)
 
     def compute(self) -> dict[str, object]:
         """Per-class and mean metrics; foreground means leave out class 0 (background)."""
@@ -93,6 +118,13 @@ class SegmentationMetrics:
                 mp, tpred, mt, ttrue = self.tolerant[cls]
                 tol_p, tol_r = _ratio(mp, tpred), _ratio(mt, ttrue)
                 entry |= {"tol_precision": tol_p, "tol_recall": tol_r, "tol_f1": _f1(tol_p, tol_r)}
+            if cm[cls, :].sum():
+                entry["predicted_as"] = {other: float(cm[cls, j] / cm[cls, :].sum())
+                                         for j, other in enumerate(self.class_names) if j != cls}
+            if cls in self.widths:
+                predicted, true = self.widths[cls]
+                entry |= {"median_width_px": float(np.median(predicted)) if predicted else float("nan"),
+                          "median_true_width_px": float(np.median(true)) if true else float("nan")}
             per_class[name] = entry
         foreground = list(per_class.values())[1:]
         return {

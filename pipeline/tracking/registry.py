@@ -137,7 +137,8 @@ def resolve_default_model(name: str, alias: str, shipped: Path | None = None) ->
         if not shipped.is_file():
             raise MsafError(f"no model: the registry has no {name}@{alias} and the shipped model {shipped} is "
                             "missing; pass --model or train one (`dvc repro`)")
-        score = float(read_metadata(shipped).metrics.get("val", {}).get("fg_tol_f1", 0.0))
+        val = read_metadata(shipped).metrics.get("val", {})
+        score = float(val.get("score", val.get("fg_tol_f1", 0.0)))
         with mlflow.start_run(experiment_id=experiment_id("training"), run_name="shipped-default-model") as run:
             mlflow.set_tag("source", "shipped with msaf-pipeline")
             uri = log_model(shipped)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,10 @@ import torch
 
 from pipeline.checkpoint import ModelMetadata, save_checkpoint, weights_sha256
 from pipeline.config import Params, TrainConfig
-from pipeline.data import (
-    LabelledImage,
-    Pair,
-    class_lut,
-    find_pairs,
-    fingerprint,
-    load_labelled,
-    sample_batch,
-    split_pairs,
-)
-from pipeline.data.manifest import Manifest
-from pipeline.evaluate import evaluate_items
+from pipeline.data import CropSampler, LabelledImage
+from pipeline.data.manifest import Manifest, build_manifest
+from pipeline.errors import MsafError
+from pipeline.evaluate import calibrate, evaluate_groups, predict_items
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import autocast_for, normalise
 from pipeline.model import DSNet, build_model
@@ -78,32 +71,75 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * (1 - step / total) ** cfg.poly_power
 
 
-def _split(params: Params, manifest: Manifest | None) -> tuple[list[Pair], list[Pair], str]:
-    """Train/val pairs and data fingerprint: from the prepared manifest, or straight from params."""
-    if manifest is not None:
-        return manifest.pairs("train"), manifest.pairs("val"), manifest.fingerprint
-    pairs = find_pairs(params.data.images, params.data.masks)
-    train, val = split_pairs(pairs, params.data.val_fraction, params.data.split_seed)
-    return train, val, fingerprint(pairs)
-
-
 @dataclass(frozen=True)
 class TrainingData:
-    """Validated, decoded training and validation images (every data mistake surfaces here)."""
+    """Validated, decoded training and validation images per data set (every data mistake surfaces here)."""
 
-    train_pairs: list[Pair]
-    val_pairs: list[Pair]
-    train_items: list[LabelledImage]
-    val_items: list[LabelledImage]
-    fingerprint: str
+    manifest: Manifest
+    train_sets: dict[str, list[LabelledImage]]
+    val_sets: dict[str, list[LabelledImage]]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def train_items(self) -> list[LabelledImage]:
+        return [item for items in self.train_sets.values() for item in items]
 
 
 def load_training_data(params: Params, manifest: Manifest | None = None) -> TrainingData:
     """Find, split, decode and validate the labelled data (before any run is started)."""
-    train_pairs, val_pairs, data_fingerprint = _split(params, manifest)
-    lut = class_lut(params.data.classes, params.data.ignore_values)
-    return TrainingData(train_pairs, val_pairs, load_labelled(train_pairs, lut), load_labelled(val_pairs, lut),
-                        data_fingerprint)
+    manifest = manifest or build_manifest(params.data)
+    if manifest.class_names != params.data.class_names:
+        raise MsafError(f"the manifest's classes {manifest.class_names} differ from params.yaml's "
+                        f"{params.data.class_names}; re-run `msaf prepare`")
+    return TrainingData(manifest, manifest.load("train"), manifest.load("val"))
+
+
+class WeightAverage:
+    """Exponential moving average of the weights and BatchNorm statistics (warm-up: decay grows
+    as (1 + t) / (10 + t)), the model that is validated and saved when enabled."""
+
+    def __init__(self, model: DSNet, decay: float) -> None:
+        self.decay = decay
+        self.steps = 0
+        self.shadow = copy.deepcopy(model).eval()
+        for parameter in self.shadow.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: DSNet) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        current = model.state_dict()
+        for name, value in self.shadow.state_dict().items():
+            if value.is_floating_point():
+                value.mul_(decay).add_(current[name].detach(), alpha=1 - decay)
+            else:
+                value.copy_(current[name])
+
+
+def _may_hide(unlabelled: list[tuple[int, ...]], num_classes: int, device: torch.device) -> torch.Tensor | None:
+    """(N, C) bool of the classes each crop's data set never labels; None when every set labels all."""
+    if not any(unlabelled):
+        return None
+    mask = torch.zeros(len(unlabelled), num_classes, dtype=torch.bool)
+    for row, classes in enumerate(unlabelled):
+        mask[row, list(classes)] = True
+    return mask.to(device)
+
+
+def validate(model: DSNet, data: TrainingData, mean: Sequence[float], std: Sequence[float], device: torch.device,
+             params: Params) -> dict[str, Any]:
+    """Per-set validation metrics with the decision thresholds calibrated on these images."""
+    names = params.data.class_names
+    groups = {name: predict_items(model, items, mean, std, device) for name, items in data.val_sets.items() if items}
+    thresholds: dict[str, float] = {}
+    for class_name in params.train.calibrate:
+        others = [(names.index(n), t) for n, t in thresholds.items()]
+        thresholds[class_name], _ = calibrate(groups, names.index(class_name), params.evaluate.tolerance_px, others)
+    return evaluate_groups(groups, names, params.evaluate.tolerance_px, thresholds, params.train.calibrate)
 
 
 def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallback | None = None,
@@ -116,18 +152,21 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
     cfg = params.train
     out = Path(out or cfg.out)
     data = data or load_training_data(params, manifest)
-    train_pairs, val_pairs = data.train_pairs, data.val_pairs
-    train_items, val_items, data_fingerprint = data.train_items, data.val_items, data.fingerprint
-    mean, std = channel_stats(train_items)
+    mean, std = channel_stats(data.train_items)
+    num_classes = len(params.data.classes)
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model = build_model(params.model.preset, len(params.data.classes), **params.model.overrides).to(device)
+    model = build_model(params.model.preset, num_classes, **params.model.overrides).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, cfg)
     rng = np.random.default_rng(cfg.seed)
     total_steps = cfg.epochs * cfg.steps_per_epoch
+    sampler = CropSampler(data.train_sets, cfg.crop_size, cfg.augment, focus=cfg.focus,
+                          weights={s.name: s.weight for s in data.manifest.sets})
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    scored_model = average.shadow if average else model
 
     history: list[dict[str, Any]] = []
     best_score, best_state, best_metrics = -1.0, None, {}
@@ -139,37 +178,46 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
             lr = _lr(cfg, (epoch - 1) * cfg.steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, labels = sample_batch(train_items, cfg.batch_size, cfg.crop_size, cfg.augment, rng)
+            images, labels, unlabelled = sampler.batch(cfg.batch_size, rng)
             x = normalise(torch.from_numpy(images).to(device), mean, std)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
                 outputs = model(x)
-            loss = segmentation_loss(tuple(o.float() for o in outputs), torch.from_numpy(labels).to(device), cfg.loss)
+            loss = segmentation_loss(tuple(o.float() for o in outputs), torch.from_numpy(labels).to(device), cfg.loss,
+                                     _may_hide(unlabelled, num_classes, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average:
+                average.update(model)
             losses.append(loss.item())
-        val = evaluate_items(model, val_items, mean, std, device, params.data.class_names,
-                             params.evaluate.tolerance_px)
+        val = validate(scored_model, data, mean, std, device, params)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_miou": val["miou"],
                   "val_fg_iou": val["fg_iou"], "val_fg_f1": val["fg_f1"], "val_fg_tol_f1": val["fg_tol_f1"],
+                  "val_score": val["score"],
+                  **{f"val_{name}_score": s["score"] for name, s in val["sets"].items()},
+                  **{f"threshold_{name}": t for name, t in val["thresholds"].items()},
                   "seconds": time.perf_counter() - started}
         history.append(record)
-        score = -1.0 if np.isnan(val["fg_tol_f1"]) else val["fg_tol_f1"]
+        score = -1.0 if np.isnan(val["score"]) else val["score"]
         if best_state is None or score > best_score:
             best_score, best_metrics = score, val | {"epoch": epoch}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in scored_model.state_dict().items()}
         if on_epoch:
             on_epoch(record)
 
     model.load_state_dict(best_state)
     metadata = ModelMetadata(
         preset=params.model.preset, architecture=model.config, classes=params.data.classes, tile_size=cfg.crop_size,
-        mean=mean, std=std, gsd_m=params.data.gsd_m, metrics={"val": best_metrics},
-        data_fingerprint=data_fingerprint, history=[{k: v for k, v in r.items() if k != "seconds"} for r in history],
+        mean=mean, std=std, gsd_m=params.data.gsd_m, thresholds=best_metrics["thresholds"],
+        metrics={"val": best_metrics}, data_fingerprint=data.fingerprint,
+        history=[{k: v for k, v in r.items() if k != "seconds"} for r in history],
         weights_sha256=weights_sha256(model),
-        split={"train": [p.stem for p in train_pairs], "val": [p.stem for p in val_pairs]},
+        split={"train": [p.stem for s in data.manifest.sets for p in s.pairs("train")],
+               "val": [p.stem for s in data.manifest.sets for p in s.pairs("val")]},
+        data_sets={s.name: {"train": s.train, "val": s.val, "fingerprint": s.fingerprint, "gsd_m": s.gsd_m}
+                   for s in data.manifest.sets},
         params=params.model_dump(mode="json"),
     )
     sha = save_checkpoint(out, model, metadata)
