@@ -238,10 +238,24 @@ class SeverityConfig(_Strict):
 class ReportConfig(_Strict):
     """Vectorising, measuring and reporting defects."""
 
+    def split_classes(self, class_names: list[str]) -> tuple[list[str], list[str]]:
+        """(defect classes, non-defect classes) among a mask's classes; background is neither."""
+        foreground = class_names[1:]
+        non_defects = [n for n in foreground if n in self.non_defect_classes]
+        if self.defect_classes is None:
+            return [n for n in foreground if n not in non_defects], non_defects
+        defects = [n for n in foreground if n in self.defect_classes and n not in non_defects]
+        return defects, [n for n in foreground if n not in defects]
+
     strip_rows: int = Field(2048, ge=1, description="mask rows vectorised at a time (memory bound)")
     min_area_m2: float = Field(2e-5, ge=0, description="smaller defects are dropped (20 px at 1 mm GSD)")
     simplify_m: float = Field(0.0005, ge=0, description="polygon simplification tolerance, ground units")
     crack_classes: list[str] = Field(default_factory=lambda: ["crack"])
+    defect_classes: list[str] | None = Field(
+        None, description="classes reported as defects; default: every class but background and non_defect_classes")
+    non_defect_classes: list[str] = Field(
+        default_factory=lambda: ["joint"],
+        description="built lines that are not defects (joints): a separate GPKG layer, never counted or rated")
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
     chips: int = Field(8, ge=0, description="defect image chips in the HTML report")
     match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")

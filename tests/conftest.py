@@ -34,6 +34,7 @@ def isolated_services(tmp_path_factory):
             os.environ[key] = value
 SHARED = REPO.parent / "shared"
 CFD = SHARED / "data" / "crackforest"
+UAV75 = SHARED / "data" / "uav75"
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,54 @@ def cfd_dir() -> Path:
     """The real CrackForest photos shared with the project."""
     assert (CFD / "images").is_dir(), f"shared crack data missing at {CFD}"
     return CFD
+
+
+@pytest.fixture(scope="session")
+def uav_dir() -> Path:
+    """The real UAV75 drone photos of concrete (cracks 255, planking joints 204; GPL-3.0)."""
+    assert (UAV75 / "images").is_dir(), f"shared UAV75 data missing at {UAV75}"
+    return UAV75
+
+
+def copy_pairs(source: Path, out: Path, stems: list[str]) -> Path:
+    """Copy image/mask pairs by stem (jpg images, png masks) into out/images and out/masks."""
+    for sub in ("images", "masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        shutil.copy(source / "images" / f"{stem}.jpg", out / "images" / f"{stem}.jpg")
+        shutil.copy(source / "masks" / f"{stem}.png", out / "masks" / f"{stem}.png")
+    return out
+
+
+def write_two_set_params(tmp_path: Path, cfd_dir: Path, uav_dir: Path, **train):
+    """Params for a dsnet-tiny run on 6 CFD photos and 8 UAV75 crops (5 photos, split photo-wise)."""
+    import yaml
+
+    from pipeline.config import load_params
+
+    cfd = copy_pairs(cfd_dir, tmp_path / "cfd", [p.stem for p in sorted((cfd_dir / "images").glob("*.jpg"))[:6]])
+    uav_stems = ["DSC00552", "DSC00552b", "DSC00560", "DSC00560b", "DSC00560c", "DSC00566", "DSC00570", "DSC00605"]
+    uav = copy_pairs(uav_dir, tmp_path / "uav", uav_stems)
+    params = {
+        "data": {
+            "classes": [{"name": "background", "values": [0]}, {"name": "crack", "values": [255]},
+                        {"name": "joint", "values": [204]}],
+            "sets": [
+                {"name": "cfd", "images": str(cfd / "images"), "masks": str(cfd / "masks"),
+                 "values": {0: "background", 255: "crack"}, "weight": 0.25},
+                {"name": "uav", "images": str(uav / "images"), "masks": str(uav / "masks"),
+                 "values": {0: "background", 204: "joint", 255: "crack"}, "split": "by_photo",
+                 "photo_pattern": r"^(.+?)[a-z]?$", "weight": 0.75, "val_fraction": 0.4},
+            ],
+            "val_fraction": 0.34,
+        },
+        "model": {"preset": "dsnet-tiny"},
+        "train": {"out": str(tmp_path / "model.safetensors"), "epochs": 1, "steps_per_epoch": 2, "batch_size": 2,
+                  "crop_size": 64, "device": "cpu", **train},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return load_params(path)
 
 
 @pytest.fixture

@@ -13,9 +13,26 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_project_params_validate_and_paths_resolve():
     params = load_params(REPO / "params.yaml")
-    assert params.data.images == REPO / "data" / "raw" / "crackforest" / "images"  # DVC-tracked raw data
-    assert params.data.class_names == ["background", "crack"]
+    sets = {s.name: s for s in params.data.datasets}
+    assert list(sets) == ["crackforest", "uav75"]
+    for name in sets:  # DVC-tracked raw data, one folder per set
+        assert sets[name].images == REPO / "data" / "raw" / name / "images"
+        assert sets[name].masks == REPO / "data" / "raw" / name / "masks"
+    assert params.data.class_names == ["background", "crack", "joint"]
+    assert sets["crackforest"].values == {0: "background", 255: "crack"}  # CFD labels no joints
+    assert sets["uav75"].values == {0: "background", 204: "joint", 255: "crack"}
+    assert sets["uav75"].split == "by_photo" and sets["crackforest"].split == "random"
+    assert params.train.calibrate == ["crack"]
+    assert params.report.split_classes(params.data.class_names) == (["crack"], ["joint"])
     assert params.train.loss.aux_weights == (0.2, 0.2) and params.train.loss.main_weight == 0.6
+
+
+def test_single_folder_params_are_one_data_set(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data: {images: a/images, masks: a/masks, val_fraction: 0.3}\n")
+    (only,) = load_params(path).data.datasets
+    assert only.name == "data" and only.images == tmp_path / "a" / "images" and only.val_fraction == 0.3
+    assert only.values == {0: "background", 255: "crack"} and only.split == "random"
 
 
 def _write(tmp_path: Path, payload: dict) -> Path:
@@ -30,6 +47,11 @@ def _write(tmp_path: Path, payload: dict) -> Path:
     ({"train": {"learning_rate": 0.1}}, "train.learning_rate"),
     ({"model": {"preset": "dsnet-xl"}}, "model.preset"),
     ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
+    ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "values": {0: "background", 9: "rust"}}]}},
+     "data"),
+    ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "photo_pattern": "^DSC"}]}}, "data.sets.0"),
+    ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "split": "by_stem"}]}}, "data.sets.0.split"),
+    ({"train": {"calibrate": ["rust"]}}, "(top level)"),
 ])
 def test_invalid_value_or_key_names_the_key(tmp_path, payload, key):
     path = _write(tmp_path, payload)

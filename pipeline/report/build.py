@@ -83,6 +83,10 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
     )
+    if tables.non_defects is not None and len(tables.non_defects):
+        context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
+        page.tables.append(("Not defects (joints and other built lines; not counted or rated)",
+                            _table_html(context.reset_index())))
     if not len(defects):
         return page
     per_class = defects.groupby("class").agg(count=("defect_id", "size"), area_m2=("area_m2", "sum"),
@@ -131,5 +135,8 @@ def report_survey(survey_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
     with atomic_output(survey_dir / "report.html") as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}
+    context = tables.non_defects.groupby("class").size().to_dict() if tables.non_defects is not None and len(
+        tables.non_defects) else {}
     return {"defects": len(tables.defects), "by_class": {k: int(v) for k, v in counts.items()},
+            "non_defects": {k: int(v) for k, v in context.items()},
             "outputs": outputs | {"html": "report.html"}}

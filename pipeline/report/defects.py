@@ -33,6 +33,7 @@ class DefectTables:
     centerlines: gpd.GeoDataFrame
     summary: pd.DataFrame
     crs: rasterio.crs.CRS
+    non_defects: gpd.GeoDataFrame | None = None
 
 
 def rate(value: float, thresholds: tuple[float, float]) -> str:
@@ -77,18 +78,30 @@ def open_mask(path: Path) -> rasterio.DatasetReader:
 
 def build_defects(mask_path: Path, confidence_path: Path | None, class_names: list[str],
                   cfg: ReportConfig) -> DefectTables:
-    """Vectorise every foreground class, measure each defect, rate its severity."""
-    records, lines = [], []
+    """Vectorise the mask's defect classes, measure each defect, rate its severity.
+
+    Non-defect classes (joints) become a separate layer of outlines; they are never measured as
+    cracks, counted or rated, and classes that are neither (background) are skipped.
+    """
+    records, lines, others = [], [], []
+    defect_names, non_defect_names = cfg.split_classes(class_names)
+    wanted = [class_names.index(n) for n in defect_names + non_defect_names]
     with open_mask(mask_path) as mask:
         size = pixel_size(mask.crs, mask.transform, mask.height)
         confidence = rasterio.open(confidence_path) if confidence_path and confidence_path.is_file() else None
         try:
-            components = vectorize(mask, range(1, len(class_names)), cfg.strip_rows)
+            components = vectorize(mask, sorted(wanted), cfg.strip_rows)
             for component in components:
                 area = component.pixels * size.area_m2
                 if area < cfg.min_area_m2:
                     continue
                 name = class_names[component.class_id]
+                if name not in defect_names:
+                    others.append({"class": name, "area_m2": area, "pixels": component.pixels,
+                                   "geometry": component.geometry.simplify(
+                                       cfg.simplify_m / max(size.mean_m, 1e-12) * abs(mask.transform.a),
+                                       preserve_topology=True)})
+                    continue
                 window = defect_window(component.geometry, mask.transform, mask.width, mask.height)
                 pixels = rasterize_defect(component.geometry, window, mask.transform)
                 mean_conf = float("nan")
@@ -127,4 +140,6 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
         defects["lon"], defects["lat"] = lon, lat
     defects = defects.astype({"defect_id": "int64", "pixels": "int64"})
     centerlines = gpd.GeoDataFrame(lines, columns=["defect_id", "length_m", "geometry"], geometry="geometry", crs=crs)
-    return DefectTables(defects, centerlines, summarise(defects, class_names[1:]), crs)
+    non_defects = gpd.GeoDataFrame(others, columns=["class", "area_m2", "pixels", "geometry"], geometry="geometry",
+                                   crs=crs).astype({"pixels": "int64"})
+    return DefectTables(defects, centerlines, summarise(defects, defect_names), crs, non_defects)

@@ -24,9 +24,11 @@ def write_geopackage(path: Path, layers: dict[str, gpd.GeoDataFrame | pd.DataFra
 
 
 def write_tables(out_dir: Path, tables: DefectTables) -> dict[str, str]:
-    """defects.gpkg (defects, crack_centerlines, summary), defects.geojson, defects.csv, defects.parquet."""
-    write_geopackage(out_dir / "defects.gpkg", {"defects": tables.defects, "crack_centerlines": tables.centerlines,
-                                                "summary": tables.summary})
+    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any), defects.geojson, defects.csv, defects.parquet."""
+    layers = {"defects": tables.defects, "crack_centerlines": tables.centerlines, "summary": tables.summary}
+    if tables.non_defects is not None and len(tables.non_defects):
+        layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
+    write_geopackage(out_dir / "defects.gpkg", layers)
     with atomic_output(out_dir / "defects.geojson") as tmp:
         tmp.unlink()
         tables.defects.to_crs("EPSG:4326").to_file(tmp, driver="GeoJSON", engine="pyogrio")

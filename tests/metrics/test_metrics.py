@@ -57,3 +57,25 @@ def test_metrics_accumulate_over_images():
     metrics.update(np.zeros((40, 40), np.uint8), _line(10).astype(np.uint8))  # missed entirely
     crack = metrics.compute()["classes"]["crack"]
     assert crack["tol_precision"] == pytest.approx(1.0) and crack["tol_recall"] == pytest.approx(0.5)
+
+
+def test_component_widths_are_pixels_over_centreline_length():
+    from pipeline.metrics import component_widths
+
+    mask = np.zeros((60, 60), bool)
+    mask[10, 5:45] = True          # 1 px wide, 40 long
+    mask[30:33, 5:45] = True       # 3 px wide
+    mask[50, 50:53] = True         # a speck: too short to measure
+    widths = sorted(component_widths(mask))
+    assert len(widths) == 2 and widths[0] == pytest.approx(1.0)
+    assert widths[1] == pytest.approx(3 * 40 / len(range(5, 45)), rel=0.1)
+
+
+def test_confusion_shares_say_how_often_a_class_is_called_another():
+    metrics = SegmentationMetrics(["background", "crack", "joint"], width_classes=[1])
+    target = np.array([[2, 2, 2, 2], [0, 1, 1, 0]], np.uint8)
+    pred = np.array([[2, 2, 2, 1], [0, 1, 1, 0]], np.uint8)
+    metrics.update(pred, target)
+    summary = metrics.compute()
+    assert summary["classes"]["joint"]["predicted_as"] == {"background": 0.0, "crack": 0.25}
+    assert summary["classes"]["crack"]["predicted_as"]["joint"] == 0.0

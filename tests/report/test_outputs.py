@@ -95,13 +95,14 @@ def test_html_report_renders_in_a_real_browser(reported, tmp_path):
     assert shot.std() > 20  # not a blank page
 
 
-def _mask_survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: int = 0) -> Path:
+def _mask_survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: int = 0,
+                 classes: tuple[str, ...] = ("background", "crack", "spall")) -> Path:
     folder.mkdir(parents=True)
     transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
     with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
                        count=1, dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
         dst.write(mask, 1)
-        dst.update_tags(MSAF_CLASSES=json.dumps(["background", "crack", "spall"]))
+        dst.update_tags(MSAF_CLASSES=json.dumps(list(classes)))
     return folder
 
 
@@ -131,6 +132,26 @@ def test_change_tracking_on_known_changes(tmp_path):
     geojson = json.loads((tmp_path / "changes" / "changes.geojson").read_text())
     assert {f["properties"]["status"] for f in geojson["features"]} == {"new", "grown", "unchanged", "shrunk",
                                                                         "not found"}
+
+
+def test_joints_never_become_defects(tmp_path):
+    """A formwork joint crossing the survey and a crack meeting it: one crack defect, the joint in its own layer."""
+    mask = np.zeros((200, 300), np.uint8)
+    mask[99:103, :] = 2          # joint: 0.3 m of straight built line, 4 mm wide
+    mask[20:99, 150:152] = 1     # crack: 79 mm long, 2 mm wide, running into the joint
+    folder = _mask_survey(tmp_path / "s", mask, classes=("background", "crack", "joint"))
+    summary = report_survey(folder, ReportConfig(defect_classes=["crack"]))
+    assert summary["defects"] == 1 and summary["by_class"] == {"crack": 1} and summary["non_defects"] == {"joint": 1}
+    defects = gpd.read_file(folder / "defects.gpkg", layer="defects")
+    assert defects["class"].tolist() == ["crack"] and defects["area_m2"].iloc[0] == pytest.approx(79 * 2e-6)
+    assert defects["length_m"].iloc[0] == pytest.approx(0.079, abs=0.003)
+    joints = gpd.read_file(folder / "defects.gpkg", layer="non_defects")
+    assert joints["class"].tolist() == ["joint"] and joints["area_m2"].iloc[0] == pytest.approx(300 * 4e-6)
+    table = pyogrio.read_dataframe(folder / "defects.gpkg", layer="summary")
+    assert set(table["class"]) == {"crack"} and table["count"].sum() == 1
+    assert len(json.loads((folder / "defects.geojson").read_text())["features"]) == 1
+    # The built-in default (no defect_classes) leaves joints out too.
+    assert report_survey(folder, ReportConfig())["by_class"] == {"crack": 1}
 
 
 def test_empty_mask_reports_no_defects(tmp_path):

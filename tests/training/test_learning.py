@@ -81,3 +81,44 @@ def load_params_default_classes():
     from pipeline.config import DataConfig
 
     return DataConfig().classes
+
+
+def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd_dir, uav_dir):
+    """Train on CFD + UAV75 with partial labels; the calibrated threshold goes into the checkpoint,
+    and `msaf evaluate` on the prepared manifest reproduces training's per-set validation exactly."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.checkpoint import read_metadata
+    from pipeline.evaluate import THRESHOLD_GRID
+    from tests.conftest import write_two_set_params
+
+    params = write_two_set_params(tmp_path, cfd_dir, uav_dir, epochs=2, steps_per_epoch=3, focus=0.5,
+                                  ema_decay=0.9, calibrate=["crack"],
+                                  loss={"dice_weight": 0.5, "skeleton_weight": 0.5})
+    result = train_model(params)
+    meta = read_metadata(result.checkpoint)
+    val = meta.metrics["val"]
+    assert set(meta.thresholds) == {"crack"} and meta.thresholds["crack"] in THRESHOLD_GRID
+    assert meta.decision == [(1, meta.thresholds["crack"])]
+    assert set(val["sets"]) == {"cfd", "uav"} and val["thresholds"] == meta.thresholds
+    assert val["score"] == pytest.approx(np.nanmean([s["score"] for s in val["sets"].values()]))
+    assert val["sets"]["cfd"]["classes"]["joint"]["support"] == 0
+    assert val["sets"]["uav"]["classes"]["joint"]["support"] > 0
+    assert [r["epoch"] for r in result.history] == [1, 2] and "val_uav_score" in result.history[0]
+    assert set(meta.data_sets) == {"cfd", "uav"}
+
+    msaf = str(Path(sys.executable).with_name("msaf"))
+    params_file = tmp_path / "params.yaml"
+    subprocess.run([msaf, "prepare", "--params", str(params_file), "--out", str(tmp_path / "m.json")], check=True,
+                   capture_output=True, cwd=tmp_path)
+    subprocess.run([msaf, "evaluate", "--model", str(result.checkpoint), "--manifest", str(tmp_path / "m.json"),
+                    "--device", "cpu", "--out", str(tmp_path / "eval.json")], check=True, capture_output=True,
+                   cwd=tmp_path)
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluation["score"] == pytest.approx(val["score"], abs=1e-9)
+    for name in ("cfd", "uav"):
+        assert evaluation["sets"][name]["classes"]["crack"]["tol_f1"] == pytest.approx(
+            val["sets"][name]["classes"]["crack"]["tol_f1"], abs=1e-9)

@@ -57,3 +57,50 @@ def test_weighted_sum_of_main_and_aux_terms():
     expected = 0.6 * F.cross_entropy(main, target) + 0.2 * F.cross_entropy(aux1, target) \
         + 0.2 * F.cross_entropy(aux2, target)
     torch.testing.assert_close(segmentation_loss((main, aux1, aux2), target, cfg), expected)
+
+
+def _probs_logits(probs: list[list[float]]) -> torch.Tensor:
+    """(N, C, 1, 1) logits whose softmax is ``probs`` per sample."""
+    return torch.log(torch.tensor(probs)).unsqueeze(-1).unsqueeze(-1)
+
+
+def test_partial_labels_let_background_hide_a_class_its_set_never_labels():
+    from pipeline.training.loss import pixel_nll
+
+    logits = _probs_logits([[0.5, 0.1, 0.4], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1]])
+    target = torch.tensor([0, 0, 1]).view(3, 1, 1)
+    may_hide = torch.tensor([[False, False, True], [False, False, False], [False, False, True]])
+    nll = pixel_nll(logits, target, may_hide).flatten()
+    # set without joint labels: background means "background or joint"; a labelling set: plain CE;
+    # a crack pixel is a crack pixel in every set.
+    torch.testing.assert_close(nll, -torch.log(torch.tensor([0.9, 0.5, 0.7])))
+    torch.testing.assert_close(pixel_nll(logits, target, None).flatten(), -torch.log(torch.tensor([0.5, 0.5, 0.7])))
+    ignored = pixel_nll(logits, torch.tensor([255, 0, 1]).view(3, 1, 1), may_hide).flatten()
+    assert ignored[0] == 0
+
+
+def test_dice_and_skeleton_terms_skip_classes_a_crop_does_not_label():
+    from pipeline.training.loss import skeleton_recall_loss
+
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 3, 1:7] = 1  # a 6-px crack in both crops, no joint anywhere
+    onehot = F.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    logits = onehot * 50
+    logits[0, 2] = 100  # crop 0 predicts joint everywhere: its set never labels joints
+    may_hide = torch.tensor([[False, False, True], [False, False, True]])
+    # crack: 6 of 12 true pixels found, nothing else predicted -> 1 - (2*6+1)/(6+12+1); the joint
+    # predicted all over crop 0 is not scored (scoring it would add a term near 1).
+    torch.testing.assert_close(dice_loss(logits, target, may_hide=may_hide), torch.tensor(1 - 13 / 19))
+    assert dice_loss(logits, target) > 0.6
+    ok = onehot * 50
+    assert dice_loss(ok, target, may_hide=may_hide) < 1e-3
+    # Skeleton Recall: probability 0.5 on the whole centreline -> loss 0.5; a perfect one -> 0.
+    half = torch.zeros(2, 3, 8, 8)
+    half[:, 1][target == 1] = 0.0
+    half[:, 0] = torch.where(target == 1, 0.0, 10.0)
+    half[:, 2] = -50.0
+    torch.testing.assert_close(skeleton_recall_loss(half, target, may_hide), torch.tensor(0.5))
+    assert skeleton_recall_loss(ok, target, may_hide) < 1e-6
+    # the whole term is used by segmentation_loss when weighted
+    cfg = LossConfig(dice_weight=0, skeleton_weight=1.0, main_weight=0, aux_weights=(0, 0))
+    torch.testing.assert_close(segmentation_loss((half,), target, cfg, may_hide), torch.tensor(0.5))

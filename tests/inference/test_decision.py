@@ -1,0 +1,57 @@
+"""The decision rule shared by evaluation and surveys: argmax or calibrated thresholds."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.evaluate import calibrate, evaluate_groups
+from pipeline.data import LabelledImage
+from pipeline.inference.decision import decide, threshold_ids
+
+
+def test_threshold_turns_a_thin_crack_below_one_half_into_crack():
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.7, 0.05, 0.25], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]]).T  # (C=3, 4 px)
+    assert decide(probs).tolist() == [0, 0, 1, 2]
+    assert decide(probs, [(1, 0.3)]).tolist() == [1, 0, 1, 1]  # p(crack) >= 0.3 wins; else argmax of the rest
+    assert decide(probs, [(1, 0.6)]).tolist() == [0, 0, 2, 2]  # a strict threshold hands pixels to the others
+    assert decide(probs, [(1, 0.3), (2, 0.25)]).tolist() == [1, 2, 1, 2]  # both pass: the more probable wins
+    assert threshold_ids(["background", "crack", "joint"], {"crack": 0.35}) == [(1, 0.35)]
+
+
+def _scored(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, LabelledImage]:
+    return probs.astype(np.float16), LabelledImage("x", np.zeros((*labels.shape, 3), np.uint8), labels)
+
+
+def test_calibration_finds_the_threshold_that_recovers_a_faint_crack():
+    labels = np.zeros((40, 40), np.uint8)
+    labels[20, 5:35] = 1  # a 1-px crack
+    crack = np.full((40, 40), 0.05)
+    crack[20, 5:35] = 0.33  # the model sees it, but below 0.5
+    crack[5, 5:15] = 0.22  # a fainter false streak
+    probs = np.stack([1 - crack, crack])
+    threshold, score = calibrate({"a": [_scored(probs, labels)]}, cls=1, tolerance_px=0)
+    assert threshold in (0.25, 0.3) and score == pytest.approx(1.0)  # nearest to 0.5 among the best
+    assert threshold == 0.3
+    summary = evaluate_groups({"a": [_scored(probs, labels)]}, ["background", "crack"], 0, {"crack": threshold})
+    assert summary["classes"]["crack"]["f1"] == pytest.approx(1.0) and summary["score"] == pytest.approx(1.0)
+    argmax = evaluate_groups({"a": [_scored(probs, labels)]}, ["background", "crack"], 0)
+    assert argmax["classes"]["crack"]["recall"] == 0
+    assert summary["classes"]["crack"]["median_width_px"] == pytest.approx(1.0)
+
+
+def test_calibration_averages_over_data_sets():
+    """Set a wants a low threshold, set b a high one: the mean tolerant F1 picks between them."""
+    labels = np.zeros((30, 30), np.uint8)
+    labels[10, 2:28] = 1
+    low = np.full((30, 30), 0.02)
+    low[10, 2:28] = 0.21
+    high = np.full((30, 30), 0.02)
+    high[10, 2:28] = 0.8
+    high[20, 2:28] = 0.45  # false streak only a high threshold drops
+    groups = {"a": [_scored(np.stack([1 - low, low]), labels)], "b": [_scored(np.stack([1 - high, high]), labels)]}
+    threshold, score = calibrate(groups, cls=1, tolerance_px=0)
+    assert threshold == 0.2 and score == pytest.approx((1.0 + 2 / 3) / 2)  # a perfect, b F1 2/3
+    summary = evaluate_groups(groups, ["background", "crack"], 0, {"crack": threshold}, ["crack"])
+    assert summary["sets"]["a"]["score"] == pytest.approx(1.0)
+    assert summary["sets"]["b"]["score"] == pytest.approx(2 / 3)
+    assert summary["score"] == pytest.approx(score)
