@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_pairs
+
+UAV_STEMS = ["DSC00552", "DSC00552b", "DSC00560", "DSC00560b", "DSC00566", "DSC00570"]
+
+
+def decision_score(project: Path) -> float:
+    return json.loads((project / "metrics" / "registry.json").read_text())["score"]
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -31,8 +37,9 @@ def md5(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, cfd_dir) -> Path:
-    """A git repo holding the project's tracked files, 8 real CFD pairs as raw data, tiny params."""
+def project(tmp_path_factory, cfd_dir, uav_dir) -> Path:
+    """A git repo holding the project's tracked files, 8 real CFD pairs and 6 UAV75 crops (4 photos)
+    as raw data, tiny params."""
     root = tmp_path_factory.mktemp("dvc") / "project"
     files = run(["git", "ls-files"], REPO).stdout.split()
     for name in files:
@@ -45,15 +52,16 @@ def project(tmp_path_factory, cfd_dir) -> Path:
     for image in sorted((cfd_dir / "images").glob("*.jpg"))[:8]:
         shutil.copy(image, raw / "images" / image.name)
         shutil.copy(cfd_dir / "masks" / f"{image.stem}.png", raw / "masks" / f"{image.stem}.png")
+    copy_pairs(uav_dir, root / "data" / "raw" / "uav75", UAV_STEMS)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["val_fraction"] = 0.25
+    params["data"]["val_fraction"] = 0.25  # CFD: 2 of 8 photos; UAV75: 1 of 4 photos
     params["model"]["preset"] = "dsnet-tiny"
     params["train"] |= {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "crop_size": 64, "device": "cpu"}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "ci@example.invalid"], root)
     run(["git", "config", "user.name", "ci"], root)
-    run(["dvc", "add", "-q", "data/raw/crackforest"], root)
+    run(["dvc", "add", "-q", "data/raw/crackforest", "data/raw/uav75"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny project"], root)
     return root
@@ -64,10 +72,15 @@ def test_repro_runs_every_stage_and_registers_the_first_champion(project):
     for stage in ("prepare", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     manifest = json.loads((project / "data" / "prepared" / "manifest.json").read_text())
-    assert len(manifest["train"]) == 6 and len(manifest["val"]) == 2
-    assert manifest["images"] == "data/raw/crackforest/images"  # relative: the same bytes in any checkout
+    cfd, uav = manifest["sets"]
+    assert len(cfd["train"]) == 6 and len(cfd["val"]) == 2
+    assert cfd["images"] == "data/raw/crackforest/images"  # relative: the same bytes in any checkout
+    assert uav["images"] == "data/raw/uav75/images" and sorted(uav["train"] + uav["val"]) == UAV_STEMS
+    assert {s.rstrip("bc") for s in uav["train"]}.isdisjoint(s.rstrip("bc") for s in uav["val"])  # by photo
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
-    assert evaluation["images"] == 2 and 0 <= evaluation["fg_tol_f1"] <= 1
+    assert evaluation["images"] == 2 + len(uav["val"]) and 0 <= evaluation["fg_tol_f1"] <= 1
+    assert set(evaluation["sets"]) == {"crackforest", "uav75"} and "crack" in evaluation["thresholds"]
+    assert decision_score(project) == pytest.approx(evaluation["score"])
     decision = json.loads((project / "metrics" / "registry.json").read_text())
     assert decision["promoted"] is True and decision["version"] == "1"
     assert (project / "mlflow.db").is_file() and (project / "dvc.lock").is_file()
