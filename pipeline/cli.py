@@ -342,11 +342,13 @@ def mosaic(
 def report(
     survey_dir: Annotated[Path, typer.Argument(help="survey folder (mask.tif, confidence.tif, survey.json)")],
     params: Annotated[Path, typer.Option(help="params.yaml (report section)")] = DEFAULT_PARAMS,
+    image: Annotated[Path | None, typer.Option(help="orthomosaic to read crack widths from "
+                                               "(default: the survey's input, if still there)")] = None,
 ) -> None:
     """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html."""
     from pipeline.report.build import report_survey
 
-    summary = report_survey(survey_dir, _load_optional_params(params).report)
+    summary = report_survey(survey_dir, _load_optional_params(params).report, image)
     _print_report_summary(survey_dir, summary)
 
 

@@ -13,6 +13,7 @@ import rasterio
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
+from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.source import pixel_size
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
@@ -65,6 +66,29 @@ def _provenance(record: dict[str, Any], mask_path: Path) -> dict[str, Any]:
     }
 
 
+def _measurement_notes(tables: DefectTables, cfg: ReportConfig, mask_path: Path) -> list[tuple[str, str]]:
+    """What the GSD can resolve, how widths were measured, and a warning where the CRS distorts scale."""
+    with rasterio.open(mask_path) as mask:
+        centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
+    gsd_mm = centre.mean_m * 1000
+    notes = []
+    if tables.scale_error > STRONG_DISTORTION:
+        notes.append(("warning", f"The mask's CRS distorts scale by up to {tables.scale_error:.1%} at these defects "
+                                 "(e.g. Web Mercator); lengths, widths and areas are corrected to ground units "
+                                 "(geodesic), but deliver orthomosaics in a local projected CRS (UTM) where you can."))
+    low, high = cfg.severity.crack_width_mm
+    resolved = [f"{t:g} mm: {'yes' if gsd_mm <= t else 'no'}" for t in (low, high)]
+    notes.append(("note", f"GSD {gsd_mm:.3g} mm. A crack-width threshold can be rated from pixels when the GSD "
+                          f"is at or below it ({', '.join(resolved)}); cracks measured narrower than one pixel "
+                          "where the lowest threshold cannot be resolved are reported as \"below resolution\"."))
+    methods = tables.defects["width_method"].dropna().value_counts().to_dict() if len(tables.defects) else {}
+    if methods.get("mask"):
+        notes.append(("warning", f"{methods['mask']} crack width(s) come from the mask, not the image (no "
+                                 "orthomosaic, or no contrast): masks are wider than cracks, so these widths "
+                                 "and their severities overstate. Re-run `msaf report DIR --image ORTHO.tif`."))
+    return notes
+
+
 def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cfg: ReportConfig) -> Page:
     defects = tables.defects
     with rasterio.open(mask_path) as mask:
@@ -83,6 +107,7 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
     )
+    page.notes += _measurement_notes(tables, cfg, mask_path)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
         page.tables.append(("Not defects (joints and other built lines; not counted or rated)",
@@ -121,15 +146,29 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
     return page
 
 
-def report_survey(survey_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
-    """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns a summary."""
+def survey_image(record: dict[str, Any], image: Path | None) -> Path | None:
+    """The orthomosaic crack widths are read from: the one given, else the survey's input if it is still there."""
+    if image is not None:
+        if not Path(image).is_file():
+            raise MsafError(f"--image {image}: no such file (pass the orthomosaic that was surveyed)")
+        return Path(image)
+    source = record.get("input", {}).get("path")
+    return Path(source) if source and Path(source).is_file() else None
+
+
+def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None) -> dict[str, Any]:
+    """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns a summary.
+
+    Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
+    place); without either they come from the mask, and the report says so.
+    """
     survey_dir = Path(survey_dir)
     if not survey_dir.is_dir():
         raise MsafError(f"survey folder not found: {survey_dir}")
     mask_path = survey_dir / "mask.tif"
     record = read_survey_record(survey_dir)
     class_names = class_names_of(mask_path, record)
-    tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg)
+    tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, survey_image(record, image))
     outputs = write_tables(survey_dir, tables)
     page = build_page(tables, record, mask_path, cfg)
     with atomic_output(survey_dir / "report.html") as tmp:

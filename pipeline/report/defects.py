@@ -13,16 +13,22 @@ from rasterio.warp import transform as warp_transform
 
 from pipeline.config import ReportConfig, SeverityConfig
 from pipeline.errors import MsafError
-from pipeline.raster.source import pixel_size
-from pipeline.report.measure import defect_window, measure_crack, rasterize_defect
+from pipeline.raster.ground import ground_pixel_size, scale_error
+from pipeline.raster.source import PixelSize
+from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize
+from pipeline.report.width import RING_PX, Darkness, core_for, grey_levels, measure_darkness, survey_core_level
 
-SEVERITIES = ("low", "medium", "high")
+BELOW_RESOLUTION = "below resolution"
+SEVERITIES = (BELOW_RESOLUTION, "low", "medium", "high")
+MIN_RESOLVED_PX = 1.0  # narrower than a pixel: the width is an estimate, not a rating
 DEFECT_COLUMNS = [
-    "defect_id", "class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm", "orientation_deg",
+    "defect_id", "class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm", "width_method",
+    "orientation_deg",
     "mean_confidence", "pixels", "centroid_x", "centroid_y", "lon", "lat", "bbox_minx", "bbox_miny",
     "bbox_maxx", "bbox_maxy",
 ]
+CENTERLINE_COLUMNS = ["defect_id", "segment", "length_m", "width_mm", "width_method", "geometry"]
 
 
 @dataclass(frozen=True)
@@ -34,19 +40,13 @@ class DefectTables:
     summary: pd.DataFrame
     crs: rasterio.crs.CRS
     non_defects: gpd.GeoDataFrame | None = None
+    scale_error: float = 0.0  # worst |CRS metres / ground metres - 1| over the defects
 
 
 def rate(value: float, thresholds: tuple[float, float]) -> str:
     """low below the first threshold, high above the second, medium between."""
     low, high = thresholds
     return "low" if value < low else "high" if value > high else "medium"
-
-
-def severity_of(class_name: str, area_m2: float, max_width_mm: float | None, crack_classes: list[str],
-                cfg: SeverityConfig) -> str:
-    if class_name in crack_classes and max_width_mm is not None:
-        return rate(max_width_mm, cfg.crack_width_mm)
-    return rate(area_m2, cfg.area_m2)
 
 
 def summarise(defects: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
@@ -76,70 +76,153 @@ def open_mask(path: Path) -> rasterio.DatasetReader:
     return ds
 
 
+def _open_image(image_path: Path | None, mask: rasterio.DatasetReader) -> rasterio.DatasetReader | None:
+    """The orthomosaic the widths are read from; it must share the mask's grid."""
+    if image_path is None:
+        return None
+    try:
+        image = rasterio.open(image_path)
+    except rasterio.errors.RasterioIOError:
+        raise MsafError(f"{image_path}: not a readable raster (--image must be the surveyed orthomosaic)") from None
+    if (image.width, image.height) != (mask.width, mask.height) or not image.transform.almost_equals(mask.transform):
+        image.close()
+        raise MsafError(f"{image_path}: {image.width}x{image.height} px on another grid than the mask "
+                        f"({mask.width}x{mask.height}); pass the orthomosaic that was surveyed")
+    return image
+
+
+def _grey_window(image: rasterio.DatasetReader, window: rasterio.windows.Window) -> np.ndarray:
+    """Grey levels of a window, NaN where the image has no data."""
+    bands = tuple(range(1, min(image.count, 3) + 1))
+    grey = grey_levels(image.read(bands, window=window))
+    grey[image.dataset_mask(window=window) == 0] = np.nan
+    return grey
+
+
+@dataclass
+class _PendingCrack:
+    """A crack whose image widths wait for the survey's core level."""
+
+    record: dict
+    measure: CrackMeasure
+    size: PixelSize
+    darkness: Darkness | None
+
+
+def severity_of(class_name: str, area_m2: float, max_width_mm: float | None, crack_classes: list[str],
+                cfg: SeverityConfig, gsd_mm: float | None = None) -> str:
+    """AASHTO rating; a crack narrower than one pixel is "below resolution" when the GSD cannot
+    tell the lowest threshold (0.3 mm needs a GSD of 0.3 mm or finer)."""
+    if class_name in crack_classes and max_width_mm is not None:
+        low, _ = cfg.crack_width_mm
+        if gsd_mm is not None and max_width_mm < gsd_mm * MIN_RESOLVED_PX and gsd_mm * MIN_RESOLVED_PX > low:
+            return BELOW_RESOLUTION
+        return rate(max_width_mm, cfg.crack_width_mm)
+    return rate(area_m2, cfg.area_m2)
+
+
+def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig) -> list[dict]:
+    """Widths from the image where it shows the crack (else from the mask), severity, centreline pieces."""
+    survey_core = survey_core_level([p.darkness for p in pending if p.darkness is not None])
+    lines = []
+    for item in pending:
+        record, measure, size = item.record, item.measure, item.size
+        px_mm = size.mean_m * 1000
+        if item.darkness is not None:
+            core = core_for(item.darkness, survey_core)
+            mean_width = item.darkness.width_px(core) * px_mm
+            chunk_widths = item.darkness.chunk_widths_px(core) * px_mm
+            method = "image"
+        else:
+            mean_width, chunk_widths, method = measure.mean_width_mm, measure.chunk_width_mm, "mask"
+        measured = chunk_widths[measure.chunk_length_px >= CHUNK_PX / 4]
+        max_width = float(np.percentile(measured, 95)) if measured.size else mean_width
+        max_width = max(max_width, mean_width)
+        record |= {"mean_width_mm": mean_width, "max_width_mm": max_width, "width_method": method,
+                   "severity": severity_of(record["class"], record["area_m2"], max_width, cfg.crack_classes,
+                                           cfg.severity, px_mm)}
+        for segment, (line, width, length_px) in enumerate(zip(measure.chunk_lines, chunk_widths,
+                                                               measure.chunk_length_px, strict=True)):
+            if not line.is_empty:
+                lines.append({"defect_id": record["defect_id"], "segment": segment + 1,
+                              "length_m": float(length_px * size.mean_m), "width_mm": float(width),
+                              "width_method": method, "geometry": line})
+    return lines
+
+
 def build_defects(mask_path: Path, confidence_path: Path | None, class_names: list[str],
-                  cfg: ReportConfig) -> DefectTables:
-    """Vectorise the mask's defect classes, measure each defect, rate its severity.
+                  cfg: ReportConfig, image_path: Path | None = None) -> DefectTables:
+    """Vectorise the mask's defect classes, measure each defect in ground units, rate its severity.
 
     Non-defect classes (joints) become a separate layer of outlines; they are never measured as
-    cracks, counted or rated, and classes that are neither (background) are skipped.
+    cracks, counted or rated, and classes that are neither (background) are skipped. Each defect
+    is measured with the ground size of a pixel at its own location (geodesic: true metres in any
+    CRS); crack widths come from ``image_path`` (the orthomosaic) when given, else from the mask.
     """
-    records, lines, others = [], [], []
+    records, pending, others = [], [], []
     defect_names, non_defect_names = cfg.split_classes(class_names)
     wanted = [class_names.index(n) for n in defect_names + non_defect_names]
     with open_mask(mask_path) as mask:
-        size = pixel_size(mask.crs, mask.transform, mask.height)
         confidence = rasterio.open(confidence_path) if confidence_path and confidence_path.is_file() else None
+        image = _open_image(image_path, mask)
+        worst_scale_error = 0.0
         try:
             components = vectorize(mask, sorted(wanted), cfg.strip_rows)
             for component in components:
+                centroid = component.geometry.centroid
+                col, row = ~mask.transform * (centroid.x, centroid.y)
+                size = ground_pixel_size(mask.crs, mask.transform, col, row)
                 area = component.pixels * size.area_m2
                 if area < cfg.min_area_m2:
                     continue
+                worst_scale_error = max(worst_scale_error, abs(scale_error(mask.crs, mask.transform, col, row)))
                 name = class_names[component.class_id]
+                geometry = component.geometry.simplify(cfg.simplify_m / max(size.mean_m, 1e-12)
+                                                       * abs(mask.transform.a), preserve_topology=True)
                 if name not in defect_names:
-                    others.append({"class": name, "area_m2": area, "pixels": component.pixels,
-                                   "geometry": component.geometry.simplify(
-                                       cfg.simplify_m / max(size.mean_m, 1e-12) * abs(mask.transform.a),
-                                       preserve_topology=True)})
+                    others.append({"class": name, "area_m2": area, "pixels": component.pixels, "geometry": geometry})
                     continue
-                window = defect_window(component.geometry, mask.transform, mask.width, mask.height)
+                window = defect_window(component.geometry, mask.transform, mask.width, mask.height,
+                                       pad=RING_PX[1] + 2)
+                window_transform = rasterio.windows.transform(window, mask.transform)
                 pixels = rasterize_defect(component.geometry, window, mask.transform)
                 mean_conf = float("nan")
                 if confidence is not None:
                     mean_conf = float(confidence.read(1, window=window)[pixels].mean() / 255)
-                crack = None
-                if name in cfg.crack_classes:
-                    crack = measure_crack(pixels, rasterio.windows.transform(window, mask.transform), size)
-                defect_id = len(records) + 1
-                centroid = component.geometry.centroid
                 minx, miny, maxx, maxy = component.geometry.bounds
-                records.append({
-                    "defect_id": defect_id, "class": name,
-                    "severity": severity_of(name, area, crack.max_width_mm if crack else None,
-                                            cfg.crack_classes, cfg.severity),
-                    "area_m2": area, "length_m": crack.length_m if crack else np.nan,
-                    "mean_width_mm": crack.mean_width_mm if crack else np.nan,
-                    "max_width_mm": crack.max_width_mm if crack else np.nan,
-                    "orientation_deg": crack.orientation_deg if crack else np.nan,
-                    "mean_confidence": mean_conf, "pixels": component.pixels,
+                record = {
+                    "defect_id": len(records) + 1, "class": name, "severity": None, "area_m2": area,
+                    "length_m": np.nan, "mean_width_mm": np.nan, "max_width_mm": np.nan, "width_method": None,
+                    "orientation_deg": np.nan, "mean_confidence": mean_conf, "pixels": component.pixels,
                     "centroid_x": centroid.x, "centroid_y": centroid.y,
-                    "bbox_minx": minx, "bbox_miny": miny, "bbox_maxx": maxx, "bbox_maxy": maxy,
-                    "geometry": component.geometry.simplify(cfg.simplify_m / max(size.mean_m, 1e-12)
-                                                            * abs(mask.transform.a), preserve_topology=True),
-                })
-                if crack is not None:
-                    lines.append({"defect_id": defect_id, "length_m": crack.length_m,
-                                  "geometry": crack.centerline})
+                    "bbox_minx": minx, "bbox_miny": miny, "bbox_maxx": maxx, "bbox_maxy": maxy, "geometry": geometry,
+                }
+                records.append(record)
+                if name not in cfg.crack_classes:
+                    record["severity"] = severity_of(name, area, None, cfg.crack_classes, cfg.severity)
+                    continue
+                crack = measure_crack(pixels, window_transform, size)
+                record |= {"length_m": crack.length_m, "orientation_deg": crack.orientation_deg}
+                darkness = None
+                if image is not None:
+                    labels = mask.read(1, window=window)
+                    darkness = measure_darkness(_grey_window(image, window), pixels, (labels != 0) & ~pixels,
+                                                crack.skeleton, crack.chunk_of, crack.chunk_length_px,
+                                                crack.length_px)
+                pending.append(_PendingCrack(record, crack, size, darkness))
         finally:
-            if confidence is not None:
-                confidence.close()
+            for dataset in (confidence, image):
+                if dataset is not None:
+                    dataset.close()
         crs = mask.crs
+    lines = _finish_cracks(pending, cfg)
     defects = gpd.GeoDataFrame(records, columns=[*DEFECT_COLUMNS, "geometry"], geometry="geometry", crs=crs)
     if len(defects):
         lon, lat = warp_transform(crs, "EPSG:4326", defects["centroid_x"].tolist(), defects["centroid_y"].tolist())
         defects["lon"], defects["lat"] = lon, lat
     defects = defects.astype({"defect_id": "int64", "pixels": "int64"})
-    centerlines = gpd.GeoDataFrame(lines, columns=["defect_id", "length_m", "geometry"], geometry="geometry", crs=crs)
+    centerlines = gpd.GeoDataFrame(lines, columns=CENTERLINE_COLUMNS, geometry="geometry", crs=crs)
     non_defects = gpd.GeoDataFrame(others, columns=["class", "area_m2", "pixels", "geometry"], geometry="geometry",
                                    crs=crs).astype({"pixels": "int64"})
-    return DefectTables(defects, centerlines, summarise(defects, defect_names), crs, non_defects)
+    return DefectTables(defects, centerlines, summarise(defects, defect_names), crs, non_defects,
+                        worst_scale_error)

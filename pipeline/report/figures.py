@@ -16,7 +16,7 @@ import rasterio
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
-SEVERITY_COLOURS = {"low": "#f2c744", "medium": "#f08a24", "high": "#d7191c"}
+SEVERITY_COLOURS = {"below resolution": "#9e9ac8", "low": "#f2c744", "medium": "#f08a24", "high": "#d7191c"}
 STATUS_COLOURS = {"new": "#d7191c", "grown": "#f08a24", "unchanged": "#2c7bb6", "shrunk": "#1a9641",
                   "not found": "#7b3294"}
 

@@ -27,6 +27,7 @@ class Page:
     chips: list[tuple[int, bytes, str]] = field(default_factory=list)
     chips_title: str = "Largest and most severe defects"
     provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (css class "warning" or "note", text)
 
     def render(self) -> str:
         template = jinja2.Environment(autoescape=True).from_string(
@@ -37,4 +38,5 @@ class Page:
             figures=[{"alt": alt, "png": b64(png)} for alt, png in self.figures],
             chips=[{"id": i, "png": b64(png), "caption": caption} for i, png, caption in self.chips],
             chips_title=self.chips_title, provenance=self.provenance,
+            notes=[{"kind": kind, "text": text} for kind, text in self.notes],
         )

@@ -25,15 +25,27 @@ ORTHOGONAL = ((0, 1), (1, 0))
 DIAGONAL = ((1, 1), (1, -1))
 
 
+CHUNK_PX = 20  # centreline pieces with a width of their own (the crack_centerlines segments)
+
+
 @dataclass(frozen=True)
 class CrackMeasure:
-    """Centreline and width profile of one crack."""
+    """Centreline, length and mask-based width profile of one crack, cut into chunks of ~CHUNK_PX."""
 
     length_m: float
     mean_width_mm: float
     max_width_mm: float
     orientation_deg: float
     centerline: MultiLineString
+    skeleton: np.ndarray
+    chunk_of: np.ndarray          # chunk id per window pixel on the skeleton, -1 elsewhere
+    chunk_length_px: np.ndarray
+    chunk_width_mm: np.ndarray    # mask-based width per chunk
+    chunk_lines: list[MultiLineString]
+
+    @property
+    def length_px(self) -> float:
+        return float(self.chunk_length_px.sum())
 
 
 def defect_window(geometry: Polygon, transform: Affine, width: int, height: int, pad: int = 1) -> Window:
@@ -69,20 +81,64 @@ def _skeleton_edges(skeleton: np.ndarray) -> list[tuple[tuple[int, int], tuple[i
     return edges
 
 
+def _chunks(skeleton: np.ndarray, edges: list) -> np.ndarray:
+    """Chunk id per skeleton pixel: a walk along the skeleton graph from an end, cut every CHUNK_PX."""
+    neighbours: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    pixels = sorted(zip(*np.nonzero(skeleton), strict=True))
+    chunk_of = np.full(skeleton.shape, -1, np.int64)
+    order = 0
+    ends = [p for p in pixels if len(neighbours.get(p, [])) <= 1]
+    for start in ends + pixels:
+        if chunk_of[start] >= 0:
+            continue
+        queue = [start]
+        chunk_of[start] = order // CHUNK_PX
+        order += 1
+        while queue:  # depth-first: consecutive pixels of a branch stay in one chunk
+            here = queue.pop()
+            for there in sorted(neighbours.get(here, [])):
+                if chunk_of[there] < 0:
+                    chunk_of[there] = order // CHUNK_PX
+                    order += 1
+                    queue.append(there)
+        order = -(-order // CHUNK_PX) * CHUNK_PX  # a new piece starts a new chunk
+    return chunk_of
+
+
+def _as_multiline(lines: list[LineString]) -> MultiLineString:
+    merged = linemerge(lines) if lines else MultiLineString()
+    return MultiLineString([merged]) if isinstance(merged, LineString) else merged
+
+
 def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize) -> CrackMeasure:
     """Skeleton length (m) along the graph, width (mm) from the distance transform along it."""
     skeleton = skeletonize(pixels)
     if not skeleton.any():  # a single pixel or a blob that thins to nothing
         skeleton = pixels.copy()
     edges = _skeleton_edges(skeleton)
+    chunk_of = _chunks(skeleton, edges)
+    chunks = int(chunk_of.max()) + 1
+    chunk_length_px = np.zeros(chunks)
+    chunk_segments: list[list[LineString]] = [[] for _ in range(chunks)]
     length = 0.0
     for (r0, c0), (r1, c1) in edges:
         length += math.hypot((c1 - c0) * size.x_m, (r1 - r0) * size.y_m)
-    widths_mm = local_widths_px(pixels, skeleton) * size.mean_m * 1000
+        chunk = min(chunk_of[r0, c0], chunk_of[r1, c1])
+        chunk_length_px[chunk] += math.hypot(c1 - c0, r1 - r0)
+        chunk_segments[chunk].append(LineString([window_transform * (c0 + 0.5, r0 + 0.5),
+                                                 window_transform * (c1 + 0.5, r1 + 0.5)]))
+    chunk_length_px = np.maximum(chunk_length_px, 1.0)  # a lone pixel still spans one pixel
+    widths_px = local_widths_px(pixels, skeleton)
+    widths_mm = widths_px * size.mean_m * 1000
+    rows, cols = np.nonzero(skeleton)
+    chunk_width_mm = (np.bincount(chunk_of[rows, cols], weights=widths_mm, minlength=chunks)
+                      / np.maximum(np.bincount(chunk_of[rows, cols], minlength=chunks), 1))
     area_mm2 = pixels.sum() * size.area_m2 * 1e6
     # mean width = area / length (exact for a straight crack of any width); dt profile if too short
     mean_width = area_mm2 / (length * 1000) if length >= 2 * size.mean_m else float(widths_mm.mean())
-    rows, cols = np.nonzero(skeleton)
     points = np.column_stack([cols * size.x_m, -rows * size.y_m])
     orientation = 0.0
     if len(points) > 1:
@@ -90,12 +146,10 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         east, north = vt[0]
         orientation = math.degrees(math.atan2(east, north)) % 180  # azimuth of the main axis, 0 = north
-    segments = [LineString([window_transform * (c0 + 0.5, r0 + 0.5), window_transform * (c1 + 0.5, r1 + 0.5)])
-                for (r0, c0), (r1, c1) in edges]
-    merged = linemerge(segments) if segments else MultiLineString()
-    if isinstance(merged, LineString):
-        merged = MultiLineString([merged])
-    return CrackMeasure(length, mean_width, float(max(widths_mm.max(), mean_width)), orientation, merged)
+    centerline = _as_multiline([line for lines in chunk_segments for line in lines])
+    return CrackMeasure(length, mean_width, float(max(widths_mm.max(), mean_width)), orientation, centerline,
+                        skeleton, chunk_of, chunk_length_px, chunk_width_mm,
+                        [_as_multiline(lines) for lines in chunk_segments])
 
 
 def local_widths_px(pixels: np.ndarray, skeleton: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ def write_geopackage(path: Path, layers: dict[str, gpd.GeoDataFrame | pd.DataFra
 
 
 def write_tables(out_dir: Path, tables: DefectTables) -> dict[str, str]:
-    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any), defects.geojson, defects.csv, defects.parquet."""
+    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any), defects.geojson,
+    defects.csv, defects.parquet."""
     layers = {"defects": tables.defects, "crack_centerlines": tables.centerlines, "summary": tables.summary}
     if tables.non_defects is not None and len(tables.non_defects):
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from pipeline.config import AugmentConfig
 from pipeline.data import CropSampler, find_pairs, split_pairs
 from pipeline.data.labelled import photo_of

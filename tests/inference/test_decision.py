@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluate import calibrate, evaluate_groups
 from pipeline.data import LabelledImage
+from pipeline.evaluate import calibrate, evaluate_groups
 from pipeline.inference.decision import decide, threshold_ids
 
 

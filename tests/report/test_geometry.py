@@ -33,7 +33,7 @@ def test_straight_crack_length_and_width(tmp_path):
     (crack,) = tables_for(tmp_path, mask, 0.001).defects.itertuples()
     assert crack.length_m == pytest.approx(0.200, rel=0.02)
     assert crack.mean_width_mm == pytest.approx(3.0, abs=1.0) and crack.max_width_mm == pytest.approx(3.0, abs=1.0)
-    assert crack.area_m2 == pytest.approx(600 * 1e-6)
+    assert crack.area_m2 == pytest.approx(600 * 1e-6, rel=1e-3)  # ground m²: UTM grid is 0.03 % short here
     assert crack.orientation_deg == pytest.approx(90, abs=1)  # east-west
     assert crack.severity == "high"  # 3 mm > 1.25 mm
 
@@ -43,7 +43,7 @@ def test_square_spall_area(tmp_path):
     mask[20:70, 30:80] = 2  # 50 x 50 px at 2 mm
     tables = tables_for(tmp_path, mask, 0.002)
     (spall,) = tables.defects.itertuples()
-    assert spall.area_m2 == pytest.approx(0.01) and spall.geometry.area == pytest.approx(0.01)
+    assert spall.area_m2 == pytest.approx(0.01, rel=1e-3) and spall.geometry.area == pytest.approx(0.01)
     assert np.isnan(spall.length_m)
     assert spall.severity == "medium"  # 0.005 <= 0.01 <= 0.018
     minx, miny, maxx, maxy = spall.geometry.bounds
@@ -68,9 +68,14 @@ def test_branching_crack_sums_its_branches(tmp_path):
     tables = tables_for(tmp_path, mask, 0.001)
     (crack,) = tables.defects.itertuples()
     assert crack.length_m == pytest.approx(0.280, rel=0.03)
-    (line_row,) = tables.centerlines.itertuples()
-    assert line_row.geometry.length == pytest.approx(crack.length_m, rel=0.02)
-    assert len(line_row.geometry.geoms) == 3  # three branches meet at the junction
+    from shapely import line_merge, unary_union
+
+    pieces = tables.centerlines
+    assert set(pieces["defect_id"]) == {1} and pieces["segment"].tolist() == list(range(1, len(pieces) + 1))
+    assert pieces["length_m"].sum() == pytest.approx(crack.length_m, rel=0.03)
+    whole = line_merge(unary_union(list(pieces.geometry)))
+    assert whole.length == pytest.approx(crack.length_m, rel=0.02)
+    assert len(whole.geoms) == 3  # three branches meet at the junction
 
 
 def test_severity_thresholds_follow_config(tmp_path):

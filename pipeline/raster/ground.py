@@ -1,0 +1,59 @@
+"""True ground size of a pixel anywhere on a raster, in any CRS (geodesic, pyproj).
+
+A projected CRS's metres are not ground metres away from its true-scale lines: Web Mercator
+stretches lengths by 1/cos(latitude) (x1.41 at 45°), UTM by up to 1.0010 at a zone's edge.
+Measuring each defect with the pixel size at its own location - the geodesic distances between a
+pixel's corners on the CRS's ellipsoid - gives the same lengths and areas whatever CRS the
+orthomosaic was delivered in.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from pyproj import CRS as ProjCRS
+from pyproj import Geod, Transformer
+from rasterio.crs import CRS
+
+from pipeline.raster.source import PixelSize
+
+STRONG_DISTORTION = 0.02  # a CRS whose metres differ from ground metres by more than 2 % here
+
+
+@lru_cache(maxsize=16)
+def _geodesy(wkt: str) -> tuple[Transformer, Geod]:
+    crs = ProjCRS.from_wkt(wkt)
+    geographic = crs.geodetic_crs
+    transformer = Transformer.from_crs(crs, geographic, always_xy=True)
+    return transformer, Geod(ellps="WGS84") if geographic.ellipsoid is None else geographic.get_geod()
+
+
+def ground_pixel_size(crs: CRS, transform, col: float, row: float) -> PixelSize:
+    """Ground metres spanned by one pixel's column and row vectors at pixel (col, row)."""
+    transformer, geod = _geodesy(crs.to_wkt())
+    origin = transform * (col, row)
+    right = transform * (col + 1, row)
+    down = transform * (col, row + 1)
+    lons, lats = transformer.transform([origin[0], right[0], down[0]], [origin[1], right[1], down[1]])
+    _, _, x_m = geod.inv(lons[0], lats[0], lons[1], lats[1])
+    _, _, y_m = geod.inv(lons[0], lats[0], lons[2], lats[2])
+    return PixelSize(float(x_m), float(y_m))
+
+
+def map_pixel_size(crs: CRS, transform) -> PixelSize | None:
+    """A pixel's size in the CRS's own linear unit, in metres (None for a geographic CRS)."""
+    if crs.is_geographic:
+        return None
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return PixelSize(math.hypot(transform.a, transform.d) * factor, math.hypot(transform.b, transform.e) * factor)
+
+
+def scale_error(crs: CRS, transform, col: float, row: float) -> float:
+    """How much the CRS's metres overstate ground metres at (col, row): 0.41 for Web Mercator at
+    45°; 0 for a geographic CRS (its degrees are converted geodesically, never read as metres)."""
+    nominal = map_pixel_size(crs, transform)
+    if nominal is None:
+        return 0.0
+    ground = ground_pixel_size(crs, transform, col, row)
+    return nominal.mean_m / ground.mean_m - 1
