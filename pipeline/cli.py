@@ -153,7 +153,8 @@ def train(
         write_json(run_info, {"run_id": run_id, "model_uri": model_uri, "checkpoint": str(result.checkpoint),
                               "sha256": result.sha256, "weights_sha256": result.metadata.weights_sha256})
     console.print(f"wrote {result.checkpoint} (sha256 {result.sha256[:12]}, best epoch {best['epoch']}, "
-                  f"val score {best['score']:.4f}, thresholds {best['thresholds']})" + (f"; MLflow run {run_id}" if run_id else ""))
+                  f"val score {best['score']:.4f}, thresholds {best['thresholds']})"
+                  + (f"; MLflow run {run_id}" if run_id else ""))
 
 
 @app.command()

@@ -1,13 +1,22 @@
 """Survey-to-survey change tracking: match the defects of two surveys of one structure.
 
 Defects are compared in a projected CRS (the old survey's, or its UTM zone when it is geographic),
-the new survey reprojected onto it. A new defect matches an old one of the same class when they
-come within ``match_distance_m`` (tolerating a small registration offset). Matches are grouped
-(a crack that merged or split is one group) and each group is classified:
+the new survey reprojected onto it, within ``match_distance_m`` (the registration tolerance).
 
-* new - only in the new survey;        * not found - only in the old survey (repaired, or missed);
-* grown / shrunk - crack length (cracks) or area (others) changed by more than ``change_tolerance``
-  (relative), or, for cracks, the max width grew by more than that; * unchanged otherwise.
+Cracks are compared piece by piece along their centrelines (the ``crack_centerlines`` segments):
+the part of a new crack's centreline that runs within the tolerance of an old centreline is
+matched, the rest is added. Per new crack:
+
+* new - (almost) none of it matches an old crack, even if it starts at one;
+* extended - its added length exceeds ``change_tolerance`` of the matched length (and twice the
+  tolerance distance, so resampling never extends a crack), with the added length;
+* widened - its matched segments are wider than the old ones they follow, by the median;
+* unchanged otherwise.
+
+Old cracks none of whose centreline is found again are "not found (repaired?)", one item per
+cluster of pieces. Other classes are matched as areas: a new defect matches an old one of the same
+class within the tolerance, matches are grouped (merges and splits) and rated new / grown /
+unchanged / shrunk / not found by area.
 """
 
 from __future__ import annotations
@@ -31,20 +40,21 @@ from pipeline.report.build import read_survey_record, report_survey
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geopackage
 
-STATUSES = ("new", "grown", "unchanged", "shrunk", "not found")
+NOT_FOUND = "not found (repaired?)"
+STATUSES = ("new", "extended", "widened", "grown", "unchanged", "shrunk", NOT_FOUND)
 
 
-def load_defects(survey_dir: Path, cfg: ReportConfig) -> gpd.GeoDataFrame:
-    """The survey's defects layer (the report is built first if the survey has none yet)."""
+def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") -> gpd.GeoDataFrame:
+    """A layer of the survey's defects.gpkg (the report is built first if the survey has none yet)."""
     survey_dir = Path(survey_dir)
     gpkg = survey_dir / "defects.gpkg"
     if not gpkg.is_file():
         if not (survey_dir / "mask.tif").is_file():
             raise MsafError(f"{survey_dir}: neither defects.gpkg nor mask.tif; is this a survey folder?")
         report_survey(survey_dir, cfg)
-    frame = gpd.read_file(gpkg, layer="defects", engine="pyogrio")
+    frame = gpd.read_file(gpkg, layer=layer, engine="pyogrio")
     if frame.crs is None:
-        raise MsafError(f"{gpkg}: defects have no CRS")
+        raise MsafError(f"{gpkg}: {layer} have no CRS")
     return frame
 
 
@@ -60,7 +70,7 @@ def _status(old: pd.DataFrame, new: pd.DataFrame, is_crack: bool, tolerance: flo
     if old.empty:
         return "new"
     if new.empty:
-        return "not found"
+        return NOT_FOUND
     measure = "length_m" if is_crack else "area_m2"
     before, after = float(old[measure].sum()), float(new[measure].sum())
     widened = is_crack and float(new["max_width_mm"].max()) > float(old["max_width_mm"].max()) * (1 + tolerance)
@@ -86,10 +96,94 @@ def _crs_of(path: Path | None) -> rasterio.crs.CRS | None:
         return ds.crs
 
 
-def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfig) -> gpd.GeoDataFrame:
-    """One row per matched group of defects, with its status and changes, in the working CRS."""
+def _covered(lines: gpd.GeoDataFrame, other: gpd.GeoDataFrame, distance: float) -> np.ndarray:
+    """Per segment of ``lines``: the share of its length within ``distance`` of ``other``'s lines."""
+    if not len(lines):
+        return np.zeros(0)
+    if not len(other):
+        return np.zeros(len(lines))
+    zone = other.geometry.buffer(distance).union_all()
+    lengths = lines.geometry.length.to_numpy()
+    inside = lines.geometry.intersection(zone).length.to_numpy()
+    return np.divide(inside, lengths, out=np.ones_like(lengths), where=lengths > 0)
+
+
+def _crack_rows(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, old_lines: gpd.GeoDataFrame,
+                new_lines: gpd.GeoDataFrame, cfg: ReportConfig, crs: pyproj.CRS) -> list[dict]:
+    """Per new crack: new / extended / widened / unchanged; per cluster of lost old cracks: not found."""
+    units = 1 / _metres_per_unit(crs)
+    distance = cfg.match_distance_m * units
+    floor_m = 2 * cfg.match_distance_m
+    new_lines = new_lines.assign(covered=_covered(new_lines, old_lines, distance))
+    old_lines = old_lines.assign(covered=_covered(old_lines, new_lines, distance))
+    rows = []
+    for defect_id, pieces in new_lines.groupby("defect_id", sort=True):
+        crack = new[new["defect_id"] == defect_id]
+        matched_m = float((pieces["length_m"] * pieces["covered"]).sum())
+        added_m = float((pieces["length_m"] * (1 - pieces["covered"])).sum())
+        followed = gpd.GeoDataFrame(pieces[pieces["covered"] > 0.5], crs=crs)
+        near = gpd.sjoin_nearest(followed, old_lines[["defect_id", "width_mm", "geometry"]], max_distance=distance,
+                                 lsuffix="new", rsuffix="old") if len(followed) and len(old_lines) else followed
+        olds = old[old["defect_id"].isin(near.get("defect_id_old", pd.Series(dtype=int)))]
+        widening = float(np.median(near["width_mm_new"] - near["width_mm_old"])) if "width_mm_old" in near else 0.0
+        old_width = float(np.median(near["width_mm_old"])) if "width_mm_old" in near else np.nan
+        if matched_m < floor_m:
+            status = "new"
+        elif added_m > max(cfg.change_tolerance * matched_m, floor_m):
+            status = "extended"
+        elif widening > cfg.change_tolerance * old_width:
+            status = "widened"
+        else:
+            status = "unchanged"
+        rows.append(_crack_row(status, crack, olds, added_m if status != "new" else matched_m + added_m, widening,
+                               crack.geometry.union_all()))
+    lost = old[old["defect_id"].isin(old_lines.groupby("defect_id").filter(
+        lambda p: float((p["length_m"] * p["covered"]).sum()) < floor_m)["defect_id"])]
+    if len(lost):
+        touching = gpd.sjoin(gpd.GeoDataFrame(lost, crs=crs).set_geometry(lost.buffer(distance)), lost,
+                             predicate="intersects", lsuffix="a", rsuffix="b")
+        position = {index: i for i, index in enumerate(lost.index)}
+        graph = coo_matrix((np.ones(len(touching)), ([position[i] for i in touching.index],
+                                                     [position[i] for i in touching["index_b"]])),
+                           shape=(len(lost), len(lost)))
+        _, cluster = connected_components(graph, directed=False)
+        for group in np.unique(cluster):
+            members = lost.iloc[np.nonzero(cluster == group)[0]]
+            rows.append(_crack_row(NOT_FOUND, members.iloc[0:0], members, -float(members["length_m"].sum()),
+                                   np.nan, members.geometry.union_all()))
+    return rows
+
+
+def _crack_row(status: str, news: pd.DataFrame, olds: pd.DataFrame, delta_length: float, widening: float,
+               geometry) -> dict:
+    return {"status": status, "class": (news if len(news) else olds)["class"].iloc[0],
+            "old_ids": ",".join(str(i) for i in olds["defect_id"]),
+            "new_ids": ",".join(str(i) for i in news["defect_id"]),
+            "old_area_m2": _total(olds, "area_m2"), "new_area_m2": _total(news, "area_m2"),
+            "old_length_m": _total(olds, "length_m"), "new_length_m": _total(news, "length_m"),
+            "old_max_width_mm": _widest(olds), "new_max_width_mm": _widest(news),
+            "delta_area_m2": _total(news, "area_m2") - _total(olds, "area_m2"),
+            "delta_length_m": delta_length, "delta_max_width_mm": widening, "geometry": geometry}
+
+
+def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfig,
+                  old_lines: gpd.GeoDataFrame | None = None,
+                  new_lines: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
+    """One row per change, with its status and measures, in the working CRS.
+
+    Cracks are compared along their centreline segments (``old_lines``/``new_lines``, the
+    crack_centerlines layers); without them, and for every other class, defects are grouped by area.
+    """
     crs = _working_crs(old if len(old) else new)
     old_w, new_w = old.to_crs(crs), new.to_crs(crs)
+    crack_rows: list[dict] = []
+    if old_lines is not None and new_lines is not None:
+        cracks_old = old_w["class"].isin(cfg.crack_classes)
+        cracks_new = new_w["class"].isin(cfg.crack_classes)
+        crack_rows = _crack_rows(old_w[cracks_old], new_w[cracks_new], old_lines.to_crs(crs),
+                                 new_lines.to_crs(crs), cfg, crs)
+        old_w = old_w[~cracks_old].reset_index(drop=True)
+        new_w = new_w[~cracks_new].reset_index(drop=True)
     units_per_metre = 1 / _metres_per_unit(crs)
     near = gpd.sjoin(new_w.set_geometry(new_w.buffer(cfg.match_distance_m * units_per_metre)),
                      old_w, how="inner", predicate="intersects", lsuffix="new", rsuffix="old")
@@ -120,6 +214,7 @@ def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfi
         row["delta_length_m"] = row["new_length_m"] - row["old_length_m"]
         row["delta_max_width_mm"] = row["new_max_width_mm"] - row["old_max_width_mm"]
         rows.append(row)
+    rows = crack_rows + rows
     changes = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
         {"status": [], "class": []}, geometry=gpd.GeoSeries([], crs=crs))
     if len(changes):
@@ -134,7 +229,8 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``."""
     old_dir, new_dir, out_dir = Path(old_dir), Path(new_dir), Path(out_dir)
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
-    changes = match_defects(old, new, cfg)
+    changes = match_defects(old, new, cfg, load_defects(old_dir, cfg, "crack_centerlines"),
+                            load_defects(new_dir, cfg, "crack_centerlines"))
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -122,17 +122,18 @@ def test_change_tracking_on_known_changes(tmp_path):
     _mask_survey(tmp_path / "new", np.roll(new, 0, axis=1), crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm offset
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.005)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
-    assert result["changes"] == {"new": 1, "grown": 1, "unchanged": 1, "shrunk": 1, "not found": 1}
+    assert result["changes"] == {"new": 1, "extended": 1, "widened": 0, "grown": 0, "unchanged": 1, "shrunk": 1,
+                                 "not found (repaired?)": 1}
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
-    assert changes.loc["grown", "delta_length_m"] == pytest.approx(0.060, rel=0.05)
-    assert changes.loc["unchanged", "delta_length_m"] == pytest.approx(0, abs=1e-6)
+    assert changes.loc["extended", "delta_length_m"] == pytest.approx(0.060, rel=0.1)  # the added piece
+    assert changes.loc["unchanged", "class"] == "crack"
     assert changes.loc["shrunk", "delta_area_m2"] == pytest.approx(400e-6 - 1600e-6, rel=1e-3)  # ground m²
     assert changes.loc["new", "new_area_m2"] == pytest.approx(900e-6, rel=1e-3)
-    assert changes.loc["not found", "old_area_m2"] == pytest.approx(900e-6, rel=1e-3)
+    assert changes.loc["not found (repaired?)", "old_area_m2"] == pytest.approx(900e-6, rel=1e-3)
     assert (tmp_path / "changes" / "report.html").read_text().count("not found") >= 1
     geojson = json.loads((tmp_path / "changes" / "changes.geojson").read_text())
-    assert {f["properties"]["status"] for f in geojson["features"]} == {"new", "grown", "unchanged", "shrunk",
-                                                                        "not found"}
+    assert {f["properties"]["status"] for f in geojson["features"]} == {"new", "extended", "unchanged", "shrunk",
+                                                                        "not found (repaired?)"}
 
 
 def test_joints_never_become_defects(tmp_path):

@@ -1,0 +1,81 @@
+"""Change tracking that holds: synthetic epoch pairs with one of each change, shifts and reprojections."""
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from pipeline.config import ReportConfig
+from pipeline.report.compare import compare_surveys
+
+CLASSES = ["background", "crack", "spall"]
+CFG = ReportConfig(min_area_m2=0, match_distance_m=0.01)
+
+
+def _survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: float = 0) -> Path:
+    folder.mkdir(parents=True)
+    transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
+    with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
+                       count=1, dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
+        dst.write(mask, 1)
+        dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
+    return folder
+
+
+def _old_epoch() -> np.ndarray:
+    old = np.zeros((420, 520), np.uint8)
+    old[50:53, 20:220] = 1     # A: will be extended by 0.1 m
+    old[150:153, 20:220] = 1   # B: will widen from 3 to 7 mm
+    old[200:203, 20:220] = 1   # C: unchanged
+    for start in (20, 70, 120, 170):
+        old[300:303, start:start + 40] = 1  # R: one crack the model saw in four pieces; repaired
+    old[350:390, 300:340] = 2  # S: a spall, unchanged
+    return old
+
+
+def _statuses(result: dict) -> dict:
+    return {status: count for status, count in result["changes"].items() if count}
+
+
+def test_one_of_each_crack_change(tmp_path):
+    old = _old_epoch()
+    new = old.copy()
+    new[50:53, 220:320] = 1     # A + 0.1 m
+    new[148:155, 20:220] = 1    # B 7 mm wide
+    new[300:303, :] = 0         # R repaired
+    new[90:93, 100:450] = 1     # N: a new 0.35 m crack 40 mm from A, its end 8 mm from A's extension
+    new[53:90, 420:423] = 0
+    _survey(tmp_path / "old", old)
+    _survey(tmp_path / "new", new, crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm registration offset
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
+    assert _statuses(result) == {"new": 1, "extended": 1, "widened": 1, "unchanged": 2, "not found (repaired?)": 1}
+    changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
+    assert changes.loc["extended", "delta_length_m"] == pytest.approx(0.100, abs=0.01)
+    assert changes.loc["new", "new_length_m"] == pytest.approx(0.35, rel=0.03)
+    assert changes.loc["new", "old_ids"] in ("", None)  # not merged with A, B or C
+    assert changes.loc["widened", "delta_max_width_mm"] == pytest.approx(4.0, abs=1.0)
+    assert changes.loc["not found (repaired?)", "old_ids"].count(",") == 3  # four pieces, one item
+    assert changes.loc["not found (repaired?)", "delta_length_m"] == pytest.approx(-0.16, rel=0.1)
+
+
+@pytest.mark.parametrize("crs", ["EPSG:3035", "EPSG:3857"])
+def test_an_epoch_against_its_own_reprojection_is_unchanged(tmp_path, crs):
+    old = _survey(tmp_path / "old", _old_epoch())
+    again = tmp_path / "again"
+    again.mkdir()
+    with rasterio.open(old / "mask.tif") as src:
+        transform, width, height = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds)
+        out = np.full((height, width), 255, np.uint8)
+        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs=crs, resampling=Resampling.nearest,
+                  src_nodata=255, dst_nodata=255)
+        profile = src.profile | {"crs": crs, "transform": transform, "width": width, "height": height}
+    with rasterio.open(again / "mask.tif", "w", **profile) as dst:
+        dst.write(out, 1)
+        dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
+    result = compare_surveys(old, again, tmp_path / "changes", CFG)
+    assert _statuses(result) == {"unchanged": 8}  # A, B, C, the four pieces of R (a row per new crack), S
