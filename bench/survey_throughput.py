@@ -144,7 +144,8 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--ortho", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help="a trained checkpoint (its classes and decision thresholds) instead of "
+                                        "random weights of --preset")
     args = parser.parse_args()
     if args.mode:
         child(args)
@@ -155,8 +156,14 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="msaf-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    model = workdir / f"{args.preset}.safetensors"
-    make_model(model, args.preset, args.tile)
+    if args.model:
+        model = Path(args.model).resolve()
+        from pipeline.checkpoint import read_metadata
+
+        args.preset = read_metadata(model).preset
+    else:
+        model = workdir / f"{args.preset}.safetensors"
+        make_model(model, args.preset, args.tile)
     table = Table(title=f"survey throughput: {args.preset}, tile {args.tile}, overlap {args.overlap}, "
                         f"batch {args.batch}, device {args.device}, torch {torch.__version__}")
     for column in ("raster", "mode", "seconds", "Mpix/s", "vs model-only", "vs naive", "peak RSS MiB"):

@@ -194,13 +194,14 @@ def evaluate(
 
 
 def _write_per_class(path: Path, summary: dict[str, Any]) -> None:
-    """One row per class: IoU, precision, recall, F1, tolerant F1."""
+    """One row per data set (and "all") and class: IoU, precision, recall, F1, tolerant F1."""
     import pandas as pd
 
     from pipeline.fsutil import atomic_output
 
-    rows = [{"class": name, **{k: m.get(k) for k in ("iou", "precision", "recall", "f1", "tol_f1")}}
-            for name, m in summary["classes"].items()]
+    groups = {"all": summary, **summary.get("sets", {})}
+    rows = [{"set": group, "class": name, **{k: m.get(k) for k in ("iou", "precision", "recall", "f1", "tol_f1")}}
+            for group, part in groups.items() for name, m in part["classes"].items()]
     with atomic_output(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,10 +31,21 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _strict(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON readers (DVC, browsers, jq) refuse the bare tokens."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write pretty JSON atomically."""
+    """Write pretty, strict JSON atomically (undefined metrics such as NaN become null)."""
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(_strict(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: int = 8 << 20, **options: Any) -> str:

@@ -14,7 +14,6 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
-from pipeline.raster.source import pixel_size
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
 from pipeline.report.html import Page
@@ -94,7 +93,8 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
     with rasterio.open(mask_path) as mask:
         bounds = tuple(mask.bounds)
         pixel_units = abs(mask.transform.a)
-        metres_per_unit = pixel_size(mask.crs, mask.transform, mask.height).mean_m / pixel_units
+        centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
+        metres_per_unit = centre.mean_m / pixel_units  # ground metres: the scale bar is true in Web Mercator too
     ortho = Path(record["input"]["path"]) if record.get("input", {}).get("path") else None
     classes = sorted(set(defects["class"])) if len(defects) else []
     class_colours = {name: CLASS_PALETTE[i % len(CLASS_PALETTE)] for i, name in enumerate(classes)}

@@ -59,7 +59,14 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
 
 
 def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
-    return frame.crs if frame.crs.is_projected else frame.estimate_utm_crs()
+    """The frame's own CRS when it is projected with near-true scale there, else its UTM zone
+    (a geographic CRS, or Web Mercator whose metres are 1/cos(latitude) ground metres)."""
+    if frame.crs.is_projected and len(frame):
+        lon, lat = frame.to_crs("EPSG:4326").geometry.union_all().centroid.coords[0]
+        factors = pyproj.Proj(frame.crs).get_factors(lon, lat)
+        if abs(factors.meridional_scale - 1) < 0.01 and abs(factors.parallel_scale - 1) < 0.01:
+            return frame.crs
+    return frame.estimate_utm_crs() if len(frame) else frame.crs
 
 
 def _metres_per_unit(crs: pyproj.CRS) -> float:

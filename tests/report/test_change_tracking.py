@@ -79,3 +79,24 @@ def test_an_epoch_against_its_own_reprojection_is_unchanged(tmp_path, crs):
         dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
     result = compare_surveys(old, again, tmp_path / "changes", CFG)
     assert _statuses(result) == {"unchanged": 8}  # A, B, C, the four pieces of R (a row per new crack), S
+
+
+def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
+    """In EPSG:3857 a 10 mm tolerance would be 14 mm of map units at 45° N: the comparison moves to UTM."""
+    from pipeline.report.compare import _working_crs, load_defects
+
+    old = _survey(tmp_path / "old", _old_epoch())
+    mercator = tmp_path / "mercator"
+    mercator.mkdir()
+    with rasterio.open(old / "mask.tif") as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height,
+                                                               *src.bounds)
+        out = np.full((height, width), 255, np.uint8)
+        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:3857",
+                  resampling=Resampling.nearest, src_nodata=255, dst_nodata=255)
+        profile = src.profile | {"crs": "EPSG:3857", "transform": transform, "width": width, "height": height}
+    with rasterio.open(mercator / "mask.tif", "w", **profile) as dst:
+        dst.write(out, 1)
+        dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
+    assert _working_crs(load_defects(mercator, CFG)).to_epsg() == 32633
+    assert _working_crs(load_defects(old, CFG)).to_epsg() == 32633
