@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pyproj
 import rasterio
+import rasterio.warp
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -232,6 +233,15 @@ def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfi
     return changes
 
 
+def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, float, float]:
+    """A survey's mask extent in ``crs`` (a unit square when there is no mask to read)."""
+    mask = survey_dir / "mask.tif"
+    if not mask.is_file():
+        return (0.0, 0.0, 1.0, 1.0)
+    with rasterio.open(mask) as ds:
+        return tuple(rasterio.warp.transform_bounds(ds.crs, crs, *ds.bounds))
+
+
 def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
     """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``."""
     old_dir, new_dir, out_dir = Path(old_dir), Path(new_dir), Path(out_dir)
@@ -252,6 +262,8 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     record = read_survey_record(new_dir)
     ortho = Path(record["input"]["path"]) if record.get("input", {}).get("path") else None
     bounds = tuple(changes.total_bounds) if len(changes) else tuple(new.to_crs(changes.crs).total_bounds)
+    if not np.isfinite(bounds).all():  # two defect-free surveys: the map shows the new survey's extent
+        bounds = _survey_bounds(new_dir, changes.crs)
     pad = max(bounds[2] - bounds[0], bounds[3] - bounds[1], 1e-6) * 0.05
     bounds = (bounds[0] - pad, bounds[1] - pad, bounds[2] + pad, bounds[3] + pad)
     units = _metres_per_unit(changes.crs)

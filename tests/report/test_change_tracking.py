@@ -100,3 +100,11 @@ def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
         dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
     assert _working_crs(load_defects(mercator, CFG)).to_epsg() == 32633
     assert _working_crs(load_defects(old, CFG)).to_epsg() == 32633
+
+
+def test_two_defect_free_surveys_compare_to_nothing(tmp_path):
+    empty = np.zeros((64, 64), np.uint8)
+    result = compare_surveys(_survey(tmp_path / "a", empty), _survey(tmp_path / "b", empty), tmp_path / "out", CFG)
+    assert _statuses(result) == {}
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert len(gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")) == 0
