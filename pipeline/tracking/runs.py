@@ -37,13 +37,15 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def dvc_data_hash(dvc_file: Path | None = None) -> str | None:
-    """The md5 DVC recorded for the raw training data (its ``.dvc`` file), if tracked."""
-    dvc_file = dvc_file or project_root() / "data" / "raw" / "crackforest.dvc"
-    if not dvc_file.is_file():
-        return None
-    outs = yaml.safe_load(dvc_file.read_text()).get("outs", [{}])
-    return outs[0].get("md5")
+def dvc_data_hashes(raw_dir: Path | None = None) -> dict[str, str]:
+    """The md5 DVC recorded for each raw data set (``data/raw/<set>.dvc``), by set name."""
+    raw_dir = raw_dir or project_root() / "data" / "raw"
+    hashes = {}
+    for dvc_file in sorted(raw_dir.glob("*.dvc")):
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])
+        if md5 := outs[0].get("md5"):
+            hashes[dvc_file.stem] = md5
+    return hashes
 
 
 def log_model(checkpoint: Path, name: str = "model") -> str:
@@ -68,7 +70,8 @@ def tracked_training(params_tree: dict[str, Any], train: Callable[[Callable[[dic
     with mlflow.start_run(experiment_id=experiment_id("training"), run_name=run_name,
                           log_system_metrics=True) as run:
         mlflow.log_params(flatten(params_tree))
-        mlflow.set_tags({"git_commit": git_commit() or "unknown", "data.dvc_md5": dvc_data_hash() or "untracked",
+        data_tags = {f"data.dvc_md5.{name}": md5 for name, md5 in dvc_data_hashes().items()}
+        mlflow.set_tags({"git_commit": git_commit() or "unknown", **(data_tags or {"data.dvc_md5": "untracked"}),
                          "msaf.version": pipeline.__version__})
 
         def on_epoch(record: dict[str, Any]) -> None:
