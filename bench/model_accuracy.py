@@ -53,7 +53,7 @@ def main() -> None:
         groups = {name: predict_items(model, relabel(items, manifest.class_names, meta.class_names), meta.mean,
                                       meta.std, torch.device("cpu")) for name, items in sets.items()}
         summary = evaluate_groups(groups, meta.class_names, 2, meta.thresholds, ["crack"])
-        results[str(path)] = summary
+        results[path.name] = summary
         for name, part in summary["sets"].items():
             crack = part["classes"]["crack"]
             joint_px = sum(int((it.labels == manifest.class_names.index("joint")).sum()) for it in sets[name]) \
@@ -69,7 +69,7 @@ def main() -> None:
                           f"{crack['median_width_px']:.2f} / {crack['median_true_width_px']:.2f}",
                           "n/a" if called is None else f"{called:.3f}")
             part["joint_called_crack"] = called
-        results[str(path)]["score"] = summary["score"]
+        results[path.name]["score"] = summary["score"]
     Console(width=160).print(table)
     if args.out:
         write_json(args.out, results)
