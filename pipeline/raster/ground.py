@@ -49,11 +49,11 @@ def map_pixel_size(crs: CRS, transform) -> PixelSize | None:
     return PixelSize(math.hypot(transform.a, transform.d) * factor, math.hypot(transform.b, transform.e) * factor)
 
 
-def scale_error(crs: CRS, transform, col: float, row: float) -> float:
-    """How much the CRS's metres overstate ground metres at (col, row): 0.41 for Web Mercator at
-    45°; 0 for a geographic CRS (its degrees are converted geodesically, never read as metres)."""
+def scale_error(crs: CRS, transform, ground: PixelSize) -> float:
+    """How much the CRS's metres overstate the ground metres of a pixel of ``ground`` size (from
+    ``ground_pixel_size``): 0.41 for Web Mercator at 45°; 0 for a geographic CRS (its degrees are
+    converted geodesically, never read as metres)."""
     nominal = map_pixel_size(crs, transform)
     if nominal is None:
         return 0.0
-    ground = ground_pixel_size(crs, transform, col, row)
     return nominal.mean_m / ground.mean_m - 1

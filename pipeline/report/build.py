@@ -65,11 +65,8 @@ def _provenance(record: dict[str, Any], mask_path: Path) -> dict[str, Any]:
     }
 
 
-def _measurement_notes(tables: DefectTables, cfg: ReportConfig, mask_path: Path) -> list[tuple[str, str]]:
+def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -> list[tuple[str, str]]:
     """What the GSD can resolve, how widths were measured, and a warning where the CRS distorts scale."""
-    with rasterio.open(mask_path) as mask:
-        centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
-    gsd_mm = centre.mean_m * 1000
     notes = []
     if tables.scale_error > STRONG_DISTORTION:
         notes.append(("warning", f"The mask's CRS distorts scale by up to {tables.scale_error:.1%} at these defects "
@@ -107,7 +104,7 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
     )
-    page.notes += _measurement_notes(tables, cfg, mask_path)
+    page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
         page.tables.append(("Not defects (joints and other built lines; not counted or rated)",

@@ -175,7 +175,7 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
                 area = component.pixels * size.area_m2
                 if area < cfg.min_area_m2:
                     continue
-                worst_scale_error = max(worst_scale_error, abs(scale_error(mask.crs, mask.transform, col, row)))
+                worst_scale_error = max(worst_scale_error, abs(scale_error(mask.crs, mask.transform, size)))
                 name = class_names[component.class_id]
                 geometry = component.geometry.simplify(cfg.simplify_m / max(size.mean_m, 1e-12)
                                                        * abs(mask.transform.a), preserve_topology=True)
