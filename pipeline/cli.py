@@ -224,7 +224,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 @app.command()
 @user_errors
 def survey(
-    ortho: Annotated[Path, typer.Argument(help="orthomosaic (GeoTIFF/COG, RGB or RGBA)")],
+    ortho: Annotated[str, typer.Argument(help="orthomosaic (GeoTIFF/COG, RGB or RGBA); a URL with --allow-remote")],
     out: Annotated[Path, typer.Option(help="output folder (mask.tif, confidence.tif, survey.json)")],
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: survey.model in params.yaml)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
@@ -241,6 +241,9 @@ def survey(
     dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
     dask_workers: Annotated[int | None, typer.Option(help="workers of a cluster started here (CPU)")] = None,
     params: Annotated[Path, typer.Option(help="params.yaml (survey section)")] = DEFAULT_PARAMS,
+    allow_vrt: Annotated[bool | None, typer.Option("--allow-vrt", help="read a VRT input (trusted only)")] = None,
+    allow_remote: Annotated[bool | None, typer.Option(
+        "--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")] = None,
 ) -> None:
     """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json + report.
 
@@ -250,7 +253,7 @@ def survey(
     if engine not in ("local", "dask"):
         raise MsafError(f"--engine must be local or dask, got {engine!r}")
     flags = {"device": device, "tile": tile, "overlap": overlap, "block": block, "batch": batch,
-             "workers": workers, "tta": tta}
+             "workers": workers, "tta": tta, "allow_vrt": allow_vrt, "allow_remote": allow_remote}
     overrides = {k: v for k, v in flags.items() if v is not None}
     all_params = _load_optional_params(params, overrides)
     from flows.survey import run_survey_flow

@@ -180,9 +180,14 @@ class EvalConfig(_Strict):
 
 
 class ScalingConfig(_Strict):
-    """How non-8-bit imagery (uint16, float) is brought to 8 bit before inference."""
+    """How non-8-bit imagery (uint16, float) is brought to 8 bit before inference.
 
-    mode: Literal["percentile", "range"] = "percentile"
+    ``bits`` (default): linear from 0 to the data's bit depth (see ``pipeline.raster.source``), so a
+    rescaled copy of an 8-bit picture looks the same to the model; ``percentile``: a per-band
+    contrast stretch (changes the picture); ``range``: linear from ``min`` to ``max``.
+    """
+
+    mode: Literal["bits", "percentile", "range"] = "bits"
     low: float = Field(2.0, ge=0, lt=50, description="percentile mapped to 0")
     high: float = Field(98.0, gt=50, le=100, description="percentile mapped to 255")
     min: float = 0.0
@@ -205,6 +210,8 @@ class SurveyConfig(_Strict):
     batch: int = Field(8, ge=1, description="tiles per forward pass; batches are padded to this size")
     workers: int = Field(1, ge=1, description="blocks inferred concurrently")
     readers: int = Field(4, ge=1, description="threads decoding the next block while the current one is inferred")
+    allow_vrt: bool = Field(False, description="read VRT inputs (a VRT can point at any file; raw bands never)")
+    allow_remote: bool = Field(False, description="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/...)")
     tta: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"

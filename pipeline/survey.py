@@ -38,7 +38,7 @@ from pipeline.inference.runner import TileRunner
 from pipeline.raster.blockstore import BlockStore
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, TileGrid
-from pipeline.raster.source import BlockReader, SourceInfo, file_fingerprint, open_source
+from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -73,7 +73,7 @@ def check_gsd(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig) -> str |
     ratio = info.gsd_m / meta.gsd_m
     if max(ratio, 1 / ratio) <= cfg.gsd_tolerance:
         return None
-    message = (f"{info.path.name}: ground sample distance {info.gsd_m * 1000:.2f} mm differs from the model's "
+    message = (f"{info.name}: ground sample distance {info.gsd_m * 1000:.2f} mm differs from the model's "
                f"training GSD {meta.gsd_m * 1000:.2f} mm by {max(ratio, 1 / ratio):.1f}x "
                f"(tolerance {cfg.gsd_tolerance}x); resample the orthomosaic or use a matching model")
     if cfg.gsd_policy == "refuse":
@@ -175,7 +175,7 @@ class PreparedSurvey:
     results live in ``out_dir/.msaf-blocks/<key>`` until the mask is stitched.
     """
 
-    ortho: Path
+    ortho: str
     out_dir: Path
     cfg: SurveyConfig
     model_path: Path
@@ -218,14 +218,14 @@ def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *,
     started = time.perf_counter()
     out_dir = Path(out_dir)
     model_path = Path(model_path or cfg.model)
-    info = open_source(ortho, cfg.scaling, assume_crs)
+    info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
     resolve_device(cfg.device)
     meta = read_metadata(model_path)
     gsd_warning = check_gsd(info, meta, cfg)
     plan = plan_tiling(cfg, meta)
     _check_out_dir(out_dir)
-    return PreparedSurvey(Path(ortho), out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
-                          plan, file_fingerprint(info.path), gsd_warning, time.perf_counter() - started)
+    return PreparedSurvey(info.path, out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
+                          plan, source_fingerprint(info), gsd_warning, time.perf_counter() - started)
 
 
 _MODELS: dict[tuple[str, str, str], tuple[torch.nn.Module, ModelMetadata]] = {}
@@ -304,7 +304,7 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     created = datetime.now(UTC).isoformat(timespec="seconds")
     tags = {
         "MSAF_MODEL": meta.name, "MSAF_MODEL_PRESET": meta.preset, "MSAF_MODEL_SHA256": prepared.model_sha256,
-        "MSAF_SOURCE": info.path.name, "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
+        "MSAF_SOURCE": info.name, "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
         "MSAF_PARAMS": json.dumps(plan.as_dict() | {"tta": prepared.cfg.tta}),
         "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
         "MSAF_CREATED_UTC": created, "MSAF_CLASSES": json.dumps(meta.class_names),

@@ -131,7 +131,28 @@ def test_edge_shapes(tmp_path, tiny_model, shape):
     assert mask.shape == shape and set(np.unique(mask)) <= {0, 1}
 
 
-def test_sixteen_bit_imagery_is_scaled_to_the_same_answer(tmp_path, tiny_model, crack_mosaic):
+@pytest.mark.parametrize(("name", "factor", "dtype"), [("x16", 16, np.uint16), ("x257", 257, np.uint16),
+                                                    ("12-bit", 4095 / 255, np.uint16), ("float", 1 / 255, np.float32)])
+def test_rescaled_copies_of_8_bit_imagery_give_the_same_mask(tmp_path, tiny_model, crack_mosaic, name, factor,
+                                                             dtype):
+    ortho, _ = crack_mosaic
+    with rasterio.open(ortho) as src:
+        rgb8 = src.read()
+        profile = {"crs": src.crs, "transform": src.transform, "nodata": 0}
+    write_raster(tmp_path / "8.tif", rgb8, **profile)
+    scaled = rgb8.astype(np.float64) * factor
+    write_raster(tmp_path / "deep.tif", (scaled if dtype == np.float32 else np.round(scaled)).astype(dtype), **profile)
+    survey(tmp_path / "8.tif", tmp_path / "o8", tiny_model)
+    record = survey(tmp_path / "deep.tif", tmp_path / "deep", tiny_model)  # default: linear to the bit depth
+    assert record["input"]["dtype"] == np.dtype(dtype).name
+    expected_top = {"x16": 4095, "x257": 65535, "12-bit": 4095, "float": 1}[name]
+    assert record["input"]["scaling"] == [[0, expected_top]] * 3
+    eight, deep = read(tmp_path / "o8" / "mask.tif"), read(tmp_path / "deep" / "mask.tif")
+    assert (eight == deep).mean() >= 0.995, name
+    assert (eight == 1).sum() > 1000 and abs(int((deep == 1).sum()) - int((eight == 1).sum())) < 0.02 * (eight == 1).sum()
+
+
+def test_sixteen_bit_percentile_stretch_and_range_are_options(tmp_path, tiny_model, crack_mosaic):
     ortho, _ = crack_mosaic
     with rasterio.open(ortho) as src:
         rgb8 = src.read()
@@ -142,13 +163,14 @@ def test_sixteen_bit_imagery_is_scaled_to_the_same_answer(tmp_path, tiny_model, 
     full_range = ScalingConfig(mode="range", min=0, max=65535)
     record = run_survey(tmp_path / "16.tif", tmp_path / "o16", SurveyConfig(**CPU, scaling=full_range),
                         model_path=tiny_model)
-    assert record["input"]["dtype"] == "uint16"
     np.testing.assert_array_equal(read(tmp_path / "o16" / "mask.tif"), read(tmp_path / "o8" / "mask.tif"))
-    stretched = survey(tmp_path / "16.tif", tmp_path / "p16", tiny_model)  # default percentile stretch
+    stretched = run_survey(tmp_path / "16.tif", tmp_path / "p16",
+                           SurveyConfig(**CPU, scaling=ScalingConfig(mode="percentile")), model_path=tiny_model)
     lo, hi = stretched["input"]["scaling"][0]
     red = rgb8[0][(rgb8 > 0).any(axis=0)].astype(float) * 257  # GDAL: nodata only where all bands are 0
     assert lo == pytest.approx(np.percentile(red, 2), rel=0.05)
     assert hi == pytest.approx(np.percentile(red, 98), rel=0.05)
+    assert record["input"]["dtype"] == "uint16"
 
 
 def test_gsd_mismatch_warns_or_refuses(tmp_path, tiny_model):

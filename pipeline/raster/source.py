@@ -1,16 +1,21 @@
 """Open and validate an orthomosaic, then read RGB + validity for any window, thread-safely.
 
 Input rules (documented in the README):
+* Only what ``pipeline.raster.trust`` lets through is opened (ordinary local files by default).
+* North-up georeferencing: a geotransform without rotation or skew (others are refused with the
+  ``gdalwarp`` line that fixes them), not GCPs alone.
 * 3 bands = RGB; 4 bands = RGB + alpha (the footprint). Other band counts are refused.
 * The footprint (valid pixels) is GDAL's dataset mask: alpha band, declared nodata or an internal
   mask, whichever the file has.
-* uint8 is used as is. Other types (uint16, float...) are scaled to 8 bit per band, either by a
-  percentile stretch (default 2-98 %, computed on a decimated read of valid pixels, so memory is
-  bounded) or by an explicit ``[min, max]`` range; values outside clip.
+* uint8 is used as is. Other types are scaled to 8 bit per band, linearly: by default from 0 to the
+  data's bit depth (``NBITS`` metadata, else the smallest of 8, 10, 12, 14 or 16 bits that holds
+  the largest value; [0, 1] for floats within it), so a linearly rescaled copy of an 8-bit
+  orthomosaic gives the same picture. A percentile stretch or an explicit range are options.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import threading
@@ -29,13 +34,16 @@ from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import file_digest
 from pipeline.raster.grid import Box
+from pipeline.raster.trust import RasterLocation, locate, vrt_fingerprint_parts
+
+BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
 
 
 @dataclass(frozen=True)
 class SourceInfo:
     """What the survey needs to know about an input raster (and records in survey.json)."""
 
-    path: Path
+    location: RasterLocation
     width: int
     height: int
     count: int
@@ -50,9 +58,18 @@ class SourceInfo:
     gsd_m: float
     scale: tuple[tuple[float, float], ...] | None = field(default=None)
 
+    @property
+    def path(self) -> str:
+        """What GDAL opens (a local path or a /vsi... path; never normalised, which would mangle URLs)."""
+        return self.location.text
+
+    @property
+    def name(self) -> str:
+        return self.location.name
+
     def describe(self) -> dict[str, Any]:
         return {
-            "path": str(self.path), "width": self.width, "height": self.height, "bands": self.count,
+            "path": self.path, "kind": self.location.kind, "width": self.width, "height": self.height, "bands": self.count,
             "dtype": self.dtype, "crs": self.crs.to_string(), "crs_assumed": self.crs_assumed,
             "transform": list(self.transform)[:6], "nodata": self.nodata, "alpha": self.has_alpha,
             "compression": self.compression, "block_shape": list(self.block_shapes), "gsd_m": self.gsd_m,
@@ -94,13 +111,8 @@ def ground_sample_distance(crs: CRS, transform: Any, height: int) -> float:
 
 def _percentile_scale(ds: rasterio.DatasetReader, low: float, high: float) -> tuple[tuple[float, float], ...]:
     """Per-band (lo, hi) from a decimated read (at most ~1024 px a side) of valid pixels."""
-    step = max(1, math.ceil(max(ds.width, ds.height) / 1024))
-    shape = (max(1, ds.height // step), max(1, ds.width // step))
-    data = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=rasterio.enums.Resampling.nearest)
-    valid = ds.dataset_mask(out_shape=shape) > 0
+    data, valid = _sample(ds)
     data = data.astype(np.float64)
-    if not np.isfinite(data).all():
-        valid &= np.isfinite(data).all(axis=0)
     if not valid.any():
         raise MsafError(f"{ds.name}: no valid pixels to compute a stretch from; pass an explicit range")
     out = []
@@ -108,6 +120,36 @@ def _percentile_scale(ds: rasterio.DatasetReader, low: float, high: float) -> tu
         lo, hi = np.percentile(band[valid], [low, high])
         out.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
     return tuple(out)
+
+
+def _sample(ds: rasterio.DatasetReader) -> tuple[np.ndarray, np.ndarray]:
+    """RGB of a decimated read (at most ~1024 px a side) and its validity: bounded memory."""
+    step = max(1, math.ceil(max(ds.width, ds.height) / 1024))
+    shape = (max(1, ds.height // step), max(1, ds.width // step))
+    data = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=rasterio.enums.Resampling.nearest)
+    valid = ds.dataset_mask(out_shape=shape) > 0
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def _bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
+    """[0, 2^bits - 1] from NBITS metadata or the largest value; [0, 1] for floats within it.
+
+    Linear and anchored at zero, so an 8-bit picture stored as x16 (12 bit) or x257 (16 bit) maps
+    back onto (nearly) the same 8-bit values, and contrast is never stretched.
+    """
+    nbits = ds.tags(1, "IMAGE_STRUCTURE").get("NBITS")
+    if nbits and nbits.isdigit() and 8 <= int(nbits) <= 32:
+        return ((0.0, float(2 ** int(nbits) - 1)),) * 3
+    data, valid = _sample(ds)
+    if not valid.any():
+        raise MsafError(f"{ds.name}: no valid pixels to derive a bit depth from; set survey.scaling to a range")
+    top = float(data[:, valid].max())
+    if np.issubdtype(data.dtype, np.floating) and top <= 1.0:
+        return ((0.0, 1.0),) * 3
+    bits = next((b for b in BIT_DEPTHS if top < 2 ** b), BIT_DEPTHS[-1])
+    return ((0.0, float(2 ** bits - 1)),) * 3
 
 
 def _check_readable_tail(ds: rasterio.DatasetReader) -> None:
@@ -118,47 +160,64 @@ def _check_readable_tail(ds: rasterio.DatasetReader) -> None:
     ds.read(1, window=window)
 
 
-def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None = None) -> SourceInfo:
+def _check_georeferencing(name: str, ds: rasterio.DatasetReader) -> None:
+    """North-up affine only: rotation or skew would make every pixel size and area wrong."""
+    transform = ds.transform
+    if transform.is_identity:
+        if ds.gcps[0]:
+            raise MsafError(f"{name}: georeferenced by ground control points only; warp it to a north-up grid first: "
+                            "gdalwarp -r bilinear -t_srs EPSG:XXXX in.tif out.tif")
+        raise MsafError(f"{name}: no geotransform (pixel positions on the ground are unknown); deliver a "
+                        "georeferenced GeoTIFF (--assume-crs only names the CRS of a georeferenced file)")
+    if transform.b != 0 or transform.d != 0:
+        raise MsafError(f"{name}: rotated or skewed geotransform (b={transform.b:g}, d={transform.d:g}); pixel sizes "
+                        "and areas would be wrong - make it north-up first: gdalwarp -r bilinear in.tif out.tif")
+
+
+def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None = None, *,
+                allow_vrt: bool = False, allow_remote: bool = False) -> SourceInfo:
     """Validate an orthomosaic; every expected problem is one MsafError saying what to do."""
-    path = Path(path)
-    if not path.exists():
-        raise MsafError(f"input not found: {path}")
+    location = locate(path, allow_vrt=allow_vrt, allow_remote=allow_remote)
+    name = location.text
     try:
-        ds_cm = rasterio.open(path)
+        ds_cm = rasterio.open(location.text)
     except RasterioIOError as exc:
-        reason = str(exc).replace(str(path), "").strip(" :")[:100]
-        raise MsafError(f"{path}: cannot open as a raster ({reason}); expected a complete GeoTIFF/COG "
+        reason = str(exc).replace(name, "").strip(" :")[:100]
+        raise MsafError(f"{name}: cannot open as a raster ({reason}); expected a complete GeoTIFF/COG "
                         "orthomosaic - is it truncated or another kind of file?") from None
     with ds_cm as ds:
         try:
             _check_readable_tail(ds)
         except RasterioError as exc:
-            raise MsafError(f"{path}: cannot read pixel data ({str(exc).splitlines()[0][:120]}); "
+            raise MsafError(f"{name}: cannot read pixel data ({str(exc).splitlines()[0][:120]}); "
                             "the file looks truncated or corrupt") from None
         crs, assumed = ds.crs, False
         if crs is None:
             if not assume_crs:
-                raise MsafError(f"{path}: raster has no CRS; georeference it or pass --assume-crs EPSG:XXXX")
+                raise MsafError(f"{name}: raster has no CRS; georeference it or pass --assume-crs EPSG:XXXX")
             try:
                 crs, assumed = CRS.from_user_input(assume_crs), True
             except CRSError:
                 raise MsafError(f"--assume-crs {assume_crs!r} is not a CRS rasterio understands") from None
+        _check_georeferencing(name, ds)
         if ds.count not in (3, 4):
-            raise MsafError(f"{path}: {ds.count} band(s); expected 3 (RGB) or 4 (RGB + alpha)")
+            raise MsafError(f"{name}: {ds.count} band(s); expected 3 (RGB) or 4 (RGB + alpha)")
         has_alpha = ds.count == 4
         if has_alpha and ds.colorinterp[3] not in (ColorInterp.alpha, ColorInterp.undefined):
-            raise MsafError(f"{path}: band 4 is {ds.colorinterp[3].name}, not alpha; expected RGB or RGBA")
+            raise MsafError(f"{name}: band 4 is {ds.colorinterp[3].name}, not alpha; expected RGB or RGBA")
         if len(set(ds.dtypes)) != 1:
-            raise MsafError(f"{path}: bands have mixed data types {ds.dtypes}")
+            raise MsafError(f"{name}: bands have mixed data types {ds.dtypes}")
         dtype = ds.dtypes[0]
         scale = None
         if dtype != "uint8":
             if scaling.mode == "range":
                 scale = ((scaling.min, scaling.max),) * 3
-            else:
+            elif scaling.mode == "percentile":
                 scale = _percentile_scale(ds, scaling.low, scaling.high)
+            else:
+                scale = _bit_depth_scale(ds)
         return SourceInfo(
-            path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, crs=crs,
+            location=location, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, crs=crs,
             crs_assumed=assumed, transform=ds.transform, nodata=ds.nodata, has_alpha=has_alpha,
             compression=ds.compression.value if ds.compression else None,
             block_shapes=tuple(ds.block_shapes[0]), gsd_m=ground_sample_distance(crs, ds.transform, ds.height),
@@ -199,7 +258,7 @@ class BlockReader:
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            ds = rasterio.open(self.info.path)
+            ds = rasterio.open(self.info.location.text)
             self._local.ds = ds
             with self._lock:
                 self._handles.append(ds)
@@ -245,3 +304,25 @@ class BlockReader:
 def file_fingerprint(path: str | Path) -> str:
     """BLAKE2b of the file's bytes: identifies the exact input a mask was made from."""
     return file_digest(path, "blake2b", digest_size=20)
+
+
+def source_fingerprint(info: SourceInfo) -> str:
+    """What identifies the pixels a survey reads, so a resumed survey never reuses stale blocks.
+
+    A file: its bytes. A VRT: its bytes plus the path, size and change time of every file it reads
+    (hashing the sources themselves could mean terabytes). A remote raster: its location, shape,
+    georeference and a decimated read of its pixels.
+    """
+    location = info.location
+    if location.kind == "file":
+        return file_fingerprint(location.text)
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"{location.kind}|{location.text}|{info.width}x{info.height}|{list(info.transform)}".encode())
+    if location.kind == "vrt":
+        digest.update(file_fingerprint(location.text).encode())
+        for part in vrt_fingerprint_parts(Path(location.text), allow_remote=True):
+            digest.update(part.encode())
+    else:
+        with rasterio.open(location.text) as ds:
+            digest.update(_sample(ds)[0].tobytes())
+    return digest.hexdigest()

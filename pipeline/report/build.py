@@ -14,6 +14,7 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
+from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
 from pipeline.report.html import Page
@@ -85,18 +86,19 @@ def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -
     return notes
 
 
-def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cfg: ReportConfig) -> Page:
+def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cfg: ReportConfig,
+               ortho: Path | None = None) -> Page:
+    """The report page; the picture comes from ``ortho`` (already checked by ``survey_image``), if any."""
     defects = tables.defects
     with rasterio.open(mask_path) as mask:
         bounds = tuple(mask.bounds)
         pixel_units = abs(mask.transform.a)
         centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
         metres_per_unit = centre.mean_m / pixel_units  # ground metres: the scale bar is true in Web Mercator too
-    ortho = Path(record["input"]["path"]) if record.get("input", {}).get("path") else None
     classes = sorted(set(defects["class"])) if len(defects) else []
     class_colours = {name: CLASS_PALETTE[i % len(CLASS_PALETTE)] for i, name in enumerate(classes)}
     page = Page(
-        title=f"Defect report: {ortho.name if ortho else mask_path.parent.name}",
+        title=f"Defect report: {Path(str(record.get('input', {}).get('path') or mask_path.parent)).name}",
         subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
                  f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
         overview=figures.overview_map(ortho, bounds, defects, "severity", figures.SEVERITY_COLOURS,
@@ -144,13 +146,22 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
 
 
 def survey_image(record: dict[str, Any], image: Path | None) -> Path | None:
-    """The orthomosaic crack widths are read from: the one given, else the survey's input if it is still there."""
+    """The orthomosaic crack widths and pictures come from: the one given, else the survey's input if still there.
+
+    Both pass the survey's input policy (``pipeline.raster.trust``): a report never reads a file a
+    survey would refuse (its own VRT input only if it was one), and never the network.
+    """
     if image is not None:
-        if not Path(image).is_file():
-            raise MsafError(f"--image {image}: no such file (pass the orthomosaic that was surveyed)")
-        return Path(image)
+        location = locate(image, allow_vrt=True)
+        return Path(location.text)
     source = record.get("input", {}).get("path")
-    return Path(source) if source and Path(source).is_file() else None
+    if not source or is_virtual(source):
+        return None
+    try:
+        location = locate(source, allow_vrt=record.get("input", {}).get("kind") == "vrt")
+    except MsafError:
+        return None
+    return Path(location.text)
 
 
 def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None) -> dict[str, Any]:
@@ -165,9 +176,10 @@ def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None 
     mask_path = survey_dir / "mask.tif"
     record = read_survey_record(survey_dir)
     class_names = class_names_of(mask_path, record)
-    tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, survey_image(record, image))
+    ortho = survey_image(record, image)
+    tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
     outputs = write_tables(survey_dir, tables)
-    page = build_page(tables, record, mask_path, cfg)
+    page = build_page(tables, record, mask_path, cfg, ortho)
     with atomic_output(survey_dir / "report.html") as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}

@@ -37,7 +37,7 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.report import figures
-from pipeline.report.build import read_survey_record, report_survey
+from pipeline.report.build import read_survey_record, report_survey, survey_image
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geopackage
 
@@ -260,7 +260,7 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     with atomic_output(out_dir / "changes.csv") as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
     record = read_survey_record(new_dir)
-    ortho = Path(record["input"]["path"]) if record.get("input", {}).get("path") else None
+    ortho = survey_image(record, None)
     bounds = tuple(changes.total_bounds) if len(changes) else tuple(new.to_crs(changes.crs).total_bounds)
     if not np.isfinite(bounds).all():  # two defect-free surveys: the map shows the new survey's extent
         bounds = _survey_bounds(new_dir, changes.crs)

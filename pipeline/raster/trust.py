@@ -1,0 +1,139 @@
+"""Which raster locations a survey may read: untrusted inputs stay in their box.
+
+An orthomosaic arrives from a drone contractor or a shared inbox, so it is untrusted. GDAL can do
+far more than decode pixels: a VRT can point at any local file (a ``VRTRawRasterBand`` reads raw
+bytes of ``/etc/passwd`` as an image), at network sources (``/vsicurl/``) or run pixel functions.
+By default only ordinary local raster files are read; VRTs need ``allow_vrt`` and GDAL virtual
+file systems or URLs need ``allow_remote``. Even an allowed VRT may not use raw or derived bands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import MsafError
+
+# Defence in depth: GDAL refuses raw bands and Python pixel functions even if a check is missed.
+os.environ.setdefault("GDAL_VRT_ENABLE_RAWRASTERBAND", "NO")
+os.environ.setdefault("GDAL_VRT_ENABLE_PYTHON", "NO")
+
+URL_PREFIXES = {"http://": "/vsicurl/", "https://": "/vsicurl/", "s3://": "/vsis3/", "gs://": "/vsigs/",
+                "az://": "/vsiaz/"}
+VIRTUAL = re.compile(r"^/vsi[a-z0-9_]+/|^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+FORBIDDEN_BAND_KINDS = {"VRTRawRasterBand", "VRTDerivedRasterBand"}
+MAX_VRT_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class RasterLocation:
+    """Where a raster lives: a local path, or a GDAL virtual/network path (kept as text, never a Path)."""
+
+    text: str
+    kind: str  # "file", "vrt" or "remote"
+
+    @property
+    def local(self) -> Path | None:
+        return None if self.kind == "remote" else Path(self.text)
+
+    @property
+    def name(self) -> str:
+        return self.text.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_virtual(text: str) -> bool:
+    """A GDAL virtual file system path (``/vsicurl/...``) or a URL."""
+    return bool(VIRTUAL.match(text))
+
+
+def gdal_path(text: str) -> str:
+    """``https://...`` -> ``/vsicurl/https://...``, ``s3://b/k`` -> ``/vsis3/b/k``; other text unchanged."""
+    for prefix, vsi in URL_PREFIXES.items():
+        if text.lower().startswith(prefix):
+            return vsi + (text if vsi == "/vsicurl/" else text[len(prefix):])
+    return text
+
+
+def _looks_like_vrt(path: Path) -> bool:
+    """By content, not name: GDAL sniffs, so a VRT renamed to .tif is still a VRT."""
+    if path.suffix.lower() == ".vrt":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        return False
+    return b"<VRTDataset" in head
+
+
+def vrt_sources(path: Path, allow_remote: bool, depth: int = 0) -> list[Path]:
+    """Every local file a VRT reads (recursively); refuses raw/derived bands and, unless allowed, remote sources."""
+    if depth > MAX_VRT_DEPTH:
+        raise MsafError(f"{path}: VRTs nested deeper than {MAX_VRT_DEPTH}; flatten it with gdal_translate")
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise MsafError(f"{path}: not a readable VRT ({exc})") from None
+    for band in root.iter("VRTRasterBand"):
+        kind = band.get("subClass")
+        if kind in FORBIDDEN_BAND_KINDS:
+            raise MsafError(f"{path}: VRT band of kind {kind} is not read (it can expose arbitrary file bytes or "
+                            "run code); make a GeoTIFF with gdal_translate from a trusted source instead")
+    if next(root.iter("PixelFunctionCode"), None) is not None:
+        raise MsafError(f"{path}: VRT with embedded pixel-function code is not read")
+    sources = []
+    for element in (*root.iter("SourceFilename"), *root.iter("SourceDataset")):
+        text = (element.text or "").strip()
+        if not text:
+            continue
+        if is_virtual(text):
+            if not allow_remote:
+                raise MsafError(f"{path}: VRT source {text[:80]} is a network or virtual file; pass --allow-remote "
+                                "to read it")
+            continue
+        source = Path(text)
+        if element.get("relativeToVRT") == "1" or not source.is_absolute():
+            source = path.parent / source
+        source = source.resolve()
+        if _looks_like_vrt(source):
+            sources += [source, *vrt_sources(source, allow_remote, depth + 1)]
+        else:
+            sources.append(source)
+    return sources
+
+
+def locate(text: str | os.PathLike[str], *, allow_vrt: bool = False, allow_remote: bool = False) -> RasterLocation:
+    """Check a raster location against the input policy; every refusal says how to allow or fix it."""
+    text = os.fspath(text)
+    if is_virtual(text):
+        if not allow_remote:
+            raise MsafError(f"{text[:100]}: network and GDAL virtual-file inputs are not read by default; pass "
+                            "--allow-remote (or survey.allow_remote: true) if you trust the source")
+        return RasterLocation(gdal_path(text), "remote")
+    path = Path(text)
+    if not path.exists():
+        raise MsafError(f"input not found: {path}")
+    if not path.is_file():
+        raise MsafError(f"{path}: not a regular file; expected a GeoTIFF/COG orthomosaic")
+    if _looks_like_vrt(path):
+        if not allow_vrt:
+            raise MsafError(f"{path}: VRT inputs are not read by default (a VRT can point at any file); pass "
+                            "--allow-vrt if you trust it, or make a GeoTIFF with gdal_translate")
+        vrt_sources(path, allow_remote)
+        return RasterLocation(text, "vrt")
+    return RasterLocation(text, "file")
+
+
+def vrt_fingerprint_parts(path: Path, allow_remote: bool) -> list[str]:
+    """What identifies a VRT's pixels without reading them: its sources' paths, sizes and change times."""
+    parts = []
+    for source in vrt_sources(path, allow_remote):
+        try:
+            stat = source.stat()
+        except OSError:
+            raise MsafError(f"{path}: VRT source {source} is missing") from None
+        parts.append(f"{source}|{stat.st_size}|{stat.st_mtime_ns}")
+    return parts
