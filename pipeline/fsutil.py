@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import MsafError
 
 
 @contextmanager
@@ -55,3 +59,32 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: 
         while data := fh.read(chunk):
             digest.update(data)
     return digest.hexdigest()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, whether raised by Python or reported by GDAL in an error message."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "free disk space" in text or "disk full" in text
+
+
+def disk_error(exc: BaseException, folder: str | os.PathLike[str], needed_bytes: int | None = None) -> BaseException:
+    """A full disk as one clear line (what is needed, what is free, what to do); other errors unchanged."""
+    if not is_disk_full(exc):
+        return exc
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    needed = f"{needed_bytes / 1e6:.0f} MB needed, " if needed_bytes else ""
+    return MsafError(f"no space left on {folder}: {needed}{free}; free some space or choose another --out, then "
+                     "rerun (finished blocks are kept, earlier outputs are untouched)")
+
+
+def check_free_space(folder: str | os.PathLike[str], needed_bytes: int) -> None:
+    """Refuse to start a job that cannot finish: one line before any work instead of ENOSPC half-way."""
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise MsafError(f"no space left on {folder}: {needed_bytes / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free; "
+                        "free some space or choose another --out")

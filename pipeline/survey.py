@@ -31,11 +31,11 @@ import pipeline
 from pipeline.checkpoint import ModelMetadata, file_sha256, load_checkpoint, read_metadata
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import write_json
+from pipeline.fsutil import check_free_space, disk_error, write_json
 from pipeline.inference.blend import CONFIDENCE_NODATA, NODATA, BlockResult, infer_block
+from pipeline.inference.blockstore import BlockStore, CorruptBlock
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
-from pipeline.raster.blockstore import BlockStore
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
@@ -209,7 +209,14 @@ class PreparedSurvey:
 
     @property
     def store(self) -> BlockStore:
-        return BlockStore(self.store_dir)
+        cores = [block.core for block in self.grid.blocks(self.plan.block)]
+        return BlockStore(self.store_dir, self.key, lambda i: cores[i] if 0 <= i < len(cores) else None,
+                          len(self.meta.classes))
+
+    @property
+    def output_bytes(self) -> int:
+        """Disk a survey needs, estimated: block store, temporary and final mask + confidence (deflated)."""
+        return self.info.width * self.info.height * 2 // 2
 
 
 def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
@@ -224,8 +231,10 @@ def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *,
     gsd_warning = check_gsd(info, meta, cfg)
     plan = plan_tiling(cfg, meta)
     _check_out_dir(out_dir)
-    return PreparedSurvey(info.path, out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
-                          plan, source_fingerprint(info), gsd_warning, time.perf_counter() - started)
+    prepared = PreparedSurvey(info.path, out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
+                              plan, source_fingerprint(info), gsd_warning, time.perf_counter() - started)
+    check_free_space(out_dir, prepared.output_bytes)
+    return prepared
 
 
 _MODELS: dict[tuple[str, str, str], tuple[torch.nn.Module, ModelMetadata]] = {}
@@ -253,7 +262,7 @@ def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
         grid = prepared.grid
         blocks = grid.blocks(prepared.plan.block)
         wanted = [blocks[i] for i in (indices if indices is not None else range(len(blocks)))]
-        finished = store.done()
+        finished = store.done(b.index for b in wanted)  # checked: a bad file is discarded and recomputed
         todo = [b for b in wanted if b.index not in finished]
         if not todo:
             return {"computed": 0, "reused": len(wanted)}
@@ -290,7 +299,7 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     info, meta, plan, out_dir = prepared.info, prepared.meta, prepared.plan, prepared.out_dir
     store = prepared.store
     n_blocks = prepared.n_blocks
-    missing = set(range(n_blocks)) - store.done()
+    missing = set(range(n_blocks)) - store.stored()
     if missing:
         raise MsafError(f"{len(missing)} of {n_blocks} blocks are not inferred yet (first: {min(missing)}); "
                         "run the inference first")
@@ -312,7 +321,7 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024):
         try:
             for index in range(n_blocks):
-                result = store.load(index)
+                result = _load_checked(store, index)
                 mask_sink.write(result.core, result.classes)
                 conf_sink.write(result.core, result.confidence)
                 counts += result.class_counts(num_classes)
@@ -320,10 +329,10 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
                 sink.build_cog(tags | {"MSAF_LAYER": layer})
             for sink in sinks:
                 sink.publish()
-        except BaseException:
+        except BaseException as exc:
             for sink in sinks:
                 sink.abort()
-            raise
+            raise disk_error(exc, out_dir, prepared.output_bytes) from None
     timings = {"validate_s": prepared.validate_s, "infer_s": infer_s, "cog_s": time.perf_counter() - cog_started}
     timings["total_s"] = (time.perf_counter() - started if started is not None
                           else prepared.validate_s + infer_s + timings["cog_s"])
@@ -350,6 +359,15 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     write_json(out_dir / "survey.json", record)
     store.clear()
     return record
+
+
+def _load_checked(store: BlockStore, index: int) -> BlockResult:
+    try:
+        return store.load(index)
+    except CorruptBlock as exc:
+        store.path(index).unlink(missing_ok=True)
+        raise MsafError(f"block {index} changed on disk after it was inferred ({exc}); rerun the survey to "
+                        "recompute it") from None
 
 
 def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,

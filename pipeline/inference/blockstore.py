@@ -1,0 +1,139 @@
+"""Finished block results on disk: what makes a killed survey resumable, and a store that cannot lie.
+
+A block's class ids and confidence are written atomically (temporary name, then rename) into a
+folder keyed by everything that determines them (source fingerprint, model hash, inference
+settings). Each file also carries its survey key, block index, core window and a BLAKE2b checksum
+of its payload, and is checked before it is reused: a truncated, bit-flipped, swapped or foreign
+file, or one with class ids the model cannot produce, is discarded (with a warning) and the block
+recomputed, so a resumed survey equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.fsutil import disk_error
+from pipeline.inference.blend import NODATA, BlockResult
+from pipeline.raster.grid import Box
+
+log = logging.getLogger(__name__)
+MAGIC = b"MSAFBLK2"
+# magic, survey key, block index, core (row0, col0, row1, col1), compressed sizes of the two layers, checksum
+HEADER = struct.Struct("<8s24sq4q2Q32s")
+
+
+class CorruptBlock(ValueError):
+    """A block file that fails a check (the message says which)."""
+
+
+class BlockStore:
+    """A folder of ``block_NNNNNN.blk`` files (zlib level 1: fast, and masks compress well).
+
+    Args:
+        root: the folder (one per survey key).
+        key: the survey key every file must carry.
+        cores: the core window of each block index (a file for another window is foreign).
+        num_classes: class ids a model can produce (others, except nodata 255, mean a forged file).
+    """
+
+    def __init__(self, root: Path, key: str = "", cores: Callable[[int], Box] | None = None,
+                 num_classes: int = 255) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.key = key.encode().ljust(24, b"\0")[:24]
+        self.cores = cores
+        self.num_classes = num_classes
+
+    def path(self, index: int) -> Path:
+        return self.root / f"block_{index:06d}.blk"
+
+    def stored(self) -> set[int]:
+        """Indices with a file, unchecked (cheap: what a progress bar counts)."""
+        indices = set()
+        for path in self.root.glob("block_*.blk"):
+            with contextlib.suppress(ValueError):
+                indices.add(int(path.stem.split("_")[1]))
+        return indices
+
+    def done(self, indices: Iterable[int] | None = None) -> set[int]:
+        """Indices (of ``indices``, default all) whose files pass every check; bad files are removed."""
+        candidates = self.stored() if indices is None else self.stored() & set(indices)
+        good = set()
+        for index in sorted(candidates):
+            try:
+                self.load(index)
+            except CorruptBlock as exc:
+                log.warning("block %d: %s; discarded, it will be recomputed", index, exc)
+                self.path(index).unlink(missing_ok=True)
+            else:
+                good.add(index)
+        return good
+
+    def save(self, index: int, result: BlockResult) -> None:
+        classes = zlib.compress(np.ascontiguousarray(result.classes).tobytes(), 1)
+        confidence = zlib.compress(np.ascontiguousarray(result.confidence).tobytes(), 1)
+        core = result.core
+        checksum = hashlib.blake2b(classes + confidence, digest_size=32).digest()
+        fd, tmp = tempfile.mkstemp(prefix=".block.", suffix=".partial", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(HEADER.pack(MAGIC, self.key, index, core.row0, core.col0, core.row1, core.col1,
+                                     len(classes), len(confidence), checksum))
+                fh.write(classes)
+                fh.write(confidence)
+            os.replace(tmp, self.path(index))
+        except OSError as exc:
+            raise disk_error(exc, self.root) from None
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def load(self, index: int) -> BlockResult:
+        """The block's result; raises CorruptBlock if the file fails any check."""
+        try:
+            data = self.path(index).read_bytes()
+        except OSError as exc:
+            raise CorruptBlock(f"unreadable ({exc.strerror})") from None
+        if len(data) < HEADER.size:
+            raise CorruptBlock("truncated header")
+        magic, key, stored_index, row0, col0, row1, col1, n_classes, n_conf, checksum = HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise CorruptBlock("not a block file of this version")
+        if key != self.key:
+            raise CorruptBlock("belongs to another survey")
+        if stored_index != index:
+            raise CorruptBlock(f"holds block {stored_index}")
+        core = Box(row0, col0, row1, col1)
+        if self.cores is not None and self.cores(index) != core:
+            raise CorruptBlock(f"holds window {core}, expected {self.cores(index)}")
+        payload = data[HEADER.size:]
+        if len(payload) != n_classes + n_conf:
+            raise CorruptBlock("truncated payload")
+        if hashlib.blake2b(payload, digest_size=32).digest() != checksum:
+            raise CorruptBlock("checksum mismatch")
+        shape = (row1 - row0, col1 - col0)
+        try:
+            classes = np.frombuffer(zlib.decompress(payload[:n_classes]), np.uint8).reshape(shape)
+            confidence = np.frombuffer(zlib.decompress(payload[n_classes:]), np.uint8).reshape(shape)
+        except (zlib.error, ValueError) as exc:
+            raise CorruptBlock(f"undecodable payload ({exc})") from None
+        if (classes[classes != NODATA] >= self.num_classes).any():
+            raise CorruptBlock(f"class ids outside 0-{self.num_classes - 1}")
+        return BlockResult(core, classes, confidence)
+
+    def clear(self) -> None:
+        for path in self.root.glob("*"):
+            path.unlink(missing_ok=True)
+        self.root.rmdir()
+        with contextlib.suppress(OSError):
+            self.root.parent.rmdir()  # the folder of all keys, once empty
+

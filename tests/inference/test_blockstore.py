@@ -1,0 +1,71 @@
+"""The resume store cannot lie: damaged, swapped, foreign or forged block files are recomputed."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import rasterio
+
+from pipeline.config import SurveyConfig
+from pipeline.inference.blend import BlockResult
+from pipeline.inference.blockstore import BlockStore
+from pipeline.survey import infer_blocks, prepare_survey, run_survey
+from tests.conftest import write_raster
+
+CFG = SurveyConfig(device="cpu", gsd_policy="ignore", batch=4, block=64)
+
+
+def _mask(folder) -> np.ndarray:
+    with rasterio.open(folder / "mask.tif") as ds:
+        return ds.read(1)
+
+
+def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny_model, crack_mosaic, caplog):
+    ortho, _ = crack_mosaic
+    with rasterio.open(ortho) as src:
+        pixels = src.read((1, 2, 3), window=((0, 200), (0, 230)))
+    image = write_raster(tmp_path / "in.tif", pixels)
+    reference = run_survey(image, tmp_path / "reference", CFG, model_path=tiny_model)
+    assert reference["tiling"]["blocks"] == 16
+
+    other = prepare_survey(image, tmp_path / "other", CFG.model_copy(update={"tta": True}), model_path=tiny_model)
+    infer_blocks(other, indices=[4])  # a block of another survey (other key) of the same window
+    prepared = prepare_survey(image, tmp_path / "out", CFG, model_path=tiny_model)
+    infer_blocks(prepared)
+    store = prepared.store
+    paths = {i: store.path(i) for i in range(16)}
+    flipped = bytearray(paths[0].read_bytes())
+    flipped[-10] ^= 0x01
+    paths[0].write_bytes(bytes(flipped))  # bit flip in the payload
+    paths[1].write_bytes(paths[1].read_bytes()[:100])  # truncated
+    two, three = paths[2].read_bytes(), paths[3].read_bytes()
+    paths[2].write_bytes(three)  # swapped
+    paths[3].write_bytes(two)
+    shutil.copy(other.store.path(4), paths[4])  # foreign
+    good = store.load(5)
+    forged = BlockResult(good.core, np.full_like(good.classes, 7), good.confidence)
+    store.save(5, forged)  # well formed, right key, class ids the model cannot produce
+    paths[6].write_bytes(b"")  # empty
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.inference.blockstore"):
+        resumed = run_survey(image, tmp_path / "out", CFG, model_path=tiny_model)
+    assert resumed["tiling"]["blocks_reused"] == 16 - 7
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    for reason in ("checksum mismatch", "truncated", "holds block 3", "holds block 2", "another survey",
+                   "class ids outside", "recomputed"):
+        assert reason in warned, reason
+    np.testing.assert_array_equal(_mask(tmp_path / "out"), _mask(tmp_path / "reference"))
+    assert not (tmp_path / "out" / ".msaf-blocks").exists()
+
+
+def test_store_checks_the_window_of_each_block(tmp_path):
+    from pipeline.raster.grid import Box
+
+    store = BlockStore(tmp_path / "s", "k" * 24, lambda i: Box(0, 64 * i, 64, 64 * (i + 1)), 3)
+    store.save(0, BlockResult(Box(0, 0, 64, 64), np.zeros((64, 64), np.uint8), np.full((64, 64), 200, np.uint8)))
+    store.save(1, BlockResult(Box(0, 0, 64, 64), np.zeros((64, 64), np.uint8), np.full((64, 64), 200, np.uint8)))
+    store.save(2, BlockResult(Box(0, 128, 64, 192), np.full((64, 64), 255, np.uint8), np.zeros((64, 64), np.uint8)))
+    assert store.done() == {0, 2}  # block 1 held block 0's window; nodata 255 is a valid id
+    assert store.stored() == {0, 2}
