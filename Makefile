@@ -13,7 +13,7 @@ UAV_RAW := data/raw/uav75
 
 DEMO_SIZE ?= 4096
 
-.PHONY: setup browser test bench lint clean data repro demo
+.PHONY: setup browser test bench lint clean data repro demo FORCE
 
 setup: $(STAMP)
 
@@ -21,13 +21,28 @@ setup: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# torch first (a CPU build here; override TORCH=... for CUDA), then the project pinned to keep it.
-$(STAMP): pyproject.toml
+# torch first (a CPU build here), then the project, which keeps it. TORCH is split into pip arguments,
+# so a CUDA build is e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126";
+# the spec is remembered in $(TORCH_SPEC), and a different one reinstalls torch.
+TORCH_SPEC := $(VENV)/.torch-spec
+TORCH_STAMP := $(VENV)/.torch-installed
+
+$(TORCH_SPEC): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH)' | cmp -s - $@ || echo '$(TORCH)' > $@
+
+$(TORCH_STAMP): $(TORCH_SPEC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip uninstall --quiet --yes torch 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	touch $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $@
+
+FORCE:
 
 test: setup browser
 	$(BIN)/python -m pytest -q

@@ -3,7 +3,7 @@ georeferenced orthomosaic, surveyed tile by tile with `run_survey`, the mask sco
 mosaic's exact truth raster (per set: IoU, F1, 2-px tolerant F1, median crack width, joint pixels
 called crack).
 
-    python bench/survey_accuracy.py --model models/default/msaf-dsnet.safetensors \
+    python bench/survey_accuracy.py --model pipeline/assets/msaf-dsnet.safetensors \
         --manifest data/prepared/manifest.json --size 2048 --out metrics/survey_accuracy.json
 """
 

@@ -1,7 +1,13 @@
-"""Scheduled survey processing: scan an inbox, process every new orthomosaic exactly once."""
+"""Scheduled survey processing: scan an inbox, process every new orthomosaic exactly once.
+
+The inbox is untrusted: a symlink pointing out of it is never followed, a file still being written
+(changed in the last ``settle_seconds``, or named ``*.part``) waits for the next run, and a file
+that fails is recorded in the ledger (``.failed``, with the reason) while the others go on.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +21,30 @@ from pipeline.raster.source import file_fingerprint
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
 
 
+def arrivals(inbox: Path, settle_seconds: float) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Raster files ready to survey, and the ones skipped with why (symlinks out, still being written)."""
+    root = inbox.resolve()
+    ready, skipped = [], []
+    now = time.time()
+    for path in sorted(inbox.iterdir()):
+        if path.suffix.lower() not in RASTER_SUFFIXES:
+            continue
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            skipped.append((path, f"a link to {resolved}, outside the inbox"))
+            continue
+        if not resolved.is_file():
+            continue
+        if now - resolved.stat().st_mtime < settle_seconds:
+            skipped.append((path, f"changed in the last {settle_seconds:g} s (still being copied?)"))
+            continue
+        ready.append(path)
+    return ready, skipped
+
+
 @flow(name="msaf-inbox", log_prints=True)
-def inbox_flow(inbox: str, out: str, model: str | None = None, params_path: str = "params.yaml",
-               overrides: dict[str, Any] | None = None, track: bool = True) -> list[str]:
+def inbox_flow(inbox: str, out: str, model: str | None = None, params_path: str | None = None,
+               overrides: dict[str, Any] | None = None, track: bool = True, settle_seconds: float = 30.0) -> list[str]:
     """Survey every orthomosaic in ``inbox`` not yet processed; returns the new survey folders.
 
     Each file is keyed by its content fingerprint (renamed or copied files are not processed
@@ -28,8 +55,11 @@ def inbox_flow(inbox: str, out: str, model: str | None = None, params_path: str 
     if not inbox_dir.is_dir():
         raise FileNotFoundError(f"inbox folder not found: {inbox_dir}")
     ledger = Ledger(out_dir / ".ledger")
+    ready, skipped = arrivals(inbox_dir, settle_seconds)
+    for path, why in skipped:
+        logger.warning("skipped %s: %s", path.name, why)
     processed = []
-    for path in sorted(p for p in inbox_dir.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()):
+    for path in ready:
         key = file_fingerprint(path)
         if not ledger.claim(key, str(path)):
             continue
@@ -37,9 +67,10 @@ def inbox_flow(inbox: str, out: str, model: str | None = None, params_path: str 
         try:
             record = survey_flow(ortho=str(path), out=str(target), model=model, params_path=params_path,
                                  overrides=overrides, track=track)
-        except Exception:
-            ledger.release(key)
-            raise
+        except Exception as exc:  # one bad file never stops the others
+            ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
+            logger.error("failed %s: %s", path.name, exc)
+            continue
         ledger.finish(key, {"source": str(path), "survey": str(target), "defects": (record.get("report") or {})
                             .get("defects")})
         logger.info("processed %s -> %s", path.name, target)

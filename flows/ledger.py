@@ -1,8 +1,9 @@
 """Which orthomosaics an inbox has already processed, keyed by content fingerprint.
 
 A claim is an exclusively-created file (``O_EXCL``), so two overlapping runs never process the
-same file; a finished survey leaves a ``.done`` record. A claim whose process is gone (a crash)
-is taken over by the next run.
+same file; a finished survey leaves a ``.done`` record, a failed one a ``.failed`` record with the
+reason (the same bytes are not retried; delete the record to retry). A claim whose process is
+gone (a crash) is taken over by the next run.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ class Ledger:
     def _done(self, key: str) -> Path:
         return self.root / f"{key}.done"
 
+    def _failed(self, key: str) -> Path:
+        return self.root / f"{key}.failed"
+
     def is_done(self, key: str) -> bool:
-        return self._done(key).exists()
+        return self._done(key).exists() or self._failed(key).exists()
 
     def _stale(self, claim: Path) -> bool:
         try:
@@ -65,6 +69,14 @@ class Ledger:
     def finish(self, key: str, record: dict[str, Any]) -> None:
         write_json(self._done(key), record | {"finished_utc": datetime.now(UTC).isoformat(timespec="seconds")})
         self._claim(key).unlink(missing_ok=True)
+
+    def fail(self, key: str, record: dict[str, Any]) -> None:
+        """Record why a file failed, so the next run does not retry the same bytes for ever."""
+        write_json(self._failed(key), record | {"failed_utc": datetime.now(UTC).isoformat(timespec="seconds")})
+        self._claim(key).unlink(missing_ok=True)
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.failed"))]
 
     def release(self, key: str) -> None:
         """Give a claim back after a failure, so a later run retries the file."""

@@ -23,9 +23,11 @@ from prefect.tasks import exponential_backoff
 
 import flows  # noqa: F401  (telemetry defaults)
 from flows.engines import gpu_count, task_runner
+from flows.server import prefect_api
 from pipeline.config import Params, load_params_or_defaults
 from pipeline.errors import MsafError
 from pipeline.survey import PreparedSurvey, infer_blocks, prepare_survey, stitch
+from pipeline.survey_folder import exclusive
 
 
 @task(name="resolve model")
@@ -108,7 +110,7 @@ def _summary_artifacts(record: dict[str, Any], summary: dict[str, Any] | None, o
 
 @flow(name="msaf-survey", log_prints=True)
 def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str | None = None,
-                params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
+                params_path: str | None = None, overrides: dict[str, Any] | None = None,
                 assume_crs: str | None = None, chunk_blocks: int = 4, report: bool = True,
                 track: bool = True, prepared: Any = None) -> dict[str, Any]:
     """Process one orthomosaic; returns the survey record.
@@ -117,6 +119,14 @@ def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str |
     report mistakes as one line before any orchestration starts) skip the validate task. It is typed
     ``Any`` because deployments rebuild the parameter model where that class cannot be resolved.
     """
+    with exclusive(out):  # re-entrant: the CLI already holds it
+        return _survey(ortho, out, model, model_ref, params_path, overrides, assume_crs, chunk_blocks, report,
+                       track, prepared)
+
+
+def _survey(ortho: str, out: str, model: str | None, model_ref: str | None, params_path: str | None,
+            overrides: dict[str, Any] | None, assume_crs: str | None, chunk_blocks: int, report: bool,
+            track: bool, prepared: Any) -> dict[str, Any]:
     logger = get_run_logger()
     params = load_params_or_defaults(params_path, overrides)
     started = time.perf_counter()
@@ -167,10 +177,11 @@ def _submit_gpu_task(task_fn: Any, *args: Any) -> Any:
 def run_survey_flow(ortho: str, out: str, *, engine: str = "local", dask_address: str | None = None,
                     dask_workers: int | None = None, **kwargs: Any) -> dict[str, Any]:
     """Run the flow with the task runner of an engine (what `msaf survey` calls)."""
-    runner = task_runner(engine, dask_address, dask_workers)
     if engine == "dask":
         kwargs.setdefault("chunk_blocks", 1)
-    return survey_flow.with_options(task_runner=runner)(ortho=str(ortho), out=str(out), **kwargs)
+    with prefect_api():  # one API for the flow and its Dask workers; it dies with this process
+        runner = task_runner(engine, dask_address, dask_workers)
+        return survey_flow.with_options(task_runner=runner)(ortho=str(ortho), out=str(out), **kwargs)
 
 
 __all__ = ["run_survey_flow", "survey_flow"]

@@ -56,7 +56,7 @@ class ModelMetadata(BaseModel):
     preset: str
     architecture: DSNetConfig
     classes: list[ClassSpec]
-    tile_size: int = Field(description="training crop size; surveys infer at this scale")
+    tile_size: int = Field(ge=16, le=8192, description="training crop size; surveys infer at this scale")
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     gsd_m: float | None = None
@@ -108,10 +108,41 @@ def read_metadata(path: str | Path) -> ModelMetadata:
             if not 0 < header_len < 100_000_000:
                 raise ValueError("bad header length")
             header = json.loads(fh.read(header_len))
-        raw = header["__metadata__"][METADATA_KEY]
-        return ModelMetadata.model_validate_json(raw)
-    except (ValueError, KeyError, TypeError, ValidationError):
+        raw = json.loads(header["__metadata__"][METADATA_KEY])
+        if not isinstance(raw, dict):
+            raise TypeError("metadata is not an object")
+    except (ValueError, KeyError, TypeError):
         raise MsafError(f"{path}: not an msaf model checkpoint (expected safetensors with msaf metadata)") from None
+    version = raw.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise MsafError(f"{path}: checkpoint format {version!r} is not one this msaf {pipeline.__version__} reads "
+                        f"(1-{FORMAT_VERSION}); upgrade msaf-pipeline or re-export the model")
+    try:
+        return ModelMetadata.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MsafError(f"{path}: invalid model metadata ({where}: {first['msg']}); re-export or retrain the "
+                        "model") from None
+
+
+def check_weights(path: str | Path, metadata: ModelMetadata) -> None:
+    """The stored tensors match the architecture the metadata names (names and shapes; no weights loaded)."""
+    from safetensors import safe_open
+
+    expected = {name: tuple(t.shape) for name, t in DSNet(metadata.architecture).state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            stored = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise MsafError(f"{path}: corrupt model weights ({exc}); re-download or retrain") from None
+    missing, unexpected = expected.keys() - stored.keys(), stored.keys() - expected.keys()
+    wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+    if missing or unexpected or wrong:
+        detail = (f"{wrong[0]} is {stored[wrong[0]]}, expected {expected[wrong[0]]}" if wrong
+                  else f"{len(missing)} missing, {len(unexpected)} unexpected tensors")
+        raise MsafError(f"{path}: weights do not match the architecture in its metadata ({detail}); the file was "
+                        "edited or mixed from two models - re-export it")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSNet, ModelMetadata]:
@@ -121,11 +152,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise MsafError(f"{path}: corrupt model weights ({exc}); re-download or retrain") from None
+    check_weights(path, metadata)
     model = DSNet(metadata.architecture)
     expected = model.state_dict()
-    tensors = {k: v.to(expected[k].dtype) if k in expected else v for k, v in tensors.items()}
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise MsafError(f"{path}: weights do not match the architecture in its metadata "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
+    model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), metadata

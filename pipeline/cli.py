@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import sys
 import threading
@@ -27,7 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MSAF bridge-
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_PARAMS = Path("params.yaml")
+PARAMS_HELP = "settings file (default: MSAF_PARAMS, else the project's params.yaml, else built-in defaults)"
 
 
 def user_errors(func: F) -> F:
@@ -84,14 +85,14 @@ def print_metrics(summary: dict[str, Any]) -> None:
 @app.command()
 @user_errors
 def prepare(
-    params: Annotated[Path, typer.Option(help="params.yaml to read")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
     out: Annotated[Path, typer.Option(help="manifest to write")] = Path("data/prepared/manifest.json"),
 ) -> None:
     """Validate the labelled data and write the deterministic train/val manifest (DVC stage 'prepare')."""
     from pipeline.config import load_params
     from pipeline.data.manifest import build_manifest, save_manifest
 
-    manifest = build_manifest(load_params(params).data)
+    manifest = build_manifest(load_params(_required_params(params)).data)
     save_manifest(manifest, out)
     for entry in manifest.sets:
         console.print(f"{entry.name}: {len(entry.train)} train + {len(entry.val)} val images, "
@@ -102,7 +103,7 @@ def prepare(
 @app.command()
 @user_errors
 def train(
-    params: Annotated[Path, typer.Option(help="params.yaml to read")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="checkpoint path (default: train.out)")] = None,
     manifest: Annotated[Path | None, typer.Option(help="prepared manifest (default: split from params)")] = None,
     history: Annotated[Path | None, typer.Option(help="per-epoch metrics CSV to write (for dvc plots)")] = None,
@@ -115,7 +116,7 @@ def train(
     from pipeline.data.manifest import load_manifest
     from pipeline.training.trainer import load_training_data, train_model
 
-    cfg = load_params(params, _parse_sets(set_))
+    cfg = load_params(_required_params(params), _parse_sets(set_))
     data = load_training_data(cfg, load_manifest(manifest) if manifest else None)  # data mistakes: before any run
     console.print(f"training [bold]{cfg.model.preset}[/] on {', '.join(s.name for s in data.manifest.sets)} "
                   f"for {cfg.train.epochs} epochs")
@@ -206,11 +207,30 @@ def _write_per_class(path: Path, summary: dict[str, Any]) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
-def _load_optional_params(path: Path, survey_overrides: dict[str, Any] | None = None) -> Params:
-    """params.yaml when present (an explicitly named file must exist), else the built-in defaults."""
-    from pipeline.config import load_params_or_defaults
+def _required_params(explicit: Path | None) -> Path:
+    """The settings file a data/training command needs (it has no meaningful built-in data sets)."""
+    from pipeline.locations import params_path
 
-    return load_params_or_defaults(path, survey_overrides, required=path != DEFAULT_PARAMS)
+    path, _ = params_path(explicit)
+    if path is None:
+        raise MsafError("no params.yaml: run this in the project folder, or pass --params FILE (or set MSAF_PARAMS)")
+    return path
+
+
+def _load_optional_params(explicit: Path | None, survey_overrides: dict[str, Any] | None = None) -> Params:
+    """Settings by the documented precedence (``pipeline.locations``); a named file must exist."""
+    from pipeline.config import load_params_or_defaults
+    from pipeline.locations import params_path
+
+    path, source = params_path(explicit)
+    return load_params_or_defaults(path, survey_overrides, required=source != "project folder")
+
+
+def _params_for_flow(explicit: Path | None) -> str | None:
+    from pipeline.locations import params_path
+
+    path, _ = params_path(explicit)
+    return str(path.resolve()) if path else None
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -240,7 +260,7 @@ def survey(
     engine: Annotated[str, typer.Option(help="local (threads) or dask (a Dask cluster)")] = "local",
     dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
     dask_workers: Annotated[int | None, typer.Option(help="workers of a cluster started here (CPU)")] = None,
-    params: Annotated[Path, typer.Option(help="params.yaml (survey section)")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
     allow_vrt: Annotated[bool | None, typer.Option("--allow-vrt", help="read a VRT input (trusted only)")] = None,
     allow_remote: Annotated[bool | None, typer.Option(
         "--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")] = None,
@@ -261,19 +281,24 @@ def survey(
 
     # validate before any orchestration starts: mistakes become one line, not a failed flow run
     model_ref = None
-    if model is None:
-        from pipeline.tracking.registry import resolve_default_model
+    if track or model is None:
         from pipeline.tracking.store import init_tracking
 
-        init_tracking()
+        init_tracking()  # a broken store is one line here, not a failed flow later
+    if model is None:
+        from pipeline.tracking.registry import resolve_default_model
+
         model, model_ref = resolve_default_model(all_params.registry.name, all_params.registry.alias)
-    prepared = prepare_survey(ortho, out, all_params.survey, model_path=model,
-                              model_ref=model_ref, assume_crs=assume_crs)
-    with _block_progress(prepared):
-        record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
-                                 dask_workers=dask_workers, prepared=prepared, model=str(model), model_ref=model_ref,
-                                 params_path=str(params), overrides=overrides, assume_crs=assume_crs,
-                                 report=with_report, track=track)
+    from pipeline.survey_folder import exclusive
+
+    with exclusive(out):  # one survey per folder; dropped by the kernel whatever ends this process
+        prepared = prepare_survey(ortho, out, all_params.survey, model_path=model,
+                                  model_ref=model_ref, assume_crs=assume_crs)
+        with _block_progress(prepared):
+            record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
+                                     dask_workers=dask_workers, prepared=prepared, model=str(model),
+                                     model_ref=model_ref, params_path=_params_for_flow(params), overrides=overrides,
+                                     assume_crs=assume_crs, report=with_report, track=track)
     pixels = ", ".join(f"{name} {count:,}" for name, count in record["class_pixels"].items())
     if record["model"].get("registry"):
         console.print(f"model: {record['model']['registry']}")
@@ -327,7 +352,7 @@ def mosaic(
     compress: Annotated[str, typer.Option(help="jpeg or deflate")] = "jpeg",
     footprint: Annotated[bool, typer.Option(help="irregular nodata footprint (alpha or internal mask)")] = False,
     seed: Annotated[int, typer.Option(help="random seed of the layout")] = 0,
-    params: Annotated[Path, typer.Option(help="params.yaml (data.classes maps mask values)")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Compose a large georeferenced survey orthomosaic from crack photos, with exact ground truth."""
     from pipeline.raster.mosaic import compose_mosaic
@@ -346,7 +371,7 @@ def mosaic(
 @user_errors
 def report(
     survey_dir: Annotated[Path, typer.Argument(help="survey folder (mask.tif, confidence.tif, survey.json)")],
-    params: Annotated[Path, typer.Option(help="params.yaml (report section)")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
     image: Annotated[Path | None, typer.Option(help="orthomosaic to read crack widths from "
                                                "(default: the survey's input, if still there)")] = None,
 ) -> None:
@@ -363,7 +388,7 @@ def compare(
     old_survey: Annotated[Path, typer.Argument(help="earlier survey folder")],
     new_survey: Annotated[Path, typer.Argument(help="later survey folder")],
     out: Annotated[Path, typer.Option(help="folder for changes.gpkg/.geojson/.csv and report.html")],
-    params: Annotated[Path, typer.Option(help="params.yaml (report section)")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Match the defects of two surveys and classify each as new, grown, unchanged, shrunk or not found."""
     from pipeline.report.compare import compare_surveys
@@ -391,7 +416,7 @@ def schedule(
     name: Annotated[str, typer.Option(help="deployment name")] = "msaf-inbox",
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: the registry champion)")] = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="schedule `dvc repro` retraining instead")] = False,
-    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Serve a Prefect deployment on a cron schedule (needs a running `prefect server start`)."""
     from prefect.settings import PREFECT_API_URL
@@ -412,7 +437,7 @@ def schedule(
         raise MsafError(f"inbox folder not found: {inbox}")
     from flows.inbox import inbox_flow
 
-    parameters = {"inbox": str(inbox.resolve()), "out": str(out.resolve()), "params_path": str(params.resolve()),
+    parameters = {"inbox": str(inbox.resolve()), "out": str(out.resolve()), "params_path": _params_for_flow(params),
                   "model": str(model.resolve()) if model else None}
     console.print(f"serving deployment msaf-inbox/{name} ({cron}) against the Prefect server at {api}; "
                   "each run surveys every new orthomosaic in the inbox once. Ctrl-C stops it.")
@@ -433,7 +458,7 @@ def _registry(params: Path) -> tuple[str, str]:
 
 @models_app.command("list")
 @user_errors
-def models_list(params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS) -> None:
+def models_list(params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None) -> None:
     """Registered versions with their aliases and validation scores."""
     from pipeline.tracking.registry import SCORE_TAG, list_versions
 
@@ -450,7 +475,7 @@ def models_list(params: Annotated[Path, typer.Option(help="params.yaml")] = DEFA
 @user_errors
 def models_show(
     ref: Annotated[str, typer.Argument(help="version number or alias")] = "champion",
-    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """One version (by number or alias) and its tags."""
     from pipeline.tracking.registry import show
@@ -463,7 +488,7 @@ def models_show(
 @user_errors
 def models_promote(
     version: Annotated[str, typer.Argument(help="version number to make the champion")],
-    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Point the champion alias at a version by hand (no score gate)."""
     from pipeline.tracking.registry import promote
@@ -506,7 +531,7 @@ def models_register(
     metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of the candidate")],
     run_info: Annotated[Path | None, typer.Option(help="training run JSON (links the version to its run)")] = None,
     decision: Annotated[Path, typer.Option(help="registry decision JSON to write")] = Path("metrics/registry.json"),
-    params: Annotated[Path, typer.Option(help="params.yaml")] = DEFAULT_PARAMS,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Register a candidate; promote it to champion only if its val tolerant F1 >= the champion's."""
     from pipeline.checkpoint import read_metadata
@@ -547,22 +572,49 @@ def models_register(
 
 @app.command()
 def doctor() -> None:
-    """Print versions and hardware, to paste into bug reports."""
+    """Print versions, devices and which settings, model and stores are used (and why), for bug reports."""
+    import importlib.util
+
     import numpy
     import rasterio
     import torch
 
+    from pipeline.locations import params_path, project_dir, shipped_model, state_root, user_home
+    from pipeline.tracking.store import tracking_uri
+
     rows = {
         "msaf-pipeline": pipeline.__version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
+        "torch": f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})",
         "cpu threads": str(torch.get_num_threads()),
         "numpy": numpy.__version__,
         "rasterio / GDAL": f"{rasterio.__version__} / {rasterio.__gdal_version__}",
     }
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            bf16 = "yes" if torch.cuda.is_bf16_supported() else "no"
+            rows[f"cuda:{index}"] = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, compute "
+                                     f"{props.major}.{props.minor}, bf16 {bf16}")
+    else:
+        rows["cuda"] = "not available (surveys run on the CPU)"
+    rows["dask-cuda"] = ("installed (one Dask worker per GPU)" if importlib.util.find_spec("dask_cuda")
+                         else "not installed (pip install -e .[gpu] for --engine dask on GPUs)")
+    path, source = params_path(None)
+    rows["params"] = f"{path} ({source})" if path else "built-in defaults (no project folder, no MSAF_PARAMS)"
+    project = project_dir()
+    rows["project folder"] = str(project) if project else "none (not inside a folder with params.yaml + dvc.yaml)"
+    rows["user data"] = f"{user_home()} (MSAF_HOME)" if os.environ.get("MSAF_HOME") else str(user_home())
+    rows["tracking store"] = tracking_uri() + (" (MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI")
+                                               else f" ({'project folder' if project else 'user data'})")
+    rows["artifacts"] = str(state_root() / "mlartifacts")
+    shipped = shipped_model()
+    rows["default model"] = (f"the registry's champion; the first one is the shipped model {shipped}"
+                             + ("" if shipped.is_file() else " (MISSING: reinstall msaf-pipeline)"))
+    api = os.environ.get("PREFECT_API_URL")
+    rows["prefect api"] = api or "a temporary server per survey (bound to it; set PREFECT_API_URL to use yours)"
     for key, value in rows.items():
-        console.print(f"{key:>16}: {value}")
+        console.print(f"{key:>16}: {value}", highlight=False, markup=False)
 
 
 def main() -> None:
@@ -573,6 +625,8 @@ def main() -> None:
 
     # a missing georeference is reported as a clear error (or handled with --assume-crs), not a warning
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    # the terminal shows progress and results; Prefect's run logs stay in its API/UI (set INFO to see them here)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     app()
 
 

@@ -337,12 +337,15 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     return params.resolve_paths(path.resolve().parent)
 
 
-def load_params_or_defaults(path: str | Path, survey_overrides: dict[str, Any] | None = None, *,
+def load_params_or_defaults(path: str | Path | None, survey_overrides: dict[str, Any] | None = None, *,
                             required: bool = False) -> Params:
-    """params.yaml when present (or ``required``), else the built-in defaults; plus validated
-    survey overrides (command-line flags), whose mistakes are MsafErrors too."""
-    path = Path(path)
-    params = load_params(path) if required or path.exists() else Params().resolve_paths(Path.cwd())
+    """The settings file when given and present (or ``required``), else the built-in defaults; plus
+    validated survey overrides (command-line flags), whose mistakes are MsafErrors too."""
+    if path is None or str(path) == "":
+        params = Params().resolve_paths(Path.cwd())
+    else:
+        path = Path(path)
+        params = load_params(path) if required or path.exists() else Params().resolve_paths(Path.cwd())
     if survey_overrides:
         try:
             survey = SurveyConfig.model_validate(params.survey.model_dump() | survey_overrides)

@@ -28,7 +28,7 @@ import rasterio
 import torch
 
 import pipeline
-from pipeline.checkpoint import ModelMetadata, file_sha256, load_checkpoint, read_metadata
+from pipeline.checkpoint import ModelMetadata, check_weights, file_sha256, load_checkpoint, read_metadata
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import check_free_space, disk_error, write_json
@@ -39,6 +39,7 @@ from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
+from pipeline.survey_folder import exclusive, retire_report
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -228,6 +229,7 @@ def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *,
     info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
     resolve_device(cfg.device)
     meta = read_metadata(model_path)
+    check_weights(model_path, meta)  # before any orchestration: a mixed-up file is one line, not a task failure
     gsd_warning = check_gsd(info, meta, cfg)
     plan = plan_tiling(cfg, meta)
     _check_out_dir(out_dir)
@@ -327,6 +329,7 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
                 counts += result.class_counts(num_classes)
             for sink, layer in sinks.items():
                 sink.build_cog(tags | {"MSAF_LAYER": layer})
+            retire_report(out_dir)  # the old report and record never sit beside the new mask
             for sink in sinks:
                 sink.publish()
         except BaseException as exc:
@@ -382,8 +385,10 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
     Returns the survey record (also written as survey.json).
     """
     started = time.perf_counter()
-    prepared = prepare_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref, assume_crs=assume_crs)
-    infer_started = time.perf_counter()
-    counts = infer_blocks(prepared, on_block=on_block)
-    return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"],
-                  started=started)
+    with exclusive(out_dir):
+        prepared = prepare_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref,
+                                  assume_crs=assume_crs)
+        infer_started = time.perf_counter()
+        counts = infer_blocks(prepared, on_block=on_block)
+        return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"],
+                      started=started)

@@ -22,8 +22,9 @@ def isolated_services(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("services")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED",
-                                             "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY")}
+                                             "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "MSAF_HOME")}
     os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PREFECT_HOME": str(root / "prefect"),
+                       "MSAF_HOME": str(root / "msaf-home"),
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                        "MLFLOW_DISABLE_TELEMETRY": "true"})
     yield root

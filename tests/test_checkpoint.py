@@ -44,6 +44,7 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path):
 
 
 def test_half_precision_file_is_smaller_and_close(tmp_path):
+    torch.manual_seed(0)  # unseeded, about one random init in four overflows fp16 (outputs ~1e22)
     model = _trained_like(build_model("dsnet-tiny", 2)).eval()
     save_checkpoint(tmp_path / "full.safetensors", model, _metadata(model))
     save_checkpoint(tmp_path / "half.safetensors", model, _metadata(model), half=True)

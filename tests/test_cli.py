@@ -71,3 +71,31 @@ def test_evaluate_with_missing_model_or_empty_folder(tmp_path, cfd_subset):
 def test_doctor_reports_versions():
     result = run("doctor")
     assert result.returncode == 0 and "torch" in result.stdout and "GDAL" in result.stdout
+
+
+def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_output(tmp_path, crack_mosaic):
+    import os
+
+    import rasterio
+
+    work, home = tmp_path / "my surveys", tmp_path / "msaf-home"
+    work.mkdir()
+    with rasterio.open(crack_mosaic[0]) as src:
+        profile = src.profile | {"width": 256, "height": 256, "transform": src.window_transform(((0, 256), (0, 256)))}
+        pixels = src.read(window=((0, 256), (0, 256)))
+    with rasterio.open(work / "my ortho.tif", "w", **profile) as dst:
+        dst.write(pixels)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MSAF_PROJECT_DIR", "MSAF_PARAMS")}
+    result = subprocess.run([*MSAF, "survey", "my ortho.tif", "--out", "out", "--device", "cpu"], cwd=work,
+                            env=env | {"MSAF_HOME": str(home)}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in work.iterdir()) == ["my ortho.tif", "out"]  # no mlflow.db, no caches here
+    assert {"mask.tif", "confidence.tif", "survey.json", "report.html", "defects.gpkg"} <= {
+        p.name for p in (work / "out").iterdir()}
+    record = json.loads((work / "out" / "survey.json").read_text())
+    assert record["model"]["registry"].startswith("models:/msaf-defects@champion")
+    assert record["model"]["classes"] == ["background", "crack", "joint"]
+    assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir()
+    doctor = subprocess.run([*MSAF, "doctor"], cwd=work, env=env | {"MSAF_HOME": str(home)}, capture_output=True,
+                            text=True, timeout=120)
+    assert doctor.returncode == 0 and "built-in defaults" in doctor.stdout and str(home) in doctor.stdout

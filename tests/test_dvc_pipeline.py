@@ -43,7 +43,7 @@ def project(tmp_path_factory, cfd_dir, uav_dir) -> Path:
     root = tmp_path_factory.mktemp("dvc") / "project"
     files = run(["git", "ls-files"], REPO).stdout.split()
     for name in files:
-        if (REPO / name).is_file() and not name.startswith(("data/raw/", "models/default/")):
+        if (REPO / name).is_file() and not name.startswith(("data/raw/", "pipeline/assets/")):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, root / name)
     raw = root / "data" / "raw" / "crackforest"

@@ -93,7 +93,7 @@ class BlockStore:
                 fh.write(confidence)
             os.replace(tmp, self.path(index))
         except OSError as exc:
-            raise disk_error(exc, self.root) from None
+            raise disk_error(exc, self.root.parent.parent) from None  # the survey's output folder
         finally:
             Path(tmp).unlink(missing_ok=True)
 

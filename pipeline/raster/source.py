@@ -69,7 +69,8 @@ class SourceInfo:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "path": self.path, "kind": self.location.kind, "width": self.width, "height": self.height, "bands": self.count,
+            "path": self.path, "kind": self.location.kind, "width": self.width, "height": self.height,
+            "bands": self.count,
             "dtype": self.dtype, "crs": self.crs.to_string(), "crs_assumed": self.crs_assumed,
             "transform": list(self.transform)[:6], "nodata": self.nodata, "alpha": self.has_alpha,
             "compression": self.compression, "block_shape": list(self.block_shapes), "gsd_m": self.gsd_m,

@@ -12,21 +12,53 @@ import rasterio
 
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import atomic_output
+from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
+from pipeline.survey_folder import exclusive
 
 CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 def read_survey_record(survey_dir: Path) -> dict[str, Any]:
+    """survey.json ({} when absent: the mask's own tags then serve); a damaged one is one clear line."""
     path = survey_dir / "survey.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise MsafError(f"{path} is corrupt ({str(exc)[:80]}); rerun `msaf survey` (finished blocks are reused) "
+                        "or delete it to report from the mask alone") from None
+    if not isinstance(record, dict) or not isinstance(record.get("input", {}), dict) \
+            or not isinstance(record.get("model", {}), dict):
+        raise MsafError(f"{path} is not a survey record; rerun `msaf survey` or delete it")
+    return record
+
+
+def check_same_run(survey_dir: Path, record: dict[str, Any]) -> None:
+    """mask.tif, confidence.tif and survey.json must come from one run, on one grid."""
+    mask_path, confidence_path = survey_dir / "mask.tif", survey_dir / "confidence.tif"
+    with open_mask(mask_path) as mask:
+        created = mask.tags().get("MSAF_CREATED_UTC")
+        grid = (mask.width, mask.height, mask.transform, mask.crs)
+    if record.get("created_utc") and created and record["created_utc"] != created:
+        raise MsafError(f"{survey_dir}: mask.tif ({created}) and survey.json ({record['created_utc']}) come from "
+                        "different runs; rerun `msaf survey` into this folder")
+    if confidence_path.is_file():
+        try:
+            with rasterio.open(confidence_path) as confidence:
+                other = (confidence.width, confidence.height, confidence.transform, confidence.crs)
+        except rasterio.errors.RasterioIOError:
+            raise MsafError(f"{confidence_path}: not a readable raster; rerun `msaf survey`") from None
+        if other != grid:
+            raise MsafError(f"{survey_dir}: confidence.tif ({other[0]}x{other[1]} px) is not on the grid of mask.tif "
+                            f"({grid[0]}x{grid[1]} px); they come from different runs - rerun `msaf survey`")
 
 
 def class_names_of(mask_path: Path, record: dict[str, Any]) -> list[str]:
@@ -173,8 +205,19 @@ def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None 
     survey_dir = Path(survey_dir)
     if not survey_dir.is_dir():
         raise MsafError(f"survey folder not found: {survey_dir}")
+    with exclusive(survey_dir):
+        try:
+            return _report(survey_dir, cfg, image)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_error(exc, survey_dir) from None
+            raise
+
+
+def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None) -> dict[str, Any]:
     mask_path = survey_dir / "mask.tif"
     record = read_survey_record(survey_dir)
+    check_same_run(survey_dir, record)
     class_names = class_names_of(mask_path, record)
     ortho = survey_image(record, image)
     tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)

@@ -58,7 +58,7 @@ def summarise(defects: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
             rows.append({"class": name, "severity": severity, "count": len(subset),
                          "area_m2": float(subset["area_m2"].sum()),
                          "length_m": float(subset["length_m"].fillna(0).sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["class", "severity", "count", "area_m2", "length_m"])  # columns even if empty
 
 
 def open_mask(path: Path) -> rasterio.DatasetReader:
@@ -88,6 +88,10 @@ def _open_image(image_path: Path | None, mask: rasterio.DatasetReader) -> raster
         image.close()
         raise MsafError(f"{image_path}: {image.width}x{image.height} px on another grid than the mask "
                         f"({mask.width}x{mask.height}); pass the orthomosaic that was surveyed")
+    if image.crs is not None and image.crs != mask.crs:
+        image.close()
+        raise MsafError(f"{image_path}: CRS {image.crs.to_string()} differs from the mask's "
+                        f"{mask.crs.to_string()}; pass the orthomosaic that was surveyed (same grid and CRS)")
     return image
 
 
@@ -167,7 +171,7 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
         image = _open_image(image_path, mask)
         worst_scale_error = 0.0
         try:
-            components = vectorize(mask, sorted(wanted), cfg.strip_rows)
+            components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names))
             for component in components:
                 centroid = component.geometry.centroid
                 col, row = ~mask.transform * (centroid.x, centroid.y)

@@ -23,6 +23,8 @@ from scipy import ndimage
 from shapely.affinity import affine_transform
 from shapely.geometry import MultiPolygon, Polygon, shape
 
+from pipeline.errors import MsafError
+
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -59,8 +61,11 @@ def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
 
 
 def vectorize(mask: rasterio.DatasetReader, class_ids: Sequence[int], strip_rows: int = 2048,
-              nodata: int = 255) -> list[Component]:
+              nodata: int = 255, num_classes: int | None = None) -> list[Component]:
     """Polygons of every 8-connected component of each class in ``class_ids``.
+
+    With ``num_classes``, a value outside 0..num_classes-1 (other than nodata) is an error, not a
+    silently dropped defect: the mask and its class list do not belong together.
 
     Returns components sorted by (class, top row, left column) of their bounds, so ids derived
     from the order are stable.
@@ -74,6 +79,12 @@ def vectorize(mask: rasterio.DatasetReader, class_ids: Sequence[int], strip_rows
     for row0, row1 in _strips(mask.height, strip_rows):
         window = Window(0, row0, mask.width, row1 - row0)
         data = mask.read(1, window=window)
+        if num_classes is not None:
+            unknown = data[(data != nodata) & (data >= num_classes)]
+            if unknown.size:
+                raise MsafError(f"{mask.name}: holds class id {int(unknown.max())}, but its survey names only "
+                                f"{num_classes} classes (ids 0-{num_classes - 1}); the mask and survey.json do not "
+                                "belong together - rerun `msaf survey`")
         transform = Affine.translation(0, row0)  # pixel coordinates: exact integers, whatever the strip
         for class_id in class_ids:
             if class_id == nodata:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MsafError
+from pipeline.locations import shipped_model
 from pipeline.tracking.store import project_root
 
 SCORE_TAG = "val_fg_tol_f1"
-SHIPPED_MODEL = Path("models/default/msaf-dsnet.safetensors")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def resolve_default_model(name: str, alias: str, shipped: Path | None = None) ->
 
     champion = _champion(name, alias)
     if champion is None:
-        shipped = shipped or project_root() / SHIPPED_MODEL
+        shipped = shipped or shipped_model()
         if not shipped.is_file():
             raise MsafError(f"no model: the registry has no {name}@{alias} and the shipped model {shipped} is "
                             "missing; pass --model or train one (`dvc repro`)")

@@ -1,7 +1,8 @@
 """Where runs and models are tracked, and how the store is initialised safely.
 
-Default: ``sqlite:///<project>/mlflow.db`` with artifacts under ``<project>/mlartifacts``;
-``MLFLOW_TRACKING_URI`` overrides (e.g. a tracking server). MLflow records artifact locations as
+Default: ``sqlite:///<root>/mlflow.db`` with artifacts under ``<root>/mlartifacts``, where root is
+the project folder or the per-user data folder (``pipeline.locations``); ``MLFLOW_TRACKING_URI``
+overrides (e.g. a tracking server). MLflow records artifact locations as
 absolute paths, so when the project folder has moved, ``init_tracking`` rewrites the recorded
 prefix of a SQLite store to the new location: moving the repository does not break it.
 """
@@ -17,12 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import MsafError
+from pipeline.locations import state_root
+
 ARTIFACT_DIR = "mlartifacts"
 
 
 def project_root() -> Path:
-    """The project folder: ``MSAF_PROJECT_DIR`` or the working directory."""
-    return Path(os.environ.get("MSAF_PROJECT_DIR") or Path.cwd()).resolve()
+    """Where the store lives: the project folder, else the per-user data folder (never any other cwd)."""
+    return state_root()
 
 
 def default_uri() -> str:
@@ -87,10 +91,16 @@ def init_tracking() -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with _store_lock(uri):
-        MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates the schema
-        if uri == default_uri():  # the project's own store (MLflow itself exports MLFLOW_TRACKING_URI)
-            _relocate(_sqlite_path(uri), project_root())
+    try:
+        with _store_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates the schema
+            if uri == default_uri():  # the project's own store (MLflow itself exports MLFLOW_TRACKING_URI)
+                _relocate(_sqlite_path(uri), project_root())
+    except Exception as exc:  # sqlalchemy, sqlite3 and MLflow each raise their own kinds
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise MsafError(f"the MLflow tracking store {uri} cannot be used ({reason}); run with --no-track "
+                        "(and --model), or point MLFLOW_TRACKING_URI at a new store "
+                        "(e.g. sqlite:///fresh-mlflow.db)") from None
     return uri
 
 

@@ -112,6 +112,54 @@ def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(tmp_p
     np.testing.assert_array_equal(read(out / "mask.tif"), reference)
 
 
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` (from /proc), with its command line."""
+    children: dict[int, list[int]] = {}
+    commands = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = commands.get(child, "")
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_a_survey_leaves_no_process_behind(tmp_path, tiny_model, crack_mosaic):
+    out = tmp_path / "out"
+    command = [MSAF, "survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
+               "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None and not list(out.glob(".msaf-blocks/*/block_*.blk")):
+        time.sleep(0.05)
+    below = _descendants(process.pid)
+    assert any("uvicorn" in command or "prefect.server" in command for command in below.values()), below
+    os.kill(process.pid, signal.SIGKILL)  # the survey only, not its process group
+    process.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(pid) for pid in below):
+        time.sleep(0.1)
+    assert not [command for pid, command in below.items() if _alive(pid)]
+
+
 def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny_model):
     from flows.inbox import inbox_flow
     from flows.ledger import Ledger
@@ -122,7 +170,7 @@ def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny
     for name in ("a", "b", "c"):
         write_raster(tmp_path / f"{name}.tif", rng.integers(0, 256, (3, 90, 110), dtype=np.uint8))
     kwargs = {"out": str(out), "model": str(tiny_model), "params_path": str(tmp_path / "none.yaml"),
-              "overrides": {"device": "cpu", "gsd_policy": "ignore"}, "track": False}
+              "overrides": {"device": "cpu", "gsd_policy": "ignore"}, "track": False, "settle_seconds": 0}
     for name in ("a", "b"):
         shutil.copy(tmp_path / f"{name}.tif", inbox / f"{name}.tif")
     first = inbox_flow(inbox=str(inbox), **kwargs)
@@ -134,6 +182,41 @@ def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny
     assert sorted(Path(d["source"]).name for d in done) == ["a.tif", "b.tif", "c.tif"]
     assert all((Path(d["survey"]) / "mask.tif").is_file() for d in done)
     assert inbox_flow(inbox=str(inbox), **kwargs) == []
+
+
+def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(prefect_harness, tmp_path,
+                                                                               tiny_model):
+    from flows.inbox import inbox_flow
+    from flows.ledger import Ledger
+
+    inbox, out, outside = tmp_path / "inbox", tmp_path / "surveys", tmp_path / "private"
+    inbox.mkdir()
+    outside.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        write_raster(inbox / f"{name}.tif", rng.integers(0, 256, (3, 70, 90), dtype=np.uint8))
+    write_raster(outside / "secret.tif", rng.integers(0, 256, (3, 70, 90), dtype=np.uint8))
+    (inbox / "escape.tif").symlink_to(outside / "secret.tif")  # a link out of the inbox: never followed
+    whole = (inbox / "a.tif").read_bytes()
+    (inbox / "stalled.tif").write_bytes(whole[: len(whole) // 2])  # half a file that stopped arriving
+    (inbox / "arriving.tif").write_bytes(whole[: len(whole) // 3])  # half a file still being copied
+    (inbox / "passwd.vrt").write_text('<VRTDataset rasterXSize="64" rasterYSize="8"><VRTRasterBand dataType="Byte" '
+                                      'band="1" subClass="VRTRawRasterBand"><SourceFilename relativeToVRT="0">'
+                                      "/etc/passwd</SourceFilename></VRTRasterBand></VRTDataset>")
+    settled = time.time() - 3600
+    for path in inbox.iterdir():
+        if path.name != "arriving.tif":
+            os.utime(path, (settled, settled), follow_symlinks=False)
+    processed = inbox_flow(inbox=str(inbox), out=str(out), model=str(tiny_model), params_path=str(tmp_path / "x.yaml"),
+                           overrides={"device": "cpu", "gsd_policy": "ignore"}, track=False, settle_seconds=60)
+    assert sorted(Path(p).name.split("-")[0] for p in processed) == ["a", "b"]
+    ledger = Ledger(out / ".ledger")
+    failed = {Path(f["source"]).name: f["error"] for f in ledger.failed()}
+    assert set(failed) == {"stalled.tif", "passwd.vrt"}
+    assert "truncated" in failed["stalled.tif"] and "VRT" in failed["passwd.vrt"]
+    recorded = {Path(d["source"]).name for d in ledger.done()}
+    assert recorded == {"a.tif", "b.tif"}  # escape.tif and arriving.tif were never touched
+    assert not any("secret" in p.name or "escape" in p.name for p in out.iterdir())
 
 
 def test_ledger_claims_are_exclusive_and_crashed_claims_are_taken_over(tmp_path):
@@ -180,6 +263,7 @@ def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
         inbox, out = tmp_path / "inbox", tmp_path / "surveys"
         inbox.mkdir()
         write_raster(inbox / "deck.tif", np.random.default_rng(5).integers(0, 256, (3, 80, 96), dtype=np.uint8))
+        os.utime(inbox / "deck.tif", (time.time() - 600, time.time() - 600))  # delivered, settled
         params = tmp_path / "params.yaml"
         params.write_text("survey: {device: cpu, gsd_policy: ignore}\n")
         served = subprocess.Popen([MSAF, "schedule", "--inbox", str(inbox), "--out", str(out), "--cron", "0 2 * * *",

@@ -18,6 +18,8 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MSAF_PROJECT_DIR", raising=False)
+    (tmp_path / "params.yaml").write_text("{}\n")  # params.yaml + dvc.yaml: an msaf project folder
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     init_tracking()
     return tmp_path
 
@@ -68,18 +70,17 @@ def test_unknown_alias_or_version_is_a_clear_error(project, tiny_model):
 
 
 def test_shipped_model_becomes_the_first_champion(project, tiny_model):
-    shipped = project / "models" / "default" / "msaf-dsnet.safetensors"
-    shipped.parent.mkdir(parents=True)
-    shutil.copy(tiny_model, shipped)
-    path, ref = registry.resolve_default_model("msaf-defects", "champion")
-    assert ref == "models:/msaf-defects@champion (v1)" and path.read_bytes() == shipped.read_bytes()
+    from pipeline.locations import shipped_model
+
+    path, ref = registry.resolve_default_model("msaf-defects", "champion")  # the package's own model
+    assert ref == "models:/msaf-defects@champion (v1)" and path.read_bytes() == shipped_model().read_bytes()
     _, ref_again = registry.resolve_default_model("msaf-defects", "champion")
     assert ref_again == ref and len(registry.list_versions("msaf-defects")) == 1  # registered once
 
 
 def test_no_champion_and_no_shipped_model(project):
     with pytest.raises(MsafError, match="no model"):
-        registry.resolve_default_model("msaf-defects", "champion")
+        registry.resolve_default_model("msaf-defects", "champion", shipped=project / "missing.safetensors")
 
 
 def test_moved_project_keeps_working(project, tiny_model, tmp_path_factory, monkeypatch):

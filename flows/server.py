@@ -1,0 +1,89 @@
+"""One Prefect API per survey, and no orphans.
+
+With ``PREFECT_API_URL`` set (the user's server, or a test harness) that server is used. Otherwise
+one temporary server is started for this process, exported through ``PREFECT_API_URL`` so Dask
+workers started later report to it instead of starting their own, and bound to this process's
+life with Linux's parent-death signal: ``kill -9`` of the survey takes the server with it.
+Prefect's own ephemeral server is a plain child process that outlives a killed parent (~230 MB).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline.errors import MsafError
+
+# Run in the server process before it becomes uvicorn: SIGKILL it when its parent dies (the flag
+# survives exec), and exit at once if the parent is already gone.
+_BOUND_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"  # PR_SET_PDEATHSIG
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'uvicorn', *sys.argv[2:]])\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise MsafError(f"the temporary Prefect server exited at start (status {process.returncode}); "
+                            "run `prefect server start` and export PREFECT_API_URL instead")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise MsafError(f"the temporary Prefect server did not answer within {timeout:.0f} s; run `prefect server "
+                    "start` and export PREFECT_API_URL instead")
+
+
+@contextmanager
+def prefect_api(timeout: float = 120.0) -> Iterator[str]:
+    """The API URL flows of this process (and their Dask workers) report to; see the module docstring."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if url := PREFECT_API_URL.value():
+        yield url
+        return
+    import prefect
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    args = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    process = subprocess.Popen([sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args], env=env,
+                               stdin=subprocess.DEVNULL)
+    saved = os.environ.get("PREFECT_API_URL")
+    try:
+        _wait_healthy(url, process, timeout)
+        os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

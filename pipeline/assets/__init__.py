@@ -1,0 +1,1 @@
+"""Package data: the shipped default model (safetensors; loaded without unpickling)."""

@@ -1,0 +1,109 @@
+"""Expected mistakes in models, tracking store and disk space: one line on stderr, exit 2, outputs intact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from pipeline.checkpoint import METADATA_KEY, read_metadata
+
+MSAF = str(Path(sys.executable).with_name("msaf"))
+
+
+def _one_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
+
+
+def _edited_model(tiny_model: Path, out: Path, **changes) -> Path:
+    meta = json.loads(read_metadata(tiny_model).model_dump_json())
+    for key, value in changes.items():
+        if key == "width":
+            meta["architecture"]["width"] = value
+        else:
+            meta[key] = value
+    save_file(load_file(str(tiny_model)), str(out), metadata={METADATA_KEY: json.dumps(meta)})
+    return out
+
+
+MODEL_CASES = {
+    "tile_size_1": ({"tile_size": 1}, "tile_size: Input should be greater than or equal to 16"),
+    "architecture_mismatch": ({"width": 48}, "weights do not match the architecture"),
+    "future_format": ({"format_version": 99}, "checkpoint format 99"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_a_bad_model_file_is_one_line_before_any_work(tmp_path, tiny_model, crack_mosaic, case):
+    changes, expected = MODEL_CASES[case]
+    model = _edited_model(tiny_model, tmp_path / "edited.safetensors", **changes)
+    result = subprocess.run([MSAF, "survey", str(crack_mosaic[0]), "--out", str(tmp_path / "out"), "--model",
+                             str(model), "--device", "cpu", "--no-track"], capture_output=True, text=True, timeout=120)
+    _one_line(result, expected)
+    assert not (tmp_path / "out" / "mask.tif").exists()
+
+
+def test_a_garbage_tracking_store_is_one_line_with_the_way_out(tmp_path, tiny_model, crack_mosaic):
+    garbage = tmp_path / "mlflow.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{garbage}"}
+    import os
+
+    result = subprocess.run([MSAF, "survey", str(crack_mosaic[0]), "--out", str(tmp_path / "out"), "--model",
+                             str(tiny_model), "--device", "cpu", "--no-report"], capture_output=True, text=True,
+                            timeout=120, env=os.environ | env)
+    _one_line(result, "--no-track")
+    assert "MLFLOW_TRACKING_URI" in result.stderr
+    listed = subprocess.run([MSAF, "models", "list"], capture_output=True, text=True, timeout=120,
+                            env=os.environ | env)
+    _one_line(listed, "cannot be used")
+
+
+def test_a_survey_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, tiny_model):
+    from tests.raster.test_input_policy import _plain_vrt
+
+    vrt = _plain_vrt(tmp_path)  # a VRT is the cheap way to a 2,000,000 x 2,000,000 px raster
+    vrt.write_text(vrt.read_text().replace('rasterXSize="128" rasterYSize="96"',
+                                           'rasterXSize="2000000" rasterYSize="2000000"'))
+    result = subprocess.run([MSAF, "survey", str(vrt), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                             "--device", "cpu", "--no-track", "--allow-vrt"], capture_output=True, text=True,
+                            timeout=120)
+    _one_line(result, "no space left on")
+    assert "MB needed" in result.stderr and not (tmp_path / "out" / ".msaf-blocks").exists()
+
+
+ENOSPC_DURING_SURVEY = """
+import errno, os, sys
+calls = {"n": 0}
+original = os.replace
+def replace(src, dst, *args, **kwargs):
+    if "/.msaf-blocks/" in str(dst):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the disk fills up after the first block
+            raise OSError(errno.ENOSPC, "No space left on device")
+    return original(src, dst, *args, **kwargs)
+os.replace = replace
+from pipeline.cli import main
+sys.argv = ["msaf", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(tmp_path, tiny_model, surveyed,
+                                                                              crack_mosaic):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(surveyed, out)
+    before = {name: (out / name).read_bytes() for name in ("mask.tif", "confidence.tif", "survey.json")}
+    result = subprocess.run([sys.executable, "-c", ENOSPC_DURING_SURVEY, "survey", str(crack_mosaic[0]), "--out",
+                             str(out), "--model", str(tiny_model), "--device", "cpu", "--no-track", "--block", "256",
+                             "--tta"], capture_output=True, text=True, timeout=300)
+    _one_line(result, f"no space left on {out}")
+    assert {name: (out / name).read_bytes() for name in before} == before

@@ -1,0 +1,151 @@
+"""One survey folder, one survey: a lock, outputs that describe one run, and one line for a broken folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from pipeline.config import ReportConfig, SurveyConfig
+from pipeline.report.build import report_survey
+from pipeline.survey import run_survey
+from pipeline.survey_folder import REPORT_OUTPUTS, exclusive
+from tests.conftest import write_raster
+
+MSAF = str(Path(sys.executable).with_name("msaf"))
+CPU = SurveyConfig(device="cpu", gsd_policy="ignore", batch=4)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=300)
+
+
+def _one_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
+
+
+def _copy_survey(surveyed: Path, out: Path) -> Path:
+    shutil.copytree(surveyed, out, ignore=shutil.ignore_patterns(".msaf*"))
+    return out
+
+
+def test_a_second_survey_into_a_busy_folder_is_refused_and_the_lock_dies_with_its_holder(
+        tmp_path, tiny_model, crack_mosaic):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipeline.survey_folder import exclusive\n"
+                               f"with exclusive({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = _cli("survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device", "cpu",
+                    "--no-track", "--no-report")
+        _one_line(busy, "in use by another survey")
+        assert not (out / "mask.tif").exists()
+        report = _cli("report", str(out))
+        _one_line(report, "in use by another survey")
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the flock
+        holder.wait()
+    with exclusive(out), exclusive(out):  # free again, and re-entrant within a process
+        pass
+
+
+def test_a_new_mask_retires_the_previous_report(tmp_path, tiny_model, surveyed, crack_mosaic):
+    out = _copy_survey(surveyed, tmp_path / "out")
+    report_survey(out, ReportConfig())
+    assert all((out / name).exists() for name in REPORT_OUTPUTS)
+    other = write_raster(tmp_path / "other.tif", np.full((3, 64, 64), 90, np.uint8))
+    record = run_survey(other, out, CPU, model_path=tiny_model)  # e.g. the report of this rerun then fails
+    assert not any((out / name).exists() for name in REPORT_OUTPUTS)
+    assert json.loads((out / "survey.json").read_text())["created_utc"] == record["created_utc"]
+    with rasterio.open(out / "mask.tif") as mask:
+        assert mask.shape == (64, 64) and mask.tags()["MSAF_CREATED_UTC"] == record["created_utc"]
+
+
+def test_a_moved_survey_folder_still_reports(tmp_path, surveyed):
+    out = _copy_survey(surveyed, tmp_path / "first")
+    moved = tmp_path / "archive" / "2026" / "bridge-12"
+    moved.parent.mkdir(parents=True)
+    shutil.move(out, moved)
+    summary = report_survey(moved, ReportConfig())
+    assert summary["defects"] > 0 and (moved / "report.html").is_file()
+
+
+def _shrunk_confidence(folder: Path, surveyed: Path) -> str:
+    with rasterio.open(folder / "confidence.tif") as ds:
+        profile, data = ds.profile, ds.read(1)[:100, :100]
+    profile.update(width=100, height=100)
+    (folder / "confidence.tif").unlink()
+    with rasterio.open(folder / "confidence.tif", "w", **profile) as ds:
+        ds.write(data, 1)
+    return "not on the grid of mask.tif"
+
+
+def _corrupt_record(folder: Path, surveyed: Path) -> str:
+    (folder / "survey.json").write_text('{"input": {"path": ')
+    return "survey.json is corrupt"
+
+
+def _other_run(folder: Path, surveyed: Path) -> str:
+    record = json.loads((folder / "survey.json").read_text())
+    (folder / "survey.json").write_text(json.dumps(record | {"created_utc": "2020-01-01T00:00:00+00:00"}))
+    return "come from different runs"
+
+
+def _unknown_class(folder: Path, surveyed: Path) -> str:
+    with rasterio.open(folder / "mask.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        data = ds.read(1)
+        data[10:20, 10:20] = 7
+        ds.write(data, 1)
+    return "holds class id 7"
+
+
+def _one_class(folder: Path, surveyed: Path) -> str:
+    record = json.loads((folder / "survey.json").read_text())
+    record["model"]["classes"] = ["background"]
+    (folder / "survey.json").write_text(json.dumps(record))
+    return "holds class id 1"
+
+
+CASES = {"confidence_size": _shrunk_confidence, "corrupt_record": _corrupt_record, "other_run": _other_run,
+         "unknown_class": _unknown_class, "one_class": _one_class}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_broken_survey_folder_is_one_line(tmp_path, surveyed, case):
+    folder = _copy_survey(surveyed, tmp_path / "s")
+    expected = CASES[case](folder, surveyed)
+    _one_line(_cli("report", str(folder)), expected)
+    assert not (folder / "report.html").exists()
+
+
+def test_an_orthomosaic_in_another_crs_is_refused_for_widths(tmp_path, surveyed, crack_mosaic):
+    folder = _copy_survey(surveyed, tmp_path / "s")
+    other = tmp_path / "other-crs.tif"
+    shutil.copy(crack_mosaic[0], other)
+    with rasterio.open(other, "r+") as ds:
+        ds.crs = "EPSG:32634"
+    _one_line(_cli("report", str(folder), "--image", str(other)), "differs from the mask's")
+
+
+def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):
+    folder = _copy_survey(surveyed, tmp_path / "s")
+    with rasterio.open(folder / "mask.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+        data = ds.read(1)
+        ds.write(np.where(data == 255, 255, 0).astype(np.uint8), 1)
+    record = json.loads((folder / "survey.json").read_text())
+    record["model"]["classes"] = ["background"]
+    (folder / "survey.json").write_text(json.dumps(record))
+    started = time.perf_counter()
+    result = _cli("report", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "no defects found" in result.stdout and time.perf_counter() - started < 120
