@@ -13,7 +13,7 @@ UAV_RAW := data/raw/uav75
 
 DEMO_SIZE ?= 4096
 
-.PHONY: setup browser test bench lint clean data repro demo FORCE
+.PHONY: setup browser qgis test bench lint clean data repro demo FORCE
 
 setup: $(STAMP)
 
@@ -44,7 +44,11 @@ $(STAMP): pyproject.toml $(TORCH_STAMP)
 
 FORCE:
 
-test: setup browser
+# The GIS outputs are tested with QGIS's own Python API, headless: Debian's python3-qgis (~100 MB).
+qgis:
+	@test -d /usr/lib/python3/dist-packages/qgis || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis >/dev/null; }
+
+test: setup browser qgis
 	$(BIN)/python -m pytest -q
 
 # Bring both labelled data sets into the DVC-tracked raw-data folders and track them: CFD road photos

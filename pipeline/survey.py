@@ -39,6 +39,7 @@ from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
+from pipeline.styles import mask_colormap
 from pipeline.survey_folder import exclusive, retire_report
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,9 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     cog_started = time.perf_counter()
     num_classes = len(meta.classes)
     counts = np.zeros(num_classes, np.int64)
-    mask_sink = GeoTiffSink(out_dir / "mask.tif", info.width, info.height, info.crs, info.transform, NODATA)
+    mask_sink = GeoTiffSink(out_dir / "mask.tif", info.width, info.height, info.crs, info.transform, NODATA,
+                            colormap=mask_colormap(meta.class_names), categories=meta.class_names,
+                            description="class id (255 = nodata)")
     conf_sink = GeoTiffSink(out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform,
                             CONFIDENCE_NODATA)
     sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}

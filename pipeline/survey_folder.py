@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.errors import MsafError
 
 LOCK_NAME = ".msaf.lock"
-SURVEY_OUTPUTS = ("mask.tif", "confidence.tif", "survey.json")
+SURVEY_OUTPUTS = ("mask.tif", "mask.tif.aux.xml", "confidence.tif", "survey.json")
 REPORT_OUTPUTS = ("defects.gpkg", "defects.geojson", "defects.csv", "defects.parquet", "report.html")
 
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth)

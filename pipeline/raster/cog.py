@@ -11,12 +11,14 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
 
+from pipeline.fsutil import atomic_output
 from pipeline.raster.grid import Box
 
 COG_OPTIONS = {
@@ -36,7 +38,8 @@ class GeoTiffSink:
     """
 
     def __init__(self, final: Path, width: int, height: int, crs: CRS, transform: Any, nodata: int,
-                 overview_resampling: str = "NEAREST") -> None:
+                 overview_resampling: str = "NEAREST", colormap: dict[int, tuple[int, int, int, int]] | None = None,
+                 categories: list[str] | None = None, description: str | None = None) -> None:
         self.final = Path(final)
         self.partial = self.final.with_name(f".{self.final.name}.blocks.partial.tif")
         self.overview_resampling = overview_resampling
@@ -46,6 +49,10 @@ class GeoTiffSink:
             crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
             compress="DEFLATE", BIGTIFF="IF_SAFER",
         )
+        if description:
+            self._ds.set_band_description(1, description)
+        self.colormap = colormap
+        self.categories = categories
 
     def write(self, core: Box, data: np.ndarray) -> None:
         with self._lock:
@@ -66,9 +73,21 @@ class GeoTiffSink:
             self.partial.unlink(missing_ok=True)
         return self.staging
 
+    @property
+    def sidecar(self) -> Path:
+        return self.final.with_name(self.final.name + ".aux.xml")
+
     def publish(self) -> Path:
-        """Rename the finished COG into place (atomic on one file system)."""
+        """Rename the finished COG into place (atomic on one file system), with its class names.
+
+        GeoTIFF has no place for category names, and its palette has no alpha (background would hide
+        the orthomosaic), so both go where GDAL keeps them: the PAM side-car ``<name>.aux.xml``, read
+        with the file by GDAL, rasterio and QGIS (which then draws the classes in colour).
+        """
         os.replace(self.staging, self.final)
+        if self.categories or self.colormap:
+            with atomic_output(self.sidecar) as tmp:
+                tmp.write_text(_pam_xml(self.colormap or {}, self.categories or []))
         return self.final
 
     def abort(self) -> None:
@@ -77,3 +96,16 @@ class GeoTiffSink:
             self._ds.close()
         self.partial.unlink(missing_ok=True)
         self.staging.unlink(missing_ok=True)
+
+
+def _pam_xml(colormap: dict[int, tuple[int, int, int, int]], categories: list[str]) -> str:
+    """GDAL PAM band metadata: palette interpretation, an RGBA colour table, category names."""
+    body = ""
+    if colormap:
+        entries = "".join('<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*colormap.get(v, (0, 0, 0, 0)))
+                          for v in range(max(colormap) + 1))
+        body += f"<ColorInterp>Palette</ColorInterp><ColorTable>{entries}</ColorTable>"
+    if categories:
+        names = "".join(f"<Category>{escape(n)}</Category>" for n in categories)
+        body += f"<CategoryNames>{names}</CategoryNames>"
+    return f'<PAMDataset><PAMRasterBand band="1">{body}</PAMRasterBand></PAMDataset>\n'

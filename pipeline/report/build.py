@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 
+from pipeline import styles
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
@@ -21,7 +22,6 @@ from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
 from pipeline.survey_folder import exclusive
 
-CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
@@ -128,7 +128,7 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
         centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
         metres_per_unit = centre.mean_m / pixel_units  # ground metres: the scale bar is true in Web Mercator too
     classes = sorted(set(defects["class"])) if len(defects) else []
-    class_colours = {name: CLASS_PALETTE[i % len(CLASS_PALETTE)] for i, name in enumerate(classes)}
+    class_colours = styles.class_colours(classes)
     page = Page(
         title=f"Defect report: {Path(str(record.get('input', {}).get('path') or mask_path.parent)).name}",
         subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "

@@ -39,7 +39,7 @@ from pipeline.fsutil import atomic_output
 from pipeline.report import figures
 from pipeline.report.build import read_survey_record, report_survey, survey_image
 from pipeline.report.html import Page
-from pipeline.report.outputs import write_geopackage
+from pipeline.report.outputs import write_geojson, write_geopackage
 
 NOT_FOUND = "not found (repaired?)"
 STATUSES = ("new", "extended", "widened", "grown", "unchanged", "shrunk", NOT_FOUND)
@@ -254,9 +254,7 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     except OSError as exc:
         raise MsafError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
     write_geopackage(out_dir / "changes.gpkg", {"changes": changes, "summary": summary})
-    with atomic_output(out_dir / "changes.geojson") as tmp:
-        tmp.unlink()
-        changes.to_crs("EPSG:4326").to_file(tmp, driver="GeoJSON", engine="pyogrio")
+    write_geojson(out_dir / "changes.geojson", changes, "changes")
     with atomic_output(out_dir / "changes.csv") as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
     record = read_survey_record(new_dir)

@@ -16,9 +16,9 @@ import rasterio
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
-SEVERITY_COLOURS = {"below resolution": "#9e9ac8", "low": "#f2c744", "medium": "#f08a24", "high": "#d7191c"}
-STATUS_COLOURS = {"new": "#d7191c", "extended": "#e66101", "widened": "#b2182b", "grown": "#f08a24",
-                  "unchanged": "#2c7bb6", "shrunk": "#1a9641", "not found (repaired?)": "#7b3294"}
+from pipeline import styles
+
+SEVERITY_COLOURS, STATUS_COLOURS = styles.SEVERITY_COLOURS, styles.STATUS_COLOURS
 
 
 def _png(fig: plt.Figure) -> bytes:

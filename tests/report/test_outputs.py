@@ -34,7 +34,7 @@ def reported(tmp_path_factory, surveyed) -> Path:
 
 def test_geopackage_layers_columns_and_crs(reported):
     layers = dict(pyogrio.list_layers(reported / "defects.gpkg"))
-    assert set(layers) == {"defects", "crack_centerlines", "summary"}  # no joints in a 2-class survey
+    assert set(layers) == {"defects", "crack_centerlines", "summary", "layer_styles"}  # no joints: 2 classes
     assert layers["defects"] in ("Polygon", "MultiPolygon") and layers["summary"] is None
     defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
     with rasterio.open(reported / "mask.tif") as mask:
@@ -57,6 +57,53 @@ def test_geopackage_layers_columns_and_crs(reported):
     summary = pyogrio.read_dataframe(reported / "defects.gpkg", layer="summary")
     assert summary["count"].sum() == len(defects)
     assert summary["length_m"].sum() == pytest.approx(defects["length_m"].sum())
+
+
+def test_geopackage_carries_default_qgis_and_sld_styles(reported):
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    with sqlite3.connect(reported / "defects.gpkg") as con:
+        rows = con.execute("SELECT f_table_name, f_geometry_column, styleQML, styleSLD, useAsDefault FROM layer_styles"
+                           " ORDER BY f_table_name").fetchall()
+        contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
+    assert [r[0] for r in rows] == ["crack_centerlines", "defects"] and contents == ("attributes",)
+    styles = {name: (ET.fromstring(qml), ET.fromstring(sld)) for name, _, qml, sld, _ in rows}
+    renderer = styles["defects"][0].find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "severity"
+    categories = {c.get("value") for c in renderer.iter("category")}
+    assert categories == {"below resolution", "low", "medium", "high"}
+    rules = styles["defects"][1].findall(".//{http://www.opengis.net/se}Rule")
+    assert len(rules) == 4 and all(r[1] == "geom" and r[4] == 1 for r in rows)
+
+
+def _signed_area(ring: list[list[float]]) -> float:
+    points = np.array(ring) - np.array(ring)[0]  # relative to a vertex: no cancellation at 1e-9 degrees
+    xs, ys = points[:, 0], points[:, 1]
+    return float(np.sum(xs[:-1] * ys[1:] - xs[1:] * ys[:-1]) / 2)
+
+
+def test_geojson_follows_rfc_7946(reported):
+    import re
+
+    text = (reported / "defects.geojson").read_text()
+    geojson = json.loads(text)
+    assert geojson["name"] == "defects" and "crs" not in geojson  # RFC 7946: WGS 84 lon/lat only
+    properties = geojson["features"][0]["properties"]
+    assert {"lon", "lat", "severity"} <= set(properties) and not {"centroid_x", "bbox_minx"} & set(properties)
+    geometries = "".join(json.dumps(f["geometry"]) for f in geojson["features"])
+    assert re.search(r"\.\d{9}\b", geometries) and not re.search(r"\.\d{10,}", geometries)  # 9 at 1 mm GSD
+    exteriors = holes = 0
+    for feature in geojson["features"]:
+        geometry = feature["geometry"]
+        polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+        for polygon in polygons:
+            assert _signed_area(polygon[0]) > 0  # exterior counter-clockwise
+            exteriors += 1
+            for hole in polygon[1:]:
+                assert _signed_area(hole) < 0  # holes clockwise
+                holes += 1
+    assert exteriors >= 3
 
 
 def test_geojson_is_lon_lat_and_tables_match(reported):

@@ -1,0 +1,62 @@
+"""Run by Debian's python3 (python3-qgis): open survey outputs with QGIS's own API, headless, and
+render a map. Prints what QGIS made of each layer as JSON; writes the map as PNG.
+
+Usage: python3 qgis_render.py ORTHO MASK GPKG OUT.png
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402  (after the platform is chosen)
+    QgsApplication,
+    QgsMapRendererSequentialJob,
+    QgsMapSettings,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+
+def main() -> None:
+    ortho_path, mask_path, gpkg, out = sys.argv[1:5]
+    QgsApplication.setPrefixPath("/usr", True)
+    app = QgsApplication([], False)
+    app.initQgis()
+    ortho = QgsRasterLayer(ortho_path, "orthomosaic")
+    mask = QgsRasterLayer(mask_path, "mask")
+    defects = QgsVectorLayer(f"{gpkg}|layername=defects", "defects", "ogr")
+    lines = QgsVectorLayer(f"{gpkg}|layername=crack_centerlines", "centrelines", "ogr")
+    info = {"valid": {layer.name(): layer.isValid() for layer in (ortho, mask, defects, lines)},
+            "features": defects.featureCount()}
+    renderer = defects.renderer()
+    info["defects_renderer"] = renderer.type()
+    if renderer.type() == "categorizedSymbol":
+        info["defects_field"] = renderer.classAttribute()
+        info["defects_categories"] = {c.value(): c.symbol().color().name() for c in renderer.categories()}
+    info["lines_renderer"] = lines.renderer().type()
+    info["lines_colour"] = lines.renderer().symbol().color().name() if lines.renderer().type() == "singleSymbol" else None
+    mask_renderer = mask.renderer()
+    info["mask_renderer"] = mask_renderer.type()
+    if mask_renderer.type() == "paletted":
+        info["mask_classes"] = {str(c.value): [c.label, c.color.name(), c.color.alpha()] for c in mask_renderer.classes()}
+    settings = QgsMapSettings()
+    settings.setLayers([lines, defects, mask, ortho])  # top first
+    settings.setDestinationCrs(defects.crs())
+    settings.setExtent(ortho.extent())
+    settings.setOutputSize(QSize(900, 700))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    saved = job.renderedImage().save(out, "PNG")
+    print(json.dumps(info | {"saved": saved}), flush=True)
+    # PyQGIS can crash while tearing down layers and the application at exit; the work is done
+    os._exit(0 if saved else 1)
+
+
+if __name__ == "__main__":
+    main()
