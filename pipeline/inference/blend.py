@@ -30,19 +30,11 @@ class BlockResult:
         return np.bincount(self.classes[valid].ravel(), minlength=num_classes)[:num_classes]
 
 
-def fill_invalid(pixels: np.ndarray, valid: np.ndarray, fill: Sequence[float]) -> np.ndarray:
-    """Replace nodata pixels with the training mean colour: MSAF pools over the whole tile."""
-    if valid.all():
-        return pixels
-    out = pixels.copy()
-    out[~valid] = np.round(np.asarray(fill)).astype(np.uint8)
-    return out
-
-
 def blend_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray,
                 fill: Sequence[float]) -> torch.Tensor:
-    """Blended probabilities (C, core h, core w) on the runner's device, nodata filled first."""
-    return runner.blend(grid, block, fill_invalid(pixels, valid, fill))
+    """Blended probabilities (C, core h, core w) on the runner's device; each tile's nodata is filled
+    from its own valid pixels (``fill``, the training mean, only where a tile has none)."""
+    return runner.blend(grid, block, pixels, valid)
 
 
 def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.inference.decision import Thresholds
+from pipeline.inference.fill import push_pull
 from pipeline.inference.predict import autocast_for
 from pipeline.raster.grid import Block, TileGrid, blend_weights
 
@@ -89,16 +90,21 @@ class TileRunner:
         return self._weights[edges]
 
     @torch.inference_mode()
-    def blend(self, grid: TileGrid, block: Block, pixels: np.ndarray) -> torch.Tensor:
+    def blend(self, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray | None = None
+              ) -> torch.Tensor:
         """Weighted mean probabilities (C, core h, core w) over every tile touching the core.
 
         Tiles are accumulated in global tile order with the same weights whichever block a pixel
         falls in, so the result is bit-identical for any block size.
 
         Args:
-            pixels: RGB uint8 of ``block.region`` (nodata already filled).
+            pixels: RGB uint8 of ``block.region``.
+            valid: its footprint; nodata pixels of each tile are filled from that tile's valid
+                pixels (``pipeline.inference.fill``), so no step at the footprint edge looks like a crack.
         """
         region = self._upload(pixels)
+        region_valid = None if valid is None or valid.all() else torch.from_numpy(
+            np.ascontiguousarray(valid)).to(self.device)
         core = block.core
         acc: torch.Tensor | None = None
         weight_sum = torch.zeros((core.height, core.width), device=self.device)
@@ -106,7 +112,10 @@ class TileRunner:
         for start in range(0, len(tiles), self.batch):
             group = tiles[start:start + self.batch]
             for i, tile in enumerate(group):
-                self._inputs[i].copy_(region[(slice(None), *tile.relative_to(block.region))])
+                window = tile.relative_to(block.region)
+                self._inputs[i].copy_(region[(slice(None), *window)])
+                if region_valid is not None:  # nodata: continued from this tile's own valid pixels
+                    self._inputs[i].copy_(push_pull(self._inputs[i], region_valid[window], self.mean.view(3)))
             if len(group) < self.batch:
                 self._inputs[len(group):].copy_(self.mean.expand_as(self._inputs[len(group):]))
             probs = self._probabilities(len(group))
