@@ -44,8 +44,9 @@ def resolve_model(params: Params) -> tuple[str, str]:
 
 @task(name="validate")
 def validate(ortho: str, out: str, params: Params, model: str | None, model_ref: str | None,
-             assume_crs: str | None) -> PreparedSurvey:
-    return prepare_survey(ortho, out, params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs)
+             assume_crs: str | None, job: dict[str, str] | None = None) -> PreparedSurvey:
+    return prepare_survey(ortho, out, params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs,
+                          job=job)
 
 
 @task(name="plan blocks")
@@ -112,8 +113,8 @@ def _summary_artifacts(record: dict[str, Any], summary: dict[str, Any] | None, o
 def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str | None = None,
                 params_path: str | None = None, overrides: dict[str, Any] | None = None,
                 assume_crs: str | None = None, chunk_blocks: int = 4, report: bool = True,
-                track: bool = True, prepared: Any = None) -> dict[str, Any]:
-    """Process one orthomosaic; returns the survey record.
+                track: bool = True, prepared: Any = None, job: dict[str, str] | None = None) -> dict[str, Any]:
+    """Process one orthomosaic; returns the survey record. ``job``: the owner's job details.
 
     ``prepared`` (a ``PreparedSurvey``) lets a caller that already validated the input (the CLI, to
     report mistakes as one line before any orchestration starts) skip the validate task. It is typed
@@ -121,12 +122,12 @@ def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str |
     """
     with exclusive(out):  # re-entrant: the CLI already holds it
         return _survey(ortho, out, model, model_ref, params_path, overrides, assume_crs, chunk_blocks, report,
-                       track, prepared)
+                       track, prepared, job)
 
 
 def _survey(ortho: str, out: str, model: str | None, model_ref: str | None, params_path: str | None,
             overrides: dict[str, Any] | None, assume_crs: str | None, chunk_blocks: int, report: bool,
-            track: bool, prepared: Any) -> dict[str, Any]:
+            track: bool, prepared: Any, job: dict[str, str] | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     params = load_params_or_defaults(params_path, overrides)
     started = time.perf_counter()
@@ -134,7 +135,7 @@ def _survey(ortho: str, out: str, model: str | None, model_ref: str | None, para
         if model is None:
             model, model_ref = resolve_model(params)
             logger.info("model: %s", model_ref)
-        prepared = validate(ortho, out, params, model, model_ref, assume_crs)
+        prepared = validate(ortho, out, params, model, model_ref, assume_crs, job)
     if track:
         from pipeline.tracking.store import init_tracking
 

@@ -261,6 +261,9 @@ def survey(
     dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
     dask_workers: Annotated[int | None, typer.Option(help="workers of a cluster started here (CPU)")] = None,
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+    meta: Annotated[list[str], typer.Option("--meta", help="job detail KEY=VALUE: structure_id, element, "
+                                            "inspector, flight_date, notes, ...")] = [],  # noqa: B006
+    meta_file: Annotated[Path | None, typer.Option(help="job details as YAML (KEY: VALUE)")] = None,
     allow_vrt: Annotated[bool | None, typer.Option("--allow-vrt", help="read a VRT input (trusted only)")] = None,
     allow_remote: Annotated[bool | None, typer.Option(
         "--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")] = None,
@@ -276,6 +279,9 @@ def survey(
              "workers": workers, "tta": tta, "allow_vrt": allow_vrt, "allow_remote": allow_remote}
     overrides = {k: v for k, v in flags.items() if v is not None}
     all_params = _load_optional_params(params, overrides)
+    from pipeline.job import parse_job
+
+    job = parse_job(meta, meta_file)
     from flows.survey import run_survey_flow
     from pipeline.survey import prepare_survey
 
@@ -293,7 +299,7 @@ def survey(
 
     with exclusive(out):  # one survey per folder; dropped by the kernel whatever ends this process
         prepared = prepare_survey(ortho, out, all_params.survey, model_path=model,
-                                  model_ref=model_ref, assume_crs=assume_crs)
+                                  model_ref=model_ref, assume_crs=assume_crs, job=job)
         with _block_progress(prepared):
             record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
                                      dask_workers=dask_workers, prepared=prepared, model=str(model),
@@ -374,11 +380,23 @@ def report(
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
     image: Annotated[Path | None, typer.Option(help="orthomosaic to read crack widths from "
                                                "(default: the survey's input, if still there)")] = None,
+    meta: Annotated[list[str], typer.Option("--meta", help="job detail KEY=VALUE, added to the survey's "
+                                            "(structure_id, element, inspector, flight_date, notes)")] = [],  # noqa: B006
+    meta_file: Annotated[Path | None, typer.Option(help="job details as YAML (KEY: VALUE)")] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="also print report.pdf with headless chromium")] = False,
+    paper: Annotated[str, typer.Option(help="paper for --pdf: a4 or letter")] = "a4",
 ) -> None:
-    """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html."""
+    """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html (and .pdf)."""
+    from pipeline.job import parse_job
     from pipeline.report.build import report_survey
 
-    summary = report_survey(survey_dir, _load_optional_params(params).report, image)
+    if paper.lower() not in ("a4", "letter"):
+        raise MsafError(f"--paper must be a4 or letter, got {paper!r}")
+    summary = report_survey(survey_dir, _load_optional_params(params).report, image, job=parse_job(meta, meta_file))
+    if pdf:
+        from pipeline.report.pdf import print_pdf
+
+        summary["outputs"]["pdf"] = print_pdf(survey_dir / "report.html", survey_dir / "report.pdf", paper).name
     _print_report_summary(survey_dir, summary)
 
 

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,7 @@ class PreparedSurvey:
     source_fingerprint: str
     gsd_warning: str | None
     validate_s: float
+    job: dict[str, str] = field(default_factory=dict)
 
     @property
     def grid(self) -> TileGrid:
@@ -222,8 +223,12 @@ class PreparedSurvey:
 
 
 def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
-                   model_ref: str | None = None, assume_crs: str | None = None) -> PreparedSurvey:
-    """Validate input, model, GSD and output folder, and fix the tiling plan; loads no weights."""
+                   model_ref: str | None = None, assume_crs: str | None = None,
+                   job: dict[str, str] | None = None) -> PreparedSurvey:
+    """Validate input, model, GSD and output folder, and fix the tiling plan; loads no weights.
+
+    ``job``: the owner's job details (``pipeline.job``), recorded in survey.json.
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     model_path = Path(model_path or cfg.model)
@@ -235,7 +240,7 @@ def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *,
     plan = plan_tiling(cfg, meta)
     _check_out_dir(out_dir)
     prepared = PreparedSurvey(info.path, out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
-                              plan, source_fingerprint(info), gsd_warning, time.perf_counter() - started)
+                              plan, source_fingerprint(info), gsd_warning, time.perf_counter() - started, job or {})
     check_free_space(out_dir, prepared.output_bytes)
     return prepared
 
@@ -345,7 +350,7 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     megapixels = info.width * info.height / 1e6
     grid = prepared.grid
     record: dict[str, Any] = {
-        "software_version": pipeline.__version__, "created_utc": created,
+        "software_version": pipeline.__version__, "created_utc": created, "job": prepared.job,
         "input": info.describe() | {"fingerprint": prepared.source_fingerprint},
         "model": {"path": str(prepared.model_path), "sha256": prepared.model_sha256, "name": meta.name,
                   "preset": meta.preset, "registry": prepared.model_ref, "classes": meta.class_names,
@@ -378,7 +383,7 @@ def _load_checked(store: BlockStore, index: int) -> BlockResult:
 
 def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
                model_ref: str | None = None, assume_crs: str | None = None,
-               on_block: ProgressCallback | None = None) -> dict[str, Any]:
+               on_block: ProgressCallback | None = None, job: dict[str, str] | None = None) -> dict[str, Any]:
     """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json, in-process.
 
     prepare -> infer every block (resuming: blocks a killed run finished are reused) -> stitch.
@@ -390,7 +395,7 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
     started = time.perf_counter()
     with exclusive(out_dir):
         prepared = prepare_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref,
-                                  assume_crs=assume_crs)
+                                  assume_crs=assume_crs, job=job)
         infer_started = time.perf_counter()
         counts = infer_blocks(prepared, on_block=on_block)
         return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"],

@@ -86,7 +86,8 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
     with rasterio.open(work / "my ortho.tif", "w", **profile) as dst:
         dst.write(pixels)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MSAF_PROJECT_DIR", "MSAF_PARAMS")}
-    result = subprocess.run([*MSAF, "survey", "my ortho.tif", "--out", "out", "--device", "cpu"], cwd=work,
+    result = subprocess.run([*MSAF, "survey", "my ortho.tif", "--out", "out", "--device", "cpu", "--meta",
+                             "structure_id=BR-7", "--meta", "flight_date=2026-06-14"], cwd=work,
                             env=env | {"MSAF_HOME": str(home)}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in work.iterdir()) == ["my ortho.tif", "out"]  # no mlflow.db, no caches here
@@ -95,6 +96,8 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
     record = json.loads((work / "out" / "survey.json").read_text())
     assert record["model"]["registry"].startswith("models:/msaf-defects@champion")
     assert record["model"]["classes"] == ["background", "crack", "joint"]
+    assert record["job"] == {"structure_id": "BR-7", "flight_date": "2026-06-14"}
+    assert "BR-7" in (work / "out" / "report.html").read_text()
     assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir()
     doctor = subprocess.run([*MSAF, "doctor"], cwd=work, env=env | {"MSAF_HOME": str(home)}, capture_output=True,
                             text=True, timeout=120)

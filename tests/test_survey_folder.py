@@ -149,3 +149,14 @@ def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):
     result = _cli("report", str(folder))
     assert result.returncode == 0, result.stderr
     assert "no defects found" in result.stdout and time.perf_counter() - started < 120
+
+
+def test_a_gsd_mismatch_is_stated_in_the_report_itself(tmp_path, surveyed):
+    folder = _copy_survey(surveyed, tmp_path / "s")
+    record = json.loads((folder / "survey.json").read_text())
+    record["gsd_warning"] = ("veg.tif: ground sample distance 500.00 mm differs from the model's training GSD "
+                             "1.00 mm by 500.0x (tolerance 2.0x); resample the orthomosaic or use a matching model")
+    (folder / "survey.json").write_text(json.dumps(record))
+    report_survey(folder, ReportConfig())
+    html = (folder / "report.html").read_text()
+    assert "differs from the model&#39;s training GSD" in html and "not reliable at this ground sample distance" in html

@@ -14,6 +14,7 @@ from pipeline import styles
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
+from pipeline.job import job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
@@ -39,6 +40,17 @@ def read_survey_record(survey_dir: Path) -> dict[str, Any]:
             or not isinstance(record.get("model", {}), dict):
         raise MsafError(f"{path} is not a survey record; rerun `msaf survey` or delete it")
     return record
+
+
+def _gpkg_metadata(record: dict[str, Any]) -> dict[str, str]:
+    """Job details and provenance as GeoPackage metadata (GIS clients show it with the file)."""
+    model = record.get("model", {})
+    meta = {f"job_{key}": value for key, value in (record.get("job") or {}).items()}
+    meta |= {"source": str(record.get("input", {}).get("path", "")),
+             "processed_utc": str(record.get("created_utc", "")),
+             "model": f"{model.get('name', '')} sha256 {model.get('sha256', '')}",
+             "software": f"msaf-pipeline {record.get('software_version', '')}"}
+    return {k: v for k, v in meta.items() if v}
 
 
 def check_same_run(survey_dir: Path, record: dict[str, Any]) -> None:
@@ -137,7 +149,11 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
                                       metres_per_unit, "Defects by severity"),
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
+        job=job_rows(record.get("job") or {}),
     )
+    if record.get("gsd_warning"):  # e.g. a 0.5 m/px orthophoto: every length and width below is meaningless
+        page.notes.append(("warning", f"{record['gsd_warning']}. Lengths, widths and severities in this report "
+                                      "are not reliable at this ground sample distance."))
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
@@ -196,32 +212,35 @@ def survey_image(record: dict[str, Any], image: Path | None) -> Path | None:
     return Path(location.text)
 
 
-def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None) -> dict[str, Any]:
+def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None,
+                  job: dict[str, str] | None = None) -> dict[str, Any]:
     """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns a summary.
 
     Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
-    place); without either they come from the mask, and the report says so.
+    place); without either they come from the mask, and the report says so. ``job`` adds to (and
+    overrides) the job details the survey recorded, for this report and its GeoPackage.
     """
     survey_dir = Path(survey_dir)
     if not survey_dir.is_dir():
         raise MsafError(f"survey folder not found: {survey_dir}")
     with exclusive(survey_dir):
         try:
-            return _report(survey_dir, cfg, image)
+            return _report(survey_dir, cfg, image, job or {})
         except Exception as exc:
             if is_disk_full(exc):
                 raise disk_error(exc, survey_dir) from None
             raise
 
 
-def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None) -> dict[str, Any]:
+def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str]) -> dict[str, Any]:
     mask_path = survey_dir / "mask.tif"
     record = read_survey_record(survey_dir)
+    record = record | {"job": (record.get("job") or {}) | job}
     check_same_run(survey_dir, record)
     class_names = class_names_of(mask_path, record)
     ortho = survey_image(record, image)
     tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
-    outputs = write_tables(survey_dir, tables)
+    outputs = write_tables(survey_dir, tables, _gpkg_metadata(record))
     page = build_page(tables, record, mask_path, cfg, ortho)
     with atomic_output(survey_dir / "report.html") as tmp:
         tmp.write_text(page.render())

@@ -32,7 +32,7 @@ def write_geopackage(path: Path, layers: dict[str, gpd.GeoDataFrame | pd.DataFra
         first = True
         for name, frame in layers.items():
             # GeoPackage 1.2: read without warnings by the GDAL of current LTR GIS (QGIS 3.22 on Debian 12)
-            options = ({"VERSION": "1.2"} | ({"metadata": metadata} if metadata else {})) if first else {}
+            options = ({"VERSION": "1.2"} | ({"dataset_metadata": metadata} if metadata else {})) if first else {}
             if isinstance(frame, gpd.GeoDataFrame):
                 frame.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
             else:
@@ -76,13 +76,13 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
                                 COORDINATE_PRECISION=coordinate_decimals(pixel_m))
 
 
-def write_tables(out_dir: Path, tables: DefectTables) -> dict[str, str]:
+def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] | None = None) -> dict[str, str]:
     """defects.gpkg (defects, crack_centerlines, summary, non_defects when any), defects.geojson,
     defects.csv, defects.parquet."""
     layers = {"defects": tables.defects, "crack_centerlines": tables.centerlines, "summary": tables.summary}
     if tables.non_defects is not None and len(tables.non_defects):
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
-    write_geopackage(out_dir / "defects.gpkg", layers)
+    write_geopackage(out_dir / "defects.gpkg", layers, metadata)
     pixel_m = math.sqrt(float((tables.defects["area_m2"] / tables.defects["pixels"]).median())) if len(
         tables.defects) else 0.001
     write_geojson(out_dir / "defects.geojson", tables.defects, "defects", pixel_m)

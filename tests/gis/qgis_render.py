@@ -10,15 +10,15 @@ import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from qgis.core import (  # noqa: E402  (after the platform is chosen)
+from qgis.core import (
     QgsApplication,
     QgsMapRendererSequentialJob,
     QgsMapSettings,
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QSize  # noqa: E402
-from qgis.PyQt.QtGui import QColor  # noqa: E402
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
 
 
 def main() -> None:
@@ -38,11 +38,13 @@ def main() -> None:
         info["defects_field"] = renderer.classAttribute()
         info["defects_categories"] = {c.value(): c.symbol().color().name() for c in renderer.categories()}
     info["lines_renderer"] = lines.renderer().type()
-    info["lines_colour"] = lines.renderer().symbol().color().name() if lines.renderer().type() == "singleSymbol" else None
+    single = lines.renderer().type() == "singleSymbol"
+    info["lines_colour"] = lines.renderer().symbol().color().name() if single else None
     mask_renderer = mask.renderer()
     info["mask_renderer"] = mask_renderer.type()
     if mask_renderer.type() == "paletted":
-        info["mask_classes"] = {str(c.value): [c.label, c.color.name(), c.color.alpha()] for c in mask_renderer.classes()}
+        info["mask_classes"] = {str(c.value): [c.label, c.color.name(), c.color.alpha()]
+                                for c in mask_renderer.classes()}
     settings = QgsMapSettings()
     settings.setLayers([lines, defects, mask, ortho])  # top first
     settings.setDestinationCrs(defects.crs())

@@ -246,3 +246,58 @@ def test_a_foreign_mask_without_class_names_gets_generic_ones(tmp_path):
                        blockxsize=256, blockysize=256) as dst:
         dst.write(mask, 1)
     assert class_names_of(folder / "mask.tif", {}) == ["background", "class_1", "class_2"]
+
+
+PRINTABLE_PX = {"a4": (210 - 24) / 25.4 * 96, "letter": (215.9 - 24) / 25.4 * 96}  # page width less 12 mm margins
+
+
+@pytest.mark.parametrize("paper", ["a4", "letter"])
+def test_report_is_filed_with_its_job_and_prints_without_cut_tables(tmp_path, reported, paper):
+    import subprocess
+    import sys
+
+    from playwright.sync_api import sync_playwright
+
+    folder = tmp_path / "survey"
+    shutil.copytree(reported, folder, ignore=shutil.ignore_patterns(".msaf*"))
+    (folder / "job.yaml").write_text("structure_id: BR-0042\nelement: deck soffit, span 2\ninspector: A. Ng\n")
+    msaf = str(Path(sys.executable).with_name("msaf"))
+    result = subprocess.run([msaf, "report", str(folder), "--meta-file", str(folder / "job.yaml"), "--meta",
+                             "flight_date=2026-06-14", "--meta", "notes=<b>wet</b> after rain", "--pdf", "--paper",
+                             paper], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    pdf = (folder / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 50_000 and not list(folder.glob(".*print*"))
+    html = (folder / "report.html").read_text()
+    assert "BR-0042" in html and "&lt;b&gt;wet&lt;/b&gt;" in html and "<b>wet</b>" not in html  # escaped
+    layers_meta = pyogrio.read_info(folder / "defects.gpkg", layer="defects")["dataset_metadata"]
+    assert layers_meta["job_structure_id"] == "BR-0042" and layers_meta["job_flight_date"] == "2026-06-14"
+
+    width = int(PRINTABLE_PX[paper])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.goto((folder / "report.html").as_uri())
+        measure = "els => els.map(e => [e.scrollWidth, e.getBoundingClientRect().right])"
+        on_screen = page.eval_on_selector_all("table", measure)
+        page.emulate_media(media="print")
+        tables = page.eval_on_selector_all("table", measure)
+        job = page.inner_text("#job")
+        browser.close()
+    assert len(tables) >= 3
+    assert max(right for _, right in on_screen) > width  # without the print stylesheet a table is cut
+    assert all(scroll <= width + 1 and right <= width + 1 for scroll, right in tables), (width, tables)
+    assert "A. Ng" in job and "2026-06-14" in job and "deck soffit, span 2" in job
+
+
+def test_bad_job_details_are_one_line(tmp_path, reported):
+    import subprocess
+    import sys
+
+    msaf = str(Path(sys.executable).with_name("msaf"))
+    for args, expected in ((["--meta", "flight_date=14/06/2026"], "use YYYY-MM-DD"),
+                           (["--meta", "no-equals-sign"], "KEY=VALUE"),
+                           (["--meta-file", str(tmp_path / "missing.yaml")], "--meta-file")):
+        result = subprocess.run([msaf, "report", str(reported), *args], capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
