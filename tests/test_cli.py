@@ -102,3 +102,16 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
     doctor = subprocess.run([*MSAF, "doctor"], cwd=work, env=env | {"MSAF_HOME": str(home)}, capture_output=True,
                             text=True, timeout=120)
     assert doctor.returncode == 0 and "built-in defaults" in doctor.stdout and str(home) in doctor.stdout
+
+
+def test_make_setup_passes_a_cuda_torch_line_as_separate_pip_arguments():
+    import shlex
+
+    repo = Path(__file__).resolve().parents[1]
+    url = "https://download.pytorch.org/whl/cu126"
+    dry = subprocess.run(["make", "-n", "-B", "setup", f"TORCH=torch==2.13.0 --index-url {url}"], cwd=repo,
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    torch_lines = [shlex.split(line) for line in dry.stdout.splitlines() if "pip install" in line and "torch==" in line]
+    assert torch_lines and torch_lines[0][-3:] == ["torch==2.13.0", "--index-url", url]
+    assert any("uninstall" in line and "torch" in line for line in dry.stdout.splitlines())  # a new spec reinstalls

@@ -160,6 +160,25 @@ def test_kill_9_of_a_survey_leaves_no_process_behind(tmp_path, tiny_model, crack
     assert not [command for pid, command in below.items() if _alive(pid)]
 
 
+def test_a_dask_survey_starts_one_api_server_and_its_workers_report_to_it(tmp_path, tiny_model, crack_mosaic,
+                                                                         reference):
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    command = [MSAF, "survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
+               "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track", "--engine", "dask",
+               "--dask-workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    servers, workers = 0, 0
+    while process.poll() is None:
+        below = _descendants(process.pid).values()
+        servers = max(servers, sum("uvicorn" in c for c in below))
+        workers = max(workers, sum("multiprocessing" in c or "dask" in c or "spawn" in c for c in below))
+        time.sleep(0.2)
+    assert process.returncode == 0, process.stderr.read()[-2000:]
+    assert servers == 1 and workers >= 2  # Prefect's default: one more temporary server per worker process
+    np.testing.assert_array_equal(read(out / "mask.tif"), reference)
+
+
 def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny_model):
     from flows.inbox import inbox_flow
     from flows.ledger import Ledger
