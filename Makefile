@@ -82,8 +82,10 @@ bench: setup
 	$(BIN)/python bench/model_speed.py
 	$(BIN)/python bench/survey_throughput.py
 
+# ruff, and the layer contracts: pipeline/ never imports flows/, no module of pipeline/ is in an import cycle.
 lint: setup
 	$(BIN)/ruff check pipeline flows tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info demo

@@ -89,7 +89,7 @@ def replace(src, dst, *args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
     return original(src, dst, *args, **kwargs)
 os.replace = replace
-from pipeline.cli import main
+from flows.cli import main
 sys.argv = ["msaf", *sys.argv[1:]]
 main()
 """

@@ -1,4 +1,7 @@
-"""The `msaf` command line: thin wrappers that turn MsafError into one clear line and exit 2."""
+"""The `msaf` command line: thin wrappers that turn MsafError into one clear line and exit 2.
+
+It lives with the orchestration (it starts flows), so the `pipeline` library never imports `flows`.
+"""
 
 from __future__ import annotations
 
