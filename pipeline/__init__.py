@@ -1,3 +1,8 @@
 """msaf-pipeline: drone orthomosaics of bridges -> georeferenced defect maps."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("msaf-pipeline")  # one place: pyproject.toml
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
