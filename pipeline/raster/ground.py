@@ -32,9 +32,9 @@ def _geodesy(wkt: str) -> tuple[Transformer, Geod]:
 def ground_pixel_size(crs: CRS, transform, col: float, row: float) -> PixelSize:
     """Ground metres spanned by one pixel's column and row vectors at pixel (col, row)."""
     transformer, geod = _geodesy(crs.to_wkt())
-    origin = transform * (col, row)
-    right = transform * (col + 1, row)
-    down = transform * (col, row + 1)
+    origin = transform @ (col, row)
+    right = transform @ (col + 1, row)
+    down = transform @ (col, row + 1)
     lons, lats = transformer.transform([origin[0], right[0], down[0]], [origin[1], right[1], down[1]])
     _, _, x_m = geod.inv(lons[0], lats[0], lons[1], lats[1])
     _, _, y_m = geod.inv(lons[0], lats[0], lons[2], lats[2])

@@ -174,7 +174,7 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
             components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names))
             for component in components:
                 centroid = component.geometry.centroid
-                col, row = ~mask.transform * (centroid.x, centroid.y)
+                col, row = ~mask.transform @ (centroid.x, centroid.y)
                 size = ground_pixel_size(mask.crs, mask.transform, col, row)
                 area = component.pixels * size.area_m2
                 if area < cfg.min_area_m2:

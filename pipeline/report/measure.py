@@ -128,8 +128,8 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         length += math.hypot((c1 - c0) * size.x_m, (r1 - r0) * size.y_m)
         chunk = min(chunk_of[r0, c0], chunk_of[r1, c1])
         chunk_length_px[chunk] += math.hypot(c1 - c0, r1 - r0)
-        chunk_segments[chunk].append(LineString([window_transform * (c0 + 0.5, r0 + 0.5),
-                                                 window_transform * (c1 + 0.5, r1 + 0.5)]))
+        chunk_segments[chunk].append(LineString([window_transform @ (c0 + 0.5, r0 + 0.5),
+                                                 window_transform @ (c1 + 0.5, r1 + 0.5)]))
     chunk_length_px = np.maximum(chunk_length_px, 1.0)  # a lone pixel still spans one pixel
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000
