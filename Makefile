@@ -13,7 +13,7 @@ UAV_RAW := data/raw/uav75
 
 DEMO_SIZE ?= 4096
 
-.PHONY: setup browser qgis test bench lint clean data repro demo FORCE
+.PHONY: setup constraints browser qgis test bench lint clean data repro demo FORCE
 
 setup: $(STAMP)
 
@@ -38,9 +38,16 @@ $(TORCH_STAMP): $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	touch $@
 
-$(STAMP): pyproject.toml $(TORCH_STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+# constraints.txt pins every other package: CI and users install the versions the suite passed with.
+$(STAMP): pyproject.toml constraints.txt $(TORCH_STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
+
+# Refresh the pins after changing dependencies (then run make test and commit constraints.txt).
+constraints: setup
+	{ echo "# Versions CI and users install with (make setup: pip install -c constraints.txt). torch is pinned by"; \
+	  echo "# TORCH in the Makefile (CPU or CUDA build). Refresh: make constraints"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i "^torch==\|^nvidia\|^triton\|^msaf"; } > constraints.txt
 
 FORCE:
 

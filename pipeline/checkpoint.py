@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +21,10 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, file_digest
 from pipeline.inference.decision import threshold_ids
 from pipeline.model import DSNet, DSNetConfig
+from pipeline.timestamps import creation_time
 
 METADATA_KEY = "msaf"
 FORMAT_VERSION = 1
-
-
-def creation_time() -> str:
-    """Now in UTC, or SOURCE_DATE_EPOCH when set (reproducible builds: byte-identical checkpoints)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
-    return moment.isoformat(timespec="seconds")
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -18,13 +18,19 @@ from pipeline.errors import MsafError
 
 
 @contextmanager
-def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
+def atomic_output(final: str | os.PathLike[str], *, create: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it into place only if the block succeeds.
+
+    ``create=False`` yields a free name with no file there, for writers (GDAL's GPKG and GeoJSON
+    drivers) that refuse to write over an existing file.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    if not create:
+        tmp.unlink()
     try:
         yield tmp
         umask = os.umask(0)

@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from pipeline.raster.grid import Block, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.styles import mask_colormap
 from pipeline.survey_folder import exclusive, retire_report
+from pipeline.timestamps import creation_time
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -320,7 +320,7 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     conf_sink = GeoTiffSink(out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform,
                             CONFIDENCE_NODATA)
     sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
-    created = datetime.now(UTC).isoformat(timespec="seconds")
+    created = creation_time()
     tags = {
         "MSAF_MODEL": meta.name, "MSAF_MODEL_PRESET": meta.preset, "MSAF_MODEL_SHA256": prepared.model_sha256,
         "MSAF_SOURCE": info.name, "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,

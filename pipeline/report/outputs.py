@@ -27,8 +27,7 @@ def write_geopackage(path: Path, layers: dict[str, gpd.GeoDataFrame | pd.DataFra
     """All layers into one GeoPackage (spatial layers keep their CRS; plain tables have none), with a
     default QGIS style (QML + SLD, table ``layer_styles``) for each styled layer and ``metadata`` as
     GDAL dataset metadata."""
-    with atomic_output(path) as tmp:
-        tmp.unlink()
+    with atomic_output(path, create=False) as tmp:
         first = True
         for name, frame in layers.items():
             # GeoPackage 1.2: read without warnings by the GDAL of current LTR GIS (QGIS 3.22 on Debian 12)
@@ -70,8 +69,7 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
     name ``layer``, coordinates to a quarter pixel; columns in the source CRS's units (centroid,
     bbox) are left out."""
     wgs84 = frame.drop(columns=[c for c in PROJECTED_COLUMNS if c in frame]).to_crs("EPSG:4326")
-    with atomic_output(path) as tmp:
-        tmp.unlink()
+    with atomic_output(path, create=False) as tmp:
         pyogrio.write_dataframe(wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES",
                                 COORDINATE_PRECISION=coordinate_decimals(pixel_m))
 
