@@ -363,7 +363,7 @@ def mosaic(
     seed: Annotated[int, typer.Option(help="random seed of the layout")] = 0,
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
-    """Compose a large georeferenced survey orthomosaic from crack photos, with exact ground truth."""
+    """Compose test data: a georeferenced raster of labelled photos with exact truth (not an orthomosaicking tool)."""
     from pipeline.raster.mosaic import compose_mosaic
 
     if compress not in ("jpeg", "deflate"):
