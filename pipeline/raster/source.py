@@ -95,13 +95,20 @@ class PixelSize:
         return (self.x_m + self.y_m) / 2
 
 
+def linear_unit_m(crs: Any) -> float:
+    """Metres per unit of a projected CRS's first axis (rasterio or pyproj CRS; 1 for metres)."""
+    from pyproj import CRS as ProjCRS
+
+    return float(ProjCRS.from_user_input(crs).axis_info[0].unit_conversion_factor)
+
+
 def pixel_size(crs: CRS, transform: Any, height: int) -> PixelSize:
     """Metres per pixel; degrees are converted at the raster's centre latitude."""
     x, y = abs(transform.a), abs(transform.e)
     if crs.is_geographic:
         lat = math.radians(transform.f + transform.e * height / 2)
         return PixelSize(x * 111_320.0 * math.cos(lat), y * 110_574.0)
-    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    factor = linear_unit_m(crs)
     return PixelSize(x * factor, y * factor)
 
 
@@ -134,7 +141,7 @@ def _sample(ds: rasterio.DatasetReader) -> tuple[np.ndarray, np.ndarray]:
     return data, valid
 
 
-def _bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
+def bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
     """[0, 2^bits - 1] from NBITS metadata or the largest value; [0, 1] for floats within it.
 
     Linear and anchored at zero, so an 8-bit picture stored as x16 (12 bit) or x257 (16 bit) maps
@@ -216,7 +223,7 @@ def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None
             elif scaling.mode == "percentile":
                 scale = _percentile_scale(ds, scaling.low, scaling.high)
             else:
-                scale = _bit_depth_scale(ds)
+                scale = bit_depth_scale(ds)
         return SourceInfo(
             location=location, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, crs=crs,
             crs_assumed=assumed, transform=ds.transform, nodata=ds.nodata, has_alpha=has_alpha,

@@ -36,6 +36,7 @@ from scipy.sparse.csgraph import connected_components
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
+from pipeline.raster.source import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import read_survey_record, report_survey, survey_image
 from pipeline.report.html import Page
@@ -68,10 +69,6 @@ def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
         if abs(factors.meridional_scale - 1) < 0.01 and abs(factors.parallel_scale - 1) < 0.01:
             return frame.crs
     return frame.estimate_utm_crs() if len(frame) else frame.crs
-
-
-def _metres_per_unit(crs: pyproj.CRS) -> float:
-    return float(crs.axis_info[0].unit_conversion_factor)
 
 
 def _status(old: pd.DataFrame, new: pd.DataFrame, is_crack: bool, tolerance: float) -> str:
@@ -119,7 +116,7 @@ def _covered(lines: gpd.GeoDataFrame, other: gpd.GeoDataFrame, distance: float) 
 def _crack_rows(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, old_lines: gpd.GeoDataFrame,
                 new_lines: gpd.GeoDataFrame, cfg: ReportConfig, crs: pyproj.CRS) -> list[dict]:
     """Per new crack: new / extended / widened / unchanged; per cluster of lost old cracks: not found."""
-    units = 1 / _metres_per_unit(crs)
+    units = 1 / linear_unit_m(crs)
     distance = cfg.match_distance_m * units
     floor_m = 2 * cfg.match_distance_m
     new_lines = new_lines.assign(covered=_covered(new_lines, old_lines, distance))
@@ -192,7 +189,7 @@ def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfi
                                  new_lines.to_crs(crs), cfg, crs)
         old_w = old_w[~cracks_old].reset_index(drop=True)
         new_w = new_w[~cracks_new].reset_index(drop=True)
-    units_per_metre = 1 / _metres_per_unit(crs)
+    units_per_metre = 1 / linear_unit_m(crs)
     near = gpd.sjoin(new_w.set_geometry(new_w.buffer(cfg.match_distance_m * units_per_metre)),
                      old_w, how="inner", predicate="intersects", lsuffix="new", rsuffix="old")
     near = near[near["class_new"] == near["class_old"]]
@@ -264,7 +261,7 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
         bounds = _survey_bounds(new_dir, changes.crs)
     pad = max(bounds[2] - bounds[0], bounds[3] - bounds[1], 1e-6) * 0.05
     bounds = (bounds[0] - pad, bounds[1] - pad, bounds[2] + pad, bounds[3] + pad)
-    units = _metres_per_unit(changes.crs)
+    units = linear_unit_m(changes.crs)
     same_crs = _crs_of(ortho) == changes.crs
     page = Page(
         title=f"Change report: {old_dir.name} → {new_dir.name}",

@@ -17,6 +17,8 @@ from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
 from pipeline import styles
+from pipeline.errors import MsafError
+from pipeline.raster.source import bit_depth_scale, to_uint8
 
 SEVERITY_COLOURS, STATUS_COLOURS = styles.SEVERITY_COLOURS, styles.STATUS_COLOURS
 
@@ -26,6 +28,17 @@ def _png(fig: plt.Figure) -> bytes:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+_SCALES: dict[tuple[str, float], tuple[tuple[float, float], ...]] = {}
+
+
+def _display_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
+    """The survey's default scaling of non-8-bit data (the picture the model saw), once per file."""
+    key = (ds.name, Path(ds.name).stat().st_mtime)
+    if key not in _SCALES:
+        _SCALES[key] = bit_depth_scale(ds)
+    return _SCALES[key]
 
 
 def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max_side: int) -> np.ndarray | None:
@@ -38,11 +51,10 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
             shape = (max(1, int(ds.height / max(scale, 1))), max(1, int(ds.width / max(scale, 1))))
             rgb = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=Resampling.average)
             valid = ds.dataset_mask(out_shape=shape) > 0
-    except rasterio.errors.RasterioError:
+            if rgb.dtype != np.uint8:
+                rgb = to_uint8(rgb, _display_scale(ds)) if valid.any() else np.zeros(rgb.shape, np.uint8)
+    except (rasterio.errors.RasterioError, MsafError):
         return None
-    if rgb.dtype != np.uint8:
-        lo, hi = np.percentile(rgb[:, valid], [2, 98]) if valid.any() else (0, 1)
-        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
     rgba = np.dstack([rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)])
     return rgba
 
@@ -106,9 +118,8 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
         shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))
         rgb = ds.read((1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0,
                       resampling=Resampling.average)
-    if rgb.dtype != np.uint8:
-        lo, hi = np.percentile(rgb, [2, 98])
-        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+        if rgb.dtype != np.uint8:
+            rgb = to_uint8(rgb, _display_scale(ds))
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(rgb.transpose(1, 2, 0), extent=(minx, maxx, miny, maxy))
     gpd.GeoSeries([geometry]).boundary.plot(ax=ax, color=colour, linewidth=1.5)
