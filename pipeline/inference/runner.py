@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.inference.decision import Thresholds
-from pipeline.inference.fill import push_pull
+from pipeline.inference.fill import mirror_fill
 from pipeline.inference.predict import autocast_for
 from pipeline.raster.grid import Block, TileGrid, blend_weights
 
@@ -115,7 +115,7 @@ class TileRunner:
                 window = tile.relative_to(block.region)
                 self._inputs[i].copy_(region[(slice(None), *window)])
                 if region_valid is not None:  # nodata: continued from this tile's own valid pixels
-                    self._inputs[i].copy_(push_pull(self._inputs[i], region_valid[window], self.mean.view(3)))
+                    self._inputs[i].copy_(mirror_fill(self._inputs[i], region_valid[window], self.mean.view(3)))
             if len(group) < self.batch:
                 self._inputs[len(group):].copy_(self.mean.expand_as(self._inputs[len(group):]))
             probs = self._probabilities(len(group))
