@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -74,21 +72,15 @@ def engine_run(ortho: Path, out: Path, model: Path) -> tuple[float, float]:
 
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from flows.server import free_port, wait_healthy
+
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=os.environ | {"PREFECT_HOME": str(home)}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{api}/health", timeout=2).status == 200:
-                return server, api
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("prefect server did not start")
+    wait_healthy(api, server, 120)
+    return server, api
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="MSAF bridge-
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+MetaOption = Annotated[list[str], typer.Option(
+    "--meta", help="job detail KEY=VALUE (structure_id, element, inspector, flight_date, notes, ...)")]
+MetaFileOption = Annotated[Path | None, typer.Option(help="job details as YAML (KEY: VALUE)")]
 PARAMS_HELP = "settings file (default: MSAF_PARAMS, else the project's params.yaml, else built-in defaults)"
 
 
@@ -264,9 +267,8 @@ def survey(
     dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
     dask_workers: Annotated[int | None, typer.Option(help="workers of a cluster started here (CPU)")] = None,
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
-    meta: Annotated[list[str], typer.Option("--meta", help="job detail KEY=VALUE: structure_id, element, "
-                                            "inspector, flight_date, notes, ...")] = [],  # noqa: B006
-    meta_file: Annotated[Path | None, typer.Option(help="job details as YAML (KEY: VALUE)")] = None,
+    meta: MetaOption = [],  # noqa: B006
+    meta_file: MetaFileOption = None,
     allow_vrt: Annotated[bool | None, typer.Option("--allow-vrt", help="read a VRT input (trusted only)")] = None,
     allow_remote: Annotated[bool | None, typer.Option(
         "--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")] = None,
@@ -383,9 +385,8 @@ def report(
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
     image: Annotated[Path | None, typer.Option(help="orthomosaic to read crack widths from "
                                                "(default: the survey's input, if still there)")] = None,
-    meta: Annotated[list[str], typer.Option("--meta", help="job detail KEY=VALUE, added to the survey's "
-                                            "(structure_id, element, inspector, flight_date, notes)")] = [],  # noqa: B006
-    meta_file: Annotated[Path | None, typer.Option(help="job details as YAML (KEY: VALUE)")] = None,
+    meta: MetaOption = [],  # noqa: B006  (with `msaf report`: added to the survey's details)
+    meta_file: MetaFileOption = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="also print report.pdf with headless chromium")] = False,
     paper: Annotated[str, typer.Option(help="paper for --pdf: a4 or letter")] = "a4",
 ) -> None:

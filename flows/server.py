@@ -31,13 +31,13 @@ _BOUND_LAUNCHER = (
 )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -63,7 +63,7 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
         return
     import prefect
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     args = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
@@ -72,7 +72,7 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
                                stdin=subprocess.DEVNULL)
     saved = os.environ.get("PREFECT_API_URL")
     try:
-        _wait_healthy(url, process, timeout)
+        wait_healthy(url, process, timeout)
         os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url

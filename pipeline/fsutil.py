@@ -80,17 +80,22 @@ def disk_error(exc: BaseException, folder: str | os.PathLike[str], needed_bytes:
     if not is_disk_full(exc):
         return exc
     try:
-        free = f"{shutil.disk_usage(folder).free / 1e6:.0f} MB free"
+        free: int | None = shutil.disk_usage(folder).free
     except OSError:
-        free = "free space unknown"
-    needed = f"{needed_bytes / 1e6:.0f} MB needed, " if needed_bytes else ""
-    return MsafError(f"no space left on {folder}: {needed}{free}; free some space or choose another --out, then "
-                     "rerun (finished blocks are kept, earlier outputs are untouched)")
+        free = None
+    return _no_space(folder, needed_bytes, free, "then rerun (finished blocks are kept, earlier outputs are untouched)")
 
 
 def check_free_space(folder: str | os.PathLike[str], needed_bytes: int) -> None:
     """Refuse to start a job that cannot finish: one line before any work instead of ENOSPC half-way."""
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
-        raise MsafError(f"no space left on {folder}: {needed_bytes / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free; "
-                        "free some space or choose another --out")
+        raise _no_space(folder, needed_bytes, free)
+
+
+def _no_space(folder: str | os.PathLike[str], needed_bytes: int | None, free: int | None,
+              then: str = "") -> MsafError:
+    needed = f"{needed_bytes / 1e6:.0f} MB needed, " if needed_bytes else ""
+    available = f"{free / 1e6:.0f} MB free" if free is not None else "free space unknown"
+    return MsafError(f"no space left on {folder}: {needed}{available}; free some space or choose another --out"
+                     + (f", {then}" if then else ""))

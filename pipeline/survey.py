@@ -115,20 +115,18 @@ class BlockPipeline:
     two per worker are queued for inference.
     """
 
-    def __init__(self, reader: BlockReader, runners: list[TileRunner], grid: TileGrid,
-                 fill: tuple[float, ...]) -> None:
+    def __init__(self, reader: BlockReader, runners: list[TileRunner], grid: TileGrid) -> None:
         self.reader = reader
         self.runners: queue.Queue[TileRunner] = queue.Queue()
         for runner in runners:
             self.runners.put(runner)
         self.workers = len(runners)
         self.grid = grid
-        self.fill = fill
 
     def _infer(self, block: Block, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
         runner = self.runners.get()
         try:
-            return infer_block(runner, self.grid, block, pixels, valid, self.fill)
+            return infer_block(runner, self.grid, block, pixels, valid)
         finally:
             self.runners.put(runner)
 
@@ -218,8 +216,9 @@ class PreparedSurvey:
 
     @property
     def output_bytes(self) -> int:
-        """Disk a survey needs, estimated: block store, temporary and final mask + confidence (deflated)."""
-        return self.info.width * self.info.height * 2 // 2
+        """Disk a survey needs, estimated at 1 byte per pixel: block store, temporary and final mask +
+        confidence (2 bytes per pixel raw, deflated)."""
+        return self.info.width * self.info.height
 
 
 def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
@@ -292,7 +291,7 @@ def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
                 on_block(count, len(wanted))
 
         try:
-            BlockPipeline(reader, runners, grid, meta.mean).run(todo, consume)
+            BlockPipeline(reader, runners, grid).run(todo, consume)
         finally:
             reader.close()
         return {"computed": len(todo), "reused": len(wanted) - len(todo)}

@@ -191,3 +191,23 @@ def surveyed(tmp_path_factory, tiny_model, crack_mosaic) -> Path:
     out = tmp_path_factory.mktemp("survey")
     run_survey(crack_mosaic[0], out, SurveyConfig(device="cpu", gsd_policy="ignore"), model_path=tiny_model)
     return out
+
+
+
+def run_msaf(*args: str, timeout: float = 300, **kwargs):
+    """The `msaf` console script as a user runs it: a real process, output captured."""
+    import subprocess
+    import sys
+
+    msaf = str(Path(sys.executable).with_name("msaf"))
+    return subprocess.run([msaf, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit 2 with exactly one line on stderr, starting "error:", no traceback, naming each fragment."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], result.stderr

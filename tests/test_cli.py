@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_params
+from tests.conftest import assert_one_line_error, write_params
 
 MSAF = [str(Path(sys.executable).with_name("msaf"))]
 
@@ -34,15 +34,6 @@ def test_train_then_evaluate(tmp_path, cfd_subset):
     assert sum(summary["classes"][c]["support"] for c in summary["classes"]) == 10 * 480 * 320
 
 
-def _assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 @pytest.mark.parametrize(("damage", "fragments"), [
     ("drop_mask", ("001.jpg", "has no mask")),
     ("bad_key", ("params.yaml", "train.lr")),
@@ -57,14 +48,14 @@ def test_bad_training_input_fails_cleanly_and_writes_nothing(tmp_path, cfd_subse
         params.write_text(params.read_text().replace("data:", "data:\n  classes: [{name: bg, values: [0]}, "
                                                      "{name: crack, values: [254]}]", 1))
     result = run("train", "--params", str(params))
-    _assert_one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not list(tmp_path.glob("*.safetensors*")) and not list(tmp_path.glob(".*partial*"))
 
 
 def test_evaluate_with_missing_model_or_empty_folder(tmp_path, cfd_subset):
     result = run("evaluate", "--model", str(tmp_path / "none.safetensors"), "--images", str(cfd_subset / "images"),
                  "--masks", str(cfd_subset / "masks"), "--out", str(tmp_path / "m.json"))
-    _assert_one_line_error(result, "model file not found")
+    assert_one_line_error(result, "model file not found")
     assert not (tmp_path / "m.json").exists()
 
 

@@ -11,14 +11,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from pipeline.checkpoint import METADATA_KEY, read_metadata
+from tests.conftest import assert_one_line_error
 
 MSAF = str(Path(sys.executable).with_name("msaf"))
-
-
-def _one_line(result: subprocess.CompletedProcess, expected: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
 
 
 def _edited_model(tiny_model: Path, out: Path, **changes) -> Path:
@@ -45,7 +40,7 @@ def test_a_bad_model_file_is_one_line_before_any_work(tmp_path, tiny_model, crac
     model = _edited_model(tiny_model, tmp_path / "edited.safetensors", **changes)
     result = subprocess.run([MSAF, "survey", str(crack_mosaic[0]), "--out", str(tmp_path / "out"), "--model",
                              str(model), "--device", "cpu", "--no-track"], capture_output=True, text=True, timeout=120)
-    _one_line(result, expected)
+    assert_one_line_error(result, expected)
     assert not (tmp_path / "out" / "mask.tif").exists()
 
 
@@ -58,11 +53,11 @@ def test_a_garbage_tracking_store_is_one_line_with_the_way_out(tmp_path, tiny_mo
     result = subprocess.run([MSAF, "survey", str(crack_mosaic[0]), "--out", str(tmp_path / "out"), "--model",
                              str(tiny_model), "--device", "cpu", "--no-report"], capture_output=True, text=True,
                             timeout=120, env=os.environ | env)
-    _one_line(result, "--no-track")
+    assert_one_line_error(result, "--no-track")
     assert "MLFLOW_TRACKING_URI" in result.stderr
     listed = subprocess.run([MSAF, "models", "list"], capture_output=True, text=True, timeout=120,
                             env=os.environ | env)
-    _one_line(listed, "cannot be used")
+    assert_one_line_error(listed, "cannot be used")
 
 
 def test_a_survey_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, tiny_model):
@@ -74,7 +69,7 @@ def test_a_survey_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, 
     result = subprocess.run([MSAF, "survey", str(vrt), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
                              "--device", "cpu", "--no-track", "--allow-vrt"], capture_output=True, text=True,
                             timeout=120)
-    _one_line(result, "no space left on")
+    assert_one_line_error(result, "no space left on")
     assert "MB needed" in result.stderr and not (tmp_path / "out" / ".msaf-blocks").exists()
 
 
@@ -105,5 +100,5 @@ def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(tm
     result = subprocess.run([sys.executable, "-c", ENOSPC_DURING_SURVEY, "survey", str(crack_mosaic[0]), "--out",
                              str(out), "--model", str(tiny_model), "--device", "cpu", "--no-track", "--block", "256",
                              "--tta"], capture_output=True, text=True, timeout=300)
-    _one_line(result, f"no space left on {out}")
+    assert_one_line_error(result, f"no space left on {out}")
     assert {name: (out / name).read_bytes() for name in before} == before

@@ -17,20 +17,9 @@ from pipeline.config import ReportConfig, SurveyConfig
 from pipeline.report.build import report_survey
 from pipeline.survey import run_survey
 from pipeline.survey_folder import REPORT_OUTPUTS, exclusive
-from tests.conftest import write_raster
+from tests.conftest import assert_one_line_error, run_msaf, write_raster
 
-MSAF = str(Path(sys.executable).with_name("msaf"))
 CPU = SurveyConfig(device="cpu", gsd_policy="ignore", batch=4)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=300)
-
-
-def _one_line(result: subprocess.CompletedProcess, expected: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
 
 
 def _copy_survey(surveyed: Path, out: Path) -> Path:
@@ -46,12 +35,12 @@ def test_a_second_survey_into_a_busy_folder_is_refused_and_the_lock_dies_with_it
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        busy = _cli("survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device", "cpu",
-                    "--no-track", "--no-report")
-        _one_line(busy, "in use by another survey")
+        busy = run_msaf("survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
+                        "cpu", "--no-track", "--no-report")
+        assert_one_line_error(busy, "in use by another survey")
         assert not (out / "mask.tif").exists()
-        report = _cli("report", str(out))
-        _one_line(report, "in use by another survey")
+        report = run_msaf("report", str(out))
+        assert_one_line_error(report, "in use by another survey")
     finally:
         holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the flock
         holder.wait()
@@ -121,10 +110,10 @@ CASES = {"confidence_size": _shrunk_confidence, "corrupt_record": _corrupt_recor
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_broken_survey_folder_is_one_line(tmp_path, surveyed, case):
+def test_a_broken_survey_folder_isassert_one_line_error(tmp_path, surveyed, case):
     folder = _copy_survey(surveyed, tmp_path / "s")
     expected = CASES[case](folder, surveyed)
-    _one_line(_cli("report", str(folder)), expected)
+    assert_one_line_error(run_msaf("report", str(folder)), expected)
     assert not (folder / "report.html").exists()
 
 
@@ -134,7 +123,7 @@ def test_an_orthomosaic_in_another_crs_is_refused_for_widths(tmp_path, surveyed,
     shutil.copy(crack_mosaic[0], other)
     with rasterio.open(other, "r+") as ds:
         ds.crs = "EPSG:32634"
-    _one_line(_cli("report", str(folder), "--image", str(other)), "differs from the mask's")
+    assert_one_line_error(run_msaf("report", str(folder), "--image", str(other)), "differs from the mask's")
 
 
 def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):
@@ -146,7 +135,7 @@ def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):
     record["model"]["classes"] = ["background"]
     (folder / "survey.json").write_text(json.dumps(record))
     started = time.perf_counter()
-    result = _cli("report", str(folder))
+    result = run_msaf("report", str(folder))
     assert result.returncode == 0, result.stderr
     assert "no defects found" in result.stdout and time.perf_counter() - started < 120
 

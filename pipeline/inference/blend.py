@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,15 +29,15 @@ class BlockResult:
         return np.bincount(self.classes[valid].ravel(), minlength=num_classes)[:num_classes]
 
 
-def blend_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray,
-                fill: Sequence[float]) -> torch.Tensor:
+def blend_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray,
+                valid: np.ndarray) -> torch.Tensor:
     """Blended probabilities (C, core h, core w) on the runner's device; each tile's nodata is filled
-    from its own valid pixels (``fill``, the training mean, only where a tile has none)."""
+    from its own valid pixels (the runner's training mean only where a tile has none)."""
     return runner.blend(grid, block, pixels, valid)
 
 
-def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray,
-                fill: Sequence[float]) -> BlockResult:
+def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray,
+                valid: np.ndarray) -> BlockResult:
     """Blend a block and quantise: class ids by the model's decision rule and the probability of
     the chosen class as confidence, nodata marked."""
     core = block.core
@@ -46,7 +45,7 @@ def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.nda
     if not core_valid.any():
         shape = (core.height, core.width)
         return BlockResult(core, np.full(shape, NODATA, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
-    probs = blend_block(runner, grid, block, pixels, valid, fill)
+    probs = blend_block(runner, grid, block, pixels, valid)
     classes = np.empty((core.height, core.width), np.uint8)
     confidence = np.empty((core.height, core.width), np.uint8)
     for row0 in range(0, core.height, QUANTISE_ROWS):  # row chunks bound the int64/float temporaries

@@ -145,7 +145,7 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
         title=f"Defect report: {Path(str(record.get('input', {}).get('path') or mask_path.parent)).name}",
         subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
                  f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
-        overview=figures.overview_map(ortho, bounds, defects, "severity", figures.SEVERITY_COLOURS,
+        overview=figures.overview_map(ortho, bounds, defects, "severity", styles.SEVERITY_COLOURS,
                                       metres_per_unit, "Defects by severity"),
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
@@ -181,11 +181,11 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
         lengths = [float(cracks.loc[cracks["severity"] == s, "length_m"].sum()) for s in SEVERITIES]
         page.figures.append(("crack length by severity", figures.bars(
             list(SEVERITIES), lengths, "crack length (m)", "Crack length by severity",
-            [figures.SEVERITY_COLOURS[s] for s in SEVERITIES])))
+            [styles.SEVERITY_COLOURS[s] for s in SEVERITIES])))
     margin = 32 * pixel_units  # context around each chip
     for _, row in ranked.head(cfg.chips).iterrows():
         png = figures.chip(ortho, row.geometry, margin, f"#{row.defect_id} {row['class']} ({row.severity})",
-                           figures.SEVERITY_COLOURS[row.severity])
+                           styles.SEVERITY_COLOURS[row.severity])
         if png:
             detail = f"{row.area_m2:.3g} m²" + (f", {row.length_m:.3g} m long, max {row.max_width_mm:.2g} mm wide"
                                                if not np.isnan(row.length_m) else "")

@@ -33,6 +33,7 @@ import rasterio.warp
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipeline import styles
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
@@ -267,7 +268,7 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
         title=f"Change report: {old_dir.name} → {new_dir.name}",
         subtitle=", ".join(f"{row['count']} {row['status']}" for _, row in summary.iterrows()),
         overview=figures.overview_map(ortho if same_crs else None, bounds, changes, "status",
-                                      figures.STATUS_COLOURS, units, "Changes since the previous survey"),
+                                      styles.STATUS_COLOURS, units, "Changes since the previous survey"),
         has_defects=bool(len(changes)), tables=[("Summary", summary.to_html(index=False, border=0))],
         provenance={"old survey": str(old_dir), "new survey": str(new_dir), "working CRS": changes.crs.to_string(),
                     "match distance": f"{cfg.match_distance_m} m", "change tolerance": f"{cfg.change_tolerance:.0%}"},

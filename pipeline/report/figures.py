@@ -16,11 +16,8 @@ import rasterio
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
-from pipeline import styles
 from pipeline.errors import MsafError
 from pipeline.raster.source import bit_depth_scale, to_uint8
-
-SEVERITY_COLOURS, STATUS_COLOURS = styles.SEVERITY_COLOURS, styles.STATUS_COLOURS
 
 
 def _png(fig: plt.Figure) -> bytes:

@@ -30,8 +30,7 @@ class Page:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (css class "warning" or "note", text)
     job: dict[str, str] = field(default_factory=dict)  # the owner's job details, shown first
 
-    def render(self, paper: str | None = None) -> str:
-        """The page as HTML; ``paper`` ("a4" or "letter") fixes the printed page size (else the printer's)."""
+    def render(self) -> str:
         template = jinja2.Environment(autoescape=True).from_string(
             resources.files("pipeline.report").joinpath("templates/report.html.j2").read_text())
         return template.render(
@@ -41,5 +40,4 @@ class Page:
             chips=[{"id": i, "png": b64(png), "caption": caption} for i, png, caption in self.chips],
             chips_title=self.chips_title, provenance=self.provenance,
             notes=[{"kind": kind, "text": text} for kind, text in self.notes], job=self.job,
-            paper={"a4": "A4", "letter": "letter"}.get(paper or "", "auto"),
         )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -19,21 +17,10 @@ from rasterio.transform import Affine, from_origin
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.survey import infer_blocks, prepare_survey, run_survey
-from tests.conftest import write_raster
+from tests.conftest import assert_one_line_error, run_msaf, write_raster
 
-MSAF = str(Path(sys.executable).with_name("msaf"))
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 ORIGIN = from_origin(500000, 5000000, 0.001, 0.001)
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=300)
-
-
-def _one_line_refusal(result: subprocess.CompletedProcess, expected: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
 
 
 def _pixels(seed: int = 0, shape: tuple[int, int] = (96, 128)) -> np.ndarray:
@@ -115,9 +102,9 @@ REFUSALS = {
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_unsafe_or_unmeasurable_inputs_are_refused_in_one_line(tmp_path, tiny_model, case):
     make, expected, flags = REFUSALS[case]
-    result = _cli("survey", str(make(tmp_path)), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+    result = run_msaf("survey", str(make(tmp_path)), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
                   "--device", "cpu", "--no-track", "--no-report", *flags)
-    _one_line_refusal(result, expected)
+    assert_one_line_error(result, expected)
     assert not (tmp_path / "out" / "mask.tif").exists()
 
 
@@ -203,10 +190,10 @@ def test_a_url_is_surveyed_when_remote_inputs_are_allowed(tmp_path, tiny_model):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/ortho.tif"
     try:
-        refused = _cli("survey", url, "--out", str(tmp_path / "refused"), "--model", str(tiny_model),
+        refused = run_msaf("survey", url, "--out", str(tmp_path / "refused"), "--model", str(tiny_model),
                        "--device", "cpu", "--no-track", "--no-report")
-        _one_line_refusal(refused, "--allow-remote")
-        result = _cli("survey", url, "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu",
+        assert_one_line_error(refused, "--allow-remote")
+        result = run_msaf("survey", url, "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu",
                       "--no-track", "--no-report", "--allow-remote")
     finally:
         server.shutdown()
