@@ -178,8 +178,11 @@ def main() -> None:
             command = [sys.executable, __file__, "--mode", mode, "--ortho", str(ortho), "--model", str(model),
                        "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch),
                        "--block", str(args.block), "--device", args.device, "--readers", str(args.readers)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results[mode] = json.loads(output.strip().splitlines()[-1])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{mode} at {size}² failed:\n{done.stderr[-4000:]}")
+            results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{size}² {mode}: {json.dumps(results[mode])}", flush=True)  # partial results survive a timeout
         mpix = size * size / 1e6
         for mode, result in results.items():
             rate = mpix / result["seconds"]

@@ -120,7 +120,7 @@ def train(
     """Train a model from params.yaml and write a safetensors checkpoint (logged to MLflow)."""
     from pipeline.config import load_params
     from pipeline.data.manifest import load_manifest
-    from pipeline.training.trainer import load_training_data, train_model
+    from pipeline.training.trainer import TIMINGS, load_training_data, train_model
 
     cfg = load_params(_required_params(params), _parse_sets(set_))
     data = load_training_data(cfg, load_manifest(manifest) if manifest else None)  # data mistakes: before any run
@@ -153,7 +153,7 @@ def train(
         from pipeline.fsutil import atomic_output
 
         with atomic_output(history) as tmp:
-            pd.DataFrame(result.history).drop(columns="seconds").to_csv(tmp, index=False)
+            pd.DataFrame(result.history).drop(columns=list(TIMINGS)).to_csv(tmp, index=False)
     if run_info:
         from pipeline.fsutil import write_json
 

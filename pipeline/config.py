@@ -136,6 +136,7 @@ class AugmentConfig(_Strict):
     brightness: float = Field(0.2, ge=0.0, le=1.0)
     contrast: float = Field(0.2, ge=0.0, le=1.0)
     saturation: float = Field(0.2, ge=0.0, le=1.0)
+    footprint: float = Field(0.0, ge=0.0, le=1.0)  # share of crops cut by a synthetic orthomosaic footprint edge
 
 
 class LossConfig(_Strict):

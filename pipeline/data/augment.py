@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from pipeline.config import AugmentConfig
 from pipeline.data.labelled import IGNORE_INDEX, LabelledImage
+from pipeline.inference.fill import mirror_fill
 
 
 def _random_crop(item: LabelledImage, size: int, rng: np.random.Generator,
@@ -53,6 +55,34 @@ def _photometric(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
     return np.clip(out, 0, 255)
 
 
+def footprint_valid(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random orthomosaic footprint edge across a size x size crop: True inside (valid data).
+
+    One or two cuts (an edge or a corner), each a line at a random angle with a low-frequency
+    wobble, leaving 5-45 % of the crop outside per cut, like the ragged border of a mosaic.
+    """
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+    valid = np.ones((size, size), dtype=bool)
+    for _ in range(2 if rng.random() < 0.3 else 1):
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        across = cols * np.cos(angle) + rows * np.sin(angle)
+        along = rows * np.cos(angle) - cols * np.sin(angle)
+        wobble = rng.uniform(0.0, 12.0) * np.sin(2.0 * np.pi * along / rng.uniform(40.0, 400.0)
+                                                 + rng.uniform(0.0, 2.0 * np.pi))
+        low, high = float(across.min()), float(across.max())
+        valid &= across + wobble >= low + rng.uniform(0.05, 0.45) * (high - low)
+    return valid
+
+
+def with_footprint(image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The crop as a survey tile on the footprint edge looks to the model: nodata filled the way
+    inference fills it (``mirror_fill``, so the seam is not learnt as a crack), labels outside ignored."""
+    fallback = torch.from_numpy(image.reshape(-1, 3).mean(0))
+    filled = mirror_fill(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(valid),
+                         fallback)
+    return filled.numpy().transpose(1, 2, 0), np.where(valid, labels, IGNORE_INDEX)
+
+
 class CropSampler:
     """Draws augmented training crops from one or more data sets.
 
@@ -92,7 +122,10 @@ class CropSampler:
             item, around = self._draw(rng)
             image, label = _random_crop(item, self.crop, rng, around)
             image, label = _geometric(image, label, self.aug, rng)
-            images[i] = _photometric(image, self.aug, rng)
+            image = _photometric(image, self.aug, rng)
+            if self.aug.footprint and rng.random() < self.aug.footprint:
+                image, label = with_footprint(image, label, footprint_valid(self.crop, rng))
+            images[i] = image
             labels[i] = label
             unlabelled.append(item.unlabelled)
         return images, labels, unlabelled

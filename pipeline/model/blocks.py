@@ -70,6 +70,25 @@ def residual_stage(in_ch: int, out_ch: int, blocks: int, stride: int = 1) -> nn.
     ))
 
 
+class AtrousChain(nn.ModuleList):
+    """3x3 atrous convs applied one after another, every intermediate output kept.
+
+    The one owner of the chained-dilation pattern MFACB and SPASPP share: each output sees a
+    larger receptive field than the one before, and the caller fuses them all. A ModuleList, so
+    the weights keep the names ``chain.<i>.*`` checkpoints were saved with.
+    """
+
+    def __init__(self, in_ch: int, mid_ch: int, dilations: Sequence[int]) -> None:
+        super().__init__(conv_bn(in_ch if i == 0 else mid_ch, mid_ch, 3, dilation=d) for i, d in enumerate(dilations))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for conv in self:
+            x = conv(x)
+            outputs.append(x)
+        return outputs
+
+
 class MFACB(nn.Module):
     """Multi-scale Fusion Atrous Convolution Block: three chained atrous convs, concatenated.
 
@@ -79,22 +98,12 @@ class MFACB(nn.Module):
 
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int, dilations: Sequence[int]) -> None:
         super().__init__()
-        chain: list[nn.Module] = []
-        width = in_ch
-        for d in dilations:
-            chain.append(conv_bn(width, mid_ch, 3, dilation=d))
-            width = mid_ch
-        self.chain = nn.ModuleList(chain)
-        self.fuse = conv_bn(mid_ch * len(chain), out_ch, 1)
+        self.chain = AtrousChain(in_ch, mid_ch, dilations)
+        self.fuse = conv_bn(mid_ch * len(self.chain), out_ch, 1)
         self.shortcut = conv_bn(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        out = x
-        for conv in self.chain:
-            out = conv(out)
-            outputs.append(out)
-        return self.fuse(torch.cat(outputs, dim=1)) + self.shortcut(x)
+        return self.fuse(torch.cat(self.chain(x), dim=1)) + self.shortcut(x)
 
 
 class SPASPP(nn.Module):
@@ -103,23 +112,14 @@ class SPASPP(nn.Module):
     def __init__(self, in_ch: int, mid_ch: int, out_ch: int,
                  dilations: Sequence[int] = (6, 12, 18, 24)) -> None:
         super().__init__()
-        chain: list[nn.Module] = []
-        width = in_ch
-        for d in dilations:
-            chain.append(conv_bn(width, mid_ch, 3, dilation=d))
-            width = mid_ch
-        self.chain = nn.ModuleList(chain)
+        self.chain = AtrousChain(in_ch, mid_ch, dilations)
         self.pool = conv_bn(in_ch, mid_ch, 1)
-        self.fuse = conv_bn(mid_ch * (len(chain) + 1), out_ch, 1)
+        self.fuse = conv_bn(mid_ch * (len(self.chain) + 1), out_ch, 1)
         self.shortcut = conv_bn(in_ch, out_ch, 1)
         self.refine = conv_bn(out_ch, out_ch, 3, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        out = x
-        for conv in self.chain:
-            out = conv(out)
-            outputs.append(out)
+        outputs = self.chain(x)
         pooled = self.pool(F.adaptive_avg_pool2d(x, 1))
         outputs.append(pooled.expand(-1, -1, x.shape[-2], x.shape[-1]))
         return self.refine(self.fuse(torch.cat(outputs, dim=1)) + self.shortcut(x))

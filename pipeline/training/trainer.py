@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pipeline.model import DSNet, build_model
 from pipeline.training.loss import segmentation_loss
 
 EpochCallback = Callable[[dict[str, Any]], None]
+TIMINGS = ("seconds", "val_seconds")  # wall-clock fields of an epoch record: never written into a checkpoint
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,31 @@ class WeightAverage:
                 value.copy_(current[name])
 
 
+Batch = tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]
+
+
+def training_batches(sampler: CropSampler, batch_size: int, seed: int, steps: int, *,
+                     threads: int | None = None) -> Iterator[Batch]:
+    """The batches of steps 0..steps-1 in order, drawn ahead by worker threads while the model trains.
+
+    Each step's batch comes from its own generator seeded by (seed, step), so the stream is the
+    same whatever the number of threads (numpy and scipy release the GIL for the heavy parts).
+    """
+    threads = threads or min(4, os.cpu_count() or 1)
+    ahead = 2 * threads
+
+    def draw(step: int) -> Batch:
+        return sampler.batch(batch_size, np.random.default_rng([seed, step]))
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="crops") as pool:
+        pending = [pool.submit(draw, step) for step in range(min(ahead, steps))]
+        for step in range(steps):
+            batch = pending.pop(0).result()
+            if step + ahead < steps:
+                pending.append(pool.submit(draw, step + ahead))
+            yield batch
+
+
 def _may_hide(unlabelled: list[tuple[int, ...]], num_classes: int, device: torch.device) -> torch.Tensor | None:
     """(N, C) bool of the classes each crop's data set never labels; None when every set labels all."""
     if not any(unlabelled):
@@ -161,13 +188,13 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, cfg)
-    rng = np.random.default_rng(cfg.seed)
     total_steps = cfg.epochs * cfg.steps_per_epoch
     sampler = CropSampler(data.train_sets, cfg.crop_size, cfg.augment, focus=cfg.focus,
                           weights={s.name: s.weight for s in data.manifest.sets})
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     scored_model = average.shadow if average else model
 
+    batches = training_batches(sampler, cfg.batch_size, cfg.seed, total_steps)
     history: list[dict[str, Any]] = []
     best_score, best_state, best_metrics = -1.0, None, {}
     for epoch in range(1, cfg.epochs + 1):
@@ -178,7 +205,7 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
             lr = _lr(cfg, (epoch - 1) * cfg.steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, labels, unlabelled = sampler.batch(cfg.batch_size, rng)
+            images, labels, unlabelled = next(batches)
             x = normalise(torch.from_numpy(images).to(device), mean, std)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -192,13 +219,14 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
             if average:
                 average.update(model)
             losses.append(loss.item())
+        validating = time.perf_counter()
         val = validate(scored_model, data, mean, std, device, params)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_miou": val["miou"],
                   "val_fg_iou": val["fg_iou"], "val_fg_f1": val["fg_f1"], "val_fg_tol_f1": val["fg_tol_f1"],
                   "val_score": val["score"],
                   **{f"val_{name}_score": s["score"] for name, s in val["sets"].items()},
                   **{f"threshold_{name}": t for name, t in val["thresholds"].items()},
-                  "seconds": time.perf_counter() - started}
+                  "seconds": time.perf_counter() - started, "val_seconds": time.perf_counter() - validating}
         history.append(record)
         score = -1.0 if np.isnan(val["score"]) else val["score"]
         if best_state is None or score > best_score:
@@ -212,7 +240,7 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
         preset=params.model.preset, architecture=model.config, classes=params.data.classes, tile_size=cfg.crop_size,
         mean=mean, std=std, gsd_m=params.data.gsd_m, thresholds=best_metrics["thresholds"],
         metrics={"val": best_metrics}, data_fingerprint=data.fingerprint,
-        history=[{k: v for k, v in r.items() if k != "seconds"} for r in history],
+        history=[{k: v for k, v in r.items() if k not in TIMINGS} for r in history],
         weights_sha256=weights_sha256(model),
         split={"train": [p.stem for s in data.manifest.sets for p in s.pairs("train")],
                "val": [p.stem for s in data.manifest.sets for p in s.pairs("val")]},
