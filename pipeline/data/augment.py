@@ -59,7 +59,8 @@ def footprint_valid(size: int, rng: np.random.Generator) -> np.ndarray:
     """A random orthomosaic footprint edge across a size x size crop: True inside (valid data).
 
     One or two cuts (an edge or a corner), each a line at a random angle with a low-frequency
-    wobble, leaving 5-45 % of the crop outside per cut, like the ragged border of a mosaic.
+    wobble, placed 5-45 % of the way across the crop along its normal (a diagonal cut near a corner
+    leaves only a sliver outside), like the ragged border of a mosaic.
     """
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
     valid = np.ones((size, size), dtype=bool)

@@ -58,3 +58,15 @@ def test_bad_preset_or_override_is_a_clear_error():
         build_model("dsnet", 2, planes=64)
     with pytest.raises(ValueError):
         build_model("dsnet", 2, width=0)
+
+
+def test_mfacb_and_spaspp_share_one_atrous_chain_with_the_checkpoint_names_kept():
+    from pipeline.model.blocks import MFACB, SPASPP, AtrousChain
+
+    chain = AtrousChain(4, 6, (1, 2, 3))
+    outputs = chain(torch.randn(1, 4, 20, 20))
+    assert [tuple(o.shape) for o in outputs] == [(1, 6, 20, 20)] * 3
+    assert [conv[0].dilation for conv in chain] == [(1, 1), (2, 2), (3, 3)]
+    mfacb, spaspp = MFACB(4, 6, 8, (2, 2, 2)), SPASPP(4, 6, 8)
+    assert isinstance(mfacb.chain, AtrousChain) and isinstance(spaspp.chain, AtrousChain)
+    assert "chain.0.0.weight" in mfacb.state_dict() and "chain.3.1.running_var" in spaspp.state_dict()
