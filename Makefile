@@ -89,9 +89,12 @@ bench: setup
 	$(BIN)/python bench/model_speed.py
 	$(BIN)/python bench/survey_throughput.py
 
-# ruff, and the layer contracts: pipeline/ never imports flows/, no module of pipeline/ is in an import cycle.
+# ruff (lint and format), mypy on the library and the flows, and the layer contracts: pipeline/ never
+# imports flows/, no module of pipeline/ is in an import cycle.
 lint: setup
 	$(BIN)/ruff check pipeline flows tests bench
+	$(BIN)/ruff format --check pipeline flows tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:

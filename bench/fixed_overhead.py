@@ -38,8 +38,17 @@ def write_raster(path: Path, size: int = 512) -> Path:
     from rasterio.transform import from_origin
 
     data = np.random.default_rng(0).integers(60, 200, (3, size, size), dtype=np.uint8)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(500000, 5000000, 0.001, 0.001)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 5000000, 0.001, 0.001),
+    ) as dst:
         dst.write(data)
     return path
 
@@ -76,9 +85,13 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=os.environ | {"PREFECT_HOME": str(home)}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=os.environ | {"PREFECT_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_healthy(api, server, 120)
     return server, api
 
@@ -93,7 +106,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="msaf-overhead-"))
     ortho = write_raster(root / "ortho.tif")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
-        "PREFECT_HOME": str(root / "prefect"), "MSAF_HOME": str(root / "home"), "OMP_NUM_THREADS": "2"}
+        "PREFECT_HOME": str(root / "prefect"),
+        "MSAF_HOME": str(root / "home"),
+        "OMP_NUM_THREADS": "2",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     base = ["survey", str(ortho), "--model", str(model), "--device", "cpu"]
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in ("engine", "cli-bare", "cli-server", "cli-full")}
@@ -101,10 +117,16 @@ def main() -> None:
     try:
         for i in range(args.repeats):
             results["engine"].append(engine_run(ortho, root / f"engine{i}", model))
-            results["cli-bare"].append(timed_cli([*base, "--out", str(root / f"bare{i}"), "--no-track",
-                                                  "--no-report"], root / f"bare{i}", env))
-            results["cli-server"].append(timed_cli([*base, "--out", str(root / f"srv{i}"), "--no-track", "--no-report"],
-                                                   root / f"srv{i}", env | {"PREFECT_API_URL": api}))
+            results["cli-bare"].append(
+                timed_cli([*base, "--out", str(root / f"bare{i}"), "--no-track", "--no-report"], root / f"bare{i}", env)
+            )
+            results["cli-server"].append(
+                timed_cli(
+                    [*base, "--out", str(root / f"srv{i}"), "--no-track", "--no-report"],
+                    root / f"srv{i}",
+                    env | {"PREFECT_API_URL": api},
+                )
+            )
             shutil.rmtree(root / "home", ignore_errors=True)  # a fresh store: the worst case
             results["cli-full"].append(timed_cli([*base, "--out", str(root / f"full{i}")], root / f"full{i}", env))
     finally:

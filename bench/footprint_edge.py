@@ -22,7 +22,7 @@ from scipy import ndimage
 import pipeline.inference.runner as runner_module
 from pipeline.config import DataConfig, SurveyConfig
 from pipeline.data.manifest import load_manifest
-from pipeline.raster.mosaic import compose_mosaic
+from pipeline.data.mosaic import compose_mosaic
 from pipeline.survey import run_survey
 
 
@@ -63,15 +63,32 @@ def main() -> None:
         (work / "images" / pair.image.name).symlink_to(pair.image.resolve())
         (work / "masks" / pair.mask.name).symlink_to(pair.mask.resolve())
     ortho, truth = work / "ortho.tif", work / "truth.tif"
-    compose_mosaic(work / "images", work / "masks", ortho, truth, args.size, args.size, 0.001, "EPSG:32633",
-                   DataConfig().classes, compress="deflate", footprint=True, seed=args.seed)
+    compose_mosaic(
+        work / "images",
+        work / "masks",
+        ortho,
+        truth,
+        args.size,
+        args.size,
+        0.001,
+        "EPSG:32633",
+        DataConfig().classes,
+        compress="deflate",
+        footprint=True,
+        seed=args.seed,
+    )
     mirror = runner_module.mirror_fill
     print(f"{len(entry.pairs('val'))} validation photos of {args.set}, {args.size}² mosaic, model {args.model}")
     for name, fill in (("flat mean", flat_fill), ("mirror", mirror)):
         runner_module.mirror_fill = fill
         run_survey(ortho, work / name, SurveyConfig(device="cpu", gsd_policy="ignore"), model_path=args.model)
-        print(f"{name:>9}: " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in score(work / name / "mask.tif", truth).items()))
+        print(
+            f"{name:>9}: "
+            + "  ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in score(work / name / "mask.tif", truth).items()
+            )
+        )
     runner_module.mirror_fill = mirror
 
 

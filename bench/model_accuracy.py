@@ -44,30 +44,52 @@ def main() -> None:
     manifest = load_manifest(args.manifest)
     sets = manifest.load(args.split)
     table = Table(title=f"crack class per data set, {args.split} split (2-px tolerance)")
-    for column in ("model", "set", "threshold", "IoU", "F1", "tol-F1", "tol P / R", "width px pred / true",
-                   "joint px called crack"):
+    for column in (
+        "model",
+        "set",
+        "threshold",
+        "IoU",
+        "F1",
+        "tol-F1",
+        "tol P / R",
+        "width px pred / true",
+        "joint px called crack",
+    ):
         table.add_column(column)
     results = {}
     for path in args.models:
         model, meta = load_checkpoint(path, torch.device("cpu"))
-        groups = {name: predict_items(model, relabel(items, manifest.class_names, meta.class_names), meta.mean,
-                                      meta.std, torch.device("cpu")) for name, items in sets.items()}
-        summary = evaluate_groups(groups, meta.class_names, 2, meta.thresholds, ["crack"])
+        groups = {
+            name: predict_items(
+                model, relabel(items, manifest.class_names, meta.class_names), meta.mean, meta.std, torch.device("cpu")
+            )
+            for name, items in sets.items()
+        }
+        summary = evaluate_groups(groups, meta.class_names, 2, meta.thresholds, ["crack"]).to_json()
         results[path.name] = summary
         for name, part in summary["sets"].items():
             crack = part["classes"]["crack"]
-            joint_px = sum(int((it.labels == manifest.class_names.index("joint")).sum()) for it in sets[name]) \
-                if "joint" in manifest.class_names else 0
+            joint_px = (
+                sum(int((it.labels == manifest.class_names.index("joint")).sum()) for it in sets[name])
+                if "joint" in manifest.class_names
+                else 0
+            )
             called = part["classes"].get("joint", {}).get("predicted_as", {}).get("crack")
             if called is None and joint_px:  # a model without a joint class: joint pixels were relabelled background
                 joints = [(p, it) for (p, _), it in zip(groups[name], sets[name], strict=True)]
                 hits = sum(int(((meta_decide(p, meta) == 1) & (it.labels == 2)).sum()) for p, it in joints)
                 called = hits / joint_px
-            table.add_row(path.name, name, str(meta.thresholds.get("crack", "argmax")), f"{crack['iou']:.3f}",
-                          f"{crack['f1']:.3f}", f"{crack['tol_f1']:.3f}",
-                          f"{crack['tol_precision']:.3f} / {crack['tol_recall']:.3f}",
-                          f"{crack['median_width_px']:.2f} / {crack['median_true_width_px']:.2f}",
-                          "n/a" if called is None else f"{called:.3f}")
+            table.add_row(
+                path.name,
+                name,
+                str(meta.thresholds.get("crack", "argmax")),
+                f"{crack['iou']:.3f}",
+                f"{crack['f1']:.3f}",
+                f"{crack['tol_f1']:.3f}",
+                f"{crack['tol_precision']:.3f} / {crack['tol_recall']:.3f}",
+                f"{crack['median_width_px']:.2f} / {crack['median_true_width_px']:.2f}",
+                "n/a" if called is None else f"{called:.3f}",
+            )
             part["joint_called_crack"] = called
         results[path.name]["score"] = summary["score"]
     Console(width=160).print(table)

@@ -75,8 +75,15 @@ def main() -> None:
             batch = args.batch or (16 if device.type == "cuda" else 2)
             mpix = measure(preset, device, mode, tile, batch, args.seconds)
             baseline.setdefault(device_name, mpix)
-            table.add_row(preset, f"{params_m:.2f}", device_name, mode, f"{tile}x{batch}", f"{mpix:.2f}",
-                          f"{mpix / baseline[device_name]:.2f}x")
+            table.add_row(
+                preset,
+                f"{params_m:.2f}",
+                device_name,
+                mode,
+                f"{tile}x{batch}",
+                f"{mpix:.2f}",
+                f"{mpix / baseline[device_name]:.2f}x",
+            )
     Console(width=140).print(table)
 
 

@@ -21,9 +21,9 @@ from rich.table import Table
 from pipeline.checkpoint import read_metadata
 from pipeline.config import ClassSpec, SurveyConfig
 from pipeline.data.manifest import ManifestSet, load_manifest
+from pipeline.data.mosaic import compose_mosaic
 from pipeline.fsutil import write_json
 from pipeline.metrics import SegmentationMetrics
-from pipeline.raster.mosaic import compose_mosaic
 from pipeline.survey import run_survey
 
 
@@ -45,10 +45,23 @@ def survey_set(entry: ManifestSet, model: Path, classes: list, size: int, work: 
     # The truth raster holds the model's class ids, mapped by this set's values; a class the set
     # never labels gets a value no mask holds (a ClassSpec needs one).
     names = [c.name for c in classes]
-    specs = [ClassSpec(name=n, values=[v for v, m in entry.values.items() if m == n] or [250 - i])
-             for i, n in enumerate(names)]
-    compose_mosaic(folder / "images", folder / "masks", ortho, truth, size, size, entry.gsd_m or 0.001,
-                   "EPSG:32633", specs, compress="deflate", seed=seed)
+    specs = [
+        ClassSpec(name=n, values=[v for v, m in entry.values.items() if m == n] or [250 - i])
+        for i, n in enumerate(names)
+    ]
+    compose_mosaic(
+        folder / "images",
+        folder / "masks",
+        ortho,
+        truth,
+        size,
+        size,
+        entry.gsd_m or 0.001,
+        "EPSG:32633",
+        specs,
+        compress="deflate",
+        seed=seed,
+    )
     record = run_survey(ortho, work / f"{entry.name}_survey", SurveyConfig(device="cpu"), model_path=model)
     with rasterio.open(work / f"{entry.name}_survey" / "mask.tif") as mask, rasterio.open(truth) as reference:
         predicted, expected = mask.read(1), reference.read(1)
@@ -56,8 +69,8 @@ def survey_set(entry: ManifestSet, model: Path, classes: list, size: int, work: 
     metrics = SegmentationMetrics(names, 2, width_classes=[crack])
     valid = expected != 255
     metrics.update(np.where(valid, predicted, 255).astype(np.uint8), expected)
-    summary = metrics.compute()
-    summary["mpix_per_s"] = record["throughput_mpix_s"]["end_to_end"]
+    summary = metrics.compute().to_json()
+    summary["mpix_per_s"] = record.throughput_mpix_s.end_to_end
     summary["photos"] = len(entry.val)
     return summary
 
@@ -77,21 +90,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="msaf-acc-") as tmp:
         for entry in manifest.sets:
             results[entry.name] = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed)
-    table = Table(title=f"survey accuracy on stitched {args.size}² mosaics of the validation photos "
-                        f"(model thresholds {meta.thresholds})")
-    for column in ("set", "crack IoU", "F1", "tol-F1 (2 px)", "width px pred / true", "joint called crack",
-                   "Mpix/s"):
+    table = Table(
+        title=f"survey accuracy on stitched {args.size}² mosaics of the validation photos "
+        f"(model thresholds {meta.thresholds})"
+    )
+    for column in ("set", "crack IoU", "F1", "tol-F1 (2 px)", "width px pred / true", "joint called crack", "Mpix/s"):
         table.add_column(column)
     for name, summary in results.items():
         crack = summary["classes"]["crack"]
         joint = summary["classes"].get("joint", {}).get("predicted_as", {}).get("crack", float("nan"))
-        table.add_row(name, f"{crack['iou']:.3f}", f"{crack['f1']:.3f}", f"{crack['tol_f1']:.3f}",
-                      f"{crack['median_width_px']:.2f} / {crack['median_true_width_px']:.2f}", f"{joint:.3f}",
-                      f"{summary['mpix_per_s']:.2f}")
+        table.add_row(
+            name,
+            f"{crack['iou']:.3f}",
+            f"{crack['f1']:.3f}",
+            f"{crack['tol_f1']:.3f}",
+            f"{crack['median_width_px']:.2f} / {crack['median_true_width_px']:.2f}",
+            f"{joint:.3f}",
+            f"{summary['mpix_per_s']:.2f}",
+        )
     Console(width=150).print(table)
     if args.out:
-        write_json(args.out, {"model": str(args.model), "size": args.size, "thresholds": meta.thresholds,
-                              "sets": results})
+        write_json(
+            args.out, {"model": str(args.model), "size": args.size, "thresholds": meta.thresholds, "sets": results}
+        )
 
 
 if __name__ == "__main__":

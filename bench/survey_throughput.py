@@ -40,8 +40,15 @@ def make_model(path: Path, preset: str, tile: int) -> None:
 
     torch.manual_seed(0)
     model = build_model(preset, 2)
-    meta = ModelMetadata(preset=preset, architecture=model.config, classes=DataConfig().classes, tile_size=tile,
-                         mean=(120.0, 120.0, 120.0), std=(40.0, 40.0, 40.0), gsd_m=0.001)
+    meta = ModelMetadata(
+        preset=preset,
+        architecture=model.config,
+        classes=DataConfig().classes,
+        tile_size=tile,
+        mean=(120.0, 120.0, 120.0),
+        std=(40.0, 40.0, 40.0),
+        gsd_m=0.001,
+    )
     save_checkpoint(path, model, meta)
 
 
@@ -76,18 +83,20 @@ def run_model_only(ortho: Path, model: Path, tile: int, overlap: int, batch: int
     return {"seconds": seconds, "tiles": grid.n_tiles}
 
 
-def run_survey_mode(ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str, block: int,
-                    readers: int) -> dict:
+def run_survey_mode(
+    ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str, block: int, readers: int
+) -> dict:
     from pipeline.config import SurveyConfig
     from pipeline.survey import run_survey
 
-    cfg = SurveyConfig(tile=tile, overlap=overlap, batch=batch, device=device, block=block, readers=readers,
-                       gsd_policy="ignore")
+    cfg = SurveyConfig(
+        tile=tile, overlap=overlap, batch=batch, device=device, block=block, readers=readers, gsd_policy="ignore"
+    )
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         record = run_survey(ortho, out, cfg, model_path=model)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "stages": record["timings"]}
+    return {"seconds": seconds, "stages": record.timings.model_dump()}
 
 
 def run_naive(ortho: Path, model: Path, tile: int, overlap: int, device: str) -> dict:
@@ -107,7 +116,7 @@ def run_naive(ortho: Path, model: Path, tile: int, overlap: int, device: str) ->
             pixels = ds.read((1, 2, 3), window=t.window).transpose(1, 2, 0)
             with torch.inference_mode():
                 logits = net(normalise(torch.from_numpy(pixels[None].copy()).to(dev), meta.mean, meta.std))
-            scores[:, t.row0:t.row1, t.col0:t.col1] += logits.softmax(1)[0].double().cpu().numpy()
+            scores[:, t.row0 : t.row1, t.col0 : t.col1] += logits.softmax(1)[0].double().cpu().numpy()
         mask = scores.argmax(0).astype(np.uint8)
         profile = ds.profile | {"count": 1, "dtype": "uint8", "compress": "deflate", "photometric": "minisblack"}
         with rasterio.open(Path(out) / "mask.tif", "w", **profile) as dst:
@@ -121,8 +130,9 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "model":
         result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device)
     elif args.mode == "survey":
-        result = run_survey_mode(ortho, model, args.tile, args.overlap, args.batch, args.device, args.block,
-                                 args.readers)
+        result = run_survey_mode(
+            ortho, model, args.tile, args.overlap, args.batch, args.device, args.block, args.readers
+        )
     else:
         result = run_naive(ortho, model, args.tile, args.overlap, args.device)
     from pipeline.survey import peak_rss_mb
@@ -144,15 +154,17 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--ortho", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help="a trained checkpoint (its classes and decision thresholds) instead of "
-                                        "random weights of --preset")
+    parser.add_argument(
+        "--model",
+        help="a trained checkpoint (its classes and decision thresholds) instead of random weights of --preset",
+    )
     args = parser.parse_args()
     if args.mode:
         child(args)
         return
 
     from pipeline.config import DataConfig
-    from pipeline.raster.mosaic import compose_mosaic
+    from pipeline.data.mosaic import compose_mosaic
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="msaf-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -164,20 +176,53 @@ def main() -> None:
     else:
         model = workdir / f"{args.preset}.safetensors"
         make_model(model, args.preset, args.tile)
-    table = Table(title=f"survey throughput: {args.preset}, tile {args.tile}, overlap {args.overlap}, "
-                        f"batch {args.batch}, device {args.device}, torch {torch.__version__}")
+    table = Table(
+        title=f"survey throughput: {args.preset}, tile {args.tile}, overlap {args.overlap}, "
+        f"batch {args.batch}, device {args.device}, torch {torch.__version__}"
+    )
     for column in ("raster", "mode", "seconds", "Mpix/s", "vs model-only", "vs naive", "peak RSS MiB"):
         table.add_column(column)
     for size in args.sizes:
         ortho = workdir / f"ortho_{size}.tif"
         if not ortho.exists():
-            compose_mosaic(CFD / "images", CFD / "masks", ortho, workdir / f"truth_{size}.tif", size, size, 0.001,
-                           "EPSG:32633", DataConfig().classes, compress="jpeg", footprint=False, seed=size)
+            compose_mosaic(
+                CFD / "images",
+                CFD / "masks",
+                ortho,
+                workdir / f"truth_{size}.tif",
+                size,
+                size,
+                0.001,
+                "EPSG:32633",
+                DataConfig().classes,
+                compress="jpeg",
+                footprint=False,
+                seed=size,
+            )
         results = {}
         for mode in args.modes:
-            command = [sys.executable, __file__, "--mode", mode, "--ortho", str(ortho), "--model", str(model),
-                       "--tile", str(args.tile), "--overlap", str(args.overlap), "--batch", str(args.batch),
-                       "--block", str(args.block), "--device", args.device, "--readers", str(args.readers)]
+            command = [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--ortho",
+                str(ortho),
+                "--model",
+                str(model),
+                "--tile",
+                str(args.tile),
+                "--overlap",
+                str(args.overlap),
+                "--batch",
+                str(args.batch),
+                "--block",
+                str(args.block),
+                "--device",
+                args.device,
+                "--readers",
+                str(args.readers),
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{mode} at {size}² failed:\n{done.stderr[-4000:]}")
@@ -188,8 +233,15 @@ def main() -> None:
             rate = mpix / result["seconds"]
             vs_model = rate / (mpix / results["model"]["seconds"]) if "model" in results else float("nan")
             vs_naive = rate / (mpix / results["naive"]["seconds"]) if "naive" in results else float("nan")
-            table.add_row(f"{size}x{size}", mode, f"{result['seconds']:.2f}", f"{rate:.2f}", f"{vs_model:.2f}x",
-                          f"{vs_naive:.2f}x", f"{result['peak_rss_mb']:.0f}")
+            table.add_row(
+                f"{size}x{size}",
+                mode,
+                f"{result['seconds']:.2f}",
+                f"{rate:.2f}",
+                f"{vs_model:.2f}x",
+                f"{vs_naive:.2f}x",
+                f"{result['peak_rss_mb']:.0f}",
+            )
     Console(width=150).print(table)
 
 

@@ -9,12 +9,11 @@ import functools
 import json
 import os
 import platform
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 import yaml
@@ -26,13 +25,16 @@ from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
     from pipeline.config import Params
+    from pipeline.metrics.summary import EvaluationSummary, MetricsSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MSAF bridge-defect segmentation pipeline.")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
-MetaOption = Annotated[list[str], typer.Option(
-    "--meta", help="job detail KEY=VALUE (structure_id, element, inspector, flight_date, notes, ...)")]
+MetaOption = Annotated[
+    list[str],
+    typer.Option("--meta", help="job detail KEY=VALUE (structure_id, element, inspector, flight_date, notes, ...)"),
+]
 MetaFileOption = Annotated[Path | None, typer.Option(help="job details as YAML (KEY: VALUE)")]
 PARAMS_HELP = "settings file (default: MSAF_PARAMS, else the project's params.yaml, else built-in defaults)"
 
@@ -69,23 +71,38 @@ def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def print_metrics(summary: dict[str, Any]) -> None:
+METRIC_COLUMNS = ("iou", "precision", "recall", "f1", "tol_f1")
+
+
+def print_metrics(summary: EvaluationSummary) -> None:
     """Per-class metrics as a table, one block of rows per data set when there are several."""
-    groups = summary.get("sets") or {"all": summary}
-    table = Table(title=f"{summary.get('images', '?')} images, F1 tolerance {summary['tolerance_px']} px"
-                  + (f", thresholds {summary['thresholds']}" if summary.get("thresholds") else ""))
+    groups: dict[str, MetricsSummary] = dict(summary.sets) or {"all": summary}
+    table = Table(
+        title=f"{summary.images} images, F1 tolerance {summary.tolerance_px} px"
+        + (f", thresholds {summary.thresholds}" if summary.thresholds else "")
+    )
     for column in ("set", "class", "IoU", "precision", "recall", "F1", "tol F1", "width px (pred/true)", "pixels"):
         table.add_column(column, justify="left" if column in ("set", "class") else "right")
     for group, part in groups.items():
-        for name, m in part["classes"].items():
-            width = (f"{m['median_width_px']:.2f} / {m['median_true_width_px']:.2f}"
-                     if "median_width_px" in m else "")
-            table.add_row(group, name, *(_fmt(m.get(k, "")) for k in ("iou", "precision", "recall", "f1", "tol_f1")),
-                          width, _fmt(m.get("support", "")))
+        for name, m in part.classes.items():
+            width = (
+                f"{m.median_width_px:.2f} / {m.median_true_width_px or float('nan'):.2f}"
+                if m.median_width_px is not None
+                else ""
+            )
+            values = m.model_dump()
+            table.add_row(
+                group,
+                name,
+                *(_fmt(values[k] if values[k] is not None else "") for k in METRIC_COLUMNS),
+                width,
+                _fmt(m.support),
+            )
     console.print(table)
-    console.print(f"mIoU {summary['miou']:.4f}  foreground IoU {summary['fg_iou']:.4f}  "
-                  f"F1 {summary['fg_f1']:.4f}  tolerant F1 {summary['fg_tol_f1']:.4f}"
-                  + (f"  score (mean over sets) {summary['score']:.4f}" if "score" in summary else ""))
+    console.print(
+        f"mIoU {summary.miou:.4f}  foreground IoU {summary.fg_iou:.4f}  F1 {summary.fg_f1:.4f}  "
+        f"tolerant F1 {summary.fg_tol_f1:.4f}  score (mean over sets) {summary.score:.4f}"
+    )
 
 
 @app.command()
@@ -101,8 +118,10 @@ def prepare(
     manifest = build_manifest(load_params(_required_params(params)).data)
     save_manifest(manifest, out)
     for entry in manifest.sets:
-        console.print(f"{entry.name}: {len(entry.train)} train + {len(entry.val)} val images, "
-                      f"fingerprint {entry.fingerprint[:12]}")
+        console.print(
+            f"{entry.name}: {len(entry.train)} train + {len(entry.val)} val images, "
+            f"fingerprint {entry.fingerprint[:12]}"
+        )
     console.print(f"wrote {out}")
 
 
@@ -124,18 +143,26 @@ def train(
 
     cfg = load_params(_required_params(params), _parse_sets(set_))
     data = load_training_data(cfg, load_manifest(manifest) if manifest else None)  # data mistakes: before any run
-    console.print(f"training [bold]{cfg.model.preset}[/] on {', '.join(s.name for s in data.manifest.sets)} "
-                  f"for {cfg.train.epochs} epochs")
+    console.print(
+        f"training [bold]{cfg.model.preset}[/] on {', '.join(s.name for s in data.manifest.sets)} "
+        f"for {cfg.train.epochs} epochs"
+    )
 
     def report(r: dict[str, Any]) -> None:
         per_set = "  ".join(f"{k[4:-6]} {v:.4f}" for k, v in r.items() if k.endswith("_score") and k != "val_score")
         limits = "  ".join(f"t({k[10:]}) {v:.2f}" for k, v in r.items() if k.startswith("threshold_"))
-        console.print(f"epoch {r['epoch']:3d}/{cfg.train.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
-                      f"val IoU {r['val_fg_iou']:.4f}  F1 {r['val_fg_f1']:.4f}  tol-F1 {r['val_fg_tol_f1']:.4f}  "
-                      f"({per_set}) {limits} score {r['val_score']:.4f} ({r['seconds']:.1f} s)")
+        console.print(
+            f"epoch {r['epoch']:3d}/{cfg.train.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
+            f"val IoU {r['val_fg_iou']:.4f}  F1 {r['val_fg_f1']:.4f}  tol-F1 {r['val_fg_tol_f1']:.4f}  "
+            f"({per_set}) {limits} score {r['val_score']:.4f} ({r['seconds']:.1f} s)"
+        )
 
     def run(on_epoch: Callable[[dict[str, Any]], None] = lambda r: None) -> Any:
-        return train_model(cfg, out=out, data=data, on_epoch=lambda r: (report(r), on_epoch(r)))
+        def each_epoch(record: dict[str, Any]) -> None:
+            report(record)
+            on_epoch(record)
+
+        return train_model(cfg, out=out, data=data, on_epoch=each_epoch)
 
     run_id = model_uri = None
     if track:
@@ -146,7 +173,7 @@ def train(
         result, run_id, model_uri = tracked_training(cfg.model_dump(mode="json"), run)
     else:
         result = run()
-    best = result.metadata.metrics["val"]
+    best = result.validation
     if history:
         import pandas as pd
 
@@ -157,11 +184,20 @@ def train(
     if run_info:
         from pipeline.fsutil import write_json
 
-        write_json(run_info, {"run_id": run_id, "model_uri": model_uri, "checkpoint": str(result.checkpoint),
-                              "sha256": result.sha256, "weights_sha256": result.metadata.weights_sha256})
-    console.print(f"wrote {result.checkpoint} (sha256 {result.sha256[:12]}, best epoch {best['epoch']}, "
-                  f"val score {best['score']:.4f}, thresholds {best['thresholds']})"
-                  + (f"; MLflow run {run_id}" if run_id else ""))
+        write_json(
+            run_info,
+            {
+                "run_id": run_id,
+                "model_uri": model_uri,
+                "checkpoint": str(result.checkpoint),
+                "sha256": result.sha256,
+                "weights_sha256": result.metadata.weights_sha256,
+            },
+        )
+    console.print(
+        f"wrote {result.checkpoint} (sha256 {result.sha256[:12]}, best epoch {best.epoch}, "
+        f"val score {best.score:.4f}, thresholds {best.thresholds})" + (f"; MLflow run {run_id}" if run_id else "")
+    )
 
 
 @app.command()
@@ -179,7 +215,6 @@ def evaluate(
 ) -> None:
     """Score a model on labelled images; print a table and write metrics JSON."""
     from pipeline.evaluate import evaluate_folder
-    from pipeline.fsutil import write_json
 
     if manifest is not None:
         from pipeline.data.manifest import load_manifest
@@ -194,21 +229,24 @@ def evaluate(
     else:
         raise MsafError("give --images and --masks, or --manifest")
     print_metrics(summary)
-    write_json(out, summary)
+    summary.write(out)
     if per_class:
         _write_per_class(per_class, summary)
     console.print(f"wrote {out}")
 
 
-def _write_per_class(path: Path, summary: dict[str, Any]) -> None:
+def _write_per_class(path: Path, summary: EvaluationSummary) -> None:
     """One row per data set (and "all") and class: IoU, precision, recall, F1, tolerant F1."""
     import pandas as pd
 
     from pipeline.fsutil import atomic_output
 
-    groups = {"all": summary, **summary.get("sets", {})}
-    rows = [{"set": group, "class": name, **{k: m.get(k) for k in ("iou", "precision", "recall", "f1", "tol_f1")}}
-            for group, part in groups.items() for name, m in part["classes"].items()]
+    groups: dict[str, MetricsSummary] = {"all": summary, **summary.sets}
+    rows = [
+        {"set": group, "class": name, **m.model_dump(include=set(METRIC_COLUMNS))}
+        for group, part in groups.items()
+        for name, m in part.classes.items()
+    ]
     with atomic_output(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
@@ -270,8 +308,9 @@ def survey(
     meta: MetaOption = [],  # noqa: B006
     meta_file: MetaFileOption = None,
     allow_vrt: Annotated[bool | None, typer.Option("--allow-vrt", help="read a VRT input (trusted only)")] = None,
-    allow_remote: Annotated[bool | None, typer.Option(
-        "--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")] = None,
+    allow_remote: Annotated[
+        bool | None, typer.Option("--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")
+    ] = None,
 ) -> None:
     """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json + report.
 
@@ -280,8 +319,17 @@ def survey(
     """
     if engine not in ("local", "dask"):
         raise MsafError(f"--engine must be local or dask, got {engine!r}")
-    flags = {"device": device, "tile": tile, "overlap": overlap, "block": block, "batch": batch,
-             "workers": workers, "tta": tta, "allow_vrt": allow_vrt, "allow_remote": allow_remote}
+    flags = {
+        "device": device,
+        "tile": tile,
+        "overlap": overlap,
+        "block": block,
+        "batch": batch,
+        "workers": workers,
+        "tta": tta,
+        "allow_vrt": allow_vrt,
+        "allow_remote": allow_remote,
+    }
     overrides = {k: v for k, v in flags.items() if v is not None}
     all_params = _load_optional_params(params, overrides)
     from pipeline.job import parse_job
@@ -303,25 +351,40 @@ def survey(
     from pipeline.survey_folder import exclusive
 
     with exclusive(out):  # one survey per folder; dropped by the kernel whatever ends this process
-        prepared = prepare_survey(ortho, out, all_params.survey, model_path=model,
-                                  model_ref=model_ref, assume_crs=assume_crs, job=job)
+        prepared = prepare_survey(
+            ortho, out, all_params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs, job=job
+        )
         with _block_progress(prepared):
-            record = run_survey_flow(str(ortho), str(out), engine=engine, dask_address=dask_address,
-                                     dask_workers=dask_workers, prepared=prepared, model=str(model),
-                                     model_ref=model_ref, params_path=_params_for_flow(params), overrides=overrides,
-                                     assume_crs=assume_crs, report=with_report, track=track)
-    pixels = ", ".join(f"{name} {count:,}" for name, count in record["class_pixels"].items())
-    if record["model"].get("registry"):
-        console.print(f"model: {record['model']['registry']}")
-    console.print(f"{record['input']['width']}x{record['input']['height']} px in {record['timings']['total_s']:.1f} s "
-                  f"({record['throughput_mpix_s']['end_to_end']:.2f} Mpix/s, peak RSS {record['peak_rss_mb']:.0f} MiB, "
-                  f"{record['tiling']['blocks_reused']} of {record['tiling']['blocks']} blocks reused)")
+            outcome = run_survey_flow(
+                str(ortho),
+                str(out),
+                engine=engine,
+                dask_address=dask_address,
+                dask_workers=dask_workers,
+                prepared=prepared,
+                model=str(model),
+                model_ref=model_ref,
+                params_path=_params_for_flow(params),
+                overrides=overrides,
+                assume_crs=assume_crs,
+                report=with_report,
+                track=track,
+            )
+    record = outcome.record
+    pixels = ", ".join(f"{name} {count:,}" for name, count in record.class_pixels.items())
+    if record.model.registry:
+        console.print(f"model: {record.model.registry}")
+    console.print(
+        f"{record.input.width}x{record.input.height} px in {record.timings.total_s:.1f} s "
+        f"({record.throughput_mpix_s.end_to_end:.2f} Mpix/s, peak RSS {record.peak_rss_mb:.0f} MiB, "
+        f"{record.tiling.blocks_reused} of {record.tiling.blocks} blocks reused)"
+    )
     console.print(f"class pixels: {pixels}")
     console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
-    if record.get("report"):
-        _print_report_summary(out, record["report"])
-    if record.get("mlflow_run"):
-        console.print(f"MLflow run {record['mlflow_run']} (experiment 'surveys')")
+    if outcome.report:
+        _print_report_summary(out, outcome.report)
+    if outcome.mlflow_run:
+        console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
 
 
 @contextmanager
@@ -366,16 +429,20 @@ def mosaic(
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Compose test data: a georeferenced raster of labelled photos with exact truth (not an orthomosaicking tool)."""
-    from pipeline.raster.mosaic import compose_mosaic
+    from pipeline.data.mosaic import compose_mosaic
 
     if compress not in ("jpeg", "deflate"):
         raise MsafError(f"--compress must be jpeg or deflate, got {compress!r}")
+    codec: Literal["jpeg", "deflate"] = "jpeg" if compress == "jpeg" else "deflate"
     width, height = _parse_size(size)
     classes = _load_optional_params(params).data.classes
-    summary = compose_mosaic(images, masks, out, truth, width, height, gsd, crs, classes,
-                             compress=compress, footprint=footprint, seed=seed)  # type: ignore[arg-type]
-    console.print(f"wrote {out} and {truth}: {width}x{height} px at {gsd * 1000:g} mm/px ({summary['crs']}), "
-                  f"footprint {summary['footprint_fraction']:.0%}, defects {summary['defect_fraction']:.2%}")
+    summary = compose_mosaic(
+        images, masks, out, truth, width, height, gsd, crs, classes, compress=codec, footprint=footprint, seed=seed
+    )
+    console.print(
+        f"wrote {out} and {truth}: {width}x{height} px at {gsd * 1000:g} mm/px ({summary['crs']}), "
+        f"footprint {summary['footprint_fraction']:.0%}, defects {summary['defect_fraction']:.2%}"
+    )
 
 
 @app.command()
@@ -383,8 +450,10 @@ def mosaic(
 def report(
     survey_dir: Annotated[Path, typer.Argument(help="survey folder (mask.tif, confidence.tif, survey.json)")],
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
-    image: Annotated[Path | None, typer.Option(help="orthomosaic to read crack widths from "
-                                               "(default: the survey's input, if still there)")] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(help="orthomosaic to read crack widths from (default: the survey's input, if still there)"),
+    ] = None,
     meta: MetaOption = [],  # noqa: B006  (with `msaf report`: added to the survey's details)
     meta_file: MetaFileOption = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="also print report.pdf with headless chromium")] = False,
@@ -445,8 +514,10 @@ def schedule(
 
     api = PREFECT_API_URL.value()
     if not api:
-        raise MsafError("scheduling needs a Prefect server: run `prefect server start` (SQLite, no other service) "
-                        "and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise MsafError(
+            "scheduling needs a Prefect server: run `prefect server start` (SQLite, no other service) "
+            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     if retrain:
         from flows.retrain import retrain_flow
 
@@ -459,10 +530,16 @@ def schedule(
         raise MsafError(f"inbox folder not found: {inbox}")
     from flows.inbox import inbox_flow
 
-    parameters = {"inbox": str(inbox.resolve()), "out": str(out.resolve()), "params_path": _params_for_flow(params),
-                  "model": str(model.resolve()) if model else None}
-    console.print(f"serving deployment msaf-inbox/{name} ({cron}) against the Prefect server at {api}; "
-                  "each run surveys every new orthomosaic in the inbox once. Ctrl-C stops it.")
+    parameters = {
+        "inbox": str(inbox.resolve()),
+        "out": str(out.resolve()),
+        "params_path": _params_for_flow(params),
+        "model": str(model.resolve()) if model else None,
+    }
+    console.print(
+        f"serving deployment msaf-inbox/{name} ({cron}) against the Prefect server at {api}; "
+        "each run surveys every new orthomosaic in the inbox once. Ctrl-C stops it."
+    )
     inbox_flow.serve(name=name, cron=cron, parameters=parameters)
 
 
@@ -470,7 +547,7 @@ models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry (
 app.add_typer(models_app, name="models")
 
 
-def _registry(params: Path) -> tuple[str, str]:
+def _registry(params: Path | None) -> tuple[str, str]:
     from pipeline.tracking.store import init_tracking
 
     cfg = _load_optional_params(params).registry
@@ -535,17 +612,6 @@ def models_export(
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
 
 
-def _run_exists(run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient().get_run(run_id)
-    except MlflowException:
-        return False
-    return True
-
-
 @models_app.command("register")
 @user_errors
 def models_register(
@@ -557,39 +623,25 @@ def models_register(
 ) -> None:
     """Register a candidate; promote it to champion only if its val tolerant F1 >= the champion's."""
     from pipeline.checkpoint import read_metadata
-    from pipeline.fsutil import write_json
-    from pipeline.tracking.registry import register_candidate
-    from pipeline.tracking.runs import log_model
+    from pipeline.metrics.summary import read_evaluation
+    from pipeline.tracking.registry import register_checkpoint
 
-    name, alias = _registry(params)
     read_metadata(model)  # a clear error for a missing or foreign file
-    if not metrics.is_file():
-        raise MsafError(f"metrics file not found: {metrics}; run the evaluate stage first")
-    summary = json.loads(metrics.read_text())
-    score = float(summary.get("score", summary["fg_tol_f1"]))
+    evaluation = read_evaluation(metrics)  # and for metrics of another shape, before the store is touched
+    name, alias = _registry(params)
     info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
-    model_uri, run_id = info.get("model_uri"), info.get("run_id")
-    if run_id and not _run_exists(run_id):  # trained against another store: log the checkpoint afresh
-        model_uri = run_id = None
-    if not model_uri:
-        import mlflow
-
-        from pipeline.tracking.store import experiment_id
-
-        with mlflow.start_run(experiment_id=experiment_id("training"), run_name="registered-checkpoint") as run:
-            model_uri, run_id = log_model(model), run.info.run_id
-    if run_id:
-        import mlflow
-
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({f"eval_{k}": v for k, v in json.loads(metrics.read_text()).items()
-                                if isinstance(v, float)})
-    result = register_candidate(model_uri, score, name, alias, run_id)
-    write_json(decision, result.as_dict())
+    result = register_checkpoint(model, evaluation, name, alias, info.get("run_id"), info.get("model_uri"))
+    result.write(decision)
+    score = evaluation.score
     verdict = "promoted to" if result.promoted else "registered, not promoted; stays"
-    console.print(f"{name} version {result.version} (score {score:.4f}) {verdict} {alias}"
-                  + (f" (champion v{result.champion_version}: {result.champion_score:.4f})"
-                     if result.champion_version and not result.promoted else ""))
+    console.print(
+        f"{name} version {result.version} (score {score:.4f}) {verdict} {alias}"
+        + (
+            f" (champion v{result.champion_version}: {result.champion_score:.4f})"
+            if result.champion_version and not result.promoted
+            else ""
+        )
+    )
 
 
 @app.command()
@@ -616,23 +668,31 @@ def doctor() -> None:
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
             bf16 = "yes" if torch.cuda.is_bf16_supported() else "no"
-            rows[f"cuda:{index}"] = (f"{props.name}, {props.total_memory / 2**30:.0f} GiB, compute "
-                                     f"{props.major}.{props.minor}, bf16 {bf16}")
+            rows[f"cuda:{index}"] = (
+                f"{props.name}, {props.total_memory / 2**30:.0f} GiB, compute {props.major}.{props.minor}, bf16 {bf16}"
+            )
     else:
         rows["cuda"] = "not available (surveys run on the CPU)"
-    rows["dask-cuda"] = ("installed (one Dask worker per GPU)" if importlib.util.find_spec("dask_cuda")
-                         else "not installed (pip install -e .[gpu] for --engine dask on GPUs)")
+    rows["dask-cuda"] = (
+        "installed (one Dask worker per GPU)"
+        if importlib.util.find_spec("dask_cuda")
+        else "not installed (pip install -e .[gpu] for --engine dask on GPUs)"
+    )
     path, source = params_path(None)
     rows["params"] = f"{path} ({source})" if path else "built-in defaults (no project folder, no MSAF_PARAMS)"
     project = project_dir()
     rows["project folder"] = str(project) if project else "none (not inside a folder with params.yaml + dvc.yaml)"
     rows["user data"] = f"{user_home()} (MSAF_HOME)" if os.environ.get("MSAF_HOME") else str(user_home())
-    rows["tracking store"] = tracking_uri() + (" (MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI")
-                                               else f" ({'project folder' if project else 'user data'})")
+    rows["tracking store"] = tracking_uri() + (
+        " (MLFLOW_TRACKING_URI)"
+        if os.environ.get("MLFLOW_TRACKING_URI")
+        else f" ({'project folder' if project else 'user data'})"
+    )
     rows["artifacts"] = str(state_root() / "mlartifacts")
     shipped = shipped_model()
-    rows["default model"] = (f"the registry's champion; the first one is the shipped model {shipped}"
-                             + ("" if shipped.is_file() else " (MISSING: reinstall msaf-pipeline)"))
+    rows["default model"] = f"the registry's champion; the first one is the shipped model {shipped}" + (
+        "" if shipped.is_file() else " (MISSING: reinstall msaf-pipeline)"
+    )
     api = os.environ.get("PREFECT_API_URL")
     rows["prefect api"] = api or "a temporary server per survey (bound to it; set PREFECT_API_URL to use yours)"
     for key, value in rows.items():
@@ -653,4 +713,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

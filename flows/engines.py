@@ -31,7 +31,8 @@ def task_runner(engine: str, dask_address: str | None = None, workers: int | Non
         return DaskTaskRunner(address=dask_address)
     gpus = gpu_count()
     if gpus:
-        return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster",
-                              cluster_kwargs={"resources": {"GPU": 1}})
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": workers or 2, "processes": True, "threads_per_worker": 1})
+        return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster", cluster_kwargs={"resources": {"GPU": 1}})
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": workers or 2, "processes": True, "threads_per_worker": 1},
+    )

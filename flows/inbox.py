@@ -43,8 +43,15 @@ def arrivals(inbox: Path, settle_seconds: float) -> tuple[list[Path], list[tuple
 
 
 @flow(name="msaf-inbox", log_prints=True)
-def inbox_flow(inbox: str, out: str, model: str | None = None, params_path: str | None = None,
-               overrides: dict[str, Any] | None = None, track: bool = True, settle_seconds: float = 30.0) -> list[str]:
+def inbox_flow(
+    inbox: str,
+    out: str,
+    model: str | None = None,
+    params_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    track: bool = True,
+    settle_seconds: float = 30.0,
+) -> list[str]:
     """Survey every orthomosaic in ``inbox`` not yet processed; returns the new survey folders.
 
     Each file is keyed by its content fingerprint (renamed or copied files are not processed
@@ -65,14 +72,16 @@ def inbox_flow(inbox: str, out: str, model: str | None = None, params_path: str 
             continue
         target = out_dir / f"{path.stem}-{key[:8]}"
         try:
-            record = survey_flow(ortho=str(path), out=str(target), model=model, params_path=params_path,
-                                 overrides=overrides, track=track)
+            outcome = survey_flow(
+                ortho=str(path), out=str(target), model=model, params_path=params_path, overrides=overrides, track=track
+            )
         except Exception as exc:  # one bad file never stops the others
             ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
             logger.error("failed %s: %s", path.name, exc)
             continue
-        ledger.finish(key, {"source": str(path), "survey": str(target), "defects": (record.get("report") or {})
-                            .get("defects")})
+        ledger.finish(
+            key, {"source": str(path), "survey": str(target), "defects": (outcome.report or {}).get("defects")}
+        )
         logger.info("processed %s -> %s", path.name, target)
         processed.append(str(target))
     logger.info("%d new orthomosaic(s) processed", len(processed))

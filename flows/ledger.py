@@ -62,8 +62,15 @@ class Ledger:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as fh:
-            json.dump({"source": source, "pid": os.getpid(), "host": socket.gethostname(),
-                       "claimed_utc": datetime.now(UTC).isoformat(timespec="seconds")}, fh)
+            json.dump(
+                {
+                    "source": source,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "claimed_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                fh,
+            )
         return True
 
     def finish(self, key: str, record: dict[str, Any]) -> None:

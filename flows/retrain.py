@@ -36,7 +36,8 @@ def retrain_flow(project: str = ".") -> dict[str, Any]:
     create_markdown_artifact(
         key="registry-decision",
         markdown=f"# Retraining\n\n{decision['name']} version {decision['version']}: **{verdict}**\n\n"
-                 f"- validation tolerant F1: {decision['score']:.4f}\n"
-                 f"- champion before: {decision['champion_version']} ({decision['champion_score']})\n"
-                 f"- validation IoU (crack): {evaluation['fg_iou']:.4f}\n")
+        f"- validation tolerant F1: {decision['score']:.4f}\n"
+        f"- champion before: {decision['champion_version']} ({decision['champion_score']})\n"
+        f"- validation IoU (crack): {evaluation['fg_iou']:.4f}\n",
+    )
     return decision

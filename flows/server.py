@@ -41,16 +41,20 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise MsafError(f"the temporary Prefect server exited at start (status {process.returncode}); "
-                            "run `prefect server start` and export PREFECT_API_URL instead")
+            raise MsafError(
+                f"the temporary Prefect server exited at start (status {process.returncode}); "
+                "run `prefect server start` and export PREFECT_API_URL instead"
+            )
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.2)
-    raise MsafError(f"the temporary Prefect server did not answer within {timeout:.0f} s; run `prefect server "
-                    "start` and export PREFECT_API_URL instead")
+    raise MsafError(
+        f"the temporary Prefect server did not answer within {timeout:.0f} s; run `prefect server "
+        "start` and export PREFECT_API_URL instead"
+    )
 
 
 @contextmanager
@@ -65,11 +69,24 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    args = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    args = [
+        "--app-dir",
+        str(prefect.__module_path__.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
     env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    process = subprocess.Popen([sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args], env=env,
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args], env=env, stdin=subprocess.DEVNULL
+    )
     saved = os.environ.get("PREFECT_API_URL")
     try:
         wait_healthy(url, process, timeout)

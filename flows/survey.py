@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -20,6 +21,7 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
 
 import flows  # noqa: F401  (telemetry defaults)
 from flows.engines import gpu_count, task_runner
@@ -28,6 +30,7 @@ from pipeline.config import Params, load_params_or_defaults
 from pipeline.errors import MsafError
 from pipeline.survey import PreparedSurvey, infer_blocks, prepare_survey, stitch
 from pipeline.survey_folder import exclusive
+from pipeline.survey_record import SurveyRecord
 
 
 @task(name="resolve model")
@@ -43,17 +46,25 @@ def resolve_model(params: Params) -> tuple[str, str]:
 
 
 @task(name="validate")
-def validate(ortho: str, out: str, params: Params, model: str | None, model_ref: str | None,
-             assume_crs: str | None, job: dict[str, str] | None = None) -> PreparedSurvey:
-    return prepare_survey(ortho, out, params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs,
-                          job=job)
+def validate(
+    ortho: str,
+    out: str,
+    params: Params,
+    model: str | None,
+    model_ref: str | None,
+    assume_crs: str | None,
+    job: dict[str, str] | None = None,
+) -> PreparedSurvey:
+    return prepare_survey(
+        ortho, out, params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs, job=job
+    )
 
 
 @task(name="plan blocks")
 def plan_chunks(prepared: PreparedSurvey, chunk_blocks: int) -> list[list[int]]:
     """Chunks of the blocks still to infer (finished ones, from a killed run, are skipped)."""
     todo = sorted(set(range(prepared.n_blocks)) - prepared.store.done())
-    return [todo[i:i + chunk_blocks] for i in range(0, len(todo), chunk_blocks)]
+    return [todo[i : i + chunk_blocks] for i in range(0, len(todo), chunk_blocks)]
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -67,14 +78,27 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="infer blocks", retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_condition_fn=_transient)
+@task(
+    name="infer blocks",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=_transient,
+)
 def infer_chunk(prepared: PreparedSurvey, indices: list[int]) -> dict[str, int]:
     return infer_blocks(prepared, indices)
 
 
+class SurveyOutcome(BaseModel):
+    """What a survey flow returns: the record it wrote to survey.json, the report's summary (None
+    without a report) and the MLflow run (None untracked)."""
+
+    record: SurveyRecord
+    report: dict[str, Any] | None = None
+    mlflow_run: str | None = None
+
+
 @task(name="stitch COG")
-def stitch_task(prepared: PreparedSurvey, infer_s: float, reused: int, started: float) -> dict[str, Any]:
+def stitch_task(prepared: PreparedSurvey, infer_s: float, reused: int, started: float) -> SurveyRecord:
     return stitch(prepared, infer_s=infer_s, reused=reused, started=started)
 
 
@@ -86,7 +110,7 @@ def report_task(out: str, params: Params) -> dict[str, Any]:
 
 
 @task(name="log to MLflow")
-def log_task(record: dict[str, Any], out: str, summary: dict[str, Any] | None) -> str:
+def log_task(record: SurveyRecord, out: str, summary: dict[str, Any] | None) -> str:
     from pipeline.tracking.runs import log_survey
     from pipeline.tracking.store import init_tracking
 
@@ -94,40 +118,65 @@ def log_task(record: dict[str, Any], out: str, summary: dict[str, Any] | None) -
     return log_survey(record, Path(out), summary)
 
 
-def _summary_artifacts(record: dict[str, Any], summary: dict[str, Any] | None, out: str) -> None:
-    rows = [{"class": name, "pixels": count} for name, count in record["class_pixels"].items()]
+def _summary_artifacts(record: SurveyRecord, summary: dict[str, Any] | None, out: str) -> None:
+    rows: list[dict[str, Any]] = [{"class": name, "pixels": count} for name, count in record.class_pixels.items()]
     if summary:
         rows = [r | {"defects": summary["by_class"].get(r["class"], 0)} for r in rows]
     create_table_artifact(table=rows, key="defect-summary", description="defects and pixels per class")
-    links = "\n".join(f"- `{Path(out) / name}`" for name in
-                      ("mask.tif", "confidence.tif", "survey.json", *(summary["outputs"].values() if summary else ())))
+    links = "\n".join(
+        f"- `{Path(out) / name}`"
+        for name in ("mask.tif", "confidence.tif", "survey.json", *(summary["outputs"].values() if summary else ()))
+    )
     create_markdown_artifact(
         key="survey-outputs",
-        markdown=f"# Survey of `{record['input']['path']}`\n\n{record['input']['width']} x {record['input']['height']}"
-                 f" px, {record['throughput_mpix_s']['end_to_end']} Mpix/s end to end.\n\n{links}\n\n"
-                 "Open `defects.gpkg` in QGIS, `report.html` in a browser.",
-        description="where the outputs are")
+        markdown=f"# Survey of `{record.input.path}`\n\n{record.input.width} x {record.input.height}"
+        f" px, {record.throughput_mpix_s.end_to_end} Mpix/s end to end.\n\n{links}\n\n"
+        "Open `defects.gpkg` in QGIS, `report.html` in a browser.",
+        description="where the outputs are",
+    )
 
 
 @flow(name="msaf-survey", log_prints=True)
-def survey_flow(ortho: str, out: str, model: str | None = None, model_ref: str | None = None,
-                params_path: str | None = None, overrides: dict[str, Any] | None = None,
-                assume_crs: str | None = None, chunk_blocks: int = 4, report: bool = True,
-                track: bool = True, prepared: Any = None, job: dict[str, str] | None = None) -> dict[str, Any]:
-    """Process one orthomosaic; returns the survey record. ``job``: the owner's job details.
+def survey_flow(
+    ortho: str,
+    out: str,
+    model: str | None = None,
+    model_ref: str | None = None,
+    params_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    assume_crs: str | None = None,
+    chunk_blocks: int = 4,
+    report: bool = True,
+    track: bool = True,
+    prepared: Any = None,
+    job: dict[str, str] | None = None,
+) -> SurveyOutcome:
+    """Process one orthomosaic; returns its record, report summary and MLflow run. ``job``: the owner's job details.
 
     ``prepared`` (a ``PreparedSurvey``) lets a caller that already validated the input (the CLI, to
     report mistakes as one line before any orchestration starts) skip the validate task. It is typed
     ``Any`` because deployments rebuild the parameter model where that class cannot be resolved.
     """
     with exclusive(out):  # re-entrant: the CLI already holds it
-        return _survey(ortho, out, model, model_ref, params_path, overrides, assume_crs, chunk_blocks, report,
-                       track, prepared, job)
+        return _survey(
+            ortho, out, model, model_ref, params_path, overrides, assume_crs, chunk_blocks, report, track, prepared, job
+        )
 
 
-def _survey(ortho: str, out: str, model: str | None, model_ref: str | None, params_path: str | None,
-            overrides: dict[str, Any] | None, assume_crs: str | None, chunk_blocks: int, report: bool,
-            track: bool, prepared: Any, job: dict[str, str] | None = None) -> dict[str, Any]:
+def _survey(
+    ortho: str,
+    out: str,
+    model: str | None,
+    model_ref: str | None,
+    params_path: str | None,
+    overrides: dict[str, Any] | None,
+    assume_crs: str | None,
+    chunk_blocks: int,
+    report: bool,
+    track: bool,
+    prepared: Any,
+    job: dict[str, str] | None = None,
+) -> SurveyOutcome:
     logger = get_run_logger()
     params = load_params_or_defaults(params_path, overrides)
     started = time.perf_counter()
@@ -144,8 +193,12 @@ def _survey(ortho: str, out: str, model: str | None, model_ref: str | None, para
     total = prepared.n_blocks
     reused = total - sum(len(c) for c in chunks)
     logger.info("%d blocks in %d chunks (%d already done)", total, len(chunks), reused)
-    progress = create_progress_artifact(progress=100.0 * reused / max(total, 1), key="survey-progress",
-                                        description=f"blocks of {Path(ortho).name}")
+    progress = cast(
+        UUID,
+        create_progress_artifact(  # the synchronous form: this flow is synchronous
+            progress=100.0 * reused / max(total, 1), key="survey-progress", description=f"blocks of {Path(ortho).name}"
+        ),
+    )
     infer_started = time.perf_counter()
     futures = [_submit_gpu_task(infer_chunk, prepared, chunk) for chunk in chunks]
     done = reused
@@ -155,11 +208,10 @@ def _survey(ortho: str, out: str, model: str | None, model_ref: str | None, para
     infer_s = time.perf_counter() - infer_started
     record = stitch_task(prepared, infer_s, reused, started)  # runs in this process: same clock
     summary = report_task(out, params) if report else None
-    if track:
-        record["mlflow_run"] = log_task(record, out, summary)
+    mlflow_run = log_task(record, out, summary) if track else None
     _summary_artifacts(record, summary, out)
-    logger.info("wrote %s (%s)", out, ", ".join(f"{k} {v}" for k, v in record["class_pixels"].items()))
-    return record | {"report": summary}
+    logger.info("wrote %s (%s)", out, ", ".join(f"{k} {v}" for k, v in record.class_pixels.items()))
+    return SurveyOutcome(record=record, report=summary, mlflow_run=mlflow_run)
 
 
 def _submit_gpu_task(task_fn: Any, *args: Any) -> Any:
@@ -175,8 +227,15 @@ def _submit_gpu_task(task_fn: Any, *args: Any) -> Any:
     return task_fn.submit(*args)
 
 
-def run_survey_flow(ortho: str, out: str, *, engine: str = "local", dask_address: str | None = None,
-                    dask_workers: int | None = None, **kwargs: Any) -> dict[str, Any]:
+def run_survey_flow(
+    ortho: str,
+    out: str,
+    *,
+    engine: str = "local",
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    **kwargs: Any,
+) -> SurveyOutcome:
     """Run the flow with the task runner of an engine (what `msaf survey` calls)."""
     if engine == "dask":
         kwargs.setdefault("chunk_blocks", 1)
@@ -185,4 +244,4 @@ def run_survey_flow(ortho: str, out: str, *, engine: str = "local", dask_address
         return survey_flow.with_options(task_runner=runner)(ortho=str(ortho), out=str(out), **kwargs)
 
 
-__all__ = ["run_survey_flow", "survey_flow"]
+__all__ = ["SurveyOutcome", "run_survey_flow", "survey_flow"]

@@ -20,6 +20,7 @@ from pipeline.config import ClassSpec
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, file_digest
 from pipeline.inference.decision import threshold_ids
+from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import DSNet, DSNetConfig
 from pipeline.timestamps import creation_time
 
@@ -52,8 +53,9 @@ class ModelMetadata(BaseModel):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     gsd_m: float | None = None
-    thresholds: dict[str, float] = Field(default_factory=dict,
-                                         description="calibrated decision thresholds (pipeline.inference.decision)")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="calibrated decision thresholds (pipeline.inference.decision)"
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_fingerprint: str | None = None
     software_version: str = pipeline.__version__
@@ -62,6 +64,14 @@ class ModelMetadata(BaseModel):
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    def validation(self) -> EvaluationSummary | None:
+        """The validation summary the model was selected by; None for a checkpoint without one
+        (or one from a release whose summary had another shape)."""
+        try:
+            return EvaluationSummary.model_validate(self.metrics["val"]) if "val" in self.metrics else None
+        except ValidationError:
+            return None
 
     @property
     def decision(self) -> list[tuple[int, float]]:
@@ -107,15 +117,18 @@ def read_metadata(path: str | Path) -> ModelMetadata:
         raise MsafError(f"{path}: not an msaf model checkpoint (expected safetensors with msaf metadata)") from None
     version = raw.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise MsafError(f"{path}: checkpoint format {version!r} is not one this msaf {pipeline.__version__} reads "
-                        f"(1-{FORMAT_VERSION}); upgrade msaf-pipeline or re-export the model")
+        raise MsafError(
+            f"{path}: checkpoint format {version!r} is not one this msaf {pipeline.__version__} reads "
+            f"(1-{FORMAT_VERSION}); upgrade msaf-pipeline or re-export the model"
+        )
     try:
         return ModelMetadata.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise MsafError(f"{path}: invalid model metadata ({where}: {first['msg']}); re-export or retrain the "
-                        "model") from None
+        raise MsafError(
+            f"{path}: invalid model metadata ({where}: {first['msg']}); re-export or retrain the model"
+        ) from None
 
 
 def check_weights(path: str | Path, metadata: ModelMetadata) -> None:
@@ -131,10 +144,15 @@ def check_weights(path: str | Path, metadata: ModelMetadata) -> None:
     missing, unexpected = expected.keys() - stored.keys(), stored.keys() - expected.keys()
     wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
     if missing or unexpected or wrong:
-        detail = (f"{wrong[0]} is {stored[wrong[0]]}, expected {expected[wrong[0]]}" if wrong
-                  else f"{len(missing)} missing, {len(unexpected)} unexpected tensors")
-        raise MsafError(f"{path}: weights do not match the architecture in its metadata ({detail}); the file was "
-                        "edited or mixed from two models - re-export it")
+        detail = (
+            f"{wrong[0]} is {stored[wrong[0]]}, expected {expected[wrong[0]]}"
+            if wrong
+            else f"{len(missing)} missing, {len(unexpected)} unexpected tensors"
+        )
+        raise MsafError(
+            f"{path}: weights do not match the architecture in its metadata ({detail}); the file was "
+            "edited or mixed from two models - re-export it"
+        )
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSNet, ModelMetadata]:

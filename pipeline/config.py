@@ -81,8 +81,10 @@ class DataConfig(_Strict):
             seen_sets.add(spec.name)
             for value, name in (spec.values or {}).items():
                 if name not in names:
-                    raise ValueError(f"data set {spec.name}: value {value} maps to unknown class {name!r} "
-                                     f"(classes: {', '.join(names)})")
+                    raise ValueError(
+                        f"data set {spec.name}: value {value} maps to unknown class {name!r} "
+                        f"(classes: {', '.join(names)})"
+                    )
                 if not 0 <= value <= 255 or value in spec.ignore_values:
                     raise ValueError(f"data set {spec.name}: mask value {value} is outside 0..255 or also ignored")
             if spec.values is not None and names[0] not in spec.values.values():
@@ -110,11 +112,26 @@ class DataConfig(_Strict):
     def datasets(self) -> list[DatasetConfig]:
         """The data sets, with every default filled in (one set named ``data`` without ``sets``)."""
         if not self.sets:
-            return [DatasetConfig(name="data", images=self.images, masks=self.masks, gsd_m=self.gsd_m,
-                                  ignore_values=self.ignore_values, values=self.default_values(),
-                                  val_fraction=self.val_fraction)]
-        return [s.model_copy(update={"values": s.values or self.default_values(),
-                                     "val_fraction": s.val_fraction or self.val_fraction}) for s in self.sets]
+            return [
+                DatasetConfig(
+                    name="data",
+                    images=self.images,
+                    masks=self.masks,
+                    gsd_m=self.gsd_m,
+                    ignore_values=self.ignore_values,
+                    values=self.default_values(),
+                    val_fraction=self.val_fraction,
+                )
+            ]
+        return [
+            s.model_copy(
+                update={
+                    "values": s.values or self.default_values(),
+                    "val_fraction": s.val_fraction or self.val_fraction,
+                }
+            )
+            for s in self.sets
+        ]
 
     def default_values(self) -> dict[int, str]:
         return {value: spec.name for spec in self.classes for value in spec.values}
@@ -170,8 +187,9 @@ class TrainConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     focus: float = Field(0.0, ge=0.0, le=1.0, description="share of crops centred on a labelled non-background pixel")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="EMA of the weights (validated and saved); 0: off")
-    calibrate: list[str] = Field(default_factory=list,
-                                 description="classes whose probability threshold is tuned on validation")
+    calibrate: list[str] = Field(
+        default_factory=list, description="classes whose probability threshold is tuned on validation"
+    )
 
 
 class EvalConfig(_Strict):
@@ -260,10 +278,12 @@ class ReportConfig(_Strict):
     simplify_m: float = Field(0.0005, ge=0, description="polygon simplification tolerance, ground units")
     crack_classes: list[str] = Field(default_factory=lambda: ["crack"])
     defect_classes: list[str] | None = Field(
-        None, description="classes reported as defects; default: every class but background and non_defect_classes")
+        None, description="classes reported as defects; default: every class but background and non_defect_classes"
+    )
     non_defect_classes: list[str] = Field(
         default_factory=lambda: ["joint"],
-        description="built lines that are not defects (joints): a separate GPKG layer, never counted or rated")
+        description="built lines that are not defects (joints): a separate GPKG layer, never counted or rated",
+    )
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
     chips: int = Field(8, ge=0, description="defect image chips in the HTML report")
     match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")
@@ -338,8 +358,9 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     return params.resolve_paths(path.resolve().parent)
 
 
-def load_params_or_defaults(path: str | Path | None, survey_overrides: dict[str, Any] | None = None, *,
-                            required: bool = False) -> Params:
+def load_params_or_defaults(
+    path: str | Path | None, survey_overrides: dict[str, Any] | None = None, *, required: bool = False
+) -> Params:
     """The settings file when given and present (or ``required``), else the built-in defaults; plus
     validated survey overrides (command-line flags), whose mistakes are MsafErrors too."""
     if path is None or str(path) == "":

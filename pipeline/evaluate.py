@@ -12,38 +12,43 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 from pipeline.checkpoint import load_checkpoint
+from pipeline.class_ids import NO_CLASS
 from pipeline.data import LabelledImage, Pair, class_lut, find_pairs, load_labelled
 from pipeline.inference.decision import Thresholds, decide
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import predict_probabilities
 from pipeline.metrics import SegmentationMetrics
+from pipeline.metrics.summary import EvaluationSummary, MetricsSummary
 from pipeline.model import DSNet
 
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.10, 0.91, 0.05))
 Scored = list[tuple[np.ndarray, LabelledImage]]  # (probabilities (C, H, W) float16, labelled image)
 
 
-def predict_items(model: DSNet, items: Sequence[LabelledImage], mean: Sequence[float], std: Sequence[float],
-                  device: torch.device) -> Scored:
+def predict_items(
+    model: DSNet, items: Sequence[LabelledImage], mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> Scored:
     """Whole-image class probabilities of each item (float16: memory for many validation photos)."""
     was_training = model.training
     model.eval()
-    scored = [(predict_probabilities(model, item.image, mean, std, device).astype(np.float16), item)
-              for item in items]
+    scored = [(predict_probabilities(model, item.image, mean, std, device).astype(np.float16), item) for item in items]
     model.train(was_training)
     return scored
 
 
-def summarise(scored: Scored, class_names: Sequence[str], tolerance_px: float = 2,
-              thresholds: Thresholds = (), width_classes: Sequence[int] = ()) -> dict[str, Any]:
+def summarise(
+    scored: Scored,
+    class_names: Sequence[str],
+    tolerance_px: float = 2,
+    thresholds: Thresholds = (),
+    width_classes: Sequence[int] = (),
+) -> MetricsSummary:
     """Metrics of one group of images under a decision rule (argmax or thresholds)."""
     metrics = SegmentationMetrics(class_names, tolerance_px, width_classes=width_classes)
     for probs, item in scored:
         pred = decide(torch.from_numpy(probs.astype(np.float32)), thresholds).numpy().astype(np.uint8)
         metrics.update(pred, item.labels)
-    summary = metrics.compute()
-    summary["images"] = len(scored)
-    return summary
+    return metrics.compute().model_copy(update={"images": len(scored)})
 
 
 def _tolerant_f1(counts: np.ndarray) -> float:
@@ -55,8 +60,13 @@ def _tolerant_f1(counts: np.ndarray) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def calibrate(groups: Mapping[str, Scored], cls: int, tolerance_px: float = 2, others: Thresholds = (),
-              grid: Sequence[float] = THRESHOLD_GRID) -> tuple[float, float]:
+def calibrate(
+    groups: Mapping[str, Scored],
+    cls: int,
+    tolerance_px: float = 2,
+    others: Thresholds = (),
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> tuple[float, float]:
     """The probability threshold of class ``cls`` that maximises its tolerant F1, averaged over the
     groups (data sets) that contain it; ties go to the threshold nearest 0.5.
 
@@ -69,7 +79,7 @@ def calibrate(groups: Mapping[str, Scored], cls: int, tolerance_px: float = 2, o
     for g, scored in enumerate(groups.values()):
         counts = np.zeros((len(grid), 4), np.int64)
         for probs, item in scored:
-            valid = item.labels != 255
+            valid = item.labels != NO_CLASS
             truth = (item.labels == cls) & valid
             dist_to_true = distance_transform_edt(~truth) if truth.any() else None
             tensor = torch.from_numpy(probs.astype(np.float32))
@@ -78,8 +88,12 @@ def calibrate(groups: Mapping[str, Scored], cls: int, tolerance_px: float = 2, o
                 if dist_to_true is None or not pred.any():
                     counts[i] += [0, int(pred.sum()), 0, int(truth.sum())]
                 else:  # the distance to the truth is computed once per image, not per threshold
-                    counts[i] += [int((dist_to_true[pred] <= tolerance_px).sum()), int(pred.sum()),
-                                  int((distance_transform_edt(~pred)[truth] <= tolerance_px).sum()), int(truth.sum())]
+                    counts[i] += [
+                        int((dist_to_true[pred] <= tolerance_px).sum()),
+                        int(pred.sum()),
+                        int((distance_transform_edt(~pred)[truth] <= tolerance_px).sum()),
+                        int(truth.sum()),
+                    ]
         per_group[:, g] = [_tolerant_f1(c) for c in counts]
     for i, threshold in enumerate(grid):
         column = per_group[i][~np.isnan(per_group[i])]
@@ -91,9 +105,13 @@ def calibrate(groups: Mapping[str, Scored], cls: int, tolerance_px: float = 2, o
     return best[1], best[0]
 
 
-def evaluate_groups(groups: Mapping[str, Scored], class_names: Sequence[str], tolerance_px: float = 2,
-                    thresholds: Mapping[str, float] | None = None,
-                    score_classes: Sequence[str] = ()) -> dict[str, Any]:
+def evaluate_groups(
+    groups: Mapping[str, Scored],
+    class_names: Sequence[str],
+    tolerance_px: float = 2,
+    thresholds: Mapping[str, float] | None = None,
+    score_classes: Sequence[str] = (),
+) -> EvaluationSummary:
     """Pooled metrics over every image, plus one summary per data set and the headline ``score``:
     the tolerant F1 of ``score_classes`` (default: every foreground class) averaged over the sets."""
     rule = [(class_names.index(n), t) for n, t in (thresholds or {}).items()]
@@ -102,11 +120,16 @@ def evaluate_groups(groups: Mapping[str, Scored], class_names: Sequence[str], to
     summary = summarise(everything, class_names, tolerance_px, rule, widths)
     per_set = {name: summarise(scored, class_names, tolerance_px, rule, widths) for name, scored in groups.items()}
     wanted = list(score_classes or class_names[1:])
-    for part in per_set.values():
-        part["score"] = _nanmean([part["classes"][n].get("tol_f1", np.nan) for n in wanted])
-    summary |= {"sets": per_set, "thresholds": dict(thresholds or {}),
-                "score": _nanmean([part["score"] for part in per_set.values()])}
-    return summary
+    per_set = {
+        name: part.model_copy(update={"score": _nanmean([part.class_tol_f1(n) for n in wanted])})
+        for name, part in per_set.items()
+    }
+    return EvaluationSummary(
+        **summary.model_dump(exclude={"score"}, exclude_none=True),
+        sets=per_set,
+        thresholds=dict(thresholds or {}),
+        score=_nanmean([part.score for part in per_set.values() if part.score is not None]),
+    )
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -115,35 +138,49 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(defined)) if defined else float("nan")
 
 
-def evaluate_items(model: DSNet, items: Sequence[LabelledImage], mean: Sequence[float], std: Sequence[float],
-                   device: torch.device, class_names: Sequence[str], tolerance_px: float = 2,
-                   thresholds: Thresholds = ()) -> dict[str, object]:
+def evaluate_items(
+    model: DSNet,
+    items: Sequence[LabelledImage],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    class_names: Sequence[str],
+    tolerance_px: float = 2,
+    thresholds: Thresholds = (),
+) -> MetricsSummary:
     """Whole-image predictions on each item, accumulated into one metrics summary."""
     return summarise(predict_items(model, items, mean, std, device), class_names, tolerance_px, thresholds)
 
 
-def evaluate_folder(checkpoint: Path, images_dir: Path, masks_dir: Path, *, device: str = "auto",
-                    tolerance_px: float = 2) -> dict[str, object]:
+def evaluate_folder(
+    checkpoint: Path, images_dir: Path, masks_dir: Path, *, device: str = "auto", tolerance_px: float = 2
+) -> EvaluationSummary:
     """Load a checkpoint and score it on a folder pair, mapping mask values with the model's classes."""
     return evaluate_pairs(checkpoint, find_pairs(images_dir, masks_dir), device=device, tolerance_px=tolerance_px)
 
 
-def evaluate_pairs(checkpoint: Path, pairs: Sequence[Pair], *, device: str = "auto",
-                   tolerance_px: float = 2) -> dict[str, object]:
+def evaluate_pairs(
+    checkpoint: Path, pairs: Sequence[Pair], *, device: str = "auto", tolerance_px: float = 2
+) -> EvaluationSummary:
     """Score a checkpoint on image/mask pairs with its own decision rule (mask values: its classes)."""
     model, meta = load_checkpoint(checkpoint, resolve_device(device))
     items = load_labelled(pairs, class_lut(meta.classes))
-    return evaluate_sets(checkpoint, {"images": items}, device=device, tolerance_px=tolerance_px,
-                         loaded=(model, meta))
+    return evaluate_sets(checkpoint, {"images": items}, device=device, tolerance_px=tolerance_px, loaded=(model, meta))
 
 
-def evaluate_sets(checkpoint: Path, sets: Mapping[str, Sequence[LabelledImage]], *, device: str = "auto",
-                  tolerance_px: float = 2, loaded: tuple[DSNet, Any] | None = None) -> dict[str, Any]:
+def evaluate_sets(
+    checkpoint: Path,
+    sets: Mapping[str, Sequence[LabelledImage]],
+    *,
+    device: str = "auto",
+    tolerance_px: float = 2,
+    loaded: tuple[DSNet, Any] | None = None,
+) -> EvaluationSummary:
     """Score a checkpoint per data set with its calibrated decision rule."""
     model, meta = loaded or load_checkpoint(checkpoint, resolve_device(device))
     dev = next(model.parameters()).device
     groups = {name: predict_items(model, items, meta.mean, meta.std, dev) for name, items in sets.items()}
-    summary = evaluate_groups(groups, meta.class_names, tolerance_px, meta.thresholds,
-                              list(meta.thresholds) or meta.class_names[1:])
-    summary["model"] = str(checkpoint)
-    return summary
+    summary = evaluate_groups(
+        groups, meta.class_names, tolerance_px, meta.thresholds, list(meta.thresholds) or meta.class_names[1:]
+    )
+    return summary.model_copy(update={"model": str(checkpoint)})

@@ -93,9 +93,10 @@ def check_free_space(folder: str | os.PathLike[str], needed_bytes: int) -> None:
         raise _no_space(folder, needed_bytes, free)
 
 
-def _no_space(folder: str | os.PathLike[str], needed_bytes: int | None, free: int | None,
-              then: str = "") -> MsafError:
+def _no_space(folder: str | os.PathLike[str], needed_bytes: int | None, free: int | None, then: str = "") -> MsafError:
     needed = f"{needed_bytes / 1e6:.0f} MB needed, " if needed_bytes else ""
     available = f"{free / 1e6:.0f} MB free" if free is not None else "free space unknown"
-    return MsafError(f"no space left on {folder}: {needed}{available}; free some space or choose another --out"
-                     + (f", {then}" if then else ""))
+    return MsafError(
+        f"no space left on {folder}: {needed}{available}; free some space or choose another --out"
+        + (f", {then}" if then else "")
+    )

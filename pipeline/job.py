@@ -14,8 +14,13 @@ import yaml
 
 from pipeline.errors import MsafError
 
-KNOWN_KEYS = {"structure_id": "structure", "element": "element", "inspector": "inspector",
-              "flight_date": "flight date", "notes": "notes"}
+KNOWN_KEYS = {
+    "structure_id": "structure",
+    "element": "element",
+    "inspector": "inspector",
+    "flight_date": "flight date",
+    "notes": "notes",
+}
 
 
 def parse_job(items: list[str], meta_file: Path | None = None) -> dict[str, str]:

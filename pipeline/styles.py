@@ -8,8 +8,15 @@ from __future__ import annotations
 from xml.sax.saxutils import escape, quoteattr
 
 SEVERITY_COLOURS = {"below resolution": "#9e9ac8", "low": "#f2c744", "medium": "#f08a24", "high": "#d7191c"}
-STATUS_COLOURS = {"new": "#d7191c", "extended": "#e66101", "widened": "#b2182b", "grown": "#f08a24",
-                  "unchanged": "#2c7bb6", "shrunk": "#1a9641", "not found (repaired?)": "#7b3294"}
+STATUS_COLOURS = {
+    "new": "#d7191c",
+    "extended": "#e66101",
+    "widened": "#b2182b",
+    "grown": "#f08a24",
+    "unchanged": "#2c7bb6",
+    "shrunk": "#1a9641",
+    "not found (repaired?)": "#7b3294",
+}
 CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
 KNOWN_CLASS_COLOURS = {"crack": "#d7191c", "spall": "#f08a24", "joint": "#8c8cb4"}
 MUTED_CLASSES = {"joint"}  # built lines: drawn faintly, never mistaken for defects
@@ -44,48 +51,81 @@ def _qml_colour(hex_colour: str, alpha: int) -> str:
 
 def _symbol(name: str, kind: str, colour: str, alpha: int = 190, width_mm: float = 0.4) -> str:
     if kind == "line":
-        props = {"line_color": _qml_colour(colour, 255), "line_width": f"{width_mm}", "line_width_unit": "MM",
-                 "line_style": "solid", "capstyle": "round", "joinstyle": "round"}
+        props = {
+            "line_color": _qml_colour(colour, 255),
+            "line_width": f"{width_mm}",
+            "line_width_unit": "MM",
+            "line_style": "solid",
+            "capstyle": "round",
+            "joinstyle": "round",
+        }
         layer_class = "SimpleLine"
     else:
-        props = {"color": _qml_colour(colour, alpha), "style": "solid", "outline_color": _qml_colour(colour, 255),
-                 "outline_style": "solid", "outline_width": f"{width_mm}", "outline_width_unit": "MM"}
+        props = {
+            "color": _qml_colour(colour, alpha),
+            "style": "solid",
+            "outline_color": _qml_colour(colour, 255),
+            "outline_style": "solid",
+            "outline_width": f"{width_mm}",
+            "outline_width_unit": "MM",
+        }
         layer_class = "SimpleFill"
     body = "".join(f'<prop k="{k}" v="{v}"/>' for k, v in props.items())
-    return (f'<symbol type="{kind}" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0">'
-            f'<layer class="{layer_class}" enabled="1" locked="0" pass="0">{body}</layer></symbol>')
+    return (
+        f'<symbol type="{kind}" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0">'
+        f'<layer class="{layer_class}" enabled="1" locked="0" pass="0">{body}</layer></symbol>'
+    )
 
 
-def qml(kind: str, colours: dict[str, str] | str, field: str | None = None, alpha: int = 190,
-        width_mm: float = 0.4) -> str:
+def qml(
+    kind: str, colours: dict[str, str] | str, field: str | None = None, alpha: int = 190, width_mm: float = 0.4
+) -> str:
     """A QGIS style: categorised by ``field`` when ``colours`` maps values to colours, else one symbol."""
     if isinstance(colours, str):
-        renderer = (f'<renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">'
-                    f"<symbols>{_symbol('0', kind, colours, alpha, width_mm)}</symbols></renderer-v2>")
+        renderer = (
+            f'<renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">'
+            f"<symbols>{_symbol('0', kind, colours, alpha, width_mm)}</symbols></renderer-v2>"
+        )
     else:
-        categories = "".join(f'<category render="true" symbol="{i}" value={quoteattr(v)} label={quoteattr(v)}/>'
-                             for i, v in enumerate(colours))
+        categories = "".join(
+            f'<category render="true" symbol="{i}" value={quoteattr(v)} label={quoteattr(v)}/>'
+            for i, v in enumerate(colours)
+        )
         symbols = "".join(_symbol(str(i), kind, c, alpha, width_mm) for i, c in enumerate(colours.values()))
-        renderer = (f'<renderer-v2 type="categorizedSymbol" attr={quoteattr(field or "")} symbollevels="0" '
-                    f'enableorderby="0" forceraster="0"><categories>{categories}</categories>'
-                    f"<symbols>{symbols}</symbols></renderer-v2>")
-    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
-            f'<qgis version="3.22.0" styleCategories="Symbology">{renderer}</qgis>')
+        renderer = (
+            f'<renderer-v2 type="categorizedSymbol" attr={quoteattr(field or "")} symbollevels="0" '
+            f'enableorderby="0" forceraster="0"><categories>{categories}</categories>'
+            f"<symbols>{symbols}</symbols></renderer-v2>"
+        )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+        f'<qgis version="3.22.0" styleCategories="Symbology">{renderer}</qgis>'
+    )
 
 
 def _sld_symbolizer(kind: str, colour: str, alpha: int, width_mm: float) -> str:
     width_px = f"{width_mm * 96 / 25.4:.2f}"
-    stroke = (f'<se:Stroke><se:SvgParameter name="stroke">{colour}</se:SvgParameter>'
-              f'<se:SvgParameter name="stroke-width">{width_px}</se:SvgParameter></se:Stroke>')
+    stroke = (
+        f'<se:Stroke><se:SvgParameter name="stroke">{colour}</se:SvgParameter>'
+        f'<se:SvgParameter name="stroke-width">{width_px}</se:SvgParameter></se:Stroke>'
+    )
     if kind == "line":
         return f"<se:LineSymbolizer>{stroke}</se:LineSymbolizer>"
-    return (f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{colour}</se:SvgParameter>'
-            f'<se:SvgParameter name="fill-opacity">{alpha / 255:.2f}</se:SvgParameter></se:Fill>{stroke}'
-            "</se:PolygonSymbolizer>")
+    return (
+        f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{colour}</se:SvgParameter>'
+        f'<se:SvgParameter name="fill-opacity">{alpha / 255:.2f}</se:SvgParameter></se:Fill>{stroke}'
+        "</se:PolygonSymbolizer>"
+    )
 
 
-def sld(layer: str, kind: str, colours: dict[str, str] | str, field: str | None = None, alpha: int = 190,
-        width_mm: float = 0.4) -> str:
+def sld(
+    layer: str,
+    kind: str,
+    colours: dict[str, str] | str,
+    field: str | None = None,
+    alpha: int = 190,
+    width_mm: float = 0.4,
+) -> str:
     """The same style as OGC SLD 1.1 (for GeoServer, ArcGIS and other non-QGIS clients)."""
     if isinstance(colours, str):
         symbolizer = _sld_symbolizer(kind, colours, alpha, width_mm)
@@ -95,12 +135,15 @@ def sld(layer: str, kind: str, colours: dict[str, str] | str, field: str | None 
             f"<se:Rule><se:Name>{escape(value)}</se:Name><ogc:Filter><ogc:PropertyIsEqualTo><ogc:PropertyName>"
             f"{escape(field or '')}</ogc:PropertyName><ogc:Literal>{escape(value)}</ogc:Literal>"
             f"</ogc:PropertyIsEqualTo></ogc:Filter>{_sld_symbolizer(kind, colour, alpha, width_mm)}</se:Rule>"
-            for value, colour in colours.items())
-    return ('<?xml version="1.0" encoding="UTF-8"?><StyledLayerDescriptor version="1.1.0" '
-            'xmlns="http://www.opengis.net/sld" xmlns:se="http://www.opengis.net/se" '
-            'xmlns:ogc="http://www.opengis.net/ogc"><NamedLayer><se:Name>' + escape(layer) + "</se:Name>"
-            "<UserStyle><se:FeatureTypeStyle>" + rules + "</se:FeatureTypeStyle></UserStyle></NamedLayer>"
-            "</StyledLayerDescriptor>")
+            for value, colour in colours.items()
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><StyledLayerDescriptor version="1.1.0" '
+        'xmlns="http://www.opengis.net/sld" xmlns:se="http://www.opengis.net/se" '
+        'xmlns:ogc="http://www.opengis.net/ogc"><NamedLayer><se:Name>' + escape(layer) + "</se:Name>"
+        "<UserStyle><se:FeatureTypeStyle>" + rules + "</se:FeatureTypeStyle></UserStyle></NamedLayer>"
+        "</StyledLayerDescriptor>"
+    )
 
 
 def layer_style(layer: str) -> tuple[str, str] | None:

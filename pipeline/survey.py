@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
@@ -28,18 +28,27 @@ import torch
 
 import pipeline
 from pipeline.checkpoint import ModelMetadata, check_weights, file_sha256, load_checkpoint, read_metadata
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import check_free_space, disk_error, write_json
-from pipeline.inference.blend import CONFIDENCE_NODATA, NODATA, BlockResult, infer_block
+from pipeline.fsutil import check_free_space, disk_error
+from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult, infer_block
 from pipeline.inference.blockstore import BlockStore, CorruptBlock
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
-from pipeline.raster.grid import Block, TileGrid
+from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.styles import mask_colormap
 from pipeline.survey_folder import exclusive, retire_report
+from pipeline.survey_record import (
+    InputRecord,
+    ModelRecord,
+    SurveyRecord,
+    ThroughputRecord,
+    TilingRecord,
+    TimingRecord,
+)
 from pipeline.timestamps import creation_time
 
 log = logging.getLogger(__name__)
@@ -75,9 +84,11 @@ def check_gsd(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig) -> str |
     ratio = info.gsd_m / meta.gsd_m
     if max(ratio, 1 / ratio) <= cfg.gsd_tolerance:
         return None
-    message = (f"{info.name}: ground sample distance {info.gsd_m * 1000:.2f} mm differs from the model's "
-               f"training GSD {meta.gsd_m * 1000:.2f} mm by {max(ratio, 1 / ratio):.1f}x "
-               f"(tolerance {cfg.gsd_tolerance}x); resample the orthomosaic or use a matching model")
+    message = (
+        f"{info.name}: ground sample distance {info.gsd_m * 1000:.2f} mm differs from the model's "
+        f"training GSD {meta.gsd_m * 1000:.2f} mm by {max(ratio, 1 / ratio):.1f}x "
+        f"(tolerance {cfg.gsd_tolerance}x); resample the orthomosaic or use a matching model"
+    )
     if cfg.gsd_policy == "refuse":
         raise MsafError(message + " (survey.gsd_policy=refuse)")
     log.warning(message)
@@ -199,8 +210,10 @@ class PreparedSurvey:
 
     @property
     def key(self) -> str:
-        settings = json.dumps(self.plan.as_dict() | {"tta": self.cfg.tta, "scale": self.info.scale,
-                                                     "crs_assumed": self.info.crs_assumed}, sort_keys=True)
+        settings = json.dumps(
+            self.plan.as_dict() | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed},
+            sort_keys=True,
+        )
         digest = hashlib.sha256(f"{self.source_fingerprint}|{self.model_sha256}|{settings}".encode())
         return digest.hexdigest()[:24]
 
@@ -208,11 +221,17 @@ class PreparedSurvey:
     def store_dir(self) -> Path:
         return self.out_dir / ".msaf-blocks" / self.key
 
+    @cached_property
+    def _cores(self) -> tuple[Box, ...]:
+        """Each block's core window, by index (computed once: the store checks every block against it)."""
+        return tuple(block.core for block in self.grid.blocks(self.plan.block))
+
     @property
     def store(self) -> BlockStore:
-        cores = [block.core for block in self.grid.blocks(self.plan.block)]
-        return BlockStore(self.store_dir, self.key, lambda i: cores[i] if 0 <= i < len(cores) else None,
-                          len(self.meta.classes))
+        cores = self._cores
+        return BlockStore(
+            self.store_dir, self.key, lambda i: cores[i] if 0 <= i < len(cores) else None, len(self.meta.classes)
+        )
 
     @property
     def output_bytes(self) -> int:
@@ -221,9 +240,16 @@ class PreparedSurvey:
         return self.info.width * self.info.height
 
 
-def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
-                   model_ref: str | None = None, assume_crs: str | None = None,
-                   job: dict[str, str] | None = None) -> PreparedSurvey:
+def prepare_survey(
+    ortho: str | Path,
+    out_dir: str | Path,
+    cfg: SurveyConfig,
+    *,
+    model_path: str | Path | None = None,
+    model_ref: str | None = None,
+    assume_crs: str | None = None,
+    job: dict[str, str] | None = None,
+) -> PreparedSurvey:
     """Validate input, model, GSD and output folder, and fix the tiling plan; loads no weights.
 
     ``job``: the owner's job details (``pipeline.job``), recorded in survey.json.
@@ -238,8 +264,21 @@ def prepare_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *,
     gsd_warning = check_gsd(info, meta, cfg)
     plan = plan_tiling(cfg, meta)
     _check_out_dir(out_dir)
-    prepared = PreparedSurvey(info.path, out_dir, cfg, model_path, model_ref, file_sha256(model_path), info, meta,
-                              plan, source_fingerprint(info), gsd_warning, time.perf_counter() - started, job or {})
+    prepared = PreparedSurvey(
+        info.path,
+        out_dir,
+        cfg,
+        model_path,
+        model_ref,
+        file_sha256(model_path),
+        info,
+        meta,
+        plan,
+        source_fingerprint(info),
+        gsd_warning,
+        time.perf_counter() - started,
+        job or {},
+    )
     check_free_space(out_dir, prepared.output_bytes)
     return prepared
 
@@ -257,8 +296,9 @@ def cached_model(path: Path, sha256: str, device: torch.device) -> tuple[torch.n
         return _MODELS[key]
 
 
-def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
-                 on_block: ProgressCallback | None = None) -> dict[str, int]:
+def infer_blocks(
+    prepared: PreparedSurvey, indices: list[int] | None = None, on_block: ProgressCallback | None = None
+) -> dict[str, int]:
     """Infer blocks (all, or ``indices``) into the block store, skipping those already there.
 
     Returns counts: ``computed`` and ``reused`` blocks.
@@ -275,8 +315,20 @@ def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
             return {"computed": 0, "reused": len(wanted)}
         device = resolve_device(cfg.device)
         model, meta = cached_model(prepared.model_path, prepared.model_sha256, device)
-        runners = [TileRunner(model, meta.mean, meta.std, device, prepared.plan.batch, grid.tile_shape,
-                              tta=cfg.tta, compile=cfg.compile, thresholds=meta.decision) for _ in range(cfg.workers)]
+        runners = [
+            TileRunner(
+                model,
+                meta.mean,
+                meta.std,
+                device,
+                prepared.plan.batch,
+                grid.tile_shape,
+                tta=cfg.tta,
+                compile=cfg.compile,
+                thresholds=meta.decision,
+            )
+            for _ in range(cfg.workers)
+        ]
         reader = BlockReader(prepared.info, cfg.readers)
         done = len(wanted) - len(todo)
         lock = threading.Lock()
@@ -297,8 +349,9 @@ def infer_blocks(prepared: PreparedSurvey, indices: list[int] | None = None,
         return {"computed": len(todo), "reused": len(wanted) - len(todo)}
 
 
-def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: int = 0,
-           started: float | None = None) -> dict[str, Any]:
+def stitch(
+    prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: int = 0, started: float | None = None
+) -> SurveyRecord:
     """Write the stored blocks into mask.tif and confidence.tif (COGs) and survey.json; clear the store.
 
     Returns the survey record (also written as survey.json).
@@ -308,24 +361,38 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
     n_blocks = prepared.n_blocks
     missing = set(range(n_blocks)) - store.stored()
     if missing:
-        raise MsafError(f"{len(missing)} of {n_blocks} blocks are not inferred yet (first: {min(missing)}); "
-                        "run the inference first")
+        raise MsafError(
+            f"{len(missing)} of {n_blocks} blocks are not inferred yet (first: {min(missing)}); run the inference first"
+        )
     cog_started = time.perf_counter()
     num_classes = len(meta.classes)
     counts = np.zeros(num_classes, np.int64)
-    mask_sink = GeoTiffSink(out_dir / "mask.tif", info.width, info.height, info.crs, info.transform, NODATA,
-                            colormap=mask_colormap(meta.class_names), categories=meta.class_names,
-                            description="class id (255 = nodata)")
-    conf_sink = GeoTiffSink(out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform,
-                            CONFIDENCE_NODATA)
+    mask_sink = GeoTiffSink(
+        out_dir / "mask.tif",
+        info.width,
+        info.height,
+        info.crs,
+        info.transform,
+        NO_CLASS,
+        colormap=mask_colormap(meta.class_names),
+        categories=meta.class_names,
+        description="class id (255 = nodata)",
+    )
+    conf_sink = GeoTiffSink(
+        out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform, CONFIDENCE_NODATA
+    )
     sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
     created = creation_time()
     tags = {
-        "MSAF_MODEL": meta.name, "MSAF_MODEL_PRESET": meta.preset, "MSAF_MODEL_SHA256": prepared.model_sha256,
-        "MSAF_SOURCE": info.name, "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
+        "MSAF_MODEL": meta.name,
+        "MSAF_MODEL_PRESET": meta.preset,
+        "MSAF_MODEL_SHA256": prepared.model_sha256,
+        "MSAF_SOURCE": info.name,
+        "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
         "MSAF_PARAMS": json.dumps(plan.as_dict() | {"tta": prepared.cfg.tta}),
         "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
-        "MSAF_CREATED_UTC": created, "MSAF_CLASSES": json.dumps(meta.class_names),
+        "MSAF_CREATED_UTC": created,
+        "MSAF_CLASSES": json.dumps(meta.class_names),
     }
     with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024):
         try:
@@ -344,29 +411,50 @@ def stitch(prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: i
                 sink.abort()
             raise disk_error(exc, out_dir, prepared.output_bytes) from None
     timings = {"validate_s": prepared.validate_s, "infer_s": infer_s, "cog_s": time.perf_counter() - cog_started}
-    timings["total_s"] = (time.perf_counter() - started if started is not None
-                          else prepared.validate_s + infer_s + timings["cog_s"])
+    timings["total_s"] = (
+        time.perf_counter() - started if started is not None else prepared.validate_s + infer_s + timings["cog_s"]
+    )
     megapixels = info.width * info.height / 1e6
     grid = prepared.grid
-    record: dict[str, Any] = {
-        "software_version": pipeline.__version__, "created_utc": created, "job": prepared.job,
-        "input": info.describe() | {"fingerprint": prepared.source_fingerprint},
-        "model": {"path": str(prepared.model_path), "sha256": prepared.model_sha256, "name": meta.name,
-                  "preset": meta.preset, "registry": prepared.model_ref, "classes": meta.class_names,
-                  "tile_size": meta.tile_size, "gsd_m": meta.gsd_m},
-        "tiling": plan.as_dict() | {"tiles": grid.n_tiles, "blocks": n_blocks, "blocks_reused": reused,
-                                    "tile_shape": list(grid.tile_shape)},
-        "device": str(resolve_device(prepared.cfg.device)), "torch": torch.__version__, "tta": prepared.cfg.tta,
-        "compile": prepared.cfg.compile, "workers": prepared.cfg.workers, "readers": prepared.cfg.readers,
-        "gsd_warning": prepared.gsd_warning,
-        "class_pixels": dict(zip(meta.class_names, counts.tolist(), strict=True)),
-        "outputs": {"mask": "mask.tif", "confidence": "confidence.tif"},
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "throughput_mpix_s": {"inference": round(megapixels / infer_s, 3) if infer_s == infer_s else None,
-                              "end_to_end": round(megapixels / timings["total_s"], 3)},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    write_json(out_dir / "survey.json", record)
+    record = SurveyRecord(
+        software_version=pipeline.__version__,
+        created_utc=created,
+        job=prepared.job,
+        input=InputRecord(**info.describe(), fingerprint=prepared.source_fingerprint),
+        model=ModelRecord(
+            path=str(prepared.model_path),
+            sha256=prepared.model_sha256,
+            name=meta.name,
+            preset=meta.preset,
+            registry=prepared.model_ref,
+            classes=meta.class_names,
+            tile_size=meta.tile_size,
+            gsd_m=meta.gsd_m,
+        ),
+        tiling=TilingRecord(
+            **plan.as_dict(),
+            tiles=grid.n_tiles,
+            blocks=n_blocks,
+            blocks_reused=reused,
+            tile_shape=list(grid.tile_shape),
+        ),
+        device=str(resolve_device(prepared.cfg.device)),
+        torch=torch.__version__,
+        tta=prepared.cfg.tta,
+        compile=prepared.cfg.compile,
+        workers=prepared.cfg.workers,
+        readers=prepared.cfg.readers,
+        gsd_warning=prepared.gsd_warning,
+        class_pixels=dict(zip(meta.class_names, counts.tolist(), strict=True)),
+        outputs={"mask": "mask.tif", "confidence": "confidence.tif"},
+        timings=TimingRecord(**{k: round(v, 3) for k, v in timings.items()}),
+        throughput_mpix_s=ThroughputRecord(
+            inference=round(megapixels / infer_s, 3) if infer_s == infer_s else None,
+            end_to_end=round(megapixels / timings["total_s"], 3),
+        ),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+    )
+    record.write(out_dir)
     store.clear()
     return record
 
@@ -376,13 +464,22 @@ def _load_checked(store: BlockStore, index: int) -> BlockResult:
         return store.load(index)
     except CorruptBlock as exc:
         store.path(index).unlink(missing_ok=True)
-        raise MsafError(f"block {index} changed on disk after it was inferred ({exc}); rerun the survey to "
-                        "recompute it") from None
+        raise MsafError(
+            f"block {index} changed on disk after it was inferred ({exc}); rerun the survey to recompute it"
+        ) from None
 
 
-def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, model_path: str | Path | None = None,
-               model_ref: str | None = None, assume_crs: str | None = None,
-               on_block: ProgressCallback | None = None, job: dict[str, str] | None = None) -> dict[str, Any]:
+def run_survey(
+    ortho: str | Path,
+    out_dir: str | Path,
+    cfg: SurveyConfig,
+    *,
+    model_path: str | Path | None = None,
+    model_ref: str | None = None,
+    assume_crs: str | None = None,
+    on_block: ProgressCallback | None = None,
+    job: dict[str, str] | None = None,
+) -> SurveyRecord:
     """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json, in-process.
 
     prepare -> infer every block (resuming: blocks a killed run finished are reused) -> stitch.
@@ -393,9 +490,9 @@ def run_survey(ortho: str | Path, out_dir: str | Path, cfg: SurveyConfig, *, mod
     """
     started = time.perf_counter()
     with exclusive(out_dir):
-        prepared = prepare_survey(ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref,
-                                  assume_crs=assume_crs, job=job)
+        prepared = prepare_survey(
+            ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref, assume_crs=assume_crs, job=job
+        )
         infer_started = time.perf_counter()
         counts = infer_blocks(prepared, on_block=on_block)
-        return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"],
-                      started=started)
+        return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"], started=started)

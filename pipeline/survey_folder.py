@@ -60,8 +60,9 @@ def _acquire(folder: Path) -> int:
     except BlockingIOError:
         owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise MsafError(f"{folder} is in use by another survey or report ({owner}); wait for it to finish or "
-                        "choose another --out") from None
+        raise MsafError(
+            f"{folder} is in use by another survey or report ({owner}); wait for it to finish or choose another --out"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
     return fd

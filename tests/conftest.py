@@ -21,18 +21,35 @@ def isolated_services(tmp_path_factory):
     import os
 
     root = tmp_path_factory.mktemp("services")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED",
-                                             "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "MSAF_HOME")}
-    os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PREFECT_HOME": str(root / "prefect"),
-                       "MSAF_HOME": str(root / "msaf-home"),
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                       "MLFLOW_DISABLE_TELEMETRY": "true"})
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "MLFLOW_TRACKING_URI",
+            "PREFECT_HOME",
+            "PREFECT_SERVER_ANALYTICS_ENABLED",
+            "DO_NOT_TRACK",
+            "MLFLOW_DISABLE_TELEMETRY",
+            "MSAF_HOME",
+        )
+    }
+    os.environ.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "PREFECT_HOME": str(root / "prefect"),
+            "MSAF_HOME": str(root / "msaf-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
     yield root
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
 SHARED = REPO.parent / "shared"
 CFD = SHARED / "data" / "crackforest"
 UAV75 = SHARED / "data" / "uav75"
@@ -82,20 +99,42 @@ def write_two_set_params(tmp_path: Path, cfd_dir: Path, uav_dir: Path, **train):
     uav = copy_pairs(uav_dir, tmp_path / "uav", uav_stems)
     params = {
         "data": {
-            "classes": [{"name": "background", "values": [0]}, {"name": "crack", "values": [255]},
-                        {"name": "joint", "values": [204]}],
+            "classes": [
+                {"name": "background", "values": [0]},
+                {"name": "crack", "values": [255]},
+                {"name": "joint", "values": [204]},
+            ],
             "sets": [
-                {"name": "cfd", "images": str(cfd / "images"), "masks": str(cfd / "masks"),
-                 "values": {0: "background", 255: "crack"}, "weight": 0.25},
-                {"name": "uav", "images": str(uav / "images"), "masks": str(uav / "masks"),
-                 "values": {0: "background", 204: "joint", 255: "crack"}, "split": "by_photo",
-                 "photo_pattern": r"^(.+?)[a-z]?$", "weight": 0.75, "val_fraction": 0.4},
+                {
+                    "name": "cfd",
+                    "images": str(cfd / "images"),
+                    "masks": str(cfd / "masks"),
+                    "values": {0: "background", 255: "crack"},
+                    "weight": 0.25,
+                },
+                {
+                    "name": "uav",
+                    "images": str(uav / "images"),
+                    "masks": str(uav / "masks"),
+                    "values": {0: "background", 204: "joint", 255: "crack"},
+                    "split": "by_photo",
+                    "photo_pattern": r"^(.+?)[a-z]?$",
+                    "weight": 0.75,
+                    "val_fraction": 0.4,
+                },
             ],
             "val_fraction": 0.34,
         },
         "model": {"preset": "dsnet-tiny"},
-        "train": {"out": str(tmp_path / "model.safetensors"), "epochs": 1, "steps_per_epoch": 2, "batch_size": 2,
-                  "crop_size": 64, "device": "cpu", **train},
+        "train": {
+            "out": str(tmp_path / "model.safetensors"),
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "batch_size": 2,
+            "crop_size": 64,
+            "device": "cpu",
+            **train,
+        },
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -129,8 +168,14 @@ def write_params(path: Path, images: Path, masks: Path, **sections: dict) -> Pat
     params = {
         "data": {"images": str(images), "masks": str(masks), "val_fraction": 0.3},
         "model": {"preset": "dsnet-tiny"},
-        "train": {"out": str(path.parent / "model.safetensors"), "epochs": 1, "steps_per_epoch": 2,
-                  "batch_size": 2, "crop_size": 64, "device": "cpu"},
+        "train": {
+            "out": str(path.parent / "model.safetensors"),
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "batch_size": 2,
+            "crop_size": 64,
+            "device": "cpu",
+        },
     }
     for name, values in sections.items():
         params.setdefault(name, {}).update(values)
@@ -149,22 +194,43 @@ def tiny_model(tmp_path_factory, cfd_dir) -> Path:
     from pipeline.training.trainer import train_model
 
     root = tmp_path_factory.mktemp("tiny_model")
-    params = write_params(root / "params.yaml", cfd_dir / "images", cfd_dir / "masks",
-                          data={"val_fraction": 0.1},
-                          train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 128})
+    params = write_params(
+        root / "params.yaml",
+        cfd_dir / "images",
+        cfd_dir / "masks",
+        data={"val_fraction": 0.1},
+        train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 128},
+    )
     return train_model(load_params(params)).checkpoint
 
 
-def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", transform=None,
-                 nodata: float | None = None, **profile) -> Path:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: str | None = "EPSG:32633",
+    transform=None,
+    nodata: float | None = None,
+    **profile,
+) -> Path:
     """Write a (bands, H, W) array as a GeoTIFF with a CRS (unless crs=None)."""
     import rasterio
     from rasterio.transform import from_origin
 
     count, height, width = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
-                       crs=crs, transform=transform or from_origin(500000, 5000000, 0.001, 0.001),
-                       nodata=nodata, **profile) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform or from_origin(500000, 5000000, 0.001, 0.001),
+        nodata=nodata,
+        **profile,
+    ) as dst:
         dst.write(data)
     return path
 
@@ -173,12 +239,24 @@ def write_raster(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633"
 def crack_mosaic(tmp_path_factory, cfd_dir) -> tuple[Path, Path]:
     """A 700x530 JPEG-tiled crack orthomosaic (sizes not multiples of any tile) with its truth."""
     from pipeline.config import DataConfig
-    from pipeline.raster.mosaic import compose_mosaic
+    from pipeline.data.mosaic import compose_mosaic
 
     root = tmp_path_factory.mktemp("mosaic")
     ortho, truth = root / "ortho.tif", root / "truth.tif"
-    compose_mosaic(cfd_dir / "images", cfd_dir / "masks", ortho, truth, 700, 530, 0.001, "EPSG:32633",
-                   DataConfig().classes, compress="jpeg", footprint=True, seed=3)
+    compose_mosaic(
+        cfd_dir / "images",
+        cfd_dir / "masks",
+        ortho,
+        truth,
+        700,
+        530,
+        0.001,
+        "EPSG:32633",
+        DataConfig().classes,
+        compress="jpeg",
+        footprint=True,
+        seed=3,
+    )
     return ortho, truth
 
 
@@ -191,7 +269,6 @@ def surveyed(tmp_path_factory, tiny_model, crack_mosaic) -> Path:
     out = tmp_path_factory.mktemp("survey")
     run_survey(crack_mosaic[0], out, SurveyConfig(device="cpu", gsd_policy="ignore"), model_path=tiny_model)
     return out
-
 
 
 def run_msaf(*args: str, timeout: float = 300, **kwargs):

@@ -12,10 +12,17 @@ from pipeline.model import build_model
 
 
 def _metadata(model) -> ModelMetadata:
-    return ModelMetadata(preset="dsnet-tiny", architecture=model.config, tile_size=256,
-                         classes=[ClassSpec(name="background", values=[0]), ClassSpec(name="crack", values=[255])],
-                         mean=(120.0, 118.5, 110.2), std=(30.0, 31.0, 29.5), gsd_m=0.001,
-                         metrics={"val": {"fg_tol_f1": 0.5}}, data_fingerprint="abc")
+    return ModelMetadata(
+        preset="dsnet-tiny",
+        architecture=model.config,
+        tile_size=256,
+        classes=[ClassSpec(name="background", values=[0]), ClassSpec(name="crack", values=[255])],
+        mean=(120.0, 118.5, 110.2),
+        std=(30.0, 31.0, 29.5),
+        gsd_m=0.001,
+        metrics={"val": {"fg_tol_f1": 0.5}},
+        data_fingerprint="abc",
+    )
 
 
 def _trained_like(model):

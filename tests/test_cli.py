@@ -25,8 +25,19 @@ def test_train_then_evaluate(tmp_path, cfd_subset):
     assert model.is_file()
 
     out = tmp_path / "metrics.json"
-    evaluated = run("evaluate", "--model", str(model), "--images", str(cfd_subset / "images"),
-                    "--masks", str(cfd_subset / "masks"), "--out", str(out), "--device", "cpu")
+    evaluated = run(
+        "evaluate",
+        "--model",
+        str(model),
+        "--images",
+        str(cfd_subset / "images"),
+        "--masks",
+        str(cfd_subset / "masks"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert "crack" in evaluated.stdout and "tolerant F1" in evaluated.stdout
     summary = json.loads(out.read_text())
@@ -34,27 +45,42 @@ def test_train_then_evaluate(tmp_path, cfd_subset):
     assert sum(summary["classes"][c]["support"] for c in summary["classes"]) == 10 * 480 * 320
 
 
-@pytest.mark.parametrize(("damage", "fragments"), [
-    ("drop_mask", ("001.jpg", "has no mask")),
-    ("bad_key", ("params.yaml", "train.lr")),
-    ("unknown_value", ("masks/", "[255]", "not mapped")),
-])
+@pytest.mark.parametrize(
+    ("damage", "fragments"),
+    [
+        ("drop_mask", ("001.jpg", "has no mask")),
+        ("bad_key", ("params.yaml", "train.lr")),
+        ("unknown_value", ("masks/", "[255]", "not mapped")),
+    ],
+)
 def test_bad_training_input_fails_cleanly_and_writes_nothing(tmp_path, cfd_subset, damage, fragments):
     extra = {"train": {"lr": "fast"}} if damage == "bad_key" else {}
     params = write_params(tmp_path / "params.yaml", cfd_subset / "images", cfd_subset / "masks", **extra)
     if damage == "drop_mask":
         (cfd_subset / "masks" / "001.png").unlink()
     if damage == "unknown_value":
-        params.write_text(params.read_text().replace("data:", "data:\n  classes: [{name: bg, values: [0]}, "
-                                                     "{name: crack, values: [254]}]", 1))
+        params.write_text(
+            params.read_text().replace(
+                "data:", "data:\n  classes: [{name: bg, values: [0]}, {name: crack, values: [254]}]", 1
+            )
+        )
     result = run("train", "--params", str(params))
     assert_one_line_error(result, *fragments)
     assert not list(tmp_path.glob("*.safetensors*")) and not list(tmp_path.glob(".*partial*"))
 
 
 def test_evaluate_with_missing_model_or_empty_folder(tmp_path, cfd_subset):
-    result = run("evaluate", "--model", str(tmp_path / "none.safetensors"), "--images", str(cfd_subset / "images"),
-                 "--masks", str(cfd_subset / "masks"), "--out", str(tmp_path / "m.json"))
+    result = run(
+        "evaluate",
+        "--model",
+        str(tmp_path / "none.safetensors"),
+        "--images",
+        str(cfd_subset / "images"),
+        "--masks",
+        str(cfd_subset / "masks"),
+        "--out",
+        str(tmp_path / "m.json"),
+    )
     assert_one_line_error(result, "model file not found")
     assert not (tmp_path / "m.json").exists()
 
@@ -77,21 +103,40 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
     with rasterio.open(work / "my ortho.tif", "w", **profile) as dst:
         dst.write(pixels)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MSAF_PROJECT_DIR", "MSAF_PARAMS")}
-    result = subprocess.run([*MSAF, "survey", "my ortho.tif", "--out", "out", "--device", "cpu", "--meta",
-                             "structure_id=BR-7", "--meta", "flight_date=2026-06-14"], cwd=work,
-                            env=env | {"MSAF_HOME": str(home)}, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            *MSAF,
+            "survey",
+            "my ortho.tif",
+            "--out",
+            "out",
+            "--device",
+            "cpu",
+            "--meta",
+            "structure_id=BR-7",
+            "--meta",
+            "flight_date=2026-06-14",
+        ],
+        cwd=work,
+        env=env | {"MSAF_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in work.iterdir()) == ["my ortho.tif", "out"]  # no mlflow.db, no caches here
     assert {"mask.tif", "confidence.tif", "survey.json", "report.html", "defects.gpkg"} <= {
-        p.name for p in (work / "out").iterdir()}
+        p.name for p in (work / "out").iterdir()
+    }
     record = json.loads((work / "out" / "survey.json").read_text())
     assert record["model"]["registry"].startswith("models:/msaf-defects@champion")
     assert record["model"]["classes"] == ["background", "crack", "joint"]
     assert record["job"] == {"structure_id": "BR-7", "flight_date": "2026-06-14"}
     assert "BR-7" in (work / "out" / "report.html").read_text()
     assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir()
-    doctor = subprocess.run([*MSAF, "doctor"], cwd=work, env=env | {"MSAF_HOME": str(home)}, capture_output=True,
-                            text=True, timeout=120)
+    doctor = subprocess.run(
+        [*MSAF, "doctor"], cwd=work, env=env | {"MSAF_HOME": str(home)}, capture_output=True, text=True, timeout=120
+    )
     assert doctor.returncode == 0 and "built-in defaults" in doctor.stdout and str(home) in doctor.stdout
 
 
@@ -100,8 +145,13 @@ def test_make_setup_passes_a_cuda_torch_line_as_separate_pip_arguments():
 
     repo = Path(__file__).resolve().parents[1]
     url = "https://download.pytorch.org/whl/cu126"
-    dry = subprocess.run(["make", "-n", "-B", "setup", f"TORCH=torch==2.13.0 --index-url {url}"], cwd=repo,
-                         capture_output=True, text=True, timeout=60)
+    dry = subprocess.run(
+        ["make", "-n", "-B", "setup", f"TORCH=torch==2.13.0 --index-url {url}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dry.returncode == 0, dry.stderr
     torch_lines = [shlex.split(line) for line in dry.stdout.splitlines() if "pip install" in line and "torch==" in line]
     assert torch_lines and torch_lines[0][-3:] == ["torch==2.13.0", "--index-url", url]

@@ -41,18 +41,23 @@ def _write(tmp_path: Path, payload: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("payload", "key"), [
-    ({"train": {"lr": "fast"}}, "train.lr"),
-    ({"train": {"epochs": 0}}, "train.epochs"),
-    ({"train": {"learning_rate": 0.1}}, "train.learning_rate"),
-    ({"model": {"preset": "dsnet-xl"}}, "model.preset"),
-    ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
-    ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "values": {0: "background", 9: "rust"}}]}},
-     "data"),
-    ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "photo_pattern": "^DSC"}]}}, "data.sets.0"),
-    ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "split": "by_stem"}]}}, "data.sets.0.split"),
-    ({"train": {"calibrate": ["rust"]}}, "(top level)"),
-])
+@pytest.mark.parametrize(
+    ("payload", "key"),
+    [
+        ({"train": {"lr": "fast"}}, "train.lr"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"learning_rate": 0.1}}, "train.learning_rate"),
+        ({"model": {"preset": "dsnet-xl"}}, "model.preset"),
+        ({"data": {"val_fraction": 1.5}}, "data.val_fraction"),
+        (
+            {"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "values": {0: "background", 9: "rust"}}]}},
+            "data",
+        ),
+        ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "photo_pattern": "^DSC"}]}}, "data.sets.0"),
+        ({"data": {"sets": [{"name": "a", "images": "i", "masks": "m", "split": "by_stem"}]}}, "data.sets.0.split"),
+        ({"train": {"calibrate": ["rust"]}}, "(top level)"),
+    ],
+)
 def test_invalid_value_or_key_names_the_key(tmp_path, payload, key):
     path = _write(tmp_path, payload)
     with pytest.raises(MsafError) as info:

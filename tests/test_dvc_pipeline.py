@@ -19,6 +19,7 @@ UAV_STEMS = ["DSC00552", "DSC00552b", "DSC00560", "DSC00560b", "DSC00566", "DSC0
 def decision_score(project: Path) -> float:
     return json.loads((project / "metrics" / "registry.json").read_text())["score"]
 
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 

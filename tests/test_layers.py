@@ -38,8 +38,10 @@ def _graph(top_level_only: bool) -> dict[str, set[str]]:
 
 
 def test_the_library_never_imports_the_orchestration():
-    offenders = {name: sorted(m for m in _imports(path, False) if m == "flows" or m.startswith("flows."))
-                 for name, path in ((_module_name(p), p) for p in (REPO / "pipeline").rglob("*.py"))}
+    offenders = {
+        name: sorted(m for m in _imports(path, False) if m == "flows" or m.startswith("flows."))
+        for name, path in ((_module_name(p), p) for p in (REPO / "pipeline").rglob("*.py"))
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

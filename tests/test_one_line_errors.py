@@ -38,8 +38,23 @@ MODEL_CASES = {
 def test_a_bad_model_file_is_one_line_before_any_work(tmp_path, tiny_model, crack_mosaic, case):
     changes, expected = MODEL_CASES[case]
     model = _edited_model(tiny_model, tmp_path / "edited.safetensors", **changes)
-    result = subprocess.run([MSAF, "survey", str(crack_mosaic[0]), "--out", str(tmp_path / "out"), "--model",
-                             str(model), "--device", "cpu", "--no-track"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            MSAF,
+            "survey",
+            str(crack_mosaic[0]),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--no-track",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out" / "mask.tif").exists()
 
@@ -50,13 +65,27 @@ def test_a_garbage_tracking_store_is_one_line_with_the_way_out(tmp_path, tiny_mo
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{garbage}"}
     import os
 
-    result = subprocess.run([MSAF, "survey", str(crack_mosaic[0]), "--out", str(tmp_path / "out"), "--model",
-                             str(tiny_model), "--device", "cpu", "--no-report"], capture_output=True, text=True,
-                            timeout=120, env=os.environ | env)
+    result = subprocess.run(
+        [
+            MSAF,
+            "survey",
+            str(crack_mosaic[0]),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | env,
+    )
     assert_one_line_error(result, "--no-track")
     assert "MLFLOW_TRACKING_URI" in result.stderr
-    listed = subprocess.run([MSAF, "models", "list"], capture_output=True, text=True, timeout=120,
-                            env=os.environ | env)
+    listed = subprocess.run([MSAF, "models", "list"], capture_output=True, text=True, timeout=120, env=os.environ | env)
     assert_one_line_error(listed, "cannot be used")
 
 
@@ -64,11 +93,27 @@ def test_a_survey_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, 
     from tests.raster.test_input_policy import _plain_vrt
 
     vrt = _plain_vrt(tmp_path)  # a VRT is the cheap way to a 2,000,000 x 2,000,000 px raster
-    vrt.write_text(vrt.read_text().replace('rasterXSize="128" rasterYSize="96"',
-                                           'rasterXSize="2000000" rasterYSize="2000000"'))
-    result = subprocess.run([MSAF, "survey", str(vrt), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
-                             "--device", "cpu", "--no-track", "--allow-vrt"], capture_output=True, text=True,
-                            timeout=120)
+    vrt.write_text(
+        vrt.read_text().replace('rasterXSize="128" rasterYSize="96"', 'rasterXSize="2000000" rasterYSize="2000000"')
+    )
+    result = subprocess.run(
+        [
+            MSAF,
+            "survey",
+            str(vrt),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-track",
+            "--allow-vrt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(result, "no space left on")
     assert "MB needed" in result.stderr and not (tmp_path / "out" / ".msaf-blocks").exists()
 
@@ -90,15 +135,35 @@ main()
 """
 
 
-def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(tmp_path, tiny_model, surveyed,
-                                                                              crack_mosaic):
+def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(
+    tmp_path, tiny_model, surveyed, crack_mosaic
+):
     import shutil
 
     out = tmp_path / "out"
     shutil.copytree(surveyed, out)
     before = {name: (out / name).read_bytes() for name in ("mask.tif", "confidence.tif", "survey.json")}
-    result = subprocess.run([sys.executable, "-c", ENOSPC_DURING_SURVEY, "survey", str(crack_mosaic[0]), "--out",
-                             str(out), "--model", str(tiny_model), "--device", "cpu", "--no-track", "--block", "256",
-                             "--tta"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ENOSPC_DURING_SURVEY,
+            "survey",
+            str(crack_mosaic[0]),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-track",
+            "--block",
+            "256",
+            "--tta",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert_one_line_error(result, f"no space left on {out}")
     assert {name: (out / name).read_bytes() for name in before} == before

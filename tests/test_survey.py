@@ -1,8 +1,6 @@
 """The survey engine end to end on real GeoTIFFs: invariance, georeference, edges, bad input."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +11,13 @@ from rasterio.transform import from_origin
 from pipeline.config import ScalingConfig, SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.survey import run_survey
-from tests.conftest import SHARED, write_raster
+from pipeline.survey_record import SurveyRecord
+from tests.conftest import SHARED, run_msaf, write_raster
 
-MSAF = str(Path(sys.executable).with_name("msaf"))
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 
 
-def survey(ortho, out, model, **cfg) -> dict:
+def survey(ortho, out, model, **cfg) -> SurveyRecord:
     return run_survey(ortho, out, SurveyConfig(**(CPU | cfg)), model_path=model)
 
 
@@ -30,8 +28,12 @@ def read(path: Path) -> np.ndarray:
 
 def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_model, crack_mosaic):
     ortho, _ = crack_mosaic
-    runs = {"one_tile": {"block": 96}, "several": {"block": 200}, "whole": {"block": 4096},
-            "two_workers": {"block": 200, "workers": 2, "readers": 2}}
+    runs = {
+        "one_tile": {"block": 96},
+        "several": {"block": 200},
+        "whole": {"block": 4096},
+        "two_workers": {"block": 200, "workers": 2, "readers": 2},
+    }
     outputs = {name: survey(ortho, tmp_path / name, tiny_model, **cfg) for name, cfg in runs.items()}
     reference_mask = read(tmp_path / "whole" / "mask.tif")
     reference_conf = read(tmp_path / "whole" / "confidence.tif")
@@ -40,8 +42,8 @@ def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_mo
     for name in runs:
         np.testing.assert_array_equal(read(tmp_path / name / "mask.tif"), reference_mask, err_msg=name)
         np.testing.assert_array_equal(read(tmp_path / name / "confidence.tif"), reference_conf, err_msg=name)
-        assert outputs[name]["class_pixels"] == outputs["whole"]["class_pixels"]
-    assert outputs["one_tile"]["tiling"]["blocks"] > outputs["several"]["tiling"]["blocks"] > 1
+        assert outputs[name].class_pixels == outputs["whole"].class_pixels
+    assert outputs["one_tile"].tiling.blocks > outputs["several"].tiling.blocks > 1
 
 
 def test_stitched_survey_scores_like_whole_photo_inference(tmp_path, tiny_model, crack_mosaic, cfd_dir):
@@ -57,11 +59,11 @@ def test_stitched_survey_scores_like_whole_photo_inference(tmp_path, tiny_model,
     def tol_f1(prediction: np.ndarray) -> float:
         metrics = SegmentationMetrics(["background", "crack"])
         metrics.update(prediction, truth_ids)
-        return metrics.compute()["fg_tol_f1"]
+        return metrics.compute().fg_tol_f1
 
     surveyed = tol_f1(mask)
     everything_crack = tol_f1(np.where(truth_ids == 255, 255, 1).astype(np.uint8))
-    photos = evaluate_folder(tiny_model, cfd_dir / "images", cfd_dir / "masks", device="cpu")["fg_tol_f1"]
+    photos = evaluate_folder(tiny_model, cfd_dir / "images", cfd_dir / "masks", device="cpu").fg_tol_f1
     assert surveyed > 2 * everything_crack, (surveyed, everything_crack)
     assert surveyed > 0.8 * photos, (surveyed, photos)
 
@@ -75,8 +77,8 @@ def test_outputs_are_cogs_with_georeference_provenance_and_record(tmp_path, tiny
         assert mask.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert mask.compression.value == "DEFLATE" and mask.profile["tiled"]
         tags = mask.tags()
-        assert tags["MSAF_MODEL_SHA256"] == record["model"]["sha256"]
-        assert tags["MSAF_SOURCE_FINGERPRINT"] == record["input"]["fingerprint"]
+        assert tags["MSAF_MODEL_SHA256"] == record.model.sha256
+        assert tags["MSAF_SOURCE_FINGERPRINT"] == record.input.fingerprint
         assert json.loads(tags["MSAF_PARAMS"])["tile"] == 128
         counts = np.bincount(mask.read(1).ravel(), minlength=256)
     on_disk = json.loads((tmp_path / "survey.json").read_text())
@@ -107,10 +109,13 @@ def test_real_orthophotos_round_trip_georeference_and_footprint(tmp_path, tiny_m
     np.testing.assert_array_equal(out == 255, ~footprint)
 
 
-@pytest.mark.parametrize(("crs", "transform"), [
-    ("EPSG:32633", from_origin(400000, 5500000, 0.002, 0.002)),
-    ("EPSG:4326", from_origin(13.4, 52.5, 2e-8, 2e-8)),
-])
+@pytest.mark.parametrize(
+    ("crs", "transform"),
+    [
+        ("EPSG:32633", from_origin(400000, 5500000, 0.002, 0.002)),
+        ("EPSG:4326", from_origin(13.4, 52.5, 2e-8, 2e-8)),
+    ],
+)
 def test_generated_rasters_keep_crs_and_transform(tmp_path, tiny_model, crs, transform):
     data = np.random.default_rng(1).integers(0, 256, (3, 150, 170), dtype=np.uint8)
     ortho = write_raster(tmp_path / "in.tif", data, crs=crs, transform=transform)
@@ -119,7 +124,7 @@ def test_generated_rasters_keep_crs_and_transform(tmp_path, tiny_model, crs, tra
         assert mask.crs.to_string() == crs and mask.transform == transform and mask.shape == (150, 170)
     # degrees -> metres at the centre latitude: 111.32 km x cos(lat) per degree east, 110.57 km north
     expected_gsd = 0.002 if crs == "EPSG:32633" else 2e-8 * (111_320 * np.cos(np.radians(52.5)) + 110_574) / 2
-    assert record["input"]["gsd_m"] == pytest.approx(expected_gsd, rel=2e-3)
+    assert record.input.gsd_m == pytest.approx(expected_gsd, rel=2e-3)
 
 
 @pytest.mark.parametrize("shape", [(1, 300), (300, 1), (50, 40), (333, 250), (97, 1000)])
@@ -131,10 +136,16 @@ def test_edge_shapes(tmp_path, tiny_model, shape):
     assert mask.shape == shape and set(np.unique(mask)) <= {0, 1}
 
 
-@pytest.mark.parametrize(("name", "factor", "dtype"), [("x16", 16, np.uint16), ("x257", 257, np.uint16),
-                                                    ("12-bit", 4095 / 255, np.uint16), ("float", 1 / 255, np.float32)])
-def test_rescaled_copies_of_8_bit_imagery_give_the_same_mask(tmp_path, tiny_model, crack_mosaic, name, factor,
-                                                             dtype):
+@pytest.mark.parametrize(
+    ("name", "factor", "dtype"),
+    [
+        ("x16", 16, np.uint16),
+        ("x257", 257, np.uint16),
+        ("12-bit", 4095 / 255, np.uint16),
+        ("float", 1 / 255, np.float32),
+    ],
+)
+def test_rescaled_copies_of_8_bit_imagery_give_the_same_mask(tmp_path, tiny_model, crack_mosaic, name, factor, dtype):
     ortho, _ = crack_mosaic
     with rasterio.open(ortho) as src:
         rgb8 = src.read()
@@ -144,9 +155,9 @@ def test_rescaled_copies_of_8_bit_imagery_give_the_same_mask(tmp_path, tiny_mode
     write_raster(tmp_path / "deep.tif", (scaled if dtype == np.float32 else np.round(scaled)).astype(dtype), **profile)
     survey(tmp_path / "8.tif", tmp_path / "o8", tiny_model)
     record = survey(tmp_path / "deep.tif", tmp_path / "deep", tiny_model)  # default: linear to the bit depth
-    assert record["input"]["dtype"] == np.dtype(dtype).name
+    assert record.input.dtype == np.dtype(dtype).name
     expected_top = {"x16": 4095, "x257": 65535, "12-bit": 4095, "float": 1}[name]
-    assert record["input"]["scaling"] == [[0, expected_top]] * 3
+    assert record.input.scaling == [[0, expected_top]] * 3
     eight, deep = read(tmp_path / "o8" / "mask.tif"), read(tmp_path / "deep" / "mask.tif")
     assert (eight == deep).mean() >= 0.995, name
     cracks = int((eight == 1).sum())
@@ -162,23 +173,29 @@ def test_sixteen_bit_percentile_stretch_and_range_are_options(tmp_path, tiny_mod
     write_raster(tmp_path / "16.tif", rgb8.astype(np.uint16) * 257, **profile)
     survey(tmp_path / "8.tif", tmp_path / "o8", tiny_model)
     full_range = ScalingConfig(mode="range", min=0, max=65535)
-    record = run_survey(tmp_path / "16.tif", tmp_path / "o16", SurveyConfig(**CPU, scaling=full_range),
-                        model_path=tiny_model)
+    record = run_survey(
+        tmp_path / "16.tif", tmp_path / "o16", SurveyConfig(**CPU, scaling=full_range), model_path=tiny_model
+    )
     np.testing.assert_array_equal(read(tmp_path / "o16" / "mask.tif"), read(tmp_path / "o8" / "mask.tif"))
-    stretched = run_survey(tmp_path / "16.tif", tmp_path / "p16",
-                           SurveyConfig(**CPU, scaling=ScalingConfig(mode="percentile")), model_path=tiny_model)
-    lo, hi = stretched["input"]["scaling"][0]
+    stretched = run_survey(
+        tmp_path / "16.tif",
+        tmp_path / "p16",
+        SurveyConfig(**CPU, scaling=ScalingConfig(mode="percentile")),
+        model_path=tiny_model,
+    )
+    assert stretched.input.scaling is not None
+    lo, hi = stretched.input.scaling[0]
     red = rgb8[0][(rgb8 > 0).any(axis=0)].astype(float) * 257  # GDAL: nodata only where all bands are 0
     assert lo == pytest.approx(np.percentile(red, 2), rel=0.05)
     assert hi == pytest.approx(np.percentile(red, 98), rel=0.05)
-    assert record["input"]["dtype"] == "uint16"
+    assert record.input.dtype == "uint16"
 
 
 def test_gsd_mismatch_warns_or_refuses(tmp_path, tiny_model):
     data = np.full((3, 64, 64), 120, np.uint8)
     ortho = write_raster(tmp_path / "coarse.tif", data, transform=from_origin(0, 0, 0.01, 0.01))  # 10 mm vs 1 mm
     record = run_survey(ortho, tmp_path / "w", SurveyConfig(device="cpu"), model_path=tiny_model)
-    assert "differs from the model's training GSD" in record["gsd_warning"]
+    assert "differs from the model's training GSD" in (record.gsd_warning or "")
     with pytest.raises(MsafError, match="gsd_policy=refuse"):
         run_survey(ortho, tmp_path / "r", SurveyConfig(device="cpu", gsd_policy="refuse"), model_path=tiny_model)
     assert not (tmp_path / "r" / "mask.tif").exists()
@@ -192,16 +209,12 @@ def test_a_failed_rerun_leaves_the_previous_good_output_untouched(tmp_path, tiny
     broken = tmp_path / "broken.tif"
     data = bytearray(ortho.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 4000] = np.random.default_rng(4).bytes(4000)  # corrupt tiles mid-file, tail intact
+    data[middle : middle + 4000] = np.random.default_rng(4).bytes(4000)  # corrupt tiles mid-file, tail intact
     broken.write_bytes(bytes(data))
     with pytest.raises(MsafError, match="read failed"):
         survey(broken, tmp_path / "out", tiny_model, block=128)
     assert (tmp_path / "out" / "mask.tif").read_bytes() == good
     assert not list((tmp_path / "out").glob(".*partial*"))
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=300)
 
 
 def _bad_inputs(tmp_path: Path, crack_mosaic) -> dict[str, tuple[Path, str]]:
@@ -212,8 +225,12 @@ def _bad_inputs(tmp_path: Path, crack_mosaic) -> dict[str, tuple[Path, str]]:
     truncated.write_bytes(ortho.read_bytes()[: ortho.stat().st_size // 2])
     no_crs = write_raster(tmp_path / "nocrs.tif", np.zeros((3, 20, 20), np.uint8), crs=None)
     two_bands = write_raster(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint8))
-    return {"not_raster": (text, "cannot open as a raster"), "truncated": (truncated, "truncated"),
-            "no_crs": (no_crs, "no CRS"), "two_bands": (two_bands, "2 band(s)")}
+    return {
+        "not_raster": (text, "cannot open as a raster"),
+        "truncated": (truncated, "truncated"),
+        "no_crs": (no_crs, "no CRS"),
+        "two_bands": (two_bands, "2 band(s)"),
+    }
 
 
 @pytest.mark.parametrize("case", ["not_raster", "truncated", "no_crs", "two_bands", "unwritable", "no_model"])
@@ -230,7 +247,7 @@ def test_bad_input_is_one_clear_line_and_no_output(tmp_path, tiny_model, crack_m
             model = tmp_path / "missing.safetensors"
     else:
         ortho, expected = _bad_inputs(tmp_path, crack_mosaic)[case]
-    result = _cli("survey", str(ortho), "--out", str(out), "--model", str(model), "--device", "cpu")
+    result = run_msaf("survey", str(ortho), "--out", str(out), "--model", str(model), "--device", "cpu")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
@@ -239,8 +256,18 @@ def test_bad_input_is_one_clear_line_and_no_output(tmp_path, tiny_model, crack_m
 
 def test_assume_crs_rescues_a_raster_without_one(tmp_path, tiny_model):
     no_crs = write_raster(tmp_path / "nocrs.tif", np.full((3, 40, 40), 100, np.uint8), crs=None)
-    result = _cli("survey", str(no_crs), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
-                  "--device", "cpu", "--assume-crs", "EPSG:32633")
+    result = run_msaf(
+        "survey",
+        str(no_crs),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+        "--device",
+        "cpu",
+        "--assume-crs",
+        "EPSG:32633",
+    )
     assert result.returncode == 0, result.stderr
     with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
         assert mask.crs.to_epsg() == 32633
@@ -248,9 +275,28 @@ def test_assume_crs_rescues_a_raster_without_one(tmp_path, tiny_model):
 
 
 def test_mosaic_cli_writes_ortho_and_exact_truth(tmp_path, cfd_dir):
-    result = _cli("mosaic", "--images", str(cfd_dir / "images"), "--masks", str(cfd_dir / "masks"),
-                  "--out", str(tmp_path / "o.tif"), "--truth", str(tmp_path / "t.tif"), "--size", "1000x700",
-                  "--gsd", "0.002", "--crs", "EPSG:32617", "--compress", "deflate", "--footprint", "--seed", "5")
+    result = run_msaf(
+        "mosaic",
+        "--images",
+        str(cfd_dir / "images"),
+        "--masks",
+        str(cfd_dir / "masks"),
+        "--out",
+        str(tmp_path / "o.tif"),
+        "--truth",
+        str(tmp_path / "t.tif"),
+        "--size",
+        "1000x700",
+        "--gsd",
+        "0.002",
+        "--crs",
+        "EPSG:32617",
+        "--compress",
+        "deflate",
+        "--footprint",
+        "--seed",
+        "5",
+    )
     assert result.returncode == 0, result.stderr
     with rasterio.open(tmp_path / "o.tif") as ortho, rasterio.open(tmp_path / "t.tif") as truth:
         assert ortho.count == 4 and ortho.colorinterp[3].name == "alpha" and ortho.crs.to_epsg() == 32617

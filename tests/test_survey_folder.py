@@ -28,15 +28,33 @@ def _copy_survey(surveyed: Path, out: Path) -> Path:
 
 
 def test_a_second_survey_into_a_busy_folder_is_refused_and_the_lock_dies_with_its_holder(
-        tmp_path, tiny_model, crack_mosaic):
+    tmp_path, tiny_model, crack_mosaic
+):
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipeline.survey_folder import exclusive\n"
-                               f"with exclusive({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pipeline.survey_folder import exclusive\n"
+            f"with exclusive({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        busy = run_msaf("survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
-                        "cpu", "--no-track", "--no-report")
+        busy = run_msaf(
+            "survey",
+            str(crack_mosaic[0]),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-track",
+            "--no-report",
+        )
         assert_one_line_error(busy, "in use by another survey")
         assert not (out / "mask.tif").exists()
         report = run_msaf("report", str(out))
@@ -55,9 +73,9 @@ def test_a_new_mask_retires_the_previous_report(tmp_path, tiny_model, surveyed, 
     other = write_raster(tmp_path / "other.tif", np.full((3, 64, 64), 90, np.uint8))
     record = run_survey(other, out, CPU, model_path=tiny_model)  # e.g. the report of this rerun then fails
     assert not any((out / name).exists() for name in REPORT_OUTPUTS)
-    assert json.loads((out / "survey.json").read_text())["created_utc"] == record["created_utc"]
+    assert json.loads((out / "survey.json").read_text())["created_utc"] == record.created_utc
     with rasterio.open(out / "mask.tif") as mask:
-        assert mask.shape == (64, 64) and mask.tags()["MSAF_CREATED_UTC"] == record["created_utc"]
+        assert mask.shape == (64, 64) and mask.tags()["MSAF_CREATED_UTC"] == record.created_utc
 
 
 def test_a_moved_survey_folder_still_reports(tmp_path, surveyed):
@@ -105,8 +123,13 @@ def _one_class(folder: Path, surveyed: Path) -> str:
     return "holds class id 1"
 
 
-CASES = {"confidence_size": _shrunk_confidence, "corrupt_record": _corrupt_record, "other_run": _other_run,
-         "unknown_class": _unknown_class, "one_class": _one_class}
+CASES = {
+    "confidence_size": _shrunk_confidence,
+    "corrupt_record": _corrupt_record,
+    "other_run": _other_run,
+    "unknown_class": _unknown_class,
+    "one_class": _one_class,
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -143,8 +166,10 @@ def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):
 def test_a_gsd_mismatch_is_stated_in_the_report_itself(tmp_path, surveyed):
     folder = _copy_survey(surveyed, tmp_path / "s")
     record = json.loads((folder / "survey.json").read_text())
-    record["gsd_warning"] = ("veg.tif: ground sample distance 500.00 mm differs from the model's training GSD "
-                             "1.00 mm by 500.0x (tolerance 2.0x); resample the orthomosaic or use a matching model")
+    record["gsd_warning"] = (
+        "veg.tif: ground sample distance 500.00 mm differs from the model's training GSD "
+        "1.00 mm by 500.0x (tolerance 2.0x); resample the orthomosaic or use a matching model"
+    )
     (folder / "survey.json").write_text(json.dumps(record))
     report_survey(folder, ReportConfig())
     html = (folder / "report.html").read_text()

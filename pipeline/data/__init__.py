@@ -2,7 +2,6 @@
 
 from pipeline.data.augment import CropSampler, sample_batch
 from pipeline.data.labelled import (
-    IGNORE_INDEX,
     LabelledImage,
     Pair,
     class_lut,
@@ -14,6 +13,14 @@ from pipeline.data.labelled import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "CropSampler", "LabelledImage", "Pair", "class_lut", "find_pairs", "fingerprint",
-    "load_labelled", "read_image", "sample_batch", "split_pairs",
+    "CropSampler",
+    "LabelledImage",
+    "Pair",
+    "class_lut",
+    "find_pairs",
+    "fingerprint",
+    "load_labelled",
+    "read_image",
+    "sample_batch",
+    "split_pairs",
 ]

@@ -7,19 +7,21 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import AugmentConfig
-from pipeline.data.labelled import IGNORE_INDEX, LabelledImage
+from pipeline.data.labelled import LabelledImage
 from pipeline.inference.fill import mirror_fill
 
 
-def _random_crop(item: LabelledImage, size: int, rng: np.random.Generator,
-                 around: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _random_crop(
+    item: LabelledImage, size: int, rng: np.random.Generator, around: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A size x size crop at a random place, or one holding pixel ``around`` (away from its edges)."""
     image, labels = item.image, item.labels
     pad_h, pad_w = max(0, size - image.shape[0]), max(0, size - image.shape[1])
     if pad_h or pad_w:
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
-        labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
+        labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=NO_CLASS)
     max_top, max_left = image.shape[0] - size, image.shape[1] - size
     if around is None:
         top, left = int(rng.integers(0, max_top + 1)), int(rng.integers(0, max_left + 1))
@@ -27,11 +29,12 @@ def _random_crop(item: LabelledImage, size: int, rng: np.random.Generator,
         margin = size // 8
         top = int(np.clip(around[0] - rng.integers(margin, size - margin), 0, max_top))
         left = int(np.clip(around[1] - rng.integers(margin, size - margin), 0, max_left))
-    return image[top:top + size, left:left + size], labels[top:top + size, left:left + size]
+    return image[top : top + size, left : left + size], labels[top : top + size, left : left + size]
 
 
-def _geometric(image: np.ndarray, labels: np.ndarray, aug: AugmentConfig,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _geometric(
+    image: np.ndarray, labels: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     if aug.hflip and rng.random() < 0.5:
         image, labels = image[:, ::-1], labels[:, ::-1]
     if aug.vflip and rng.random() < 0.5:
@@ -68,8 +71,9 @@ def footprint_valid(size: int, rng: np.random.Generator) -> np.ndarray:
         angle = rng.uniform(0.0, 2.0 * np.pi)
         across = cols * np.cos(angle) + rows * np.sin(angle)
         along = rows * np.cos(angle) - cols * np.sin(angle)
-        wobble = rng.uniform(0.0, 12.0) * np.sin(2.0 * np.pi * along / rng.uniform(40.0, 400.0)
-                                                 + rng.uniform(0.0, 2.0 * np.pi))
+        wobble = rng.uniform(0.0, 12.0) * np.sin(
+            2.0 * np.pi * along / rng.uniform(40.0, 400.0) + rng.uniform(0.0, 2.0 * np.pi)
+        )
         low, high = float(across.min()), float(across.max())
         valid &= across + wobble >= low + rng.uniform(0.05, 0.45) * (high - low)
     return valid
@@ -79,9 +83,10 @@ def with_footprint(image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> 
     """The crop as a survey tile on the footprint edge looks to the model: nodata filled the way
     inference fills it (``mirror_fill``, so the seam is not learnt as a crack), labels outside ignored."""
     fallback = torch.from_numpy(image.reshape(-1, 3).mean(0))
-    filled = mirror_fill(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(valid),
-                         fallback)
-    return filled.numpy().transpose(1, 2, 0), np.where(valid, labels, IGNORE_INDEX)
+    filled = mirror_fill(
+        torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(valid), fallback
+    )
+    return filled.numpy().transpose(1, 2, 0), np.where(valid, labels, NO_CLASS)
 
 
 class CropSampler:
@@ -92,8 +97,15 @@ class CropSampler:
     labelled non-background pixel (thin cracks are < 1 % of pixels: random crops are mostly empty).
     """
 
-    def __init__(self, sets: Mapping[str, Sequence[LabelledImage]], crop: int, aug: AugmentConfig, *,
-                 weights: Mapping[str, float] | None = None, focus: float = 0.0) -> None:
+    def __init__(
+        self,
+        sets: Mapping[str, Sequence[LabelledImage]],
+        crop: int,
+        aug: AugmentConfig,
+        *,
+        weights: Mapping[str, float] | None = None,
+        focus: float = 0.0,
+    ) -> None:
         self.names = [name for name, items in sets.items() if items]
         if not self.names:
             raise ValueError("no training images to sample crops from")
@@ -101,8 +113,10 @@ class CropSampler:
         share = np.array([(weights or {}).get(name, 1.0) for name in self.names], dtype=np.float64)
         self.share = share / share.sum()
         self.crop, self.aug, self.focus = crop, aug, focus
-        self._foreground = {name: [np.flatnonzero((it.labels != 0) & (it.labels != IGNORE_INDEX))
-                                   for it in items] for name, items in self.sets.items()}
+        self._foreground = {
+            name: [np.flatnonzero((it.labels != 0) & (it.labels != NO_CLASS)) for it in items]
+            for name, items in self.sets.items()
+        }
 
     def _draw(self, rng: np.random.Generator) -> tuple[LabelledImage, tuple[int, int] | None]:
         name = self.names[int(rng.choice(len(self.names), p=self.share))] if len(self.names) > 1 else self.names[0]
@@ -132,8 +146,9 @@ class CropSampler:
         return images, labels, unlabelled
 
 
-def sample_batch(items: Sequence[LabelledImage], batch_size: int, crop: int, aug: AugmentConfig,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_batch(
+    items: Sequence[LabelledImage], batch_size: int, crop: int, aug: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw a batch of augmented square crops from one list of images (uniformly, no focus).
 
     Returns:

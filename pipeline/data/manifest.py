@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from pipeline.class_ids import NO_CLASS, UNMAPPED
 from pipeline.config import ClassSpec, DataConfig, DatasetConfig
 from pipeline.data.labelled import (
-    IGNORE_INDEX,
-    UNMAPPED,
     LabelledImage,
     Pair,
     find_pairs,
@@ -28,12 +28,12 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import write_json
 
 
-def values_lut(values: dict[int, str], class_names: list[str], ignore_values: list[int] = ()) -> np.ndarray:
+def values_lut(values: dict[int, str], class_names: list[str], ignore_values: Sequence[int] = ()) -> np.ndarray:
     """Lookup table mask value -> class id for one data set's value mapping."""
     lut = np.full(256, UNMAPPED, dtype=np.uint8)
     for value, name in values.items():
         lut[value] = class_names.index(name)
-    lut[list(ignore_values)] = IGNORE_INDEX
+    lut[list(ignore_values)] = NO_CLASS
     return lut
 
 
@@ -58,8 +58,10 @@ class ManifestSet(BaseModel):
         stems = self.train + self.val if split == "all" else getattr(self, split)
         missing = [s for s in stems if s not in available]
         if missing:
-            raise MsafError(f"{len(missing)} image(s) of the manifest are gone from {self.images} "
-                            f"(first: {missing[0]}); re-run the prepare stage")
+            raise MsafError(
+                f"{len(missing)} image(s) of the manifest are gone from {self.images} "
+                f"(first: {missing[0]}); re-run the prepare stage"
+            )
         return [available[s] for s in stems]
 
     def unlabelled(self, class_names: list[str]) -> tuple[int, ...]:
@@ -109,13 +111,20 @@ def _build_set(spec: DatasetConfig, class_names: list[str], seed: int) -> Manife
     lut = values_lut(values, class_names, spec.ignore_values)
     counts = np.zeros(len(class_names), np.int64)
     for item in load_labelled(pairs, lut):
-        counts += np.bincount(item.labels.ravel(), minlength=256)[:len(class_names)]
+        counts += np.bincount(item.labels.ravel(), minlength=256)[: len(class_names)]
     pattern = spec.photo_pattern if spec.split == "by_photo" else None
     train, val = split_pairs(pairs, spec.val_fraction or 0.2, seed, pattern)
     return ManifestSet(
-        name=spec.name, images=_portable(spec.images), masks=_portable(spec.masks), values=values,
-        ignore_values=spec.ignore_values, gsd_m=spec.gsd_m, weight=spec.weight,
-        train=[p.stem for p in train], val=[p.stem for p in val], fingerprint=fingerprint(pairs),
+        name=spec.name,
+        images=_portable(spec.images),
+        masks=_portable(spec.masks),
+        values=values,
+        ignore_values=spec.ignore_values,
+        gsd_m=spec.gsd_m,
+        weight=spec.weight,
+        train=[p.stem for p in train],
+        val=[p.stem for p in val],
+        fingerprint=fingerprint(pairs),
         pixels_per_class={name: int(c) for name, c in zip(class_names, counts, strict=True)},
     )
 
@@ -123,8 +132,11 @@ def _build_set(spec: DatasetConfig, class_names: list[str], seed: int) -> Manife
 def build_manifest(data: DataConfig) -> Manifest:
     """Validate and split every data set deterministically (``data.split_seed``)."""
     sets = [_build_set(spec, data.class_names, data.split_seed) for spec in data.datasets]
-    combined = sets[0].fingerprint if len(sets) == 1 else hashlib.sha256(
-        "".join(f"{s.name}:{s.fingerprint}" for s in sets).encode()).hexdigest()
+    combined = (
+        sets[0].fingerprint
+        if len(sets) == 1
+        else hashlib.sha256("".join(f"{s.name}:{s.fingerprint}" for s in sets).encode()).hexdigest()
+    )
     return Manifest(classes=data.classes, sets=sets, fingerprint=combined)
 
 

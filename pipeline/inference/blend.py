@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.inference.decision import decide
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 
-NODATA = 255
 CONFIDENCE_NODATA = 0  # max probability is >= 1/C > 0 for every valid pixel, so 0 is free
 QUANTISE_ROWS = 512
 
@@ -25,26 +25,26 @@ class BlockResult:
     confidence: np.ndarray
 
     def class_counts(self, num_classes: int) -> np.ndarray:
-        valid = self.classes != NODATA
+        valid = self.classes != NO_CLASS
         return np.bincount(self.classes[valid].ravel(), minlength=num_classes)[:num_classes]
 
 
-def blend_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray,
-                valid: np.ndarray) -> torch.Tensor:
+def blend_block(
+    runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray
+) -> torch.Tensor:
     """Blended probabilities (C, core h, core w) on the runner's device; each tile's nodata is filled
     from its own valid pixels (the runner's training mean only where a tile has none)."""
     return runner.blend(grid, block, pixels, valid)
 
 
-def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray,
-                valid: np.ndarray) -> BlockResult:
+def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
     """Blend a block and quantise: class ids by the model's decision rule and the probability of
     the chosen class as confidence, nodata marked."""
     core = block.core
     core_valid = valid[core.relative_to(block.region)]
     if not core_valid.any():
         shape = (core.height, core.width)
-        return BlockResult(core, np.full(shape, NODATA, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
+        return BlockResult(core, np.full(shape, NO_CLASS, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
     probs = blend_block(runner, grid, block, pixels, valid)
     classes = np.empty((core.height, core.width), np.uint8)
     confidence = np.empty((core.height, core.width), np.uint8)
@@ -54,6 +54,6 @@ def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.nda
         top = probs[:, rows].gather(0, ids.unsqueeze(0))[0]
         classes[rows] = ids.to(torch.uint8).cpu().numpy()
         confidence[rows] = (top * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
-    classes[~core_valid] = NODATA
+    classes[~core_valid] = NO_CLASS
     confidence[~core_valid] = CONFIDENCE_NODATA
     return BlockResult(core, classes, confidence)

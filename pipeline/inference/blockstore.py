@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.fsutil import disk_error
-from pipeline.inference.blend import NODATA, BlockResult
+from pipeline.inference.blend import BlockResult
 from pipeline.raster.grid import Box
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,12 @@ class BlockStore:
         root: the folder (one per survey key).
         key: the survey key every file must carry.
         cores: the core window of each block index (a file for another window is foreign).
-        num_classes: class ids a model can produce (others, except nodata 255, mean a forged file).
+        num_classes: class ids a model can produce (others, except NO_CLASS, mean a forged file).
     """
 
-    def __init__(self, root: Path, key: str = "", cores: Callable[[int], Box] | None = None,
-                 num_classes: int = 255) -> None:
+    def __init__(
+        self, root: Path, key: str = "", cores: Callable[[int], Box | None] | None = None, num_classes: int = NO_CLASS
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.key = key.encode().ljust(24, b"\0")[:24]
@@ -87,8 +89,20 @@ class BlockStore:
         fd, tmp = tempfile.mkstemp(prefix=".block.", suffix=".partial", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(HEADER.pack(MAGIC, self.key, index, core.row0, core.col0, core.row1, core.col1,
-                                     len(classes), len(confidence), checksum))
+                fh.write(
+                    HEADER.pack(
+                        MAGIC,
+                        self.key,
+                        index,
+                        core.row0,
+                        core.col0,
+                        core.row1,
+                        core.col1,
+                        len(classes),
+                        len(confidence),
+                        checksum,
+                    )
+                )
                 fh.write(classes)
                 fh.write(confidence)
             os.replace(tmp, self.path(index))
@@ -115,7 +129,7 @@ class BlockStore:
         core = Box(row0, col0, row1, col1)
         if self.cores is not None and self.cores(index) != core:
             raise CorruptBlock(f"holds window {core}, expected {self.cores(index)}")
-        payload = data[HEADER.size:]
+        payload = data[HEADER.size :]
         if len(payload) != n_classes + n_conf:
             raise CorruptBlock("truncated payload")
         if hashlib.blake2b(payload, digest_size=32).digest() != checksum:
@@ -126,7 +140,7 @@ class BlockStore:
             confidence = np.frombuffer(zlib.decompress(payload[n_classes:]), np.uint8).reshape(shape)
         except (zlib.error, ValueError) as exc:
             raise CorruptBlock(f"undecodable payload ({exc})") from None
-        if (classes[classes != NODATA] >= self.num_classes).any():
+        if (classes[classes != NO_CLASS] >= self.num_classes).any():
             raise CorruptBlock(f"class ids outside 0-{self.num_classes - 1}")
         return BlockResult(core, classes, confidence)
 
@@ -136,4 +150,3 @@ class BlockStore:
         self.root.rmdir()
         with contextlib.suppress(OSError):
             self.root.parent.rmdir()  # the folder of all keys, once empty
-

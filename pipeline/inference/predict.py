@@ -11,11 +11,24 @@ from pipeline.inference.decision import Thresholds, decide
 from pipeline.model import DSNet
 
 
+class Standardise:
+    """The model's input scaling, defined once: (pixel 0..255 - mean) / std per channel, with the
+    training images' statistics stored in the checkpoint. Training, whole-image prediction and the
+    survey's tile runner all go through it, so the three cannot drift apart."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def in_place(self, batch: torch.Tensor) -> torch.Tensor:
+        """Scale a float32 (N, 3, H, W) batch in place (the runner's reused input buffer)."""
+        return batch.sub_(self.mean).div_(self.std)
+
+
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(N, H, W, 3) 0..255 -> (N, 3, H, W) standardised float32 on the images' device."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device)
-    return ((images.float() - mean_t) / std_t).permute(0, 3, 1, 2).contiguous()
+    batch = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    return Standardise(mean, std, images.device).in_place(batch)
 
 
 def autocast_for(device: torch.device) -> torch.autocast:
@@ -24,8 +37,9 @@ def autocast_for(device: torch.device) -> torch.autocast:
 
 
 @torch.inference_mode()
-def predict_probabilities(model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                          device: torch.device) -> np.ndarray:
+def predict_probabilities(
+    model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> np.ndarray:
     """Class probabilities (C, H, W) float32 for one RGB uint8 image (H, W, 3)."""
     batch = torch.tensor(image, device=device).unsqueeze(0)
     with autocast_for(device):
@@ -33,8 +47,14 @@ def predict_probabilities(model: DSNet, image: np.ndarray, mean: Sequence[float]
     return logits.float().softmax(dim=1)[0].cpu().numpy()
 
 
-def predict_classes(model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                    device: torch.device, thresholds: Thresholds = ()) -> np.ndarray:
+def predict_classes(
+    model: DSNet,
+    image: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    thresholds: Thresholds = (),
+) -> np.ndarray:
     """Class ids (H, W) uint8 for one RGB uint8 image (argmax, or the calibrated thresholds)."""
     probs = torch.from_numpy(predict_probabilities(model, image, mean, std, device))
     return decide(probs, thresholds).numpy().astype(np.uint8)

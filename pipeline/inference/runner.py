@@ -17,7 +17,7 @@ from torch import nn
 
 from pipeline.inference.decision import Thresholds
 from pipeline.inference.fill import mirror_fill
-from pipeline.inference.predict import autocast_for
+from pipeline.inference.predict import Standardise, autocast_for
 from pipeline.raster.grid import Block, TileGrid, blend_weights
 
 
@@ -35,9 +35,19 @@ class TileRunner:
         thresholds: the model's calibrated decision thresholds (class id, threshold).
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                 batch: int, tile_shape: tuple[int, int], *, tta: bool = False, compile: bool = False,
-                 thresholds: Thresholds = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        batch: int,
+        tile_shape: tuple[int, int],
+        *,
+        tta: bool = False,
+        compile: bool = False,
+        thresholds: Thresholds = (),
+    ) -> None:
         self.device = device
         self.thresholds = tuple(thresholds)
         self.batch = batch
@@ -46,10 +56,10 @@ class TileRunner:
         cuda = device.type == "cuda"
         self.model = model.to(device).eval()
         memory_format = torch.channels_last if cuda else torch.contiguous_format
-        self.model = self.model.to(memory_format=memory_format)
+        self.model = self.model.to(memory_format=memory_format)  # type: ignore[call-overload]
         self.forward = torch.compile(self.model) if compile else self.model
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.inv_std = 1.0 / torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.standardise = Standardise(mean, std, device)
+        self.mean = self.standardise.mean  # what padding and fully nodata tiles are filled with (scales to 0)
         self._inputs = torch.zeros((batch, 3, *tile_shape), device=device).contiguous(memory_format=memory_format)
         self._weights: dict[tuple[bool, ...], torch.Tensor] = {}
 
@@ -63,7 +73,7 @@ class TileRunner:
     @torch.inference_mode()
     def _probabilities(self, count: int) -> torch.Tensor:
         """Normalise the batch buffer in place, run the model; softmax of the first ``count`` rows."""
-        self._inputs.sub_(self.mean).mul_(self.inv_std)
+        self.standardise.in_place(self._inputs)
         with autocast_for(self.device):
             probs = self.forward(self._inputs).float().softmax(dim=1)
             if self.tta:
@@ -76,7 +86,7 @@ class TileRunner:
         """Probabilities (n, C, h, w) float32 for uint8 tiles (n, h, w, 3); for tests and benchmarks."""
         outputs = []
         for start in range(0, len(tiles), self.batch):
-            chunk = tiles[start:start + self.batch]
+            chunk = tiles[start : start + self.batch]
             self._inputs.copy_(self.mean.expand_as(self._inputs))  # padding normalises to 0
             for i, tile in enumerate(chunk):
                 self._inputs[i].copy_(self._upload(tile))
@@ -90,8 +100,7 @@ class TileRunner:
         return self._weights[edges]
 
     @torch.inference_mode()
-    def blend(self, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray | None = None
-              ) -> torch.Tensor:
+    def blend(self, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
         """Weighted mean probabilities (C, core h, core w) over every tile touching the core.
 
         Tiles are accumulated in global tile order with the same weights whichever block a pixel
@@ -103,28 +112,33 @@ class TileRunner:
                 pixels (``pipeline.inference.fill``), so no step at the footprint edge looks like a crack.
         """
         region = self._upload(pixels)
-        region_valid = None if valid is None or valid.all() else torch.from_numpy(
-            np.ascontiguousarray(valid)).to(self.device)
+        region_valid = (
+            None if valid is None or valid.all() else torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
+        )
         core = block.core
         acc: torch.Tensor | None = None
         weight_sum = torch.zeros((core.height, core.width), device=self.device)
         tiles = block.tiles
         for start in range(0, len(tiles), self.batch):
-            group = tiles[start:start + self.batch]
+            group = tiles[start : start + self.batch]
             for i, tile in enumerate(group):
                 window = tile.relative_to(block.region)
                 self._inputs[i].copy_(region[(slice(None), *window)])
                 if region_valid is not None:  # nodata: continued from this tile's own valid pixels
                     self._inputs[i].copy_(mirror_fill(self._inputs[i], region_valid[window], self.mean.view(3)))
             if len(group) < self.batch:
-                self._inputs[len(group):].copy_(self.mean.expand_as(self._inputs[len(group):]))
+                self._inputs[len(group) :].copy_(self.mean.expand_as(self._inputs[len(group) :]))
             probs = self._probabilities(len(group))
             if acc is None:
                 acc = torch.zeros((probs.shape[1], core.height, core.width), device=self.device)
             for tile, tile_probs in zip(group, probs, strict=True):
                 inter = tile.intersection(core)
+                if inter is None:  # a tile of the halo alone adds nothing to this core
+                    continue
                 src, dst = inter.relative_to(tile), inter.relative_to(core)
                 weights = self._tile_weights(grid, grid.edges(tile))[src]
                 acc[(slice(None), *dst)].addcmul_(tile_probs[(slice(None), *src)], weights)
                 weight_sum[dst] += weights
+        if acc is None:
+            raise ValueError(f"block {block.index} has no tiles")
         return acc.div_(weight_sum)

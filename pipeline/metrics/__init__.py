@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt, label
 from skimage.morphology import skeletonize
+
+from pipeline.class_ids import NO_CLASS
+from pipeline.metrics.summary import ClassMetrics, MetricsSummary
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 MIN_WIDTH_SKELETON_PX = 5  # shorter pieces are specks, not cracks: their width is not measured
@@ -26,8 +30,9 @@ def component_widths(mask: np.ndarray) -> list[float]:
     return [float(area[i] / length[i]) for i in range(1, count + 1) if length[i] >= MIN_WIDTH_SKELETON_PX]
 
 
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
-                     ignore_index: int = 255) -> np.ndarray:
+def confusion_matrix(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = NO_CLASS
+) -> np.ndarray:
     """Counts ``cm[true, predicted]`` over pixels whose target is not ``ignore_index``."""
     valid = target != ignore_index
     index = target[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
@@ -47,8 +52,9 @@ def _f1(precision: float, recall: float) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def tolerant_counts(pred_mask: np.ndarray, true_mask: np.ndarray, tolerance: float,
-                    valid: np.ndarray | None = None) -> np.ndarray:
+def tolerant_counts(
+    pred_mask: np.ndarray, true_mask: np.ndarray, tolerance: float, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Counts for F1 with a distance tolerance (thin structures, e.g. cracks).
 
     A predicted pixel is correct if a true pixel lies within ``tolerance`` px, and a true pixel is
@@ -78,8 +84,13 @@ class SegmentationMetrics:
         ignore_index: target value that is left out of every count.
     """
 
-    def __init__(self, class_names: Sequence[str], tolerance_px: float = 2, ignore_index: int = 255,
-                 width_classes: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        tolerance_px: float = 2,
+        ignore_index: int = NO_CLASS,
+        width_classes: Sequence[int] = (),
+    ) -> None:
         self.class_names = list(class_names)
         self.width_classes = list(width_classes)
         self.widths: dict[int, tuple[list[float], list[float]]] = {c: ([], []) for c in self.width_classes}
@@ -103,37 +114,45 @@ class SegmentationMetrics:
             predicted += component_widths((pred == cls) & valid)
             true += component_widths(target == cls)
 
-    def compute(self) -> dict[str, object]:
+    def compute(self) -> MetricsSummary:
         """Per-class and mean metrics; foreground means leave out class 0 (background)."""
         cm = self.confusion
-        per_class: dict[str, dict[str, float]] = {}
+        per_class: dict[str, dict[str, Any]] = {}
         for cls, name in enumerate(self.class_names):
             tp = cm[cls, cls]
             fp = cm[:, cls].sum() - tp
             fn = cm[cls, :].sum() - tp
             precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-            entry = {"iou": _ratio(tp, tp + fp + fn), "precision": precision, "recall": recall,
-                     "f1": _f1(precision, recall), "support": int(cm[cls, :].sum())}
+            entry: dict[str, Any] = {
+                "iou": _ratio(tp, tp + fp + fn),
+                "precision": precision,
+                "recall": recall,
+                "f1": _f1(precision, recall),
+                "support": int(cm[cls, :].sum()),
+            }
             if cls > 0:
                 mp, tpred, mt, ttrue = self.tolerant[cls]
                 tol_p, tol_r = _ratio(mp, tpred), _ratio(mt, ttrue)
                 entry |= {"tol_precision": tol_p, "tol_recall": tol_r, "tol_f1": _f1(tol_p, tol_r)}
             if cm[cls, :].sum():
-                entry["predicted_as"] = {other: float(cm[cls, j] / cm[cls, :].sum())
-                                         for j, other in enumerate(self.class_names) if j != cls}
+                entry["predicted_as"] = {
+                    other: float(cm[cls, j] / cm[cls, :].sum()) for j, other in enumerate(self.class_names) if j != cls
+                }
             if cls in self.widths:
                 predicted, true = self.widths[cls]
-                entry |= {"median_width_px": float(np.median(predicted)) if predicted else float("nan"),
-                          "median_true_width_px": float(np.median(true)) if true else float("nan")}
+                entry |= {
+                    "median_width_px": float(np.median(predicted)) if predicted else float("nan"),
+                    "median_true_width_px": float(np.median(true)) if true else float("nan"),
+                }
             per_class[name] = entry
         foreground = list(per_class.values())[1:]
-        return {
-            "classes": per_class,
-            "miou": float(np.nanmean([c["iou"] for c in per_class.values()])),
-            "fg_iou": float(np.nanmean([c["iou"] for c in foreground])),
-            "fg_f1": float(np.nanmean([c["f1"] for c in foreground])),
-            "fg_tol_f1": float(np.nanmean([c["tol_f1"] for c in foreground])),
-            "pixel_accuracy": _ratio(np.trace(cm), cm.sum()),
-            "tolerance_px": self.tolerance_px,
-            "confusion_matrix": cm.tolist(),
-        }
+        return MetricsSummary(
+            classes={name: ClassMetrics(**entry) for name, entry in per_class.items()},
+            miou=float(np.nanmean([c["iou"] for c in per_class.values()])),
+            fg_iou=float(np.nanmean([c["iou"] for c in foreground])),
+            fg_f1=float(np.nanmean([c["f1"] for c in foreground])),
+            fg_tol_f1=float(np.nanmean([c["tol_f1"] for c in foreground])),
+            pixel_accuracy=_ratio(np.trace(cm), cm.sum()),
+            tolerance_px=self.tolerance_px,
+            confusion_matrix=cm.tolist(),
+        )

@@ -9,8 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, *, dilation: int = 1, stride: int = 1,
-            relu: bool = True, bias: bool = False) -> nn.Sequential:
+def conv_bn(
+    in_ch: int,
+    out_ch: int,
+    kernel: int = 1,
+    *,
+    dilation: int = 1,
+    stride: int = 1,
+    relu: bool = True,
+    bias: bool = False,
+) -> nn.Sequential:
     """Conv + BN (+ ReLU) with 'same' padding for odd kernels."""
     padding = dilation * (kernel - 1) // 2
     layers: list[nn.Module] = [
@@ -32,8 +40,7 @@ class BasicBlock(nn.Module):
             conv_bn(out_ch, out_ch, 3, relu=False),
         )
         self.shortcut = (
-            conv_bn(in_ch, out_ch, 1, stride=stride, relu=False)
-            if stride != 1 or in_ch != out_ch else nn.Identity()
+            conv_bn(in_ch, out_ch, 1, stride=stride, relu=False) if stride != 1 or in_ch != out_ch else nn.Identity()
         )
         self.final_relu = final_relu
 
@@ -63,11 +70,14 @@ class Bottleneck(nn.Module):
 
 def residual_stage(in_ch: int, out_ch: int, blocks: int, stride: int = 1) -> nn.Sequential:
     """``blocks`` basic blocks; the last one leaves its ReLU to the caller (as DSNet does)."""
-    return nn.Sequential(*(
-        BasicBlock(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1,
-                   final_relu=i < blocks - 1 or blocks == 1)
-        for i in range(blocks)
-    ))
+    return nn.Sequential(
+        *(
+            BasicBlock(
+                in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1, final_relu=i < blocks - 1 or blocks == 1
+            )
+            for i in range(blocks)
+        )
+    )
 
 
 class AtrousChain(nn.ModuleList):
@@ -109,8 +119,7 @@ class MFACB(nn.Module):
 class SPASPP(nn.Module):
     """Serial-parallel atrous pyramid: chained atrous convs + image pooling, fused, 3x3 refine."""
 
-    def __init__(self, in_ch: int, mid_ch: int, out_ch: int,
-                 dilations: Sequence[int] = (6, 12, 18, 24)) -> None:
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, dilations: Sequence[int] = (6, 12, 18, 24)) -> None:
         super().__init__()
         self.chain = AtrousChain(in_ch, mid_ch, dilations)
         self.pool = conv_bn(in_ch, mid_ch, 1)

@@ -47,8 +47,7 @@ class DSNetConfig(BaseModel):
 PRESETS: dict[str, DSNetConfig] = {
     "dsnet": DSNetConfig(width=32, stem_blocks=2, detail_blocks=2, context_blocks=2, head_width=128),
     "dsnet-base": DSNetConfig(width=64, stem_blocks=2, detail_blocks=3, context_blocks=3, head_width=256),
-    "dsnet-tiny": DSNetConfig(width=8, stem_blocks=1, detail_blocks=1, context_blocks=2, head_width=32,
-                              grids=(4, 8)),
+    "dsnet-tiny": DSNetConfig(width=8, stem_blocks=1, detail_blocks=1, context_blocks=2, head_width=32, grids=(4, 8)),
 }
 
 
@@ -127,8 +126,10 @@ class DSNet(nn.Module):
         out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         if not self.training:
             return out
-        aux = [F.interpolate(head(feat), size=size, mode="bilinear", align_corners=False)
-               for head, feat in ((self.aux_head3, aux3), (self.aux_head4, aux4))]
+        aux = [
+            F.interpolate(head(feat), size=size, mode="bilinear", align_corners=False)
+            for head, feat in ((self.aux_head3, aux3), (self.aux_head4, aux4))
+        ]
         return out, aux[0], aux[1]
 
 
@@ -151,6 +152,7 @@ def build_model(preset: str, num_classes: int, **overrides: object) -> DSNet:
 def count_parameters(model: nn.Module, *, include_aux: bool = True) -> int:
     """Trainable parameter count, optionally leaving out the training-only auxiliary heads."""
     return sum(
-        t.numel() for name, t in model.named_parameters()
+        t.numel()
+        for name, t in model.named_parameters()
         if include_aux or not name.startswith(("aux_head3.", "aux_head4."))
     )

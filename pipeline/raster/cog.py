@@ -22,8 +22,13 @@ from pipeline.fsutil import atomic_output
 from pipeline.raster.grid import Box
 
 COG_OPTIONS = {
-    "COMPRESS": "DEFLATE", "PREDICTOR": "2", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER",
-    "OVERVIEWS": "IGNORE_EXISTING", "OVERVIEW_RESAMPLING": "NEAREST", "NUM_THREADS": "ALL_CPUS",
+    "COMPRESS": "DEFLATE",
+    "PREDICTOR": "2",
+    "BLOCKSIZE": "512",
+    "BIGTIFF": "IF_SAFER",
+    "OVERVIEWS": "IGNORE_EXISTING",
+    "OVERVIEW_RESAMPLING": "NEAREST",
+    "NUM_THREADS": "ALL_CPUS",
 }
 
 
@@ -37,17 +42,39 @@ class GeoTiffSink:
         overview_resampling: NEAREST for class ids, AVERAGE / NEAREST for confidence.
     """
 
-    def __init__(self, final: Path, width: int, height: int, crs: CRS, transform: Any, nodata: int,
-                 overview_resampling: str = "NEAREST", colormap: dict[int, tuple[int, int, int, int]] | None = None,
-                 categories: list[str] | None = None, description: str | None = None) -> None:
+    def __init__(
+        self,
+        final: Path,
+        width: int,
+        height: int,
+        crs: CRS,
+        transform: Any,
+        nodata: int,
+        overview_resampling: str = "NEAREST",
+        colormap: dict[int, tuple[int, int, int, int]] | None = None,
+        categories: list[str] | None = None,
+        description: str | None = None,
+    ) -> None:
         self.final = Path(final)
         self.partial = self.final.with_name(f".{self.final.name}.blocks.partial.tif")
         self.overview_resampling = overview_resampling
         self._lock = threading.Lock()
         self._ds = rasterio.open(
-            self.partial, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
-            crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
-            compress="DEFLATE", BIGTIFF="IF_SAFER",
+            self.partial,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=1,
+            dtype="uint8",
+            crs=crs,
+            transform=transform,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="DEFLATE",
+            BIGTIFF="IF_SAFER",
         )
         if description:
             self._ds.set_band_description(1, description)
@@ -102,8 +129,10 @@ def _pam_xml(colormap: dict[int, tuple[int, int, int, int]], categories: list[st
     """GDAL PAM band metadata: palette interpretation, an RGBA colour table, category names."""
     body = ""
     if colormap:
-        entries = "".join('<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*colormap.get(v, (0, 0, 0, 0)))
-                          for v in range(max(colormap) + 1))
+        entries = "".join(
+            '<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*colormap.get(v, (0, 0, 0, 0)))
+            for v in range(max(colormap) + 1)
+        )
         body += f"<ColorInterp>Palette</ColorInterp><ColorTable>{entries}</ColorTable>"
     if categories:
         names = "".join(f"<Category>{escape(n)}</Category>" for n in categories)

@@ -37,14 +37,20 @@ class Box:
         return Window(self.col0, self.row0, self.width, self.height)
 
     def intersection(self, other: Box) -> Box | None:
-        box = Box(max(self.row0, other.row0), max(self.col0, other.col0),
-                  min(self.row1, other.row1), min(self.col1, other.col1))
+        box = Box(
+            max(self.row0, other.row0),
+            max(self.col0, other.col0),
+            min(self.row1, other.row1),
+            min(self.col1, other.col1),
+        )
         return box if box.height > 0 and box.width > 0 else None
 
     def relative_to(self, outer: Box) -> tuple[slice, slice]:
         """Array slices of this box inside an array that covers ``outer``."""
-        return (slice(self.row0 - outer.row0, self.row1 - outer.row0),
-                slice(self.col0 - outer.col0, self.col1 - outer.col0))
+        return (
+            slice(self.row0 - outer.row0, self.row1 - outer.row0),
+            slice(self.col0 - outer.col0, self.col1 - outer.col0),
+        )
 
     def as_list(self) -> list[int]:
         return [self.row0, self.col0, self.row1, self.col1]
@@ -122,13 +128,17 @@ class TileGrid:
         """Split the raster into ``block`` x ``block`` cores (edge cores smaller)."""
         if block < 1:
             raise ValueError(f"block size must be >= 1, got {block}")
-        out = []
+        out: list[Block] = []
         for row0 in range(0, self.height, block):
             for col0 in range(0, self.width, block):
                 core = Box(row0, col0, min(row0 + block, self.height), min(col0 + block, self.width))
                 tiles = self.tiles_touching(core)
-                region = Box(min(t.row0 for t in tiles), min(t.col0 for t in tiles),
-                             max(t.row1 for t in tiles), max(t.col1 for t in tiles))
+                region = Box(
+                    min(t.row0 for t in tiles),
+                    min(t.col0 for t in tiles),
+                    max(t.row1 for t in tiles),
+                    max(t.col1 for t in tiles),
+                )
                 out.append(Block(len(out), core, region, tuple(tiles)))
         return out
 
@@ -151,7 +161,7 @@ def _axis_weights(n: int, flush_start: bool, flush_end: bool) -> np.ndarray:
     if flush_start:
         w[: n // 2] = 1.0
     if flush_end:
-        w[n // 2:] = 1.0
+        w[n // 2 :] = 1.0
     return w.astype(np.float32)
 
 

@@ -16,6 +16,7 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 
+from pipeline.errors import MsafError
 from pipeline.raster.source import PixelSize
 
 STRONG_DISTORTION = 0.02  # a CRS whose metres differ from ground metres by more than 2 % here
@@ -25,8 +26,11 @@ STRONG_DISTORTION = 0.02  # a CRS whose metres differ from ground metres by more
 def _geodesy(wkt: str) -> tuple[Transformer, Geod]:
     crs = ProjCRS.from_wkt(wkt)
     geographic = crs.geodetic_crs
+    if geographic is None:
+        raise MsafError(f"the CRS {crs.name!r} has no geodetic datum: ground units cannot be measured in it")
     transformer = Transformer.from_crs(crs, geographic, always_xy=True)
-    return transformer, Geod(ellps="WGS84") if geographic.ellipsoid is None else geographic.get_geod()
+    geod = geographic.get_geod() if geographic.ellipsoid is not None else None
+    return transformer, geod or Geod(ellps="WGS84")
 
 
 def ground_pixel_size(crs: CRS, transform, col: float, row: float) -> PixelSize:

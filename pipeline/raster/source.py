@@ -69,11 +69,20 @@ class SourceInfo:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "path": self.path, "kind": self.location.kind, "width": self.width, "height": self.height,
+            "path": self.path,
+            "kind": self.location.kind,
+            "width": self.width,
+            "height": self.height,
             "bands": self.count,
-            "dtype": self.dtype, "crs": self.crs.to_string(), "crs_assumed": self.crs_assumed,
-            "transform": list(self.transform)[:6], "nodata": self.nodata, "alpha": self.has_alpha,
-            "compression": self.compression, "block_shape": list(self.block_shapes), "gsd_m": self.gsd_m,
+            "dtype": self.dtype,
+            "crs": self.crs.to_string(),
+            "crs_assumed": self.crs_assumed,
+            "transform": list(self.transform)[:6],
+            "nodata": self.nodata,
+            "alpha": self.has_alpha,
+            "compression": self.compression,
+            "block_shape": list(self.block_shapes),
+            "gsd_m": self.gsd_m,
             "scaling": [list(s) for s in self.scale] if self.scale else None,
             "megapixels": self.width * self.height / 1e6,
         }
@@ -156,15 +165,16 @@ def bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ..
     top = float(data[:, valid].max())
     if np.issubdtype(data.dtype, np.floating) and top <= 1.0:
         return ((0.0, 1.0),) * 3
-    bits = next((b for b in BIT_DEPTHS if top < 2 ** b), BIT_DEPTHS[-1])
-    return ((0.0, float(2 ** bits - 1)),) * 3
+    bits = next((b for b in BIT_DEPTHS if top < 2**b), BIT_DEPTHS[-1])
+    return ((0.0, float(2**bits - 1)),) * 3
 
 
 def _check_readable_tail(ds: rasterio.DatasetReader) -> None:
     """Read the last block: a truncated file fails here, before any work is done."""
     rows, cols = ds.block_shapes[0]
-    window = rasterio.windows.Window(max(0, ds.width - cols), max(0, ds.height - rows),
-                                     min(cols, ds.width), min(rows, ds.height))
+    window = rasterio.windows.Window(
+        max(0, ds.width - cols), max(0, ds.height - rows), min(cols, ds.width), min(rows, ds.height)
+    )
     ds.read(1, window=window)
 
 
@@ -173,17 +183,29 @@ def _check_georeferencing(name: str, ds: rasterio.DatasetReader) -> None:
     transform = ds.transform
     if transform.is_identity:
         if ds.gcps[0]:
-            raise MsafError(f"{name}: georeferenced by ground control points only; warp it to a north-up grid first: "
-                            "gdalwarp -r bilinear -t_srs EPSG:XXXX in.tif out.tif")
-        raise MsafError(f"{name}: no geotransform (pixel positions on the ground are unknown); deliver a "
-                        "georeferenced GeoTIFF (--assume-crs only names the CRS of a georeferenced file)")
+            raise MsafError(
+                f"{name}: georeferenced by ground control points only; warp it to a north-up grid first: "
+                "gdalwarp -r bilinear -t_srs EPSG:XXXX in.tif out.tif"
+            )
+        raise MsafError(
+            f"{name}: no geotransform (pixel positions on the ground are unknown); deliver a "
+            "georeferenced GeoTIFF (--assume-crs only names the CRS of a georeferenced file)"
+        )
     if transform.b != 0 or transform.d != 0:
-        raise MsafError(f"{name}: rotated or skewed geotransform (b={transform.b:g}, d={transform.d:g}); pixel sizes "
-                        "and areas would be wrong - make it north-up first: gdalwarp -r bilinear in.tif out.tif")
+        raise MsafError(
+            f"{name}: rotated or skewed geotransform (b={transform.b:g}, d={transform.d:g}); pixel sizes "
+            "and areas would be wrong - make it north-up first: gdalwarp -r bilinear in.tif out.tif"
+        )
 
 
-def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None = None, *,
-                allow_vrt: bool = False, allow_remote: bool = False) -> SourceInfo:
+def open_source(
+    path: str | Path,
+    scaling: ScalingConfig,
+    assume_crs: str | None = None,
+    *,
+    allow_vrt: bool = False,
+    allow_remote: bool = False,
+) -> SourceInfo:
     """Validate an orthomosaic; every expected problem is one MsafError saying what to do."""
     location = locate(path, allow_vrt=allow_vrt, allow_remote=allow_remote)
     name = location.text
@@ -191,14 +213,18 @@ def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None
         ds_cm = rasterio.open(location.text)
     except RasterioIOError as exc:
         reason = str(exc).replace(name, "").strip(" :")[:100]
-        raise MsafError(f"{name}: cannot open as a raster ({reason}); expected a complete GeoTIFF/COG "
-                        "orthomosaic - is it truncated or another kind of file?") from None
+        raise MsafError(
+            f"{name}: cannot open as a raster ({reason}); expected a complete GeoTIFF/COG "
+            "orthomosaic - is it truncated or another kind of file?"
+        ) from None
     with ds_cm as ds:
         try:
             _check_readable_tail(ds)
         except RasterioError as exc:
-            raise MsafError(f"{name}: cannot read pixel data ({str(exc).splitlines()[0][:120]}); "
-                            "the file looks truncated or corrupt") from None
+            raise MsafError(
+                f"{name}: cannot read pixel data ({str(exc).splitlines()[0][:120]}); "
+                "the file looks truncated or corrupt"
+            ) from None
         crs, assumed = ds.crs, False
         if crs is None:
             if not assume_crs:
@@ -216,7 +242,7 @@ def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None
         if len(set(ds.dtypes)) != 1:
             raise MsafError(f"{name}: bands have mixed data types {ds.dtypes}")
         dtype = ds.dtypes[0]
-        scale = None
+        scale: tuple[tuple[float, float], ...] | None = None
         if dtype != "uint8":
             if scaling.mode == "range":
                 scale = ((scaling.min, scaling.max),) * 3
@@ -225,10 +251,19 @@ def open_source(path: str | Path, scaling: ScalingConfig, assume_crs: str | None
             else:
                 scale = bit_depth_scale(ds)
         return SourceInfo(
-            location=location, width=ds.width, height=ds.height, count=ds.count, dtype=dtype, crs=crs,
-            crs_assumed=assumed, transform=ds.transform, nodata=ds.nodata, has_alpha=has_alpha,
+            location=location,
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtype=dtype,
+            crs=crs,
+            crs_assumed=assumed,
+            transform=ds.transform,
+            nodata=ds.nodata,
+            has_alpha=has_alpha,
             compression=ds.compression.value if ds.compression else None,
-            block_shapes=tuple(ds.block_shapes[0]), gsd_m=ground_sample_distance(crs, ds.transform, ds.height),
+            block_shapes=tuple(ds.block_shapes[0]),
+            gsd_m=ground_sample_distance(crs, ds.transform, ds.height),
             scale=scale,
         )
 
@@ -279,8 +314,10 @@ class BlockReader:
             data = ds.read((1, 2, 3), window=window)
             strip_valid = ds.dataset_mask(window=window) > 0
         except RasterioError as exc:
-            raise MsafError(f"{self.info.path}: read failed at rows {row0}-{row1}, cols {box.col0}-{box.col1} "
-                            f"({str(exc).splitlines()[0][:100]}); file truncated or corrupt?") from None
+            raise MsafError(
+                f"{self.info.path}: read failed at rows {row0}-{row1}, cols {box.col0}-{box.col1} "
+                f"({str(exc).splitlines()[0][:100]}); file truncated or corrupt?"
+            ) from None
         if self.info.scale is not None:
             if np.issubdtype(data.dtype, np.floating):
                 strip_valid &= np.isfinite(data).all(axis=0)
@@ -293,10 +330,14 @@ class BlockReader:
         pixels = np.empty((box.height, box.width, 3), np.uint8)
         valid = np.empty((box.height, box.width), bool)
         # strip edges on multiples of the file's block rows, so no source block is decoded twice
-        edges = [box.row0, *range((box.row0 // self.strip_rows + 1) * self.strip_rows, box.row1, self.strip_rows),
-                 box.row1]
-        futures = [self._pool.submit(self._read_strip, box, pixels, valid, r0, r1)
-                   for r0, r1 in itertools.pairwise(edges)]
+        edges = [
+            box.row0,
+            *range((box.row0 // self.strip_rows + 1) * self.strip_rows, box.row1, self.strip_rows),
+            box.row1,
+        ]
+        futures = [
+            self._pool.submit(self._read_strip, box, pixels, valid, r0, r1) for r0, r1 in itertools.pairwise(edges)
+        ]
         for future in futures:
             future.result()
         return pixels, valid

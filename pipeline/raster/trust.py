@@ -21,8 +21,13 @@ from pipeline.errors import MsafError
 os.environ.setdefault("GDAL_VRT_ENABLE_RAWRASTERBAND", "NO")
 os.environ.setdefault("GDAL_VRT_ENABLE_PYTHON", "NO")
 
-URL_PREFIXES = {"http://": "/vsicurl/", "https://": "/vsicurl/", "s3://": "/vsis3/", "gs://": "/vsigs/",
-                "az://": "/vsiaz/"}
+URL_PREFIXES = {
+    "http://": "/vsicurl/",
+    "https://": "/vsicurl/",
+    "s3://": "/vsis3/",
+    "gs://": "/vsigs/",
+    "az://": "/vsiaz/",
+}
 VIRTUAL = re.compile(r"^/vsi[a-z0-9_]+/|^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 FORBIDDEN_BAND_KINDS = {"VRTRawRasterBand", "VRTDerivedRasterBand"}
 MAX_VRT_DEPTH = 4
@@ -53,7 +58,7 @@ def gdal_path(text: str) -> str:
     """``https://...`` -> ``/vsicurl/https://...``, ``s3://b/k`` -> ``/vsis3/b/k``; other text unchanged."""
     for prefix, vsi in URL_PREFIXES.items():
         if text.lower().startswith(prefix):
-            return vsi + (text if vsi == "/vsicurl/" else text[len(prefix):])
+            return vsi + (text if vsi == "/vsicurl/" else text[len(prefix) :])
     return text
 
 
@@ -80,8 +85,10 @@ def vrt_sources(path: Path, allow_remote: bool, depth: int = 0) -> list[Path]:
     for band in root.iter("VRTRasterBand"):
         kind = band.get("subClass")
         if kind in FORBIDDEN_BAND_KINDS:
-            raise MsafError(f"{path}: VRT band of kind {kind} is not read (it can expose arbitrary file bytes or "
-                            "run code); make a GeoTIFF with gdal_translate from a trusted source instead")
+            raise MsafError(
+                f"{path}: VRT band of kind {kind} is not read (it can expose arbitrary file bytes or "
+                "run code); make a GeoTIFF with gdal_translate from a trusted source instead"
+            )
     if next(root.iter("PixelFunctionCode"), None) is not None:
         raise MsafError(f"{path}: VRT with embedded pixel-function code is not read")
     sources = []
@@ -91,8 +98,9 @@ def vrt_sources(path: Path, allow_remote: bool, depth: int = 0) -> list[Path]:
             continue
         if is_virtual(text):
             if not allow_remote:
-                raise MsafError(f"{path}: VRT source {text[:80]} is a network or virtual file; pass --allow-remote "
-                                "to read it")
+                raise MsafError(
+                    f"{path}: VRT source {text[:80]} is a network or virtual file; pass --allow-remote to read it"
+                )
             continue
         source = Path(text)
         if element.get("relativeToVRT") == "1" or not source.is_absolute():
@@ -110,8 +118,10 @@ def locate(text: str | os.PathLike[str], *, allow_vrt: bool = False, allow_remot
     text = os.fspath(text)
     if is_virtual(text):
         if not allow_remote:
-            raise MsafError(f"{text[:100]}: network and GDAL virtual-file inputs are not read by default; pass "
-                            "--allow-remote (or survey.allow_remote: true) if you trust the source")
+            raise MsafError(
+                f"{text[:100]}: network and GDAL virtual-file inputs are not read by default; pass "
+                "--allow-remote (or survey.allow_remote: true) if you trust the source"
+            )
         return RasterLocation(gdal_path(text), "remote")
     path = Path(text)
     if not path.exists():
@@ -120,8 +130,10 @@ def locate(text: str | os.PathLike[str], *, allow_vrt: bool = False, allow_remot
         raise MsafError(f"{path}: not a regular file; expected a GeoTIFF/COG orthomosaic")
     if _looks_like_vrt(path):
         if not allow_vrt:
-            raise MsafError(f"{path}: VRT inputs are not read by default (a VRT can point at any file); pass "
-                            "--allow-vrt if you trust it, or make a GeoTIFF with gdal_translate")
+            raise MsafError(
+                f"{path}: VRT inputs are not read by default (a VRT can point at any file); pass "
+                "--allow-vrt if you trust it, or make a GeoTIFF with gdal_translate"
+            )
         vrt_sources(path, allow_remote)
         return RasterLocation(text, "vrt")
     return RasterLocation(text, "file")

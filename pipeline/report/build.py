@@ -11,6 +11,7 @@ import pandas as pd
 import rasterio
 
 from pipeline import styles
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
@@ -22,46 +23,35 @@ from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, ope
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
 from pipeline.survey_folder import exclusive
+from pipeline.survey_record import SurveyRecord, read_survey_record
 
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
-def read_survey_record(survey_dir: Path) -> dict[str, Any]:
-    """survey.json ({} when absent: the mask's own tags then serve); a damaged one is one clear line."""
-    path = survey_dir / "survey.json"
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise MsafError(f"{path} is corrupt ({str(exc)[:80]}); rerun `msaf survey` (finished blocks are reused) "
-                        "or delete it to report from the mask alone") from None
-    if not isinstance(record, dict) or not isinstance(record.get("input", {}), dict) \
-            or not isinstance(record.get("model", {}), dict):
-        raise MsafError(f"{path} is not a survey record; rerun `msaf survey` or delete it")
-    return record
-
-
-def _gpkg_metadata(record: dict[str, Any]) -> dict[str, str]:
+def _gpkg_metadata(record: SurveyRecord | None, job: dict[str, Any]) -> dict[str, str]:
     """Job details and provenance as GeoPackage metadata (GIS clients show it with the file)."""
-    model = record.get("model", {})
-    meta = {f"job_{key}": value for key, value in (record.get("job") or {}).items()}
-    meta |= {"source": str(record.get("input", {}).get("path", "")),
-             "processed_utc": str(record.get("created_utc", "")),
-             "model": f"{model.get('name', '')} sha256 {model.get('sha256', '')}",
-             "software": f"msaf-pipeline {record.get('software_version', '')}"}
+    meta = {f"job_{key}": str(value) for key, value in job.items()}
+    if record:
+        meta |= {
+            "source": record.input.path,
+            "processed_utc": record.created_utc,
+            "model": f"{record.model.name} sha256 {record.model.sha256}",
+            "software": f"msaf-pipeline {record.software_version}",
+        }
     return {k: v for k, v in meta.items() if v}
 
 
-def check_same_run(survey_dir: Path, record: dict[str, Any]) -> None:
+def check_same_run(survey_dir: Path, record: SurveyRecord | None) -> None:
     """mask.tif, confidence.tif and survey.json must come from one run, on one grid."""
     mask_path, confidence_path = survey_dir / "mask.tif", survey_dir / "confidence.tif"
     with open_mask(mask_path) as mask:
         created = mask.tags().get("MSAF_CREATED_UTC")
         grid = (mask.width, mask.height, mask.transform, mask.crs)
-    if record.get("created_utc") and created and record["created_utc"] != created:
-        raise MsafError(f"{survey_dir}: mask.tif ({created}) and survey.json ({record['created_utc']}) come from "
-                        "different runs; rerun `msaf survey` into this folder")
+    if record and created and record.created_utc != created:
+        raise MsafError(
+            f"{survey_dir}: mask.tif ({created}) and survey.json ({record.created_utc}) come from "
+            "different runs; rerun `msaf survey` into this folder"
+        )
     if confidence_path.is_file():
         try:
             with rasterio.open(confidence_path) as confidence:
@@ -69,21 +59,23 @@ def check_same_run(survey_dir: Path, record: dict[str, Any]) -> None:
         except rasterio.errors.RasterioIOError:
             raise MsafError(f"{confidence_path}: not a readable raster; rerun `msaf survey`") from None
         if other != grid:
-            raise MsafError(f"{survey_dir}: confidence.tif ({other[0]}x{other[1]} px) is not on the grid of mask.tif "
-                            f"({grid[0]}x{grid[1]} px); they come from different runs - rerun `msaf survey`")
+            raise MsafError(
+                f"{survey_dir}: confidence.tif ({other[0]}x{other[1]} px) is not on the grid of mask.tif "
+                f"({grid[0]}x{grid[1]} px); they come from different runs - rerun `msaf survey`"
+            )
 
 
-def class_names_of(mask_path: Path, record: dict[str, Any]) -> list[str]:
+def class_names_of(mask_path: Path, record: SurveyRecord | None) -> list[str]:
     """Class names from survey.json, else from the mask's provenance tag, else generic names."""
-    if names := record.get("model", {}).get("classes"):
-        return list(names)
+    if record:
+        return list(record.model.classes)
     with open_mask(mask_path) as mask:
         if tag := mask.tags().get("MSAF_CLASSES"):
             return list(json.loads(tag))
         top = 1
         for _, window in mask.block_windows(1):  # block by block: never the whole mask in memory
             values = mask.read(1, window=window)
-            values = values[values != 255]
+            values = values[values != NO_CLASS]
             if values.size:
                 top = max(top, int(values.max()))
     return ["background", *(f"class_{i}" for i in range(1, top + 1))]
@@ -95,18 +87,21 @@ def _table_html(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, float_format="{:,.4g}".format, formatters=precise, na_rep="")
 
 
-def _provenance(record: dict[str, Any], mask_path: Path) -> dict[str, Any]:
+def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
     if not record:
         with rasterio.open(mask_path) as mask:
             return {k.removeprefix("MSAF_").lower(): v for k, v in mask.tags().items() if k.startswith("MSAF_")}
-    source, model = record.get("input", {}), record.get("model", {})
+    source, model = record.input, record.model
     return {
-        "source": source.get("path"), "source fingerprint": source.get("fingerprint"),
-        "size": f"{source.get('width')} x {source.get('height')} px, {source.get('crs')}",
-        "ground sample distance": f"{source.get('gsd_m', 0) * 1000:.3g} mm",
-        "model": f"{model.get('name')} ({model.get('preset')}), sha256 {model.get('sha256')}",
-        "tiling": json.dumps(record.get("tiling")), "device": record.get("device"),
-        "software": record.get("software_version"), "processed (UTC)": record.get("created_utc"),
+        "source": source.path,
+        "source fingerprint": source.fingerprint,
+        "size": f"{source.width} x {source.height} px, {source.crs}",
+        "ground sample distance": f"{(source.gsd_m or 0) * 1000:.3g} mm",
+        "model": f"{model.name} ({model.preset}), sha256 {model.sha256}",
+        "tiling": json.dumps(record.tiling.model_dump()),
+        "device": record.device,
+        "software": record.software_version,
+        "processed (UTC)": record.created_utc,
     }
 
 
@@ -114,24 +109,45 @@ def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -
     """What the GSD can resolve, how widths were measured, and a warning where the CRS distorts scale."""
     notes = []
     if tables.scale_error > STRONG_DISTORTION:
-        notes.append(("warning", f"The mask's CRS distorts scale by up to {tables.scale_error:.1%} at these defects "
-                                 "(e.g. Web Mercator); lengths, widths and areas are corrected to ground units "
-                                 "(geodesic), but deliver orthomosaics in a local projected CRS (UTM) where you can."))
+        notes.append(
+            (
+                "warning",
+                f"The mask's CRS distorts scale by up to {tables.scale_error:.1%} at these defects "
+                "(e.g. Web Mercator); lengths, widths and areas are corrected to ground units "
+                "(geodesic), but deliver orthomosaics in a local projected CRS (UTM) where you can.",
+            )
+        )
     low, high = cfg.severity.crack_width_mm
     resolved = [f"{t:g} mm: {'yes' if gsd_mm <= t else 'no'}" for t in (low, high)]
-    notes.append(("note", f"GSD {gsd_mm:.3g} mm. A crack-width threshold can be rated from pixels when the GSD "
-                          f"is at or below it ({', '.join(resolved)}); cracks measured narrower than one pixel "
-                          "where the lowest threshold cannot be resolved are reported as \"below resolution\"."))
+    notes.append(
+        (
+            "note",
+            f"GSD {gsd_mm:.3g} mm. A crack-width threshold can be rated from pixels when the GSD "
+            f"is at or below it ({', '.join(resolved)}); cracks measured narrower than one pixel "
+            'where the lowest threshold cannot be resolved are reported as "below resolution".',
+        )
+    )
     methods = tables.defects["width_method"].dropna().value_counts().to_dict() if len(tables.defects) else {}
     if methods.get("mask"):
-        notes.append(("warning", f"{methods['mask']} crack width(s) come from the mask, not the image (no "
-                                 "orthomosaic, or no contrast): masks are wider than cracks, so these widths "
-                                 "and their severities overstate. Re-run `msaf report DIR --image ORTHO.tif`."))
+        notes.append(
+            (
+                "warning",
+                f"{methods['mask']} crack width(s) come from the mask, not the image (no "
+                "orthomosaic, or no contrast): masks are wider than cracks, so these widths "
+                "and their severities overstate. Re-run `msaf report DIR --image ORTHO.tif`.",
+            )
+        )
     return notes
 
 
-def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cfg: ReportConfig,
-               ortho: Path | None = None) -> Page:
+def build_page(
+    tables: DefectTables,
+    record: SurveyRecord | None,
+    mask_path: Path,
+    cfg: ReportConfig,
+    ortho: Path | None = None,
+    job: dict[str, Any] | None = None,
+) -> Page:
     """The report page; the picture comes from ``ortho`` (already checked by ``survey_image``), if any."""
     defects = tables.defects
     with rasterio.open(mask_path) as mask:
@@ -142,58 +158,110 @@ def build_page(tables: DefectTables, record: dict[str, Any], mask_path: Path, cf
     classes = sorted(set(defects["class"])) if len(defects) else []
     class_colours = styles.class_colours(classes)
     page = Page(
-        title=f"Defect report: {Path(str(record.get('input', {}).get('path') or mask_path.parent)).name}",
+        title=f"Defect report: {Path(record.input.path if record else mask_path.parent).name}",
         subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
-                 f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
-        overview=figures.overview_map(ortho, bounds, defects, "severity", styles.SEVERITY_COLOURS,
-                                      metres_per_unit, "Defects by severity"),
+        f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
+        overview=figures.overview_map(
+            ortho, bounds, defects, "severity", styles.SEVERITY_COLOURS, metres_per_unit, "Defects by severity"
+        ),
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
-        job=job_rows(record.get("job") or {}),
+        job=job_rows(job if job is not None else record.job if record else {}),
     )
-    if record.get("gsd_warning"):  # e.g. a 0.5 m/px orthophoto: every length and width below is meaningless
-        page.notes.append(("warning", f"{record['gsd_warning']}. Lengths, widths and severities in this report "
-                                      "are not reliable at this ground sample distance."))
+    if record and record.gsd_warning:  # e.g. a 0.5 m/px orthophoto: every length and width below is meaningless
+        page.notes.append(
+            (
+                "warning",
+                f"{record.gsd_warning}. Lengths, widths and severities in this report "
+                "are not reliable at this ground sample distance.",
+            )
+        )
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
-        page.tables.append(("Not defects (joints and other built lines; not counted or rated)",
-                            _table_html(context.reset_index())))
+        page.tables.append(
+            ("Not defects (joints and other built lines; not counted or rated)", _table_html(context.reset_index()))
+        )
     if not len(defects):
         return page
-    per_class = defects.groupby("class").agg(count=("defect_id", "size"), area_m2=("area_m2", "sum"),
-                                             length_m=("length_m", "sum"), max_width_mm=("max_width_mm", "max"),
-                                             mean_confidence=("mean_confidence", "mean")).reset_index()
+    per_class = (
+        defects.groupby("class")
+        .agg(
+            count=("defect_id", "size"),
+            area_m2=("area_m2", "sum"),
+            length_m=("length_m", "sum"),
+            max_width_mm=("max_width_mm", "max"),
+            mean_confidence=("mean_confidence", "mean"),
+        )
+        .reset_index()
+    )
     per_severity = tables.summary[tables.summary["count"] > 0]
     page.tables += [("Per class", _table_html(per_class)), ("Per class and severity", _table_html(per_severity))]
     ranked = defects.assign(rank=defects["severity"].map(SEVERITY_RANK)).sort_values(
-        ["rank", "area_m2"], ascending=False)
-    columns = ["defect_id", "class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm",
-               "orientation_deg", "mean_confidence", "lon", "lat"]
+        ["rank", "area_m2"], ascending=False
+    )
+    columns = [
+        "defect_id",
+        "class",
+        "severity",
+        "area_m2",
+        "length_m",
+        "mean_width_mm",
+        "max_width_mm",
+        "orientation_deg",
+        "mean_confidence",
+        "lon",
+        "lat",
+    ]
     page.tables.append(("Most severe defects", _table_html(ranked[columns].head(25))))
     if class_colours and len(class_colours) > 1:
-        page.figures.append(("defects by class", figures.overview_map(
-            ortho, bounds, defects, "class", class_colours, metres_per_unit, "Defects by class")))
+        page.figures.append(
+            (
+                "defects by class",
+                figures.overview_map(
+                    ortho, bounds, defects, "class", class_colours, metres_per_unit, "Defects by class"
+                ),
+            )
+        )
     cracks = defects[defects["class"].isin(cfg.crack_classes)]
     if len(cracks):
-        page.figures.append(("crack width histogram", figures.histogram(
-            cracks["mean_width_mm"].to_numpy(), "mean crack width (mm)", "Crack widths")))
+        page.figures.append(
+            (
+                "crack width histogram",
+                figures.histogram(cracks["mean_width_mm"].to_numpy(), "mean crack width (mm)", "Crack widths"),
+            )
+        )
         lengths = [float(cracks.loc[cracks["severity"] == s, "length_m"].sum()) for s in SEVERITIES]
-        page.figures.append(("crack length by severity", figures.bars(
-            list(SEVERITIES), lengths, "crack length (m)", "Crack length by severity",
-            [styles.SEVERITY_COLOURS[s] for s in SEVERITIES])))
+        page.figures.append(
+            (
+                "crack length by severity",
+                figures.bars(
+                    list(SEVERITIES),
+                    lengths,
+                    "crack length (m)",
+                    "Crack length by severity",
+                    [styles.SEVERITY_COLOURS[s] for s in SEVERITIES],
+                ),
+            )
+        )
     margin = 32 * pixel_units  # context around each chip
     for _, row in ranked.head(cfg.chips).iterrows():
-        png = figures.chip(ortho, row.geometry, margin, f"#{row.defect_id} {row['class']} ({row.severity})",
-                           styles.SEVERITY_COLOURS[row.severity])
+        png = figures.chip(
+            ortho,
+            row.geometry,
+            margin,
+            f"#{row.defect_id} {row['class']} ({row.severity})",
+            styles.SEVERITY_COLOURS[row.severity],
+        )
         if png:
-            detail = f"{row.area_m2:.3g} m²" + (f", {row.length_m:.3g} m long, max {row.max_width_mm:.2g} mm wide"
-                                               if not np.isnan(row.length_m) else "")
+            detail = f"{row.area_m2:.3g} m²" + (
+                f", {row.length_m:.3g} m long, max {row.max_width_mm:.2g} mm wide" if not np.isnan(row.length_m) else ""
+            )
             page.chips.append((int(row.defect_id), png, f"#{row.defect_id} {row['class']}, {row.severity}: {detail}"))
     return page
 
 
-def survey_image(record: dict[str, Any], image: Path | None) -> Path | None:
+def survey_image(record: SurveyRecord | None, image: Path | None) -> Path | None:
     """The orthomosaic crack widths and pictures come from: the one given, else the survey's input if still there.
 
     Both pass the survey's input policy (``pipeline.raster.trust``): a report never reads a file a
@@ -202,18 +270,19 @@ def survey_image(record: dict[str, Any], image: Path | None) -> Path | None:
     if image is not None:
         location = locate(image, allow_vrt=True)
         return Path(location.text)
-    source = record.get("input", {}).get("path")
+    source = record.input.path if record else None
     if not source or is_virtual(source):
         return None
     try:
-        location = locate(source, allow_vrt=record.get("input", {}).get("kind") == "vrt")
+        location = locate(source, allow_vrt=record is not None and record.input.kind == "vrt")
     except MsafError:
         return None
     return Path(location.text)
 
 
-def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None,
-                  job: dict[str, str] | None = None) -> dict[str, Any]:
+def report_survey(
+    survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None, job: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns a summary.
 
     Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
@@ -235,18 +304,24 @@ def report_survey(survey_dir: str | Path, cfg: ReportConfig, image: Path | None 
 def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str]) -> dict[str, Any]:
     mask_path = survey_dir / "mask.tif"
     record = read_survey_record(survey_dir)
-    record = record | {"job": (record.get("job") or {}) | job}
+    job = (record.job if record else {}) | job
     check_same_run(survey_dir, record)
     class_names = class_names_of(mask_path, record)
     ortho = survey_image(record, image)
     tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
-    outputs = write_tables(survey_dir, tables, _gpkg_metadata(record))
-    page = build_page(tables, record, mask_path, cfg, ortho)
+    outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job))
+    page = build_page(tables, record, mask_path, cfg, ortho, job)
     with atomic_output(survey_dir / "report.html") as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}
-    context = tables.non_defects.groupby("class").size().to_dict() if tables.non_defects is not None and len(
-        tables.non_defects) else {}
-    return {"defects": len(tables.defects), "by_class": {k: int(v) for k, v in counts.items()},
-            "non_defects": {k: int(v) for k, v in context.items()},
-            "outputs": outputs | {"html": "report.html"}}
+    context = (
+        tables.non_defects.groupby("class").size().to_dict()
+        if tables.non_defects is not None and len(tables.non_defects)
+        else {}
+    )
+    return {
+        "defects": len(tables.defects),
+        "by_class": {k: int(v) for k, v in counts.items()},
+        "non_defects": {k: int(v) for k, v in context.items()},
+        "outputs": outputs | {"html": "report.html"},
+    }

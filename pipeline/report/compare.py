@@ -39,9 +39,10 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.raster.source import linear_unit_m
 from pipeline.report import figures
-from pipeline.report.build import read_survey_record, report_survey, survey_image
+from pipeline.report.build import report_survey, survey_image
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
+from pipeline.survey_record import read_survey_record
 
 NOT_FOUND = "not found (repaired?)"
 STATUSES = ("new", "extended", "widened", "grown", "unchanged", "shrunk", NOT_FOUND)
@@ -114,8 +115,14 @@ def _covered(lines: gpd.GeoDataFrame, other: gpd.GeoDataFrame, distance: float) 
     return np.divide(inside, lengths, out=np.ones_like(lengths), where=lengths > 0)
 
 
-def _crack_rows(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, old_lines: gpd.GeoDataFrame,
-                new_lines: gpd.GeoDataFrame, cfg: ReportConfig, crs: pyproj.CRS) -> list[dict]:
+def _crack_rows(
+    old: gpd.GeoDataFrame,
+    new: gpd.GeoDataFrame,
+    old_lines: gpd.GeoDataFrame,
+    new_lines: gpd.GeoDataFrame,
+    cfg: ReportConfig,
+    crs: pyproj.CRS,
+) -> list[dict]:
     """Per new crack: new / extended / widened / unchanged; per cluster of lost old cracks: not found."""
     units = 1 / linear_unit_m(crs)
     distance = cfg.match_distance_m * units
@@ -128,8 +135,17 @@ def _crack_rows(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, old_lines: gpd.Geo
         matched_m = float((pieces["length_m"] * pieces["covered"]).sum())
         added_m = float((pieces["length_m"] * (1 - pieces["covered"])).sum())
         followed = gpd.GeoDataFrame(pieces[pieces["covered"] > 0.5], crs=crs)
-        near = gpd.sjoin_nearest(followed, old_lines[["defect_id", "width_mm", "geometry"]], max_distance=distance,
-                                 lsuffix="new", rsuffix="old") if len(followed) and len(old_lines) else followed
+        near = (
+            gpd.sjoin_nearest(
+                followed,
+                old_lines[["defect_id", "width_mm", "geometry"]],
+                max_distance=distance,
+                lsuffix="new",
+                rsuffix="old",
+            )
+            if len(followed) and len(old_lines)
+            else followed
+        )
         olds = old[old["defect_id"].isin(near.get("defect_id_old", pd.Series(dtype=int)))]
         widening = float(np.median(near["width_mm_new"] - near["width_mm_old"])) if "width_mm_old" in near else 0.0
         old_width = float(np.median(near["width_mm_old"])) if "width_mm_old" in near else np.nan
@@ -141,40 +157,83 @@ def _crack_rows(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, old_lines: gpd.Geo
             status = "widened"
         else:
             status = "unchanged"
-        rows.append(_crack_row(status, crack, olds, added_m if status != "new" else matched_m + added_m, widening,
-                               crack.geometry.union_all()))
-    lost = old[old["defect_id"].isin(old_lines.groupby("defect_id").filter(
-        lambda p: float((p["length_m"] * p["covered"]).sum()) < floor_m)["defect_id"])]
+        rows.append(
+            _crack_row(
+                status,
+                crack,
+                olds,
+                added_m if status != "new" else matched_m + added_m,
+                widening,
+                crack.geometry.union_all(),
+            )
+        )
+    lost = old[
+        old["defect_id"].isin(
+            old_lines.groupby("defect_id").filter(lambda p: float((p["length_m"] * p["covered"]).sum()) < floor_m)[
+                "defect_id"
+            ]
+        )
+    ]
     if len(lost):
-        touching = gpd.sjoin(gpd.GeoDataFrame(lost, crs=crs).set_geometry(lost.buffer(distance)), lost,
-                             predicate="intersects", lsuffix="a", rsuffix="b")
+        touching = gpd.sjoin(
+            gpd.GeoDataFrame(lost, crs=crs).set_geometry(lost.buffer(distance)),
+            lost,
+            predicate="intersects",
+            lsuffix="a",
+            rsuffix="b",
+        )
         position = {index: i for i, index in enumerate(lost.index)}
-        graph = coo_matrix((np.ones(len(touching)), ([position[i] for i in touching.index],
-                                                     [position[i] for i in touching["index_b"]])),
-                           shape=(len(lost), len(lost)))
+        graph = coo_matrix(
+            (
+                np.ones(len(touching)),
+                ([position[i] for i in touching.index], [position[i] for i in touching["index_b"]]),
+            ),
+            shape=(len(lost), len(lost)),
+        )
         _, cluster = connected_components(graph, directed=False)
         for group in np.unique(cluster):
             members = lost.iloc[np.nonzero(cluster == group)[0]]
-            rows.append(_crack_row(NOT_FOUND, members.iloc[0:0], members, -float(members["length_m"].sum()),
-                                   np.nan, members.geometry.union_all()))
+            rows.append(
+                _crack_row(
+                    NOT_FOUND,
+                    members.iloc[0:0],
+                    members,
+                    -float(members["length_m"].sum()),
+                    np.nan,
+                    members.geometry.union_all(),
+                )
+            )
     return rows
 
 
-def _crack_row(status: str, news: pd.DataFrame, olds: pd.DataFrame, delta_length: float, widening: float,
-               geometry) -> dict:
-    return {"status": status, "class": (news if len(news) else olds)["class"].iloc[0],
-            "old_ids": ",".join(str(i) for i in olds["defect_id"]),
-            "new_ids": ",".join(str(i) for i in news["defect_id"]),
-            "old_area_m2": _total(olds, "area_m2"), "new_area_m2": _total(news, "area_m2"),
-            "old_length_m": _total(olds, "length_m"), "new_length_m": _total(news, "length_m"),
-            "old_max_width_mm": _widest(olds), "new_max_width_mm": _widest(news),
-            "delta_area_m2": _total(news, "area_m2") - _total(olds, "area_m2"),
-            "delta_length_m": delta_length, "delta_max_width_mm": widening, "geometry": geometry}
+def _crack_row(
+    status: str, news: pd.DataFrame, olds: pd.DataFrame, delta_length: float, widening: float, geometry
+) -> dict:
+    return {
+        "status": status,
+        "class": (news if len(news) else olds)["class"].iloc[0],
+        "old_ids": ",".join(str(i) for i in olds["defect_id"]),
+        "new_ids": ",".join(str(i) for i in news["defect_id"]),
+        "old_area_m2": _total(olds, "area_m2"),
+        "new_area_m2": _total(news, "area_m2"),
+        "old_length_m": _total(olds, "length_m"),
+        "new_length_m": _total(news, "length_m"),
+        "old_max_width_mm": _widest(olds),
+        "new_max_width_mm": _widest(news),
+        "delta_area_m2": _total(news, "area_m2") - _total(olds, "area_m2"),
+        "delta_length_m": delta_length,
+        "delta_max_width_mm": widening,
+        "geometry": geometry,
+    }
 
 
-def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfig,
-                  old_lines: gpd.GeoDataFrame | None = None,
-                  new_lines: gpd.GeoDataFrame | None = None) -> gpd.GeoDataFrame:
+def match_defects(
+    old: gpd.GeoDataFrame,
+    new: gpd.GeoDataFrame,
+    cfg: ReportConfig,
+    old_lines: gpd.GeoDataFrame | None = None,
+    new_lines: gpd.GeoDataFrame | None = None,
+) -> gpd.GeoDataFrame:
     """One row per change, with its status and measures, in the working CRS.
 
     Cracks are compared along their centreline segments (``old_lines``/``new_lines``, the
@@ -186,17 +245,26 @@ def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfi
     if old_lines is not None and new_lines is not None:
         cracks_old = old_w["class"].isin(cfg.crack_classes)
         cracks_new = new_w["class"].isin(cfg.crack_classes)
-        crack_rows = _crack_rows(old_w[cracks_old], new_w[cracks_new], old_lines.to_crs(crs),
-                                 new_lines.to_crs(crs), cfg, crs)
+        crack_rows = _crack_rows(
+            old_w[cracks_old], new_w[cracks_new], old_lines.to_crs(crs), new_lines.to_crs(crs), cfg, crs
+        )
         old_w = old_w[~cracks_old].reset_index(drop=True)
         new_w = new_w[~cracks_new].reset_index(drop=True)
     units_per_metre = 1 / linear_unit_m(crs)
-    near = gpd.sjoin(new_w.set_geometry(new_w.buffer(cfg.match_distance_m * units_per_metre)),
-                     old_w, how="inner", predicate="intersects", lsuffix="new", rsuffix="old")
+    near = gpd.sjoin(
+        new_w.set_geometry(new_w.buffer(cfg.match_distance_m * units_per_metre)),
+        old_w,
+        how="inner",
+        predicate="intersects",
+        lsuffix="new",
+        rsuffix="old",
+    )
     near = near[near["class_new"] == near["class_old"]]
     n_old, n_new = len(old_w), len(new_w)
-    graph = coo_matrix((np.ones(len(near)), (near.index.to_numpy() + n_old, near["index_old"].to_numpy())),
-                       shape=(n_old + n_new, n_old + n_new))
+    graph = coo_matrix(
+        (np.ones(len(near)), (near.index.to_numpy() + n_old, near["index_old"].to_numpy())),
+        shape=(n_old + n_new, n_old + n_new),
+    )
     _, group_of = connected_components(graph, directed=False)
     rows = []
     for group in np.unique(group_of):
@@ -207,22 +275,29 @@ def match_defects(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame, cfg: ReportConfi
         is_crack = name in cfg.crack_classes
         status = _status(olds, news, is_crack, cfg.change_tolerance)
 
-        row = {"status": status, "class": name,
-               "old_ids": ",".join(str(i) for i in olds["defect_id"]),
-               "new_ids": ",".join(str(i) for i in news["defect_id"]),
-               "old_area_m2": _total(olds, "area_m2"), "new_area_m2": _total(news, "area_m2"),
-               "old_length_m": _total(olds, "length_m") if is_crack else np.nan,
-               "new_length_m": _total(news, "length_m") if is_crack else np.nan,
-               "old_max_width_mm": _widest(olds) if is_crack else np.nan,
-               "new_max_width_mm": _widest(news) if is_crack else np.nan,
-               "geometry": reference.geometry.union_all()}
+        row = {
+            "status": status,
+            "class": name,
+            "old_ids": ",".join(str(i) for i in olds["defect_id"]),
+            "new_ids": ",".join(str(i) for i in news["defect_id"]),
+            "old_area_m2": _total(olds, "area_m2"),
+            "new_area_m2": _total(news, "area_m2"),
+            "old_length_m": _total(olds, "length_m") if is_crack else np.nan,
+            "new_length_m": _total(news, "length_m") if is_crack else np.nan,
+            "old_max_width_mm": _widest(olds) if is_crack else np.nan,
+            "new_max_width_mm": _widest(news) if is_crack else np.nan,
+            "geometry": reference.geometry.union_all(),
+        }
         row["delta_area_m2"] = row["new_area_m2"] - row["old_area_m2"]
         row["delta_length_m"] = row["new_length_m"] - row["old_length_m"]
         row["delta_max_width_mm"] = row["new_max_width_mm"] - row["old_max_width_mm"]
         rows.append(row)
     rows = crack_rows + rows
-    changes = gpd.GeoDataFrame(rows, geometry="geometry", crs=crs) if rows else gpd.GeoDataFrame(
-        {"status": [], "class": []}, geometry=gpd.GeoSeries([], crs=crs))
+    changes = (
+        gpd.GeoDataFrame(rows, geometry="geometry", crs=crs)
+        if rows
+        else gpd.GeoDataFrame({"status": [], "class": []}, geometry=gpd.GeoSeries([], crs=crs))
+    )
     if len(changes):
         order = changes["status"].map({s: i for i, s in enumerate(STATUSES)})
         changes = changes.assign(_o=order, _y=-changes.geometry.bounds["maxy"], _x=changes.geometry.bounds["minx"])
@@ -244,8 +319,9 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``."""
     old_dir, new_dir, out_dir = Path(old_dir), Path(new_dir), Path(out_dir)
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
-    changes = match_defects(old, new, cfg, load_defects(old_dir, cfg, "crack_centerlines"),
-                            load_defects(new_dir, cfg, "crack_centerlines"))
+    changes = match_defects(
+        old, new, cfg, load_defects(old_dir, cfg, "crack_centerlines"), load_defects(new_dir, cfg, "crack_centerlines")
+    )
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,18 +343,36 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     page = Page(
         title=f"Change report: {old_dir.name} → {new_dir.name}",
         subtitle=", ".join(f"{row['count']} {row['status']}" for _, row in summary.iterrows()),
-        overview=figures.overview_map(ortho if same_crs else None, bounds, changes, "status",
-                                      styles.STATUS_COLOURS, units, "Changes since the previous survey"),
-        has_defects=bool(len(changes)), tables=[("Summary", summary.to_html(index=False, border=0))],
-        provenance={"old survey": str(old_dir), "new survey": str(new_dir), "working CRS": changes.crs.to_string(),
-                    "match distance": f"{cfg.match_distance_m} m", "change tolerance": f"{cfg.change_tolerance:.0%}"},
+        overview=figures.overview_map(
+            ortho if same_crs else None,
+            bounds,
+            changes,
+            "status",
+            styles.STATUS_COLOURS,
+            units,
+            "Changes since the previous survey",
+        ),
+        has_defects=bool(len(changes)),
+        tables=[("Summary", summary.to_html(index=False, border=0))],
+        provenance={
+            "old survey": str(old_dir),
+            "new survey": str(new_dir),
+            "working CRS": changes.crs.to_string(),
+            "match distance": f"{cfg.match_distance_m} m",
+            "change tolerance": f"{cfg.change_tolerance:.0%}",
+        },
     )
     if len(changes):
         columns = [c for c in changes.columns if c != "geometry"]
-        page.tables.append(("Changes", pd.DataFrame(changes[columns]).to_html(
-            index=False, border=0, float_format="{:,.4g}".format, na_rep="")))
+        page.tables.append(
+            (
+                "Changes",
+                pd.DataFrame(changes[columns]).to_html(index=False, border=0, float_format="{:,.4g}".format, na_rep=""),
+            )
+        )
     with atomic_output(out_dir / "report.html") as tmp:
         tmp.write_text(page.render())
-    return {"changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
-            "outputs": ["changes.gpkg", "changes.geojson", "changes.csv", "report.html"]}
-
+    return {
+        "changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
+        "outputs": ["changes.gpkg", "changes.geojson", "changes.csv", "report.html"],
+    }

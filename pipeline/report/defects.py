@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -23,10 +24,25 @@ BELOW_RESOLUTION = "below resolution"
 SEVERITIES = (BELOW_RESOLUTION, "low", "medium", "high")
 MIN_RESOLVED_PX = 1.0  # narrower than a pixel: the width is an estimate, not a rating
 DEFECT_COLUMNS = [
-    "defect_id", "class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm", "width_method",
+    "defect_id",
+    "class",
+    "severity",
+    "area_m2",
+    "length_m",
+    "mean_width_mm",
+    "max_width_mm",
+    "width_method",
     "orientation_deg",
-    "mean_confidence", "pixels", "centroid_x", "centroid_y", "lon", "lat", "bbox_minx", "bbox_miny",
-    "bbox_maxx", "bbox_maxy",
+    "mean_confidence",
+    "pixels",
+    "centroid_x",
+    "centroid_y",
+    "lon",
+    "lat",
+    "bbox_minx",
+    "bbox_miny",
+    "bbox_maxx",
+    "bbox_maxy",
 ]
 CENTERLINE_COLUMNS = ["defect_id", "segment", "length_m", "width_mm", "width_method", "geometry"]
 
@@ -55,9 +71,15 @@ def summarise(defects: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
     for name in class_names:
         for severity in SEVERITIES:
             subset = defects[(defects["class"] == name) & (defects["severity"] == severity)]
-            rows.append({"class": name, "severity": severity, "count": len(subset),
-                         "area_m2": float(subset["area_m2"].sum()),
-                         "length_m": float(subset["length_m"].fillna(0).sum())})
+            rows.append(
+                {
+                    "class": name,
+                    "severity": severity,
+                    "count": len(subset),
+                    "area_m2": float(subset["area_m2"].sum()),
+                    "length_m": float(subset["length_m"].fillna(0).sum()),
+                }
+            )
     return pd.DataFrame(rows, columns=["class", "severity", "count", "area_m2", "length_m"])  # columns even if empty
 
 
@@ -71,8 +93,10 @@ def open_mask(path: Path) -> rasterio.DatasetReader:
         raise MsafError(f"{path}: not a readable raster") from None
     if ds.crs is None:
         ds.close()
-        raise MsafError(f"{path}: mask has no CRS; defects cannot be placed on a map (re-run the survey "
-                        "with --assume-crs or georeference the mask)")
+        raise MsafError(
+            f"{path}: mask has no CRS; defects cannot be placed on a map (re-run the survey "
+            "with --assume-crs or georeference the mask)"
+        )
     return ds
 
 
@@ -86,12 +110,16 @@ def _open_image(image_path: Path | None, mask: rasterio.DatasetReader) -> raster
         raise MsafError(f"{image_path}: not a readable raster (--image must be the surveyed orthomosaic)") from None
     if (image.width, image.height) != (mask.width, mask.height) or not image.transform.almost_equals(mask.transform):
         image.close()
-        raise MsafError(f"{image_path}: {image.width}x{image.height} px on another grid than the mask "
-                        f"({mask.width}x{mask.height}); pass the orthomosaic that was surveyed")
+        raise MsafError(
+            f"{image_path}: {image.width}x{image.height} px on another grid than the mask "
+            f"({mask.width}x{mask.height}); pass the orthomosaic that was surveyed"
+        )
     if image.crs is not None and image.crs != mask.crs:
         image.close()
-        raise MsafError(f"{image_path}: CRS {image.crs.to_string()} differs from the mask's "
-                        f"{mask.crs.to_string()}; pass the orthomosaic that was surveyed (same grid and CRS)")
+        raise MsafError(
+            f"{image_path}: CRS {image.crs.to_string()} differs from the mask's "
+            f"{mask.crs.to_string()}; pass the orthomosaic that was surveyed (same grid and CRS)"
+        )
     return image
 
 
@@ -113,8 +141,14 @@ class _PendingCrack:
     darkness: Darkness | None
 
 
-def severity_of(class_name: str, area_m2: float, max_width_mm: float | None, crack_classes: list[str],
-                cfg: SeverityConfig, gsd_mm: float | None = None) -> str:
+def severity_of(
+    class_name: str,
+    area_m2: float,
+    max_width_mm: float | None,
+    crack_classes: list[str],
+    cfg: SeverityConfig,
+    gsd_mm: float | None = None,
+) -> str:
     """AASHTO rating; a crack narrower than one pixel is "below resolution" when the GSD cannot
     tell the lowest threshold (0.3 mm needs a GSD of 0.3 mm or finer)."""
     if class_name in crack_classes and max_width_mm is not None:
@@ -142,20 +176,38 @@ def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig) -> list[dict
         measured = chunk_widths[measure.chunk_length_px >= CHUNK_PX / 4]
         max_width = float(np.percentile(measured, 95)) if measured.size else mean_width
         max_width = max(max_width, mean_width)
-        record |= {"mean_width_mm": mean_width, "max_width_mm": max_width, "width_method": method,
-                   "severity": severity_of(record["class"], record["area_m2"], max_width, cfg.crack_classes,
-                                           cfg.severity, px_mm)}
-        for segment, (line, width, length_px) in enumerate(zip(measure.chunk_lines, chunk_widths,
-                                                               measure.chunk_length_px, strict=True)):
+        record |= {
+            "mean_width_mm": mean_width,
+            "max_width_mm": max_width,
+            "width_method": method,
+            "severity": severity_of(
+                record["class"], record["area_m2"], max_width, cfg.crack_classes, cfg.severity, px_mm
+            ),
+        }
+        for segment, (line, width, length_px) in enumerate(
+            zip(measure.chunk_lines, chunk_widths, measure.chunk_length_px, strict=True)
+        ):
             if not line.is_empty:
-                lines.append({"defect_id": record["defect_id"], "segment": segment + 1,
-                              "length_m": float(length_px * size.mean_m), "width_mm": float(width),
-                              "width_method": method, "geometry": line})
+                lines.append(
+                    {
+                        "defect_id": record["defect_id"],
+                        "segment": segment + 1,
+                        "length_m": float(length_px * size.mean_m),
+                        "width_mm": float(width),
+                        "width_method": method,
+                        "geometry": line,
+                    }
+                )
     return lines
 
 
-def build_defects(mask_path: Path, confidence_path: Path | None, class_names: list[str],
-                  cfg: ReportConfig, image_path: Path | None = None) -> DefectTables:
+def build_defects(
+    mask_path: Path,
+    confidence_path: Path | None,
+    class_names: list[str],
+    cfg: ReportConfig,
+    image_path: Path | None = None,
+) -> DefectTables:
     """Vectorise the mask's defect classes, measure each defect in ground units, rate its severity.
 
     Non-defect classes (joints) become a separate layer of outlines; they are never measured as
@@ -163,7 +215,9 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
     is measured with the ground size of a pixel at its own location (geodesic: true metres in any
     CRS); crack widths come from ``image_path`` (the orthomosaic) when given, else from the mask.
     """
-    records, pending, others = [], [], []
+    records: list[dict[str, Any]] = []
+    pending: list[_PendingCrack] = []
+    others: list[dict[str, Any]] = []
     defect_names, non_defect_names = cfg.split_classes(class_names)
     wanted = [class_names.index(n) for n in defect_names + non_defect_names]
     with open_mask(mask_path) as mask:
@@ -181,13 +235,13 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
                     continue
                 worst_scale_error = max(worst_scale_error, abs(scale_error(mask.crs, mask.transform, size)))
                 name = class_names[component.class_id]
-                geometry = component.geometry.simplify(cfg.simplify_m / max(size.mean_m, 1e-12)
-                                                       * abs(mask.transform.a), preserve_topology=True)
+                geometry = component.geometry.simplify(
+                    cfg.simplify_m / max(size.mean_m, 1e-12) * abs(mask.transform.a), preserve_topology=True
+                )
                 if name not in defect_names:
                     others.append({"class": name, "area_m2": area, "pixels": component.pixels, "geometry": geometry})
                     continue
-                window = defect_window(component.geometry, mask.transform, mask.width, mask.height,
-                                       pad=RING_PX[1] + 2)
+                window = defect_window(component.geometry, mask.transform, mask.width, mask.height, pad=RING_PX[1] + 2)
                 window_transform = rasterio.windows.transform(window, mask.transform)
                 pixels = rasterize_defect(component.geometry, window, mask.transform)
                 mean_conf = float("nan")
@@ -195,11 +249,24 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
                     mean_conf = float(confidence.read(1, window=window)[pixels].mean() / 255)
                 minx, miny, maxx, maxy = component.geometry.bounds
                 record = {
-                    "defect_id": len(records) + 1, "class": name, "severity": None, "area_m2": area,
-                    "length_m": np.nan, "mean_width_mm": np.nan, "max_width_mm": np.nan, "width_method": None,
-                    "orientation_deg": np.nan, "mean_confidence": mean_conf, "pixels": component.pixels,
-                    "centroid_x": centroid.x, "centroid_y": centroid.y,
-                    "bbox_minx": minx, "bbox_miny": miny, "bbox_maxx": maxx, "bbox_maxy": maxy, "geometry": geometry,
+                    "defect_id": len(records) + 1,
+                    "class": name,
+                    "severity": None,
+                    "area_m2": area,
+                    "length_m": np.nan,
+                    "mean_width_mm": np.nan,
+                    "max_width_mm": np.nan,
+                    "width_method": None,
+                    "orientation_deg": np.nan,
+                    "mean_confidence": mean_conf,
+                    "pixels": component.pixels,
+                    "centroid_x": centroid.x,
+                    "centroid_y": centroid.y,
+                    "bbox_minx": minx,
+                    "bbox_miny": miny,
+                    "bbox_maxx": maxx,
+                    "bbox_maxy": maxy,
+                    "geometry": geometry,
                 }
                 records.append(record)
                 if name not in cfg.crack_classes:
@@ -210,9 +277,15 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
                 darkness = None
                 if image is not None:
                     labels = mask.read(1, window=window)
-                    darkness = measure_darkness(_grey_window(image, window), pixels, (labels != 0) & ~pixels,
-                                                crack.skeleton, crack.chunk_of, crack.chunk_length_px,
-                                                crack.length_px)
+                    darkness = measure_darkness(
+                        _grey_window(image, window),
+                        pixels,
+                        (labels != 0) & ~pixels,
+                        crack.skeleton,
+                        crack.chunk_of,
+                        crack.chunk_length_px,
+                        crack.length_px,
+                    )
                 pending.append(_PendingCrack(record, crack, size, darkness))
         finally:
             for dataset in (confidence, image):
@@ -226,7 +299,7 @@ def build_defects(mask_path: Path, confidence_path: Path | None, class_names: li
         defects["lon"], defects["lat"] = lon, lat
     defects = defects.astype({"defect_id": "int64", "pixels": "int64"})
     centerlines = gpd.GeoDataFrame(lines, columns=CENTERLINE_COLUMNS, geometry="geometry", crs=crs)
-    non_defects = gpd.GeoDataFrame(others, columns=["class", "area_m2", "pixels", "geometry"], geometry="geometry",
-                                   crs=crs).astype({"pixels": "int64"})
-    return DefectTables(defects, centerlines, summarise(defects, defect_names), crs, non_defects,
-                        worst_scale_error)
+    non_defects = gpd.GeoDataFrame(
+        others, columns=["class", "area_m2", "pixels", "geometry"], geometry="geometry", crs=crs
+    ).astype({"pixels": "int64"})
+    return DefectTables(defects, centerlines, summarise(defects, defect_names), crs, non_defects, worst_scale_error)

@@ -70,15 +70,34 @@ def _scale_bar(ax: plt.Axes, bounds: tuple[float, float, float, float], metres_p
     ax.plot([x0, x0 + length_units], [y0, y0], color="black", linewidth=4, solid_capstyle="butt")
     ax.plot([x0, x0 + length_units], [y0, y0], color="white", linewidth=2, solid_capstyle="butt")
     label = f"{length_m:g} m" if length_m >= 1 else f"{length_m * 100:g} cm"
-    ax.text(x0 + length_units / 2, y0 + 0.02 * (maxy - miny), label, ha="center", va="bottom", fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
-    ax.annotate("N", xy=(maxx - 0.05 * (maxx - minx), maxy - 0.05 * (maxy - miny)),
-                xytext=(maxx - 0.05 * (maxx - minx), maxy - 0.15 * (maxy - miny)), ha="center", fontsize=11,
-                arrowprops={"arrowstyle": "-|>", "color": "black"})
+    ax.text(
+        x0 + length_units / 2,
+        y0 + 0.02 * (maxy - miny),
+        label,
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1},
+    )
+    ax.annotate(
+        "N",
+        xy=(maxx - 0.05 * (maxx - minx), maxy - 0.05 * (maxy - miny)),
+        xytext=(maxx - 0.05 * (maxx - minx), maxy - 0.15 * (maxy - miny)),
+        ha="center",
+        fontsize=11,
+        arrowprops={"arrowstyle": "-|>", "color": "black"},
+    )
 
 
-def overview_map(ortho: Path | None, bounds: tuple[float, float, float, float], frame: gpd.GeoDataFrame,
-                 colour_column: str, colours: dict[str, str], metres_per_unit: float, title: str) -> bytes:
+def overview_map(
+    ortho: Path | None,
+    bounds: tuple[float, float, float, float],
+    frame: gpd.GeoDataFrame,
+    colour_column: str,
+    colours: dict[str, str],
+    metres_per_unit: float,
+    title: str,
+) -> bytes:
     """Orthomosaic thumbnail with defect outlines coloured by ``colour_column``, legend, scale bar, north arrow."""
     minx, miny, maxx, maxy = bounds
     aspect = (maxy - miny) / max(maxx - minx, 1e-12)
@@ -97,8 +116,9 @@ def overview_map(ortho: Path | None, bounds: tuple[float, float, float, float], 
     ax.set_ylim(miny, maxy)
     ax.set_title(title)
     ax.tick_params(labelsize=7)
-    ax.legend(handles=[Patch(color=c, label=v) for v, c in colours.items()], loc="upper left", fontsize=8,
-              framealpha=0.8)
+    ax.legend(
+        handles=[Patch(color=c, label=v) for v, c in colours.items()], loc="upper left", fontsize=8, framealpha=0.8
+    )
     _scale_bar(ax, bounds, metres_per_unit)
     return _png(fig)
 
@@ -113,8 +133,9 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
         window = rasterio.windows.from_bounds(minx, miny, maxx, maxy, ds.transform)
         scale = max(window.width, window.height) / 320
         shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))
-        rgb = ds.read((1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0,
-                      resampling=Resampling.average)
+        rgb = ds.read(
+            (1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0, resampling=Resampling.average
+        )
         if rgb.dtype != np.uint8:
             rgb = to_uint8(rgb, _display_scale(ds))
     fig, ax = plt.subplots(figsize=(3, 3))

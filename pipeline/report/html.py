@@ -32,12 +32,18 @@ class Page:
 
     def render(self) -> str:
         template = jinja2.Environment(autoescape=True).from_string(
-            resources.files("pipeline.report").joinpath("templates/report.html.j2").read_text())
+            resources.files("pipeline.report").joinpath("templates/report.html.j2").read_text()
+        )
         return template.render(
-            title=self.title, subtitle=self.subtitle, overview=b64(self.overview), has_defects=self.has_defects,
+            title=self.title,
+            subtitle=self.subtitle,
+            overview=b64(self.overview),
+            has_defects=self.has_defects,
             tables=[{"title": t, "html": h} for t, h in self.tables],
             figures=[{"alt": alt, "png": b64(png)} for alt, png in self.figures],
             chips=[{"id": i, "png": b64(png), "caption": caption} for i, png, caption in self.chips],
-            chips_title=self.chips_title, provenance=self.provenance,
-            notes=[{"kind": kind, "text": text} for kind, text in self.notes], job=self.job,
+            chips_title=self.chips_title,
+            provenance=self.provenance,
+            notes=[{"kind": kind, "text": text} for kind, text in self.notes],
+            job=self.job,
         )

@@ -38,9 +38,9 @@ class CrackMeasure:
     orientation_deg: float
     centerline: MultiLineString
     skeleton: np.ndarray
-    chunk_of: np.ndarray          # chunk id per window pixel on the skeleton, -1 elsewhere
+    chunk_of: np.ndarray  # chunk id per window pixel on the skeleton, -1 elsewhere
     chunk_length_px: np.ndarray
-    chunk_width_mm: np.ndarray    # mask-based width per chunk
+    chunk_width_mm: np.ndarray  # mask-based width per chunk
     chunk_lines: list[MultiLineString]
 
     @property
@@ -60,8 +60,11 @@ def defect_window(geometry: Polygon, transform: Affine, width: int, height: int,
 def rasterize_defect(geometry: Polygon, window: Window, transform: Affine) -> np.ndarray:
     """Boolean pixels of a defect inside ``window`` (pixel-centre rule: exact for pixel-edge polygons)."""
     return rasterio.features.rasterize(
-        [(geometry, 1)], out_shape=(int(window.height), int(window.width)),
-        transform=rasterio.windows.transform(window, transform), fill=0, dtype="uint8",
+        [(geometry, 1)],
+        out_shape=(int(window.height), int(window.width)),
+        transform=rasterio.windows.transform(window, transform),
+        fill=0,
+        dtype="uint8",
     ).astype(bool)
 
 
@@ -128,14 +131,16 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         length += math.hypot((c1 - c0) * size.x_m, (r1 - r0) * size.y_m)
         chunk = min(chunk_of[r0, c0], chunk_of[r1, c1])
         chunk_length_px[chunk] += math.hypot(c1 - c0, r1 - r0)
-        chunk_segments[chunk].append(LineString([window_transform @ (c0 + 0.5, r0 + 0.5),
-                                                 window_transform @ (c1 + 0.5, r1 + 0.5)]))
+        chunk_segments[chunk].append(
+            LineString([window_transform @ (c0 + 0.5, r0 + 0.5), window_transform @ (c1 + 0.5, r1 + 0.5)])
+        )
     chunk_length_px = np.maximum(chunk_length_px, 1.0)  # a lone pixel still spans one pixel
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
-    chunk_width_mm = (np.bincount(chunk_of[rows, cols], weights=widths_mm, minlength=chunks)
-                      / np.maximum(np.bincount(chunk_of[rows, cols], minlength=chunks), 1))
+    chunk_width_mm = np.bincount(chunk_of[rows, cols], weights=widths_mm, minlength=chunks) / np.maximum(
+        np.bincount(chunk_of[rows, cols], minlength=chunks), 1
+    )
     area_mm2 = pixels.sum() * size.area_m2 * 1e6
     # mean width = area / length (exact for a straight crack of any width); dt profile if too short
     mean_width = area_mm2 / (length * 1000) if length >= 2 * size.mean_m else float(widths_mm.mean())
@@ -147,9 +152,18 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         east, north = vt[0]
         orientation = math.degrees(math.atan2(east, north)) % 180  # azimuth of the main axis, 0 = north
     centerline = _as_multiline([line for lines in chunk_segments for line in lines])
-    return CrackMeasure(length, mean_width, float(max(widths_mm.max(), mean_width)), orientation, centerline,
-                        skeleton, chunk_of, chunk_length_px, chunk_width_mm,
-                        [_as_multiline(lines) for lines in chunk_segments])
+    return CrackMeasure(
+        length,
+        mean_width,
+        float(max(widths_mm.max(), mean_width)),
+        orientation,
+        centerline,
+        skeleton,
+        chunk_of,
+        chunk_length_px,
+        chunk_width_mm,
+        [_as_multiline(lines) for lines in chunk_segments],
+    )
 
 
 def local_widths_px(pixels: np.ndarray, skeleton: np.ndarray) -> np.ndarray:

@@ -22,8 +22,9 @@ LAYER_STYLES_TABLE = """CREATE TABLE layer_styles (
     update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"""
 
 
-def write_geopackage(path: Path, layers: dict[str, gpd.GeoDataFrame | pd.DataFrame],
-                     metadata: dict[str, str] | None = None) -> None:
+def write_geopackage(
+    path: Path, layers: dict[str, gpd.GeoDataFrame | pd.DataFrame], metadata: dict[str, str] | None = None
+) -> None:
     """All layers into one GeoPackage (spatial layers keep their CRS; plain tables have none), with a
     default QGIS style (QML + SLD, table ``layer_styles``) for each styled layer and ``metadata`` as
     GDAL dataset metadata."""
@@ -47,13 +48,17 @@ def _store_styles(path: Path, layers: list[str]) -> None:
         return
     with sqlite3.connect(path) as con:
         con.execute(LAYER_STYLES_TABLE)
-        con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
-                    "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles')")
+        con.execute(
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
+            "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles')"
+        )
         for name, (qml, sld) in styled:
-            con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
-                        "styleName, styleQML, styleSLD, useAsDefault, description, owner) "
-                        "VALUES ('', '', ?, 'geom', ?, ?, ?, 1, 'msaf-pipeline default style', '')",
-                        (name, name, qml, sld))
+            con.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                "styleName, styleQML, styleSLD, useAsDefault, description, owner) "
+                "VALUES ('', '', ?, 'geom', ?, ?, ?, 1, 'msaf-pipeline default style', '')",
+                (name, name, qml, sld),
+            )
     con.close()
 
 
@@ -70,8 +75,9 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
     bbox) are left out."""
     wgs84 = frame.drop(columns=[c for c in PROJECTED_COLUMNS if c in frame]).to_crs("EPSG:4326")
     with atomic_output(path, create=False) as tmp:
-        pyogrio.write_dataframe(wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES",
-                                COORDINATE_PRECISION=coordinate_decimals(pixel_m))
+        pyogrio.write_dataframe(
+            wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES", COORDINATE_PRECISION=coordinate_decimals(pixel_m)
+        )
 
 
 def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] | None = None) -> dict[str, str]:
@@ -81,8 +87,11 @@ def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] |
     if tables.non_defects is not None and len(tables.non_defects):
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
     write_geopackage(out_dir / "defects.gpkg", layers, metadata)
-    pixel_m = math.sqrt(float((tables.defects["area_m2"] / tables.defects["pixels"]).median())) if len(
-        tables.defects) else 0.001
+    pixel_m = (
+        math.sqrt(float((tables.defects["area_m2"] / tables.defects["pixels"]).median()))
+        if len(tables.defects)
+        else 0.001
+    )
     write_geojson(out_dir / "defects.geojson", tables.defects, "defects", pixel_m)
     attributes = pd.DataFrame(tables.defects.drop(columns="geometry"))
     attributes["geometry_wkt"] = tables.defects.geometry.to_wkt()

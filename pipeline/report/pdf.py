@@ -17,8 +17,10 @@ def find_browser() -> str:
     for name in BROWSERS:
         if found := shutil.which(name):
             return found
-    raise MsafError("--pdf needs Chromium or Chrome on PATH (Debian: apt-get install chromium); "
-                    "or open report.html and print it (the page has a print stylesheet)")
+    raise MsafError(
+        "--pdf needs Chromium or Chrome on PATH (Debian: apt-get install chromium); "
+        "or open report.html and print it (the page has a print stylesheet)"
+    )
 
 
 def print_pdf(html: Path, pdf: Path, paper: str = "a4", timeout: float = 120) -> Path:
@@ -31,10 +33,22 @@ def print_pdf(html: Path, pdf: Path, paper: str = "a4", timeout: float = 120) ->
     try:
         with atomic_output(pdf) as tmp:
             result = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
-                 f"--print-to-pdf={tmp}", staged.resolve().as_uri()],
-                capture_output=True, text=True, timeout=timeout)
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-pdf-header-footer",
+                    "--run-all-compositor-stages-before-draw",
+                    f"--print-to-pdf={tmp}",
+                    staged.resolve().as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             if result.returncode != 0 or not tmp.read_bytes().startswith(b"%PDF"):
                 raise MsafError(f"{browser} could not print {html.name} ({result.stderr.strip()[-200:] or 'no PDF'})")
     except subprocess.TimeoutExpired:

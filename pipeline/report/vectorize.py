@@ -23,6 +23,7 @@ from scipy import ndimage
 from shapely.affinity import affine_transform
 from shapely.geometry import MultiPolygon, Polygon, shape
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.errors import MsafError
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
@@ -60,8 +61,13 @@ def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
         yield row0, min(row0 + rows, height)
 
 
-def vectorize(mask: rasterio.DatasetReader, class_ids: Sequence[int], strip_rows: int = 2048,
-              nodata: int = 255, num_classes: int | None = None) -> list[Component]:
+def vectorize(
+    mask: rasterio.DatasetReader,
+    class_ids: Sequence[int],
+    strip_rows: int = 2048,
+    nodata: int = NO_CLASS,
+    num_classes: int | None = None,
+) -> list[Component]:
     """Polygons of every 8-connected component of each class in ``class_ids``.
 
     With ``num_classes``, a value outside 0..num_classes-1 (other than nodata) is an error, not a
@@ -82,9 +88,11 @@ def vectorize(mask: rasterio.DatasetReader, class_ids: Sequence[int], strip_rows
         if num_classes is not None:
             unknown = data[(data != nodata) & (data >= num_classes)]
             if unknown.size:
-                raise MsafError(f"{mask.name}: holds class id {int(unknown.max())}, but its survey names only "
-                                f"{num_classes} classes (ids 0-{num_classes - 1}); the mask and survey.json do not "
-                                "belong together - rerun `msaf survey`")
+                raise MsafError(
+                    f"{mask.name}: holds class id {int(unknown.max())}, but its survey names only "
+                    f"{num_classes} classes (ids 0-{num_classes - 1}); the mask and survey.json do not "
+                    "belong together - rerun `msaf survey`"
+                )
         transform = Affine.translation(0, row0)  # pixel coordinates: exact integers, whatever the strip
         for class_id in class_ids:
             if class_id == nodata:
@@ -102,17 +110,18 @@ def vectorize(mask: rasterio.DatasetReader, class_ids: Sequence[int], strip_rows
             if above is not None:
                 first = labels[0]
                 for shift in (-1, 0, 1):  # 8-connectivity across the strip edge
-                    a = above[max(0, -shift): len(above) - max(0, shift)]
-                    b = first[max(0, shift): len(first) - max(0, -shift)]
+                    a = above[max(0, -shift) : len(above) - max(0, shift)]
+                    b = first[max(0, shift) : len(first) - max(0, -shift)]
                     for x, y in set(zip(a[(a > 0) & (b > 0)].tolist(), b[(a > 0) & (b > 0)].tolist(), strict=True)):
                         uf.union(x, y)
             previous_row[class_id] = labels[-1].copy()
             counts = np.bincount(labels.ravel())
-            for gid in np.nonzero(counts)[0]:
-                if gid:
-                    pixels[int(gid)] += int(counts[gid])
-            for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0,
-                                                        connectivity=4, transform=transform):
+            for found in np.flatnonzero(counts).tolist():
+                if found:
+                    pixels[found] += int(counts[found])
+            for geom, value in rasterio.features.shapes(
+                labels.astype(np.int32), mask=labels > 0, connectivity=4, transform=transform
+            ):
                 pieces[int(value)].append(shape(geom))
     t = mask.transform
     to_crs = [t.a, t.b, t.d, t.e, t.c, t.f]
@@ -126,7 +135,11 @@ def vectorize(mask: rasterio.DatasetReader, class_ids: Sequence[int], strip_rows
         in_pixels = shapely.simplify(in_pixels, 0)  # drop collinear vertices left on strip seams
         col0, row0 = in_pixels.bounds[:2]
         geometry = shapely.normalize(affine_transform(in_pixels, to_crs))
-        keyed.append(((class_of[members[0]], row0, col0),
-                      Component(class_of[members[0]], geometry, sum(pixels[g] for g in members))))
+        keyed.append(
+            (
+                (class_of[members[0]], row0, col0),
+                Component(class_of[members[0]], geometry, sum(pixels[g] for g in members)),
+            )
+        )
     keyed.sort(key=lambda item: item[0])  # class, then top row, then left column: stable ids
     return [component for _, component in keyed]

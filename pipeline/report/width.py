@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-BAND_PX = 2        # the band reaches this far beyond the mask (covers anti-aliased edges)
-RING_PX = (3, 6)   # the background ring: between these distances from the mask
+BAND_PX = 2  # the band reaches this far beyond the mask (covers anti-aliased edges)
+RING_PX = (3, 6)  # the background ring: between these distances from the mask
 CORE_VISIBLE_PX = 2.5
 MIN_CONTRAST = 8.0  # grey levels between background and core below which nothing is measured
 SQUARE = np.ones((3, 3), bool)
@@ -34,9 +34,9 @@ class Darkness:
 
     background: float
     own_core: float
-    darkness: float              # sum of (B - I) over the band, grey level x px
+    darkness: float  # sum of (B - I) over the band, grey level x px
     length_px: float
-    chunk_darkness: np.ndarray   # per centreline chunk, with the chunk's own background
+    chunk_darkness: np.ndarray  # per centreline chunk, with the chunk's own background
     chunk_background: np.ndarray
     chunk_length_px: np.ndarray
 
@@ -60,8 +60,15 @@ def grey_levels(rgb: np.ndarray) -> np.ndarray:
     return data[0]
 
 
-def measure_darkness(grey: np.ndarray, crack: np.ndarray, others: np.ndarray, skeleton: np.ndarray,
-                     chunk_of: np.ndarray, chunk_length_px: np.ndarray, length_px: float) -> Darkness | None:
+def measure_darkness(
+    grey: np.ndarray,
+    crack: np.ndarray,
+    others: np.ndarray,
+    skeleton: np.ndarray,
+    chunk_of: np.ndarray,
+    chunk_length_px: np.ndarray,
+    length_px: float,
+) -> Darkness | None:
     """Integrate one crack's darkness; None where the image shows no usable contrast.
 
     Args:
@@ -92,8 +99,15 @@ def measure_darkness(grey: np.ndarray, crack: np.ndarray, others: np.ndarray, sk
             chunk_background[chunk] = float(np.median(local))
     band_chunks = nearest_chunk[band]
     chunk_darkness = np.bincount(band_chunks, weights=chunk_background[band_chunks] - grey[band], minlength=chunks)
-    return Darkness(background, own_core, float((background - grey[band]).sum()), length_px,
-                    chunk_darkness, chunk_background, np.asarray(chunk_length_px, float))
+    return Darkness(
+        background,
+        own_core,
+        float((background - grey[band]).sum()),
+        length_px,
+        chunk_darkness,
+        chunk_background,
+        np.asarray(chunk_length_px, float),
+    )
 
 
 def survey_core_level(measured: list[Darkness]) -> float | None:

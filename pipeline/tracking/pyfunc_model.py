@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 
-class MsafModel(mlflow.pyfunc.PythonModel):
+class MsafModel(PythonModel):
     """predict(RGB uint8 image (H, W, 3) or a list of them) -> class ids (H, W) uint8 per image."""
 
     # predict/load_context stay unannotated: MLflow would try to infer an input schema from hints
@@ -26,8 +27,10 @@ class MsafModel(mlflow.pyfunc.PythonModel):
 
         images = model_input if isinstance(model_input, list) else [model_input]
         device = torch.device("cpu")
-        out = [predict_classes(self.model, np.asarray(img, np.uint8), self.meta.mean, self.meta.std, device)
-               for img in images]
+        out = [
+            predict_classes(self.model, np.asarray(img, np.uint8), self.meta.mean, self.meta.std, device)
+            for img in images
+        ]
         return out if isinstance(model_input, list) else out[0]
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MsafError
+from pipeline.fsutil import write_json
 from pipeline.locations import shipped_model
+from pipeline.metrics.summary import EvaluationSummary
 from pipeline.tracking.store import project_root
 
 SCORE_TAG = "val_fg_tol_f1"
@@ -27,6 +29,10 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def write(self, path: Path) -> None:
+        """The register stage's output (metrics/registry.json)."""
+        write_json(path, self.as_dict())
 
 
 def _client():
@@ -54,11 +60,10 @@ def register_candidate(model_uri: str, score: float, name: str, alias: str, run_
         client.set_model_version_tag(name, version, "run_id", run_id)
     champion = _champion(name, alias)
     champion_score = float(champion.tags.get(SCORE_TAG, "-inf")) if champion else None
-    promoted = champion is None or score >= champion_score
+    promoted = champion_score is None or score >= champion_score
     if promoted:
         client.set_registered_model_alias(name, alias, version)
-    return Decision(name, str(version), score, str(champion.version) if champion else None, champion_score,
-                    promoted)
+    return Decision(name, str(version), score, str(champion.version) if champion else None, champion_score, promoted)
 
 
 def promote(name: str, version: str, alias: str) -> None:
@@ -83,10 +88,16 @@ def list_versions(name: str) -> list[dict[str, Any]]:
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
     versions = client.search_model_versions(f"name='{name}'")
-    return [{"version": str(v.version), "aliases": ",".join(by_version.get(str(v.version), [])),
-             SCORE_TAG: v.tags.get(SCORE_TAG, ""),
-             "run_id": v.run_id or v.tags.get("run_id", ""), "created": v.creation_timestamp}
-            for v in sorted(versions, key=lambda v: int(v.version))]
+    return [
+        {
+            "version": str(v.version),
+            "aliases": ",".join(by_version.get(str(v.version), [])),
+            SCORE_TAG: v.tags.get(SCORE_TAG, ""),
+            "run_id": v.run_id or v.tags.get("run_id", ""),
+            "created": v.creation_timestamp,
+        }
+        for v in sorted(versions, key=lambda v: int(v.version))
+    ]
 
 
 def show(name: str, ref: str) -> dict[str, Any]:
@@ -99,8 +110,14 @@ def show(name: str, ref: str) -> dict[str, Any]:
     except MlflowException:
         kind = "version" if ref.isdigit() else "alias"
         raise MsafError(f"registered model {name!r} has no {kind} {ref!r}; see `msaf models list`") from None
-    return {"name": name, "version": str(version.version), "aliases": version.aliases, "tags": version.tags,
-            "source": version.source, "run_id": version.run_id}
+    return {
+        "name": name,
+        "version": str(version.version),
+        "aliases": version.aliases,
+        "tags": version.tags,
+        "source": version.source,
+        "run_id": version.run_id,
+    }
 
 
 def checkpoint_for(name: str, ref: str) -> Path:
@@ -135,13 +152,52 @@ def resolve_default_model(name: str, alias: str, shipped: Path | None = None) ->
     if champion is None:
         shipped = shipped or shipped_model()
         if not shipped.is_file():
-            raise MsafError(f"no model: the registry has no {name}@{alias} and the shipped model {shipped} is "
-                            "missing; pass --model or train one (`dvc repro`)")
-        val = read_metadata(shipped).metrics.get("val", {})
-        score = float(val.get("score", val.get("fg_tol_f1", 0.0)))
+            raise MsafError(
+                f"no model: the registry has no {name}@{alias} and the shipped model {shipped} is "
+                "missing; pass --model or train one (`dvc repro`)"
+            )
+        val = read_metadata(shipped).validation()
+        score = val.score if val else 0.0
         with mlflow.start_run(experiment_id=experiment_id("training"), run_name="shipped-default-model") as run:
             mlflow.set_tag("source", "shipped with msaf-pipeline")
             uri = log_model(shipped)
         register_candidate(uri, score, name, alias, run.info.run_id)
         champion = _champion(name, alias)
     return checkpoint_for(name, alias), f"models:/{name}@{alias} (v{champion.version})"
+
+
+def _run_exists(run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def register_checkpoint(
+    checkpoint: Path,
+    evaluation: EvaluationSummary,
+    name: str,
+    alias: str,
+    run_id: str | None = None,
+    model_uri: str | None = None,
+) -> Decision:
+    """The register stage: log the evaluation on the training run (or log the checkpoint in a run of
+    its own when that run is in another store), register the version, gate the champion alias on
+    ``evaluation.score``."""
+    import mlflow
+
+    from pipeline.tracking.runs import log_model
+    from pipeline.tracking.store import experiment_id
+
+    if run_id and not _run_exists(run_id):  # trained against another store: log the checkpoint afresh
+        model_uri = run_id = None
+    if not model_uri or not run_id:
+        with mlflow.start_run(experiment_id=experiment_id("training"), run_name="registered-checkpoint") as run:
+            model_uri, run_id = log_model(checkpoint), run.info.run_id
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"eval_{k}": v for k, v in evaluation.to_json().items() if isinstance(v, float)})
+    return register_candidate(model_uri, evaluation.score, name, alias, run_id)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 import pipeline
+from pipeline.survey_record import SurveyRecord
 from pipeline.tracking.store import experiment_id, project_root
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -30,8 +31,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root(),
-                             timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root(), timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -52,14 +54,21 @@ def log_model(checkpoint: Path, name: str = "model") -> str:
     """Log a checkpoint as a pyfunc model (code + safetensors artifact); returns the model URI."""
     import mlflow
 
-    info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
-                                   artifacts={"checkpoint": str(checkpoint)},
-                                   pip_requirements=[f"msaf-pipeline=={pipeline.__version__}"])
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(PYFUNC_CODE),
+        artifacts={"checkpoint": str(checkpoint)},
+        pip_requirements=[f"msaf-pipeline=={pipeline.__version__}"],
+    )
     return info.model_uri
 
 
-def tracked_training(params_tree: dict[str, Any], train: Callable[[Callable[[dict[str, Any]], None]], Any],
-                     *, run_name: str | None = None) -> tuple[Any, str, str]:
+def tracked_training(
+    params_tree: dict[str, Any],
+    train: Callable[[Callable[[dict[str, Any]], None]], Any],
+    *,
+    run_name: str | None = None,
+) -> tuple[Any, str, str]:
     """Run ``train(on_epoch)`` inside an MLflow run of the ``training`` experiment.
 
     Logs all params, per-epoch metrics, system metrics, data hashes and git commit, then the model.
@@ -67,40 +76,57 @@ def tracked_training(params_tree: dict[str, Any], train: Callable[[Callable[[dic
     """
     import mlflow
 
-    with mlflow.start_run(experiment_id=experiment_id("training"), run_name=run_name,
-                          log_system_metrics=True) as run:
+    with mlflow.start_run(experiment_id=experiment_id("training"), run_name=run_name, log_system_metrics=True) as run:
         mlflow.log_params(flatten(params_tree))
         data_tags = {f"data.dvc_md5.{name}": md5 for name, md5 in dvc_data_hashes().items()}
-        mlflow.set_tags({"git_commit": git_commit() or "unknown", **(data_tags or {"data.dvc_md5": "untracked"}),
-                         "msaf.version": pipeline.__version__})
+        mlflow.set_tags(
+            {
+                "git_commit": git_commit() or "unknown",
+                **(data_tags or {"data.dvc_md5": "untracked"}),
+                "msaf.version": pipeline.__version__,
+            }
+        )
 
         def on_epoch(record: dict[str, Any]) -> None:
             mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
         result = train(on_epoch)
         meta = result.metadata
-        mlflow.set_tags({"data.fingerprint": meta.data_fingerprint or "", "weights_sha256": meta.weights_sha256,
-                         "checkpoint_sha256": result.sha256})
-        mlflow.log_metrics({f"best_val_{k}": v for k, v in meta.metrics["val"].items()
-                            if isinstance(v, float)})
+        mlflow.set_tags(
+            {
+                "data.fingerprint": meta.data_fingerprint or "",
+                "weights_sha256": meta.weights_sha256,
+                "checkpoint_sha256": result.sha256,
+            }
+        )
+        mlflow.log_metrics({f"best_val_{k}": v for k, v in result.validation.to_json().items() if isinstance(v, float)})
         model_uri = log_model(result.checkpoint)
         return result, run.info.run_id, model_uri
 
 
-def log_survey(record: dict[str, Any], survey_dir: Path, report: dict[str, Any] | None = None) -> str:
+def log_survey(record: SurveyRecord, survey_dir: Path, report: dict[str, Any] | None = None) -> str:
     """One run in the ``surveys`` experiment: input, model, params, throughput, defects, artifacts."""
     import mlflow
 
-    with mlflow.start_run(experiment_id=experiment_id("surveys"),
-                          run_name=Path(record["input"]["path"]).name) as run:
-        mlflow.log_params({"input": record["input"]["path"], "input.fingerprint": record["input"]["fingerprint"],
-                           "model.sha256": record["model"]["sha256"], "model.name": record["model"]["name"],
-                           **{f"tiling.{k}": v for k, v in record["tiling"].items()}, "device": record["device"]})
-        if ref := record["model"].get("registry"):
-            mlflow.set_tag("model.registry", ref)
-        metrics = {"mpix_per_s": record["throughput_mpix_s"]["end_to_end"], "peak_rss_mb": record["peak_rss_mb"],
-                   **{f"seconds.{k}": v for k, v in record["timings"].items()},
-                   **{f"pixels.{k}": v for k, v in record["class_pixels"].items()}}
+    with mlflow.start_run(experiment_id=experiment_id("surveys"), run_name=Path(record.input.path).name) as run:
+        mlflow.log_params(
+            {
+                "input": record.input.path,
+                "input.fingerprint": record.input.fingerprint,
+                "model.sha256": record.model.sha256,
+                "model.name": record.model.name,
+                **{f"tiling.{k}": v for k, v in record.tiling.model_dump().items()},
+                "device": record.device,
+            }
+        )
+        if record.model.registry:
+            mlflow.set_tag("model.registry", record.model.registry)
+        metrics = {
+            "mpix_per_s": record.throughput_mpix_s.end_to_end,
+            "peak_rss_mb": record.peak_rss_mb,
+            **{f"seconds.{k}": v for k, v in record.timings.model_dump().items()},
+            **{f"pixels.{k}": v for k, v in record.class_pixels.items()},
+        }
         if report:
             metrics |= {"defects": report["defects"], **{f"defects.{k}": v for k, v in report["by_class"].items()}}
         mlflow.log_metrics(metrics)

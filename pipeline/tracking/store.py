@@ -62,17 +62,24 @@ def _relocate(db: Path, root: Path) -> None:
     new_prefix = str(root / ARTIFACT_DIR)
     marker = f"/{ARTIFACT_DIR}/"
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?",
-                           (f"%{marker}%",)).fetchall()
+        rows = con.execute(
+            "SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?", (f"%{marker}%",)
+        ).fetchall()
         old_prefixes = {loc.split(marker)[0] + f"/{ARTIFACT_DIR}" for (loc,) in rows}
         for old in old_prefixes - {new_prefix, "file://" + new_prefix}:
             new = ("file://" + new_prefix) if old.startswith("file://") else new_prefix
-            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                                  ("model_versions", "source"), ("model_versions", "storage_location"),
-                                  ("logged_models", "artifact_location")):
+            for table, column in (
+                ("experiments", "artifact_location"),
+                ("runs", "artifact_uri"),
+                ("model_versions", "source"),
+                ("model_versions", "storage_location"),
+                ("logged_models", "artifact_location"),
+            ):
                 try:
-                    con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?) WHERE {column} LIKE ?",
-                                (old, new, f"{old}%"))
+                    con.execute(
+                        f"UPDATE {table} SET {column} = replace({column}, ?, ?) WHERE {column} LIKE ?",
+                        (old, new, f"{old}%"),
+                    )
                 except sqlite3.OperationalError:  # table or column absent in this schema version
                     continue
 
@@ -94,13 +101,16 @@ def init_tracking() -> str:
     try:
         with _store_lock(uri):
             MlflowClient(uri).search_experiments(max_results=1)  # creates and migrates the schema
-            if uri == default_uri():  # the project's own store (MLflow itself exports MLFLOW_TRACKING_URI)
-                _relocate(_sqlite_path(uri), project_root())
+            database = _sqlite_path(uri)
+            if uri == default_uri() and database:  # the project's own store (MLflow exports MLFLOW_TRACKING_URI)
+                _relocate(database, project_root())
     except Exception as exc:  # sqlalchemy, sqlite3 and MLflow each raise their own kinds
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise MsafError(f"the MLflow tracking store {uri} cannot be used ({reason}); run with --no-track "
-                        "(and --model), or point MLFLOW_TRACKING_URI at a new store "
-                        "(e.g. sqlite:///fresh-mlflow.db)") from None
+        raise MsafError(
+            f"the MLflow tracking store {uri} cannot be used ({reason}); run with --no-track "
+            "(and --model), or point MLFLOW_TRACKING_URI at a new store "
+            "(e.g. sqlite:///fresh-mlflow.db)"
+        ) from None
     return uri
 
 

@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from skimage.morphology import skeletonize
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import LossConfig
-from pipeline.data import IGNORE_INDEX
 
 
-def pixel_nll(logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor | None = None,
-              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def pixel_nll(
+    logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor | None = None, ignore_index: int = NO_CLASS
+) -> torch.Tensor:
     """Per-pixel negative log-likelihood (N, H, W); 0 at ignored pixels.
 
     Plain cross-entropy, except that a background pixel of a crop whose data set never labels
@@ -36,8 +37,14 @@ def pixel_nll(logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor
     return nll * valid
 
 
-def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float, min_kept: int,
-                       ignore_index: int = IGNORE_INDEX, may_hide: torch.Tensor | None = None) -> torch.Tensor:
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    thresh: float,
+    min_kept: int,
+    ignore_index: int = NO_CLASS,
+    may_hide: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Cross-entropy averaged over the hard pixels only.
 
     Pixels whose true-class probability is below ``thresh`` are hard; at least ``min_kept`` of the
@@ -58,8 +65,9 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float
     return losses[hard].mean()
 
 
-def mean_nll(logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor | None = None,
-             ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def mean_nll(
+    logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor | None = None, ignore_index: int = NO_CLASS
+) -> torch.Tensor:
     """Cross-entropy (partial-label aware) averaged over the valid pixels."""
     valid = target != ignore_index
     if not bool(valid.any()):
@@ -67,16 +75,18 @@ def mean_nll(logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor 
     return pixel_nll(logits, target, may_hide, ignore_index)[valid].mean()
 
 
-def _labelled_samples(may_hide: torch.Tensor | None, batch: int, num_classes: int,
-                      device: torch.device) -> torch.Tensor:
+def _labelled_samples(
+    may_hide: torch.Tensor | None, batch: int, num_classes: int, device: torch.device
+) -> torch.Tensor:
     """(N, C) float: 1 where the crop's data set labels the class."""
     if may_hide is None:
         return torch.ones(batch, num_classes, device=device)
     return (~may_hide.bool()).float().to(device)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
-              may_hide: torch.Tensor | None = None) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = NO_CLASS, may_hide: torch.Tensor | None = None
+) -> torch.Tensor:
     """Soft Dice over the foreground classes (1..C-1); helps when cracks are ~1-2 % of pixels.
 
     A class is scored only on crops whose data set labels it.
@@ -107,8 +117,9 @@ def label_skeletons(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.from_numpy(out).to(target.device)
 
 
-def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor,
-                         may_hide: torch.Tensor | None = None) -> torch.Tensor:
+def skeleton_recall_loss(
+    logits: torch.Tensor, target: torch.Tensor, may_hide: torch.Tensor | None = None
+) -> torch.Tensor:
     """Skeleton Recall (Kirchhoff et al., ECCV 2024): 1 - the share of the labels' centrelines
     that the predicted probability covers, per foreground class; keeps thin cracks connected."""
     num_classes = logits.shape[1]
@@ -123,8 +134,9 @@ def skeleton_recall_loss(logits: torch.Tensor, target: torch.Tensor,
     return 1 - (covered[present] / length[present]).mean()
 
 
-def segmentation_loss(outputs: tuple[torch.Tensor, ...], target: torch.Tensor, cfg: LossConfig,
-                      may_hide: torch.Tensor | None = None) -> torch.Tensor:
+def segmentation_loss(
+    outputs: tuple[torch.Tensor, ...], target: torch.Tensor, cfg: LossConfig, may_hide: torch.Tensor | None = None
+) -> torch.Tensor:
     """Weighted sum: main OHEM CE + CE on each auxiliary head (+ Dice and Skeleton Recall on the main output)."""
     main, *aux = outputs
     loss = cfg.main_weight * ohem_cross_entropy(main, target, cfg.ohem_thresh, cfg.ohem_min_kept, may_hide=may_hide)

@@ -22,6 +22,7 @@ from pipeline.errors import MsafError
 from pipeline.evaluate import calibrate, evaluate_groups, predict_items
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import autocast_for, normalise
+from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import DSNet, build_model
 from pipeline.training.loss import segmentation_loss
 
@@ -37,6 +38,7 @@ class TrainResult:
     sha256: str
     metadata: ModelMetadata
     history: list[dict[str, Any]]
+    validation: EvaluationSummary  # of the epoch kept
 
 
 def seed_everything(seed: int) -> None:
@@ -94,8 +96,10 @@ def load_training_data(params: Params, manifest: Manifest | None = None) -> Trai
     """Find, split, decode and validate the labelled data (before any run is started)."""
     manifest = manifest or build_manifest(params.data)
     if manifest.class_names != params.data.class_names:
-        raise MsafError(f"the manifest's classes {manifest.class_names} differ from params.yaml's "
-                        f"{params.data.class_names}; re-run `msaf prepare`")
+        raise MsafError(
+            f"the manifest's classes {manifest.class_names} differ from params.yaml's "
+            f"{params.data.class_names}; re-run `msaf prepare`"
+        )
     return TrainingData(manifest, manifest.load("train"), manifest.load("val"))
 
 
@@ -125,8 +129,9 @@ class WeightAverage:
 Batch = tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]
 
 
-def training_batches(sampler: CropSampler, batch_size: int, seed: int, steps: int, *,
-                     threads: int | None = None) -> Iterator[Batch]:
+def training_batches(
+    sampler: CropSampler, batch_size: int, seed: int, steps: int, *, threads: int | None = None
+) -> Iterator[Batch]:
     """The batches of steps 0..steps-1 in order, drawn ahead by worker threads while the model trains.
 
     Each step's batch comes from its own generator seeded by (seed, step), so the stream is the
@@ -157,8 +162,9 @@ def _may_hide(unlabelled: list[tuple[int, ...]], num_classes: int, device: torch
     return mask.to(device)
 
 
-def validate(model: DSNet, data: TrainingData, mean: Sequence[float], std: Sequence[float], device: torch.device,
-             params: Params) -> dict[str, Any]:
+def validate(
+    model: DSNet, data: TrainingData, mean: Sequence[float], std: Sequence[float], device: torch.device, params: Params
+) -> EvaluationSummary:
     """Per-set validation metrics with the decision thresholds calibrated on these images."""
     names = params.data.class_names
     groups = {name: predict_items(model, items, mean, std, device) for name, items in data.val_sets.items() if items}
@@ -169,8 +175,14 @@ def validate(model: DSNet, data: TrainingData, mean: Sequence[float], std: Seque
     return evaluate_groups(groups, names, params.evaluate.tolerance_px, thresholds, params.train.calibrate)
 
 
-def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallback | None = None,
-                manifest: Manifest | None = None, data: TrainingData | None = None) -> TrainResult:
+def train_model(
+    params: Params,
+    *,
+    out: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    manifest: Manifest | None = None,
+    data: TrainingData | None = None,
+) -> TrainResult:
     """Train per ``params`` and write a checkpoint (the epoch with the best val tolerant F1).
 
     The checkpoint is byte-identical for the same data, params and machine: its metadata holds
@@ -186,17 +198,24 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
     device = resolve_device(cfg.device)
     model = build_model(params.model.preset, num_classes, **params.model.overrides).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _optimizer(model, cfg)
     total_steps = cfg.epochs * cfg.steps_per_epoch
-    sampler = CropSampler(data.train_sets, cfg.crop_size, cfg.augment, focus=cfg.focus,
-                          weights={s.name: s.weight for s in data.manifest.sets})
+    sampler = CropSampler(
+        data.train_sets,
+        cfg.crop_size,
+        cfg.augment,
+        focus=cfg.focus,
+        weights={s.name: s.weight for s in data.manifest.sets},
+    )
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     scored_model = average.shadow if average else model
 
     batches = training_batches(sampler, cfg.batch_size, cfg.seed, total_steps)
     history: list[dict[str, Any]] = []
-    best_score, best_state, best_metrics = -1.0, None, {}
+    best_score: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_metrics: EvaluationSummary | None = None
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -211,8 +230,12 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
                 outputs = model(x)
-            loss = segmentation_loss(tuple(o.float() for o in outputs), torch.from_numpy(labels).to(device), cfg.loss,
-                                     _may_hide(unlabelled, num_classes, device))
+            loss = segmentation_loss(
+                tuple(o.float() for o in outputs),
+                torch.from_numpy(labels).to(device),
+                cfg.loss,
+                _may_hide(unlabelled, num_classes, device),
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -221,32 +244,53 @@ def train_model(params: Params, *, out: Path | None = None, on_epoch: EpochCallb
             losses.append(loss.item())
         validating = time.perf_counter()
         val = validate(scored_model, data, mean, std, device, params)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr, "val_miou": val["miou"],
-                  "val_fg_iou": val["fg_iou"], "val_fg_f1": val["fg_f1"], "val_fg_tol_f1": val["fg_tol_f1"],
-                  "val_score": val["score"],
-                  **{f"val_{name}_score": s["score"] for name, s in val["sets"].items()},
-                  **{f"threshold_{name}": t for name, t in val["thresholds"].items()},
-                  "seconds": time.perf_counter() - started, "val_seconds": time.perf_counter() - validating}
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "lr": lr,
+            "val_miou": val.miou,
+            "val_fg_iou": val.fg_iou,
+            "val_fg_f1": val.fg_f1,
+            "val_fg_tol_f1": val.fg_tol_f1,
+            "val_score": val.score,
+            **{f"val_{name}_score": s.score for name, s in val.sets.items()},
+            **{f"threshold_{name}": t for name, t in val.thresholds.items()},
+            "seconds": time.perf_counter() - started,
+            "val_seconds": time.perf_counter() - validating,
+        }
         history.append(record)
-        score = -1.0 if np.isnan(val["score"]) else val["score"]
+        score = -1.0 if np.isnan(val.score) else val.score
         if best_state is None or score > best_score:
-            best_score, best_metrics = score, val | {"epoch": epoch}
+            best_score, best_metrics = score, val.model_copy(update={"epoch": epoch})
             best_state = {k: v.detach().clone() for k, v in scored_model.state_dict().items()}
         if on_epoch:
             on_epoch(record)
 
+    if best_state is None or best_metrics is None:
+        raise MsafError("train.epochs must be at least 1")
     model.load_state_dict(best_state)
     metadata = ModelMetadata(
-        preset=params.model.preset, architecture=model.config, classes=params.data.classes, tile_size=cfg.crop_size,
-        mean=mean, std=std, gsd_m=params.data.gsd_m, thresholds=best_metrics["thresholds"],
-        metrics={"val": best_metrics}, data_fingerprint=data.fingerprint,
+        preset=params.model.preset,
+        architecture=model.config,
+        classes=params.data.classes,
+        tile_size=cfg.crop_size,
+        mean=mean,
+        std=std,
+        gsd_m=params.data.gsd_m,
+        thresholds=best_metrics.thresholds,
+        metrics={"val": best_metrics.to_json()},
+        data_fingerprint=data.fingerprint,
         history=[{k: v for k, v in r.items() if k not in TIMINGS} for r in history],
         weights_sha256=weights_sha256(model),
-        split={"train": [p.stem for s in data.manifest.sets for p in s.pairs("train")],
-               "val": [p.stem for s in data.manifest.sets for p in s.pairs("val")]},
-        data_sets={s.name: {"train": s.train, "val": s.val, "fingerprint": s.fingerprint, "gsd_m": s.gsd_m}
-                   for s in data.manifest.sets},
+        split={
+            "train": [p.stem for s in data.manifest.sets for p in s.pairs("train")],
+            "val": [p.stem for s in data.manifest.sets for p in s.pairs("val")],
+        },
+        data_sets={
+            s.name: {"train": s.train, "val": s.val, "fingerprint": s.fingerprint, "gsd_m": s.gsd_m}
+            for s in data.manifest.sets
+        },
         params=params.model_dump(mode="json"),
     )
     sha = save_checkpoint(out, model, metadata)
-    return TrainResult(out, sha, metadata, history)
+    return TrainResult(out, sha, metadata, history, best_metrics)

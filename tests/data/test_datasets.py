@@ -36,7 +36,7 @@ def test_random_split_is_unchanged_by_photo_grouping_support(cfd_dir):
     """Without a pattern every file is its own group: the same split as a permutation of files."""
     pairs = find_pairs(cfd_dir / "images", cfd_dir / "masks")
     order = np.random.default_rng(42).permutation(len(pairs))
-    expected_val = sorted(pairs[i].stem for i in order[:round(len(pairs) * 0.2)])
+    expected_val = sorted(pairs[i].stem for i in order[: round(len(pairs) * 0.2)])
     _, val = split_pairs(pairs, 0.2, 42)
     assert sorted(p.stem for p in val) == expected_val
 
@@ -79,7 +79,9 @@ def test_crops_follow_set_weights_and_focus_on_labelled_pixels(tmp_path, cfd_dir
 
 
 def test_a_photo_wise_split_of_one_photo_is_refused(tmp_path, uav_dir):
-    pairs = find_pairs(copy_pairs(uav_dir, tmp_path / "one", ["DSC00560", "DSC00560b", "DSC00560c"]) / "images",
-                       tmp_path / "one" / "masks")
+    pairs = find_pairs(
+        copy_pairs(uav_dir, tmp_path / "one", ["DSC00560", "DSC00560b", "DSC00560c"]) / "images",
+        tmp_path / "one" / "masks",
+    )
     with pytest.raises(MsafError, match="crops of one photo"):
         split_pairs(pairs, 0.2, 0, PATTERN)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import AugmentConfig
 from pipeline.data import CropSampler, LabelledImage
 from pipeline.data.augment import footprint_valid, with_footprint
-from pipeline.data.labelled import IGNORE_INDEX
 from pipeline.inference.fill import mirror_fill
 
 
@@ -28,9 +28,12 @@ def test_edge_is_filled_exactly_as_inference_fills_it_and_its_labels_are_ignored
     filled, kept = with_footprint(image, labels, valid)
     np.testing.assert_array_equal(filled[valid], image[valid])
     np.testing.assert_array_equal(kept[valid], labels[valid])
-    assert (kept[~valid] == IGNORE_INDEX).all()
-    expected = mirror_fill(torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(valid),
-                           torch.zeros(3)).numpy().transpose(1, 2, 0)
+    assert (kept[~valid] == NO_CLASS).all()
+    expected = (
+        mirror_fill(torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(valid), torch.zeros(3))
+        .numpy()
+        .transpose(1, 2, 0)
+    )
     np.testing.assert_array_equal(filled, expected)
     np.testing.assert_array_equal(filled[:, 19], image[:, 21])  # mirrored across the edge: no step to learn
 
@@ -41,4 +44,4 @@ def test_sampler_cuts_the_configured_share_of_crops(share, expected):
     item = LabelledImage("a", rng.integers(0, 255, (80, 80, 3), dtype=np.uint8), np.zeros((80, 80), np.uint8))
     aug = AugmentConfig(hflip=False, vflip=False, rot90=False, brightness=0, contrast=0, saturation=0, footprint=share)
     _, labels, _ = CropSampler({"s": [item]}, 48, aug).batch(12, np.random.default_rng(0))
-    assert sum(bool((crop == IGNORE_INDEX).any()) for crop in labels) == expected
+    assert sum(bool((crop == NO_CLASS).any()) for crop in labels) == expected

@@ -27,8 +27,11 @@ def test_three_class_mask_maps_values_to_ids(tmp_path):
     mask[5:10] = 128
     mask[12:15, :10] = 255
     write_pair(tmp_path, "a", np.full((20, 30, 3), 90, np.uint8), mask)
-    classes = [ClassSpec(name="bg", values=[0]), ClassSpec(name="spall", values=[128]),
-               ClassSpec(name="crack", values=[255])]
+    classes = [
+        ClassSpec(name="bg", values=[0]),
+        ClassSpec(name="spall", values=[128]),
+        ClassSpec(name="crack", values=[255]),
+    ]
     (item,) = load_labelled(find_pairs(tmp_path / "images", tmp_path / "masks"), class_lut(classes))
     expected = np.zeros((20, 30), np.uint8)
     expected[5:10] = 1

@@ -32,19 +32,27 @@ def reference(surveyed) -> np.ndarray:
     return read(surveyed / "mask.tif")
 
 
-def test_local_flow_matches_the_engine_and_publishes_artifacts(prefect_harness, tmp_path, tiny_model,
-                                                              crack_mosaic, reference):
+def test_local_flow_matches_the_engine_and_publishes_artifacts(
+    prefect_harness, tmp_path, tiny_model, crack_mosaic, reference
+):
     from prefect.client.orchestration import get_client
 
     from flows.survey import run_survey_flow
 
-    record = run_survey_flow(str(crack_mosaic[0]), str(tmp_path / "out"), model=str(tiny_model),
-                             params_path=str(tmp_path / "none.yaml"), overrides=OVERRIDES, track=False,
-                             chunk_blocks=16)
+    outcome = run_survey_flow(
+        str(crack_mosaic[0]),
+        str(tmp_path / "out"),
+        model=str(tiny_model),
+        params_path=str(tmp_path / "none.yaml"),
+        overrides=OVERRIDES,
+        track=False,
+        chunk_blocks=16,
+    )
     np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
-    assert record["report"]["defects"] > 0 and (tmp_path / "out" / "report.html").is_file()
-    assert (record["tiling"]["blocks"] == 99 and not (tmp_path / "out" / ".msaf-blocks").exists()) or \
-        not list((tmp_path / "out" / ".msaf-blocks").rglob("*.blk"))
+    assert outcome.report and outcome.report["defects"] > 0 and (tmp_path / "out" / "report.html").is_file()
+    assert (outcome.record.tiling.blocks == 99 and not (tmp_path / "out" / ".msaf-blocks").exists()) or not list(
+        (tmp_path / "out" / ".msaf-blocks").rglob("*.blk")
+    )
     with get_client(sync_client=True) as client:
         artifacts = {a.key: a for a in client.read_artifacts() if a.key}
     assert {"survey-progress", "defect-summary", "survey-outputs"} <= set(artifacts)
@@ -52,14 +60,24 @@ def test_local_flow_matches_the_engine_and_publishes_artifacts(prefect_harness, 
     assert "mask.tif" in artifacts["survey-outputs"].data
 
 
-def test_dask_engine_on_a_local_cluster_gives_the_same_mask(dask_cluster, tmp_path, tiny_model, crack_mosaic,
-                                                            reference):
+def test_dask_engine_on_a_local_cluster_gives_the_same_mask(
+    dask_cluster, tmp_path, tiny_model, crack_mosaic, reference
+):
     from flows.survey import run_survey_flow
 
     cluster, _ = dask_cluster
-    run_survey_flow(str(crack_mosaic[0]), str(tmp_path / "out"), engine="dask", dask_address=cluster.scheduler_address,
-                    model=str(tiny_model), params_path=str(tmp_path / "none.yaml"), overrides=OVERRIDES,
-                    track=False, report=False, chunk_blocks=8)
+    run_survey_flow(
+        str(crack_mosaic[0]),
+        str(tmp_path / "out"),
+        engine="dask",
+        dask_address=cluster.scheduler_address,
+        model=str(tiny_model),
+        params_path=str(tmp_path / "none.yaml"),
+        overrides=OVERRIDES,
+        track=False,
+        report=False,
+        chunk_blocks=8,
+    )
     np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
 
 
@@ -72,9 +90,18 @@ def test_a_killed_dask_worker_does_not_change_the_result(dask_cluster, tmp_path,
 
     def run() -> None:
         try:
-            run_survey_flow(str(crack_mosaic[0]), str(out), engine="dask", dask_address=cluster.scheduler_address,
-                            model=str(tiny_model), params_path=str(tmp_path / "none.yaml"), overrides=OVERRIDES,
-                            track=False, report=False, chunk_blocks=4)
+            run_survey_flow(
+                str(crack_mosaic[0]),
+                str(out),
+                engine="dask",
+                dask_address=cluster.scheduler_address,
+                model=str(tiny_model),
+                params_path=str(tmp_path / "none.yaml"),
+                overrides=OVERRIDES,
+                track=False,
+                report=False,
+                chunk_blocks=4,
+            )
         except BaseException as exc:  # surfaced in the main thread below
             errors.append(exc)
 
@@ -91,11 +118,27 @@ def test_a_killed_dask_worker_does_not_change_the_result(dask_cluster, tmp_path,
     np.testing.assert_array_equal(read(out / "mask.tif"), reference)
 
 
-def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(tmp_path, tiny_model, crack_mosaic,
-                                                                           reference):
+def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(
+    tmp_path, tiny_model, crack_mosaic, reference
+):
     out = tmp_path / "out"
-    command = [MSAF, "survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
-               "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track"]
+    command = [
+        MSAF,
+        "survey",
+        str(crack_mosaic[0]),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--device",
+        "cpu",
+        "--block",
+        "48",
+        "--batch",
+        "4",
+        "--no-report",
+        "--no-track",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None and len(list(out.glob(".msaf-blocks/*/block_*.blk"))) < 20:
@@ -144,8 +187,23 @@ def _alive(pid: int) -> bool:
 
 def test_kill_9_of_a_survey_leaves_no_process_behind(tmp_path, tiny_model, crack_mosaic):
     out = tmp_path / "out"
-    command = [MSAF, "survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
-               "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track"]
+    command = [
+        MSAF,
+        "survey",
+        str(crack_mosaic[0]),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--device",
+        "cpu",
+        "--block",
+        "48",
+        "--batch",
+        "4",
+        "--no-report",
+        "--no-track",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None and not list(out.glob(".msaf-blocks/*/block_*.blk")):
@@ -160,13 +218,32 @@ def test_kill_9_of_a_survey_leaves_no_process_behind(tmp_path, tiny_model, crack
     assert not [command for pid, command in below.items() if _alive(pid)]
 
 
-def test_a_dask_survey_starts_one_api_server_and_its_workers_report_to_it(tmp_path, tiny_model, crack_mosaic,
-                                                                         reference):
+def test_a_dask_survey_starts_one_api_server_and_its_workers_report_to_it(
+    tmp_path, tiny_model, crack_mosaic, reference
+):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    command = [MSAF, "survey", str(crack_mosaic[0]), "--out", str(out), "--model", str(tiny_model), "--device",
-               "cpu", "--block", "48", "--batch", "4", "--no-report", "--no-track", "--engine", "dask",
-               "--dask-workers", "2"]
+    command = [
+        MSAF,
+        "survey",
+        str(crack_mosaic[0]),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--device",
+        "cpu",
+        "--block",
+        "48",
+        "--batch",
+        "4",
+        "--no-report",
+        "--no-track",
+        "--engine",
+        "dask",
+        "--dask-workers",
+        "2",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     servers, workers = 0, 0
     while process.poll() is None:
@@ -188,8 +265,14 @@ def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny
     rng = np.random.default_rng(0)
     for name in ("a", "b", "c"):
         write_raster(tmp_path / f"{name}.tif", rng.integers(0, 256, (3, 90, 110), dtype=np.uint8))
-    kwargs = {"out": str(out), "model": str(tiny_model), "params_path": str(tmp_path / "none.yaml"),
-              "overrides": {"device": "cpu", "gsd_policy": "ignore"}, "track": False, "settle_seconds": 0}
+    kwargs = {
+        "out": str(out),
+        "model": str(tiny_model),
+        "params_path": str(tmp_path / "none.yaml"),
+        "overrides": {"device": "cpu", "gsd_policy": "ignore"},
+        "track": False,
+        "settle_seconds": 0,
+    }
     for name in ("a", "b"):
         shutil.copy(tmp_path / f"{name}.tif", inbox / f"{name}.tif")
     first = inbox_flow(inbox=str(inbox), **kwargs)
@@ -203,8 +286,7 @@ def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny
     assert inbox_flow(inbox=str(inbox), **kwargs) == []
 
 
-def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(prefect_harness, tmp_path,
-                                                                               tiny_model):
+def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(prefect_harness, tmp_path, tiny_model):
     from flows.inbox import inbox_flow
     from flows.ledger import Ledger
 
@@ -219,15 +301,24 @@ def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(pr
     whole = (inbox / "a.tif").read_bytes()
     (inbox / "stalled.tif").write_bytes(whole[: len(whole) // 2])  # half a file that stopped arriving
     (inbox / "arriving.tif").write_bytes(whole[: len(whole) // 3])  # half a file still being copied
-    (inbox / "passwd.vrt").write_text('<VRTDataset rasterXSize="64" rasterYSize="8"><VRTRasterBand dataType="Byte" '
-                                      'band="1" subClass="VRTRawRasterBand"><SourceFilename relativeToVRT="0">'
-                                      "/etc/passwd</SourceFilename></VRTRasterBand></VRTDataset>")
+    (inbox / "passwd.vrt").write_text(
+        '<VRTDataset rasterXSize="64" rasterYSize="8"><VRTRasterBand dataType="Byte" '
+        'band="1" subClass="VRTRawRasterBand"><SourceFilename relativeToVRT="0">'
+        "/etc/passwd</SourceFilename></VRTRasterBand></VRTDataset>"
+    )
     settled = time.time() - 3600
     for path in inbox.iterdir():
         if path.name != "arriving.tif":
             os.utime(path, (settled, settled), follow_symlinks=False)
-    processed = inbox_flow(inbox=str(inbox), out=str(out), model=str(tiny_model), params_path=str(tmp_path / "x.yaml"),
-                           overrides={"device": "cpu", "gsd_policy": "ignore"}, track=False, settle_seconds=60)
+    processed = inbox_flow(
+        inbox=str(inbox),
+        out=str(out),
+        model=str(tiny_model),
+        params_path=str(tmp_path / "x.yaml"),
+        overrides={"device": "cpu", "gsd_policy": "ignore"},
+        track=False,
+        settle_seconds=60,
+    )
     assert sorted(Path(p).name.split("-")[0] for p in processed) == ["a", "b"]
     ledger = Ledger(out / ".ledger")
     failed = {Path(f["source"]).name: f["error"] for f in ledger.failed()}
@@ -265,11 +356,19 @@ def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
 
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_API_URL": api,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-                               "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "PREFECT_API_URL": api,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     served = None
     try:
         deadline = time.time() + 180
@@ -285,9 +384,27 @@ def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
         os.utime(inbox / "deck.tif", (time.time() - 600, time.time() - 600))  # delivered, settled
         params = tmp_path / "params.yaml"
         params.write_text("survey: {device: cpu, gsd_policy: ignore}\n")
-        served = subprocess.Popen([MSAF, "schedule", "--inbox", str(inbox), "--out", str(out), "--cron", "0 2 * * *",
-                                   "--model", str(tiny_model), "--params", str(params)], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        served = subprocess.Popen(
+            [
+                MSAF,
+                "schedule",
+                "--inbox",
+                str(inbox),
+                "--out",
+                str(out),
+                "--cron",
+                "0 2 * * *",
+                "--model",
+                str(tiny_model),
+                "--params",
+                str(params),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         with temporary_settings(updates={PREFECT_API_URL: api}):
             flow_run = None
             deadline = time.time() + 120
@@ -308,6 +425,11 @@ def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
 
 def test_schedule_without_a_server_says_how_to_start_one(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
-    result = subprocess.run([MSAF, "schedule", "--inbox", str(tmp_path), "--out", str(tmp_path / "o")],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [MSAF, "schedule", "--inbox", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 2 and "prefect server start" in result.stderr

@@ -30,8 +30,10 @@ def main() -> None:
     mask = QgsRasterLayer(mask_path, "mask")
     defects = QgsVectorLayer(f"{gpkg}|layername=defects", "defects", "ogr")
     lines = QgsVectorLayer(f"{gpkg}|layername=crack_centerlines", "centrelines", "ogr")
-    info = {"valid": {layer.name(): layer.isValid() for layer in (ortho, mask, defects, lines)},
-            "features": defects.featureCount()}
+    info = {
+        "valid": {layer.name(): layer.isValid() for layer in (ortho, mask, defects, lines)},
+        "features": defects.featureCount(),
+    }
     renderer = defects.renderer()
     info["defects_renderer"] = renderer.type()
     if renderer.type() == "categorizedSymbol":
@@ -43,8 +45,9 @@ def main() -> None:
     mask_renderer = mask.renderer()
     info["mask_renderer"] = mask_renderer.type()
     if mask_renderer.type() == "paletted":
-        info["mask_classes"] = {str(c.value): [c.label, c.color.name(), c.color.alpha()]
-                                for c in mask_renderer.classes()}
+        info["mask_classes"] = {
+            str(c.value): [c.label, c.color.name(), c.color.alpha()] for c in mask_renderer.classes()
+        }
     settings = QgsMapSettings()
     settings.setLayers([lines, defects, mask, ortho])  # top first
     settings.setDestinationCrs(defects.crs())

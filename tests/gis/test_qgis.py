@@ -20,16 +20,28 @@ RENDER = Path(__file__).with_name("qgis_render.py")
 
 
 def test_qgis_opens_the_outputs_with_their_styles_and_renders_a_map(tmp_path, surveyed, crack_mosaic):
-    assert shutil.which("qgis_process") or Path("/usr/lib/python3/dist-packages/qgis").is_dir(), \
+    assert shutil.which("qgis_process") or Path("/usr/lib/python3/dist-packages/qgis").is_dir(), (
         "python3-qgis missing: `make qgis` (run by `make test`) installs it"
+    )
     folder = tmp_path / "survey"
     shutil.copytree(surveyed, folder, ignore=shutil.ignore_patterns(".msaf*"))
     report_survey(folder, ReportConfig())
     # the venv's rasterio/pyproj point GDAL_DATA/PROJ_DATA at their own (newer) data: not for the system's QGIS
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "GDAL_", "PROJ_", "CPL_"))}
-    result = subprocess.run([SYSTEM_PYTHON, str(RENDER), str(crack_mosaic[0]), str(folder / "mask.tif"),
-                             str(folder / "defects.gpkg"), str(tmp_path / "map.png")],
-                            capture_output=True, text=True, timeout=300, env=env | {"QT_QPA_PLATFORM": "offscreen"})
+    result = subprocess.run(
+        [
+            SYSTEM_PYTHON,
+            str(RENDER),
+            str(crack_mosaic[0]),
+            str(folder / "mask.tif"),
+            str(folder / "defects.gpkg"),
+            str(tmp_path / "map.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env | {"QT_QPA_PLATFORM": "offscreen"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(info["valid"].values()), info["valid"]
@@ -44,8 +56,11 @@ def test_qgis_opens_the_outputs_with_their_styles_and_renders_a_map(tmp_path, su
 
     picture = np.asarray(Image.open(tmp_path / "map.png").convert("RGB")).astype(int)
     assert picture.std() > 20  # not blank
-    grey = (np.abs(picture - picture.mean(axis=2, keepdims=True)).max(axis=2) < 12) & (picture.mean(axis=2) > 40) & (
-        picture.mean(axis=2) < 200)
+    grey = (
+        (np.abs(picture - picture.mean(axis=2, keepdims=True)).max(axis=2) < 12)
+        & (picture.mean(axis=2) > 40)
+        & (picture.mean(axis=2) < 200)
+    )
     assert grey.mean() > 0.3  # the orthomosaic shows through the mask (background is transparent)
     red = np.all(np.abs(picture - np.array(rgb("#d7191c"))) < 40, axis=2)
     assert red.sum() > 200  # cracks drawn in the mask's crack colour

@@ -27,10 +27,11 @@ def _stitch(model: nn.Module, image: np.ndarray, tile: int, overlap: int, block:
     out = np.zeros((3, height, width), np.float32)
     valid = np.ones((height, width), bool)
     for b in grid.blocks(block):
-        region = image[b.region.row0:b.region.row1, b.region.col0:b.region.col1]
-        region_valid = valid[b.region.row0:b.region.row1, b.region.col0:b.region.col1]
-        out[:, b.core.row0:b.core.row1, b.core.col0:b.core.col1] = blend_block(
-            runner, grid, b, region, region_valid).numpy()
+        region = image[b.region.row0 : b.region.row1, b.region.col0 : b.region.col1]
+        region_valid = valid[b.region.row0 : b.region.row1, b.region.col0 : b.region.col1]
+        out[:, b.core.row0 : b.core.row1, b.core.col0 : b.core.col1] = blend_block(
+            runner, grid, b, region, region_valid
+        ).numpy()
     return out
 
 
@@ -88,7 +89,7 @@ def test_runner_pads_batches_so_results_do_not_depend_on_batch_fill():
     tiles = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
     runner = TileRunner(model, MEAN, STD, torch.device("cpu"), 4, (64, 64))
     together = runner.predict(tiles)
-    one_by_one = np.concatenate([runner.predict(tiles[i:i + 1]) for i in range(5)])
+    one_by_one = np.concatenate([runner.predict(tiles[i : i + 1]) for i in range(5)])
     np.testing.assert_array_equal(together, one_by_one)
     np.testing.assert_allclose(together.sum(axis=1), 1.0, atol=1e-5)
 

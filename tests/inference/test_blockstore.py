@@ -28,7 +28,7 @@ def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny
         pixels = src.read((1, 2, 3), window=((0, 200), (0, 230)))
     image = write_raster(tmp_path / "in.tif", pixels)
     reference = run_survey(image, tmp_path / "reference", CFG, model_path=tiny_model)
-    assert reference["tiling"]["blocks"] == 16
+    assert reference.tiling.blocks == 16
 
     other = prepare_survey(image, tmp_path / "other", CFG.model_copy(update={"tta": True}), model_path=tiny_model)
     infer_blocks(other, indices=[4])  # a block of another survey (other key) of the same window
@@ -51,10 +51,17 @@ def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny
 
     with caplog.at_level(logging.WARNING, logger="pipeline.inference.blockstore"):
         resumed = run_survey(image, tmp_path / "out", CFG, model_path=tiny_model)
-    assert resumed["tiling"]["blocks_reused"] == 16 - 7
+    assert resumed.tiling.blocks_reused == 16 - 7
     warned = " ".join(r.getMessage() for r in caplog.records)
-    for reason in ("checksum mismatch", "truncated", "holds block 3", "holds block 2", "another survey",
-                   "class ids outside", "recomputed"):
+    for reason in (
+        "checksum mismatch",
+        "truncated",
+        "holds block 3",
+        "holds block 2",
+        "another survey",
+        "class ids outside",
+        "recomputed",
+    ):
         assert reason in warned, reason
     np.testing.assert_array_equal(_mask(tmp_path / "out"), _mask(tmp_path / "reference"))
     assert not (tmp_path / "out" / ".msaf-blocks").exists()

@@ -33,10 +33,10 @@ def test_calibration_finds_the_threshold_that_recovers_a_faint_crack():
     assert threshold in (0.25, 0.3) and score == pytest.approx(1.0)  # nearest to 0.5 among the best
     assert threshold == 0.3
     summary = evaluate_groups({"a": [_scored(probs, labels)]}, ["background", "crack"], 0, {"crack": threshold})
-    assert summary["classes"]["crack"]["f1"] == pytest.approx(1.0) and summary["score"] == pytest.approx(1.0)
+    assert summary.classes["crack"].f1 == pytest.approx(1.0) and summary.score == pytest.approx(1.0)
     argmax = evaluate_groups({"a": [_scored(probs, labels)]}, ["background", "crack"], 0)
-    assert argmax["classes"]["crack"]["recall"] == 0
-    assert summary["classes"]["crack"]["median_width_px"] == pytest.approx(1.0)
+    assert argmax.classes["crack"].recall == 0
+    assert summary.classes["crack"].median_width_px == pytest.approx(1.0)
 
 
 def test_calibration_averages_over_data_sets():
@@ -52,6 +52,6 @@ def test_calibration_averages_over_data_sets():
     threshold, score = calibrate(groups, cls=1, tolerance_px=0)
     assert threshold == 0.2 and score == pytest.approx((1.0 + 2 / 3) / 2)  # a perfect, b F1 2/3
     summary = evaluate_groups(groups, ["background", "crack"], 0, {"crack": threshold}, ["crack"])
-    assert summary["sets"]["a"]["score"] == pytest.approx(1.0)
-    assert summary["sets"]["b"]["score"] == pytest.approx(2 / 3)
-    assert summary["score"] == pytest.approx(score)
+    assert summary.sets["a"].score == pytest.approx(1.0)
+    assert summary.sets["b"].score == pytest.approx(2 / 3)
+    assert summary.score == pytest.approx(score)

@@ -12,8 +12,11 @@ def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
             if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=gen) + 0.5 if "running_var" in name \
+                values = (
+                    torch.rand(tensor.shape, generator=gen) + 0.5
+                    if "running_var" in name
                     else torch.randn(tensor.shape, generator=gen)
+                )
                 tensor.copy_(values)
 
 

@@ -13,7 +13,7 @@ def test_tiles_cover_the_raster_and_stay_inside(height, width):
     for tile in grid.tiles_touching(Box(0, 0, height, width)):
         assert tile.row0 >= 0 and tile.row1 <= height and tile.col0 >= 0 and tile.col1 <= width
         assert (tile.height, tile.width) == grid.tile_shape == (min(128, height), min(128, width))
-        covered[tile.row0:tile.row1, tile.col0:tile.col1] += 1
+        covered[tile.row0 : tile.row1, tile.col0 : tile.col1] += 1
     assert covered.min() >= 1
 
 
@@ -28,8 +28,8 @@ def test_block_cores_partition_the_raster_and_list_exactly_the_touching_tiles(bl
     grid = TileGrid(250, 333, tile=96, overlap=24)
     owner = np.full((250, 333), -1)
     for b in grid.blocks(block):
-        assert (owner[b.core.row0:b.core.row1, b.core.col0:b.core.col1] == -1).all()
-        owner[b.core.row0:b.core.row1, b.core.col0:b.core.col1] = b.index
+        assert (owner[b.core.row0 : b.core.row1, b.core.col0 : b.core.col1] == -1).all()
+        owner[b.core.row0 : b.core.row1, b.core.col0 : b.core.col1] = b.index
         every_tile = grid.tiles_touching(Box(0, 0, 250, 333))
         expected = [t for t in every_tile if t.intersection(b.core)]
         assert list(b.tiles) == expected  # global row-major order

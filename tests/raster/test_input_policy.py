@@ -28,21 +28,29 @@ def _pixels(seed: int = 0, shape: tuple[int, int] = (96, 128)) -> np.ndarray:
 
 
 def _vrt(path: Path, bands: str, width: int = 128, height: int = 96) -> Path:
-    path.write_text(f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>EPSG:32633</SRS>'
-                    f"<GeoTransform>500000, 0.001, 0, 5000000, 0, -0.001</GeoTransform>{bands}</VRTDataset>")
+    path.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>EPSG:32633</SRS>'
+        f"<GeoTransform>500000, 0.001, 0, 5000000, 0, -0.001</GeoTransform>{bands}</VRTDataset>"
+    )
     return path
 
 
 def _simple_bands(source: str, relative: bool = True) -> str:
-    return "".join(f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename '
-                   f'relativeToVRT="{int(relative)}">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
-                   "</SimpleSource></VRTRasterBand>" for b in (1, 2, 3))
+    return "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename '
+        f'relativeToVRT="{int(relative)}">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
+        "</SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
 
 
 def _raw_bands(target: str) -> str:
-    return "".join(f'<VRTRasterBand dataType="Byte" band="{b}" subClass="VRTRawRasterBand"><SourceFilename '
-                   f'relativeToVRT="0">{target}</SourceFilename><ImageOffset>0</ImageOffset><PixelOffset>1'
-                   "</PixelOffset><LineOffset>128</LineOffset></VRTRasterBand>" for b in (1, 2, 3))
+    return "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}" subClass="VRTRawRasterBand"><SourceFilename '
+        f'relativeToVRT="0">{target}</SourceFilename><ImageOffset>0</ImageOffset><PixelOffset>1'
+        "</PixelOffset><LineOffset>128</LineOffset></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
 
 
 def _rotated(tmp_path: Path) -> Path:
@@ -56,8 +64,10 @@ def _skewed(tmp_path: Path) -> Path:
 def _gcps_only(tmp_path: Path) -> Path:
     path = write_raster(tmp_path / "gcps.tif", _pixels(), crs=None, transform=Affine.identity())
     with rasterio.open(path, "r+") as ds:
-        points = [GroundControlPoint(r, c, 500000 + c * 0.001, 5000000 - r * 0.001) for r, c in
-                  ((0, 0), (0, 127), (95, 0), (95, 127))]
+        points = [
+            GroundControlPoint(r, c, 500000 + c * 0.001, 5000000 - r * 0.001)
+            for r, c in ((0, 0), (0, 127), (95, 0), (95, 127))
+        ]
         ds.gcps = (points, rasterio.crs.CRS.from_epsg(32633))
     return path
 
@@ -102,8 +112,19 @@ REFUSALS = {
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_unsafe_or_unmeasurable_inputs_are_refused_in_one_line(tmp_path, tiny_model, case):
     make, expected, flags = REFUSALS[case]
-    result = run_msaf("survey", str(make(tmp_path)), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
-                  "--device", "cpu", "--no-track", "--no-report", *flags)
+    result = run_msaf(
+        "survey",
+        str(make(tmp_path)),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+        "--device",
+        "cpu",
+        "--no-track",
+        "--no-report",
+        *flags,
+    )
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out" / "mask.tif").exists()
 
@@ -112,7 +133,7 @@ def test_an_allowed_vrt_is_surveyed_like_its_source(tmp_path, tiny_model):
     vrt = _plain_vrt(tmp_path)
     direct = run_survey(tmp_path / "a.tif", tmp_path / "direct", SurveyConfig(**CPU), model_path=tiny_model)
     through = run_survey(vrt, tmp_path / "vrt", SurveyConfig(**CPU, allow_vrt=True), model_path=tiny_model)
-    assert through["input"]["kind"] == "vrt" and direct["class_pixels"] == through["class_pixels"]
+    assert through.input.kind == "vrt" and direct.class_pixels == through.class_pixels
     with rasterio.open(tmp_path / "direct" / "mask.tif") as a, rasterio.open(tmp_path / "vrt" / "mask.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
 
@@ -125,7 +146,7 @@ def test_a_changed_vrt_source_never_reuses_stale_blocks(tmp_path, tiny_model):
     changed = _pixels(seed=9)
     write_raster(tmp_path / "a.tif", changed)  # the source changes, the VRT's bytes do not
     resumed = run_survey(vrt, tmp_path / "out", cfg, model_path=tiny_model)
-    assert resumed["tiling"]["blocks_reused"] == 0
+    assert resumed.tiling.blocks_reused == 0
     write_raster(tmp_path / "fresh.tif", changed)
     run_survey(tmp_path / "fresh.tif", tmp_path / "fresh", cfg, model_path=tiny_model)
     with rasterio.open(tmp_path / "out" / "mask.tif") as a, rasterio.open(tmp_path / "fresh" / "mask.tif") as b:
@@ -141,7 +162,7 @@ def test_gdal_virtual_paths_need_allow_remote(tmp_path, tiny_model):
         run_survey(inside, tmp_path / "refused", SurveyConfig(**CPU), model_path=tiny_model)
     record = run_survey(inside, tmp_path / "zip", SurveyConfig(**CPU, allow_remote=True), model_path=tiny_model)
     direct = run_survey(tmp_path / "a.tif", tmp_path / "direct", SurveyConfig(**CPU), model_path=tiny_model)
-    assert record["input"]["path"] == inside and record["class_pixels"] == direct["class_pixels"]
+    assert record.input.path == inside and record.class_pixels == direct.class_pixels
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -168,7 +189,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         if ranged:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
-        self.wfile.write(data[start:end + 1])
+        self.wfile.write(data[start : end + 1])
 
     def do_HEAD(self) -> None:
         path = Path(self.translate_path(self.path))
@@ -190,11 +211,32 @@ def test_a_url_is_surveyed_when_remote_inputs_are_allowed(tmp_path, tiny_model):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/ortho.tif"
     try:
-        refused = run_msaf("survey", url, "--out", str(tmp_path / "refused"), "--model", str(tiny_model),
-                       "--device", "cpu", "--no-track", "--no-report")
+        refused = run_msaf(
+            "survey",
+            url,
+            "--out",
+            str(tmp_path / "refused"),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-track",
+            "--no-report",
+        )
         assert_one_line_error(refused, "--allow-remote")
-        result = run_msaf("survey", url, "--out", str(tmp_path / "out"), "--model", str(tiny_model), "--device", "cpu",
-                      "--no-track", "--no-report", "--allow-remote")
+        result = run_msaf(
+            "survey",
+            url,
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cpu",
+            "--no-track",
+            "--no-report",
+            "--allow-remote",
+        )
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
@@ -207,12 +249,17 @@ def test_a_url_is_surveyed_when_remote_inputs_are_allowed(tmp_path, tiny_model):
 
 def test_a_report_never_reads_what_a_survey_would_refuse(tmp_path):
     from pipeline.report.build import survey_image
+    from pipeline.survey_record import InputRecord, SurveyRecord
 
     raw = str(_raw_vrt(tmp_path))
-    assert survey_image({"input": {"path": raw, "kind": "vrt"}}, None) is None  # e.g. an edited survey.json
-    assert survey_image({"input": {"path": "https://example.org/o.tif", "kind": "remote"}}, None) is None
+
+    def recorded(path: str, kind: str) -> SurveyRecord:  # only what survey_image reads
+        return SurveyRecord.model_construct(input=InputRecord.model_construct(path=path, kind=kind))
+
+    assert survey_image(recorded(raw, "vrt"), None) is None  # e.g. an edited survey.json
+    assert survey_image(recorded("https://example.org/o.tif", "remote"), None) is None
     with pytest.raises(MsafError, match="VRTRawRasterBand"):
-        survey_image({}, Path(raw))
+        survey_image(None, Path(raw))
     plain = _plain_vrt(tmp_path)
-    assert survey_image({"input": {"path": str(plain), "kind": "vrt"}}, None) == plain
-    assert survey_image({"input": {"path": str(plain), "kind": "file"}}, None) is None
+    assert survey_image(recorded(str(plain), "vrt"), None) == plain
+    assert survey_image(recorded(str(plain), "file"), None) is None

@@ -20,8 +20,18 @@ CFG = ReportConfig(min_area_m2=0, match_distance_m=0.01)
 def _survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: float = 0) -> Path:
     folder.mkdir(parents=True)
     transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
-    with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
-                       count=1, dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
+    with rasterio.open(
+        folder / "mask.tif",
+        "w",
+        driver="GTiff",
+        width=mask.shape[1],
+        height=mask.shape[0],
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+        nodata=255,
+    ) as dst:
         dst.write(mask, 1)
         dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
     return folder
@@ -29,11 +39,11 @@ def _survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: f
 
 def _old_epoch() -> np.ndarray:
     old = np.zeros((420, 520), np.uint8)
-    old[50:53, 20:220] = 1     # A: will be extended by 0.1 m
-    old[150:153, 20:220] = 1   # B: will widen from 3 to 7 mm
-    old[200:203, 20:220] = 1   # C: unchanged
+    old[50:53, 20:220] = 1  # A: will be extended by 0.1 m
+    old[150:153, 20:220] = 1  # B: will widen from 3 to 7 mm
+    old[200:203, 20:220] = 1  # C: unchanged
     for start in (20, 70, 120, 170):
-        old[300:303, start:start + 40] = 1  # R: one crack the model saw in four pieces; repaired
+        old[300:303, start : start + 40] = 1  # R: one crack the model saw in four pieces; repaired
     old[350:390, 300:340] = 2  # S: a spall, unchanged
     return old
 
@@ -45,10 +55,10 @@ def _statuses(result: dict) -> dict:
 def test_one_of_each_crack_change(tmp_path):
     old = _old_epoch()
     new = old.copy()
-    new[50:53, 220:320] = 1     # A + 0.1 m
-    new[148:155, 20:220] = 1    # B 7 mm wide
-    new[300:303, :] = 0         # R repaired
-    new[90:93, 100:450] = 1     # N: a new 0.35 m crack 40 mm from A, its end 8 mm from A's extension
+    new[50:53, 220:320] = 1  # A + 0.1 m
+    new[148:155, 20:220] = 1  # B 7 mm wide
+    new[300:303, :] = 0  # R repaired
+    new[90:93, 100:450] = 1  # N: a new 0.35 m crack 40 mm from A, its end 8 mm from A's extension
     new[53:90, 420:423] = 0
     _survey(tmp_path / "old", old)
     _survey(tmp_path / "new", new, crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm registration offset
@@ -71,8 +81,15 @@ def test_an_epoch_against_its_own_reprojection_is_unchanged(tmp_path, crs):
     with rasterio.open(old / "mask.tif") as src:
         transform, width, height = calculate_default_transform(src.crs, crs, src.width, src.height, *src.bounds)
         out = np.full((height, width), 255, np.uint8)
-        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs=crs, resampling=Resampling.nearest,
-                  src_nodata=255, dst_nodata=255)
+        reproject(
+            rasterio.band(src, 1),
+            out,
+            dst_transform=transform,
+            dst_crs=crs,
+            resampling=Resampling.nearest,
+            src_nodata=255,
+            dst_nodata=255,
+        )
         profile = src.profile | {"crs": crs, "transform": transform, "width": width, "height": height}
     with rasterio.open(again / "mask.tif", "w", **profile) as dst:
         dst.write(out, 1)
@@ -89,11 +106,17 @@ def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
     mercator = tmp_path / "mercator"
     mercator.mkdir()
     with rasterio.open(old / "mask.tif") as src:
-        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height,
-                                                               *src.bounds)
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
         out = np.full((height, width), 255, np.uint8)
-        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:3857",
-                  resampling=Resampling.nearest, src_nodata=255, dst_nodata=255)
+        reproject(
+            rasterio.band(src, 1),
+            out,
+            dst_transform=transform,
+            dst_crs="EPSG:3857",
+            resampling=Resampling.nearest,
+            src_nodata=255,
+            dst_nodata=255,
+        )
         profile = src.profile | {"crs": "EPSG:3857", "transform": transform, "width": width, "height": height}
     with rasterio.open(mercator / "mask.tif", "w", **profile) as dst:
         dst.write(out, 1)

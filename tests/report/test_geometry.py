@@ -16,8 +16,18 @@ CLASSES = ["background", "crack", "spall"]
 
 
 def write_mask(path, mask: np.ndarray, gsd: float, crs: str = "EPSG:32633"):
-    with rasterio.open(path, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1,
-                       dtype="uint8", crs=crs, transform=from_origin(400000, 5000000, gsd, gsd), nodata=255) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=mask.shape[1],
+        height=mask.shape[0],
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=from_origin(400000, 5000000, gsd, gsd),
+        nodata=255,
+    ) as dst:
         dst.write(mask, 1)
     return path
 

@@ -45,8 +45,10 @@ def five_cracks(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("five")
     height, width = 460, 640
     rng = np.random.default_rng(5)
-    specs = [(40 + 70 * i + 0.37 * i, 0.012 * (i - 2), w, 70.0, 70.0 + LENGTH_PX)
-             for i, w in enumerate((*WIDTHS_MM, THIN_MM))]
+    specs = [
+        (40 + 70 * i + 0.37 * i, 0.012 * (i - 2), w, 70.0, 70.0 + LENGTH_PX)
+        for i, w in enumerate((*WIDTHS_MM, THIN_MM))
+    ]
     cover = _coverage(height, width, specs)
     grey = 150 + rng.normal(0, 6, (height, width)) + 4 * np.sin(np.arange(width) / 90)[None, :]
     image = grey * (1 - cover) + (40 + rng.normal(0, 4, (height, width))) * cover
@@ -68,11 +70,16 @@ def five_cracks(tmp_path_factory) -> Path:
 
 
 def test_widths_come_from_the_image_to_sub_pixel_precision(five_cracks):
-    result = subprocess.run([MSAF, "report", str(five_cracks / "survey"), "--image", str(five_cracks / "ortho.tif")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [MSAF, "report", str(five_cracks / "survey"), "--image", str(five_cracks / "ortho.tif")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    defects = gpd.read_file(five_cracks / "survey" / "defects.gpkg", layer="defects").sort_values("centroid_y",
-                                                                                                  ascending=False)
+    defects = gpd.read_file(five_cracks / "survey" / "defects.gpkg", layer="defects").sort_values(
+        "centroid_y", ascending=False
+    )
     assert len(defects) == 6 and (defects["width_method"] == "image").all()
     for (_, crack), true_mm in zip(defects.iterrows(), (*WIDTHS_MM, THIN_MM), strict=True):
         assert crack["mean_width_mm"] == pytest.approx(true_mm, abs=max(0.5, 0.15 * true_mm)), crack["mean_width_mm"]
@@ -102,11 +109,24 @@ def test_without_the_image_widths_fall_back_to_the_mask_and_say_so(five_cracks, 
 
 
 def test_an_image_on_another_grid_is_a_one_line_error(five_cracks, tmp_path):
-    with rasterio.open(tmp_path / "small.tif", "w", driver="GTiff", width=10, height=10, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(0, 0, 1, 1)) as dst:
+    with rasterio.open(
+        tmp_path / "small.tif",
+        "w",
+        driver="GTiff",
+        width=10,
+        height=10,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(0, 0, 1, 1),
+    ) as dst:
         dst.write(np.zeros((3, 10, 10), np.uint8))
-    result = subprocess.run([MSAF, "report", str(five_cracks / "survey"), "--image", str(tmp_path / "small.tif")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [MSAF, "report", str(five_cracks / "survey"), "--image", str(tmp_path / "small.tif")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "another grid than the mask" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -117,11 +137,11 @@ def test_web_mercator_gives_the_same_ground_lengths_and_areas(five_cracks, tmp_p
     mercator = tmp_path / "mercator"
     mercator.mkdir()
     with rasterio.open(source) as src:
-        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height,
-                                                               *src.bounds)
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
         out = np.zeros((height, width), np.uint8)
-        reproject(rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:3857",
-                  resampling=Resampling.nearest)
+        reproject(
+            rasterio.band(src, 1), out, dst_transform=transform, dst_crs="EPSG:3857", resampling=Resampling.nearest
+        )
         profile = src.profile | {"crs": "EPSG:3857", "transform": transform, "width": width, "height": height}
     with rasterio.open(mercator / "mask.tif", "w", **profile) as dst:
         dst.write(out, 1)

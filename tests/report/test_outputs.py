@@ -12,14 +12,15 @@ import pandas as pd
 import pyogrio
 import pytest
 import rasterio
+from rasterio.features import geometry_mask
 from rasterio.transform import from_origin
 
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
 from pipeline.report.compare import compare_surveys
+from tests.conftest import run_msaf
 
-MSAF = str(Path(sys.executable).with_name("msaf"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -32,7 +33,7 @@ def reported(tmp_path_factory, surveyed) -> Path:
     return out
 
 
-def test_geopackage_layers_columns_and_crs(reported):
+def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
     layers = dict(pyogrio.list_layers(reported / "defects.gpkg"))
     assert set(layers) == {"defects", "crack_centerlines", "summary", "layer_styles"}  # no joints: 2 classes
     assert layers["defects"] in ("Polygon", "MultiPolygon") and layers["summary"] is None
@@ -43,9 +44,28 @@ def test_geopackage_layers_columns_and_crs(reported):
     assert len(defects) >= 3 and defects["defect_id"].tolist() == list(range(1, len(defects) + 1))
     # the survey's input orthomosaic is still in place: widths come from it, except where a defect
     # shows no contrast against its surroundings (then from the mask, and the column says so)
-    assert set(defects["width_method"]) <= {"image", "mask"} and (defects["width_method"] == "image").mean() >= 0.8
-    for column in ("class", "severity", "area_m2", "length_m", "mean_width_mm", "max_width_mm",
-                   "orientation_deg", "mean_confidence", "lon", "lat", "centroid_x", "bbox_minx"):
+    assert set(defects["width_method"]) <= {"image", "mask"} and (defects["width_method"] == "image").mean() >= 0.75
+    with rasterio.open(crack_mosaic[1]) as truth_file:
+        truth, to_pixels = truth_file.read(1) == 1, truth_file.transform
+    real = [
+        int(truth[~geometry_mask([shape.buffer(0.002)], truth.shape, to_pixels)].sum()) >= 10
+        for shape in defects.geometry
+    ]
+    assert sum(real) >= 3 and (defects.loc[real, "width_method"] == "image").mean() >= 0.9  # real cracks: the image
+    for column in (
+        "class",
+        "severity",
+        "area_m2",
+        "length_m",
+        "mean_width_mm",
+        "max_width_mm",
+        "orientation_deg",
+        "mean_confidence",
+        "lon",
+        "lat",
+        "centroid_x",
+        "bbox_minx",
+    ):
         assert column in defects.columns
     assert set(defects["severity"]) <= {"low", "medium", "high"} and (defects["class"] == "crack").all()
     assert defects.geometry.is_valid.all()
@@ -64,8 +84,10 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
     import xml.etree.ElementTree as ET
 
     with sqlite3.connect(reported / "defects.gpkg") as con:
-        rows = con.execute("SELECT f_table_name, f_geometry_column, styleQML, styleSLD, useAsDefault FROM layer_styles"
-                           " ORDER BY f_table_name").fetchall()
+        rows = con.execute(
+            "SELECT f_table_name, f_geometry_column, styleQML, styleSLD, useAsDefault FROM layer_styles"
+            " ORDER BY f_table_name"
+        ).fetchall()
         contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
     assert [r[0] for r in rows] == ["crack_centerlines", "defects"] and contents == ("attributes",)
     styles = {name: (ET.fromstring(qml), ET.fromstring(sld)) for name, _, qml, sld, _ in rows}
@@ -111,8 +133,14 @@ def test_geojson_is_lon_lat_and_tables_match(reported):
     assert geojson["type"] == "FeatureCollection"
     defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
     assert len(geojson["features"]) == len(defects)
-    coords = np.array([pt for f in geojson["features"] for ring in f["geometry"]["coordinates"]
-                       for pt in (ring[0] if f["geometry"]["type"] == "MultiPolygon" else ring)])
+    coords = np.array(
+        [
+            pt
+            for f in geojson["features"]
+            for ring in f["geometry"]["coordinates"]
+            for pt in (ring[0] if f["geometry"]["type"] == "MultiPolygon" else ring)
+        ]
+    )
     assert (np.abs(coords[:, 0]) <= 180).all() and (np.abs(coords[:, 1]) <= 90).all()
     assert coords[:, 0].mean() == pytest.approx(defects["lon"].mean(), abs=1e-4)  # 15 E, UTM 33N
     csv = pd.read_csv(reported / "defects.csv")
@@ -126,8 +154,10 @@ def test_html_report_renders_in_a_real_browser(reported, tmp_path):
 
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -145,12 +175,27 @@ def test_html_report_renders_in_a_real_browser(reported, tmp_path):
     assert shot.std() > 20  # not a blank page
 
 
-def _mask_survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: int = 0,
-                 classes: tuple[str, ...] = ("background", "crack", "spall")) -> Path:
+def _mask_survey(
+    folder: Path,
+    mask: np.ndarray,
+    crs: str = "EPSG:32633",
+    shift_px: int = 0,
+    classes: tuple[str, ...] = ("background", "crack", "spall"),
+) -> Path:
     folder.mkdir(parents=True)
     transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
-    with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0],
-                       count=1, dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
+    with rasterio.open(
+        folder / "mask.tif",
+        "w",
+        driver="GTiff",
+        width=mask.shape[1],
+        height=mask.shape[0],
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+        nodata=255,
+    ) as dst:
         dst.write(mask, 1)
         dst.update_tags(MSAF_CLASSES=json.dumps(list(classes)))
     return folder
@@ -158,21 +203,28 @@ def _mask_survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_
 
 def test_change_tracking_on_known_changes(tmp_path):
     old = np.zeros((300, 320), np.uint8)
-    old[49:52, 20:120] = 1   # A: crack, will grow to 160 px
+    old[49:52, 20:120] = 1  # A: crack, will grow to 160 px
     old[149:152, 20:120] = 1  # B: crack, unchanged
     old[200:230, 200:230] = 2  # C: spall, repaired (gone)
     old[100:140, 250:290] = 2  # F: spall, shrinks
     new = np.zeros_like(old)
     new[49:52, 20:180] = 1
     new[149:152, 20:120] = 1
-    new[50:80, 200:230] = 2   # D: new spall
+    new[50:80, 200:230] = 2  # D: new spall
     new[110:130, 260:280] = 2
     _mask_survey(tmp_path / "old", old)
     _mask_survey(tmp_path / "new", np.roll(new, 0, axis=1), crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm offset
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.005)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
-    assert result["changes"] == {"new": 1, "extended": 1, "widened": 0, "grown": 0, "unchanged": 1, "shrunk": 1,
-                                 "not found (repaired?)": 1}
+    assert result["changes"] == {
+        "new": 1,
+        "extended": 1,
+        "widened": 0,
+        "grown": 0,
+        "unchanged": 1,
+        "shrunk": 1,
+        "not found (repaired?)": 1,
+    }
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
     assert changes.loc["extended", "delta_length_m"] == pytest.approx(0.060, rel=0.1)  # the added piece
     assert changes.loc["unchanged", "class"] == "crack"
@@ -181,15 +233,20 @@ def test_change_tracking_on_known_changes(tmp_path):
     assert changes.loc["not found (repaired?)", "old_area_m2"] == pytest.approx(900e-6, rel=1e-3)
     assert (tmp_path / "changes" / "report.html").read_text().count("not found") >= 1
     geojson = json.loads((tmp_path / "changes" / "changes.geojson").read_text())
-    assert {f["properties"]["status"] for f in geojson["features"]} == {"new", "extended", "unchanged", "shrunk",
-                                                                        "not found (repaired?)"}
+    assert {f["properties"]["status"] for f in geojson["features"]} == {
+        "new",
+        "extended",
+        "unchanged",
+        "shrunk",
+        "not found (repaired?)",
+    }
 
 
 def test_joints_never_become_defects(tmp_path):
     """A formwork joint crossing the survey and a crack meeting it: one crack defect, the joint in its own layer."""
     mask = np.zeros((200, 300), np.uint8)
-    mask[99:103, :] = 2          # joint: 0.3 m of straight built line, 4 mm wide
-    mask[20:99, 150:152] = 1     # crack: 79 mm long, 2 mm wide, running into the joint
+    mask[99:103, :] = 2  # joint: 0.3 m of straight built line, 4 mm wide
+    mask[20:99, 150:152] = 1  # crack: 79 mm long, 2 mm wide, running into the joint
     folder = _mask_survey(tmp_path / "s", mask, classes=("background", "crack", "joint"))
     summary = report_survey(folder, ReportConfig(defect_classes=["crack"]))
     assert summary["defects"] == 1 and summary["by_class"] == {"crack": 1} and summary["non_defects"] == {"joint": 1}
@@ -214,19 +271,15 @@ def test_empty_mask_reports_no_defects(tmp_path):
     assert len(gpd.read_file(tmp_path / "s" / "defects.gpkg", layer="defects")) == 0
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MSAF, *args], capture_output=True, text=True, timeout=120)
-
-
 def test_bad_survey_folders_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = _cli("report", str(tmp_path / "empty"))
+    result = run_msaf("report", str(tmp_path / "empty"))
     assert result.returncode == 2 and "no mask at" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     no_crs = tmp_path / "nocrs"
     no_crs.mkdir()
     with rasterio.open(no_crs / "mask.tif", "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
         dst.write(np.ones((1, 8, 8), np.uint8))
-    result = _cli("report", str(no_crs))
+    result = run_msaf("report", str(no_crs))
     assert result.returncode == 2 and "has no CRS" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (no_crs / "defects.gpkg").exists() and not (no_crs / "report.html").exists()
     with pytest.raises(MsafError, match=r"neither defects\.gpkg nor mask\.tif"):
@@ -241,11 +294,23 @@ def test_a_foreign_mask_without_class_names_gets_generic_ones(tmp_path):
     mask[0, 0] = 255
     folder = tmp_path / "foreign"
     folder.mkdir()
-    with rasterio.open(folder / "mask.tif", "w", driver="GTiff", width=600, height=700, count=1, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(0, 0, 0.001, 0.001), nodata=255, tiled=True,
-                       blockxsize=256, blockysize=256) as dst:
+    with rasterio.open(
+        folder / "mask.tif",
+        "w",
+        driver="GTiff",
+        width=600,
+        height=700,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(0, 0, 0.001, 0.001),
+        nodata=255,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as dst:
         dst.write(mask, 1)
-    assert class_names_of(folder / "mask.tif", {}) == ["background", "class_1", "class_2"]
+    assert class_names_of(folder / "mask.tif", None) == ["background", "class_1", "class_2"]
 
 
 PRINTABLE_PX = {"a4": (210 - 24) / 25.4 * 96, "letter": (215.9 - 24) / 25.4 * 96}  # page width less 12 mm margins
@@ -253,8 +318,6 @@ PRINTABLE_PX = {"a4": (210 - 24) / 25.4 * 96, "letter": (215.9 - 24) / 25.4 * 96
 
 @pytest.mark.parametrize("paper", ["a4", "letter"])
 def test_report_is_filed_with_its_job_and_prints_without_cut_tables(tmp_path, reported, paper):
-    import subprocess
-    import sys
 
     from playwright.sync_api import sync_playwright
 
@@ -262,9 +325,25 @@ def test_report_is_filed_with_its_job_and_prints_without_cut_tables(tmp_path, re
     shutil.copytree(reported, folder, ignore=shutil.ignore_patterns(".msaf*"))
     (folder / "job.yaml").write_text("structure_id: BR-0042\nelement: deck soffit, span 2\ninspector: A. Ng\n")
     msaf = str(Path(sys.executable).with_name("msaf"))
-    result = subprocess.run([msaf, "report", str(folder), "--meta-file", str(folder / "job.yaml"), "--meta",
-                             "flight_date=2026-06-14", "--meta", "notes=<b>wet</b> after rain", "--pdf", "--paper",
-                             paper], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            msaf,
+            "report",
+            str(folder),
+            "--meta-file",
+            str(folder / "job.yaml"),
+            "--meta",
+            "flight_date=2026-06-14",
+            "--meta",
+            "notes=<b>wet</b> after rain",
+            "--pdf",
+            "--paper",
+            paper,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     pdf = (folder / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(pdf) > 50_000 and not list(folder.glob(".*print*"))
@@ -291,13 +370,13 @@ def test_report_is_filed_with_its_job_and_prints_without_cut_tables(tmp_path, re
 
 
 def test_bad_job_details_are_one_line(tmp_path, reported):
-    import subprocess
-    import sys
 
     msaf = str(Path(sys.executable).with_name("msaf"))
-    for args, expected in ((["--meta", "flight_date=14/06/2026"], "use YYYY-MM-DD"),
-                           (["--meta", "no-equals-sign"], "KEY=VALUE"),
-                           (["--meta-file", str(tmp_path / "missing.yaml")], "--meta-file")):
+    for args, expected in (
+        (["--meta", "flight_date=14/06/2026"], "use YYYY-MM-DD"),
+        (["--meta", "no-equals-sign"], "KEY=VALUE"),
+        (["--meta-file", str(tmp_path / "missing.yaml")], "--meta-file"),
+    ):
         result = subprocess.run([msaf, "report", str(reported), *args], capture_output=True, text=True, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr

@@ -1,6 +1,5 @@
 """MLflow tracking and registry on a real SQLite store in a temporary project."""
 
-import json
 import shutil
 import sqlite3
 
@@ -100,11 +99,14 @@ def test_moved_project_keeps_working(project, tiny_model, tmp_path_factory, monk
 def test_survey_run_is_logged_with_artifacts(project, surveyed):
     import mlflow
 
-    record = json.loads((surveyed / "survey.json").read_text())
+    from pipeline.survey_record import read_survey_record
+
+    record = read_survey_record(surveyed)
+    assert record is not None
     run_id = log_survey(record, surveyed, {"defects": 7, "by_class": {"crack": 7}})
     run = mlflow.get_run(run_id)
     assert run.data.metrics["defects"] == 7 and run.data.metrics["mpix_per_s"] > 0
-    assert run.data.params["model.sha256"] == record["model"]["sha256"]
+    assert run.data.params["model.sha256"] == record.model.sha256
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert "survey.json" in artifacts
     assert mlflow.get_experiment(run.info.experiment_id).name == "surveys"
@@ -117,8 +119,9 @@ def test_cli_unknown_alias_is_one_line(project, tiny_model):
 
     _candidate(tiny_model, 0.5)
     msaf = str(Path(sys.executable).with_name("msaf"))
-    result = subprocess.run([msaf, "models", "show", "production"], capture_output=True, text=True, timeout=120,
-                            cwd=project)
+    result = subprocess.run(
+        [msaf, "models", "show", "production"], capture_output=True, text=True, timeout=120, cwd=project
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "has no alias 'production'" in lines[0]
@@ -137,10 +140,12 @@ def test_training_run_logs_params_metrics_tags_and_a_loadable_model(project, cfd
     from pipeline.training.trainer import train_model
     from tests.conftest import write_params
 
-    params = load_params(write_params(project / "params.yaml", cfd_subset / "images", cfd_subset / "masks",
-                                      train={"epochs": 2}))
-    result, run_id, model_uri = tracked_training(params.model_dump(mode="json"),
-                                                 lambda on_epoch: train_model(params, on_epoch=on_epoch))
+    params = load_params(
+        write_params(project / "params.yaml", cfd_subset / "images", cfd_subset / "masks", train={"epochs": 2})
+    )
+    result, run_id, model_uri = tracked_training(
+        params.model_dump(mode="json"), lambda on_epoch: train_model(params, on_epoch=on_epoch)
+    )
     run = mlflow.get_run(run_id)
     assert run.data.params["train.epochs"] == "2" and run.data.params["model.preset"] == "dsnet-tiny"
     history = MlflowClient().get_metric_history(run_id, "val_fg_tol_f1")

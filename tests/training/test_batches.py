@@ -9,8 +9,12 @@ from pipeline.training.trainer import training_batches
 
 def _sampler() -> CropSampler:
     rng = np.random.default_rng(1)
-    items = [LabelledImage(f"i{k}", rng.integers(0, 255, (70, 90, 3), dtype=np.uint8),
-                           (rng.random((70, 90)) < 0.05).astype(np.uint8)) for k in range(3)]
+    items = [
+        LabelledImage(
+            f"i{k}", rng.integers(0, 255, (70, 90, 3), dtype=np.uint8), (rng.random((70, 90)) < 0.05).astype(np.uint8)
+        )
+        for k in range(3)
+    ]
     return CropSampler({"s": items}, 32, AugmentConfig(footprint=0.5), focus=0.5)
 
 

@@ -9,6 +9,7 @@ from pipeline.data import class_lut, find_pairs, load_labelled, split_pairs
 from pipeline.evaluate import evaluate_folder, evaluate_items
 from pipeline.inference.predict import normalise, predict_classes
 from pipeline.metrics import SegmentationMetrics
+from pipeline.metrics.summary import read_evaluation
 from pipeline.model import build_model
 from pipeline.training.loss import segmentation_loss
 from pipeline.training.trainer import channel_stats, seed_everything, train_model
@@ -18,10 +19,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_short_training_clearly_beats_initialisation(tmp_path, cfd_subset):
-    params = load_params(write_params(
-        tmp_path / "params.yaml", cfd_subset / "images", cfd_subset / "masks",
-        train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 160},
-    ))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            cfd_subset / "images",
+            cfd_subset / "masks",
+            train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 160},
+        )
+    )
     pairs = find_pairs(params.data.images, params.data.masks)
     train_pairs, val_pairs = split_pairs(pairs, params.data.val_fraction, params.data.split_seed)
     lut = class_lut(params.data.classes)
@@ -32,10 +37,11 @@ def test_short_training_clearly_beats_initialisation(tmp_path, cfd_subset):
     before = evaluate_items(untrained, val_items, mean, std, torch.device("cpu"), ["background", "crack"])
 
     result = train_model(params)
-    after = result.metadata.metrics["val"]
+    after = result.validation
+    assert result.metadata.validation() == after  # stored in the checkpoint as it was selected
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
-    assert after["fg_tol_f1"] > before["fg_tol_f1"] + 0.2, (before["fg_tol_f1"], after["fg_tol_f1"])
-    assert after["fg_tol_f1"] > 0.35
+    assert after.fg_tol_f1 > before.fg_tol_f1 + 0.2, (before.fg_tol_f1, after.fg_tol_f1)
+    assert after.fg_tol_f1 > 0.35
 
     # The checkpoint on disk scores exactly what training recorded, on the same validation images.
     val_dir = tmp_path / "val"
@@ -45,13 +51,14 @@ def test_short_training_clearly_beats_initialisation(tmp_path, cfd_subset):
         (val_dir / "images" / pair.image.name).symlink_to(pair.image)
         (val_dir / "masks" / pair.mask.name).symlink_to(pair.mask)
     rescored = evaluate_folder(result.checkpoint, val_dir / "images", val_dir / "masks", device="cpu")
-    assert rescored["fg_tol_f1"] == pytest.approx(after["fg_tol_f1"], abs=1e-9)
+    assert rescored.fg_tol_f1 == pytest.approx(after.fg_tol_f1, abs=1e-9)
     assert result.metadata.mean == mean and result.metadata.split["val"] == [p.stem for p in val_pairs]
 
 
 def test_overfits_one_real_image_to_high_iou(cfd_subset):
-    (item,) = load_labelled(find_pairs(cfd_subset / "images", cfd_subset / "masks")[:1],
-                            class_lut(load_params_default_classes()))
+    (item,) = load_labelled(
+        find_pairs(cfd_subset / "images", cfd_subset / "masks")[:1], class_lut(load_params_default_classes())
+    )
     seed_everything(0)
     model = build_model("dsnet-tiny", 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0)
@@ -71,9 +78,9 @@ def test_overfits_one_real_image_to_high_iou(cfd_subset):
         optimizer.step()
     metrics = SegmentationMetrics(["background", "crack"])
     metrics.update(predict_classes(model.eval(), item.image, mean, std, torch.device("cpu")), item.labels)
-    crack = metrics.compute()["classes"]["crack"]
-    assert crack["iou"] > 0.6, crack
-    assert crack["tol_f1"] > 0.95, crack
+    crack = metrics.compute().classes["crack"]
+    assert crack.iou > 0.6, crack
+    assert crack.tol_f1 is not None and crack.tol_f1 > 0.95, crack
     assert np.isfinite(loss.item()) and loss.item() < 0.2
 
 
@@ -86,7 +93,6 @@ def load_params_default_classes():
 def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd_dir, uav_dir):
     """Train on CFD + UAV75 with partial labels; the calibrated threshold goes into the checkpoint,
     and `msaf evaluate` on the prepared manifest reproduces training's per-set validation exactly."""
-    import json
     import subprocess
     import sys
     from pathlib import Path
@@ -95,30 +101,58 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
     from pipeline.evaluate import THRESHOLD_GRID
     from tests.conftest import write_two_set_params
 
-    params = write_two_set_params(tmp_path, cfd_dir, uav_dir, epochs=2, steps_per_epoch=3, focus=0.5,
-                                  ema_decay=0.9, calibrate=["crack"],
-                                  loss={"dice_weight": 0.5, "skeleton_weight": 0.5})
+    params = write_two_set_params(
+        tmp_path,
+        cfd_dir,
+        uav_dir,
+        epochs=2,
+        steps_per_epoch=3,
+        focus=0.5,
+        ema_decay=0.9,
+        calibrate=["crack"],
+        loss={"dice_weight": 0.5, "skeleton_weight": 0.5},
+    )
     result = train_model(params)
     meta = read_metadata(result.checkpoint)
-    val = meta.metrics["val"]
+    val = meta.validation()
+    assert val is not None and val.epoch in (1, 2)
     assert set(meta.thresholds) == {"crack"} and meta.thresholds["crack"] in THRESHOLD_GRID
     assert meta.decision == [(1, meta.thresholds["crack"])]
-    assert set(val["sets"]) == {"cfd", "uav"} and val["thresholds"] == meta.thresholds
-    assert val["score"] == pytest.approx(np.nanmean([s["score"] for s in val["sets"].values()]))
-    assert val["sets"]["cfd"]["classes"]["joint"]["support"] == 0
-    assert val["sets"]["uav"]["classes"]["joint"]["support"] > 0
+    assert set(val.sets) == {"cfd", "uav"} and val.thresholds == meta.thresholds
+    assert val.score == pytest.approx(np.nanmean([s.score for s in val.sets.values()]))
+    assert val.sets["cfd"].classes["joint"].support == 0
+    assert val.sets["uav"].classes["joint"].support > 0
     assert [r["epoch"] for r in result.history] == [1, 2] and "val_uav_score" in result.history[0]
     assert set(meta.data_sets) == {"cfd", "uav"}
 
     msaf = str(Path(sys.executable).with_name("msaf"))
     params_file = tmp_path / "params.yaml"
-    subprocess.run([msaf, "prepare", "--params", str(params_file), "--out", str(tmp_path / "m.json")], check=True,
-                   capture_output=True, cwd=tmp_path)
-    subprocess.run([msaf, "evaluate", "--model", str(result.checkpoint), "--manifest", str(tmp_path / "m.json"),
-                    "--device", "cpu", "--out", str(tmp_path / "eval.json")], check=True, capture_output=True,
-                   cwd=tmp_path)
-    evaluation = json.loads((tmp_path / "eval.json").read_text())
-    assert evaluation["score"] == pytest.approx(val["score"], abs=1e-9)
+    subprocess.run(
+        [msaf, "prepare", "--params", str(params_file), "--out", str(tmp_path / "m.json")],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    subprocess.run(
+        [
+            msaf,
+            "evaluate",
+            "--model",
+            str(result.checkpoint),
+            "--manifest",
+            str(tmp_path / "m.json"),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "eval.json"),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    evaluation = read_evaluation(tmp_path / "eval.json")
+    assert evaluation.score == pytest.approx(val.score, abs=1e-9)
     for name in ("cfd", "uav"):
-        assert evaluation["sets"][name]["classes"]["crack"]["tol_f1"] == pytest.approx(
-            val["sets"][name]["classes"]["crack"]["tol_f1"], abs=1e-9)
+        assert evaluation.sets[name].class_tol_f1("crack") == pytest.approx(
+            val.sets[name].class_tol_f1("crack"), abs=1e-9
+        )

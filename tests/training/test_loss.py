@@ -37,8 +37,9 @@ def test_ohem_min_kept_extends_past_threshold_and_caps_at_pixel_count():
 def test_ohem_ignores_ignore_index():
     target = torch.tensor([[[0, 255]]])
     logits = torch.tensor([[[[2.0, -5.0]], [[0.0, 5.0]]]])
-    torch.testing.assert_close(ohem_cross_entropy(logits, target, 0.9, 1),
-                               F.cross_entropy(logits[..., :1], target[..., :1]))
+    torch.testing.assert_close(
+        ohem_cross_entropy(logits, target, 0.9, 1), F.cross_entropy(logits[..., :1], target[..., :1])
+    )
 
 
 def test_dice_is_zero_for_a_perfect_confident_prediction_and_high_for_the_opposite():
@@ -54,8 +55,9 @@ def test_weighted_sum_of_main_and_aux_terms():
     target = torch.randint(0, 2, (2, 6, 6))
     main, aux1, aux2 = (torch.randn(2, 2, 6, 6) for _ in range(3))
     cfg = LossConfig(main_weight=0.6, aux_weights=(0.2, 0.2), ohem_min_kept=10_000, dice_weight=0.0)
-    expected = 0.6 * F.cross_entropy(main, target) + 0.2 * F.cross_entropy(aux1, target) \
-        + 0.2 * F.cross_entropy(aux2, target)
+    expected = (
+        0.6 * F.cross_entropy(main, target) + 0.2 * F.cross_entropy(aux1, target) + 0.2 * F.cross_entropy(aux2, target)
+    )
     torch.testing.assert_close(segmentation_loss((main, aux1, aux2), target, cfg), expected)
 
 

@@ -21,13 +21,13 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.transform import from_origin
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import ClassSpec
-from pipeline.data import class_lut, find_pairs, load_labelled
+from pipeline.data.labelled import class_lut, find_pairs, load_labelled
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 
 STRIP = 512
-TRUTH_NODATA = 255
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ def _layout(width: int, height: int, cell_h: int, cell_w: int, n_photos: int, rn
     for row0 in range(0, height, cell_h):
         offset = int(rng.integers(0, cell_w))
         for col0 in range(-offset, width, cell_w):
-            cells.append(Cell(row0, col0, int(rng.integers(0, n_photos)), bool(rng.random() < 0.5),
-                              bool(rng.random() < 0.5)))
+            cells.append(
+                Cell(row0, col0, int(rng.integers(0, n_photos)), bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+            )
     return cells
 
 
@@ -69,10 +70,22 @@ def _parse_crs(crs: str) -> CRS:
         raise MsafError(f"--crs {crs!r} is not a CRS rasterio understands (e.g. EPSG:32633)") from None
 
 
-def compose_mosaic(images: Path, masks: Path, out: Path, truth: Path, width: int, height: int, gsd: float,
-                   crs: str, classes: list[ClassSpec], *, compress: Literal["jpeg", "deflate"] = "jpeg",
-                   footprint: bool = False, seed: int = 0, origin: tuple[float, float] = (500_000.0, 5_000_000.0),
-                   ) -> dict[str, object]:
+def compose_mosaic(
+    images: Path,
+    masks: Path,
+    out: Path,
+    truth: Path,
+    width: int,
+    height: int,
+    gsd: float,
+    crs: str,
+    classes: list[ClassSpec],
+    *,
+    compress: Literal["jpeg", "deflate"] = "jpeg",
+    footprint: bool = False,
+    seed: int = 0,
+    origin: tuple[float, float] = (500_000.0, 5_000_000.0),
+) -> dict[str, object]:
     """Write ``out`` (RGB/RGBA GeoTIFF, tiled 512) and ``truth`` (class ids, nodata 255).
 
     Returns a summary: size, photos used, crack fraction inside the footprint.
@@ -94,24 +107,49 @@ def compose_mosaic(images: Path, masks: Path, out: Path, truth: Path, width: int
 
     x0, y0 = origin
     transform = from_origin(x0, y0, gsd, gsd)
-    common = {"driver": "GTiff", "width": width, "height": height, "crs": crs_obj, "transform": transform,
-              "tiled": True, "blockxsize": STRIP, "blockysize": STRIP, "BIGTIFF": "IF_SAFER"}
+    common = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "crs": crs_obj,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": STRIP,
+        "blockysize": STRIP,
+        "BIGTIFF": "IF_SAFER",
+    }
     if compress == "jpeg":
-        image_profile = common | {"count": 3, "dtype": "uint8", "compress": "JPEG", "photometric": "YCBCR",
-                                  "jpeg_quality": 90}
+        image_profile = common | {
+            "count": 3,
+            "dtype": "uint8",
+            "compress": "JPEG",
+            "photometric": "YCBCR",
+            "jpeg_quality": 90,
+        }
     else:
-        image_profile = common | {"count": 4 if footprint else 3, "dtype": "uint8", "compress": "DEFLATE",
-                                  "predictor": 2}
-    truth_profile = common | {"count": 1, "dtype": "uint8", "compress": "DEFLATE", "nodata": TRUTH_NODATA}
+        image_profile = common | {
+            "count": 4 if footprint else 3,
+            "dtype": "uint8",
+            "compress": "DEFLATE",
+            "predictor": 2,
+        }
+    truth_profile = common | {"count": 1, "dtype": "uint8", "compress": "DEFLATE", "nodata": NO_CLASS}
 
     crack_pixels = valid_pixels = 0
-    with atomic_output(out) as tmp_image, atomic_output(truth) as tmp_truth, \
-            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-            rasterio.open(tmp_image, "w", **image_profile) as dst, \
-            rasterio.open(tmp_truth, "w", **truth_profile) as dst_truth:
+    with (
+        atomic_output(out) as tmp_image,
+        atomic_output(truth) as tmp_truth,
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(tmp_image, "w", **image_profile) as dst,
+        rasterio.open(tmp_truth, "w", **truth_profile) as dst_truth,
+    ):
         if compress == "deflate" and footprint:
-            dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                               rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha]
+            dst.colorinterp = [
+                rasterio.enums.ColorInterp.red,
+                rasterio.enums.ColorInterp.green,
+                rasterio.enums.ColorInterp.blue,
+                rasterio.enums.ColorInterp.alpha,
+            ]
         for r0 in range(0, height, STRIP):
             r1 = min(r0 + STRIP, height)
             rgb = np.zeros((r1 - r0, width, 3), np.float32)
@@ -132,11 +170,12 @@ def compose_mosaic(images: Path, masks: Path, out: Path, truth: Path, width: int
                 rgb[dst_rows, left:right] = photo[src] * gains[cell.photo]
                 labels[dst_rows, left:right] = label[src]
             ys, xs = np.mgrid[r0:r1, 0:width].astype(np.float32)
-            light = 1 + 0.06 * np.sin(2 * math.pi * ys / max(height, 1) + light_phase[0]) \
-                * np.cos(2 * math.pi * xs / max(width, 1) + light_phase[1])
+            light = 1 + 0.06 * np.sin(2 * math.pi * ys / max(height, 1) + light_phase[0]) * np.cos(
+                2 * math.pi * xs / max(width, 1) + light_phase[1]
+            )
             rgb = np.clip(rgb * light[..., None], 0, 255).round().astype(np.uint8)
             inside = _footprint_rows(r0, r1, width, height, harmonics) if footprint else np.ones_like(labels, bool)
-            labels[~inside] = TRUTH_NODATA
+            labels[~inside] = NO_CLASS
             window = rasterio.windows.Window(0, r0, width, r1 - r0)
             bands = rgb.transpose(2, 0, 1)
             if footprint:
@@ -150,9 +189,16 @@ def compose_mosaic(images: Path, masks: Path, out: Path, truth: Path, width: int
             else:
                 dst.write(bands, window=window)
             dst_truth.write(labels, 1, window=window)
-            crack_pixels += int(((labels != 0) & (labels != TRUTH_NODATA)).sum())
+            crack_pixels += int(((labels != 0) & (labels != NO_CLASS)).sum())
             valid_pixels += int(inside.sum())
         dst.update_tags(MSAF_MOSAIC=f"composed from {images} (seed {seed})")
-    return {"width": width, "height": height, "gsd_m": gsd, "crs": crs_obj.to_string(), "photos": len(items),
-            "cells": len(cells), "footprint_fraction": valid_pixels / (width * height),
-            "defect_fraction": crack_pixels / max(valid_pixels, 1)}
+    return {
+        "width": width,
+        "height": height,
+        "gsd_m": gsd,
+        "crs": crs_obj.to_string(),
+        "photos": len(items),
+        "cells": len(cells),
+        "footprint_fraction": valid_pixels / (width * height),
+        "defect_fraction": crack_pixels / max(valid_pixels, 1),
+    }

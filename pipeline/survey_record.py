@@ -1,0 +1,144 @@
+"""survey.json: the typed record of one survey, written by the stitch step and read by the CLI,
+the flows, tracking and the report.
+
+Versioned like the checkpoint metadata: a record from a newer release, or a damaged one, is one
+clear error instead of a KeyError deep in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import MsafError
+from pipeline.fsutil import write_json
+
+RECORD_VERSION = 1
+RECORD_NAME = "survey.json"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class InputRecord(_Record):
+    """The orthomosaic as the survey saw it (``SourceInfo.describe()`` plus its fingerprint)."""
+
+    path: str
+    kind: str = "file"
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    crs: str
+    crs_assumed: bool = False
+    transform: list[float]
+    nodata: float | None = None
+    alpha: bool = False
+    compression: str | None = None
+    block_shape: list[Any] = Field(default_factory=list)
+    gsd_m: float | None = None
+    scaling: list[list[float]] | None = None
+    megapixels: float
+    fingerprint: str
+
+
+class ModelRecord(_Record):
+    """Which model made the mask (the checkpoint's hash is the identity; the path is where it was)."""
+
+    path: str
+    sha256: str
+    name: str
+    preset: str
+    registry: str | None = None
+    classes: list[str]
+    tile_size: int
+    gsd_m: float | None = None
+
+
+class TilingRecord(_Record):
+    tile: int
+    overlap: int
+    block: int
+    batch: int
+    tiles: int
+    blocks: int
+    blocks_reused: int
+    tile_shape: list[int]
+
+
+class TimingRecord(_Record):
+    validate_s: float
+    infer_s: float
+    cog_s: float
+    total_s: float
+
+
+class ThroughputRecord(_Record):
+    inference: float | None
+    end_to_end: float
+
+
+class SurveyRecord(_Record):
+    """Everything a report, a comparison or an auditor needs to know about how a mask was made."""
+
+    record_version: int = RECORD_VERSION
+    software_version: str
+    created_utc: str
+    job: dict[str, Any] = Field(default_factory=dict)
+    input: InputRecord
+    model: ModelRecord
+    tiling: TilingRecord
+    device: str
+    torch: str
+    tta: bool
+    compile: bool
+    workers: int
+    readers: int
+    gsd_warning: str | None = None
+    class_pixels: dict[str, int]
+    outputs: dict[str, str]
+    timings: TimingRecord
+    throughput_mpix_s: ThroughputRecord
+    peak_rss_mb: float
+
+    def with_job(self, job: dict[str, Any]) -> SurveyRecord:
+        """The same record with more job details (a report's --meta adds to the survey's)."""
+        return self.model_copy(update={"job": self.job | job})
+
+    def write(self, survey_dir: Path) -> Path:
+        path = Path(survey_dir) / RECORD_NAME
+        write_json(path, self.model_dump(mode="json"))
+        return path
+
+
+def read_survey_record(survey_dir: Path) -> SurveyRecord | None:
+    """survey.json of a survey folder; None when absent (the mask's own tags then serve).
+    A damaged or foreign one is one clear line."""
+    path = Path(survey_dir) / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MsafError(
+            f"{path} is corrupt ({str(exc)[:80]}); rerun `msaf survey` (finished blocks are reused) "
+            "or delete it to report from the mask alone"
+        ) from None
+    if isinstance(raw, dict) and isinstance(raw.get("record_version"), int) and raw["record_version"] > RECORD_VERSION:
+        raise MsafError(
+            f"{path}: written by a newer msaf-pipeline (record version {raw['record_version']}, "
+            f"this one reads up to {RECORD_VERSION}); upgrade msaf-pipeline"
+        )
+    try:
+        return SurveyRecord.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        raise MsafError(
+            f"{path} is not a survey record ({where}: {first['msg']}); rerun `msaf survey` "
+            "or delete it to report from the mask alone"
+        ) from None
