@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 import flows  # noqa: F401  (telemetry defaults)
+from pipeline.metrics.summary import read_evaluation
+from pipeline.tracking.registry import Decision
 
 
 @task(name="dvc repro", retries=1, retry_delay_seconds=30)
@@ -30,14 +31,14 @@ def retrain_flow(project: str = ".") -> dict[str, Any]:
     logger = get_run_logger()
     output = dvc_repro(project)
     logger.info(output[-1500:])
-    decision = json.loads((Path(project) / "metrics" / "registry.json").read_text())
-    evaluation = json.loads((Path(project) / "metrics" / "eval.json").read_text())
-    verdict = "promoted to champion" if decision["promoted"] else "registered, not promoted"
+    decision = Decision.read(Path(project) / "metrics" / "registry.json")
+    evaluation = read_evaluation(Path(project) / "metrics" / "eval.json")
+    verdict = "promoted to champion" if decision.promoted else "registered, not promoted"
     create_markdown_artifact(
         key="registry-decision",
-        markdown=f"# Retraining\n\n{decision['name']} version {decision['version']}: **{verdict}**\n\n"
-        f"- validation tolerant F1: {decision['score']:.4f}\n"
-        f"- champion before: {decision['champion_version']} ({decision['champion_score']})\n"
-        f"- validation IoU (crack): {evaluation['fg_iou']:.4f}\n",
+        markdown=f"# Retraining\n\n{decision.name} version {decision.version}: **{verdict}**\n\n"
+        f"- validation tolerant F1: {decision.score:.4f}\n"
+        f"- champion before: {decision.champion_version} ({decision.champion_score})\n"
+        f"- validation IoU (foreground): {evaluation.fg_iou:.4f}\n",
     )
-    return decision
+    return decision.as_dict()

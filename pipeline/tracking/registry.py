@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,13 @@ class Decision:
     def write(self, path: Path) -> None:
         """The register stage's output (metrics/registry.json)."""
         write_json(path, self.as_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> Decision:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise MsafError(f"{path} is not a registry decision ({str(exc)[:80]}); rerun the register stage") from None
 
 
 def _client():
