@@ -5,6 +5,7 @@ called crack).
 
     python bench/survey_accuracy.py --model pipeline/assets/msaf-dsnet.safetensors \
         --manifest data/prepared/manifest.json --size 2048 --out metrics/survey_accuracy.json
+    python bench/survey_accuracy.py --model ... --tta     # the same with flip test-time augmentation
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def _val_folder(entry: ManifestSet, root: Path) -> Path:
     return folder
 
 
-def survey_set(entry: ManifestSet, model: Path, classes: list, size: int, work: Path, seed: int) -> dict:
+def survey_set(
+    entry: ManifestSet, model: Path, classes: list, size: int, work: Path, seed: int, tta: bool = False
+) -> dict:
     """Mosaic one set's validation photos, survey it, score the mask against the truth raster."""
     folder = _val_folder(entry, work)
     ortho, truth = work / f"{entry.name}.tif", work / f"{entry.name}_truth.tif"
@@ -62,7 +65,7 @@ def survey_set(entry: ManifestSet, model: Path, classes: list, size: int, work: 
         compress="deflate",
         seed=seed,
     )
-    record = run_survey(ortho, work / f"{entry.name}_survey", SurveyConfig(device="cpu"), model_path=model)
+    record = run_survey(ortho, work / f"{entry.name}_survey", SurveyConfig(device="cpu", tta=tta), model_path=model)
     with rasterio.open(work / f"{entry.name}_survey" / "mask.tif") as mask, rasterio.open(truth) as reference:
         predicted, expected = mask.read(1), reference.read(1)
     crack = names.index("crack")
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="mosaic side in px")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--tta", action="store_true", help="average with horizontally flipped tiles (survey.tta)")
     args = parser.parse_args()
 
     manifest = load_manifest(args.manifest)
@@ -89,7 +93,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="msaf-acc-") as tmp:
         for entry in manifest.sets:
-            results[entry.name] = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed)
+            results[entry.name] = survey_set(
+                entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, args.tta
+            )
     table = Table(
         title=f"survey accuracy on stitched {args.size}² mosaics of the validation photos "
         f"(model thresholds {meta.thresholds})"
@@ -111,7 +117,14 @@ def main() -> None:
     Console(width=150).print(table)
     if args.out:
         write_json(
-            args.out, {"model": str(args.model), "size": args.size, "thresholds": meta.thresholds, "sets": results}
+            args.out,
+            {
+                "model": str(args.model),
+                "size": args.size,
+                "tta": args.tta,
+                "thresholds": meta.thresholds,
+                "sets": results,
+            },
         )
 
 

@@ -8,6 +8,7 @@ import torch
 
 
 def gpu_count() -> int:
+    """CUDA devices torch can use here (0 without CUDA): decides the GPU task resources."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 

@@ -19,6 +19,8 @@ from pipeline.fsutil import write_json
 
 
 class Ledger:
+    """Which inbox files were processed, claimed or failed: one small JSON file per content hash."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -33,6 +35,7 @@ class Ledger:
         return self.root / f"{key}.failed"
 
     def is_done(self, key: str) -> bool:
+        """Whether these bytes were already surveyed (their .done record exists)."""
         return self._done(key).exists() or self._failed(key).exists()
 
     def _stale(self, claim: Path) -> bool:
@@ -74,6 +77,7 @@ class Ledger:
         return True
 
     def finish(self, key: str, record: dict[str, Any]) -> None:
+        """Record a finished survey and drop the claim."""
         write_json(self._done(key), record | {"finished_utc": datetime.now(UTC).isoformat(timespec="seconds")})
         self._claim(key).unlink(missing_ok=True)
 
@@ -83,6 +87,7 @@ class Ledger:
         self._claim(key).unlink(missing_ok=True)
 
     def failed(self) -> list[dict[str, Any]]:
+        """The .failed records (files that are not retried until the record is deleted)."""
         return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.failed"))]
 
     def release(self, key: str) -> None:
@@ -90,4 +95,5 @@ class Ledger:
         self._claim(key).unlink(missing_ok=True)
 
     def done(self) -> list[dict[str, Any]]:
+        """The .done records, sorted by key."""
         return [json.loads(p.read_text()) for p in sorted(self.root.glob("*.done"))]

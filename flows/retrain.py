@@ -18,6 +18,7 @@ from pipeline.tracking.registry import Decision
 
 @task(name="dvc repro", retries=1, retry_delay_seconds=30)
 def dvc_repro(project: str) -> str:
+    """Run `dvc repro` in the project with this environment's tools on PATH; its output."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
     if result.returncode != 0:

@@ -32,12 +32,14 @@ _BOUND_LAUNCHER = (
 
 
 def free_port() -> int:
+    """A TCP port free on localhost now (for the temporary Prefect API)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until the API server answers its health check; fail if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

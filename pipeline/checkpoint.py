@@ -63,6 +63,7 @@ class ModelMetadata(BaseModel):
 
     @property
     def class_names(self) -> list[str]:
+        """Class names in class-id order."""
         return [c.name for c in self.classes]
 
     def validation(self) -> EvaluationSummary | None:

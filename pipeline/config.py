@@ -106,6 +106,7 @@ class DataConfig(_Strict):
 
     @property
     def class_names(self) -> list[str]:
+        """Class names in class-id order."""
         return [c.name for c in self.classes]
 
     @property
@@ -134,6 +135,7 @@ class DataConfig(_Strict):
         ]
 
     def default_values(self) -> dict[int, str]:
+        """Mask value -> class name when a data set does not give its own ``values``."""
         return {value: spec.name for spec in self.classes for value in spec.values}
 
 

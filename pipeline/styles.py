@@ -25,6 +25,7 @@ NON_DEFECT_COLOUR = "#8c8cb4"
 
 
 def rgb(hex_colour: str) -> tuple[int, int, int]:
+    """'#rrggbb' -> (r, g, b)."""
     value = hex_colour.lstrip("#")
     return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
 

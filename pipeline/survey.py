@@ -65,6 +65,7 @@ class TilingPlan:
     batch: int
 
     def as_dict(self) -> dict[str, int]:
+        """Tile, overlap, block and batch (recorded in survey.json and the COG tags)."""
         return {"tile": self.tile, "overlap": self.overlap, "block": self.block, "batch": self.batch}
 
 
@@ -202,14 +203,17 @@ class PreparedSurvey:
 
     @property
     def grid(self) -> TileGrid:
+        """The global tile grid of this raster."""
         return TileGrid(self.info.height, self.info.width, self.plan.tile, self.plan.overlap)
 
     @property
     def n_blocks(self) -> int:
+        """Number of blocks (units of work)."""
         return self.grid.n_blocks(self.plan.block)
 
     @property
     def key(self) -> str:
+        """Identity of the results: source fingerprint + model hash + inference settings."""
         settings = json.dumps(
             self.plan.as_dict() | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed},
             sort_keys=True,
@@ -219,6 +223,7 @@ class PreparedSurvey:
 
     @property
     def store_dir(self) -> Path:
+        """Where finished blocks wait for the stitch (kept for a resume)."""
         return self.out_dir / ".msaf-blocks" / self.key
 
     @cached_property
@@ -228,6 +233,7 @@ class PreparedSurvey:
 
     @property
     def store(self) -> BlockStore:
+        """The checked block store of this survey."""
         cores = self._cores
         return BlockStore(
             self.store_dir, self.key, lambda i: cores[i] if 0 <= i < len(cores) else None, len(self.meta.classes)

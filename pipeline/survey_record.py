@@ -60,6 +60,8 @@ class ModelRecord(_Record):
 
 
 class TilingRecord(_Record):
+    """How the raster was cut: tile, overlap, block, batch and the counts that follow."""
+
     tile: int
     overlap: int
     block: int
@@ -71,6 +73,8 @@ class TilingRecord(_Record):
 
 
 class TimingRecord(_Record):
+    """Seconds per stage and in total."""
+
     validate_s: float
     infer_s: float
     cog_s: float
@@ -78,6 +82,8 @@ class TimingRecord(_Record):
 
 
 class ThroughputRecord(_Record):
+    """Megapixels per second: of the inference alone and end to end."""
+
     inference: float | None
     end_to_end: float
 
@@ -110,6 +116,7 @@ class SurveyRecord(_Record):
         return self.model_copy(update={"job": self.job | job})
 
     def write(self, survey_dir: Path) -> Path:
+        """Write survey.json into ``survey_dir`` (atomically); its path."""
         path = Path(survey_dir) / RECORD_NAME
         write_json(path, self.model_dump(mode="json"))
         return path

@@ -84,6 +84,7 @@ class Manifest(BaseModel):
 
     @property
     def class_names(self) -> list[str]:
+        """Class names in class-id order."""
         return [c.name for c in self.classes]
 
     def pairs(self, split: str) -> list[Pair]:
@@ -141,10 +142,12 @@ def build_manifest(data: DataConfig) -> Manifest:
 
 
 def save_manifest(manifest: Manifest, path: Path) -> None:
+    """Write the manifest as sorted, pretty JSON (stable bytes for DVC)."""
     write_json(path, json.loads(manifest.model_dump_json()))
 
 
 def load_manifest(path: Path) -> Manifest:
+    """Read a manifest written by ``save_manifest``; a missing or foreign file is one clear line."""
     if not Path(path).is_file():
         raise MsafError(f"manifest not found: {path}; run `msaf prepare` (the DVC prepare stage) first")
     try:

@@ -25,6 +25,7 @@ class BlockResult:
     confidence: np.ndarray
 
     def class_counts(self, num_classes: int) -> np.ndarray:
+        """Pixels per class id inside the footprint (nodata not counted)."""
         valid = self.classes != NO_CLASS
         return np.bincount(self.classes[valid].ravel(), minlength=num_classes)[:num_classes]
 

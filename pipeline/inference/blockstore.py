@@ -57,15 +57,12 @@ class BlockStore:
         self.num_classes = num_classes
 
     def path(self, index: int) -> Path:
+        """The file of block ``index``."""
         return self.root / f"block_{index:06d}.blk"
 
     def stored(self) -> set[int]:
         """Indices with a file, unchecked (cheap: what a progress bar counts)."""
-        indices = set()
-        for path in self.root.glob("block_*.blk"):
-            with contextlib.suppress(ValueError):
-                indices.add(int(path.stem.split("_")[1]))
-        return indices
+        return stored_indices(self.root)
 
     def done(self, indices: Iterable[int] | None = None) -> set[int]:
         """Indices (of ``indices``, default all) whose files pass every check; bad files are removed."""
@@ -82,6 +79,7 @@ class BlockStore:
         return good
 
     def save(self, index: int, result: BlockResult) -> None:
+        """Write a block atomically with its header and checksum."""
         classes = zlib.compress(np.ascontiguousarray(result.classes).tobytes(), 1)
         confidence = zlib.compress(np.ascontiguousarray(result.confidence).tobytes(), 1)
         core = result.core
@@ -145,8 +143,18 @@ class BlockStore:
         return BlockResult(core, classes, confidence)
 
     def clear(self) -> None:
+        """Remove the store (after the mask is stitched)."""
         for path in self.root.glob("*"):
             path.unlink(missing_ok=True)
         self.root.rmdir()
         with contextlib.suppress(OSError):
             self.root.parent.rmdir()  # the folder of all keys, once empty
+
+
+def stored_indices(root: Path) -> set[int]:
+    """Block indices with a file under ``root``, unchecked; empty when there is no store (yet, or any more)."""
+    indices = set()
+    for path in Path(root).glob("block_*.blk"):
+        with contextlib.suppress(ValueError):
+            indices.add(int(path.stem.split("_")[1]))
+    return indices

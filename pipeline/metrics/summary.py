@@ -76,6 +76,7 @@ class MetricsSummary(_Summary):
     score: Metric | None = None  # per data set: tolerant F1 of the scored classes
 
     def class_tol_f1(self, name: str) -> float:
+        """Tolerant F1 of one class; NaN where it is undefined or not measured."""
         value = self.classes[name].tol_f1
         return float("nan") if value is None else value
 
@@ -91,6 +92,7 @@ class EvaluationSummary(MetricsSummary):
     epoch: int | None = None  # the training epoch it belongs to (validation during training)
 
     def write(self, path: Path) -> None:
+        """Write the summary as strict JSON (undefined values as null)."""
         write_json(path, self.to_json())
 
 

@@ -45,6 +45,7 @@ class BasicBlock(nn.Module):
         self.final_relu = final_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual sum, then ReLU unless the caller applies it."""
         out = self.body(x) + self.shortcut(x)
         return F.relu(out) if self.final_relu else out
 
@@ -65,6 +66,7 @@ class Bottleneck(nn.Module):
         self.shortcut = conv_bn(in_ch, out_ch, 1, relu=False) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bottleneck body plus shortcut (no final ReLU)."""
         return self.body(x) + self.shortcut(x)
 
 
@@ -92,6 +94,7 @@ class AtrousChain(nn.ModuleList):
         super().__init__(conv_bn(in_ch if i == 0 else mid_ch, mid_ch, 3, dilation=d) for i, d in enumerate(dilations))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each atrous conv's output, in chain order."""
         outputs = []
         for conv in self:
             x = conv(x)
@@ -113,6 +116,7 @@ class MFACB(nn.Module):
         self.shortcut = conv_bn(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused chain outputs plus the 1x1 shortcut."""
         return self.fuse(torch.cat(self.chain(x), dim=1)) + self.shortcut(x)
 
 
@@ -128,6 +132,7 @@ class SPASPP(nn.Module):
         self.refine = conv_bn(out_ch, out_ch, 3, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Chain outputs and pooled context, fused, plus shortcut, refined."""
         outputs = self.chain(x)
         pooled = self.pool(F.adaptive_avg_pool2d(x, 1))
         outputs.append(pooled.expand(-1, -1, x.shape[-2], x.shape[-1]))
@@ -150,4 +155,5 @@ class SegHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits at the input's resolution."""
         return self.body(x)

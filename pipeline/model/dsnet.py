@@ -107,6 +107,7 @@ class DSNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the image's size; in training also the two auxiliary heads' logits."""
         size = image.shape[-2:]
         x = self.layer1(self.stem(image))
         skip = self.skip(x)

@@ -48,6 +48,7 @@ class MSAF(nn.Module):
         self.context_att = nn.ModuleList(_bottleneck(channels, r) for _ in self.grids)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Fuse the detail branch ``x`` with the context branch ``residual`` (same shape)."""
         if x.shape != residual.shape:
             raise ValueError(f"MSAF inputs differ in shape: {tuple(x.shape)} vs {tuple(residual.shape)}")
         height, width = x.shape[-2:]

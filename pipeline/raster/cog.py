@@ -82,11 +82,13 @@ class GeoTiffSink:
         self.categories = categories
 
     def write(self, core: Box, data: np.ndarray) -> None:
+        """Write one block's core window into the working GeoTIFF."""
         with self._lock:
             self._ds.write(data, 1, window=core.window)
 
     @property
     def staging(self) -> Path:
+        """Where the finished COG waits until ``publish`` renames it into place."""
         return self.final.with_name(f".{self.final.name}.cog.partial.tif")
 
     def build_cog(self, tags: dict[str, str]) -> Path:
@@ -102,6 +104,7 @@ class GeoTiffSink:
 
     @property
     def sidecar(self) -> Path:
+        """The GDAL PAM side-car that carries class names and the colour table."""
         return self.final.with_name(self.final.name + ".aux.xml")
 
     def publish(self) -> Path:

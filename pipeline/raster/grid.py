@@ -25,10 +25,12 @@ class Box:
 
     @property
     def height(self) -> int:
+        """Rows spanned."""
         return self.row1 - self.row0
 
     @property
     def width(self) -> int:
+        """Columns spanned."""
         return self.col1 - self.col0
 
     @property
@@ -37,6 +39,7 @@ class Box:
         return Window(self.col0, self.row0, self.width, self.height)
 
     def intersection(self, other: Box) -> Box | None:
+        """The overlap of two boxes, or None when they do not overlap."""
         box = Box(
             max(self.row0, other.row0),
             max(self.col0, other.col0),
@@ -53,6 +56,7 @@ class Box:
         )
 
     def as_list(self) -> list[int]:
+        """[row0, col0, row1, col1] (JSON-friendly)."""
         return [self.row0, self.col0, self.row1, self.col1]
 
 
@@ -92,10 +96,12 @@ class TileGrid:
 
     @cached_property
     def row_starts(self) -> np.ndarray:
+        """First row of each row of tiles (the last one flush with the bottom edge)."""
         return np.array(_starts(self.height, self.tile, self.tile - self.overlap))
 
     @cached_property
     def col_starts(self) -> np.ndarray:
+        """First column of each column of tiles (the last one flush with the right edge)."""
         return np.array(_starts(self.width, self.tile, self.tile - self.overlap))
 
     def edges(self, tile: Box) -> tuple[bool, bool, bool, bool]:
@@ -108,6 +114,7 @@ class TileGrid:
 
     @property
     def n_tiles(self) -> int:
+        """Number of tiles in the whole raster."""
         return len(self.row_starts) * len(self.col_starts)
 
     def _touching(self, starts: np.ndarray, size: int, lo: int, hi: int) -> np.ndarray:
@@ -153,6 +160,7 @@ class Block:
     tiles: tuple[Box, ...]
 
     def iter_tiles(self) -> Iterator[Box]:
+        """The block's tiles in global tile order."""
         return iter(self.tiles)
 
 

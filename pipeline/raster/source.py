@@ -65,9 +65,11 @@ class SourceInfo:
 
     @property
     def name(self) -> str:
+        """The input's file name (or URL's last part) for messages and reports."""
         return self.location.name
 
     def describe(self) -> dict[str, Any]:
+        """The JSON description recorded in survey.json (``InputRecord``)."""
         return {
             "path": self.path,
             "kind": self.location.kind,
@@ -97,10 +99,12 @@ class PixelSize:
 
     @property
     def area_m2(self) -> float:
+        """Ground area of one pixel in square metres."""
         return self.x_m * self.y_m
 
     @property
     def mean_m(self) -> float:
+        """Mean ground size of a pixel side in metres."""
         return (self.x_m + self.y_m) / 2
 
 
@@ -327,6 +331,7 @@ class BlockReader:
         valid[rows] = strip_valid
 
     def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 (H, W, 3) of ``box`` and its footprint (True = valid data)."""
         pixels = np.empty((box.height, box.width, 3), np.uint8)
         valid = np.empty((box.height, box.width), bool)
         # strip edges on multiples of the file's block rows, so no source block is decoded twice
@@ -343,6 +348,7 @@ class BlockReader:
         return pixels, valid
 
     def close(self) -> None:
+        """Close the dataset of every reader thread."""
         self._pool.shutdown(wait=True)
         with self._lock:
             for ds in self._handles:

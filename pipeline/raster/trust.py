@@ -42,10 +42,12 @@ class RasterLocation:
 
     @property
     def local(self) -> Path | None:
+        """The local path, or None for a remote or virtual-file-system input."""
         return None if self.kind == "remote" else Path(self.text)
 
     @property
     def name(self) -> str:
+        """The last part of the path or URL (for messages)."""
         return self.text.rstrip("/").rsplit("/", 1)[-1]
 
 

@@ -147,6 +147,7 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
 
 
 def histogram(values: np.ndarray, xlabel: str, title: str) -> bytes:
+    """A histogram as PNG bytes (report figures)."""
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#2c7bb6", edgecolor="white")
     ax.set_xlabel(xlabel)
@@ -156,6 +157,7 @@ def histogram(values: np.ndarray, xlabel: str, title: str) -> bytes:
 
 
 def bars(labels: list[str], values: list[float], ylabel: str, title: str, colours: list[str]) -> bytes:
+    """A bar chart as PNG bytes (report figures)."""
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(labels, values, color=colours)
     ax.set_ylabel(ylabel)

@@ -11,6 +11,7 @@ import jinja2
 
 
 def b64(png: bytes) -> str:
+    """PNG bytes as base64 text for a data: URI (the report is one self-contained file)."""
     return base64.b64encode(png).decode("ascii")
 
 
@@ -31,6 +32,7 @@ class Page:
     job: dict[str, str] = field(default_factory=dict)  # the owner's job details, shown first
 
     def render(self) -> str:
+        """The report page as HTML (Jinja template, escaped)."""
         template = jinja2.Environment(autoescape=True).from_string(
             resources.files("pipeline.report").joinpath("templates/report.html.j2").read_text()
         )

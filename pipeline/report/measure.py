@@ -45,6 +45,7 @@ class CrackMeasure:
 
     @property
     def length_px(self) -> float:
+        """Centreline length in pixels."""
         return float(self.chunk_length_px.sum())
 
 

@@ -14,6 +14,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 
 
 def find_browser() -> str:
+    """The Chromium or Chrome executable that prints PDFs; one clear line when none is installed."""
     for name in BROWSERS:
         if found := shutil.which(name):
             return found

@@ -41,14 +41,17 @@ class Darkness:
     chunk_length_px: np.ndarray
 
     def width_px(self, core: float) -> float:
+        """Mean width in pixels: the crack's darkness deficit over its length, against ``core``."""
         return self.darkness / (self.background - core) / self.length_px
 
     def chunk_widths_px(self, core: float) -> np.ndarray:
+        """Width in pixels of each centreline chunk, against ``core``."""
         contrast = np.maximum(self.chunk_background - core, MIN_CONTRAST)
         return self.chunk_darkness / contrast / np.maximum(self.chunk_length_px, 1e-9)
 
     @property
     def own_width_px(self) -> float:
+        """Mean width measured against this crack's own surroundings only."""
         return self.width_px(self.own_core)
 
 

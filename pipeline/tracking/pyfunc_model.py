@@ -16,11 +16,13 @@ class MsafModel(PythonModel):
 
     # predict/load_context stay unannotated: MLflow would try to infer an input schema from hints
     def load_context(self, context):
+        """Load the checkpoint MLflow logged as an artifact (safetensors: nothing unpickled)."""
         from pipeline.checkpoint import load_checkpoint
 
         self.model, self.meta = load_checkpoint(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):
+        """Class ids of an RGB image (or a list of them), with the model's own decision rule."""
         import torch
 
         from pipeline.inference.predict import predict_classes

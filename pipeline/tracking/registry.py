@@ -29,6 +29,7 @@ class Decision:
     promoted: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """The decision as a JSON-friendly dict."""
         return asdict(self)
 
     def write(self, path: Path) -> None:
@@ -37,6 +38,7 @@ class Decision:
 
     @classmethod
     def read(cls, path: Path) -> Decision:
+        """Read a decision written by ``write``; a damaged file is one clear line."""
         try:
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError) as exc:
@@ -85,6 +87,7 @@ def promote(name: str, version: str, alias: str) -> None:
 
 
 def list_versions(name: str) -> list[dict[str, Any]]:
+    """Registered versions of ``name`` with their aliases, score tag and run id."""
     from mlflow.exceptions import MlflowException
 
     client = _client()

@@ -30,6 +30,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
+    """The git commit of the working tree, or None outside git."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root(), timeout=10

@@ -30,10 +30,12 @@ def project_root() -> Path:
 
 
 def default_uri() -> str:
+    """The project's own SQLite store."""
     return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the project's store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 

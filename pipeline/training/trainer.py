@@ -85,10 +85,12 @@ class TrainingData:
 
     @property
     def fingerprint(self) -> str:
+        """Fingerprint of the data the model is trained on (stored in the checkpoint)."""
         return self.manifest.fingerprint
 
     @property
     def train_items(self) -> list[LabelledImage]:
+        """Every training image, all data sets together."""
         return [item for items in self.train_sets.values() for item in items]
 
 
@@ -116,6 +118,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: DSNet) -> None:
+        """Move the averages one step towards the model's current weights."""
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         current = model.state_dict()

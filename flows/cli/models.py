@@ -1,0 +1,119 @@
+"""`msaf models ...`: the MLflow registry (the champion is what surveys use)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+if TYPE_CHECKING:
+    pass
+
+from flows.cli.app import (
+    PARAMS_HELP,
+    console,
+    load_optional_params,
+    user_errors,
+)
+
+models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry (champion = what surveys use).")
+
+
+def _registry(params: Path | None) -> tuple[str, str]:
+    from pipeline.tracking.store import init_tracking
+
+    cfg = load_optional_params(params).registry
+    init_tracking()
+    return cfg.name, cfg.alias
+
+
+@models_app.command("list")
+@user_errors
+def models_list(params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None) -> None:
+    """Registered versions with their aliases and validation scores."""
+    from pipeline.tracking.registry import SCORE_TAG, list_versions
+
+    name, _ = _registry(params)
+    table = Table(title=f"registered model {name}")
+    for column in ("version", "aliases", SCORE_TAG, "run_id"):
+        table.add_column(column)
+    for row in list_versions(name):
+        table.add_row(*(str(row[c]) for c in ("version", "aliases", SCORE_TAG, "run_id")))
+    console.print(table)
+
+
+@models_app.command("show")
+@user_errors
+def models_show(
+    ref: Annotated[str, typer.Argument(help="version number or alias")] = "champion",
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """One version (by number or alias) and its tags."""
+    from pipeline.tracking.registry import show
+
+    name, _ = _registry(params)
+    console.print_json(json.dumps(show(name, ref), default=str))
+
+
+@models_app.command("promote")
+@user_errors
+def models_promote(
+    version: Annotated[str, typer.Argument(help="version number to make the champion")],
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """Point the champion alias at a version by hand (no score gate)."""
+    from pipeline.tracking.registry import promote
+
+    name, alias = _registry(params)
+    promote(name, version, alias)
+    console.print(f"{name}@{alias} -> version {version}")
+
+
+@models_app.command("export")
+@user_errors
+def models_export(
+    model: Annotated[Path, typer.Option(help="checkpoint to export")],
+    out: Annotated[Path, typer.Option(help="checkpoint to write")],
+    half: Annotated[bool, typer.Option("--half/--full", help="store weights as fp16 (half the size)")] = True,
+) -> None:
+    """Re-save a checkpoint (e.g. as fp16 for shipping); the metadata is kept as it is."""
+    from pipeline.checkpoint import load_checkpoint, save_checkpoint
+
+    network, meta = load_checkpoint(model)
+    sha = save_checkpoint(out, network, meta, half=half)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
+
+
+@models_app.command("register")
+@user_errors
+def models_register(
+    model: Annotated[Path, typer.Option(help="candidate checkpoint")],
+    metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of the candidate")],
+    run_info: Annotated[Path | None, typer.Option(help="training run JSON (links the version to its run)")] = None,
+    decision: Annotated[Path, typer.Option(help="registry decision JSON to write")] = Path("metrics/registry.json"),
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """Register a candidate; promote it to champion only if its val tolerant F1 >= the champion's."""
+    from pipeline.checkpoint import read_metadata
+    from pipeline.metrics.summary import read_evaluation
+    from pipeline.tracking.registry import register_checkpoint
+
+    read_metadata(model)  # a clear error for a missing or foreign file
+    evaluation = read_evaluation(metrics)  # and for metrics of another shape, before the store is touched
+    name, alias = _registry(params)
+    info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
+    result = register_checkpoint(model, evaluation, name, alias, info.get("run_id"), info.get("model_uri"))
+    result.write(decision)
+    score = evaluation.score
+    verdict = "promoted to" if result.promoted else "registered, not promoted; stays"
+    console.print(
+        f"{name} version {result.version} (score {score:.4f}) {verdict} {alias}"
+        + (
+            f" (champion v{result.champion_version}: {result.champion_score:.4f})"
+            if result.champion_version and not result.promoted
+            else ""
+        )
+    )

@@ -1,0 +1,284 @@
+"""`msaf survey`, `mosaic`, `report`, `compare`, `schedule`: processing orthomosaics and reporting."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from pipeline.errors import MsafError
+
+if TYPE_CHECKING:
+    pass
+
+from flows.cli.app import (
+    PARAMS_HELP,
+    MetaFileOption,
+    MetaOption,
+    console,
+    err_console,
+    load_optional_params,
+    params_for_flow,
+    parse_size,
+    user_errors,
+)
+
+
+@user_errors
+def survey(
+    ortho: Annotated[str, typer.Argument(help="orthomosaic (GeoTIFF/COG, RGB or RGBA); a URL with --allow-remote")],
+    out: Annotated[Path, typer.Option(help="output folder (mask.tif, confidence.tif, survey.json)")],
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: survey.model in params.yaml)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    tile: Annotated[int | None, typer.Option(help="tile side (default: the model's training tile)")] = None,
+    overlap: Annotated[int | None, typer.Option(help="tile overlap in px (default: tile // 4)")] = None,
+    block: Annotated[int | None, typer.Option(help="block core size in px")] = None,
+    batch: Annotated[int | None, typer.Option(help="tiles per forward pass")] = None,
+    workers: Annotated[int | None, typer.Option(help="blocks inferred concurrently")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip test-time augmentation")] = None,
+    with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
+    assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="log the survey to MLflow")] = True,
+    engine: Annotated[str, typer.Option(help="local (threads) or dask (a Dask cluster)")] = "local",
+    dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
+    dask_workers: Annotated[int | None, typer.Option(help="workers of a cluster started here (CPU)")] = None,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+    meta: MetaOption = [],  # noqa: B006
+    meta_file: MetaFileOption = None,
+    allow_vrt: Annotated[bool | None, typer.Option("--allow-vrt", help="read a VRT input (trusted only)")] = None,
+    allow_remote: Annotated[
+        bool | None, typer.Option("--allow-remote", help="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/)")
+    ] = None,
+) -> None:
+    """Segment an orthomosaic into a georeferenced defect mask (COG) + confidence + survey.json + report.
+
+    Runs the Prefect survey flow (resumable: a rerun after a crash re-does only missing blocks).
+    Without --model the registry's champion is used (the shipped model becomes the first champion).
+    """
+    if engine not in ("local", "dask"):
+        raise MsafError(f"--engine must be local or dask, got {engine!r}")
+    flags = {
+        "device": device,
+        "tile": tile,
+        "overlap": overlap,
+        "block": block,
+        "batch": batch,
+        "workers": workers,
+        "tta": tta,
+        "allow_vrt": allow_vrt,
+        "allow_remote": allow_remote,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    all_params = load_optional_params(params, overrides)
+    from pipeline.job import parse_job
+
+    job = parse_job(meta, meta_file)
+    from pipeline.survey import prepare_survey
+
+    # validate before any orchestration starts: mistakes become one line, not a failed flow run
+    model_ref = None
+    if track or model is None:
+        from pipeline.tracking.store import init_tracking
+
+        init_tracking()  # a broken store is one line here, not a failed flow later
+    if model is None:
+        from pipeline.tracking.registry import resolve_default_model
+
+        model, model_ref = resolve_default_model(all_params.registry.name, all_params.registry.alias)
+    from pipeline.survey_folder import exclusive
+
+    with exclusive(out):  # one survey per folder; dropped by the kernel whatever ends this process
+        prepared = prepare_survey(
+            ortho, out, all_params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs, job=job
+        )
+        from flows.survey import run_survey_flow  # Prefect only once the input, model and folder are good
+
+        with _block_progress(prepared):
+            outcome = run_survey_flow(
+                str(ortho),
+                str(out),
+                engine=engine,
+                dask_address=dask_address,
+                dask_workers=dask_workers,
+                prepared=prepared,
+                model=str(model),
+                model_ref=model_ref,
+                params_path=params_for_flow(params),
+                overrides=overrides,
+                assume_crs=assume_crs,
+                report=with_report,
+                track=track,
+            )
+    record = outcome.record
+    pixels = ", ".join(f"{name} {count:,}" for name, count in record.class_pixels.items())
+    if record.model.registry:
+        console.print(f"model: {record.model.registry}")
+    console.print(
+        f"{record.input.width}x{record.input.height} px in {record.timings.total_s:.1f} s "
+        f"({record.throughput_mpix_s.end_to_end:.2f} Mpix/s, peak RSS {record.peak_rss_mb:.0f} MiB, "
+        f"{record.tiling.blocks_reused} of {record.tiling.blocks} blocks reused)"
+    )
+    console.print(f"class pixels: {pixels}")
+    console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
+    if outcome.report:
+        _print_report_summary(out, outcome.report)
+    if outcome.mlflow_run:
+        console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
+
+
+@contextmanager
+def _block_progress(prepared: Any) -> Iterator[None]:
+    """A progress bar of finished blocks, read from the block store (works for every engine)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline.inference.blockstore import stored_indices
+
+    stop = threading.Event()
+    total = prepared.n_blocks
+    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("survey", total=total)
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                folder = prepared.store_dir
+                done = len(stored_indices(folder)) if folder.exists() else total
+                progress.update(task, completed=done)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
+
+
+@user_errors
+def mosaic(
+    images: Annotated[Path, typer.Option(help="folder of labelled photos")],
+    masks: Annotated[Path, typer.Option(help="folder of their masks")],
+    out: Annotated[Path, typer.Option(help="orthomosaic GeoTIFF to write")],
+    truth: Annotated[Path, typer.Option(help="ground-truth class raster to write")],
+    size: Annotated[str, typer.Option(help="W or WxH in pixels")] = "8192",
+    gsd: Annotated[float, typer.Option(help="ground sample distance, metres per pixel")] = 0.001,
+    crs: Annotated[str, typer.Option(help="projected CRS, e.g. EPSG:32633")] = "EPSG:32633",
+    compress: Annotated[str, typer.Option(help="jpeg or deflate")] = "jpeg",
+    footprint: Annotated[bool, typer.Option(help="irregular nodata footprint (alpha or internal mask)")] = False,
+    seed: Annotated[int, typer.Option(help="random seed of the layout")] = 0,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """Compose test data: a georeferenced raster of labelled photos with exact truth (not an orthomosaicking tool)."""
+    from pipeline.data.mosaic import compose_mosaic
+
+    if compress not in ("jpeg", "deflate"):
+        raise MsafError(f"--compress must be jpeg or deflate, got {compress!r}")
+    codec: Literal["jpeg", "deflate"] = "jpeg" if compress == "jpeg" else "deflate"
+    width, height = parse_size(size)
+    classes = load_optional_params(params).data.classes
+    summary = compose_mosaic(
+        images, masks, out, truth, width, height, gsd, crs, classes, compress=codec, footprint=footprint, seed=seed
+    )
+    console.print(
+        f"wrote {out} and {truth}: {width}x{height} px at {gsd * 1000:g} mm/px ({summary['crs']}), "
+        f"footprint {summary['footprint_fraction']:.0%}, defects {summary['defect_fraction']:.2%}"
+    )
+
+
+@user_errors
+def report(
+    survey_dir: Annotated[Path, typer.Argument(help="survey folder (mask.tif, confidence.tif, survey.json)")],
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(help="orthomosaic to read crack widths from (default: the survey's input, if still there)"),
+    ] = None,
+    meta: MetaOption = [],  # noqa: B006  (with `msaf report`: added to the survey's details)
+    meta_file: MetaFileOption = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="also print report.pdf with headless chromium")] = False,
+    paper: Annotated[str, typer.Option(help="paper for --pdf: a4 or letter")] = "a4",
+) -> None:
+    """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html (and .pdf)."""
+    from pipeline.job import parse_job
+    from pipeline.report.build import report_survey
+
+    if paper.lower() not in ("a4", "letter"):
+        raise MsafError(f"--paper must be a4 or letter, got {paper!r}")
+    summary = report_survey(survey_dir, load_optional_params(params).report, image, job=parse_job(meta, meta_file))
+    if pdf:
+        from pipeline.report.pdf import print_pdf
+
+        summary["outputs"]["pdf"] = print_pdf(survey_dir / "report.html", survey_dir / "report.pdf", paper).name
+    _print_report_summary(survey_dir, summary)
+
+
+@user_errors
+def compare(
+    old_survey: Annotated[Path, typer.Argument(help="earlier survey folder")],
+    new_survey: Annotated[Path, typer.Argument(help="later survey folder")],
+    out: Annotated[Path, typer.Option(help="folder for changes.gpkg/.geojson/.csv and report.html")],
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """Match the defects of two surveys and classify each as new, grown, unchanged, shrunk or not found."""
+    from pipeline.report.compare import compare_surveys
+
+    result = compare_surveys(old_survey, new_survey, out, load_optional_params(params).report)
+    console.print(", ".join(f"{count} {status}" for status, count in result["changes"].items()))
+    console.print(f"wrote {', '.join(str(out / f) for f in result['outputs'])}")
+
+
+def _print_report_summary(survey_dir: Path, summary: dict[str, Any]) -> None:
+    if summary["defects"]:
+        by_class = ", ".join(f"{name} {count}" for name, count in summary["by_class"].items())
+        console.print(f"{summary['defects']} defects ({by_class})")
+    else:
+        console.print("no defects found")
+    console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary['outputs'].values())}")
+
+
+@user_errors
+def schedule(
+    inbox: Annotated[Path | None, typer.Option(help="folder where new orthomosaics arrive")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the surveys (one sub-folder each)")] = None,
+    cron: Annotated[str, typer.Option(help="cron schedule (server time zone)")] = "0 2 * * *",
+    name: Annotated[str, typer.Option(help="deployment name")] = "msaf-inbox",
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the registry champion)")] = None,
+    retrain: Annotated[bool, typer.Option("--retrain", help="schedule `dvc repro` retraining instead")] = False,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """Serve a Prefect deployment on a cron schedule (needs a running `prefect server start`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise MsafError(
+            "scheduling needs a Prefect server: run `prefect server start` (SQLite, no other service) "
+            "and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    if retrain:
+        from flows.retrain import retrain_flow
+
+        console.print(f"serving deployment msaf-retrain/{name} ({cron}) against {api}; Ctrl-C stops it")
+        retrain_flow.serve(name=name, cron=cron, parameters={"project": str(Path.cwd())})
+        return
+    if inbox is None or out is None:
+        raise MsafError("--inbox and --out are required (or --retrain)")
+    if not inbox.is_dir():
+        raise MsafError(f"inbox folder not found: {inbox}")
+    from flows.inbox import inbox_flow
+
+    parameters = {
+        "inbox": str(inbox.resolve()),
+        "out": str(out.resolve()),
+        "params_path": params_for_flow(params),
+        "model": str(model.resolve()) if model else None,
+    }
+    console.print(
+        f"serving deployment msaf-inbox/{name} ({cron}) against the Prefect server at {api}; "
+        "each run surveys every new orthomosaic in the inbox once. Ctrl-C stops it."
+    )
+    inbox_flow.serve(name=name, cron=cron, parameters=parameters)
