@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.class_ids import NO_CLASS, UNMAPPED
 from pipeline.config import ClassSpec
 from pipeline.errors import MsafError
+from pipeline.fsutil import file_digest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 MASK_SUFFIXES = {".png", ".tif", ".tiff", ".bmp"}
@@ -178,5 +179,5 @@ def fingerprint(pairs: Sequence[Pair]) -> str:
     for pair in pairs:
         for path in (pair.image, pair.mask):
             digest.update(path.name.encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            digest.update(bytes.fromhex(file_digest(path, "sha256")))
     return digest.hexdigest()

@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.class_ids import NO_CLASS
-from pipeline.fsutil import disk_error
+from pipeline.fsutil import atomic_output, disk_error
 from pipeline.inference.blend import BlockResult
 from pipeline.raster.grid import Box
 
@@ -84,9 +82,8 @@ class BlockStore:
         confidence = zlib.compress(np.ascontiguousarray(result.confidence).tobytes(), 1)
         core = result.core
         checksum = hashlib.blake2b(classes + confidence, digest_size=32).digest()
-        fd, tmp = tempfile.mkstemp(prefix=".block.", suffix=".partial", dir=self.root)
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_output(self.path(index)) as tmp, open(tmp, "wb") as fh:
                 fh.write(
                     HEADER.pack(
                         MAGIC,
@@ -103,11 +100,8 @@ class BlockStore:
                 )
                 fh.write(classes)
                 fh.write(confidence)
-            os.replace(tmp, self.path(index))
         except OSError as exc:
             raise disk_error(exc, self.root.parent.parent) from None  # the survey's output folder
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def load(self, index: int) -> BlockResult:
         """The block's result; raises CorruptBlock if the file fails any check."""

@@ -139,19 +139,17 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
+    orientation = _orientation(rows, cols, size)
+    linked = {pixel for edge in edges for pixel in edge}
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        if (r, c) not in linked:  # a blob that thins to a lone pixel: a one-pixel line along the main axis
+            chunk_segments[chunk_of[r, c]].append(_pixel_line(r, c, orientation, window_transform))
     chunk_width_mm = np.bincount(chunk_of[rows, cols], weights=widths_mm, minlength=chunks) / np.maximum(
         np.bincount(chunk_of[rows, cols], minlength=chunks), 1
     )
     area_mm2 = pixels.sum() * size.area_m2 * 1e6
     # mean width = area / length (exact for a straight crack of any width); dt profile if too short
     mean_width = area_mm2 / (length * 1000) if length >= 2 * size.mean_m else float(widths_mm.mean())
-    points = np.column_stack([cols * size.x_m, -rows * size.y_m])
-    orientation = 0.0
-    if len(points) > 1:
-        centred = points - points.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        east, north = vt[0]
-        orientation = math.degrees(math.atan2(east, north)) % 180  # azimuth of the main axis, 0 = north
     centerline = _as_multiline([line for lines in chunk_segments for line in lines])
     return CrackMeasure(
         length,
@@ -164,6 +162,28 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         chunk_length_px,
         chunk_width_mm,
         [_as_multiline(lines) for lines in chunk_segments],
+    )
+
+
+def _orientation(rows: np.ndarray, cols: np.ndarray, size: PixelSize) -> float:
+    """Azimuth (degrees, 0 = north, clockwise, in [0, 180)) of the main axis of skeleton pixels."""
+    points = np.column_stack([cols * size.x_m, -rows * size.y_m])
+    if len(points) < 2:
+        return 0.0
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    east, north = vt[0]
+    return math.degrees(math.atan2(east, north)) % 180
+
+
+def _pixel_line(row: int, col: int, azimuth: float, window_transform: Affine) -> LineString:
+    """A one-pixel-long line through a pixel's centre along ``azimuth`` (the length a lone pixel spans)."""
+    d_col, d_row = 0.5 * math.sin(math.radians(azimuth)), -0.5 * math.cos(math.radians(azimuth))
+    return LineString(
+        [
+            window_transform @ (col + 0.5 - d_col, row + 0.5 - d_row),
+            window_transform @ (col + 0.5 + d_col, row + 0.5 + d_row),
+        ]
     )
 
 

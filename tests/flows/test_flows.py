@@ -234,7 +234,7 @@ def test_a_dask_survey_starts_one_api_server_and_its_workers_report_to_it(
         "--device",
         "cpu",
         "--block",
-        "48",
+        "128",  # 30 blocks: enough for both workers, and a fraction of the time of tiny blocks
         "--batch",
         "4",
         "--no-report",

@@ -159,3 +159,22 @@ def test_web_mercator_gives_the_same_ground_lengths_and_areas(five_cracks, tmp_p
     assert b["area_m2"].sum() == pytest.approx(a["area_m2"].sum(), rel=0.03)
     assert "distorts scale" in (mercator / "report.html").read_text()
     assert "distorts scale" not in (utm / "report.html").read_text()
+
+
+def test_a_blob_that_thins_to_one_pixel_still_has_a_centreline_along_its_axis():
+    """Every crack defect gets a centreline segment (and so a row in crack_centerlines), even a
+    compact one whose skeleton is a lone pixel: a one-pixel line through it."""
+    from affine import Affine
+    from skimage.morphology import disk
+
+    from pipeline.raster.source import PixelSize
+    from pipeline.report.measure import measure_crack
+
+    pixels = np.zeros((13, 13), bool)
+    pixels[2:11, 2:11] = disk(4).astype(bool)  # skeletonises to its centre pixel (6, 6)
+    transform = Affine(0.001, 0, 500.0, 0, -0.001, 100.0)
+    measure = measure_crack(pixels, transform, PixelSize(0.001, 0.001))
+    lines = [line for chunk in measure.chunk_lines for line in chunk.geoms]
+    assert len(lines) == 1 and measure.centerline.length == pytest.approx(0.001)  # one pixel long
+    centre = transform @ (6.5, 6.5)
+    assert lines[0].centroid.x == pytest.approx(centre[0]) and lines[0].centroid.y == pytest.approx(centre[1])
