@@ -74,7 +74,9 @@ def calibrate(
         (threshold, mean tolerant F1 at it).
     """
     best = (-1.0, 0.5)
-    rules = [[*(o for o in others if o[0] != cls), (cls, t)] for t in grid]
+    if min(grid) <= 0:
+        raise ValueError("calibration thresholds must be positive probabilities")
+    rest = [o for o in others if o[0] != cls]
     per_group = np.zeros((len(grid), len(groups)))
     for g, scored in enumerate(groups.values()):
         counts = np.zeros((len(grid), 4), np.int64)
@@ -83,8 +85,12 @@ def calibrate(
             truth = (item.labels == cls) & valid
             dist_to_true = distance_transform_edt(~truth) if truth.any() else None
             tensor = torch.from_numpy(probs.astype(np.float32))
-            for i, rule in enumerate(rules):
-                pred = (decide(tensor, rule).numpy() == cls) & valid
+            # Where p(cls) >= t > 0, cls scores 1 + p(cls) under every t, so whether it beats the other
+            # thresholded classes does not depend on t: one decision per image, not one per threshold
+            # (the same class ids as decide() with each threshold; tested).
+            contends = (decide(tensor, [*rest, (cls, 0.0)]).numpy() == cls) & valid
+            for i, threshold in enumerate(grid):
+                pred = (tensor[cls] >= threshold).numpy() & contends
                 if dist_to_true is None or not pred.any():
                     counts[i] += [0, int(pred.sum()), 0, int(truth.sum())]
                 else:  # the distance to the truth is computed once per image, not per threshold

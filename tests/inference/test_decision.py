@@ -55,3 +55,47 @@ def test_calibration_averages_over_data_sets():
     assert summary.sets["a"].score == pytest.approx(1.0)
     assert summary.sets["b"].score == pytest.approx(2 / 3)
     assert summary.score == pytest.approx(score)
+
+
+def _calibrate_by_brute_force(groups, cls, tolerance_px, others, grid):
+    """The definition: decide() with each threshold, tolerant F1 per group, mean, ties nearest 0.5."""
+    from scipy.ndimage import distance_transform_edt
+
+    scores = []
+    for threshold in grid:
+        rule = [*(o for o in others if o[0] != cls), (cls, threshold)]
+        per_group = []
+        for scored in groups.values():
+            hit_pred = n_pred = hit_true = n_true = 0
+            for probs, item in scored:
+                valid = item.labels != 255
+                truth = (item.labels == cls) & valid
+                pred = (decide(torch.from_numpy(probs.astype(np.float32)), rule).numpy() == cls) & valid
+                n_pred, n_true = n_pred + int(pred.sum()), n_true + int(truth.sum())
+                if truth.any() and pred.any():
+                    hit_pred += int((distance_transform_edt(~truth)[pred] <= tolerance_px).sum())
+                    hit_true += int((distance_transform_edt(~pred)[truth] <= tolerance_px).sum())
+            if n_true:
+                p, r = (hit_pred / n_pred if n_pred else 0.0), hit_true / n_true
+                per_group.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
+        scores.append(np.mean(per_group))
+    best = max(range(len(grid)), key=lambda i: (round(scores[i], 12), -abs(grid[i] - 0.5)))
+    return grid[best], scores[best]
+
+
+@pytest.mark.parametrize("others", [[], [(2, 0.3)], [(2, 0.6)]])
+def test_fast_calibration_equals_deciding_with_every_threshold(others):
+    """calibrate() decides each image once, not once per threshold; it must pick exactly what
+    deciding with every threshold picks, also when another class is thresholded (the two compete)."""
+    rng = np.random.default_rng(5)
+    groups = {}
+    for name in ("a", "b"):
+        scored = []
+        for _ in range(3):
+            logits = rng.normal(size=(3, 24, 24)) + np.array([1.5, 0.0, -0.5])[:, None, None]
+            probs = np.exp(logits) / np.exp(logits).sum(0)
+            labels = rng.choice([0, 1, 2, 255], size=(24, 24), p=[0.7, 0.15, 0.1, 0.05]).astype(np.uint8)
+            scored.append(_scored(probs, labels))
+        groups[name] = scored
+    grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    assert calibrate(groups, 1, 1, others, grid) == pytest.approx(_calibrate_by_brute_force(groups, 1, 1, others, grid))
