@@ -211,9 +211,10 @@ def write_raster(
     crs: str | None = "EPSG:32633",
     transform=None,
     nodata: float | None = None,
+    tags: dict[str, str] | None = None,
     **profile,
 ) -> Path:
-    """Write a (bands, H, W) array as a GeoTIFF with a CRS (unless crs=None)."""
+    """Write a (bands, H, W) array as a GeoTIFF with a CRS (unless crs=None) and dataset ``tags``."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -232,6 +233,7 @@ def write_raster(
         **profile,
     ) as dst:
         dst.write(data)
+        dst.update_tags(**(tags or {}))
     return path
 
 
@@ -288,3 +290,34 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], result.stderr
+
+
+def cpu_survey(ortho: object, out: object, model: object, *flags: str) -> list[str]:
+    """`survey ORTHO --out OUT --model MODEL --device cpu FLAGS`: the arguments of the survey the
+    process-level tests run (`msaf` or `python -c ...` put in front by the caller)."""
+    return ["survey", str(ortho), "--out", str(out), "--model", str(model), "--device", "cpu", *flags]
+
+
+def write_mask_survey(
+    folder: Path,
+    mask: np.ndarray,
+    crs: str = "EPSG:32633",
+    shift_px: float = 0,
+    classes: tuple[str, ...] = ("background", "crack", "spall"),
+) -> Path:
+    """A survey folder holding only mask.tif (1 mm pixels, class names in its tags): what report and
+    compare read from a survey; ``shift_px`` moves the grid east (a registration offset)."""
+    import json
+
+    from rasterio.transform import from_origin
+
+    folder.mkdir(parents=True)
+    write_raster(
+        folder / "mask.tif",
+        np.asarray(mask, np.uint8)[None],
+        crs=crs,
+        transform=from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001),
+        nodata=255,
+        tags={"MSAF_CLASSES": json.dumps(list(classes))},
+    )
+    return folder

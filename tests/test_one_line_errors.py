@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from pipeline.checkpoint import METADATA_KEY, read_metadata
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, cpu_survey
 
 MSAF = str(Path(sys.executable).with_name("msaf"))
 
@@ -41,15 +41,7 @@ def test_a_bad_model_file_is_one_line_before_any_work(tmp_path, tiny_model, crac
     result = subprocess.run(
         [
             MSAF,
-            "survey",
-            str(crack_mosaic[0]),
-            "--out",
-            str(tmp_path / "out"),
-            "--model",
-            str(model),
-            "--device",
-            "cpu",
-            "--no-track",
+            *cpu_survey(crack_mosaic[0], tmp_path / "out", model, "--no-track"),
         ],
         capture_output=True,
         text=True,
@@ -68,15 +60,7 @@ def test_a_garbage_tracking_store_is_one_line_with_the_way_out(tmp_path, tiny_mo
     result = subprocess.run(
         [
             MSAF,
-            "survey",
-            str(crack_mosaic[0]),
-            "--out",
-            str(tmp_path / "out"),
-            "--model",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--no-report",
+            *cpu_survey(crack_mosaic[0], tmp_path / "out", tiny_model, "--no-report"),
         ],
         capture_output=True,
         text=True,
@@ -99,16 +83,7 @@ def test_a_survey_that_cannot_fit_on_disk_is_refused_before_it_starts(tmp_path, 
     result = subprocess.run(
         [
             MSAF,
-            "survey",
-            str(vrt),
-            "--out",
-            str(tmp_path / "out"),
-            "--model",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--no-track",
-            "--allow-vrt",
+            *cpu_survey(vrt, tmp_path / "out", tiny_model, "--no-track", "--allow-vrt"),
         ],
         capture_output=True,
         text=True,
@@ -148,18 +123,7 @@ def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(
             sys.executable,
             "-c",
             ENOSPC_DURING_SURVEY,
-            "survey",
-            str(crack_mosaic[0]),
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--no-track",
-            "--block",
-            "256",
-            "--tta",
+            *cpu_survey(crack_mosaic[0], out, tiny_model, "--no-track", "--block", "256", "--tta"),
         ],
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ from pipeline.config import ScalingConfig, SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.survey import run_survey
 from pipeline.survey_record import SurveyRecord
-from tests.conftest import SHARED, run_msaf, write_raster
+from tests.conftest import SHARED, cpu_survey, run_msaf, write_raster
 
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 
@@ -257,16 +257,7 @@ def test_bad_input_is_one_clear_line_and_no_output(tmp_path, tiny_model, crack_m
 def test_assume_crs_rescues_a_raster_without_one(tmp_path, tiny_model):
     no_crs = write_raster(tmp_path / "nocrs.tif", np.full((3, 40, 40), 100, np.uint8), crs=None)
     result = run_msaf(
-        "survey",
-        str(no_crs),
-        "--out",
-        str(tmp_path / "out"),
-        "--model",
-        str(tiny_model),
-        "--device",
-        "cpu",
-        "--assume-crs",
-        "EPSG:32633",
+        *cpu_survey(no_crs, tmp_path / "out", tiny_model, "--assume-crs", "EPSG:32633"),
     )
     assert result.returncode == 0, result.stderr
     with rasterio.open(tmp_path / "out" / "mask.tif") as mask:

@@ -17,7 +17,7 @@ from pipeline.config import ReportConfig, SurveyConfig
 from pipeline.report.build import report_survey
 from pipeline.survey import run_survey
 from pipeline.survey_folder import REPORT_OUTPUTS, exclusive
-from tests.conftest import assert_one_line_error, run_msaf, write_raster
+from tests.conftest import assert_one_line_error, cpu_survey, run_msaf, write_raster
 
 CPU = SurveyConfig(device="cpu", gsd_policy="ignore", batch=4)
 
@@ -44,16 +44,7 @@ def test_a_second_survey_into_a_busy_folder_is_refused_and_the_lock_dies_with_it
     try:
         assert holder.stdout.readline().strip() == "held"
         busy = run_msaf(
-            "survey",
-            str(crack_mosaic[0]),
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--no-track",
-            "--no-report",
+            *cpu_survey(crack_mosaic[0], out, tiny_model, "--no-track", "--no-report"),
         )
         assert_one_line_error(busy, "in use by another survey")
         assert not (out / "mask.tif").exists()

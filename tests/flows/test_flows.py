@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tests.conftest import write_raster
+from tests.conftest import cpu_survey, write_raster
 
 pytestmark = pytest.mark.slow
 MSAF = str(Path(sys.executable).with_name("msaf"))
@@ -124,20 +124,7 @@ def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(
     out = tmp_path / "out"
     command = [
         MSAF,
-        "survey",
-        str(crack_mosaic[0]),
-        "--out",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--device",
-        "cpu",
-        "--block",
-        "48",
-        "--batch",
-        "4",
-        "--no-report",
-        "--no-track",
+        *cpu_survey(crack_mosaic[0], out, tiny_model, "--block", "48", "--batch", "4", "--no-report", "--no-track"),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
@@ -189,20 +176,7 @@ def test_kill_9_of_a_survey_leaves_no_process_behind(tmp_path, tiny_model, crack
     out = tmp_path / "out"
     command = [
         MSAF,
-        "survey",
-        str(crack_mosaic[0]),
-        "--out",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--device",
-        "cpu",
-        "--block",
-        "48",
-        "--batch",
-        "4",
-        "--no-report",
-        "--no-track",
+        *cpu_survey(crack_mosaic[0], out, tiny_model, "--block", "48", "--batch", "4", "--no-report", "--no-track"),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
@@ -225,24 +199,21 @@ def test_a_dask_survey_starts_one_api_server_and_its_workers_report_to_it(
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     command = [
         MSAF,
-        "survey",
-        str(crack_mosaic[0]),
-        "--out",
-        str(out),
-        "--model",
-        str(tiny_model),
-        "--device",
-        "cpu",
-        "--block",
-        "128",  # 30 blocks: enough for both workers, and a fraction of the time of tiny blocks
-        "--batch",
-        "4",
-        "--no-report",
-        "--no-track",
-        "--engine",
-        "dask",
-        "--dask-workers",
-        "2",
+        *cpu_survey(
+            crack_mosaic[0],
+            out,
+            tiny_model,
+            "--block",
+            "128",  # 30 blocks: enough for both workers, and a fraction of the time of tiny blocks
+            "--batch",
+            "4",
+            "--no-report",
+            "--no-track",
+            "--engine",
+            "dask",
+            "--dask-workers",
+            "2",
+        ),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     servers, workers = 0, 0

@@ -17,7 +17,7 @@ from rasterio.transform import Affine, from_origin
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.survey import infer_blocks, prepare_survey, run_survey
-from tests.conftest import assert_one_line_error, run_msaf, write_raster
+from tests.conftest import assert_one_line_error, cpu_survey, run_msaf, write_raster
 
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 ORIGIN = from_origin(500000, 5000000, 0.001, 0.001)
@@ -113,17 +113,7 @@ REFUSALS = {
 def test_unsafe_or_unmeasurable_inputs_are_refused_in_one_line(tmp_path, tiny_model, case):
     make, expected, flags = REFUSALS[case]
     result = run_msaf(
-        "survey",
-        str(make(tmp_path)),
-        "--out",
-        str(tmp_path / "out"),
-        "--model",
-        str(tiny_model),
-        "--device",
-        "cpu",
-        "--no-track",
-        "--no-report",
-        *flags,
+        *cpu_survey(make(tmp_path), tmp_path / "out", tiny_model, "--no-track", "--no-report", *flags),
     )
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out" / "mask.tif").exists()
@@ -212,30 +202,11 @@ def test_a_url_is_surveyed_when_remote_inputs_are_allowed(tmp_path, tiny_model):
     url = f"http://127.0.0.1:{server.server_address[1]}/ortho.tif"
     try:
         refused = run_msaf(
-            "survey",
-            url,
-            "--out",
-            str(tmp_path / "refused"),
-            "--model",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--no-track",
-            "--no-report",
+            *cpu_survey(url, tmp_path / "refused", tiny_model, "--no-track", "--no-report"),
         )
         assert_one_line_error(refused, "--allow-remote")
         result = run_msaf(
-            "survey",
-            url,
-            "--out",
-            str(tmp_path / "out"),
-            "--model",
-            str(tiny_model),
-            "--device",
-            "cpu",
-            "--no-track",
-            "--no-report",
-            "--allow-remote",
+            *cpu_survey(url, tmp_path / "out", tiny_model, "--no-track", "--no-report", "--allow-remote"),
         )
     finally:
         server.shutdown()

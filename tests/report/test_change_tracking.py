@@ -1,40 +1,19 @@
 """Change tracking that holds: synthetic epoch pairs with one of each change, shifts and reprojections."""
 
 import json
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from pipeline.config import ReportConfig
 from pipeline.report.compare import compare_surveys
+from tests.conftest import write_mask_survey
 
 CLASSES = ["background", "crack", "spall"]
 CFG = ReportConfig(min_area_m2=0, match_distance_m=0.01)
-
-
-def _survey(folder: Path, mask: np.ndarray, crs: str = "EPSG:32633", shift_px: float = 0) -> Path:
-    folder.mkdir(parents=True)
-    transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
-    with rasterio.open(
-        folder / "mask.tif",
-        "w",
-        driver="GTiff",
-        width=mask.shape[1],
-        height=mask.shape[0],
-        count=1,
-        dtype="uint8",
-        crs=crs,
-        transform=transform,
-        nodata=255,
-    ) as dst:
-        dst.write(mask, 1)
-        dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
-    return folder
 
 
 def _old_epoch() -> np.ndarray:
@@ -60,8 +39,8 @@ def test_one_of_each_crack_change(tmp_path):
     new[300:303, :] = 0  # R repaired
     new[90:93, 100:450] = 1  # N: a new 0.35 m crack 40 mm from A, its end 8 mm from A's extension
     new[53:90, 420:423] = 0
-    _survey(tmp_path / "old", old)
-    _survey(tmp_path / "new", new, crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm registration offset
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "new", new, crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm registration offset
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
     assert _statuses(result) == {"new": 1, "extended": 1, "widened": 1, "unchanged": 2, "not found (repaired?)": 1}
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
@@ -75,7 +54,7 @@ def test_one_of_each_crack_change(tmp_path):
 
 @pytest.mark.parametrize("crs", ["EPSG:3035", "EPSG:3857"])
 def test_an_epoch_against_its_own_reprojection_is_unchanged(tmp_path, crs):
-    old = _survey(tmp_path / "old", _old_epoch())
+    old = write_mask_survey(tmp_path / "old", _old_epoch())
     again = tmp_path / "again"
     again.mkdir()
     with rasterio.open(old / "mask.tif") as src:
@@ -102,7 +81,7 @@ def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
     """In EPSG:3857 a 10 mm tolerance would be 14 mm of map units at 45° N: the comparison moves to UTM."""
     from pipeline.report.compare import _working_crs, load_defects
 
-    old = _survey(tmp_path / "old", _old_epoch())
+    old = write_mask_survey(tmp_path / "old", _old_epoch())
     mercator = tmp_path / "mercator"
     mercator.mkdir()
     with rasterio.open(old / "mask.tif") as src:
@@ -127,7 +106,9 @@ def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
 
 def test_two_defect_free_surveys_compare_to_nothing(tmp_path):
     empty = np.zeros((64, 64), np.uint8)
-    result = compare_surveys(_survey(tmp_path / "a", empty), _survey(tmp_path / "b", empty), tmp_path / "out", CFG)
+    result = compare_surveys(
+        write_mask_survey(tmp_path / "a", empty), write_mask_survey(tmp_path / "b", empty), tmp_path / "out", CFG
+    )
     assert _statuses(result) == {}
     assert (tmp_path / "out" / "report.html").is_file()
     assert len(gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")) == 0

@@ -11,25 +11,15 @@ from skimage.draw import line
 from pipeline.config import ReportConfig
 from pipeline.report.defects import build_defects
 from pipeline.report.vectorize import vectorize
+from tests.conftest import write_raster
 
 CLASSES = ["background", "crack", "spall"]
 
 
 def write_mask(path, mask: np.ndarray, gsd: float, crs: str = "EPSG:32633"):
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=mask.shape[1],
-        height=mask.shape[0],
-        count=1,
-        dtype="uint8",
-        crs=crs,
-        transform=from_origin(400000, 5000000, gsd, gsd),
-        nodata=255,
-    ) as dst:
-        dst.write(mask, 1)
-    return path
+    return write_raster(
+        path, np.asarray(mask, np.uint8)[None], crs=crs, transform=from_origin(400000, 5000000, gsd, gsd), nodata=255
+    )
 
 
 def tables_for(tmp_path, mask, gsd, **cfg):

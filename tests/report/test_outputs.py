@@ -19,7 +19,7 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
 from pipeline.report.compare import compare_surveys
-from tests.conftest import run_msaf
+from tests.conftest import run_msaf, write_mask_survey
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -175,32 +175,6 @@ def test_html_report_renders_in_a_real_browser(reported, tmp_path):
     assert shot.std() > 20  # not a blank page
 
 
-def _mask_survey(
-    folder: Path,
-    mask: np.ndarray,
-    crs: str = "EPSG:32633",
-    shift_px: int = 0,
-    classes: tuple[str, ...] = ("background", "crack", "spall"),
-) -> Path:
-    folder.mkdir(parents=True)
-    transform = from_origin(400000 + shift_px * 0.001, 5000000, 0.001, 0.001)
-    with rasterio.open(
-        folder / "mask.tif",
-        "w",
-        driver="GTiff",
-        width=mask.shape[1],
-        height=mask.shape[0],
-        count=1,
-        dtype="uint8",
-        crs=crs,
-        transform=transform,
-        nodata=255,
-    ) as dst:
-        dst.write(mask, 1)
-        dst.update_tags(MSAF_CLASSES=json.dumps(list(classes)))
-    return folder
-
-
 def test_change_tracking_on_known_changes(tmp_path):
     old = np.zeros((300, 320), np.uint8)
     old[49:52, 20:120] = 1  # A: crack, will grow to 160 px
@@ -212,8 +186,8 @@ def test_change_tracking_on_known_changes(tmp_path):
     new[149:152, 20:120] = 1
     new[50:80, 200:230] = 2  # D: new spall
     new[110:130, 260:280] = 2
-    _mask_survey(tmp_path / "old", old)
-    _mask_survey(tmp_path / "new", np.roll(new, 0, axis=1), crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm offset
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "new", np.roll(new, 0, axis=1), crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm offset
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.005)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
     assert result["changes"] == {
@@ -247,7 +221,7 @@ def test_joints_never_become_defects(tmp_path):
     mask = np.zeros((200, 300), np.uint8)
     mask[99:103, :] = 2  # joint: 0.3 m of straight built line, 4 mm wide
     mask[20:99, 150:152] = 1  # crack: 79 mm long, 2 mm wide, running into the joint
-    folder = _mask_survey(tmp_path / "s", mask, classes=("background", "crack", "joint"))
+    folder = write_mask_survey(tmp_path / "s", mask, classes=("background", "crack", "joint"))
     summary = report_survey(folder, ReportConfig(defect_classes=["crack"]))
     assert summary["defects"] == 1 and summary["by_class"] == {"crack": 1} and summary["non_defects"] == {"joint": 1}
     defects = gpd.read_file(folder / "defects.gpkg", layer="defects")
@@ -264,7 +238,7 @@ def test_joints_never_become_defects(tmp_path):
 
 
 def test_empty_mask_reports_no_defects(tmp_path):
-    _mask_survey(tmp_path / "s", np.zeros((64, 64), np.uint8))
+    write_mask_survey(tmp_path / "s", np.zeros((64, 64), np.uint8))
     summary = report_survey(tmp_path / "s", ReportConfig())
     assert summary["defects"] == 0
     assert "No defects found" in (tmp_path / "s" / "report.html").read_text()
