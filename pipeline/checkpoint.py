@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import pipeline
 from pipeline.config import ClassSpec
-from pipeline.errors import MsafError
+from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import atomic_output, file_digest
 from pipeline.inference.decision import threshold_ids
 from pipeline.metrics.summary import EvaluationSummary
@@ -125,10 +125,8 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     try:
         return ModelMetadata.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
         raise MsafError(
-            f"{path}: invalid model metadata ({where}: {first['msg']}); re-export or retrain the model"
+            f"{path}: invalid model metadata ({first_problem(exc)}); re-export or retrain the model"
         ) from None
 
 

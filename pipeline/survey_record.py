@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import MsafError
+from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import write_json
 
 RECORD_VERSION = 1
@@ -143,9 +143,7 @@ def read_survey_record(survey_dir: Path) -> SurveyRecord | None:
     try:
         return SurveyRecord.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "the top level"
         raise MsafError(
-            f"{path} is not a survey record ({where}: {first['msg']}); rerun `msaf survey` "
+            f"{path} is not a survey record ({first_problem(exc)}); rerun `msaf survey` "
             "or delete it to report from the mask alone"
         ) from None

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import AugmentConfig
 from pipeline.data.labelled import LabelledImage
-from pipeline.inference.fill import mirror_fill
 
 
 def _random_crop(
@@ -82,6 +80,10 @@ def footprint_valid(size: int, rng: np.random.Generator) -> np.ndarray:
 def with_footprint(image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The crop as a survey tile on the footprint edge looks to the model: nodata filled the way
     inference fills it (``mirror_fill``, so the seam is not learnt as a crack), labels outside ignored."""
+    import torch  # here, not at import: data preparation and `msaf mosaic` need neither torch nor scipy
+
+    from pipeline.inference.fill import mirror_fill
+
     fallback = torch.from_numpy(image.reshape(-1, 3).mean(0))
     filled = mirror_fill(
         torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(valid), fallback

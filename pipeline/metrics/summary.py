@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from pipeline.errors import MsafError
+from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import write_json
 
 
@@ -103,10 +103,8 @@ def read_evaluation(path: Path) -> EvaluationSummary:
         raise MsafError(f"metrics file not found: {path}; run the evaluate stage first")
     try:
         return EvaluationSummary.model_validate(json.loads(path.read_text()))
+    except ValidationError as exc:
+        reason = first_problem(exc)
     except (OSError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            reason = f"{'.'.join(str(p) for p in first['loc']) or 'top level'}: {first['msg']}"
-        else:
-            reason = str(exc)[:80]
-        raise MsafError(f"{path} is not an evaluation summary ({reason}); rerun `msaf evaluate`") from None
+        reason = str(exc)[:80]
+    raise MsafError(f"{path} is not an evaluation summary ({reason}); rerun `msaf evaluate`")
