@@ -5,11 +5,13 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-SHARED_DATA ?= ../shared/data
-DATA_SRC ?= $(SHARED_DATA)/crackforest
-UAV_SRC ?= $(SHARED_DATA)/uav75
+SOURCES ?= data/sources
+DATA_SRC ?= $(SOURCES)/crackforest
+UAV_SRC ?= $(SOURCES)/uav75
+MASONRY_SRC ?= $(SOURCES)/masonry
 RAW := data/raw/crackforest
 UAV_RAW := data/raw/uav75
+MASONRY_RAW := data/raw/masonry
 
 DEMO_SIZE ?= 4096
 
@@ -58,13 +60,15 @@ qgis:
 test: setup browser qgis
 	$(BIN)/python -m pytest -q
 
-# Bring both labelled data sets into the DVC-tracked raw-data folders and track them: CFD road photos
-# (DATA_SRC) and UAV75 drone photos of concrete (UAV_SRC; GPL-3.0: its LICENSE travels with every copy).
+# Bring the three labelled sets that travel with the repository (data/sources, see its README) into the
+# DVC-tracked raw-data folders and track them: CFD road photos, UAV75 drone photos of concrete and
+# masonry walls (both GPL-3.0: each LICENSE travels with every copy).
 data: setup
-	mkdir -p $(RAW) $(UAV_RAW)
+	mkdir -p $(RAW) $(UAV_RAW) $(MASONRY_RAW)
 	cp -r --no-preserve=mode $(DATA_SRC)/images $(DATA_SRC)/masks $(RAW)/
 	cp -r --no-preserve=mode $(UAV_SRC)/images $(UAV_SRC)/masks $(UAV_SRC)/LICENSE $(UAV_RAW)/
-	PATH=$(BIN):$$PATH dvc add -q $(RAW) $(UAV_RAW)
+	cp -r --no-preserve=mode $(MASONRY_SRC)/images $(MASONRY_SRC)/masks $(MASONRY_SRC)/LICENSE $(MASONRY_RAW)/
+	PATH=$(BIN):$$PATH dvc add -q $(RAW) $(UAV_RAW) $(MASONRY_RAW)
 
 # Reproduce the model: prepare -> train -> evaluate -> register (see dvc.yaml).
 repro: data

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-CFD = REPO.parent / "shared" / "data" / "crackforest"
+CFD = REPO / "data" / "sources" / "crackforest"
 
 
 def make_model(path: Path, preset: str, tile: int) -> None:

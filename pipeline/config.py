@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import MsafError
 
@@ -156,6 +156,19 @@ class AugmentConfig(_Strict):
     contrast: float = Field(0.2, ge=0.0, le=1.0)
     saturation: float = Field(0.2, ge=0.0, le=1.0)
     footprint: float = Field(0.0, ge=0.0, le=1.0)  # share of crops cut by a synthetic orthomosaic footprint edge
+    scale: tuple[float, float] = Field(
+        (1.0, 1.0), description="crop rescale range (log-uniform), e.g. (0.5, 2.0): the model sees many GSDs"
+    )
+    blur: float = Field(0.0, ge=0.0, le=1.0, description="share of crops blurred (Gaussian, sigma 0.3-1.5 px)")
+    noise: float = Field(0.0, ge=0.0, le=1.0, description="share of crops with sensor noise (sigma 1-8 grey levels)")
+    jpeg: float = Field(0.0, ge=0.0, le=1.0, description="share of crops JPEG-recompressed (quality 30-90)")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, scale: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < scale[0] <= scale[1]:
+            raise ValueError(f"augment.scale must be (low, high) with 0 < low <= high, got {scale}")
+        return scale
 
 
 class LossConfig(_Strict):
@@ -167,6 +180,9 @@ class LossConfig(_Strict):
     ohem_min_kept: int = Field(131072, ge=1)
     dice_weight: float = Field(0.0, ge=0.0)
     skeleton_weight: float = Field(0.0, ge=0.0, description="Skeleton Recall term: the labels' centrelines found")
+
+
+INIT_KEYWORDS = ("none", "champion")  # train.init values that are not a checkpoint path
 
 
 class TrainConfig(_Strict):
@@ -192,6 +208,15 @@ class TrainConfig(_Strict):
     calibrate: list[str] = Field(
         default_factory=list, description="classes whose probability threshold is tuned on validation"
     )
+    init: str = Field(
+        "none",
+        description="start from these weights: a checkpoint path, `champion` (the registry's) or `none` "
+        "(random); tensors whose shape differs start fresh",
+    )
+    state_minutes: float = Field(
+        5.0, gt=0.0, description="save the full training state (resumable) at least this often, wall clock"
+    )
+    state_steps: int | None = Field(None, ge=1, description="also save the state every N steps (tests)")
 
 
 class EvalConfig(_Strict):
@@ -325,6 +350,8 @@ class Params(_Strict):
             spec.images = (base / spec.images).resolve()
             spec.masks = (base / spec.masks).resolve()
         copy.train.out = (base / copy.train.out).resolve()
+        if copy.train.init not in INIT_KEYWORDS:
+            copy.train.init = str((base / copy.train.init).resolve())
         copy.survey.model = (base / copy.survey.model).resolve()
         return copy
 

@@ -50,9 +50,9 @@ def isolated_services(tmp_path_factory):
             os.environ[key] = value
 
 
-SHARED = REPO.parent / "shared"
-CFD = SHARED / "data" / "crackforest"
-UAV75 = SHARED / "data" / "uav75"
+SOURCES = REPO / "data" / "sources"
+CFD = SOURCES / "crackforest"
+UAV75 = SOURCES / "uav75"
 
 
 @pytest.fixture(scope="session")
@@ -66,15 +66,15 @@ def prefect_harness(isolated_services):
 
 @pytest.fixture(scope="session")
 def cfd_dir() -> Path:
-    """The real CrackForest photos shared with the project."""
-    assert (CFD / "images").is_dir(), f"shared crack data missing at {CFD}"
+    """The real CrackForest photos that travel with the project (data/sources)."""
+    assert (CFD / "images").is_dir(), f"crack data missing at {CFD}"
     return CFD
 
 
 @pytest.fixture(scope="session")
 def uav_dir() -> Path:
     """The real UAV75 drone photos of concrete (cracks 255, planking joints 204; GPL-3.0)."""
-    assert (UAV75 / "images").is_dir(), f"shared UAV75 data missing at {UAV75}"
+    assert (UAV75 / "images").is_dir(), f"UAV75 data missing at {UAV75}"
     return UAV75
 
 

@@ -12,7 +12,7 @@ from pipeline.config import ScalingConfig, SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.survey import run_survey
 from pipeline.survey_record import SurveyRecord
-from tests.conftest import SHARED, cpu_survey, run_msaf, write_raster
+from tests.conftest import SOURCES, cpu_survey, run_msaf, write_raster
 
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 
@@ -99,7 +99,7 @@ def test_large_output_gets_overviews(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("name", ["webodm_orthophoto.tif", "deepforest_OSBS_029.tif"])
 def test_real_orthophotos_round_trip_georeference_and_footprint(tmp_path, tiny_model, name):
-    ortho = SHARED / "data" / "ortho" / name
+    ortho = SOURCES / "ortho" / name
     survey(ortho, tmp_path, tiny_model)
     with rasterio.open(ortho) as src, rasterio.open(tmp_path / "mask.tif") as mask:
         assert mask.crs == src.crs and mask.transform == src.transform and mask.shape == src.shape

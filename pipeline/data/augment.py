@@ -12,7 +12,10 @@ from pipeline.data.labelled import LabelledImage
 
 
 def _random_crop(
-    item: LabelledImage, size: int, rng: np.random.Generator, around: tuple[int, int] | None = None
+    item: LabelledImage,
+    size: int,
+    rng: np.random.Generator,
+    around: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A size x size crop at a random place, or one holding pixel ``around`` (away from its edges)."""
     image, labels = item.image, item.labels
@@ -28,6 +31,81 @@ def _random_crop(
         top = int(np.clip(around[0] - rng.integers(margin, size - margin), 0, max_top))
         left = int(np.clip(around[1] - rng.integers(margin, size - margin), 0, max_left))
     return image[top : top + size, left : left + size], labels[top : top + size, left : left + size]
+
+
+def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Class ids resampled to ``shape`` (rows, cols) so thin classes survive a shrink.
+
+    Each class's coverage is area-averaged onto the new grid; a pixel takes the non-background
+    class covering the most of it when that covers at least a third of it (a 1-px crack halved is
+    still a 1-px crack, not a broken dotted line), else the class covering most of it.
+    Ignored pixels (``NO_CLASS``) stay ignored where they cover at least half the new pixel.
+    """
+    from PIL import Image
+
+    rows, cols = shape
+    if labels.shape == shape:
+        return labels.copy()
+    ids = [int(v) for v in np.unique(labels)]
+    coverage = np.stack(
+        [
+            np.asarray(
+                Image.fromarray((labels == v).astype(np.float32), mode="F").resize((cols, rows), Image.Resampling.BOX)
+                if rows < labels.shape[0]
+                else Image.fromarray((labels == v).astype(np.float32), mode="F").resize(
+                    (cols, rows), Image.Resampling.BILINEAR
+                )
+            )
+            for v in ids
+        ]
+    )
+    ids_arr = np.array(ids)
+    out = ids_arr[coverage.argmax(0)].astype(labels.dtype)
+    foreground = [i for i, v in enumerate(ids) if v not in (0, NO_CLASS)]
+    if foreground:
+        fg = coverage[foreground]
+        best = fg.argmax(0)
+        strong = fg.max(0) >= 1.0 / 3.0
+        out = np.where(strong, ids_arr[foreground][best], out).astype(labels.dtype)
+    if NO_CLASS in ids:
+        out[coverage[ids.index(NO_CLASS)] >= 0.5] = NO_CLASS
+    return out
+
+
+def _rescaled(
+    item: LabelledImage, size: int, factor: float, rng: np.random.Generator, around: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of ``size / factor`` source pixels resized to size x size: the ground seen at another GSD
+    (factor > 1 enlarges, as a closer flight; < 1 shrinks, as a higher one). Images are area-averaged
+    when shrinking and bicubic when enlarging; labels follow with ``resample_labels``."""
+    from PIL import Image
+
+    source = max(8, round(size / factor))
+    image, labels = _random_crop(item, source, rng, around)
+    method = Image.Resampling.BOX if source > size else Image.Resampling.BICUBIC
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), method))
+    return resized, resample_labels(labels, (size, size))
+
+
+def _degrade(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Camera effects other surveys have: lens/motion blur, sensor noise, JPEG recompression."""
+    from PIL import Image
+
+    out = image
+    if aug.blur and rng.random() < aug.blur:
+        from scipy.ndimage import gaussian_filter
+
+        sigma = float(rng.uniform(0.3, 1.5))
+        out = gaussian_filter(out.astype(np.float32), sigma=(sigma, sigma, 0))
+    if aug.noise and rng.random() < aug.noise:
+        out = out.astype(np.float32) + rng.normal(0.0, rng.uniform(1.0, 8.0), out.shape).astype(np.float32)
+    if aug.jpeg and rng.random() < aug.jpeg:
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=int(rng.integers(30, 91)))
+        out = np.asarray(Image.open(buffer).convert("RGB"))
+    return out
 
 
 def _geometric(
@@ -137,9 +215,14 @@ class CropSampler:
         unlabelled = []
         for i in range(batch_size):
             item, around = self._draw(rng)
-            image, label = _random_crop(item, self.crop, rng, around)
+            low, high = self.aug.scale
+            factor = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
+            if factor != 1.0:
+                image, label = _rescaled(item, self.crop, factor, rng, around)
+            else:
+                image, label = _random_crop(item, self.crop, rng, around)
             image, label = _geometric(image, label, self.aug, rng)
-            image = _photometric(image, self.aug, rng)
+            image = _photometric(_degrade(image, self.aug, rng), self.aug, rng)
             if self.aug.footprint and rng.random() < self.aug.footprint:
                 image, label = with_footprint(image, label, footprint_valid(self.crop, rng))
             images[i] = image

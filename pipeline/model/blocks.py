@@ -157,3 +157,34 @@ class SegHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits at the input's resolution."""
         return self.body(x)
+
+
+class FullResRefiner(nn.Module):
+    """Refines the decoder's 1/4-resolution logits with features of the full-resolution image.
+
+    The decoder sees the image at 1/4 scale, so its bilinearly upsampled logits draw a 1-px crack
+    2-4 px wide. This branch reads the image at full and half resolution (two light convs) and
+    predicts a residual correction of the upsampled logits; its output conv starts at zero, so a
+    network without it (or a checkpoint trained without it) gives the same answer until it learns.
+    """
+
+    def __init__(self, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.full_res = conv_bn(3, width, 3)
+        self.half_res = conv_bn(width, 2 * width, 3, stride=2)
+        self.fuse = conv_bn(num_classes + 3 * width, 2 * width, 3)
+        self.out = nn.Conv2d(2 * width, num_classes, 1)
+
+    def zero_output(self) -> None:
+        """Start as the identity: the refined logits equal the upsampled ones."""
+        nn.init.zeros_(self.out.weight)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Logits at the image's size: upsampled coarse logits + a full-resolution correction."""
+        size = image.shape[-2:]
+        full = self.full_res(image)
+        half = F.interpolate(self.half_res(full), size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+        return up + self.out(self.fuse(torch.cat((up, full, half), dim=1)))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from pipeline.model.blocks import MFACB, SPASPP, Bottleneck, SegHead, conv_bn, residual_stage
+from pipeline.model.blocks import MFACB, SPASPP, Bottleneck, FullResRefiner, SegHead, conv_bn, residual_stage
 from pipeline.model.msaf import MSAF
 
 
@@ -23,6 +23,8 @@ class DSNetConfig(BaseModel):
         num_classes: output classes.
         grids: MSAF context grid sizes.
         msaf_reduction: MSAF bottleneck reduction r.
+        refine_width: width of the full-resolution refinement branch (0: none; the decoder's
+            1/4-resolution logits are upsampled bilinearly, as in DSNet).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +37,7 @@ class DSNetConfig(BaseModel):
     num_classes: int = Field(2, ge=1)
     grids: tuple[int, ...] = (4, 8, 16)
     msaf_reduction: int = Field(4, ge=1)
+    refine_width: int = Field(0, ge=0)
 
     @field_validator("grids")
     @classmethod
@@ -94,7 +97,10 @@ class DSNet(nn.Module):
         self.head = SegHead(config.head_width + p, config.head_width, config.num_classes, input_bn=False)
         self.aux_head3 = SegHead(4 * p, 4 * p, config.num_classes, input_bn=True)
         self.aux_head4 = SegHead(4 * p, p, config.num_classes, input_bn=True)
+        self.refine = FullResRefiner(config.refine_width, config.num_classes) if config.refine_width else None
         self._init_weights()
+        if self.refine is not None:
+            self.refine.zero_output()
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -124,7 +130,10 @@ class DSNet(nn.Module):
         out = self.up(self.spaspp(F.relu(detail)))
         out = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         out = self.head(torch.cat((out, skip), dim=1))
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        if self.refine is not None:
+            out = self.refine(image, out)
+        else:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         if not self.training:
             return out
         aux = [

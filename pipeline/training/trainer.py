@@ -24,7 +24,9 @@ from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import autocast_for, normalise
 from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import DSNet, build_model
+from pipeline.training.init import load_initial_weights, resolve_init
 from pipeline.training.loss import segmentation_loss
+from pipeline.training.state import TrainingState, discard_state, load_state, resume_key, save_state, state_dir_for
 
 EpochCallback = Callable[[dict[str, Any]], None]
 TIMINGS = ("seconds", "val_seconds")  # wall-clock fields of an epoch record: never written into a checkpoint
@@ -133,9 +135,9 @@ Batch = tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]
 
 
 def training_batches(
-    sampler: CropSampler, batch_size: int, seed: int, steps: int, *, threads: int | None = None
+    sampler: CropSampler, batch_size: int, seed: int, steps: int, *, threads: int | None = None, start: int = 0
 ) -> Iterator[Batch]:
-    """The batches of steps 0..steps-1 in order, drawn ahead by worker threads while the model trains.
+    """The batches of steps start..steps-1 in order, drawn ahead by worker threads while the model trains.
 
     Each step's batch comes from its own generator seeded by (seed, step), so the stream is the
     same whatever the number of threads (numpy and scipy release the GIL for the heavy parts).
@@ -147,8 +149,8 @@ def training_batches(
         return sampler.batch(batch_size, np.random.default_rng([seed, step]))
 
     with ThreadPoolExecutor(threads, thread_name_prefix="crops") as pool:
-        pending = [pool.submit(draw, step) for step in range(min(ahead, steps))]
-        for step in range(steps):
+        pending = [pool.submit(draw, step) for step in range(start, min(start + ahead, steps))]
+        for step in range(start, steps):
             batch = pending.pop(0).result()
             if step + ahead < steps:
                 pending.append(pool.submit(draw, step + ahead))
@@ -185,25 +187,34 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     manifest: Manifest | None = None,
     data: TrainingData | None = None,
+    state_dir: Path | None = None,
 ) -> TrainResult:
     """Train per ``params`` and write a checkpoint (the epoch with the best val tolerant F1).
 
-    The checkpoint is byte-identical for the same data, params and machine: its metadata holds
-    no wall-clock values except ``created_utc``, which honours ``SOURCE_DATE_EPOCH``.
+    ``train.init`` starts from those weights (tensors of another shape start fresh) and keeps their
+    input normalisation. The full training state is saved to ``state_dir`` (default: beside ``out``) every
+    ``train.state_minutes`` and after each epoch; a rerun with the same params, data and init
+    continues from it and gives the same checkpoint as an uninterrupted run. The checkpoint is
+    byte-identical for the same data, params and machine: its metadata holds no wall-clock values
+    except ``created_utc``, which honours ``SOURCE_DATE_EPOCH``.
     """
     cfg = params.train
     out = Path(out or cfg.out)
     data = data or load_training_data(params, manifest)
-    mean, std = channel_stats(data.train_items)
     num_classes = len(params.data.classes)
+    init = resolve_init(cfg.init, params.registry.name, params.registry.alias)
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model = build_model(params.model.preset, num_classes, **params.model.overrides).to(device)
+    model = build_model(params.model.preset, num_classes, **params.model.overrides)
+    start = load_initial_weights(model, init) if init else None
+    mean, std = (start.metadata.mean, start.metadata.std) if start else channel_stats(data.train_items)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _optimizer(model, cfg)
-    total_steps = cfg.epochs * cfg.steps_per_epoch
+    spe = cfg.steps_per_epoch
+    total_steps = cfg.epochs * spe
     sampler = CropSampler(
         data.train_sets,
         cfg.crop_size,
@@ -214,17 +225,27 @@ def train_model(
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     scored_model = average.shadow if average else model
 
-    batches = training_batches(sampler, cfg.batch_size, cfg.seed, total_steps)
-    history: list[dict[str, Any]] = []
-    best_score: float = -1.0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_metrics: EvaluationSummary | None = None
-    for epoch in range(1, cfg.epochs + 1):
+    folder = state_dir or state_dir_for(out)
+    key = resume_key(params, data.fingerprint, start.sha256 if start else None)
+    shadow = average.shadow if average else None
+    state = load_state(folder, key, model, optimizer, shadow) or TrainingState(key)
+    if average:
+        average.steps = state.ema_steps
+    best_metrics = EvaluationSummary.model_validate(state.best_metrics) if state.best_metrics else None
+    saved_at = time.monotonic()
+
+    def save() -> None:
+        nonlocal saved_at
+        state.ema_steps = average.steps if average else 0
+        save_state(folder, state, model, optimizer, shadow)
+        saved_at = time.monotonic()
+
+    batches = training_batches(sampler, cfg.batch_size, cfg.seed, total_steps, start=state.step)
+    for epoch in range(len(state.history) + 1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        losses = []
-        for step in range(cfg.steps_per_epoch):
-            lr = _lr(cfg, (epoch - 1) * cfg.steps_per_epoch + step, total_steps)
+        for step in range(state.step - (epoch - 1) * spe, spe):
+            lr = _lr(cfg, (epoch - 1) * spe + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, labels, unlabelled = next(batches)
@@ -244,13 +265,18 @@ def train_model(
             optimizer.step()
             if average:
                 average.update(model)
-            losses.append(loss.item())
+            state.epoch_losses.append(loss.item())
+            state.step += 1
+            if (cfg.state_steps and state.step % cfg.state_steps == 0) or (
+                time.monotonic() - saved_at >= 60 * cfg.state_minutes
+            ):
+                save()
         validating = time.perf_counter()
         val = validate(scored_model, data, mean, std, device, params)
         record = {
             "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "lr": lr,
+            "loss": float(np.mean(state.epoch_losses)),
+            "lr": _lr(cfg, epoch * spe - 1, total_steps),
             "val_miou": val.miou,
             "val_fg_iou": val.fg_iou,
             "val_fg_f1": val.fg_f1,
@@ -261,17 +287,21 @@ def train_model(
             "seconds": time.perf_counter() - started,
             "val_seconds": time.perf_counter() - validating,
         }
-        history.append(record)
+        state.history.append(record)
+        state.epoch_losses = []
         score = -1.0 if np.isnan(val.score) else val.score
-        if best_state is None or score > best_score:
-            best_score, best_metrics = score, val.model_copy(update={"epoch": epoch})
-            best_state = {k: v.detach().clone() for k, v in scored_model.state_dict().items()}
+        if state.best_state is None or score > state.best_score:
+            state.best_score, best_metrics = score, val.model_copy(update={"epoch": epoch})
+            state.best_metrics = best_metrics.model_dump(mode="json")
+            state.best_state = {k: v.detach().cpu().clone() for k, v in scored_model.state_dict().items()}
+        save()
         if on_epoch:
             on_epoch(record)
 
-    if best_state is None or best_metrics is None:
+    if state.best_state is None or best_metrics is None:
         raise MsafError("train.epochs must be at least 1")
-    model.load_state_dict(best_state)
+    history = state.history
+    model.load_state_dict(state.best_state)
     metadata = ModelMetadata(
         preset=params.model.preset,
         architecture=model.config,
@@ -296,4 +326,5 @@ def train_model(
         params=params.model_dump(mode="json"),
     )
     sha = save_checkpoint(out, model, metadata)
+    discard_state(folder)
     return TrainResult(out, sha, metadata, history, best_metrics)

@@ -1,0 +1,129 @@
+"""Training that survives a stop (SIGKILL mid-epoch) and fine-tuning from existing weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import load_params
+from pipeline.training.state import TENSORS, state_dir_for
+from pipeline.training.trainer import train_model
+from tests.conftest import REPO, assert_one_line_error, run_msaf, write_params
+
+pytestmark = pytest.mark.slow
+
+TRAIN = {"epochs": 2, "steps_per_epoch": 6, "batch_size": 2, "crop_size": 64, "ema_decay": 0.9}
+
+
+def tiny_params(root: Path, cfd_subset: Path, **train) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return write_params(root / "params.yaml", cfd_subset / "images", cfd_subset / "masks", train={**TRAIN, **train})
+
+
+def test_killed_training_resumes_to_byte_identical_weights(tmp_path, cfd_subset, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # the checkpoint's created_utc, the one wall-clock value
+    params = tiny_params(tmp_path, cfd_subset, state_steps=1)
+    out = load_params(params).train.out
+    uninterrupted = train_model(load_params(params)).checkpoint.read_bytes()
+    assert not state_dir_for(out).exists()  # a finished training leaves no state behind
+    out.unlink()
+    state = state_dir_for(out) / TENSORS
+    script = (
+        "from pipeline.config import load_params; from pipeline.training.trainer import train_model; "
+        f"train_model(load_params({str(params)!r}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 300
+    step = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file():
+            import json
+
+            with open(state, "rb") as fh:
+                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            step = json.loads(header["__metadata__"]["msaf_train_state"])["step"]
+            if step >= 8:  # in the second epoch, after the first validation
+                break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 8 <= step < 12, f"the state reached step {step} before the kill"
+    assert not out.exists()
+
+    reported: list[int] = []
+    resumed = train_model(load_params(params), on_epoch=lambda record: reported.append(record["epoch"]))
+    assert reported == [2]  # epoch 1 was not trained again: the run continued from its state
+    assert resumed.checkpoint.read_bytes() == uninterrupted
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_state_of_other_params_is_not_reused(tmp_path, cfd_subset, monkeypatch):
+    import pipeline.training.trainer as trainer
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+
+    params = load_params(tiny_params(tmp_path, cfd_subset, epochs=1))
+    reference = train_model(params).checkpoint.read_bytes()
+    # A training with another learning rate leaves its state where this one keeps its own.
+    other = load_params(tiny_params(tmp_path / "other", cfd_subset, epochs=1, lr=0.01, state_steps=3))
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "discard_state", lambda folder: None)
+        train_model(other, state_dir=state_dir_for(params.train.out))
+    assert (state_dir_for(params.train.out) / TENSORS).is_file()
+    assert train_model(params).checkpoint.read_bytes() == reference
+
+
+def test_init_copies_matching_tensors_and_starts_new_ones_fresh(tmp_path, cfd_subset, tiny_model):
+    from pipeline.model import build_model
+    from pipeline.training.init import load_initial_weights
+
+    source = load_file(str(tiny_model))
+    refined = build_model("dsnet-tiny", 2, refine_width=4)
+    before = {k: v.clone() for k, v in refined.state_dict().items()}
+    report = load_initial_weights(refined, tiny_model)
+    after = refined.state_dict()
+    assert report.fresh and all(name.startswith("refine.") for name in report.fresh)
+    assert report.loaded == len(source)
+    for name, value in after.items():
+        if name in report.fresh:
+            assert torch.equal(value, before[name])
+        else:
+            assert torch.equal(value, source[name].to(value.dtype)), name
+    # The refinement branch starts as the identity: the network answers as the source model did.
+    from pipeline.checkpoint import load_checkpoint
+
+    plain, _ = load_checkpoint(tiny_model)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(refined.eval()(x), plain(x), atol=1e-5)
+
+    # Fine-tuning through params: train.init names the checkpoint; one step of training keeps the
+    # source's normalisation and moves the weights away from the source's (it really trained).
+    params = load_params(tiny_params(tmp_path, cfd_subset, epochs=1, steps_per_epoch=2, init=str(tiny_model)))
+    result = train_model(params)
+    from pipeline.checkpoint import read_metadata
+
+    assert result.metadata.mean == read_metadata(tiny_model).mean
+    tuned = load_file(str(result.checkpoint))
+    assert not torch.equal(tuned["head.body.2.weight"], source["head.body.2.weight"])
+    fresh = load_params(tiny_params(tmp_path / "fresh", cfd_subset, epochs=1, steps_per_epoch=2))
+    scratch = load_file(str(train_model(fresh).checkpoint))
+    # From the source, the weights stay near it; from scratch they are far from it.
+    near = (tuned["head.body.2.weight"] - source["head.body.2.weight"]).abs().mean()
+    far = (scratch["head.body.2.weight"] - source["head.body.2.weight"]).abs().mean()
+    assert near < far / 3, (near, far)
+
+
+def test_init_that_is_not_a_model_is_one_line(tmp_path, cfd_subset):
+    params = tiny_params(tmp_path, cfd_subset, init=str(tmp_path / "missing.safetensors"))
+    result = run_msaf("train", "--params", str(params), "--no-track", cwd=tmp_path)
+    assert_one_line_error(result, "train.init: no model file at", "missing.safetensors")
