@@ -53,6 +53,7 @@ def isolated_services(tmp_path_factory):
 SOURCES = REPO / "data" / "sources"
 CFD = SOURCES / "crackforest"
 UAV75 = SOURCES / "uav75"
+MASONRY = SOURCES / "masonry"
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +77,13 @@ def uav_dir() -> Path:
     """The real UAV75 drone photos of concrete (cracks 255, planking joints 204; GPL-3.0)."""
     assert (UAV75 / "images").is_dir(), f"UAV75 data missing at {UAV75}"
     return UAV75
+
+
+@pytest.fixture(scope="session")
+def masonry_dir() -> Path:
+    """The real masonry wall patches (cracks 255, mortar joints unlabelled; GPL-3.0)."""
+    assert (MASONRY / "images").is_dir(), f"masonry data missing at {MASONRY}"
+    return MASONRY
 
 
 def copy_pairs(source: Path, out: Path, stems: list[str]) -> Path:

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_project_params_validate_and_paths_resolve():
     params = load_params(REPO / "params.yaml")
     sets = {s.name: s for s in params.data.datasets}
-    assert list(sets) == ["crackforest", "uav75"]
+    assert list(sets) == ["crackforest", "uav75", "masonry"]
     for name in sets:  # DVC-tracked raw data, one folder per set
         assert sets[name].images == REPO / "data" / "raw" / name / "images"
         assert sets[name].masks == REPO / "data" / "raw" / name / "masks"
@@ -22,6 +22,9 @@ def test_project_params_validate_and_paths_resolve():
     assert sets["crackforest"].values == {0: "background", 255: "crack"}  # CFD labels no joints
     assert sets["uav75"].values == {0: "background", 204: "joint", 255: "crack"}
     assert sets["uav75"].split == "by_photo" and sets["crackforest"].split == "random"
+    assert sets["masonry"].values == {0: "background", 255: "crack"}  # mortar joints unlabelled: partial label
+    assert sets["masonry"].split == "by_photo"
+    assert params.train.init == str(REPO / "pipeline" / "assets" / "msaf-dsnet.safetensors")  # resolved path
     assert params.train.calibrate == ["crack"]
     assert params.report.split_classes(params.data.class_names) == (["crack"], ["joint"])
     assert params.train.loss.aux_weights == (0.2, 0.2) and params.train.loss.main_weight == 0.6

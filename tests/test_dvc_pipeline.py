@@ -14,6 +14,7 @@ import yaml
 from tests.conftest import REPO, copy_pairs
 
 UAV_STEMS = ["DSC00552", "DSC00552b", "DSC00560", "DSC00560b", "DSC00566", "DSC00570"]
+MASONRY_STEMS = ["a_10_0", "a_10_1", "a_11_7", "a_11_8", "a_12_6", "a_12_7", "a_13_0", "a_101_4"]  # 5 photos
 
 
 def decision_score(project: Path) -> float:
@@ -38,13 +39,13 @@ def md5(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, cfd_dir, uav_dir) -> Path:
-    """A git repo holding the project's tracked files, 8 real CFD pairs and 6 UAV75 crops (4 photos)
-    as raw data, tiny params."""
+def project(tmp_path_factory, cfd_dir, uav_dir, masonry_dir) -> Path:
+    """A git repo holding the project's tracked files, 8 real CFD pairs, 6 UAV75 crops (4 photos) and
+    8 masonry patches (5 photos) as raw data, tiny params trained from scratch."""
     root = tmp_path_factory.mktemp("dvc") / "project"
     files = run(["git", "ls-files"], REPO).stdout.split()
     for name in files:
-        if (REPO / name).is_file() and not name.startswith(("data/raw/", "pipeline/assets/")):
+        if (REPO / name).is_file() and not name.startswith(("data/raw/", "data/sources/")):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / name, root / name)
     raw = root / "data" / "raw" / "crackforest"
@@ -54,15 +55,23 @@ def project(tmp_path_factory, cfd_dir, uav_dir) -> Path:
         shutil.copy(image, raw / "images" / image.name)
         shutil.copy(cfd_dir / "masks" / f"{image.stem}.png", raw / "masks" / f"{image.stem}.png")
     copy_pairs(uav_dir, root / "data" / "raw" / "uav75", UAV_STEMS)
+    copy_pairs(masonry_dir, root / "data" / "raw" / "masonry", MASONRY_STEMS)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["val_fraction"] = 0.25  # CFD: 2 of 8 photos; UAV75: 1 of 4 photos
     params["model"]["preset"] = "dsnet-tiny"
-    params["train"] |= {"epochs": 1, "steps_per_epoch": 3, "batch_size": 2, "crop_size": 64, "device": "cpu"}
+    params["train"] |= {
+        "init": "none",
+        "epochs": 1,
+        "steps_per_epoch": 3,
+        "batch_size": 2,
+        "crop_size": 64,
+        "device": "cpu",
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "ci@example.invalid"], root)
     run(["git", "config", "user.name", "ci"], root)
-    run(["dvc", "add", "-q", "data/raw/crackforest", "data/raw/uav75"], root)
+    run(["dvc", "add", "-q", "data/raw/crackforest", "data/raw/uav75", "data/raw/masonry"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny project"], root)
     return root
@@ -73,14 +82,16 @@ def test_repro_runs_every_stage_and_registers_the_first_champion(project):
     for stage in ("prepare", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
     manifest = json.loads((project / "data" / "prepared" / "manifest.json").read_text())
-    cfd, uav = manifest["sets"]
+    cfd, uav, masonry = manifest["sets"]
     assert len(cfd["train"]) == 6 and len(cfd["val"]) == 2
     assert cfd["images"] == "data/raw/crackforest/images"  # relative: the same bytes in any checkout
     assert uav["images"] == "data/raw/uav75/images" and sorted(uav["train"] + uav["val"]) == UAV_STEMS
     assert {s.rstrip("bc") for s in uav["train"]}.isdisjoint(s.rstrip("bc") for s in uav["val"])  # by photo
+    assert sorted(masonry["train"] + masonry["val"]) == sorted(MASONRY_STEMS) and masonry["val"]
+    assert {s.rsplit("_", 1)[0] for s in masonry["train"]}.isdisjoint(s.rsplit("_", 1)[0] for s in masonry["val"])
     evaluation = json.loads((project / "metrics" / "eval.json").read_text())
-    assert evaluation["images"] == 2 + len(uav["val"]) and 0 <= evaluation["fg_tol_f1"] <= 1
-    assert set(evaluation["sets"]) == {"crackforest", "uav75"} and "crack" in evaluation["thresholds"]
+    assert evaluation["images"] == 2 + len(uav["val"]) + len(masonry["val"]) and 0 <= evaluation["fg_tol_f1"] <= 1
+    assert set(evaluation["sets"]) == {"crackforest", "uav75", "masonry"} and "crack" in evaluation["thresholds"]
     assert decision_score(project) == pytest.approx(evaluation["score"])
     decision = json.loads((project / "metrics" / "registry.json").read_text())
     assert decision["promoted"] is True and decision["version"] == "1"

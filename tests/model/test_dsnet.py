@@ -70,3 +70,51 @@ def test_mfacb_and_spaspp_share_one_atrous_chain_with_the_checkpoint_names_kept(
     mfacb, spaspp = MFACB(4, 6, 8, (2, 2, 2)), SPASPP(4, 6, 8)
     assert isinstance(mfacb.chain, AtrousChain) and isinstance(spaspp.chain, AtrousChain)
     assert "chain.0.0.weight" in mfacb.state_dict() and "chain.3.1.running_var" in spaspp.state_dict()
+
+
+@pytest.mark.parametrize("size", [(64, 64), (67, 93)])
+def test_refinement_branch_starts_as_the_plain_upsampling(size):
+    """refine_width adds a full-resolution branch whose output conv starts at zero: same logits as
+    the network without it (same weights), at the input's size, also for odd sizes."""
+    torch.manual_seed(0)
+    refined = build_model("dsnet-tiny", 3, refine_width=4).eval()
+    plain = build_model("dsnet-tiny", 3).eval()
+    plain.load_state_dict({k: v for k, v in refined.state_dict().items() if not k.startswith("refine.")})
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        out = refined(x)
+        assert out.shape == (2, 3, *size)
+        assert torch.allclose(out, plain(x), atol=1e-6)
+    assert count_parameters(refined) - count_parameters(plain) < 2_000  # a light branch
+
+
+def test_refinement_draws_a_one_pixel_line_that_quarter_resolution_logits_smear():
+    """Given the best 1/4-resolution logits of an image with 1-px lines (their area average), plain
+    bilinear upsampling marks each line 2+ px wide; the full-resolution branch, fitted on that image,
+    puts them back at 1 px: the decoder's resolution, not its knowledge, limits the width."""
+    from pipeline.model.blocks import FullResRefiner
+
+    image = torch.full((1, 3, 64, 64), 0.5)
+    truth = torch.zeros(1, 64, 64, dtype=torch.long)
+    for col in (13, 30, 47):
+        image[..., col] = -1.5
+        truth[..., col] = 1
+    share = torch.nn.functional.avg_pool2d(truth[:, None].float(), 4).clamp(1e-3, 1 - 1e-3)
+    coarse = torch.cat((torch.log(1 - share), torch.log(share)), dim=1) + 3.5 * torch.tensor([0.0, 1.0])[:, None, None]
+    upsampled = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear").argmax(1)
+    plain_width = (upsampled == 1).sum(-1).float().mean().item() / 3
+
+    torch.manual_seed(0)
+    refiner = FullResRefiner(4, 2)
+    refiner.zero_output()
+    optimizer = torch.optim.Adam(refiner.parameters(), lr=0.02)
+    for _ in range(120):
+        loss = torch.nn.functional.cross_entropy(refiner.train()(image, coarse), truth)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        refined = refiner.eval()(image, coarse).argmax(1)
+    refined_width = (refined == 1).sum(-1).float().mean().item() / 3
+    assert plain_width >= 3.0, plain_width  # a threshold that finds every line pixel draws them 4 px wide
+    assert abs(refined_width - 1.0) < 0.2 and (refined == truth).float().mean() > 0.99, refined_width

@@ -1,0 +1,83 @@
+"""Rescale, blur, noise and JPEG augmentation: labels follow the picture; thin cracks survive."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from pipeline.class_ids import NO_CLASS
+from pipeline.config import AugmentConfig
+from pipeline.data import CropSampler, LabelledImage
+from pipeline.data.augment import resample_labels
+
+OFF = {"hflip": False, "vflip": False, "rot90": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
+
+
+def line_photo(size: int = 256, width: int = 1, *, joint: bool = True) -> LabelledImage:
+    """A grey photo with one dark vertical crack of ``width`` px at column 100 (and a joint row)."""
+    image = np.full((size, size, 3), 160, np.uint8)
+    labels = np.zeros((size, size), np.uint8)
+    image[:, 100 : 100 + width] = 60
+    labels[:, 100 : 100 + width] = 1
+    if joint:
+        image[180:184] = 90
+        labels[180:184] = 2
+    return LabelledImage("line", image, labels)
+
+
+def test_shrunk_labels_keep_a_one_pixel_crack_whole_and_in_place():
+    photo = line_photo()
+    half = resample_labels(photo.labels, (128, 128))
+    assert set(np.flatnonzero((half == 1).any(0))) == {50}  # column 100 -> 50, one px wide
+    assert (half[:, 50] == 1).sum() >= 128 - 2  # unbroken except where the joint crosses it
+    assert set(np.flatnonzero((half == 2).any(1))) == {90, 91}  # a 4-px joint is 2 px at half scale
+
+
+def test_enlarged_labels_double_the_width_and_ignored_stays_ignored():
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:, 20] = 1
+    labels[:10] = NO_CLASS
+    double = resample_labels(labels, (128, 128))
+    widths = (double[30:] == 1).sum(1)
+    assert widths.min() >= 2 and widths.max() <= 3
+    assert (double[:18] == NO_CLASS).all() and not (double[24:] == NO_CLASS).any()
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_rescaled_crops_keep_image_and_labels_aligned(factor):
+    """Wherever the crop lands, the labelled crack pixels are the dark ones of the resampled picture."""
+    aug = AugmentConfig(**OFF, scale=(factor, factor))
+    sampler = CropSampler({"s": [line_photo(width=2, joint=False)]}, 96, aug, focus=1.0)
+    images, labels, _ = sampler.batch(8, np.random.default_rng(3))
+    for image, label in zip(images, labels, strict=True):
+        crack = label == 1
+        assert crack.any()
+        grey = image.mean(-1)
+        assert grey[label == 0].mean() > 150  # the background is light
+        assert grey[crack].max() <= 110  # every crack pixel is dark (at least half covered by the line)
+        # the crack label is as wide as the dark line the picture shows (2 px scaled by the factor)
+        cols = np.flatnonzero(crack.any(0))
+        assert len(cols) == pytest.approx(2 * factor, abs=1.01)
+
+
+def test_degradations_change_the_picture_not_the_labels():
+    photo = line_photo()
+    plain = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF), focus=1.0)
+    degraded = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF, blur=1.0, noise=1.0, jpeg=1.0), focus=1.0)
+    draws = [(plain.batch(1, np.random.default_rng(s)), degraded.batch(1, np.random.default_rng(s))) for s in range(4)]
+    a_img, a_lab = (np.concatenate([a[k] for a, _ in draws]) for k in (0, 1))
+    b_img, b_lab = (np.concatenate([b[k] for _, b in draws]) for k in (0, 1))
+    assert np.array_equal(a_lab, b_lab)
+    difference = np.abs(a_img - b_img).mean()
+    assert 1.0 < difference < 30.0
+    # blur alone: the 1-px crack's core gets lighter and its neighbours darker, as through a real lens
+    blurred = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF, blur=1.0), focus=1.0)
+    c_img = np.concatenate([blurred.batch(1, np.random.default_rng(s))[0] for s in range(4)])
+    crack = a_lab == 1
+    beside = ndimage.binary_dilation(crack, np.ones((1, 1, 3), bool)) & ~crack & (a_lab == 0)
+    assert c_img.mean(-1)[crack].mean() > a_img.mean(-1)[crack].mean() + 3
+    assert c_img.mean(-1)[beside].mean() < a_img.mean(-1)[beside].mean() - 3
+
+
+def test_scale_range_must_be_ordered():
+    with pytest.raises(ValueError, match=r"augment\.scale"):
+        AugmentConfig(scale=(2.0, 0.5))
