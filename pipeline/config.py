@@ -262,6 +262,12 @@ class SurveyConfig(_Strict):
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gdal_cache_mb: int = Field(128, ge=16, description="GDAL block cache cap; keeps peak memory flat")
+    resample: Literal["auto", "off"] = Field(
+        "auto", description="auto: infer at the model's working GSD, write on the input's grid; off: as it is"
+    )
+    resample_limit: float = Field(
+        4.0, ge=1.0, description="auto resamples only inputs within this factor of the working GSD (beyond: as it is)"
+    )
     gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
     gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)

@@ -32,12 +32,13 @@ from pipeline.class_ids import NO_CLASS
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import check_free_space, disk_error
-from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult, infer_block
+from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult, infer_block, infer_scaled_block
 from pipeline.inference.blockstore import BlockStore, CorruptBlock
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, Box, TileGrid
+from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.styles import mask_colormap
 from pipeline.survey_folder import exclusive, retire_report
@@ -53,6 +54,7 @@ from pipeline.timestamps import creation_time
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
+WorkUnit = Block | ScaledBlock  # a block of the input grid, or of a resampled survey
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,33 @@ def plan_tiling(cfg: SurveyConfig, meta: ModelMetadata) -> TilingPlan:
     return TilingPlan(tile, overlap, cfg.block, cfg.batch)
 
 
-def check_gsd(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig) -> str | None:
-    """Compare survey and training GSD; warn or refuse (per config) beyond the tolerance factor."""
+def resample_factor(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig) -> float:
+    """Working pixels per input pixel (``survey.resample``): the model's working GSD over the
+    input's; 1.0 when off, when either GSD is unknown or when the CRS was only assumed."""
+    if info.crs_assumed:
+        return 1.0
+    return working_factor(info.gsd_m, meta.gsd_m, cfg.resample, cfg.resample_limit)
+
+
+def check_gsd(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig, factor: float = 1.0) -> str | None:
+    """Compare survey and training GSD; warn or refuse (per config) beyond the tolerance factor.
+
+    A resampled survey runs the model at its own scale, so only a coarse input is worth a word:
+    enlarging cannot show detail the input lacks.
+    """
     if cfg.gsd_policy == "ignore" or not meta.gsd_m or info.crs_assumed:
         return None
     ratio = info.gsd_m / meta.gsd_m
+    if factor != 1.0:
+        if ratio <= cfg.gsd_tolerance:
+            return None
+        message = (
+            f"{info.name}: ground sample distance {info.gsd_m * 1000:.2f} mm is {ratio:.1f}x coarser than the "
+            f"model's working GSD {meta.gsd_m * 1000:.2f} mm (tolerance {cfg.gsd_tolerance}x); it is enlarged "
+            "for the model, but cracks narrower than about one input pixel may not show"
+        )
+        log.warning(message)
+        return message
     if max(ratio, 1 / ratio) <= cfg.gsd_tolerance:
         return None
     message = (
@@ -127,27 +151,36 @@ class BlockPipeline:
     two per worker are queued for inference.
     """
 
-    def __init__(self, reader: BlockReader, runners: list[TileRunner], grid: TileGrid) -> None:
+    def __init__(
+        self, reader: BlockReader, runners: list[TileRunner], grid: TileGrid, scale: GridScale | None = None
+    ) -> None:
         self.reader = reader
         self.runners: queue.Queue[TileRunner] = queue.Queue()
         for runner in runners:
             self.runners.put(runner)
         self.workers = len(runners)
         self.grid = grid
+        self.scale = scale
 
-    def _infer(self, block: Block, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
+    def _infer(self, block: WorkUnit, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
         runner = self.runners.get()
         try:
+            if isinstance(block, ScaledBlock):
+                assert self.scale is not None
+                return infer_scaled_block(runner, self.grid, self.scale, block, pixels, valid)
             return infer_block(runner, self.grid, block, pixels, valid)
         finally:
             self.runners.put(runner)
 
-    def _reads(self, pool: ThreadPoolExecutor, blocks: list[Block]) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:
+    def _reads(
+        self, pool: ThreadPoolExecutor, blocks: list[WorkUnit]
+    ) -> Iterator[tuple[WorkUnit, np.ndarray, np.ndarray]]:
         """Blocks with their pixels, in order, each read started ``workers`` blocks ahead."""
         upcoming = iter(blocks)
-        pending: deque[tuple[Block, Future]] = deque()
+        pending: deque[tuple[WorkUnit, Future]] = deque()
         for block in upcoming:
-            pending.append((block, pool.submit(self.reader.read, block.region)))
+            box = block.read if isinstance(block, ScaledBlock) else block.region
+            pending.append((block, pool.submit(self.reader.read, box)))
             if len(pending) > self.workers:
                 block, read = pending.popleft()
                 yield block, *read.result()
@@ -155,7 +188,7 @@ class BlockPipeline:
             block, read = pending.popleft()
             yield block, *read.result()
 
-    def run(self, blocks: list[Block], consume: Callable[[Block, BlockResult], None]) -> None:
+    def run(self, blocks: list[WorkUnit], consume: Callable[[WorkUnit, BlockResult], None]) -> None:
         """Infer every block; ``consume`` gets each block and its result.
 
         With one worker, inference runs in the calling thread: PyTorch's CPU thread pool belongs to
@@ -200,22 +233,50 @@ class PreparedSurvey:
     gsd_warning: str | None
     validate_s: float
     job: dict[str, str] = field(default_factory=dict)
+    factor: float = 1.0  # working pixels per input pixel (1: the model runs on the input's grid)
+
+    @property
+    def scale(self) -> GridScale | None:
+        """The input <-> working grid mapping of a resampled survey; None when it runs as it is."""
+        return None if self.factor == 1.0 else GridScale(self.info.height, self.info.width, self.factor)
+
+    @property
+    def working_gsd_m(self) -> float:
+        """The GSD the model sees."""
+        return self.info.gsd_m / self.factor
 
     @property
     def grid(self) -> TileGrid:
-        """The global tile grid of this raster."""
+        """The global tile grid the model runs on (the working grid of a resampled survey)."""
+        if self.scale is not None:
+            return self.scale.work_grid(self.plan.tile, self.plan.overlap)
         return TileGrid(self.info.height, self.info.width, self.plan.tile, self.plan.overlap)
+
+    @property
+    def input_block(self) -> int:
+        """Core side of a block on the input grid: an enlarged survey takes smaller input blocks,
+        so a working block stays about ``plan.block`` px and memory stays flat."""
+        return max(64, int(self.plan.block / self.factor)) if self.factor > 1.0 else self.plan.block
+
+    def blocks(self) -> list[WorkUnit]:
+        """The units of work, by index."""
+        if self.scale is not None:
+            return list(self.scale.blocks(self.grid, self.input_block))
+        return list(self.grid.blocks(self.plan.block))
 
     @property
     def n_blocks(self) -> int:
         """Number of blocks (units of work)."""
-        return self.grid.n_blocks(self.plan.block)
+        side = self.input_block
+        return -(-self.info.height // side) * -(-self.info.width // side)
 
     @property
     def key(self) -> str:
         """Identity of the results: source fingerprint + model hash + inference settings."""
         settings = json.dumps(
-            self.plan.as_dict() | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed},
+            self.plan.as_dict()
+            | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
+            | ({"resample": repr(self.factor)} if self.factor != 1.0 else {}),
             sort_keys=True,
         )
         digest = hashlib.sha256(f"{self.source_fingerprint}|{self.model_sha256}|{settings}".encode())
@@ -229,7 +290,7 @@ class PreparedSurvey:
     @cached_property
     def _cores(self) -> tuple[Box, ...]:
         """Each block's core window, by index (computed once: the store checks every block against it)."""
-        return tuple(block.core for block in self.grid.blocks(self.plan.block))
+        return tuple(block.core for block in self.blocks())
 
     @property
     def store(self) -> BlockStore:
@@ -267,7 +328,8 @@ def prepare_survey(
     resolve_device(cfg.device)
     meta = read_metadata(model_path)
     check_weights(model_path, meta)  # before any orchestration: a mixed-up file is one line, not a task failure
-    gsd_warning = check_gsd(info, meta, cfg)
+    factor = resample_factor(info, meta, cfg)
+    gsd_warning = check_gsd(info, meta, cfg, factor)
     plan = plan_tiling(cfg, meta)
     _check_out_dir(out_dir)
     prepared = PreparedSurvey(
@@ -284,6 +346,7 @@ def prepare_survey(
         gsd_warning,
         time.perf_counter() - started,
         job or {},
+        factor,
     )
     check_free_space(out_dir, prepared.output_bytes)
     return prepared
@@ -313,7 +376,7 @@ def infer_blocks(
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
         store = prepared.store
         grid = prepared.grid
-        blocks = grid.blocks(prepared.plan.block)
+        blocks = prepared.blocks()
         wanted = [blocks[i] for i in (indices if indices is not None else range(len(blocks)))]
         finished = store.done(b.index for b in wanted)  # checked: a bad file is discarded and recomputed
         todo = [b for b in wanted if b.index not in finished]
@@ -339,7 +402,7 @@ def infer_blocks(
         done = len(wanted) - len(todo)
         lock = threading.Lock()
 
-        def consume(block: Block, result: BlockResult) -> None:
+        def consume(block: WorkUnit, result: BlockResult) -> None:
             nonlocal done
             store.save(block.index, result)
             with lock:
@@ -349,7 +412,7 @@ def infer_blocks(
                 on_block(count, len(wanted))
 
         try:
-            BlockPipeline(reader, runners, grid).run(todo, consume)
+            BlockPipeline(reader, runners, grid, prepared.scale).run(todo, consume)
         finally:
             reader.close()
         return {"computed": len(todo), "reused": len(wanted) - len(todo)}
@@ -443,6 +506,9 @@ def stitch(
             blocks=n_blocks,
             blocks_reused=reused,
             tile_shape=list(grid.tile_shape),
+            resample_factor=prepared.factor,
+            working_gsd_m=prepared.working_gsd_m,
+            working_shape=[grid.height, grid.width],
         ),
         device=str(resolve_device(prepared.cfg.device)),
         torch=torch.__version__,

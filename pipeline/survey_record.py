@@ -70,6 +70,9 @@ class TilingRecord(_Record):
     blocks: int
     blocks_reused: int
     tile_shape: list[int]
+    resample_factor: float = 1.0  # working pixels per input pixel (survey.resample)
+    working_gsd_m: float | None = None  # the GSD the model saw
+    working_shape: list[int] | None = None  # (rows, cols) of the grid the model ran on
 
 
 class TimingRecord(_Record):

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from pipeline.class_ids import NO_CLASS
-from pipeline.inference.decision import decide
+from pipeline.inference.decision import Thresholds, decide
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
+from pipeline.raster.resample import GridScale, ScaledBlock
 
 CONFIDENCE_NODATA = 0  # max probability is >= 1/C > 0 for every valid pixel, so 0 is free
 QUANTISE_ROWS = 512
@@ -44,14 +45,37 @@ def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.nda
     core = block.core
     core_valid = valid[core.relative_to(block.region)]
     if not core_valid.any():
-        shape = (core.height, core.width)
-        return BlockResult(core, np.full(shape, NO_CLASS, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
-    probs = blend_block(runner, grid, block, pixels, valid)
+        return _nodata(core)
+    return quantise(core, blend_block(runner, grid, block, pixels, valid), core_valid, runner.thresholds)
+
+
+def infer_scaled_block(
+    runner: TileRunner, grid: TileGrid, scale: GridScale, block: ScaledBlock, pixels: np.ndarray, valid: np.ndarray
+) -> BlockResult:
+    """A block of a resampled survey: its pixels brought onto the working grid, blended there, the
+    probabilities brought back onto the input grid and decided there; the footprint is the input's."""
+    core = block.core
+    core_valid = valid[core.relative_to(block.read)]
+    if not core_valid.any():
+        return _nodata(core)
+    work_pixels, work_valid = scale.to_work(pixels, valid, block.read, block.work.region)
+    probs = blend_block(runner, grid, block.work, work_pixels, work_valid)
+    return quantise(core, scale.to_input(probs, block.work.core, core), core_valid, runner.thresholds)
+
+
+def _nodata(core: Box) -> BlockResult:
+    shape = (core.height, core.width)
+    return BlockResult(core, np.full(shape, NO_CLASS, np.uint8), np.full(shape, CONFIDENCE_NODATA, np.uint8))
+
+
+def quantise(core: Box, probs: torch.Tensor, core_valid: np.ndarray, thresholds: Thresholds) -> BlockResult:
+    """Class ids (the decision rule) and confidence (the chosen class's probability x 255) of a
+    core's probabilities (C, h, w); nodata marked outside ``core_valid``."""
     classes = np.empty((core.height, core.width), np.uint8)
     confidence = np.empty((core.height, core.width), np.uint8)
     for row0 in range(0, core.height, QUANTISE_ROWS):  # row chunks bound the int64/float temporaries
         rows = slice(row0, row0 + QUANTISE_ROWS)
-        ids = decide(probs[:, rows], runner.thresholds)
+        ids = decide(probs[:, rows], thresholds)
         top = probs[:, rows].gather(0, ids.unsqueeze(0))[0]
         classes[rows] = ids.to(torch.uint8).cpu().numpy()
         confidence[rows] = (top * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()

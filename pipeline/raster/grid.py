@@ -139,15 +139,19 @@ class TileGrid:
         for row0 in range(0, self.height, block):
             for col0 in range(0, self.width, block):
                 core = Box(row0, col0, min(row0 + block, self.height), min(col0 + block, self.width))
-                tiles = self.tiles_touching(core)
-                region = Box(
-                    min(t.row0 for t in tiles),
-                    min(t.col0 for t in tiles),
-                    max(t.row1 for t in tiles),
-                    max(t.col1 for t in tiles),
-                )
-                out.append(Block(len(out), core, region, tuple(tiles)))
+                out.append(self.block_for(len(out), core))
         return out
+
+    def block_for(self, index: int, core: Box) -> Block:
+        """The block that writes ``core``: the tiles touching it and the region they cover."""
+        tiles = self.tiles_touching(core)
+        region = Box(
+            min(t.row0 for t in tiles),
+            min(t.col0 for t in tiles),
+            max(t.row1 for t in tiles),
+            max(t.col1 for t in tiles),
+        )
+        return Block(index, core, region, tuple(tiles))
 
 
 @dataclass(frozen=True)
