@@ -39,14 +39,16 @@ def _val_folder(entry: ManifestSet, root: Path) -> Path:
     return folder
 
 
-def survey_set(
-    entry: ManifestSet, model: Path, classes: list, size: int, work: Path, seed: int, tta: bool = False
-) -> dict:
-    """Mosaic one set's validation photos, survey it, score the mask against the truth raster."""
+def compose_val_mosaic(
+    entry: ManifestSet, classes: list, size: int, work: Path, seed: int
+) -> tuple[Path, Path, list[str]]:
+    """One set's validation photos as a stitched 1-mm orthomosaic with its exact truth raster.
+
+    The truth raster holds the model's class ids, mapped by this set's values; a class the set
+    never labels gets a value no mask holds (a ClassSpec needs one).
+    """
     folder = _val_folder(entry, work)
     ortho, truth = work / f"{entry.name}.tif", work / f"{entry.name}_truth.tif"
-    # The truth raster holds the model's class ids, mapped by this set's values; a class the set
-    # never labels gets a value no mask holds (a ClassSpec needs one).
     names = [c.name for c in classes]
     specs = [
         ClassSpec(name=n, values=[v for v, m in entry.values.items() if m == n] or [250 - i])
@@ -65,14 +67,25 @@ def survey_set(
         compress="deflate",
         seed=seed,
     )
-    record = run_survey(ortho, work / f"{entry.name}_survey", SurveyConfig(device="cpu", tta=tta), model_path=model)
-    with rasterio.open(work / f"{entry.name}_survey" / "mask.tif") as mask, rasterio.open(truth) as reference:
-        predicted, expected = mask.read(1), reference.read(1)
-    crack = names.index("crack")
-    metrics = SegmentationMetrics(names, 2, width_classes=[crack])
+    return ortho, truth, names
+
+
+def score_mask(predicted: np.ndarray, expected: np.ndarray, names: list[str]) -> dict:
+    """IoU, F1, 2-px tolerant F1 and widths of a mask against the truth on the same grid."""
+    metrics = SegmentationMetrics(names, 2, width_classes=[names.index("crack")])
     valid = expected != 255
     metrics.update(np.where(valid, predicted, 255).astype(np.uint8), expected)
-    summary = metrics.compute().to_json()
+    return metrics.compute().to_json()
+
+
+def survey_set(
+    entry: ManifestSet, model: Path, classes: list, size: int, work: Path, seed: int, tta: bool = False
+) -> dict:
+    """Mosaic one set's validation photos, survey it, score the mask against the truth raster."""
+    ortho, truth, names = compose_val_mosaic(entry, classes, size, work, seed)
+    record = run_survey(ortho, work / f"{entry.name}_survey", SurveyConfig(device="cpu", tta=tta), model_path=model)
+    with rasterio.open(work / f"{entry.name}_survey" / "mask.tif") as mask, rasterio.open(truth) as reference:
+        summary = score_mask(mask.read(1), reference.read(1), names)
     summary["mpix_per_s"] = record.throughput_mpix_s.end_to_end
     summary["photos"] = len(entry.val)
     return summary
