@@ -124,6 +124,13 @@ def test_coarse_survey_keeps_the_input_grid_and_footprint_for_any_block_size(tmp
         np.testing.assert_array_equal(
             read(tmp_path / name / "confidence.tif"), read(tmp_path / "whole" / "confidence.tif"), err_msg=name
         )
+    # The report says at which GSD the model looked, and that widths come from the input's pixels.
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import report_survey
+
+    report_survey(tmp_path / "whole", ReportConfig())
+    html = (tmp_path / "whole" / "report.html").read_text()
+    assert "Inferred at the model's working GSD 1 mm: the input's 2 mm pixels were enlarged 2.00x" in html
 
 
 def test_resampled_survey_resumes_and_its_key_covers_the_resampling(tmp_path, tiny_model, ground):

@@ -176,6 +176,17 @@ def build_page(
                 "are not reliable at this ground sample distance.",
             )
         )
+    if record and record.tiling.resample_factor != 1.0 and record.tiling.working_gsd_m and record.input.gsd_m:
+        factor = record.tiling.resample_factor
+        page.notes.append(
+            (
+                "note",
+                f"Inferred at the model's working GSD {record.tiling.working_gsd_m * 1000:.3g} mm: the input's "
+                f"{record.input.gsd_m * 1000:.3g} mm pixels were {'enlarged' if factor > 1 else 'reduced'} "
+                f"{max(factor, 1 / factor):.2f}x for the model and its answer resampled back onto the input's "
+                "grid; lengths and widths are measured on the input's pixels.",
+            )
+        )
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
