@@ -15,7 +15,7 @@ MASONRY_RAW := data/raw/masonry
 
 DEMO_SIZE ?= 4096
 
-.PHONY: setup constraints browser qgis test bench lint clean data repro demo FORCE
+.PHONY: setup constraints browser qgis test test-fast bench lint clean data repro demo FORCE
 
 setup: $(STAMP)
 
@@ -59,6 +59,10 @@ qgis:
 
 test: setup browser qgis
 	$(BIN)/python -m pytest -q
+
+# The inner loop: unit tests on generated fixtures (< 90 s on 2 cores); `make test` stays the full suite.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Bring the three labelled sets that travel with the repository (data/sources, see its README) into the
 # DVC-tracked raw-data folders and track them: CFD road photos, UAV75 drone photos of concrete and

@@ -12,6 +12,18 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Fixtures that train a model, compose a survey raster or start a service: a test using one is not
+# part of the fast tier (`make test-fast` = `pytest -m "not slow"`), whatever its own marks say.
+HEAVY_FIXTURES = {"tiny_model", "crack_mosaic", "surveyed", "prefect_harness"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that need a heavy fixture as slow, so the fast tier leaves them out."""
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_services(tmp_path_factory):
     """Tests never touch the project's mlflow.db or the user's Prefect home; telemetry stays off.
