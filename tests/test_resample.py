@@ -147,3 +147,28 @@ def test_resampled_survey_resumes_and_its_key_covers_the_resampling(tmp_path, ti
     assert resumed.class_pixels == uninterrupted.class_pixels
     off = prepare_survey(fine, tmp_path / "off", SurveyConfig(**CPU, block=100, resample="off"), model_path=tiny_model)
     assert off.factor == 1.0 and off.key != first.key
+
+
+@pytest.mark.parametrize(("factor", "shape"), [(2.0, (9000, 7000)), (2.0, (30000, 20000)), (0.5, (30000, 20000))])
+def test_work_per_block_is_bounded_whatever_the_raster_size(factor, shape):
+    """Memory is per block: the working region a block infers and the input window it decodes stay
+    about one block (plus a tile of halo) on any raster; an enlarged survey uses input blocks of
+    block / factor (`PreparedSurvey.input_block`), so its working blocks are about ``block`` too."""
+    block, tile, overlap = 1024, 256, 64
+    scale = GridScale(*shape, factor)
+    input_block = max(64, int(block / factor)) if factor > 1 else block
+    blocks = scale.blocks(scale.work_grid(tile, overlap), input_block)
+    assert len(blocks) == -(-shape[0] // input_block) * -(-shape[1] // input_block)
+    work_side = max(max(b.work.region.height, b.work.region.width) for b in blocks)
+    read_side = max(max(b.read.height, b.read.width) for b in blocks)
+    assert work_side <= input_block * factor + 2 * tile + 2
+    assert read_side <= input_block + (2 * tile + 4) / factor
+    covered = sum(b.core.height * b.core.width for b in blocks)
+    assert covered == shape[0] * shape[1]  # the cores tile the input exactly
+
+
+def test_an_enlarged_survey_takes_smaller_input_blocks(tmp_path, tiny_model, ground):
+    pixels, valid = ground
+    coarse = write_ground(tmp_path / "2mm.tif", pixels[::2, ::2], valid[::2, ::2], 0.002)
+    prepared = prepare_survey(coarse, tmp_path / "out", SurveyConfig(**CPU, block=4096), model_path=tiny_model)
+    assert prepared.factor == pytest.approx(2.0) and prepared.input_block == 2048
