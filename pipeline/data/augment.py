@@ -47,15 +47,10 @@ def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if labels.shape == shape:
         return labels.copy()
     ids = [int(v) for v in np.unique(labels)]
+    method = Image.Resampling.BOX if rows < labels.shape[0] else Image.Resampling.BILINEAR
     coverage = np.stack(
         [
-            np.asarray(
-                Image.fromarray((labels == v).astype(np.float32), mode="F").resize((cols, rows), Image.Resampling.BOX)
-                if rows < labels.shape[0]
-                else Image.fromarray((labels == v).astype(np.float32), mode="F").resize(
-                    (cols, rows), Image.Resampling.BILINEAR
-                )
-            )
+            np.asarray(Image.fromarray((labels == v).astype(np.float32), mode="F").resize((cols, rows), method))
             for v in ids
         ]
     )
