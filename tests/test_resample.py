@@ -147,6 +147,10 @@ def test_resampled_survey_resumes_and_its_key_covers_the_resampling(tmp_path, ti
     assert resumed.class_pixels == uninterrupted.class_pixels
     off = prepare_survey(fine, tmp_path / "off", SurveyConfig(**CPU, block=100, resample="off"), model_path=tiny_model)
     assert off.factor == 1.0 and off.key != first.key
+    # the same input and model surveyed at another working GSD (another factor) is another survey
+    from dataclasses import replace
+
+    assert replace(first, factor=0.5).key not in (first.key, off.key)
 
 
 @pytest.mark.parametrize(("factor", "shape"), [(2.0, (9000, 7000)), (2.0, (30000, 20000)), (0.5, (30000, 20000))])
