@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,19 +28,30 @@ def tiny_params(root: Path, cfd_subset: Path, **train) -> Path:
     return write_params(root / "params.yaml", cfd_subset / "images", cfd_subset / "masks", train={**TRAIN, **train})
 
 
-def train_in_process(params: Path) -> subprocess.Popen:
+def train_in_process(params: Path, kill_at_step: int | None = None) -> subprocess.Popen:
     """`train_model` in a process of its own: the killed, resumed and reference runs share one
-    environment (thread count, env), whatever earlier tests did to this one; prints each epoch."""
+    environment (thread count, env), whatever earlier tests did to this one; prints each epoch.
+
+    With ``kill_at_step`` the process SIGKILLs itself when it draws that step's batch: a real kill
+    at a known point mid-epoch (polling the state file from outside raced a fast training)."""
     script = (
-        "from pipeline.config import load_params; from pipeline.training.trainer import train_model; "
-        f"train_model(load_params({str(params)!r}), on_epoch=lambda r: print('epoch', r['epoch'], flush=True))"
+        "from pipeline.config import load_params; import pipeline.training.trainer as t\n"
+        f"kill_at = {kill_at_step!r}\n"
+        "draw = t.training_batches\n"
+        "def batches(*args, start=0, **kwargs):\n"
+        "    for step, batch in enumerate(draw(*args, start=start, **kwargs), start):\n"
+        "        if step == kill_at:\n"
+        "            import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        yield batch\n"
+        "t.training_batches = batches\n"
+        f"t.train_model(load_params({str(params)!r}), on_epoch=lambda r: print('epoch', r['epoch'], flush=True))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": "0"}  # created_utc: the one clock value
     return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
 
 
 def test_killed_training_resumes_to_byte_identical_weights(tmp_path, cfd_subset):
-    params = tiny_params(tmp_path, cfd_subset, state_steps=1)
+    params = tiny_params(tmp_path, cfd_subset, state_steps=3)
     out = load_params(params).train.out
     reference = train_in_process(params)
     assert reference.communicate(timeout=300)[0].split() == ["epoch", "1", "epoch", "2"]
@@ -50,20 +60,15 @@ def test_killed_training_resumes_to_byte_identical_weights(tmp_path, cfd_subset)
     out.unlink()
 
     state = state_dir_for(out) / TENSORS
-    process = train_in_process(params)
-    deadline = time.monotonic() + 300
-    step = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file():
-            with open(state, "rb") as fh:
-                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-            step = json.loads(header["__metadata__"]["msaf_train_state"])["step"]
-            if step >= 8:  # in the second epoch, after the first validation
-                break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert 8 <= step < 12, f"the state reached step {step} before the kill"
+    # Saved every 3 steps: the kill while drawing step 10 (epoch 2, after the first validation)
+    # loses step 9's work, which the resumed run redoes from the state of step 9.
+    process = train_in_process(params, kill_at_step=10)
+    printed = process.communicate(timeout=300)[0].split()
+    assert process.returncode == -signal.SIGKILL
+    assert printed == ["epoch", "1"]
+    with open(state, "rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    assert json.loads(header["__metadata__"]["msaf_train_state"])["step"] == 9
     assert not out.exists()
 
     resumed = train_in_process(params)
