@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
-SEVERITY_COLOURS = {"below resolution": "#9e9ac8", "low": "#f2c744", "medium": "#f08a24", "high": "#d7191c"}
+SEVERITY_COLOURS = {
+    "unmeasured": "#bdbdbd",
+    "below resolution": "#9e9ac8",
+    "low": "#f2c744",
+    "medium": "#f08a24",
+    "high": "#d7191c",
+}
 STATUS_COLOURS = {
     "new": "#d7191c",
     "extended": "#e66101",

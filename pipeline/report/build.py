@@ -19,9 +19,10 @@ from pipeline.job import job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
-from pipeline.report.defects import SEVERITIES, DefectTables, build_defects, open_mask
+from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
+from pipeline.report.width import WIDTH_FROM_MASK, WIDTH_UNMEASURED, WIDTH_UPPER_BOUND
 from pipeline.survey_folder import exclusive
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -128,13 +129,31 @@ def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -
         )
     )
     methods = tables.defects["width_method"].dropna().value_counts().to_dict() if len(tables.defects) else {}
-    if methods.get("mask"):
+    if methods.get(WIDTH_FROM_MASK):
         notes.append(
             (
                 "warning",
-                f"{methods['mask']} crack width(s) come from the mask, not the image (no "
-                "orthomosaic, or no contrast): masks are wider than cracks, so these widths "
+                f"{methods[WIDTH_FROM_MASK]} crack width(s) come from the mask, not the image (no "
+                "orthomosaic given): masks are wider than cracks, so these widths "
                 "and their severities overstate. Re-run `msaf report DIR --image ORTHO.tif`.",
+            )
+        )
+    if methods.get(WIDTH_UPPER_BOUND):
+        notes.append(
+            (
+                "warning",
+                f"{methods[WIDTH_UPPER_BOUND]} crack width(s) are upper bounds: the survey has no crack "
+                "wide enough to show a crack core's true darkness under this image's blur, so thin "
+                "cracks are measured against their own (lighter) darkest level and may be rated too high.",
+            )
+        )
+    if methods.get(WIDTH_UNMEASURED):
+        notes.append(
+            (
+                "warning",
+                f"{methods[WIDTH_UNMEASURED]} crack(s) are unmeasured: the image shows them with no "
+                'measurable contrast, so they have no width and no rating (severity "unmeasured"); '
+                "inspect them on site or in the imagery.",
             )
         )
     return notes
@@ -235,13 +254,20 @@ def build_page(
             )
         )
     cracks = defects[defects["class"].isin(cfg.crack_classes)]
-    if len(cracks):
-        page.figures.append(
+    unmeasured = cracks[cracks["severity"] == UNMEASURED]
+    if len(unmeasured):
+        page.tables.append(
             (
-                "crack width histogram",
-                figures.histogram(cracks["mean_width_mm"].to_numpy(), "mean crack width (mm)", "Crack widths"),
+                "Unmeasured cracks (no contrast in the image: no width, no rating)",
+                _table_html(unmeasured[["defect_id", "class", "length_m", "mean_confidence", "lon", "lat"]].head(25)),
             )
         )
+    widths = cracks["mean_width_mm"].dropna().to_numpy()
+    if len(widths):
+        page.figures.append(
+            ("crack width histogram", figures.histogram(widths, "mean crack width (mm)", "Crack widths"))
+        )
+    if len(cracks):
         lengths = [float(cracks.loc[cracks["severity"] == s, "length_m"].sum()) for s in SEVERITIES]
         page.figures.append(
             (

@@ -18,10 +18,19 @@ from pipeline.raster.ground import ground_pixel_size, scale_error
 from pipeline.raster.source import PixelSize
 from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize
-from pipeline.report.width import RING_PX, Darkness, core_for, grey_levels, measure_darkness, survey_core_level
+from pipeline.report.width import (
+    REACH_PX,
+    WIDTH_FROM_MASK,
+    WIDTH_UNMEASURED,
+    CoreModel,
+    Darkness,
+    grey_levels,
+    measure_darkness,
+)
 
 BELOW_RESOLUTION = "below resolution"
-SEVERITIES = (BELOW_RESOLUTION, "low", "medium", "high")
+UNMEASURED = "unmeasured"  # the image shows the crack no wider than its noise: no width, no rating
+SEVERITIES = (UNMEASURED, BELOW_RESOLUTION, "low", "medium", "high")
 MIN_RESOLVED_PX = 1.0  # narrower than a pixel: the width is an estimate, not a rating
 DEFECT_COLUMNS = [
     "defect_id",
@@ -159,20 +168,24 @@ def severity_of(
     return rate(area_m2, cfg.area_m2)
 
 
-def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig) -> list[dict]:
-    """Widths from the image where it shows the crack (else from the mask), severity, centreline pieces."""
-    survey_core = survey_core_level([p.darkness for p in pending if p.darkness is not None])
+def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict]:
+    """Widths from the image (the survey's core model, see width.py), else from the mask when no
+    image was given; severity; centreline pieces. With an image, a crack it shows no contrast for
+    is unmeasured: no width and no rating, never a mask width."""
+    cores = CoreModel.learn([p.darkness for p in pending if p.darkness is not None])
     lines = []
     for item in pending:
         record, measure, size = item.record, item.measure, item.size
         px_mm = size.mean_m * 1000
         if item.darkness is not None:
-            core = core_for(item.darkness, survey_core)
-            mean_width = item.darkness.width_px(core) * px_mm
-            chunk_widths = item.darkness.chunk_widths_px(core) * px_mm
-            method = "image"
+            mean_px, chunk_px, method = cores.widths(item.darkness)
+            mean_width, chunk_widths = mean_px * px_mm, chunk_px * px_mm
+        elif image_given:
+            record |= {"width_method": WIDTH_UNMEASURED, "severity": UNMEASURED}
+            lines.extend(_centreline_rows(record, measure, size, np.full(len(measure.chunk_lines), np.nan)))
+            continue
         else:
-            mean_width, chunk_widths, method = measure.mean_width_mm, measure.chunk_width_mm, "mask"
+            mean_width, chunk_widths, method = measure.mean_width_mm, measure.chunk_width_mm, WIDTH_FROM_MASK
         measured = chunk_widths[measure.chunk_length_px >= CHUNK_PX / 4]
         max_width = float(np.percentile(measured, 95)) if measured.size else mean_width
         max_width = max(max_width, mean_width)
@@ -184,21 +197,26 @@ def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig) -> list[dict
                 record["class"], record["area_m2"], max_width, cfg.crack_classes, cfg.severity, px_mm
             ),
         }
+        lines.extend(_centreline_rows(record, measure, size, chunk_widths))
+    return lines
+
+
+def _centreline_rows(record: dict, measure: CrackMeasure, size: PixelSize, chunk_widths: np.ndarray) -> list[dict]:
+    """One row per centreline chunk with its own width (NaN where unmeasured)."""
+    return [
+        {
+            "defect_id": record["defect_id"],
+            "segment": segment + 1,
+            "length_m": float(length_px * size.mean_m),
+            "width_mm": float(width),
+            "width_method": record["width_method"],
+            "geometry": line,
+        }
         for segment, (line, width, length_px) in enumerate(
             zip(measure.chunk_lines, chunk_widths, measure.chunk_length_px, strict=True)
-        ):
-            if not line.is_empty:
-                lines.append(
-                    {
-                        "defect_id": record["defect_id"],
-                        "segment": segment + 1,
-                        "length_m": float(length_px * size.mean_m),
-                        "width_mm": float(width),
-                        "width_method": method,
-                        "geometry": line,
-                    }
-                )
-    return lines
+        )
+        if not line.is_empty
+    ]
 
 
 def build_defects(
@@ -241,7 +259,7 @@ def build_defects(
                 if name not in defect_names:
                     others.append({"class": name, "area_m2": area, "pixels": component.pixels, "geometry": geometry})
                     continue
-                window = defect_window(component.geometry, mask.transform, mask.width, mask.height, pad=RING_PX[1] + 2)
+                window = defect_window(component.geometry, mask.transform, mask.width, mask.height, pad=REACH_PX + 2)
                 window_transform = rasterio.windows.transform(window, mask.transform)
                 pixels = rasterize_defect(component.geometry, window, mask.transform)
                 mean_conf = float("nan")
@@ -292,7 +310,7 @@ def build_defects(
                 if dataset is not None:
                     dataset.close()
         crs = mask.crs
-    lines = _finish_cracks(pending, cfg)
+    lines = _finish_cracks(pending, cfg, image is not None)
     defects = gpd.GeoDataFrame(records, columns=[*DEFECT_COLUMNS, "geometry"], geometry="geometry", crs=crs)
     if len(defects):
         lon, lat = warp_transform(crs, "EPSG:4326", defects["centroid_x"].tolist(), defects["centroid_y"].tolist())

@@ -17,7 +17,7 @@ from rasterio.windows import Window, from_bounds
 from scipy import ndimage
 from shapely.geometry import LineString, MultiLineString, Polygon
 from shapely.ops import linemerge
-from skimage.morphology import skeletonize
+from skimage.morphology import remove_small_holes, skeletonize
 
 from pipeline.raster.source import PixelSize
 
@@ -26,6 +26,7 @@ DIAGONAL = ((1, 1), (1, -1))
 
 
 CHUNK_PX = 20  # centreline pieces with a width of their own (the crack_centerlines segments)
+STAIRCASE_PX = 0.75  # a pixel chain's length is measured along it simplified by this much (not step by step)
 
 
 @dataclass(frozen=True)
@@ -117,24 +118,125 @@ def _as_multiline(lines: list[LineString]) -> MultiLineString:
     return MultiLineString([merged]) if isinstance(merged, LineString) else merged
 
 
+EIGHT = np.ones((3, 3), bool)
+
+
+def _touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Unique (label in a, label in b) pairs of 8-neighbouring pixels, both labels > 0."""
+    pa, pb = np.pad(a, 1), np.pad(b, 1)
+    height, width = a.shape
+    pairs = []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            shifted = pb[1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width]
+            both = (pa[1:-1, 1:-1] > 0) & (shifted > 0)
+            pairs.append(np.stack([pa[1:-1, 1:-1][both], shifted[both]], axis=1))
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+def prune_spurs(skeleton: np.ndarray, pixels: np.ndarray, rounds: int = 16) -> np.ndarray:
+    """The skeleton without end branches shorter than the crack's width where they leave it.
+
+    The medial axis of a wide or jagged mask grows a spur to every corner and edge bump; their
+    length follows pixel noise (and changes when the mask is resampled into another CRS), not the
+    crack. An end branch (one that meets the rest at a single junction) shorter than the mask's
+    width at that junction is such a spur. Where only end branches meet (a star), the two longest
+    stay: the main path.
+    """
+    width = 2 * ndimage.distance_transform_edt(np.pad(pixels, 1))[1:-1, 1:-1]
+    skeleton = skeleton.copy()
+    for _ in range(rounds):
+        degree = ndimage.convolve(skeleton.astype(np.int64), EIGHT.astype(np.int64), mode="constant") - 1
+        junctions = skeleton & (degree >= 3)
+        if not junctions.any():
+            break
+        branches, count = ndimage.label(skeleton & ~junctions, EIGHT)
+        clusters, _ = ndimage.label(junctions, EIGHT)
+        pairs = _touching_pairs(branches, clusters)
+        if not len(pairs):
+            break
+        meets = np.bincount(pairs[:, 0], minlength=count + 1)  # junctions each branch meets
+        cluster_width = ndimage.maximum(width, clusters, index=np.arange(clusters.max() + 1))
+        reach = np.zeros(count + 1)
+        np.maximum.at(reach, pairs[:, 0], np.asarray(cluster_width)[pairs[:, 1]])
+        lengths = np.bincount(branches.ravel(), minlength=count + 1)
+        spurs = (meets == 1) & (lengths < reach)
+        spurs[0] = False
+        if spurs[1:].all():  # a star of short arms: keep its two longest
+            spurs[np.argsort(lengths[1:])[-2:] + 1] = False
+        if not spurs.any():
+            break
+        skeleton &= ~spurs[branches]
+    return skeleton
+
+
+def _end_extensions(
+    pixels: np.ndarray, skeleton: np.ndarray, edges: list
+) -> list[tuple[tuple[int, int], tuple[float, float], float]]:
+    """(end pixel, unit direction (rows, cols), px) that carry each centreline end out to the mask's edge.
+
+    Thinning stops half a width short of each end of a crack: a 3 px crack loses ~3 px of length,
+    a wide region most of its own (and where it stops depends on pixel noise). Each end is carried
+    on along its last few pixels' direction by its distance to the mask's edge (half the width
+    for a crack's end, the distance to its short side for a wide region's medial axis)."""
+    neighbours: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    distance = ndimage.distance_transform_edt(np.pad(pixels, 1))
+    extensions: list[tuple[tuple[int, int], tuple[float, float], float]] = []
+    for end, around in neighbours.items():
+        if len(around) != 1:
+            continue
+        path, previous = [end], None
+        while len(path) < 6:  # walk back along the branch for the end's direction
+            here = path[-1]
+            onward = [p for p in neighbours[here] if p != previous and p not in path]
+            if len(onward) != 1:
+                break
+            previous, path = here, [*path, onward[0]]
+        steps = (end[0] - path[-1][0], end[1] - path[-1][1])
+        norm = math.hypot(*steps)
+        reach = float(distance[end[0] + 1, end[1] + 1]) - 0.5  # from the end pixel's centre to the mask's edge
+        if norm > 0 and reach > 0:
+            extensions.append((end, (steps[0] / norm, steps[1] / norm), reach))
+    return extensions
+
+
+def _hole_limit(pixels: np.ndarray) -> int:
+    """Area (px) below which a hole is a speck: the square of the crack's widest width."""
+    widest = 2 * float(ndimage.distance_transform_edt(np.pad(pixels, 1)).max())
+    return max(4, int(widest**2))
+
+
 def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize) -> CrackMeasure:
-    """Skeleton length (m) along the graph, width (mm) from the distance transform along it."""
+    """Skeleton length (m) along the graph (spurs pruned), width (mm) from the distance transform along it.
+
+    Holes smaller than the crack is wide are filled first (a speck of background inside a wide
+    crack would loop the centreline around it); the enclosed blocks of a crack network stay."""
+    pixels = remove_small_holes(pixels, max_size=_hole_limit(pixels))
     skeleton = skeletonize(pixels)
-    if not skeleton.any():  # a single pixel or a blob that thins to nothing
-        skeleton = pixels.copy()
+    # a single pixel or a blob that thins to nothing keeps its pixels
+    skeleton = prune_spurs(skeleton, pixels) if skeleton.any() else pixels.copy()
     edges = _skeleton_edges(skeleton)
     chunk_of = _chunks(skeleton, edges)
     chunks = int(chunk_of.max()) + 1
+    chunk_pixels: list[list[LineString]] = [[] for _ in range(chunks)]  # in (col, row) pixel centres
+    for (r0, c0), (r1, c1) in edges:
+        chunk_pixels[min(chunk_of[r0, c0], chunk_of[r1, c1])].append(LineString([(c0, r0), (c1, r1)]))
+    for (r, c), (dr, dc), reach in _end_extensions(pixels, skeleton, edges):
+        chunk_pixels[chunk_of[r, c]].append(LineString([(c, r), (c + dc * reach, r + dr * reach)]))
     chunk_length_px = np.zeros(chunks)
     chunk_segments: list[list[LineString]] = [[] for _ in range(chunks)]
     length = 0.0
-    for (r0, c0), (r1, c1) in edges:
-        length += math.hypot((c1 - c0) * size.x_m, (r1 - r0) * size.y_m)
-        chunk = min(chunk_of[r0, c0], chunk_of[r1, c1])
-        chunk_length_px[chunk] += math.hypot(c1 - c0, r1 - r0)
-        chunk_segments[chunk].append(
-            LineString([window_transform @ (c0 + 0.5, r0 + 0.5), window_transform @ (c1 + 0.5, r1 + 0.5)])
-        )
+    to_map = window_transform @ Affine.translation(0.5, 0.5)  # (col, row) of a pixel centre -> map
+    for chunk, lines in enumerate(chunk_pixels):
+        for line in _as_multiline(lines).geoms:
+            path = np.asarray(line.simplify(STAIRCASE_PX).coords)  # the staircase off: its true course
+            steps = np.diff(path, axis=0)
+            chunk_length_px[chunk] += float(np.hypot(steps[:, 0], steps[:, 1]).sum())
+            length += float(np.hypot(steps[:, 0] * size.x_m, steps[:, 1] * size.y_m).sum())
+            chunk_segments[chunk].append(LineString([to_map @ (float(x), float(y)) for x, y in line.coords]))
     chunk_length_px = np.maximum(chunk_length_px, 1.0)  # a lone pixel still spans one pixel
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000

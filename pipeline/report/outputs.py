@@ -7,8 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyogrio
+import shapely
 
 from pipeline.fsutil import atomic_output
 from pipeline.report.defects import DefectTables
@@ -34,7 +36,7 @@ def write_geopackage(
             # GeoPackage 1.2: read without warnings by the GDAL of current LTR GIS (QGIS 3.22 on Debian 12)
             options = ({"VERSION": "1.2"} | ({"dataset_metadata": metadata} if metadata else {})) if first else {}
             if isinstance(frame, gpd.GeoDataFrame):
-                frame.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
+                valid_geometries(frame).to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
             else:
                 pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG", **options)
             first = False
@@ -62,6 +64,18 @@ def _store_styles(path: Path, layers: list[str]) -> None:
     con.close()
 
 
+def valid_geometries(frame: gpd.GeoDataFrame, grid: float = 0.0) -> gpd.GeoDataFrame:
+    """``frame`` with its geometries snapped to ``grid`` (the precision a writer rounds to) and
+    valid after it: rounding can make a spike touch its own edge, and GIS clients then refuse or
+    silently drop the polygon."""
+    geometries = np.asarray(frame.geometry.values, dtype=object)
+    invalid = ~shapely.is_valid(geometries)
+    geometries[invalid] = shapely.make_valid(geometries[invalid])  # snap-rounding needs valid input
+    if grid:
+        geometries = shapely.set_precision(geometries, grid)  # and keeps it valid (GEOS snap-rounding)
+    return frame.set_geometry(gpd.GeoSeries(geometries, index=frame.index, crs=frame.crs))
+
+
 def coordinate_decimals(pixel_m: float) -> int:
     """Decimal degrees that keep vertices within a quarter pixel: 9 at 1 mm GSD (0.1 mm). RFC 7946's
     usual 6-7 decimals (10-1 cm) would collapse millimetre cracks into slivers."""
@@ -73,11 +87,11 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
     """RFC 7946 GeoJSON: lon/lat (EPSG:4326), counter-clockwise exteriors and clockwise holes, layer
     name ``layer``, coordinates to a quarter pixel; columns in the source CRS's units (centroid,
     bbox) are left out."""
+    decimals = coordinate_decimals(pixel_m)
     wgs84 = frame.drop(columns=[c for c in PROJECTED_COLUMNS if c in frame]).to_crs("EPSG:4326")
+    wgs84 = valid_geometries(wgs84, 10.0**-decimals)
     with atomic_output(path, create=False) as tmp:
-        pyogrio.write_dataframe(
-            wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES", COORDINATE_PRECISION=coordinate_decimals(pixel_m)
-        )
+        pyogrio.write_dataframe(wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES", COORDINATE_PRECISION=decimals)
 
 
 def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,11 +7,21 @@ level C), however the crack is anti-aliased or blurred, so
 
     width = sum over a band around the crack of (B - I) / (B - C) / centreline length.
 
-B is the median grey of a ring just outside the band; noise averages out over the band. C is the
-crack's own core level (median grey on its centreline) when the crack is wide enough for its
-centre pixels to be all crack (>= CORE_VISIBLE_PX); a thinner crack never shows its core level, so
-it borrows the survey's core level (the median of those resolved cracks), and with none, its own
-darkest level, which can only overstate its width.
+B is the median grey of a ring just outside the band (widened while the ring is still darker
+inside than outside: a mask narrower than its blurred crack); noise averages out over the band.
+
+The hard part is C. Blur preserves the integral but lightens a thin crack's darkest pixel far
+above its real core level, so a thin crack measured against its own darkest level comes out 2-6x
+too wide (a blurred line's own-core width never falls below ~2.5 PSF sigmas, whatever its real
+width). What carries from crack to crack in one survey is the *contrast ratio* of a crack core to
+its surroundings, (B - C) / B: the same shadow under the same light. It is learnt from the survey's
+truly wide cracks (own-core width >= RESOLVED_PX, beyond what blur makes of any thin line), whose
+darkest level is their core, read across the crack (the darkest pixel near each centreline pixel,
+not the centreline pixel itself, which can be the lighter of two centre pixels). Every crack's
+contrast is then the larger of its own darkest-level contrast and the survey's ratio times its
+own background: blur can only lighten a core, never darken it. A survey without any wide crack has
+no ratio: its widths are measured against each crack's own darkest level, an upper bound, and
+say so. A crack without measurable contrast has no image width at all (`unmeasured`).
 """
 
 from __future__ import annotations
@@ -21,38 +31,84 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-BAND_PX = 2  # the band reaches this far beyond the mask (covers anti-aliased edges)
-RING_PX = (3, 6)  # the background ring: between these distances from the mask
-CORE_VISIBLE_PX = 2.5
+BAND_PX = 2  # the darkest level is looked for this far beyond the mask
+RING_PX = (3, 6)  # the background ring: between these distances from the mask; the band: up to it
+GUARD_PX = 4  # how far band and ring may be widened while the ring is still crack
+REACH_PX = RING_PX[1] + GUARD_PX  # the farthest pixel a measurement reads beyond the mask
+RESOLVED_PX = 5.5  # own-core width beyond what blur (PSF sigma <= 1.5 px, pixel, JPEG) makes of a thin line
+CROSS_PX = 2  # the darkest pixel of a cross-section: within this many px of the centreline
 MIN_CONTRAST = 8.0  # grey levels between background and core below which nothing is measured
-SQUARE = np.ones((3, 3), bool)
+
+WIDTH_FROM_IMAGE = "image"
+WIDTH_UPPER_BOUND = "image (upper bound)"  # no wide crack in the survey to learn the core from
+WIDTH_FROM_MASK = "mask"  # no image given
+WIDTH_UNMEASURED = "none"  # the image shows no measurable contrast
 
 
 @dataclass(frozen=True)
 class Darkness:
-    """What the image says about one crack, before the survey's core level is known."""
+    """What the image says about one crack, before the survey's contrast ratio is known."""
 
     background: float
-    own_core: float
+    darkest: float  # median over the centreline of each cross-section's darkest (smoothed) level
     darkness: float  # sum of (B - I) over the band, grey level x px
     length_px: float
     chunk_darkness: np.ndarray  # per centreline chunk, with the chunk's own background
     chunk_background: np.ndarray
     chunk_length_px: np.ndarray
 
-    def width_px(self, core: float) -> float:
-        """Mean width in pixels: the crack's darkness deficit over its length, against ``core``."""
-        return self.darkness / (self.background - core) / self.length_px
-
-    def chunk_widths_px(self, core: float) -> np.ndarray:
-        """Width in pixels of each centreline chunk, against ``core``."""
-        contrast = np.maximum(self.chunk_background - core, MIN_CONTRAST)
-        return self.chunk_darkness / contrast / np.maximum(self.chunk_length_px, 1e-9)
+    @property
+    def own_contrast(self) -> float:
+        """Background minus the crack's own darkest level (less than the real contrast under blur)."""
+        return self.background - self.darkest
 
     @property
     def own_width_px(self) -> float:
-        """Mean width measured against this crack's own surroundings only."""
-        return self.width_px(self.own_core)
+        """Mean width against this crack's own darkest level: exact when resolved, else too wide."""
+        return self.darkness / self.own_contrast / self.length_px
+
+    @property
+    def resolved(self) -> bool:
+        """Wide enough that its darkest level is its core: no thin blurred line measures this wide."""
+        return self.own_width_px >= RESOLVED_PX
+
+    @property
+    def own_ratio(self) -> float:
+        """Its own core contrast as a share of its background: (B - darkest) / B."""
+        return self.own_contrast / self.background
+
+
+@dataclass(frozen=True)
+class CoreModel:
+    """A survey's crack-core contrast ratio (B - C) / B, from its widest resolved cracks."""
+
+    ratio: float | None
+    resolved: int  # how many cracks it was learnt from
+
+    @classmethod
+    def learn(cls, measured: list[Darkness]) -> CoreModel:
+        """The median ratio of the widest quarter of the resolved cracks (the cores blur lightens least)."""
+        resolved = sorted((d for d in measured if d.resolved), key=lambda d: d.own_width_px)
+        if not resolved:
+            return cls(None, 0)
+        widest = resolved[3 * len(resolved) // 4 :]
+        return cls(float(np.median([d.own_ratio for d in widest])), len(resolved))
+
+    def contrast(self, background: np.ndarray | float, darkest: float) -> np.ndarray:
+        """B - C: the own contrast, or the survey's where that is larger (blur only lightens a core)."""
+        background = np.asarray(background, float)
+        own = background - darkest
+        if self.ratio is not None:
+            own = np.maximum(own, self.ratio * background)
+        return np.maximum(own, MIN_CONTRAST)
+
+    def widths(self, darkness: Darkness) -> tuple[float, np.ndarray, str]:
+        """(mean width px, width px per chunk, method) of one crack."""
+        mean = darkness.darkness / float(self.contrast(darkness.background, darkness.darkest)) / darkness.length_px
+        chunk_contrast = self.contrast(darkness.chunk_background, darkness.darkest)
+        chunks = darkness.chunk_darkness / chunk_contrast / np.maximum(darkness.chunk_length_px, 1e-9)
+        exact = self.ratio is not None or darkness.resolved
+        return mean, chunks, WIDTH_FROM_IMAGE if exact else WIDTH_UPPER_BOUND
 
 
 def grey_levels(rgb: np.ndarray) -> np.ndarray:
@@ -61,6 +117,37 @@ def grey_levels(rgb: np.ndarray) -> np.ndarray:
     if data.shape[0] >= 3:
         return 0.299 * data[0] + 0.587 * data[1] + 0.114 * data[2]
     return data[0]
+
+
+def _band_and_ring(
+    grey: np.ndarray, reach: np.ndarray, usable: np.ndarray, darkest: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Band and background ring, both widened while the ring's inner half is darker than its outer
+    half: the blurred crack reaches beyond the band (a mask narrower than the crack)."""
+    for extra in range(GUARD_PX + 1):
+        inner_px, outer_px = RING_PX[0] + extra, RING_PX[1] + extra
+        ring = (reach > inner_px) & (reach <= outer_px) & usable
+        middle = (inner_px + outer_px + 1) / 2
+        near, far = grey[ring & (reach <= middle)], grey[ring & (reach > middle)]
+        if extra == GUARD_PX or near.size < 8 or far.size < 8:
+            break
+        far_level = float(np.median(far))
+        if float(np.median(near)) >= far_level - max(1.5, 0.03 * (far_level - darkest)):
+            break
+    return (reach <= inner_px) & usable, ring
+
+
+def _darkest_across(grey: np.ndarray, band: np.ndarray, skeleton: np.ndarray) -> float:
+    """The darkest level of the crack's mean cross-section: the median grey at each distance (in
+    half pixels, up to CROSS_PX) from the centreline, darkest of those. Read across the crack, not
+    on the centreline alone (which can sit on the lighter of two centre pixels); medians over the
+    whole length, so sensor noise does not drag it darker as a per-pixel minimum would."""
+    distance = ndimage.distance_transform_edt(~skeleton)
+    near = band & (distance <= CROSS_PX) & np.isfinite(grey)
+    steps = np.round(distance[near] * 2).astype(np.int64)
+    levels = grey[near]
+    medians = [np.median(levels[steps == step]) for step in np.unique(steps) if (steps == step).sum() >= 4]
+    return float(min(medians)) if medians else float("nan")
 
 
 def measure_darkness(
@@ -79,17 +166,17 @@ def measure_darkness(
         crack: this crack's mask pixels; ``others``: pixels of any other defect or nodata.
         skeleton: its centreline pixels; ``chunk_of``: chunk id per pixel on the skeleton (-1 off it).
     """
-    band = ndimage.binary_dilation(crack, SQUARE, iterations=BAND_PX) & ~others
-    inner = ndimage.binary_dilation(crack, SQUARE, iterations=RING_PX[0])
-    ring = ndimage.binary_dilation(crack, SQUARE, iterations=RING_PX[1]) & ~inner & ~others
     valid = np.isfinite(grey)
-    band &= valid
-    ring &= valid
-    if ring.sum() < 8 or not (skeleton & valid).any():
+    usable = valid & ~others
+    reach = ndimage.distance_transform_cdt(~crack, metric="chessboard")  # px beyond the mask (0 inside)
+    if not (skeleton & valid).any():
+        return None
+    darkest = _darkest_across(grey, (reach <= BAND_PX) & usable, skeleton & valid)
+    band, ring = _band_and_ring(grey, reach, usable, darkest)
+    if ring.sum() < 8 or not np.isfinite(darkest):
         return None
     background = float(np.median(grey[ring]))
-    own_core = float(np.median(grey[skeleton & valid]))
-    if background - own_core < MIN_CONTRAST:
+    if background - darkest < MIN_CONTRAST:
         return None
     # every band/ring pixel belongs to the chunk of its nearest centreline pixel
     _, (rows, cols) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
@@ -104,23 +191,10 @@ def measure_darkness(
     chunk_darkness = np.bincount(band_chunks, weights=chunk_background[band_chunks] - grey[band], minlength=chunks)
     return Darkness(
         background,
-        own_core,
+        darkest,
         float((background - grey[band]).sum()),
         length_px,
         chunk_darkness,
         chunk_background,
         np.asarray(chunk_length_px, float),
     )
-
-
-def survey_core_level(measured: list[Darkness]) -> float | None:
-    """The core level of the survey's resolved cracks (those wide enough to show it)."""
-    cores = [d.own_core for d in measured if d.own_width_px >= CORE_VISIBLE_PX]
-    return float(np.median(cores)) if cores else None
-
-
-def core_for(darkness: Darkness, survey_core: float | None) -> float:
-    """Its own core level when visible, else the survey's (never a brighter one than its own)."""
-    if darkness.own_width_px >= CORE_VISIBLE_PX or survey_core is None:
-        return darkness.own_core
-    return min(darkness.own_core, survey_core)

@@ -109,3 +109,99 @@ def test_windowed_vectorising_equals_whole_raster(tmp_path, strip_rows):
     lengths = build_defects(path, None, CLASSES, cfg).defects["length_m"].fillna(-1).tolist()
     reference = build_defects(path, None, CLASSES, ReportConfig(min_area_m2=0, simplify_m=0)).defects
     assert lengths == reference["length_m"].fillna(-1).tolist()
+
+
+def test_a_blob_has_the_same_centreline_length_in_utm_and_after_a_warp_to_web_mercator(tmp_path):
+    """A wide crack region (60 x 80 px at 1 mm), 220 km off its UTM zone's central meridian, so a
+    nearest warp to EPSG:3857 turns its straight edges into 2° staircases: every stair step used to
+    grow a skeleton spur (0.022 m of centreline became 0.162 m). Spurs shorter than the crack is
+    wide are pruned and each end is carried to the mask's edge, so both measure the block's long
+    axis, 80 mm."""
+    import json
+
+    import geopandas as gpd
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    from pipeline.report.build import report_survey
+
+    mask = np.zeros((140, 160), np.uint8)
+    mask[40:100, 40:120] = 1
+    lengths = {}
+    for crs in ("EPSG:32633", "EPSG:3857"):
+        folder = tmp_path / crs.replace(":", "")
+        folder.mkdir()
+        utm = {
+            "driver": "GTiff",
+            "width": 160,
+            "height": 140,
+            "count": 1,
+            "dtype": "uint8",
+            "nodata": 255,
+            "crs": "EPSG:32633",
+            "transform": from_origin(720000, 5000000, 0.001, 0.001),
+        }
+        data, profile = mask, utm
+        if crs != "EPSG:32633":
+            transform, width, height = calculate_default_transform(
+                utm["crs"], crs, 160, 140, 720000, 4999999.86, 720000.16, 5000000
+            )
+            data = np.zeros((height, width), np.uint8)
+            reproject(
+                mask,
+                data,
+                src_transform=utm["transform"],
+                src_crs=utm["crs"],
+                dst_transform=transform,
+                dst_crs=crs,
+                resampling=Resampling.nearest,
+            )
+            profile = utm | {"crs": crs, "transform": transform, "width": width, "height": height}
+        with rasterio.open(folder / "mask.tif", "w", **profile) as dst:
+            dst.write(data, 1)
+            dst.update_tags(MSAF_CLASSES=json.dumps(["background", "crack"]))
+        report_survey(folder, ReportConfig())
+        (length,) = gpd.read_file(folder / "defects.gpkg", layer="defects")["length_m"]
+        lengths[crs] = length
+    assert lengths["EPSG:32633"] == pytest.approx(0.080, rel=0.05)
+    assert lengths["EPSG:3857"] == pytest.approx(lengths["EPSG:32633"], rel=0.05)
+
+
+def test_a_pruned_centreline_keeps_real_branches_and_the_main_path():
+    """Pruning removes only spurs: a T of 3 px cracks keeps both arms; a plus-shaped blob keeps a path."""
+    from skimage.morphology import skeletonize
+
+    from pipeline.report.measure import prune_spurs
+
+    tee = np.zeros((120, 200), bool)
+    tee[59:62, 10:190] = True
+    tee[10:60, 99:102] = True
+    assert prune_spurs(skeletonize(tee), tee).sum() >= 0.95 * skeletonize(tee).sum()
+    plus = np.zeros((60, 60), bool)
+    plus[20:40, 5:55] = plus[5:55, 20:40] = True  # arms shorter than the blob is wide
+    pruned = prune_spurs(skeletonize(plus), plus)
+    assert 30 <= pruned.sum() <= 60  # one path through the middle, not a dot and not all four arms
+
+
+def test_every_written_polygon_is_valid_after_rounding(tmp_path):
+    """A valid polygon whose spike passes 4e-11° (4 µm) from its own edge (rounded to GeoJSON's
+    quarter-pixel decimals, 9 at 1 mm, the spike touches the edge: a self-intersection) and a
+    polygon that crosses itself: both writers snap to the grid they write and write valid geometry."""
+    import geopandas as gpd
+    import pyogrio
+    import shapely
+    from shapely.geometry import Polygon
+
+    from pipeline.report.outputs import write_geojson, write_geopackage
+
+    x0, y0, d = 13.727967041, 45.146392876, 1e-7  # a ~8 x 11 mm square in lon/lat
+    spiked = Polygon([(x0, y0), (x0 + d, y0), (x0 + d, y0 + d), (x0 + d / 2, y0 + 4e-11), (x0, y0 + d)])
+    assert spiked.is_valid and not shapely.set_precision(spiked, 1e-9, mode="pointwise").is_valid
+    bowtie = Polygon([(x0, y0), (x0 + d, y0 + d), (x0 + d, y0), (x0, y0 + d)])  # crosses itself
+    frame = gpd.GeoDataFrame({"defect_id": [1, 2]}, geometry=[spiked, bowtie], crs="EPSG:4326")
+    write_geojson(tmp_path / "d.geojson", frame, "defects", pixel_m=0.001)
+    write_geopackage(tmp_path / "d.gpkg", {"defects": frame})
+    for path in (tmp_path / "d.geojson", tmp_path / "d.gpkg"):
+        back = pyogrio.read_dataframe(path)
+        assert len(back) == 2 and back.geometry.is_valid.all(), path
+        assert back.geometry.area.iloc[0] == pytest.approx(spiked.area, rel=0.05)
+        assert back.geometry.area.iloc[1] == pytest.approx(d * d / 2, rel=0.05)  # both triangles of the bow tie

@@ -44,7 +44,7 @@ def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
     assert len(defects) >= 3 and defects["defect_id"].tolist() == list(range(1, len(defects) + 1))
     # the survey's input orthomosaic is still in place: widths come from it, except where a defect
     # shows no contrast against its surroundings (then from the mask, and the column says so)
-    assert set(defects["width_method"]) <= {"image", "mask"} and (defects["width_method"] == "image").mean() >= 0.75
+    assert set(defects["width_method"]) <= {"image", "none"} and (defects["width_method"] == "image").mean() >= 0.75
     with rasterio.open(crack_mosaic[1]) as truth_file:
         truth, to_pixels = truth_file.read(1) == 1, truth_file.transform
     real = [
@@ -67,7 +67,13 @@ def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
         "bbox_minx",
     ):
         assert column in defects.columns
-    assert set(defects["severity"]) <= {"low", "medium", "high"} and (defects["class"] == "crack").all()
+    unmeasured = defects["width_method"] == "none"  # no contrast in the image: no width, no rating
+    assert (defects.loc[unmeasured, "severity"] == "unmeasured").all() and defects.loc[
+        unmeasured, "max_width_mm"
+    ].isna().all()
+    assert (
+        set(defects.loc[~unmeasured, "severity"]) <= {"low", "medium", "high"} and (defects["class"] == "crack").all()
+    )
     assert defects.geometry.is_valid.all()
     minx, miny, maxx, maxy = defects.total_bounds
     assert bounds.left <= minx and maxx <= bounds.right and bounds.bottom <= miny and maxy <= bounds.top
@@ -94,9 +100,9 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
     renderer = styles["defects"][0].find("renderer-v2")
     assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "severity"
     categories = {c.get("value") for c in renderer.iter("category")}
-    assert categories == {"below resolution", "low", "medium", "high"}
+    assert categories == {"unmeasured", "below resolution", "low", "medium", "high"}
     rules = styles["defects"][1].findall(".//{http://www.opengis.net/se}Rule")
-    assert len(rules) == 4 and all(r[1] == "geom" and r[4] == 1 for r in rows)
+    assert len(rules) == 5 and all(r[1] == "geom" and r[4] == 1 for r in rows)
 
 
 def _signed_area(ring: list[list[float]]) -> float:
@@ -116,8 +122,11 @@ def test_geojson_follows_rfc_7946(reported):
     geometries = "".join(json.dumps(f["geometry"]) for f in geojson["features"])
     assert re.search(r"\.\d{9}\b", geometries) and not re.search(r"\.\d{10,}", geometries)  # 9 at 1 mm GSD
     exteriors = holes = 0
+    from shapely.geometry import shape
+
     for feature in geojson["features"]:
         geometry = feature["geometry"]
+        assert shape(geometry).is_valid  # valid as written, after rounding
         polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
         for polygon in polygons:
             assert _signed_area(polygon[0]) > 0  # exterior counter-clockwise
