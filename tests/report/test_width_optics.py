@@ -80,3 +80,13 @@ def test_a_crack_without_contrast_is_unmeasured_and_never_rated(tmp_path):
     assert lines["width_mm"].isna().all() and (lines["width_method"] == "none").all()
     html = (tmp_path / "survey" / "report.html").read_text()
     assert f"{len(defects)} crack(s) are unmeasured" in html
+
+
+def test_a_mask_narrower_than_its_blurred_crack_widens_the_ring(tmp_path):
+    """A mask 3 px narrower than wide cracks under a 1.5 px PSF: the blurred crack reaches into the
+    usual background ring, which would darken B and thin every width (-0.24 px without the guard);
+    the ring moves out while its inner half is darker than its outer half."""
+    rows = measure(Survey(1.5, -3, 140.0, 20.0, seed=7), tmp_path)
+    wide = rows[rows.true_px >= 4]
+    error = wide.measured_px - wide.true_px
+    assert len(wide) == 12 and abs(error.mean()) <= 0.15 and error.abs().max() <= 0.3, error.tolist()
