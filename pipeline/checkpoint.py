@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -60,6 +61,43 @@ class ModelMetadata(BaseModel):
     data_fingerprint: str | None = None
     software_version: str = pipeline.__version__
     created_utc: str = Field(default_factory=lambda: creation_time())
+
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, mean: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(m) for m in mean):
+            raise ValueError(f"the input mean must be finite, got {list(mean)}")
+        return mean
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(v) and v > 0 for v in std):
+            raise ValueError(f"the input std must be finite and above 0, got {list(std)}")
+        return std
+
+    @field_validator("thresholds")
+    @classmethod
+    def _probabilities(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        for name, value in thresholds.items():
+            if not (math.isfinite(value) and 0.0 < value < 1.0):
+                raise ValueError(f"the {name} threshold must be a probability in (0, 1), got {value}")
+        return thresholds
+
+    @model_validator(mode="after")
+    def _classes_fit_the_network(self) -> ModelMetadata:
+        """Names unique and one per network output, thresholds only for those names: a survey
+        would otherwise count one class's pixels as another's, or fail after the whole inference."""
+        names = self.class_names
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"class names must be unique, {duplicates[0]!r} is listed twice")
+        if len(names) != self.architecture.num_classes:
+            raise ValueError(f"{len(names)} class names for a network with {self.architecture.num_classes} outputs")
+        unknown = sorted(set(self.thresholds) - set(names))
+        if unknown:
+            raise ValueError(f"a threshold for {unknown[0]!r}, which is not one of the classes {names}")
+        return self
 
     @property
     def class_names(self) -> list[str]:

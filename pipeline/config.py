@@ -252,7 +252,11 @@ class SurveyConfig(_Strict):
     model: Path = Path("models/model.safetensors")
     tile: int | None = Field(None, ge=16, description="tile side; default: the model's training tile size")
     overlap: int | None = Field(None, ge=0, description="tile overlap in px; default: tile // 4")
-    block: int = Field(4096, ge=1, description="core size of a unit of work (memory ~ block^2)")
+    block: int = Field(
+        4096,
+        ge=32,
+        description="core size of a unit of work (memory ~ block^2); >= 32: tinier blocks cost a batch each",
+    )
     batch: int = Field(8, ge=1, description="tiles per forward pass; batches are padded to this size")
     workers: int = Field(1, ge=1, description="blocks inferred concurrently")
     readers: int = Field(4, ge=1, description="threads decoding the next block while the current one is inferred")

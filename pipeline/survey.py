@@ -40,8 +40,9 @@ from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
+from pipeline.raster.trust import vrt_sources
 from pipeline.styles import mask_colormap
-from pipeline.survey_folder import exclusive, retire_report
+from pipeline.survey_folder import REPORT_OUTPUTS, SURVEY_OUTPUTS, exclusive, refuse_overwriting, retire_report
 from pipeline.survey_record import (
     InputRecord,
     ModelRecord,
@@ -75,8 +76,10 @@ def plan_tiling(cfg: SurveyConfig, meta: ModelMetadata) -> TilingPlan:
     """Tile size defaults to the model's training scale; overlap to a quarter tile."""
     tile = cfg.tile or meta.tile_size
     overlap = cfg.overlap if cfg.overlap is not None else tile // 4
-    if overlap >= tile:
-        raise MsafError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
+    if 2 * overlap >= tile:
+        raise MsafError(
+            f"overlap ({overlap}) must be under half the tile ({tile}): each pixel would be inferred 4x or more"
+        )
     return TilingPlan(tile, overlap, cfg.block, cfg.batch)
 
 
@@ -325,6 +328,11 @@ def prepare_survey(
     out_dir = Path(out_dir)
     model_path = Path(model_path or cfg.model)
     info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
+    local = info.location.local
+    inputs: list[str | os.PathLike[str]] = [model_path]
+    if local is not None:
+        inputs += [local, *(vrt_sources(local, cfg.allow_remote) if info.location.kind == "vrt" else [])]
+    refuse_overwriting(inputs, out_dir, SURVEY_OUTPUTS + REPORT_OUTPUTS, "survey")
     resolve_device(cfg.device)
     meta = read_metadata(model_path)
     check_weights(model_path, meta)  # before any orchestration: a mixed-up file is one line, not a task failure

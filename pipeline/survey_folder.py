@@ -23,6 +23,18 @@ SURVEY_OUTPUTS = ("mask.tif", "mask.tif.aux.xml", "confidence.tif", "survey.json
 REPORT_OUTPUTS = ("defects.gpkg", "defects.geojson", "defects.csv", "defects.parquet", "report.html")
 
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth)
+
+
+def refuse_overwriting(inputs: list[str | os.PathLike[str]], out_dir: Path, outputs: tuple[str, ...], job: str) -> None:
+    """One line before any work when one of ``outputs`` written into ``out_dir`` would replace an
+    input (an orthomosaic named mask.tif surveyed into its own folder; resolved through links)."""
+    targets = {os.path.realpath(out_dir / name): name for name in outputs}
+    for item in inputs:
+        name = targets.get(os.path.realpath(item))
+        if name is not None:
+            raise MsafError(f"{item}: the {job} would overwrite this input with its {name}; choose another --out")
+
+
 _guard = threading.Lock()
 
 

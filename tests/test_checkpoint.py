@@ -86,3 +86,46 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(MsafError, match=r"corrupt model weights|not an msaf model"):
         load_checkpoint(path)
+
+
+NONSENSE = {
+    "threshold_above_1": (
+        {"thresholds": {"crack": 5.0}},
+        "the crack threshold must be a probability in (0, 1), got 5.0",
+    ),
+    "threshold_negative": ({"thresholds": {"crack": -1}}, "the crack threshold must be a probability in (0, 1)"),
+    "threshold_unknown_class": ({"thresholds": {"spall": 0.5}}, "a threshold for 'spall'"),
+    "nan_mean": ({"mean": [float("nan"), 1.0, 1.0]}, "the input mean must be finite"),
+    "zero_std": ({"std": [30.0, 0.0, 29.5]}, "the input std must be finite and above 0"),
+    "duplicate_class": (
+        {"classes": [{"name": "crack", "values": [0]}, {"name": "crack", "values": [255]}]},
+        "class names must be unique, 'crack' is listed twice",
+    ),
+    "fewer_classes_than_outputs": (
+        {"classes": [{"name": "background", "values": [0]}]},
+        "1 class names for a network with 2 outputs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NONSENSE))
+def test_model_metadata_that_makes_no_sense_is_one_line_on_load(tmp_path, case):
+    """Each would survey with exit 0 and a wrong answer (or fail after the whole inference)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from pipeline.checkpoint import METADATA_KEY
+
+    changes, expected = NONSENSE[case]
+    model = build_model("dsnet-tiny", 2)
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, model, _metadata(model))
+    raw = json.loads(_metadata(model).model_dump_json()) | changes
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata={METADATA_KEY: json.dumps(raw)})
+    with pytest.raises(MsafError) as caught:
+        read_metadata(bad)
+    message = str(caught.value)
+    assert expected in message and "\n" not in message, message
+    assert read_metadata(good).class_names == ["background", "crack"]

@@ -31,6 +31,7 @@ MODEL_CASES = {
     "tile_size_1": ({"tile_size": 1}, "tile_size: Input should be greater than or equal to 16"),
     "architecture_mismatch": ({"width": 48}, "weights do not match the architecture"),
     "future_format": ({"format_version": 99}, "checkpoint format 99"),
+    "threshold_5": ({"thresholds": {"crack": 5.0}}, "the crack threshold must be a probability in (0, 1)"),
 }
 
 

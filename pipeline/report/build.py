@@ -23,7 +23,7 @@ from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
 from pipeline.report.width import WIDTH_FROM_MASK, WIDTH_UNMEASURED, WIDTH_UPPER_BOUND
-from pipeline.survey_folder import exclusive
+from pipeline.survey_folder import REPORT_OUTPUTS, exclusive, refuse_overwriting
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -345,6 +345,7 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
     check_same_run(survey_dir, record)
     class_names = class_names_of(mask_path, record)
     ortho = survey_image(record, image)
+    refuse_overwriting([ortho] if ortho else [], survey_dir, REPORT_OUTPUTS, "report")
     tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job))
     page = build_page(tables, record, mask_path, cfg, ortho, job)

@@ -42,6 +42,7 @@ from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
+from pipeline.survey_folder import SURVEY_OUTPUTS
 from pipeline.survey_record import read_survey_record
 
 NOT_FOUND = "not found (repaired?)"
@@ -315,9 +316,19 @@ def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, flo
         return tuple(rasterio.warp.transform_bounds(ds.crs, crs, *ds.bounds))
 
 
+def _refuse_survey_folder(out_dir: Path) -> None:
+    """A change report never goes into a survey folder (either compared one or any other): its
+    report.html is that survey's report."""
+    if any((out_dir / name).exists() for name in SURVEY_OUTPUTS):
+        raise MsafError(
+            f"{out_dir} is a survey folder: the change report would replace its report.html; choose another --out"
+        )
+
+
 def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
     """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``."""
     old_dir, new_dir, out_dir = Path(old_dir), Path(new_dir), Path(out_dir)
+    _refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
     changes = match_defects(
         old, new, cfg, load_defects(old_dir, cfg, "crack_centerlines"), load_defects(new_dir, cfg, "crack_centerlines")
