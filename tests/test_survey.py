@@ -226,7 +226,7 @@ def _bad_inputs(tmp_path: Path, crack_mosaic) -> dict[str, tuple[Path, str]]:
     no_crs = write_raster(tmp_path / "nocrs.tif", np.zeros((3, 20, 20), np.uint8), crs=None)
     two_bands = write_raster(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint8))
     return {
-        "not_raster": (text, "cannot open as a raster"),
+        "not_raster": (text, "not a GeoTIFF/COG, JPEG, PNG or JPEG 2000 raster by its content"),
         "truncated": (truncated, "truncated"),
         "no_crs": (no_crs, "no CRS"),
         "two_bands": (two_bands, "2 band(s)"),

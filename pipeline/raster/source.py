@@ -34,7 +34,7 @@ from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import file_digest
 from pipeline.raster.grid import Box
-from pipeline.raster.trust import RasterLocation, locate, vrt_fingerprint_parts
+from pipeline.raster.trust import RasterLocation, driver_for, locate, vrt_fingerprint_parts
 
 BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
 
@@ -214,7 +214,7 @@ def open_source(
     location = locate(path, allow_vrt=allow_vrt, allow_remote=allow_remote)
     name = location.text
     try:
-        ds_cm = rasterio.open(location.text)
+        ds_cm = rasterio.open(location.text, driver=driver_for(location.text, location.kind))
     except RasterioIOError as exc:
         reason = str(exc).replace(name, "").strip(" :")[:100]
         raise MsafError(
@@ -305,7 +305,9 @@ class BlockReader:
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            ds = rasterio.open(self.info.location.text)
+            ds = rasterio.open(
+                self.info.location.text, driver=driver_for(self.info.location.text, self.info.location.kind)
+            )
             self._local.ds = ds
             with self._lock:
                 self._handles.append(ds)
@@ -378,6 +380,6 @@ def source_fingerprint(info: SourceInfo) -> str:
         for part in vrt_fingerprint_parts(Path(location.text), allow_remote=True):
             digest.update(part.encode())
     else:
-        with rasterio.open(location.text) as ds:
+        with rasterio.open(location.text, driver=driver_for(location.text, location.kind)) as ds:
             digest.update(_sample(ds)[0].tobytes())
     return digest.hexdigest()

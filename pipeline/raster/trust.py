@@ -31,6 +31,41 @@ URL_PREFIXES = {
 VIRTUAL = re.compile(r"^/vsi[a-z0-9_]+/|^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 FORBIDDEN_BAND_KINDS = {"VRTRawRasterBand", "VRTDerivedRasterBand"}
 MAX_VRT_DEPTH = 4
+# GDAL opens a file by its content, whatever its name: a GDAL_WMS XML saved as wms.tif fetches
+# from the network, an MRF XML reads the bytes of any DataFile. So every input is opened with the
+# one driver its first bytes name, from this list; anything else is refused before GDAL sees it.
+MAGIC_DRIVERS = (
+    (b"II*\x00", "GTiff"),
+    (b"MM\x00*", "GTiff"),
+    (b"II+\x00", "GTiff"),  # BigTIFF
+    (b"MM\x00+", "GTiff"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\x00\x00\x00\x0cjP  ", "JP2OpenJPEG"),
+    (b"\xffO\xffQ", "JP2OpenJPEG"),  # raw JPEG 2000 codestream
+)
+FORMATS = "GeoTIFF/COG, JPEG, PNG or JPEG 2000"
+
+
+def driver_for(text: str, kind: str) -> str:
+    """The one GDAL driver that may open this location: by its first bytes for a local file
+    (a VRT's XML only where VRTs are allowed), GeoTIFF for a remote one (a COG)."""
+    if kind == "remote":
+        return "GTiff"
+    try:
+        with open(text, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise MsafError(f"{text}: cannot read ({exc.strerror})") from None
+    for magic, driver in MAGIC_DRIVERS:
+        if head.startswith(magic):
+            return driver
+    if kind == "vrt" and head.lstrip().startswith(b"<VRTDataset"):
+        return "VRT"
+    raise MsafError(
+        f"{text}: not a {FORMATS} raster by its content; other GDAL formats (such as WMS or MRF XML, which "
+        "fetch from the network or read other files) are refused whatever the file's name"
+    )
 
 
 @dataclass(frozen=True)

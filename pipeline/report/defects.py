@@ -16,6 +16,7 @@ from pipeline.config import ReportConfig, SeverityConfig
 from pipeline.errors import MsafError
 from pipeline.raster.ground import ground_pixel_size, scale_error
 from pipeline.raster.source import PixelSize
+from pipeline.raster.trust import driver_for
 from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize
 from pipeline.report.width import (
@@ -97,9 +98,9 @@ def open_mask(path: Path) -> rasterio.DatasetReader:
     if not path.is_file():
         raise MsafError(f"no mask at {path}; run `msaf survey` first or point at a survey folder")
     try:
-        ds = rasterio.open(path)
+        ds = rasterio.open(path, driver=["GTiff"])  # masks are GeoTIFFs; nothing GDAL reads by content
     except rasterio.errors.RasterioIOError:
-        raise MsafError(f"{path}: not a readable raster") from None
+        raise MsafError(f"{path}: not a readable GeoTIFF mask") from None
     if ds.crs is None:
         ds.close()
         raise MsafError(
@@ -114,7 +115,7 @@ def _open_image(image_path: Path | None, mask: rasterio.DatasetReader) -> raster
     if image_path is None:
         return None
     try:
-        image = rasterio.open(image_path)
+        image = rasterio.open(image_path, driver=driver_for(str(image_path), "vrt"))  # checked by survey_image's policy
     except rasterio.errors.RasterioIOError:
         raise MsafError(f"{image_path}: not a readable raster (--image must be the surveyed orthomosaic)") from None
     if (image.width, image.height) != (mask.width, mask.height) or not image.transform.almost_equals(mask.transform):

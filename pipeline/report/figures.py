@@ -18,6 +18,7 @@ from rasterio.enums import Resampling
 
 from pipeline.errors import MsafError
 from pipeline.raster.source import bit_depth_scale, to_uint8
+from pipeline.raster.trust import driver_for
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -43,7 +44,7 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
     if path is None or not Path(path).is_file():
         return None
     try:
-        with rasterio.open(path) as ds:
+        with rasterio.open(path, driver=driver_for(str(path), "vrt")) as ds:
             scale = max(ds.width, ds.height) / max_side
             shape = (max(1, int(ds.height / max(scale, 1))), max(1, int(ds.width / max(scale, 1))))
             rgb = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=Resampling.average)
@@ -129,7 +130,7 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
     minx, miny, maxx, maxy = minx - margin_units, miny - margin_units, maxx + margin_units, maxy + margin_units
     if ortho is None or not Path(ortho).is_file():
         return None
-    with rasterio.open(ortho) as ds:
+    with rasterio.open(ortho, driver=driver_for(str(ortho), "vrt")) as ds:
         window = rasterio.windows.from_bounds(minx, miny, maxx, maxy, ds.transform)
         scale = max(window.width, window.height) / 320
         shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))

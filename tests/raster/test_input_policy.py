@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import shutil
 import threading
+import typing
 import zipfile
 from pathlib import Path
 
@@ -234,3 +235,60 @@ def test_a_report_never_reads_what_a_survey_would_refuse(tmp_path):
     plain = _plain_vrt(tmp_path)
     assert survey_image(recorded(str(plain), "vrt"), None) == plain
     assert survey_image(recorded(str(plain), "file"), None) is None
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    """Counts every request (a tile server that must never be asked)."""
+
+    hits: typing.ClassVar[list[str]] = []
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).hits.append(self.path)
+        self.send_error(404)
+
+
+def _gdal_xml(kind: str, tmp_path: Path, port: int) -> Path:
+    if kind == "wms":
+        text = (
+            f'<GDAL_WMS><Service name="WMS"><ServerUrl>http://127.0.0.1:{port}/wms?</ServerUrl><Layers>x</Layers>'
+            "<SRS>EPSG:32633</SRS></Service><DataWindow><UpperLeftX>500000</UpperLeftX><UpperLeftY>5000000"
+            "</UpperLeftY><LowerRightX>500000.128</LowerRightX><LowerRightY>4999999.904</LowerRightY>"
+            "<SizeX>128</SizeX><SizeY>96</SizeY></DataWindow><Projection>EPSG:32633</Projection>"
+            "<BandsCount>3</BandsCount></GDAL_WMS>"
+        )
+    else:  # an MRF whose data file is any file on the machine
+        text = (
+            '<MRF_META><Raster><Size x="16" y="16" c="3"/><PageSize x="16" y="16" c="3"/><DataType>Byte</DataType>'
+            "<Compression>NONE</Compression><DataFile>/etc/passwd</DataFile>"
+            f"<IndexFile>{tmp_path / 'x.idx'}</IndexFile></Raster><GeoTags>"
+            '<BoundingBox minx="500000" miny="4999999.984" maxx="500000.016" maxy="5000000"/>'
+            "<Projection>EPSG:32633</Projection></GeoTags></MRF_META>"
+        )
+    path = tmp_path / f"{kind}.tif"  # named like an ordinary GeoTIFF
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["wms", "mrf"])
+def test_gdal_xml_formats_named_tif_are_refused_without_a_request(tmp_path, kind):
+    """GDAL opens a file by its content: a WMS XML saved as .tif fetched tiles without
+    --allow-remote, an MRF XML surveyed /etc/passwd. Only ordinary raster drivers may open input."""
+    _CountingHandler.hits = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hostile = _gdal_xml(kind, tmp_path, server.server_address[1])
+        model = Path(__file__).resolve().parents[2] / "pipeline" / "assets" / "msaf-dsnet.safetensors"
+        result = run_msaf(*cpu_survey(hostile, tmp_path / "out", model, "--no-track"), timeout=120)
+        assert_one_line_error(
+            result, f"{kind}.tif: not a GeoTIFF/COG, JPEG, PNG or JPEG 2000 raster by its content", "WMS or MRF"
+        )
+        with pytest.raises(MsafError, match="by its content"):
+            prepare_survey(hostile, tmp_path / "out2", SurveyConfig(**CPU, allow_vrt=True), model_path=model)
+    finally:
+        server.shutdown()
+    assert _CountingHandler.hits == []
+    assert not (tmp_path / "out" / "mask.tif").exists()
