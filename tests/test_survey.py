@@ -140,6 +140,7 @@ def test_edge_shapes(tmp_path, tiny_model, shape):
     ("name", "factor", "dtype"),
     [
         ("x16", 16, np.uint16),
+        ("x16-hot-pixels", 16, np.uint16),  # two saturated pixels must not make it "16-bit" (16x darker)
         ("x257", 257, np.uint16),
         ("12-bit", 4095 / 255, np.uint16),
         ("float", 1 / 255, np.float32),
@@ -152,11 +153,13 @@ def test_rescaled_copies_of_8_bit_imagery_give_the_same_mask(tmp_path, tiny_mode
         profile = {"crs": src.crs, "transform": src.transform, "nodata": 0}
     write_raster(tmp_path / "8.tif", rgb8, **profile)
     scaled = rgb8.astype(np.float64) * factor
+    if name.endswith("hot-pixels"):
+        scaled[:, 100, 100] = scaled[:, 200, 200] = 65535  # on the decimated sample's grid
     write_raster(tmp_path / "deep.tif", (scaled if dtype == np.float32 else np.round(scaled)).astype(dtype), **profile)
     survey(tmp_path / "8.tif", tmp_path / "o8", tiny_model)
     record = survey(tmp_path / "deep.tif", tmp_path / "deep", tiny_model)  # default: linear to the bit depth
     assert record.input.dtype == np.dtype(dtype).name
-    expected_top = {"x16": 4095, "x257": 65535, "12-bit": 4095, "float": 1}[name]
+    expected_top = {"x16": 4095, "x16-hot-pixels": 4095, "x257": 65535, "12-bit": 4095, "float": 1}[name]
     assert record.input.scaling == [[0, expected_top]] * 3
     eight, deep = read(tmp_path / "o8" / "mask.tif"), read(tmp_path / "deep" / "mask.tif")
     assert (eight == deep).mean() >= 0.995, name

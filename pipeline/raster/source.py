@@ -155,7 +155,7 @@ def _sample(ds: rasterio.DatasetReader) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
-    """[0, 2^bits - 1] from NBITS metadata or the largest value; [0, 1] for floats within it.
+    """[0, 2^bits - 1] from NBITS metadata or the data's top (99.99th percentile); [0, 1] for floats within it.
 
     Linear and anchored at zero, so an 8-bit picture stored as x16 (12 bit) or x257 (16 bit) maps
     back onto (nearly) the same 8-bit values, and contrast is never stretched.
@@ -166,7 +166,9 @@ def bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ..
     data, valid = _sample(ds)
     if not valid.any():
         raise MsafError(f"{ds.name}: no valid pixels to derive a bit depth from; set survey.scaling to a range")
-    top = float(data[:, valid].max())
+    # a high percentile, not the maximum: a few hot or saturated pixels of a 12-bit sensor must not
+    # make it "16-bit" (the picture 16x darker); at most 0.01 % of the sample clips
+    top = float(np.percentile(data[:, valid], 99.99))
     if np.issubdtype(data.dtype, np.floating) and top <= 1.0:
         return ((0.0, 1.0),) * 3
     bits = next((b for b in BIT_DEPTHS if top < 2**b), BIT_DEPTHS[-1])
