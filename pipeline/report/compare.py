@@ -116,6 +116,12 @@ def _covered(lines: gpd.GeoDataFrame, other: gpd.GeoDataFrame, distance: float) 
     return np.divide(inside, lengths, out=np.ones_like(lengths), where=lengths > 0)
 
 
+def _found(matched_m: float, length_m: float, floor_m: float) -> bool:
+    """A crack is found again when twice the tolerance of it is matched, or, for one shorter than
+    that, most of it: a crack of any length surveyed twice is never "new" and "not found" at once."""
+    return matched_m >= min(floor_m, 0.5 * length_m)
+
+
 def _crack_rows(
     old: gpd.GeoDataFrame,
     new: gpd.GeoDataFrame,
@@ -150,7 +156,7 @@ def _crack_rows(
         olds = old[old["defect_id"].isin(near.get("defect_id_old", pd.Series(dtype=int)))]
         widening = float(np.median(near["width_mm_new"] - near["width_mm_old"])) if "width_mm_old" in near else 0.0
         old_width = float(np.median(near["width_mm_old"])) if "width_mm_old" in near else np.nan
-        if matched_m < floor_m:
+        if not _found(matched_m, matched_m + added_m, floor_m):
             status = "new"
         elif added_m > max(cfg.change_tolerance * matched_m, floor_m):
             status = "extended"
@@ -170,9 +176,9 @@ def _crack_rows(
         )
     lost = old[
         old["defect_id"].isin(
-            old_lines.groupby("defect_id").filter(lambda p: float((p["length_m"] * p["covered"]).sum()) < floor_m)[
-                "defect_id"
-            ]
+            old_lines.groupby("defect_id").filter(
+                lambda p: not _found(float((p["length_m"] * p["covered"]).sum()), float(p["length_m"].sum()), floor_m)
+            )["defect_id"]
         )
     ]
     if len(lost):

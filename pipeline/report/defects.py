@@ -98,7 +98,7 @@ def open_mask(path: Path) -> rasterio.DatasetReader:
     if not path.is_file():
         raise MsafError(f"no mask at {path}; run `msaf survey` first or point at a survey folder")
     try:
-        ds = rasterio.open(path, driver=["GTiff"])  # masks are GeoTIFFs; nothing GDAL reads by content
+        ds = rasterio.open(path, driver="GTiff")  # masks are GeoTIFFs; nothing GDAL reads by content
     except rasterio.errors.RasterioIOError:
         raise MsafError(f"{path}: not a readable GeoTIFF mask") from None
     if ds.crs is None:

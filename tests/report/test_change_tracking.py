@@ -112,3 +112,14 @@ def test_two_defect_free_surveys_compare_to_nothing(tmp_path):
     assert _statuses(result) == {}
     assert (tmp_path / "out" / "report.html").is_file()
     assert len(gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")) == 0
+
+
+def test_a_survey_against_itself_is_unchanged_for_cracks_of_any_length(tmp_path):
+    """Cracks shorter than twice the registration tolerance (40 mm at the default 0.02 m) used to
+    come out both "new" and "not found (repaired?)" against the very same survey."""
+    mask = np.zeros((200, 300), np.uint8)
+    for i, length in enumerate((8, 15, 30, 39, 60, 200)):  # mm at 1 mm/px
+        mask[20 + 30 * i : 23 + 30 * i, 40 : 40 + length] = 1
+    survey = write_mask_survey(tmp_path / "survey", mask)
+    result = compare_surveys(survey, survey, tmp_path / "changes", ReportConfig(min_area_m2=0))
+    assert _statuses(result) == {"unchanged": 6}
