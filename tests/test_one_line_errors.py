@@ -132,3 +132,17 @@ def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(
     )
     assert_one_line_error(result, f"no space left on {out}")
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path):
+    """A closed port used to keep `msaf models list` silent for ~250 s of MLflow's retries."""
+    import os
+    import time
+
+    from tests.conftest import run_msaf
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # discard port: nothing listens
+    started = time.monotonic()
+    result = run_msaf("models", "list", cwd=tmp_path, env=env, timeout=60)
+    assert time.monotonic() - started < 15
+    assert_one_line_error(result, "the MLflow tracking store http://127.0.0.1:9 cannot be used", "--no-track")
