@@ -17,6 +17,7 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.job import job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
+from pipeline.raster.source import file_fingerprint
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
@@ -298,6 +299,16 @@ def build_page(
     return page
 
 
+def _check_unchanged(ortho: Path, record: SurveyRecord) -> None:
+    """Widths are read from the pixels the survey saw, or not at all: an orthomosaic replaced
+    after its survey (same grid, another picture) would give every crack another width."""
+    if record.input.kind == "file" and file_fingerprint(ortho) != record.input.fingerprint:
+        raise MsafError(
+            f"{ortho} has changed since it was surveyed (its bytes differ from survey.json's fingerprint); "
+            "re-run the survey, or pass --image PATH to read widths from it anyway"
+        )
+
+
 def survey_image(record: SurveyRecord | None, image: Path | None) -> Path | None:
     """The orthomosaic crack widths and pictures come from: the one given, else the survey's input if still there.
 
@@ -346,6 +357,8 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
     class_names = class_names_of(mask_path, record)
     ortho = survey_image(record, image)
     refuse_overwriting([ortho] if ortho else [], survey_dir, REPORT_OUTPUTS, "report")
+    if image is None and ortho is not None and record is not None:
+        _check_unchanged(ortho, record)
     tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job))
     page = build_page(tables, record, mask_path, cfg, ortho, job)

@@ -363,3 +363,28 @@ def test_bad_job_details_are_one_line(tmp_path, reported):
         result = subprocess.run([msaf, "report", str(reported), *args], capture_output=True, text=True, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_an_orthomosaic_replaced_after_its_survey_is_not_measured(tmp_path, surveyed, crack_mosaic):
+    """Same grid, another picture: widths would silently come from pixels the survey never saw."""
+    import json
+
+    import numpy as np
+    import rasterio
+
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    for name in ("mask.tif", "confidence.tif", "survey.json"):
+        shutil.copy(surveyed / name, folder / name)
+    replaced = tmp_path / "ortho.tif"
+    shutil.copy(crack_mosaic[0], replaced)
+    with rasterio.open(replaced, "r+") as ds:
+        ds.write(np.full((3, 16, 16), 7, np.uint8), window=rasterio.windows.Window(0, 0, 16, 16))
+    record = json.loads((folder / "survey.json").read_text())
+    record["input"]["path"] = str(replaced)
+    (folder / "survey.json").write_text(json.dumps(record))
+    result = run_msaf("report", str(folder), timeout=120)
+    assert result.returncode == 2 and "has changed since it was surveyed" in result.stderr and "--image" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (folder / "report.html").exists()
+    forced = run_msaf("report", str(folder), "--image", str(replaced), timeout=120)
+    assert forced.returncode == 0, forced.stderr  # the user's explicit choice
