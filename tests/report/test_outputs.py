@@ -384,7 +384,9 @@ def test_an_orthomosaic_replaced_after_its_survey_is_not_measured(tmp_path, surv
     record["input"]["path"] = str(replaced)
     (folder / "survey.json").write_text(json.dumps(record))
     result = run_msaf("report", str(folder), timeout=120)
-    assert result.returncode == 2 and "has changed since it was surveyed" in result.stderr and "--image" in result.stderr
+    assert (
+        result.returncode == 2 and "has changed since it was surveyed" in result.stderr and "--image" in result.stderr
+    )
     assert len(result.stderr.strip().splitlines()) == 1 and not (folder / "report.html").exists()
     forced = run_msaf("report", str(folder), "--image", str(replaced), timeout=120)
     assert forced.returncode == 0, forced.stderr  # the user's explicit choice
