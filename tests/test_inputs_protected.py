@@ -7,9 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from pipeline.config import ReportConfig
+from pipeline.config import ReportConfig, SurveyConfig
+from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
+from pipeline.report.compare import compare_surveys
+from pipeline.survey import prepare_survey
 from tests.conftest import REPO, assert_one_line_error, cpu_survey, run_msaf, write_mask_survey, write_raster
 
 SHIPPED = REPO / "pipeline" / "assets" / "msaf-dsnet.safetensors"
@@ -20,7 +24,7 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("name", ["mask.tif", "confidence.tif", "survey.json", "report.html"])
+@pytest.mark.parametrize("name", ["mask.tif", "report.html"])  # a survey output, a report output
 def test_an_orthomosaic_named_like_an_output_is_not_surveyed_into_its_own_folder(tmp_path, name):
     ortho = write_raster(tmp_path / name, np.full((3, 64, 64), 128, np.uint8))
     before = md5(ortho)
@@ -48,12 +52,12 @@ def test_a_change_report_never_goes_into_a_survey_folder(tmp_path):
     for folder in (old, new):
         report_survey(folder, ReportConfig())
     before = md5(old / "report.html")
-    for out in (old, new):
-        result = run_msaf("compare", str(old), str(new), "--out", str(out), timeout=120)
-        assert_one_line_error(result, f"{out} is a survey folder", "choose another --out")
+    result = run_msaf("compare", str(old), str(new), "--out", str(old), timeout=120)
+    assert_one_line_error(result, f"{old} is a survey folder", "choose another --out")
+    with pytest.raises(MsafError, match="is a survey folder"):
+        compare_surveys(old, new, new, ReportConfig())
     assert md5(old / "report.html") == before
-    result = run_msaf("compare", str(old), str(new), "--out", str(tmp_path / "changes"), timeout=120)
-    assert result.returncode == 0, result.stderr
+    compare_surveys(old, new, tmp_path / "changes", ReportConfig())  # anywhere else is fine
 
 
 def test_a_report_never_replaces_the_image_it_reads(tmp_path):
@@ -65,18 +69,16 @@ def test_a_report_never_replaces_the_image_it_reads(tmp_path):
     assert result.returncode == 2 and "would overwrite this input with its report.html" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("flags", "expected"),
-    [
-        (("--block", "1"), "block: Input should be greater than or equal to 32"),
-        (("--tile", "8"), "tile: Input should be greater than or equal to 16"),
-        (("--batch", "0"), "batch: Input should be greater than or equal to 1"),
-        (("--overlap", "128"), "overlap (128) must be under half the tile (256)"),
-    ],
-)
-def test_tiling_that_would_never_finish_is_refused_in_one_line(tmp_path, flags, expected):
+def test_tiling_that_would_never_finish_is_refused_in_one_line(tmp_path):
     """`--block 1` used to be accepted: a padded batch of tiles per pixel, ~20 days for 512²."""
     ortho = write_raster(tmp_path / "ortho.tif", np.full((3, 64, 64), 128, np.uint8))
-    result = run_msaf(*cpu_survey(ortho, tmp_path / "out", SHIPPED, "--no-track", *flags), timeout=120)
-    assert_one_line_error(result, expected)
+    result = run_msaf(*cpu_survey(ortho, tmp_path / "out", SHIPPED, "--no-track", "--block", "1"), timeout=120)
+    assert_one_line_error(result, "block: Input should be greater than or equal to 32")
     assert not (tmp_path / "out" / "mask.tif").exists()
+    for overrides, expected in (
+        ({"tile": 8}, "greater than or equal to 16"),
+        ({"batch": 0}, "greater than or equal to 1"),
+        ({"overlap": 128}, r"overlap \(128\) must be under half the tile \(256\)"),
+    ):
+        with pytest.raises((MsafError, ValidationError), match=expected):
+            prepare_survey(ortho, tmp_path / "out", SurveyConfig(device="cpu", **overrides), model_path=SHIPPED)
