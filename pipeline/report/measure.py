@@ -86,12 +86,18 @@ def _skeleton_edges(skeleton: np.ndarray) -> list[tuple[tuple[int, int], tuple[i
     return edges
 
 
-def _chunks(skeleton: np.ndarray, edges: list) -> np.ndarray:
-    """Chunk id per skeleton pixel: a walk along the skeleton graph from an end, cut every CHUNK_PX."""
+def _neighbours(edges: list) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """Adjacency of the skeleton graph: each pixel's linked pixels."""
     neighbours: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for a, b in edges:
         neighbours.setdefault(a, []).append(b)
         neighbours.setdefault(b, []).append(a)
+    return neighbours
+
+
+def _chunks(skeleton: np.ndarray, edges: list) -> np.ndarray:
+    """Chunk id per skeleton pixel: a walk along the skeleton graph from an end, cut every CHUNK_PX."""
+    neighbours = _neighbours(edges)
     pixels = sorted(zip(*np.nonzero(skeleton), strict=True))
     chunk_of = np.full(skeleton.shape, -1, np.int64)
     order = 0
@@ -179,10 +185,7 @@ def _end_extensions(
     a wide region most of its own (and where it stops depends on pixel noise). Each end is carried
     on along its last few pixels' direction by its distance to the mask's edge (half the width
     for a crack's end, the distance to its short side for a wide region's medial axis)."""
-    neighbours: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for a, b in edges:
-        neighbours.setdefault(a, []).append(b)
-        neighbours.setdefault(b, []).append(a)
+    neighbours = _neighbours(edges)
     distance = ndimage.distance_transform_edt(np.pad(pixels, 1))
     extensions: list[tuple[tuple[int, int], tuple[float, float], float]] = []
     for end, around in neighbours.items():

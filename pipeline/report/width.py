@@ -137,12 +137,11 @@ def _band_and_ring(
     return (reach <= inner_px) & usable, ring
 
 
-def _darkest_across(grey: np.ndarray, band: np.ndarray, skeleton: np.ndarray) -> float:
+def _darkest_across(grey: np.ndarray, band: np.ndarray, distance: np.ndarray) -> float:
     """The darkest level of the crack's mean cross-section: the median grey at each distance (in
     half pixels, up to CROSS_PX) from the centreline, darkest of those. Read across the crack, not
     on the centreline alone (which can sit on the lighter of two centre pixels); medians over the
     whole length, so sensor noise does not drag it darker as a per-pixel minimum would."""
-    distance = ndimage.distance_transform_edt(~skeleton)
     near = band & (distance <= CROSS_PX) & np.isfinite(grey)
     steps = np.round(distance[near] * 2).astype(np.int64)
     levels = grey[near]
@@ -171,7 +170,11 @@ def measure_darkness(
     reach = ndimage.distance_transform_cdt(~crack, metric="chessboard")  # px beyond the mask (0 inside)
     if not (skeleton & valid).any():
         return None
-    darkest = _darkest_across(grey, (reach <= BAND_PX) & usable, skeleton & valid)
+    # distance to, and nearest pixel of, the centreline: for the cross-section and the chunks
+    distance, (rows, cols) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
+    # the cross-section is read from the centreline pixels with data (a second transform only there)
+    cross = distance if valid[skeleton].all() else ndimage.distance_transform_edt(~(skeleton & valid))
+    darkest = _darkest_across(grey, (reach <= BAND_PX) & usable, cross)
     band, ring = _band_and_ring(grey, reach, usable, darkest)
     if ring.sum() < 8 or not np.isfinite(darkest):
         return None
@@ -179,7 +182,6 @@ def measure_darkness(
     if background - darkest < MIN_CONTRAST:
         return None
     # every band/ring pixel belongs to the chunk of its nearest centreline pixel
-    _, (rows, cols) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
     nearest_chunk = chunk_of[rows, cols]
     chunks = len(chunk_length_px)
     chunk_background = np.full(chunks, background)
