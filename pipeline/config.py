@@ -182,6 +182,17 @@ class LossConfig(_Strict):
     skeleton_weight: float = Field(0.0, ge=0.0, description="Skeleton Recall term: the labels' centrelines found")
 
 
+class DistillConfig(_Strict):
+    """Learning without forgetting: on crops of ``sets`` the network is also pulled towards a frozen
+    teacher's class probabilities, so fine-tuning on a new set keeps what the teacher does well
+    on the old ones (a plain fine-tune trades the concrete sets against masonry within a few hundred steps)."""
+
+    weight: float = Field(0.0, ge=0.0, description="weight of the distillation term; 0: off")
+    teacher: str = Field("init", description="`init` (the weights train.init starts from), `champion` or a path")
+    sets: list[str] = Field(default_factory=list, description="data sets whose crops are distilled (empty: all)")
+    temperature: float = Field(1.0, gt=0.0, description="softmax temperature of both distributions")
+
+
 INIT_KEYWORDS = ("none", "champion")  # train.init values that are not a checkpoint path
 
 
@@ -217,6 +228,7 @@ class TrainConfig(_Strict):
         5.0, gt=0.0, description="save the full training state (resumable) at least this often, wall clock"
     )
     state_steps: int | None = Field(None, ge=1, description="also save the state every N steps (tests)")
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 class EvalConfig(_Strict):
@@ -349,6 +361,8 @@ class Params(_Strict):
     def _calibrated_classes_exist(self) -> Params:
         if unknown := sorted(set(self.train.calibrate) - set(self.data.class_names[1:])):
             raise ValueError(f"train.calibrate names {unknown}: not a non-background class of data.classes")
+        if unknown := sorted(set(self.train.distill.sets) - {spec.name for spec in self.data.datasets}):
+            raise ValueError(f"train.distill.sets names {unknown}: not a data set of data.sets")
         return self
 
     def resolve_paths(self, base: Path) -> Params:
@@ -362,6 +376,8 @@ class Params(_Strict):
         copy.train.out = (base / copy.train.out).resolve()
         if copy.train.init not in INIT_KEYWORDS:
             copy.train.init = str((base / copy.train.init).resolve())
+        if copy.train.distill.teacher not in (*INIT_KEYWORDS, "init"):
+            copy.train.distill.teacher = str((base / copy.train.distill.teacher).resolve())
         copy.survey.model = (base / copy.survey.model).resolve()
         return copy
 

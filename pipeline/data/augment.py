@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -164,6 +165,16 @@ def with_footprint(image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> 
     return filled.numpy().transpose(1, 2, 0), np.where(valid, labels, NO_CLASS)
 
 
+class CropBatch(NamedTuple):
+    """One training batch: images float32 (N, crop, crop, 3) in 0..255, labels int64 (N, crop, crop),
+    per crop the class ids its data set never labels, and per crop the data set it came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    unlabelled: list[tuple[int, ...]]
+    sources: list[str]
+
+
 class CropSampler:
     """Draws augmented training crops from one or more data sets.
 
@@ -193,23 +204,22 @@ class CropSampler:
             for name, items in self.sets.items()
         }
 
-    def _draw(self, rng: np.random.Generator) -> tuple[LabelledImage, tuple[int, int] | None]:
+    def _draw(self, rng: np.random.Generator) -> tuple[str, LabelledImage, tuple[int, int] | None]:
         name = self.names[int(rng.choice(len(self.names), p=self.share))] if len(self.names) > 1 else self.names[0]
         index = int(rng.integers(0, len(self.sets[name])))
         item, foreground = self.sets[name][index], self._foreground[name][index]
         if self.focus and foreground.size and rng.random() < self.focus:
             flat = int(foreground[int(rng.integers(0, foreground.size))])
-            return item, divmod(flat, item.labels.shape[1])
-        return item, None
+            return name, item, divmod(flat, item.labels.shape[1])
+        return name, item, None
 
-    def batch(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]:
-        """Images float32 (N, crop, crop, 3) in 0..255, labels int64 (N, crop, crop), and per crop
-        the class ids its data set never labels."""
+    def batch(self, batch_size: int, rng: np.random.Generator) -> CropBatch:
+        """``batch_size`` augmented crops, each from a data set drawn by its share."""
         images = np.empty((batch_size, self.crop, self.crop, 3), dtype=np.float32)
         labels = np.empty((batch_size, self.crop, self.crop), dtype=np.int64)
-        unlabelled = []
+        unlabelled, sources = [], []
         for i in range(batch_size):
-            item, around = self._draw(rng)
+            name, item, around = self._draw(rng)
             low, high = self.aug.scale
             factor = float(np.exp(rng.uniform(np.log(low), np.log(high)))) if high > low else low
             if factor != 1.0:
@@ -223,7 +233,8 @@ class CropSampler:
             images[i] = image
             labels[i] = label
             unlabelled.append(item.unlabelled)
-        return images, labels, unlabelled
+            sources.append(name)
+        return CropBatch(images, labels, unlabelled, sources)
 
 
 def sample_batch(
@@ -234,5 +245,5 @@ def sample_batch(
     Returns:
         images float32 (N, crop, crop, 3) in 0..255 and labels int64 (N, crop, crop).
     """
-    images, labels, _ = CropSampler({"": items}, crop, aug).batch(batch_size, rng)
-    return images, labels
+    batch = CropSampler({"": items}, crop, aug).batch(batch_size, rng)
+    return batch.images, batch.labels

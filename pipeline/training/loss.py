@@ -147,3 +147,16 @@ def segmentation_loss(
     if cfg.skeleton_weight:
         loss = loss + cfg.skeleton_weight * skeleton_recall_loss(main, target, may_hide)
     return loss
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher || student) of the class distributions, averaged over the ``valid`` (N, H, W) pixels
+    and scaled by T² (Hinton et al. 2015), so the term keeps its size whatever the temperature."""
+    if not bool(valid.any()):
+        return student.sum() * 0.0
+    log_student = (student.float() / temperature).log_softmax(dim=1)
+    log_teacher = (teacher.float() / temperature).log_softmax(dim=1)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    return kl[valid].mean() * temperature**2

@@ -33,18 +33,21 @@ def state_dir_for(out: Path) -> Path:
     return out.parent / f"{out.stem}.train-state"
 
 
-def resume_key(params: Params, data_fingerprint: str, init_sha256: str | None) -> str:
+def resume_key(
+    params: Params, data_fingerprint: str, init_sha256: str | None, teacher_sha256: str | None = None
+) -> str:
     """Hash of what determines the training's course; bookkeeping settings (where to write, how often
-    to save) are left out so changing them keeps the state."""
+    to save) are left out so changing them keeps the state. Weights count by content, not path."""
     shaping = params.model_dump(mode="json", include={"data", "model", "train", "evaluate"})
     for key in ("out", "state_minutes", "state_steps", "init"):
         shaping["train"].pop(key, None)
+    shaping["train"]["distill"].pop("teacher", None)
     for spec in shaping["data"]["sets"]:  # where the files sit is not what they are: the fingerprint is
         spec.pop("images", None)
         spec.pop("masks", None)
     shaping["data"].pop("images", None)
     shaping["data"].pop("masks", None)
-    blob = json.dumps([STATE_FORMAT, shaping, data_fingerprint, init_sha256], sort_keys=True)
+    blob = json.dumps([STATE_FORMAT, shaping, data_fingerprint, init_sha256, teacher_sha256], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

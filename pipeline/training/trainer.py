@@ -17,6 +17,7 @@ import torch
 from pipeline.checkpoint import ModelMetadata, save_checkpoint, weights_sha256
 from pipeline.config import Params, TrainConfig
 from pipeline.data import CropSampler, LabelledImage
+from pipeline.data.augment import CropBatch
 from pipeline.data.manifest import Manifest, build_manifest
 from pipeline.errors import MsafError
 from pipeline.evaluate import calibrate, evaluate_groups, predict_items
@@ -24,6 +25,7 @@ from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import autocast_for, normalise
 from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import DSNet, build_model
+from pipeline.training.distill import Teacher, resolve_teacher
 from pipeline.training.init import load_initial_weights, resolve_init
 from pipeline.training.loss import segmentation_loss
 from pipeline.training.state import TrainingState, discard_state, load_state, resume_key, save_state, state_dir_for
@@ -131,12 +133,9 @@ class WeightAverage:
                 value.copy_(current[name])
 
 
-Batch = tuple[np.ndarray, np.ndarray, list[tuple[int, ...]]]
-
-
 def training_batches(
     sampler: CropSampler, batch_size: int, seed: int, steps: int, *, threads: int | None = None, start: int = 0
-) -> Iterator[Batch]:
+) -> Iterator[CropBatch]:
     """The batches of steps start..steps-1 in order, drawn ahead by worker threads while the model trains.
 
     Each step's batch comes from its own generator seeded by (seed, step), so the stream is the
@@ -145,7 +144,7 @@ def training_batches(
     threads = threads or min(4, os.cpu_count() or 1)
     ahead = 2 * threads
 
-    def draw(step: int) -> Batch:
+    def draw(step: int) -> CropBatch:
         return sampler.batch(batch_size, np.random.default_rng([seed, step]))
 
     with ThreadPoolExecutor(threads, thread_name_prefix="crops") as pool:
@@ -203,6 +202,7 @@ def train_model(
     data = data or load_training_data(params, manifest)
     num_classes = len(params.data.classes)
     init = resolve_init(cfg.init, params.registry.name, params.registry.alias)
+    teacher_path = resolve_teacher(cfg.distill, init, params.registry.name, params.registry.alias)
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -212,6 +212,7 @@ def train_model(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    teacher = Teacher.load(teacher_path, cfg.distill, params.data.class_names, device) if teacher_path else None
     optimizer = _optimizer(model, cfg)
     spe = cfg.steps_per_epoch
     total_steps = cfg.epochs * spe
@@ -226,7 +227,7 @@ def train_model(
     scored_model = average.shadow if average else model
 
     folder = state_dir or state_dir_for(out)
-    key = resume_key(params, data.fingerprint, start.sha256 if start else None)
+    key = resume_key(params, data.fingerprint, start.sha256 if start else None, teacher.sha256 if teacher else None)
     shadow = average.shadow if average else None
     state = load_state(folder, key, model, optimizer, shadow) or TrainingState(key)
     if average:
@@ -248,18 +249,19 @@ def train_model(
             lr = _lr(cfg, (epoch - 1) * spe + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, labels, unlabelled = next(batches)
-            x = normalise(torch.from_numpy(images).to(device), mean, std)
+            batch = next(batches)
+            images = torch.from_numpy(batch.images).to(device)
+            x = normalise(images, mean, std)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device):
                 outputs = model(x)
+            target = torch.from_numpy(batch.labels).to(device)
             loss = segmentation_loss(
-                tuple(o.float() for o in outputs),
-                torch.from_numpy(labels).to(device),
-                cfg.loss,
-                _may_hide(unlabelled, num_classes, device),
+                tuple(o.float() for o in outputs), target, cfg.loss, _may_hide(batch.unlabelled, num_classes, device)
             )
+            if teacher:
+                loss = loss + teacher.loss(images, outputs[0].float(), target, batch.sources)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

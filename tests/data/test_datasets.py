@@ -68,12 +68,13 @@ def test_crops_follow_set_weights_and_focus_on_labelled_pixels(tmp_path, cfd_dir
     aug = AugmentConfig(brightness=0, contrast=0, saturation=0)
     focused = CropSampler(sets, 32, aug, weights={"cfd": 0.25, "uav": 0.75}, focus=1.0)
     rng = np.random.default_rng(0)
-    images, labels, unlabelled = focused.batch(400, rng)
-    share_cfd = sum(u == (2,) for u in unlabelled) / 400
+    images, labels, unlabelled, sources = focused.batch(400, rng)
+    share_cfd = sources.count("cfd") / 400
+    assert [u == (2,) for u in unlabelled] == [s == "cfd" for s in sources]  # each crop names its own set
     assert share_cfd == pytest.approx(0.25, abs=0.05)
     assert all(((crop != 0) & (crop != 255)).any() for crop in labels)  # every crop holds a crack or joint
     unfocused = CropSampler(sets, 32, aug, weights={"cfd": 0.25, "uav": 0.75}, focus=0.0)
-    _, plain, _ = unfocused.batch(400, np.random.default_rng(0))
+    plain = unfocused.batch(400, np.random.default_rng(0)).labels
     assert np.mean([((c != 0) & (c != 255)).any() for c in plain]) < 0.8
     assert images.shape == (400, 32, 32, 3) and labels.dtype == np.int64
 

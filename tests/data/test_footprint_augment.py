@@ -43,5 +43,5 @@ def test_sampler_cuts_the_configured_share_of_crops(share, expected):
     rng = np.random.default_rng(3)
     item = LabelledImage("a", rng.integers(0, 255, (80, 80, 3), dtype=np.uint8), np.zeros((80, 80), np.uint8))
     aug = AugmentConfig(hflip=False, vflip=False, rot90=False, brightness=0, contrast=0, saturation=0, footprint=share)
-    _, labels, _ = CropSampler({"s": [item]}, 48, aug).batch(12, np.random.default_rng(0))
+    labels = CropSampler({"s": [item]}, 48, aug).batch(12, np.random.default_rng(0)).labels
     assert sum(bool((crop == NO_CLASS).any()) for crop in labels) == expected

@@ -47,7 +47,7 @@ def test_rescaled_crops_keep_image_and_labels_aligned(factor):
     """Wherever the crop lands, the labelled crack pixels are the dark ones of the resampled picture."""
     aug = AugmentConfig(**OFF, scale=(factor, factor))
     sampler = CropSampler({"s": [line_photo(width=2, joint=False)]}, 96, aug, focus=1.0)
-    images, labels, _ = sampler.batch(8, np.random.default_rng(3))
+    images, labels, *_ = sampler.batch(8, np.random.default_rng(3))
     for image, label in zip(images, labels, strict=True):
         crack = label == 1
         assert crack.any()

@@ -23,7 +23,7 @@ def test_each_step_draws_its_own_seeded_batch_whatever_the_threads():
     one = list(training_batches(sampler, 4, 9, 7, threads=1))
     three = list(training_batches(sampler, 4, 9, 7, threads=3))
     assert len(one) == len(three) == 7
-    for (a_img, a_lab, _), (b_img, b_lab, _) in zip(one, three, strict=True):
+    for (a_img, a_lab, *_), (b_img, b_lab, *_) in zip(one, three, strict=True):
         np.testing.assert_array_equal(a_img, b_img)
         np.testing.assert_array_equal(a_lab, b_lab)
     step5 = sampler.batch(4, np.random.default_rng([9, 5]))
