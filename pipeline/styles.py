@@ -84,10 +84,40 @@ def _symbol(name: str, kind: str, colour: str, alpha: int = 190, width_mm: float
     )
 
 
+REVIEW_COLOUR = "#00a6d6"  # missed cracks drawn by inspectors: apart from every severity colour
+REVIEWED_AREA_COLOUR = "#1a9641"
+
+
+def _value_maps(value_maps: dict[str, tuple[str, ...]]) -> str:
+    """QGIS field configuration: a value-map (drop-down) edit widget per field, its first value the default."""
+    fields = aliases = defaults = ""
+    for index, (field, values) in enumerate(value_maps.items()):
+        options = "".join(
+            f'<Option type="Map"><Option value={quoteattr(v)} type="QString" name={quoteattr(v)}/></Option>'
+            for v in values
+        )
+        fields += (
+            f'<field name={quoteattr(field)} configurationFlags="None"><editWidget type="ValueMap"><config>'
+            f'<Option type="Map"><Option type="List" name="map">{options}</Option></Option>'
+            "</config></editWidget></field>"
+        )
+        aliases += f'<alias field={quoteattr(field)} name="" index="{index}"/>'
+        defaults += f'<default applyOnUpdate="0" field={quoteattr(field)} expression={quoteattr(repr(values[0]))}/>'
+    return (
+        f"<fieldConfiguration>{fields}</fieldConfiguration><aliases>{aliases}</aliases><defaults>{defaults}</defaults>"
+    )
+
+
 def qml(
-    kind: str, colours: dict[str, str] | str, field: str | None = None, alpha: int = 190, width_mm: float = 0.4
+    kind: str,
+    colours: dict[str, str] | str,
+    field: str | None = None,
+    alpha: int = 190,
+    width_mm: float = 0.4,
+    value_maps: dict[str, tuple[str, ...]] | None = None,
 ) -> str:
-    """A QGIS style: categorised by ``field`` when ``colours`` maps values to colours, else one symbol."""
+    """A QGIS style: categorised by ``field`` when ``colours`` maps values to colours, else one symbol;
+    ``value_maps`` gives fields a drop-down of allowed values (an inspector's review)."""
     if isinstance(colours, str):
         renderer = (
             f'<renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">'
@@ -104,9 +134,11 @@ def qml(
             f'enableorderby="0" forceraster="0"><categories>{categories}</categories>'
             f"<symbols>{symbols}</symbols></renderer-v2>"
         )
+    categories = "Symbology|Fields|Forms" if value_maps else "Symbology"
+    forms = _value_maps(value_maps) if value_maps else ""
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
-        f'<qgis version="3.22.0" styleCategories="Symbology">{renderer}</qgis>'
+        f'<qgis version="3.22.0" styleCategories="{categories}">{renderer}{forms}</qgis>'
     )
 
 
@@ -155,13 +187,18 @@ def sld(
 
 def layer_style(layer: str) -> tuple[str, str] | None:
     """(QML, SLD) for a layer msaf writes, or None for plain tables."""
+    from pipeline.review import AREA_LAYER, MISSED_LAYER, REVIEW_FIELD, REVIEW_STATES
+
     specs: dict[str, tuple[str, dict[str, str] | str, str | None, int, float]] = {
         "defects": ("fill", SEVERITY_COLOURS, "severity", 190, 0.4),
         "crack_centerlines": ("line", CENTERLINE_COLOUR, None, 255, 0.5),
         "non_defects": ("fill", NON_DEFECT_COLOUR, None, 70, 0.2),
         "changes": ("fill", STATUS_COLOURS, "status", 190, 0.4),
+        MISSED_LAYER: ("line", REVIEW_COLOUR, None, 255, 0.6),
+        AREA_LAYER: ("fill", REVIEWED_AREA_COLOUR, None, 35, 0.6),
     }
     if layer not in specs:
         return None
     kind, colours, field, alpha, width = specs[layer]
-    return qml(kind, colours, field, alpha, width), sld(layer, kind, colours, field, alpha, width)
+    value_maps = {REVIEW_FIELD: REVIEW_STATES} if layer == "defects" else None
+    return qml(kind, colours, field, alpha, width, value_maps), sld(layer, kind, colours, field, alpha, width)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +25,9 @@ REPORT_OUTPUTS = ("defects.gpkg", "defects.geojson", "defects.csv", "defects.par
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth)
 
 
-def refuse_overwriting(inputs: list[str | os.PathLike[str]], out_dir: Path, outputs: tuple[str, ...], job: str) -> None:
+def refuse_overwriting(
+    inputs: Sequence[str | os.PathLike[str]], out_dir: Path, outputs: tuple[str, ...], job: str
+) -> None:
     """One line before any work when one of ``outputs`` written into ``out_dir`` would replace an
     input (an orthomosaic named mask.tif surveyed into its own folder; resolved through links)."""
     targets = {os.path.realpath(out_dir / name): name for name in outputs}

@@ -2,7 +2,7 @@
 library never imports `flows`. One module per group of commands, each a thin call into the library;
 they are registered here, in the order `msaf --help` lists them."""
 
-from flows.cli import doctor, models, surveys, training
+from flows.cli import doctor, labels, models, surveys, training
 from flows.cli.app import app, main
 
 for command in (
@@ -16,6 +16,7 @@ for command in (
     surveys.schedule,
 ):
     app.command()(command)
+app.add_typer(labels.labels_app, name="labels")
 app.add_typer(models.models_app, name="models")
 app.command()(doctor.doctor)
 

@@ -24,6 +24,7 @@ from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
 from pipeline.report.width import WIDTH_FROM_MASK, WIDTH_UNMEASURED, WIDTH_UPPER_BOUND
+from pipeline.review import refuse_losing_review
 from pipeline.survey_folder import REPORT_OUTPUTS, exclusive, refuse_overwriting
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -359,6 +360,7 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
     refuse_overwriting([ortho] if ortho else [], survey_dir, REPORT_OUTPUTS, "report")
     if image is None and ortho is not None and record is not None:
         _check_unchanged(ortho, record)
+    refuse_losing_review(survey_dir / "defects.gpkg")
     tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job))
     page = build_page(tables, record, mask_path, cfg, ortho, job)

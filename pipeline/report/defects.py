@@ -28,6 +28,7 @@ from pipeline.report.width import (
     grey_levels,
     measure_darkness,
 )
+from pipeline.review import REVIEW_FIELD, UNREVIEWED
 
 BELOW_RESOLUTION = "below resolution"
 UNMEASURED = "unmeasured"  # the image shows the crack no wider than its noise: no width, no rating
@@ -53,6 +54,7 @@ DEFECT_COLUMNS = [
     "bbox_miny",
     "bbox_maxx",
     "bbox_maxy",
+    REVIEW_FIELD,  # the inspector's verdict, set in QGIS: unreviewed / confirmed / false alarm
 ]
 CENTERLINE_COLUMNS = ["defect_id", "segment", "length_m", "width_mm", "width_method", "geometry"]
 
@@ -285,6 +287,7 @@ def build_defects(
                     "bbox_miny": miny,
                     "bbox_maxx": maxx,
                     "bbox_maxy": maxy,
+                    REVIEW_FIELD: UNREVIEWED,
                     "geometry": geometry,
                 }
                 records.append(record)

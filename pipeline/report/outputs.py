@@ -14,6 +14,7 @@ import shapely
 
 from pipeline.fsutil import atomic_output
 from pipeline.report.defects import DefectTables
+from pipeline.review import REVIEW_LAYERS, empty_review_layers
 from pipeline.styles import layer_style
 
 PROJECTED_COLUMNS = ["centroid_x", "centroid_y", "bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy"]
@@ -36,6 +37,8 @@ def write_geopackage(
             # GeoPackage 1.2: read without warnings by the GDAL of current LTR GIS (QGIS 3.22 on Debian 12)
             options = ({"VERSION": "1.2"} | ({"dataset_metadata": metadata} if metadata else {})) if first else {}
             if isinstance(frame, gpd.GeoDataFrame):
+                if name in REVIEW_LAYERS and not len(frame):  # an empty layer says its geometry type itself
+                    options = options | {"geometry_type": REVIEW_LAYERS[name][0]}
                 valid_geometries(frame).to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
             else:
                 pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG", **options)
@@ -95,11 +98,12 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
 
 
 def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] | None = None) -> dict[str, str]:
-    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any), defects.geojson,
-    defects.csv, defects.parquet."""
+    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any, and the empty review
+    layers missed_cracks and reviewed_area for the inspector), defects.geojson, defects.csv, defects.parquet."""
     layers = {"defects": tables.defects, "crack_centerlines": tables.centerlines, "summary": tables.summary}
     if tables.non_defects is not None and len(tables.non_defects):
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
+    layers |= empty_review_layers(tables.crs)
     write_geopackage(out_dir / "defects.gpkg", layers, metadata)
     pixel_m = (
         math.sqrt(float((tables.defects["area_m2"] / tables.defects["pixels"]).median()))

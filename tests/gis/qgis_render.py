@@ -15,7 +15,9 @@ from qgis.core import (
     QgsMapRendererSequentialJob,
     QgsMapSettings,
     QgsRasterLayer,
+    QgsVectorDataProvider,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
@@ -39,6 +41,22 @@ def main() -> None:
     if renderer.type() == "categorizedSymbol":
         info["defects_field"] = renderer.classAttribute()
         info["defects_categories"] = {c.value(): c.symbol().color().name() for c in renderer.categories()}
+    # the inspector's review: a drop-down on each defect and two empty layers to draw in
+    review = defects.fields().indexOf("review")
+    setup = defects.editorWidgetSetup(review)
+    info["review_widget"] = setup.type()
+    info["review_values"] = [next(iter(entry)) for entry in setup.config().get("map", [])]
+    info["review_default"] = defects.defaultValueDefinition(review).expression()
+    for name in ("missed_cracks", "reviewed_area"):
+        layer = QgsVectorLayer(f"{gpkg}|layername={name}", name, "ogr")
+        info[name] = {
+            "valid": layer.isValid(),
+            "features": layer.featureCount(),
+            "geometry": QgsWkbTypes.displayString(layer.wkbType()),
+            "crs": layer.crs().authid(),
+            "editable": bool(layer.dataProvider().capabilities() & QgsVectorDataProvider.AddFeatures),
+            "colour": layer.renderer().symbol().color().name(),
+        }
     info["lines_renderer"] = lines.renderer().type()
     single = lines.renderer().type() == "singleSymbol"
     info["lines_colour"] = lines.renderer().symbol().color().name() if single else None

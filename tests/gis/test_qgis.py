@@ -13,7 +13,8 @@ from PIL import Image
 
 from pipeline.config import ReportConfig
 from pipeline.report.build import report_survey
-from pipeline.styles import SEVERITY_COLOURS, rgb
+from pipeline.review import REVIEW_STATES
+from pipeline.styles import REVIEW_COLOUR, REVIEWED_AREA_COLOUR, SEVERITY_COLOURS, rgb
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RENDER = Path(__file__).with_name("qgis_render.py")
@@ -49,6 +50,20 @@ def test_qgis_opens_the_outputs_with_their_styles_and_renders_a_map(tmp_path, su
     assert info["defects_renderer"] == "categorizedSymbol" and info["defects_field"] == "severity"
     assert info["defects_categories"] == SEVERITY_COLOURS  # the GeoPackage's default style, applied by QGIS
     assert info["lines_renderer"] == "singleSymbol"
+    assert info["review_widget"] == "ValueMap" and info["review_values"] == list(REVIEW_STATES)
+    assert info["review_default"] == "'unreviewed'"
+    for name, geometry, colour in (
+        ("missed_cracks", "LineString", REVIEW_COLOUR),
+        ("reviewed_area", "Polygon", REVIEWED_AREA_COLOUR),
+    ):
+        assert info[name] == {
+            "valid": True,
+            "features": 0,
+            "geometry": geometry,
+            "crs": "EPSG:32633",
+            "editable": True,
+            "colour": colour,
+        }
     assert info["mask_renderer"] == "paletted"  # the colour table and class names of mask.tif.aux.xml
     classes = info["mask_classes"]
     assert classes["0.0"][0] == "background" and classes["0.0"][2] == 0  # transparent over the orthomosaic

@@ -35,8 +35,13 @@ def reported(tmp_path_factory, surveyed) -> Path:
 
 def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
     layers = dict(pyogrio.list_layers(reported / "defects.gpkg"))
-    assert set(layers) == {"defects", "crack_centerlines", "summary", "layer_styles"}  # no joints: 2 classes
-    assert layers["defects"] in ("Polygon", "MultiPolygon") and layers["summary"] is None
+    assert set(layers) == {"defects", "crack_centerlines", "summary", "layer_styles", "missed_cracks", "reviewed_area"}
+    assert layers["defects"] in ("Polygon", "MultiPolygon") and layers["summary"] is None  # no joints: 2 classes
+    # the inspector's layers: empty, typed, in the survey's CRS, ready for editing
+    assert (layers["missed_cracks"], layers["reviewed_area"]) == ("LineString", "Polygon")
+    for name in ("missed_cracks", "reviewed_area"):
+        drawn = gpd.read_file(reported / "defects.gpkg", layer=name)
+        assert len(drawn) == 0 and drawn.crs.to_epsg() == 32633
     defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
     with rasterio.open(reported / "mask.tif") as mask:
         assert defects.crs.to_epsg() == mask.crs.to_epsg() == 32633
@@ -67,6 +72,7 @@ def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
         "bbox_minx",
     ):
         assert column in defects.columns
+    assert (defects["review"] == "unreviewed").all()  # every defect waits for an inspector
     unmeasured = defects["width_method"] == "none"  # no contrast in the image: no width, no rating
     assert (defects.loc[unmeasured, "severity"] == "unmeasured").all() and defects.loc[
         unmeasured, "max_width_mm"
@@ -95,7 +101,8 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
             " ORDER BY f_table_name"
         ).fetchall()
         contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
-    assert [r[0] for r in rows] == ["crack_centerlines", "defects"] and contents == ("attributes",)
+    assert [r[0] for r in rows] == ["crack_centerlines", "defects", "missed_cracks", "reviewed_area"]
+    assert contents == ("attributes",)
     styles = {name: (ET.fromstring(qml), ET.fromstring(sld)) for name, _, qml, sld, _ in rows}
     renderer = styles["defects"][0].find("renderer-v2")
     assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "severity"
@@ -103,6 +110,15 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
     assert categories == {"unmeasured", "below resolution", "low", "medium", "high"}
     rules = styles["defects"][1].findall(".//{http://www.opengis.net/se}Rule")
     assert len(rules) == 5 and all(r[1] == "geom" and r[4] == 1 for r in rows)
+    # the review field is a drop-down of the three verdicts, 'unreviewed' by default
+    widget = styles["defects"][0].find("fieldConfiguration/field[@name='review']/editWidget")
+    assert widget.get("type") == "ValueMap"
+    assert [o.get("value") for o in widget.iter("Option") if o.get("type") == "QString"] == [
+        "unreviewed",
+        "confirmed",
+        "false alarm",
+    ]
+    assert styles["defects"][0].find("defaults/default").get("expression") == "'unreviewed'"
 
 
 def _signed_area(ring: list[list[float]]) -> float:

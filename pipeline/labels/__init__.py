@@ -1,0 +1,1 @@
+"""Training labels on an orthomosaic's grid: rasterised vector labels and reviewed surveys (``msaf labels``)."""
