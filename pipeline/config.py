@@ -32,8 +32,13 @@ class DatasetConfig(_Strict):
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    images: Path
-    masks: Path
+    kind: Literal["photos", "geo"] = Field(
+        "photos", description="photos: image/mask pairs; geo: a label set on an orthomosaic (`msaf labels`)"
+    )
+    images: Path | None = None
+    masks: Path | None = None
+    labelset: Path | None = Field(None, description="geo: the label set folder (labels.tif + labelset.json)")
+    block_px: int = Field(512, ge=64, description="geo: block side at the working GSD, the unit of split and crops")
     values: dict[int, str] | None = Field(None, description="mask value -> class name; default: data.classes")
     ignore_values: list[int] = Field(default_factory=list)
     gsd_m: float | None = Field(None, gt=0.0, description="ground sample distance, when known")
@@ -41,6 +46,14 @@ class DatasetConfig(_Strict):
     photo_pattern: str = Field(r"^(.+?)[a-z]?$", description="by_photo: group 1 of this regex names the photo")
     val_fraction: float | None = Field(None, gt=0.0, lt=1.0, description="default: data.val_fraction")
     weight: float = Field(1.0, gt=0.0, description="share of training crops drawn from this set")
+
+    @model_validator(mode="after")
+    def _kind_has_its_data(self) -> DatasetConfig:
+        if self.kind == "photos" and (self.images is None or self.masks is None):
+            raise ValueError(f"data set {self.name}: a photos set needs `images` and `masks` folders")
+        if self.kind == "geo" and (self.labelset is None or self.values is not None):
+            raise ValueError(f"data set {self.name}: a geo set names a `labelset` folder (its classes say the values)")
+        return self
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> DatasetConfig:
@@ -344,6 +357,10 @@ class RegistryConfig(_Strict):
 
     name: str = "msaf-defects"
     alias: str = "champion"
+    guard_sets: list[str] | None = Field(
+        None, description="sets a candidate may not regress on (by more than tolerance); None: every set"
+    )
+    tolerance: float = Field(0.01, ge=0.0, description="allowed fall of a guarded set's tolerant F1")
 
 
 class Params(_Strict):
@@ -371,8 +388,9 @@ class Params(_Strict):
         copy.data.images = (base / copy.data.images).resolve()
         copy.data.masks = (base / copy.data.masks).resolve()
         for spec in copy.data.sets:
-            spec.images = (base / spec.images).resolve()
-            spec.masks = (base / spec.masks).resolve()
+            for key in ("images", "masks", "labelset"):
+                if getattr(spec, key) is not None:
+                    setattr(spec, key, (base / getattr(spec, key)).resolve())
         copy.train.out = (base / copy.train.out).resolve()
         if copy.train.init not in INIT_KEYWORDS:
             copy.train.init = str((base / copy.train.init).resolve())

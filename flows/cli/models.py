@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 if TYPE_CHECKING:
-    pass
+    from pipeline.metrics.summary import EvaluationSummary
+    from pipeline.tracking.gate import GateVerdict
 
 from flows.cli.app import (
     PARAMS_HELP,
@@ -87,6 +88,20 @@ def models_export(
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
 
 
+def _judge(candidate: EvaluationSummary, manifest: Path, params: Path | None) -> GateVerdict:
+    """The champion (the shipped model when the registry has none) scored on the same validation data."""
+    from pipeline.data.manifest import load_manifest
+    from pipeline.evaluate import evaluate_sets
+    from pipeline.tracking.gate import judge
+    from pipeline.tracking.registry import resolve_default_model
+
+    settings = load_optional_params(params)
+    sets = load_manifest(manifest).load("val")
+    champion_path, _ = resolve_default_model(settings.registry.name, settings.registry.alias)
+    champion = evaluate_sets(champion_path, sets, device="cpu", tolerance_px=candidate.tolerance_px)
+    return judge(candidate, champion, settings.registry.guard_sets, settings.registry.tolerance)
+
+
 @models_app.command("register")
 @user_errors
 def models_register(
@@ -94,9 +109,13 @@ def models_register(
     metrics: Annotated[Path, typer.Option(help="evaluation metrics JSON of the candidate")],
     run_info: Annotated[Path | None, typer.Option(help="training run JSON (links the version to its run)")] = None,
     decision: Annotated[Path, typer.Option(help="registry decision JSON to write")] = Path("metrics/registry.json"),
+    manifest: Annotated[
+        Path | None, typer.Option(help="score the champion on this manifest's val split too and gate per set")
+    ] = None,
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
-    """Register a candidate; promote it to champion only if its val tolerant F1 >= the champion's."""
+    """Register a candidate; promote it to champion only if it beats the champion (with --manifest: both
+    scored on the same held-back data, and no guarded set regressing by more than registry.tolerance)."""
     from pipeline.checkpoint import read_metadata
     from pipeline.metrics.summary import read_evaluation
     from pipeline.tracking.registry import register_checkpoint
@@ -104,13 +123,16 @@ def models_register(
     read_metadata(model)  # a clear error for a missing or foreign file
     evaluation = read_evaluation(metrics)  # and for metrics of another shape, before the store is touched
     name, alias = _registry(params)
+    verdict = _judge(evaluation, manifest, params) if manifest else None
     info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
-    result = register_checkpoint(model, evaluation, name, alias, info.get("run_id"), info.get("model_uri"))
+    result = register_checkpoint(model, evaluation, name, alias, info.get("run_id"), info.get("model_uri"), verdict)
     result.write(decision)
+    if verdict:
+        console.print(f"gate: {verdict.reason}")
     score = evaluation.score
-    verdict = "promoted to" if result.promoted else "registered, not promoted; stays"
+    outcome = "promoted to" if result.promoted else "registered, not promoted; stays"
     console.print(
-        f"{name} version {result.version} (score {score:.4f}) {verdict} {alias}"
+        f"{name} version {result.version} (score {score:.4f}) {outcome} {alias}"
         + (
             f" (champion v{result.champion_version}: {result.champion_score:.4f})"
             if result.champion_version and not result.promoted

@@ -72,15 +72,23 @@ def _rescaled(
     item: LabelledImage, size: int, factor: float, rng: np.random.Generator, around: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """A crop of ``size / factor`` source pixels resized to size x size: the ground seen at another GSD
-    (factor > 1 enlarges, as a closer flight; < 1 shrinks, as a higher one). Images are area-averaged
-    when shrinking and bicubic when enlarging; labels follow with ``resample_labels``."""
-    from PIL import Image
-
+    (factor > 1 enlarges, as a closer flight; < 1 shrinks, as a higher one)."""
     source = max(8, round(size / factor))
     image, labels = _random_crop(item, source, rng, around)
-    method = Image.Resampling.BOX if source > size else Image.Resampling.BICUBIC
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), method))
-    return resized, resample_labels(labels, (size, size))
+    return resize_pair(image, labels, (size, size))
+
+
+def resize_pair(image: np.ndarray, labels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB image and its labels brought to ``shape`` (rows, cols): the same ground at another GSD.
+    The image is area-averaged when shrinking and bicubic when enlarging; labels follow with ``resample_labels``."""
+    from PIL import Image
+
+    rows, cols = shape
+    if image.shape[:2] == shape:
+        return image.copy(), labels.copy()  # never a view of the source image
+    method = Image.Resampling.BOX if image.shape[0] > rows else Image.Resampling.BICUBIC
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((cols, rows), method))
+    return resized, resample_labels(labels, shape)
 
 
 def _degrade(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

@@ -10,12 +10,22 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from pipeline.class_ids import NO_CLASS, UNMAPPED
 from pipeline.config import ClassSpec, DataConfig, DatasetConfig
+from pipeline.data.geo import (
+    block_name,
+    class_map,
+    input_block,
+    labelled_blocks,
+    labelset_fingerprint,
+    load_blocks,
+    split_blocks,
+)
 from pipeline.data.labelled import (
     LabelledImage,
     Pair,
@@ -26,6 +36,9 @@ from pipeline.data.labelled import (
 )
 from pipeline.errors import MsafError
 from pipeline.fsutil import write_json
+from pipeline.labels.labelset import read_labelset
+from pipeline.raster.source import file_fingerprint
+from pipeline.raster.trust import locate
 
 
 def values_lut(values: dict[int, str], class_names: list[str], ignore_values: Sequence[int] = ()) -> np.ndarray:
@@ -38,11 +51,15 @@ def values_lut(values: dict[int, str], class_names: list[str], ignore_values: Se
 
 
 class ManifestSet(BaseModel):
-    """One data set's validated split."""
+    """One data set's validated split: photo stems, or for a geo set the names of its blocks."""
 
     name: str
-    images: Path
-    masks: Path
+    kind: Literal["photos", "geo"] = "photos"
+    images: Path | None = None
+    masks: Path | None = None
+    labelset: Path | None = None
+    block: int | None = None  # geo: block side on the label set's grid
+    working_gsd_m: float | None = None  # geo: the GSD its blocks are read at
     values: dict[int, str]
     ignore_values: list[int]
     gsd_m: float | None
@@ -54,6 +71,8 @@ class ManifestSet(BaseModel):
 
     def pairs(self, split: str) -> list[Pair]:
         """The pairs of one split ('train', 'val' or 'all'), checked to still exist."""
+        if self.images is None or self.masks is None:
+            raise MsafError(f"data set {self.name} is a label set on an orthomosaic, not image/mask pairs")
         available = {p.stem: p for p in find_pairs(self.images, self.masks)}
         stems = self.train + self.val if split == "all" else getattr(self, split)
         missing = [s for s in stems if s not in available]
@@ -71,6 +90,9 @@ class ManifestSet(BaseModel):
 
     def load(self, split: str, class_names: list[str]) -> list[LabelledImage]:
         """Decode and validate one split of this set, labels mapped to the model's class ids."""
+        if self.kind == "geo" and self.labelset is not None and self.block is not None:
+            names = self.train + self.val if split == "all" else getattr(self, split)
+            return load_blocks(self.labelset, names, self.block, self.working_gsd_m, class_names, source=self.name)
         lut = values_lut(self.values, class_names, self.ignore_values)
         return load_labelled(self.pairs(split), lut, source=self.name, unlabelled=self.unlabelled(class_names))
 
@@ -105,8 +127,49 @@ def _portable(path: Path) -> Path:
         return Path(path)
 
 
-def _build_set(spec: DatasetConfig, class_names: list[str], seed: int) -> ManifestSet:
+def _build_geo_set(spec: DatasetConfig, data: DataConfig) -> ManifestSet:
+    """A label set's labelled blocks, split spatially; its orthomosaic must be the one it was labelled on."""
+    assert spec.labelset is not None
+    record = read_labelset(spec.labelset)
+    class_map(record, data.class_names)  # its classes are the model's (by name)
+    location = locate(record.image)
+    if location.kind == "file" and file_fingerprint(location.text) != record.image_fingerprint:
+        raise MsafError(
+            f"{record.image} differs from the orthomosaic label set {spec.labelset} was made on "
+            "(fingerprint); rebuild the label set with `msaf labels`"
+        )
+    block = input_block(record, spec.block_px, data.gsd_m)
+    boxes = labelled_blocks(spec.labelset, block)
+    if not boxes:
+        raise MsafError(f"label set {spec.labelset} holds no labels (labels.tif is all 255)")
+    train, val = split_blocks(boxes, block, spec.val_fraction or data.val_fraction, data.split_seed)
+    counts = {name: 0 for name in data.class_names}
+    for name, count in record.pixels.items():
+        if name in counts:
+            counts[name] = count
+    return ManifestSet(
+        name=spec.name,
+        kind="geo",
+        labelset=_portable(spec.labelset),
+        block=block,
+        working_gsd_m=data.gsd_m,
+        values={index: name for index, name in enumerate(record.classes)},
+        ignore_values=[],
+        gsd_m=record.gsd_m,
+        weight=spec.weight,
+        train=[block_name(b) for b in train],
+        val=[block_name(b) for b in val],
+        fingerprint=labelset_fingerprint(spec.labelset, record),
+        pixels_per_class=counts,
+    )
+
+
+def _build_set(spec: DatasetConfig, data: DataConfig) -> ManifestSet:
     """Validate every pair of one set (readable, sizes match, mask values mapped) and split it."""
+    if spec.kind == "geo":
+        return _build_geo_set(spec, data)
+    assert spec.images is not None and spec.masks is not None
+    class_names, seed = data.class_names, data.split_seed
     pairs = find_pairs(spec.images, spec.masks)
     values = spec.values or {}
     lut = values_lut(values, class_names, spec.ignore_values)
@@ -132,7 +195,7 @@ def _build_set(spec: DatasetConfig, class_names: list[str], seed: int) -> Manife
 
 def build_manifest(data: DataConfig) -> Manifest:
     """Validate and split every data set deterministically (``data.split_seed``)."""
-    sets = [_build_set(spec, data.class_names, data.split_seed) for spec in data.datasets]
+    sets = [_build_set(spec, data) for spec in data.datasets]
     combined = (
         sets[0].fingerprint
         if len(sets) == 1
@@ -142,8 +205,9 @@ def build_manifest(data: DataConfig) -> Manifest:
 
 
 def save_manifest(manifest: Manifest, path: Path) -> None:
-    """Write the manifest as sorted, pretty JSON (stable bytes for DVC)."""
-    write_json(path, json.loads(manifest.model_dump_json()))
+    """Write the manifest as sorted, pretty JSON (stable bytes for DVC; a photo set's manifest has no
+    geo fields, so manifests of photo sets keep their bytes)."""
+    write_json(path, json.loads(manifest.model_dump_json(exclude_defaults=True)))
 
 
 def load_manifest(path: Path) -> Manifest:

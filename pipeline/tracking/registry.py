@@ -12,6 +12,7 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import write_json
 from pipeline.locations import shipped_model
 from pipeline.metrics.summary import EvaluationSummary
+from pipeline.tracking.gate import GateVerdict
 from pipeline.tracking.store import project_root
 
 SCORE_TAG = "val_fg_tol_f1"
@@ -27,6 +28,7 @@ class Decision:
     champion_version: str | None
     champion_score: float | None
     promoted: bool
+    reason: str = ""  # the gate's words: what regressed, or why it was promoted
 
     def as_dict(self) -> dict[str, Any]:
         """The decision as a JSON-friendly dict."""
@@ -60,8 +62,16 @@ def _champion(name: str, alias: str):
         return None
 
 
-def register_candidate(model_uri: str, score: float, name: str, alias: str, run_id: str | None = None) -> Decision:
-    """Register a model version; move ``alias`` to it only if its score >= the champion's."""
+def register_candidate(
+    model_uri: str,
+    score: float,
+    name: str,
+    alias: str,
+    run_id: str | None = None,
+    verdict: GateVerdict | None = None,
+) -> Decision:
+    """Register a model version; move ``alias`` to it as ``verdict`` says (the gate that scored both
+    on the same data), or without one only if its score >= the champion's recorded score."""
     import mlflow
 
     client = _client()
@@ -70,10 +80,13 @@ def register_candidate(model_uri: str, score: float, name: str, alias: str, run_
         client.set_model_version_tag(name, version, "run_id", run_id)
     champion = _champion(name, alias)
     champion_score = float(champion.tags.get(SCORE_TAG, "-inf")) if champion else None
-    promoted = champion_score is None or score >= champion_score
+    promoted = verdict.promoted if verdict else champion_score is None or score >= champion_score
     if promoted:
         client.set_registered_model_alias(name, alias, version)
-    return Decision(name, str(version), score, str(champion.version) if champion else None, champion_score, promoted)
+    reason = verdict.reason if verdict else ""
+    return Decision(
+        name, str(version), score, str(champion.version) if champion else None, champion_score, promoted, reason
+    )
 
 
 def promote(name: str, version: str, alias: str) -> None:
@@ -195,10 +208,11 @@ def register_checkpoint(
     alias: str,
     run_id: str | None = None,
     model_uri: str | None = None,
+    verdict: GateVerdict | None = None,
 ) -> Decision:
     """The register stage: log the evaluation on the training run (or log the checkpoint in a run of
-    its own when that run is in another store), register the version, gate the champion alias on
-    ``evaluation.score``."""
+    its own when that run is in another store), register the version, gate the champion alias by
+    ``verdict`` (else on ``evaluation.score``)."""
     import mlflow
 
     from pipeline.tracking.runs import log_model
@@ -211,4 +225,4 @@ def register_checkpoint(
             model_uri, run_id = log_model(checkpoint), run.info.run_id
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"eval_{k}": v for k, v in evaluation.to_json().items() if isinstance(v, float)})
-    return register_candidate(model_uri, evaluation.score, name, alias, run_id)
+    return register_candidate(model_uri, evaluation.score, name, alias, run_id, verdict)

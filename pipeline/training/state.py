@@ -43,8 +43,8 @@ def resume_key(
         shaping["train"].pop(key, None)
     shaping["train"]["distill"].pop("teacher", None)
     for spec in shaping["data"]["sets"]:  # where the files sit is not what they are: the fingerprint is
-        spec.pop("images", None)
-        spec.pop("masks", None)
+        for key in ("images", "masks", "labelset"):
+            spec.pop(key, None)
     shaping["data"].pop("images", None)
     shaping["data"].pop("masks", None)
     blob = json.dumps([STATE_FORMAT, shaping, data_fingerprint, init_sha256, teacher_sha256], sort_keys=True)

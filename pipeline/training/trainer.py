@@ -318,8 +318,8 @@ def train_model(
         history=[{k: v for k, v in r.items() if k not in TIMINGS} for r in history],
         weights_sha256=weights_sha256(model),
         split={
-            "train": [p.stem for s in data.manifest.sets for p in s.pairs("train")],
-            "val": [p.stem for s in data.manifest.sets for p in s.pairs("val")],
+            "train": [n for s in data.manifest.sets for n in s.train],
+            "val": [n for s in data.manifest.sets for n in s.val],
         },
         data_sets={
             s.name: {"train": s.train, "val": s.val, "fingerprint": s.fingerprint, "gsd_m": s.gsd_m}
