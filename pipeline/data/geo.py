@@ -3,8 +3,8 @@ windowed at the model's working GSD and split spatially.
 
 The orthomosaic is never read whole: the label raster is scanned window by window for blocks that
 hold any label, and only those blocks are decoded. Blocks tile the raster without overlap and are
-split by groups of ``SPLIT_CELL`` x ``SPLIT_CELL`` blocks, so no pixel (and no crack running into
-the next block) is on both sides of the split.
+split by groups of ``SPLIT_CELL`` x ``SPLIT_CELL`` blocks (fewer when the labels cover less), so no
+pixel, and no crack running on into the next block of its group, is on both sides of the split.
 """
 
 from __future__ import annotations
@@ -55,14 +55,23 @@ def labelled_blocks(folder: Path, block: int) -> list[Box]:
         ]
 
 
+def split_cell(boxes: list[Box], block: int) -> int:
+    """Side in px of the split cells: ``SPLIT_CELL`` blocks, fewer when the labels span under two cells."""
+    cells = SPLIT_CELL
+    while cells > 1 and len({(b.row0 // (block * cells), b.col0 // (block * cells)) for b in boxes}) < 2:
+        cells //= 2
+    return block * cells
+
+
 def split_blocks(boxes: list[Box], block: int, val_fraction: float, seed: int) -> tuple[list[Box], list[Box]]:
     """Whole split cells of blocks to validation (``val_fraction`` of the cells, at least one when
     there are two or more), the rest to training; the same blocks and seed give the same split."""
-    cells = sorted({(b.row0 // (block * SPLIT_CELL), b.col0 // (block * SPLIT_CELL)) for b in boxes})
+    side = split_cell(boxes, block)
+    cells = sorted({(b.row0 // side, b.col0 // side) for b in boxes})
     count = min(len(cells) - 1, max(1, math.ceil(val_fraction * len(cells)))) if len(cells) > 1 else 0
     order = np.random.default_rng(seed).permutation(len(cells))
     held = {cells[i] for i in order[:count]}
-    val = [b for b in boxes if (b.row0 // (block * SPLIT_CELL), b.col0 // (block * SPLIT_CELL)) in held]
+    val = [b for b in boxes if (b.row0 // side, b.col0 // side) in held]
     return [b for b in boxes if b not in val], val
 
 

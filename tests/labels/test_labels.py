@@ -166,7 +166,7 @@ def test_a_geo_set_is_split_by_whole_blocks_and_read_at_the_working_gsd(tmp_path
     import yaml
 
     from pipeline.config import load_params
-    from pipeline.data.geo import SPLIT_CELL
+    from pipeline.data.geo import SPLIT_CELL, split_cell
     from pipeline.data.manifest import build_manifest, load_manifest, save_manifest
 
     ortho, truth_path = crack_mosaic
@@ -198,7 +198,8 @@ def test_a_geo_set_is_split_by_whole_blocks_and_read_at_the_working_gsd(tmp_path
                 assert row % block == 0 and col % block == 0
                 covered[split][row : row + block, col : col + block] = True
         assert not (covered["train"] & covered["val"]).any()  # no pixel on both sides
-        cell = block * SPLIT_CELL  # and whole cells of blocks go to validation
+        cell = split_cell([_box(n, block) for n in geo.train + geo.val], block)  # whole cells go to validation
+        assert cell == block * SPLIT_CELL if gsd == 0.001 else cell <= block * SPLIT_CELL
         val_cells = {(r // cell, c // cell) for r, c in boxes["val"]}
         assert not val_cells & {(r // cell, c // cell) for r, c in boxes["train"]}
         with rasterio.open(tmp_path / "site" / "labels.tif") as labels:
@@ -217,6 +218,13 @@ def test_a_geo_set_is_split_by_whole_blocks_and_read_at_the_working_gsd(tmp_path
         assert set(np.unique(np.concatenate([i.labels.ravel() for i in items]))) <= {0, 1, NO_CLASS}
         seen[gsd] = sum(int((item.labels == 1).sum()) for item in items)
     assert seen[0.002] < seen[0.001]  # the same cracks on a coarser grid: fewer crack pixels
+
+
+def _box(name: str, block: int):
+    from pipeline.raster.grid import Box
+
+    row, col = (int(v[1:]) for v in name.split("_"))
+    return Box(row, col, row + block, col + block)
 
 
 def _masonry_site(tmp_path, masonry_dir):
@@ -284,3 +292,14 @@ def test_fine_tuning_the_champion_on_a_geo_set_improves_its_held_back_area(tmp_p
     tuned, scratch = scores[str(tiny_model)], scores["none"]
     assert tuned > before + 0.05, (before, tuned)  # it learnt the user's wall...
     assert tuned > scratch + 0.05, (scratch, tuned)  # ...from the champion's weights, not from nothing
+
+
+def test_labels_within_one_split_cell_are_split_by_smaller_cells():
+    from pipeline.data.geo import split_blocks, split_cell
+    from pipeline.raster.grid import Box
+
+    boxes = [Box(r, c, r + 64, c + 64) for r in (0, 64) for c in (0, 64)]  # 2 x 2 blocks: one 4 x 4 cell
+    assert split_cell(boxes, 64) == 64  # halved (4, 2, 1 blocks) until there are two cells
+    train, val = split_blocks(boxes, 64, 0.25, 42)
+    assert len(val) == 1 and len(train) == 3 and not set(train) & set(val)
+    assert split_blocks(boxes[:1], 64, 0.25, 42) == (boxes[:1], [])  # one block: nothing to hold back
