@@ -321,8 +321,9 @@ def train_model(
             "train": [n for s in data.manifest.sets for n in s.train],
             "val": [n for s in data.manifest.sets for n in s.val],
         },
-        data_sets={
+        data_sets={  # what the model learnt from: a geo set names its label set (msaf labels) too
             s.name: {"train": s.train, "val": s.val, "fingerprint": s.fingerprint, "gsd_m": s.gsd_m}
+            | ({"kind": "geo", "labelset": str(s.labelset)} if s.kind == "geo" else {})
             for s in data.manifest.sets
         },
         params=params.model_dump(mode="json"),

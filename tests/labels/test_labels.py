@@ -286,7 +286,10 @@ def test_fine_tuning_the_champion_on_a_geo_set_improves_its_held_back_area(tmp_p
         }
         (root / "params.yaml").write_text(yaml.safe_dump(params))
         loaded = load_params(root / "params.yaml")
-        scores[init] = train_model(loaded).validation.sets["site"].score
+        result = train_model(loaded)
+        scores[init] = result.validation.sets["site"].score
+        learnt = result.metadata.data_sets["site"]  # the model names the label set it learnt from
+        assert learnt["kind"] == "geo" and learnt["labelset"] == str(site) and len(learnt["fingerprint"]) == 64
     data = load_training_data(loaded)
     before = evaluate_sets(tiny_model, data.val_sets, device="cpu").sets["site"].score
     tuned, scratch = scores[str(tiny_model)], scores["none"]
