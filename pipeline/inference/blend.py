@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pipeline.class_ids import NO_CLASS
-from pipeline.inference.decision import Thresholds, decide
+from pipeline.inference.decision import Thresholds, decide_with_top
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock
@@ -75,8 +75,7 @@ def quantise(core: Box, probs: torch.Tensor, core_valid: np.ndarray, thresholds:
     confidence = np.empty((core.height, core.width), np.uint8)
     for row0 in range(0, core.height, QUANTISE_ROWS):  # row chunks bound the int64/float temporaries
         rows = slice(row0, row0 + QUANTISE_ROWS)
-        ids = decide(probs[:, rows], thresholds)
-        top = probs[:, rows].gather(0, ids.unsqueeze(0))[0]
+        ids, top = decide_with_top(probs[:, rows], thresholds)
         classes[rows] = ids.to(torch.uint8).cpu().numpy()
         confidence[rows] = (top * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
     classes[~core_valid] = NO_CLASS

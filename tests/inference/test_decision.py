@@ -99,3 +99,29 @@ def test_fast_calibration_equals_deciding_with_every_threshold(others):
         groups[name] = scored
     grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     assert calibrate(groups, 1, 1, others, grid) == pytest.approx(_calibrate_by_brute_force(groups, 1, 1, others, grid))
+
+
+def _scored_argmax(probs: torch.Tensor, thresholds) -> torch.Tensor:
+    """The rule as first written: hits score 1 + p, misses -1, then the argmax (first index on ties)."""
+    scores = probs.clone()
+    for cls, threshold in thresholds:
+        scores[cls] = torch.where(probs[cls] >= threshold, 1.0 + probs[cls], -1.0)
+    return scores.argmax(dim=0)
+
+
+@pytest.mark.parametrize(
+    "thresholds",
+    [(), ((1, 0.45),), ((2, 0.3),), ((1, 0.4), (2, 0.4)), ((2, 0.2), (1, 0.25)), ((0, 0.5), (1, 0.5), (2, 0.5))],
+)
+def test_single_pass_decision_equals_the_scored_argmax_with_ties_and_edges(thresholds):
+    from pipeline.inference.decision import decide_with_top
+
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 64, 64, generator=generator).softmax(dim=0)
+    probs[:, :4] = torch.tensor([0.4, 0.4, 0.2])[:, None, None]  # ties between classes
+    probs[:, 4:8] = torch.tensor([0.3, 0.45, 0.25])[:, None, None]  # exactly at a threshold
+    probs[:, 8:12] = torch.tensor([0.2, 0.4, 0.4])[:, None, None]  # two thresholded classes tied
+    ids, top = decide_with_top(probs, thresholds)
+    expected = _scored_argmax(probs, thresholds)
+    assert torch.equal(ids, expected)
+    assert torch.equal(top, probs.gather(0, expected.unsqueeze(0))[0])  # the chosen class's probability, exactly
