@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=4, help="survey reader threads")
     parser.add_argument("--modes", nargs="+", default=["model", "survey", "naive"])
     parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write (every mode of every size)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--ortho", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -182,6 +183,7 @@ def main() -> None:
     )
     for column in ("raster", "mode", "seconds", "Mpix/s", "vs model-only", "vs naive", "peak RSS MiB"):
         table.add_column(column)
+    measured: dict[str, dict] = {}
     for size in args.sizes:
         ortho = workdir / f"ortho_{size}.tif"
         if not ortho.exists():
@@ -229,6 +231,7 @@ def main() -> None:
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{size}² {mode}: {json.dumps(results[mode])}", flush=True)  # partial results survive a timeout
         mpix = size * size / 1e6
+        measured[str(size)] = {mode: r | {"mpix_s": mpix / r["seconds"]} for mode, r in results.items()}
         for mode, result in results.items():
             rate = mpix / result["seconds"]
             vs_model = rate / (mpix / results["model"]["seconds"]) if "model" in results else float("nan")
@@ -243,6 +246,15 @@ def main() -> None:
                 f"{result['peak_rss_mb']:.0f}",
             )
     Console(width=150).print(table)
+    if args.out:
+        meta = {
+            "preset": args.preset,
+            "device": args.device,
+            "batch": args.batch,
+            "tile": args.tile,
+            "torch": torch.__version__,
+        }
+        args.out.write_text(json.dumps(meta | {"sizes": measured}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""Engine-only throughput: the real survey engine with a null network, so what is left is the engine.
+
+Would a GPU box be fed? The network is replaced by a 1x1 convolution with the shipped model's
+classes (negligible compute, same input and output shapes), everything else is the real `msaf
+survey` engine: JPEG decoding by the reader threads, nodata fill, upload, blending, the calibrated
+decision, the block store, both COGs with overviews. Each core count runs in its own process
+pinned to that many cores (`taskset`), with that many torch threads; the time spent in each stage
+is summed over threads (stages overlap, so the sum can exceed the wall time).
+
+    python bench/engine_throughput.py --size 4096 --cores 1 2 --out metrics/engine_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+CFD = REPO / "data" / "sources" / "crackforest"
+SHIPPED = REPO / "pipeline" / "assets" / "msaf-dsnet.safetensors"
+
+
+class NullNetwork(torch.nn.Module):
+    """Logits of the right shape for negligible compute: a fixed 1x1 convolution of the input."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.mix = torch.nn.Conv2d(3, classes, 1)
+        torch.nn.init.normal_(self.mix.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.mix(image)
+
+
+STAGES: dict[str, float] = defaultdict(float)
+_LOCK = threading.Lock()
+
+
+def timed(stage: str, owner: object, name: str) -> None:
+    """Wrap ``owner.name`` so the seconds spent in it add up under ``stage``."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with _LOCK:
+                STAGES[stage] += time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+def child(ortho: Path, model: Path, cores: int, block: int, batch: int) -> dict:
+    """One survey with the null network in this process; stage seconds and Mpix/s."""
+    import pipeline.inference.blend as blend
+    import pipeline.inference.runner as runner
+    import pipeline.survey as survey
+    from pipeline.checkpoint import file_sha256, read_metadata
+    from pipeline.config import SurveyConfig
+    from pipeline.inference.blockstore import BlockStore
+    from pipeline.raster.cog import GeoTiffSink
+    from pipeline.raster.source import BlockReader
+
+    torch.set_num_threads(cores)
+    meta = read_metadata(model)
+    device = torch.device("cpu")
+    survey._MODELS[(str(model), file_sha256(model), str(device))] = (NullNetwork(len(meta.classes)).eval(), meta)
+    timed("read + decode", BlockReader, "read")
+    timed("nodata fill", runner, "mirror_fill")
+    timed("upload", runner.TileRunner, "_upload")
+    timed("network (null)", runner.TileRunner, "_probabilities")
+    timed("tiles + blend (all of it)", runner.TileRunner, "blend")
+    timed("decision + quantise", blend, "quantise")
+    timed("block store", BlockStore, "save")
+    timed("block write", GeoTiffSink, "write")
+    timed("COG encode + overviews", GeoTiffSink, "build_cog")
+    cfg = SurveyConfig(device="cpu", block=block, batch=batch, readers=max(1, cores), gsd_policy="ignore")
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        record = survey.run_survey(ortho, out, cfg, model_path=model)
+        seconds = time.perf_counter() - started
+    stages = dict(STAGES)
+    inner = sum(stages.get(k, 0.0) for k in ("nodata fill", "upload", "network (null)"))
+    stages["blend (accumulate)"] = stages.pop("tiles + blend (all of it)", 0.0) - inner
+    return {
+        "cores": cores,
+        "seconds": seconds,
+        "mpix_s": record.input.width * record.input.height / 1e6 / seconds,
+        "stages": stages,
+        "timings": record.timings.model_dump(),
+    }
+
+
+def compose(size: int, folder: Path) -> Path:
+    from pipeline.config import DataConfig
+    from pipeline.data.mosaic import compose_mosaic
+
+    ortho = folder / f"engine_{size}.tif"
+    if not ortho.exists():
+        compose_mosaic(
+            CFD / "images", CFD / "masks", ortho, folder / f"engine_{size}_truth.tif", size, size, 0.001,
+            "EPSG:32633", DataConfig().classes, compress="jpeg", footprint=True, seed=size,
+        )  # fmt: skip
+    return ortho
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--block", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--model", type=Path, default=SHIPPED, help="whose classes and decision rule to use")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ortho", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.ortho, args.model.resolve(), args.child, args.block, args.batch)))
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="msaf-engine-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ortho = compose(args.size, workdir)
+    available = sorted(os.sched_getaffinity(0))
+    results = []
+    for cores in args.cores:
+        pin = ["taskset", "-c", ",".join(str(c) for c in available[:cores])] if len(available) > cores else []
+        command = [*pin, sys.executable, __file__, "--child", str(cores), "--ortho", str(ortho)]
+        command += ["--model", str(args.model), "--block", str(args.block), "--batch", str(args.batch)]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(cores)}
+        )
+        if done.returncode:
+            sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
+
+    table = Table(
+        title=f"engine only (null network, {args.model.name}'s classes and decision), {args.size}², block {args.block}"
+    )
+    table.add_column("stage (s, summed over threads)")
+    for result in results:
+        table.add_column(f"{result['cores']} core(s)")
+    for stage in results[0]["stages"]:
+        table.add_row(stage, *(f"{r['stages'].get(stage, 0.0):.2f}" for r in results))
+    table.add_row("wall seconds", *(f"{r['seconds']:.2f}" for r in results))
+    table.add_row("Mpix/s end to end", *(f"{r['mpix_s']:.1f}" for r in results))
+    if len(results) > 1:
+        table.add_row("speed-up vs first", *(f"{r['mpix_s'] / results[0]['mpix_s']:.2f}x" for r in results))
+    Console(width=150).print(table)
+    if args.out:
+        from pipeline.fsutil import write_json
+
+        write_json(args.out, {"size": args.size, "block": args.block, "results": results})
+
+
+if __name__ == "__main__":
+    main()

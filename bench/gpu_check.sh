@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The first thing to run on a GPU machine (one command, <= 8 minutes): the shipped model's survey
+# throughput on a 16384² JPEG-tiled raster (model-only, survey, naive), the engine alone with a null
+# network on 4, 8 and 16 CPU cores, and the network's forward speed (fp32 / bf16 / channels_last /
+# compile). Numbers go to JSON files in OUT_DIR for the README's GPU table.
+#
+#   bash bench/gpu_check.sh [OUT_DIR]          # on the GPU machine (default OUT_DIR: $OUT or bench-out)
+#   bash bench/gpu_check.sh --dry [OUT_DIR]    # the same steps on CPU with a tiny raster (the test suite)
+#
+# A machine without rasterio/prefect: carry wheels in .whl/ (see the device notes); they are installed
+# into /tmp/site first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+if [ "${1:-}" = "--dry" ]; then DRY=1; shift; fi
+OUT_DIR=${1:-${OUT:-bench-out}}
+mkdir -p "$OUT_DIR"
+if [ -d .whl ] && ! python3 -c "import rasterio" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+MODEL=pipeline/assets/msaf-dsnet.safetensors
+if [ "$DRY" = 1 ]; then
+  SIZE=512 DEVICE=cpu BATCH=2 ENGINE_SIZE=512 CORES="1" MODES="model survey"
+else
+  SIZE=16384 DEVICE=cuda BATCH=16 ENGINE_SIZE=8192 CORES="4 8 16" MODES="model survey naive"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT_DIR/gpu.txt"
+fi
+# shellcheck disable=SC2086
+"$PY" bench/survey_throughput.py --model "$MODEL" --sizes $SIZE --batch $BATCH --device $DEVICE --modes $MODES \
+  --workdir "$OUT_DIR/rasters" --out "$OUT_DIR/survey_throughput.json"
+# shellcheck disable=SC2086
+"$PY" bench/engine_throughput.py --model "$MODEL" --size $ENGINE_SIZE --cores $CORES --workdir "$OUT_DIR/rasters" \
+  --out "$OUT_DIR/engine_throughput.json"
+if [ "$DRY" = 0 ]; then
+  "$PY" bench/model_speed.py --presets dsnet --tile 1024 --batch 16 --seconds 3 | tee "$OUT_DIR/model_speed.txt"
+fi
+rm -rf "$OUT_DIR/rasters"
+echo "gpu_check: results in $OUT_DIR"

@@ -1,0 +1,40 @@
+"""bench/gpu_check.sh, the one command a GPU session runs first, in its dry mode: it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # surveys a raster in several processes
+
+
+def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    survey = json.loads((tmp_path / "survey_throughput.json").read_text())
+    modes = survey["sizes"]["512"]
+    assert set(modes) == {"model", "survey"} and survey["device"] == "cpu"
+    assert all(m["seconds"] > 0 and m["mpix_s"] > 0 and m["peak_rss_mb"] > 0 for m in modes.values())
+    engine = json.loads((tmp_path / "engine_throughput.json").read_text())
+    (one,) = engine["results"]
+    assert one["cores"] == 1 and one["mpix_s"] > 0
+    stages = one["stages"]
+    assert {"read + decode", "nodata fill", "decision + quantise", "COG encode + overviews", "block store"} <= set(
+        stages
+    )
+    assert stages["network (null)"] < one["seconds"]  # the null network is not what takes the time
+    assert not (tmp_path / "rasters").exists()  # generated rasters are not left behind
