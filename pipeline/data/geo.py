@@ -24,6 +24,7 @@ from pipeline.fsutil import file_digest
 from pipeline.labels.burn import windows
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, read_labelset
 from pipeline.raster.grid import Box
+from pipeline.raster.source import rgb_bands
 from pipeline.raster.trust import driver_for, locate
 
 SPLIT_CELL = 4  # blocks per side of one split cell
@@ -120,7 +121,7 @@ def load_blocks(
             )
         for name in names:
             box = _box_of(name, block, record)
-            rgb = np.moveaxis(image.read((1, 2, 3), window=box.window), 0, -1)
+            rgb = np.moveaxis(image.read(rgb_bands(image), window=box.window), 0, -1)
             labels = lut[labels_file.read(1, window=box.window)]
             labels[image.dataset_mask(window=box.window) == 0] = NO_CLASS
             shape = (max(1, round(box.height * factor)), max(1, round(box.width * factor)))

@@ -57,6 +57,7 @@ class SourceInfo:
     block_shapes: tuple[int, int]
     gsd_m: float
     scale: tuple[tuple[float, float], ...] | None = field(default=None)
+    bands: tuple[int, int, int] = (1, 2, 3)  # the band numbers of red, green and blue
 
     @property
     def path(self) -> str:
@@ -130,6 +131,30 @@ def ground_sample_distance(crs: CRS, transform: Any, height: int) -> float:
     return float(pixel_size(crs, transform, height).mean_m)
 
 
+RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+UNNAMED = (ColorInterp.undefined, ColorInterp.gray)  # what writers that set no colour interpretation leave
+
+
+def rgb_bands(ds: rasterio.DatasetReader) -> tuple[int, int, int]:
+    """The band numbers of red, green and blue: (1, 2, 3) unless the file names them otherwise (a BGR
+    file gives (3, 2, 1)); a paletted file or bands named as something else are one line."""
+    named = list(ds.colorinterp[:3])
+    if ColorInterp.palette in ds.colorinterp:
+        raise MsafError(
+            f"{ds.name}: a paletted image (colour table); expand it to RGB first: "
+            "gdal_translate -expand rgb in.tif out.tif"
+        )
+    if set(named) == set(RGB):
+        red, green, blue = (named.index(colour) + 1 for colour in RGB)
+        return red, green, blue
+    if all(colour in UNNAMED for colour in named):
+        return 1, 2, 3
+    raise MsafError(
+        f"{ds.name}: bands 1-3 are {', '.join(c.name for c in named)}, not red, green and blue; "
+        "write them as RGB (e.g. gdal_translate -b 1 -b 2 -b 3 -colorinterp red,green,blue)"
+    )
+
+
 def _percentile_scale(ds: rasterio.DatasetReader, low: float, high: float) -> tuple[tuple[float, float], ...]:
     """Per-band (lo, hi) from a decimated read (at most ~1024 px a side) of valid pixels."""
     data, valid = _sample(ds)
@@ -147,7 +172,7 @@ def _sample(ds: rasterio.DatasetReader) -> tuple[np.ndarray, np.ndarray]:
     """RGB of a decimated read (at most ~1024 px a side) and its validity: bounded memory."""
     step = max(1, math.ceil(max(ds.width, ds.height) / 1024))
     shape = (max(1, ds.height // step), max(1, ds.width // step))
-    data = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=rasterio.enums.Resampling.nearest)
+    data = ds.read(rgb_bands(ds), out_shape=(3, *shape), resampling=rasterio.enums.Resampling.nearest)
     valid = ds.dataset_mask(out_shape=shape) > 0
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data).all(axis=0)
@@ -245,6 +270,7 @@ def open_source(
         has_alpha = ds.count == 4
         if has_alpha and ds.colorinterp[3] not in (ColorInterp.alpha, ColorInterp.undefined):
             raise MsafError(f"{name}: band 4 is {ds.colorinterp[3].name}, not alpha; expected RGB or RGBA")
+        bands = rgb_bands(ds)
         if len(set(ds.dtypes)) != 1:
             raise MsafError(f"{name}: bands have mixed data types {ds.dtypes}")
         dtype = ds.dtypes[0]
@@ -267,6 +293,7 @@ def open_source(
             transform=ds.transform,
             nodata=ds.nodata,
             has_alpha=has_alpha,
+            bands=bands,
             compression=ds.compression.value if ds.compression else None,
             block_shapes=tuple(ds.block_shapes[0]),
             gsd_m=ground_sample_distance(crs, ds.transform, ds.height),
@@ -319,7 +346,7 @@ class BlockReader:
         ds = self._dataset()
         window = rasterio.windows.Window(box.col0, row0, box.width, row1 - row0)
         try:
-            data = ds.read((1, 2, 3), window=window)
+            data = ds.read(self.info.bands, window=window)
             strip_valid = ds.dataset_mask(window=window) > 0
         except RasterioError as exc:
             raise MsafError(

@@ -15,7 +15,7 @@ from rasterio.warp import transform as warp_transform
 from pipeline.config import ReportConfig, SeverityConfig
 from pipeline.errors import MsafError
 from pipeline.raster.ground import ground_pixel_size, scale_error
-from pipeline.raster.source import PixelSize
+from pipeline.raster.source import PixelSize, rgb_bands
 from pipeline.raster.trust import driver_for
 from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize
@@ -137,7 +137,7 @@ def _open_image(image_path: Path | None, mask: rasterio.DatasetReader) -> raster
 
 def _grey_window(image: rasterio.DatasetReader, window: rasterio.windows.Window) -> np.ndarray:
     """Grey levels of a window, NaN where the image has no data."""
-    bands = tuple(range(1, min(image.count, 3) + 1))
+    bands = rgb_bands(image) if image.count >= 3 else tuple(range(1, image.count + 1))
     grey = grey_levels(image.read(bands, window=window))
     grey[image.dataset_mask(window=window) == 0] = np.nan
     return grey

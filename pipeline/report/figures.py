@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
 from pipeline.errors import MsafError
-from pipeline.raster.source import bit_depth_scale, to_uint8
+from pipeline.raster.source import bit_depth_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
 
 
@@ -47,7 +47,7 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
         with rasterio.open(path, driver=driver_for(str(path), "vrt")) as ds:
             scale = max(ds.width, ds.height) / max_side
             shape = (max(1, int(ds.height / max(scale, 1))), max(1, int(ds.width / max(scale, 1))))
-            rgb = ds.read((1, 2, 3), out_shape=(3, *shape), resampling=Resampling.average)
+            rgb = ds.read(rgb_bands(ds), out_shape=(3, *shape), resampling=Resampling.average)
             valid = ds.dataset_mask(out_shape=shape) > 0
             if rgb.dtype != np.uint8:
                 rgb = to_uint8(rgb, _display_scale(ds)) if valid.any() else np.zeros(rgb.shape, np.uint8)

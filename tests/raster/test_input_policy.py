@@ -292,3 +292,40 @@ def test_gdal_xml_formats_named_tif_are_refused_without_a_request(tmp_path, kind
         server.shutdown()
     assert _CountingHandler.hits == []
     assert not (tmp_path / "out" / "mask.tif").exists()
+
+
+def test_colour_interpretation_is_honoured_or_refused(tmp_path):
+    """A BGR file is read as the RGB it names; a paletted file or bands that are not colours are one line."""
+    from rasterio.enums import ColorInterp
+
+    from pipeline.config import ScalingConfig
+    from pipeline.raster.grid import Box
+    from pipeline.raster.source import BlockReader, open_source
+
+    rgb = _pixels(3)
+    write_raster(tmp_path / "rgb.tif", rgb, photometric="RGB")
+    write_raster(tmp_path / "bgr.tif", rgb[::-1].copy())
+    with rasterio.open(tmp_path / "bgr.tif", "r+") as ds:
+        ds.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red]
+    box = Box(5, 7, 90, 120)
+    read = {}
+    for name in ("rgb", "bgr"):
+        info = open_source(tmp_path / f"{name}.tif", ScalingConfig())
+        reader = BlockReader(info, threads=2)
+        read[name] = reader.read(box)[0]
+        reader.close()
+    assert open_source(tmp_path / "bgr.tif", ScalingConfig()).bands == (3, 2, 1)
+    np.testing.assert_array_equal(read["bgr"], read["rgb"])
+    np.testing.assert_array_equal(read["rgb"], rgb[:, 5:90, 7:120].transpose(1, 2, 0))
+
+    write_raster(tmp_path / "hsv.tif", rgb)
+    with rasterio.open(tmp_path / "hsv.tif", "r+") as ds:
+        ds.colorinterp = [ColorInterp.hue, ColorInterp.saturation, ColorInterp.lightness]
+    with pytest.raises(MsafError, match=r"bands 1-3 are hue, saturation, lightness, not red, green and blue"):
+        open_source(tmp_path / "hsv.tif", ScalingConfig())
+    write_raster(tmp_path / "palette.tif", rgb[:1].repeat(3, axis=0))
+    with rasterio.open(tmp_path / "palette.tif", "r+") as ds:
+        ds.colorinterp = [ColorInterp.palette, ColorInterp.undefined, ColorInterp.undefined]
+    shipped = Path(__file__).parents[2] / "pipeline" / "assets" / "msaf-dsnet.safetensors"
+    result = run_msaf(*cpu_survey(tmp_path / "palette.tif", tmp_path / "out", shipped), cwd=tmp_path)
+    assert_one_line_error(result, "paletted image", "gdal_translate -expand rgb")
