@@ -22,6 +22,7 @@ STATUS_COLOURS = {
     "unchanged": "#2c7bb6",
     "shrunk": "#1a9641",
     "not found (repaired?)": "#7b3294",
+    "not covered": "#bdbdbd",
 }
 CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
 KNOWN_CLASS_COLOURS = {"crack": "#d7191c", "spall": "#f08a24", "joint": "#8c8cb4"}

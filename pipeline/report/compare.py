@@ -21,6 +21,8 @@ unchanged / shrunk / not found by area.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,16 @@ import numpy as np
 import pandas as pd
 import pyproj
 import rasterio
+import rasterio.features
 import rasterio.warp
+import shapely
+from rasterio.enums import Resampling
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from shapely.geometry.base import BaseGeometry
 
 from pipeline import styles
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
@@ -46,7 +53,9 @@ from pipeline.survey_folder import SURVEY_OUTPUTS
 from pipeline.survey_record import read_survey_record
 
 NOT_FOUND = "not found (repaired?)"
-STATUSES = ("new", "extended", "widened", "grown", "unchanged", "shrunk", NOT_FOUND)
+NOT_COVERED = "not covered"  # outside the ground both surveys imaged: neither new nor repaired
+STATUSES = ("new", "extended", "widened", "grown", "unchanged", "shrunk", NOT_FOUND, NOT_COVERED)
+FOOTPRINT_PX = 1024  # the footprint is traced on the mask read at most this many pixels a side
 
 
 def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") -> gpd.GeoDataFrame:
@@ -61,6 +70,35 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
     if frame.crs is None:
         raise MsafError(f"{gpkg}: {layer} have no CRS")
     return frame
+
+
+def survey_footprint(survey_dir: Path, crs: pyproj.CRS) -> BaseGeometry | None:
+    """The ground a survey imaged (its mask's valid pixels, traced on a decimated read) in ``crs``;
+    None when the folder has no mask to read."""
+    mask = Path(survey_dir) / "mask.tif"
+    if not mask.is_file():
+        return None
+    with rasterio.open(mask, driver="GTiff") as ds:
+        step = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_PX))
+        shape = (max(1, math.ceil(ds.height / step)), max(1, math.ceil(ds.width / step)))
+        valid = ds.read(1, out_shape=shape, resampling=Resampling.nearest) != NO_CLASS
+        transform = ds.transform @ ds.transform.scale(ds.width / shape[1], ds.height / shape[0])
+        source_crs = ds.crs
+    polygons = [
+        shapely.geometry.shape(g) for g, v in rasterio.features.shapes(valid.astype(np.uint8), transform=transform) if v
+    ]
+    if not polygons:
+        return shapely.geometry.Polygon()
+    return gpd.GeoSeries([shapely.union_all(polygons)], crs=source_crs).to_crs(crs).iloc[0]
+
+
+def _outside(geometries: gpd.GeoSeries, coverage: BaseGeometry | None) -> np.ndarray:
+    """Bool per geometry: under half of it lies on ground both surveys imaged."""
+    if coverage is None:
+        return np.zeros(len(geometries), bool)
+    area = geometries.area.to_numpy()
+    inside = geometries.intersection(coverage).area.to_numpy()
+    return inside < 0.5 * np.maximum(area, 1e-300)
 
 
 def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
@@ -240,11 +278,14 @@ def match_defects(
     cfg: ReportConfig,
     old_lines: gpd.GeoDataFrame | None = None,
     new_lines: gpd.GeoDataFrame | None = None,
+    coverage: Callable[[pyproj.CRS], BaseGeometry | None] | None = None,
 ) -> gpd.GeoDataFrame:
     """One row per change, with its status and measures, in the working CRS.
 
     Cracks are compared along their centreline segments (``old_lines``/``new_lines``, the
     crack_centerlines layers); without them, and for every other class, defects are grouped by area.
+    ``coverage`` gives the ground both surveys imaged in a CRS: a new or lost defect mostly outside
+    it is ``not covered`` (the other survey never saw that ground).
     """
     crs = _working_crs(old if len(old) else new)
     old_w, new_w = old.to_crs(crs), new.to_crs(crs)
@@ -305,6 +346,9 @@ def match_defects(
         if rows
         else gpd.GeoDataFrame({"status": [], "class": []}, geometry=gpd.GeoSeries([], crs=crs))
     )
+    if len(changes) and coverage is not None:
+        unseen = changes["status"].isin(("new", NOT_FOUND)).to_numpy() & _outside(changes.geometry, coverage(crs))
+        changes.loc[unseen, "status"] = NOT_COVERED
     if len(changes):
         order = changes["status"].map({s: i for i, s in enumerate(STATUSES)})
         changes = changes.assign(_o=order, _y=-changes.geometry.bounds["maxy"], _x=changes.geometry.bounds["minx"])
@@ -336,8 +380,26 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
     old_dir, new_dir, out_dir = Path(old_dir), Path(new_dir), Path(out_dir)
     _refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
+
+    def both_imaged(crs: pyproj.CRS) -> BaseGeometry | None:
+        footprints = [survey_footprint(folder, crs) for folder in (old_dir, new_dir)]
+        if any(f is None for f in footprints):
+            return None
+        common = shapely.intersection(*footprints)
+        if common.is_empty or common.area <= 0:
+            raise MsafError(
+                f"{old_dir} and {new_dir} image no common ground (their footprints do not overlap: another "
+                "structure, an empty survey or a wrong CRS); compare two surveys of the same structure"
+            )
+        return common
+
     changes = match_defects(
-        old, new, cfg, load_defects(old_dir, cfg, "crack_centerlines"), load_defects(new_dir, cfg, "crack_centerlines")
+        old,
+        new,
+        cfg,
+        load_defects(old_dir, cfg, "crack_centerlines"),
+        load_defects(new_dir, cfg, "crack_centerlines"),
+        both_imaged,
     )
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     try:

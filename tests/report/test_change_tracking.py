@@ -123,3 +123,30 @@ def test_a_survey_against_itself_is_unchanged_for_cracks_of_any_length(tmp_path)
     survey = write_mask_survey(tmp_path / "survey", mask)
     result = compare_surveys(survey, survey, tmp_path / "changes", ReportConfig(min_area_m2=0))
     assert _statuses(result) == {"unchanged": 6}
+
+
+def test_only_the_ground_both_surveys_imaged_is_compared(tmp_path):
+    """A new flight over the western half only: the eastern half's cracks are not covered, never
+    repaired; a survey that images nothing, or other ground, is one line."""
+    from pipeline.errors import MsafError
+
+    old = _old_epoch()
+    old[100:103, 300:500] = 1  # E: a crack in the eastern half
+    new = old.copy()
+    new[:, 260:] = 255  # nodata: not flown
+    new[250:253, 20:200] = 1  # W: a new crack in the flown half
+    new[200:203, 20:220] = 0  # C: repaired, in the flown half
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "half", new)
+    result = compare_surveys(tmp_path / "old", tmp_path / "half", tmp_path / "changes", CFG)
+    # A, B and R's four pieces unchanged; W new; C repaired; E and the spall S were not flown again
+    assert _statuses(result) == {"new": 1, "unchanged": 6, "not found (repaired?)": 1, "not covered": 2}
+    changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes")
+    unseen = changes[changes["status"] == "not covered"]
+    assert sorted(unseen["class"]) == ["crack", "spall"] and (unseen.geometry.centroid.x > 400000.26).all()
+    write_mask_survey(tmp_path / "empty", np.full_like(old, 255))
+    with pytest.raises(MsafError, match="image no common ground"):
+        compare_surveys(tmp_path / "old", tmp_path / "empty", tmp_path / "c2", CFG)
+    far = write_mask_survey(tmp_path / "far", old, crs="EPSG:32617")  # same numbers, another UTM zone
+    with pytest.raises(MsafError, match="image no common ground"):
+        compare_surveys(tmp_path / "old", far, tmp_path / "c3", CFG)
