@@ -2,10 +2,14 @@
 
 A block's class ids and confidence are written atomically (temporary name, then rename) into a
 folder keyed by everything that determines them (source fingerprint, model hash, inference
-settings). Each file also carries its survey key, block index, core window and a BLAKE2b checksum
-of its payload, and is checked before it is reused: a truncated, bit-flipped, swapped or foreign
-file, or one with class ids the model cannot produce, is discarded (with a warning) and the block
-recomputed, so a resumed survey equals an uninterrupted one.
+settings). Each file also carries its survey key, block index, core window and a keyed BLAKE2b
+checksum of header and payload, and is checked before it is reused: a truncated, bit-flipped,
+swapped or foreign file, or one with class ids the model cannot produce, is discarded (with a
+warning) and the block recomputed, so a resumed survey equals an uninterrupted one.
+
+The checksum's key is a random secret of the store (``.secret``, readable by its owner only): a
+block forged by someone who can write the folder but not read that file fails the check. Whoever
+can read it can forge blocks, as they could replace the finished mask itself.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import secrets
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,7 +33,7 @@ from pipeline.inference.blend import BlockResult
 from pipeline.raster.grid import Box
 
 log = logging.getLogger(__name__)
-MAGIC = b"MSAFBLK2"
+MAGIC = b"MSAFBLK3"  # 3: the checksum is keyed by the store's secret and covers the header
 # magic, survey key, block index, core (row0, col0, row1, col1), compressed sizes of the two layers, checksum
 HEADER = struct.Struct("<8s24sq4q2Q32s")
 
@@ -50,6 +57,7 @@ class BlockStore:
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.secret = _secret(self.root)
         self.key = key.encode().ljust(24, b"\0")[:24]
         self.cores = cores
         self.num_classes = num_classes
@@ -81,23 +89,11 @@ class BlockStore:
         classes = zlib.compress(np.ascontiguousarray(result.classes).tobytes(), 1)
         confidence = zlib.compress(np.ascontiguousarray(result.confidence).tobytes(), 1)
         core = result.core
-        checksum = hashlib.blake2b(classes + confidence, digest_size=32).digest()
+        fields = (MAGIC, self.key, index, core.row0, core.col0, core.row1, core.col1, len(classes), len(confidence))
+        checksum = self._checksum(HEADER.pack(*fields, bytes(32)), classes + confidence)
         try:
             with atomic_output(self.path(index)) as tmp, open(tmp, "wb") as fh:
-                fh.write(
-                    HEADER.pack(
-                        MAGIC,
-                        self.key,
-                        index,
-                        core.row0,
-                        core.col0,
-                        core.row1,
-                        core.col1,
-                        len(classes),
-                        len(confidence),
-                        checksum,
-                    )
-                )
+                fh.write(HEADER.pack(*fields, checksum))
                 fh.write(classes)
                 fh.write(confidence)
         except OSError as exc:
@@ -124,7 +120,8 @@ class BlockStore:
         payload = data[HEADER.size :]
         if len(payload) != n_classes + n_conf:
             raise CorruptBlock("truncated payload")
-        if hashlib.blake2b(payload, digest_size=32).digest() != checksum:
+        unsigned = HEADER.pack(magic, key, stored_index, row0, col0, row1, col1, n_classes, n_conf, bytes(32))
+        if self._checksum(unsigned, payload) != checksum:
             raise CorruptBlock("checksum mismatch")
         shape = (row1 - row0, col1 - col0)
         try:
@@ -136,6 +133,13 @@ class BlockStore:
             raise CorruptBlock(f"class ids outside 0-{self.num_classes - 1}")
         return BlockResult(core, classes, confidence)
 
+    def _checksum(self, header: bytes, payload: bytes) -> bytes:
+        """BLAKE2b keyed with the store's secret, of the header (checksum field zeroed) and payload."""
+        digest = hashlib.blake2b(key=self.secret, digest_size=32)
+        digest.update(header)
+        digest.update(payload)
+        return digest.digest()
+
     def clear(self) -> None:
         """Remove the store (after the mask is stitched)."""
         for path in self.root.glob("*"):
@@ -143,6 +147,28 @@ class BlockStore:
         self.root.rmdir()
         with contextlib.suppress(OSError):
             self.root.parent.rmdir()  # the folder of all keys, once empty
+
+
+def _secret(root: Path) -> bytes:
+    """The store's checksum key: made once (owner-only, linked into place whole, so a concurrent
+    worker never reads half of it), then read by every later run."""
+    path = root / ".secret"
+    if not path.exists():
+        partial = root / f".secret.{os.getpid()}.{threading.get_ident()}.partial"
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        try:
+            os.link(partial, path)  # fails if another worker got there first: then its secret is the one
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink(missing_ok=True)
+    secret = path.read_bytes()
+    if len(secret) != 32:  # damaged: the blocks it signed cannot be checked; start the store afresh
+        for stale in (path, *root.glob("block_*.blk")):
+            stale.unlink(missing_ok=True)
+        return _secret(root)
+    return secret
 
 
 def stored_indices(root: Path) -> set[int]:

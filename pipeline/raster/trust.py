@@ -177,12 +177,14 @@ def locate(text: str | os.PathLike[str], *, allow_vrt: bool = False, allow_remot
 
 
 def vrt_fingerprint_parts(path: Path, allow_remote: bool) -> list[str]:
-    """What identifies a VRT's pixels without reading them: its sources' paths, sizes and change times."""
+    """What identifies a VRT's pixels without reading them: its sources' paths, sizes, modification
+    and change times (ctime: set by the kernel on every write, so a source rewritten in place with
+    its mtime put back still counts as changed)."""
     parts = []
     for source in vrt_sources(path, allow_remote):
         try:
             stat = source.stat()
         except OSError:
             raise MsafError(f"{path}: VRT source {source} is missing") from None
-        parts.append(f"{source}|{stat.st_size}|{stat.st_mtime_ns}")
+        parts.append(f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}")
     return parts

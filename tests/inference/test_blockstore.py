@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
+import zlib
 
 import numpy as np
 import rasterio
 
 from pipeline.config import SurveyConfig
 from pipeline.inference.blend import BlockResult
-from pipeline.inference.blockstore import BlockStore
+from pipeline.inference.blockstore import HEADER, BlockStore
 from pipeline.survey import infer_blocks, prepare_survey, run_survey
 from tests.conftest import write_raster
 
@@ -48,10 +50,21 @@ def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny
     forged = BlockResult(good.core, np.full_like(good.classes, 7), good.confidence)
     store.save(5, forged)  # well formed, right key, class ids the model cannot produce
     paths[6].write_bytes(b"")  # empty
+    # forged by someone who can write the folder but not read its secret: a plain (unkeyed) checksum
+    header = bytearray(paths[7].read_bytes()[: HEADER.size])
+    payload = zlib.compress(np.ones_like(good.classes).tobytes(), 1) + zlib.compress(good.confidence.tobytes(), 1)
+    fields = list(HEADER.unpack(bytes(header)))
+    fields[7:10] = [
+        len(payload) - len(zlib.compress(good.confidence.tobytes(), 1)),
+        len(zlib.compress(good.confidence.tobytes(), 1)),
+        hashlib.blake2b(payload, digest_size=32).digest(),
+    ]
+    paths[7].write_bytes(HEADER.pack(*fields) + payload)
+    assert (store.root / ".secret").stat().st_mode & 0o077 == 0  # the key is the owner's alone
 
     with caplog.at_level(logging.WARNING, logger="pipeline.inference.blockstore"):
         resumed = run_survey(image, tmp_path / "out", CFG, model_path=tiny_model)
-    assert resumed.tiling.blocks_reused == 16 - 7
+    assert resumed.tiling.blocks_reused == 16 - 8
     warned = " ".join(r.getMessage() for r in caplog.records)
     for reason in (
         "checksum mismatch",

@@ -329,3 +329,22 @@ def test_colour_interpretation_is_honoured_or_refused(tmp_path):
     shipped = Path(__file__).parents[2] / "pipeline" / "assets" / "msaf-dsnet.safetensors"
     result = run_msaf(*cpu_survey(tmp_path / "palette.tif", tmp_path / "out", shipped), cwd=tmp_path)
     assert_one_line_error(result, "paletted image", "gdal_translate -expand rgb")
+
+
+def test_a_vrt_source_rewritten_in_place_with_its_mtime_restored_changes_the_fingerprint(tmp_path):
+    """The 24-item-6 case: same size, mtime put back; the change time still moves, so stale blocks are not reused."""
+    import os
+    import time
+
+    from pipeline.raster.trust import vrt_fingerprint_parts
+
+    source = write_raster(tmp_path / "src.tif", _pixels(1))
+    vrt = _vrt(tmp_path / "m.vrt", _simple_bands("src.tif"))
+    before = vrt_fingerprint_parts(vrt, allow_remote=False)
+    stat = source.stat()
+    time.sleep(0.01)
+    with rasterio.open(source, "r+") as ds:  # another picture, written in place: same size
+        ds.write(_pixels(2))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    assert vrt_fingerprint_parts(vrt, allow_remote=False) != before
