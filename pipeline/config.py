@@ -416,6 +416,10 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise MsafError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise MsafError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except ValueError as exc:  # a scalar YAML reads as an impossible date, e.g. 2026-13-45
+        raise MsafError(f"{path}: a value YAML cannot read ({exc}); quote it") from None
     if not isinstance(raw, dict):
         raise MsafError(f"{path}: expected a mapping of sections (data, model, train, evaluate)")
     for dotted, value in (overrides or {}).items():

@@ -33,6 +33,10 @@ def parse_job(items: list[str], meta_file: Path | None = None) -> dict[str, str]
             raise MsafError(f"--meta-file {meta_file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise MsafError(f"--meta-file {meta_file}: not YAML ({str(exc).splitlines()[0]})") from None
+        except UnicodeDecodeError as exc:
+            raise MsafError(f"--meta-file {meta_file}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except ValueError as exc:  # YAML reads 2026-13-45 as a date and fails: say which value
+            raise MsafError(f"--meta-file {meta_file}: {exc}; write dates as YYYY-MM-DD (quote other text)") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise MsafError(f"--meta-file {meta_file}: expected KEY: VALUE lines (a mapping)")
         job |= {str(k): "" if v is None else str(v) for k, v in (loaded or {}).items()}

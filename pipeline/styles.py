@@ -5,6 +5,7 @@ GeoPackage styles always agree.
 
 from __future__ import annotations
 
+import itertools
 from xml.sax.saxutils import escape, quoteattr
 
 SEVERITY_COLOURS = {
@@ -39,7 +40,7 @@ def rgb(hex_colour: str) -> tuple[int, int, int]:
 
 def class_colours(class_names: list[str]) -> dict[str, str]:
     """A colour per class name: known classes keep theirs, others take the palette in order."""
-    spare = iter([c for c in CLASS_PALETTE if c not in KNOWN_CLASS_COLOURS.values()] * 4)
+    spare = itertools.cycle([c for c in CLASS_PALETTE if c not in KNOWN_CLASS_COLOURS.values()])
     return {name: KNOWN_CLASS_COLOURS.get(name) or next(spare) for name in class_names}
 
 

@@ -130,6 +130,10 @@ def _check_out_dir(out_dir: Path) -> None:
         raise MsafError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise MsafError(f"output folder {out_dir} is not writable; choose another --out")
+    if taken := [name for name in (*SURVEY_OUTPUTS, *REPORT_OUTPUTS) if (out_dir / name).is_dir()]:
+        raise MsafError(
+            f"{out_dir / taken[0]} is a folder where the survey writes a file; move it or choose another --out"
+        )
 
 
 def peak_rss_mb() -> float:

@@ -133,7 +133,7 @@ def read_survey_record(survey_dir: Path) -> SurveyRecord | None:
         return None
     try:
         raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise MsafError(
             f"{path} is corrupt ({str(exc)[:80]}); rerun `msaf survey` (finished blocks are reused) "
             "or delete it to report from the mask alone"

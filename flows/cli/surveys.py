@@ -240,6 +240,29 @@ def _print_report_summary(survey_dir: Path, summary: dict[str, Any]) -> None:
     console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary['outputs'].values())}")
 
 
+def _check_cron(cron: str) -> None:
+    """A cron string Prefect accepts, or one line before anything is served."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError:
+        raise MsafError(f'--cron {cron!r} is not a cron schedule; e.g. "0 2 * * *" (02:00 daily)') from None
+
+
+def _check_server(api: str) -> None:
+    """The Prefect server answers (within seconds), or one line naming how to start it."""
+    import httpx
+
+    try:
+        httpx.get(f"{api.rstrip('/')}/health", timeout=3).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise MsafError(
+            f"no Prefect server answers at {api} ({exc.__class__.__name__}); start one with `prefect server start`"
+        ) from None
+
+
 @user_errors
 def schedule(
     inbox: Annotated[Path | None, typer.Option(help="folder where new orthomosaics arrive")] = None,
@@ -259,6 +282,8 @@ def schedule(
             "scheduling needs a Prefect server: run `prefect server start` (SQLite, no other service) "
             "and export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
+    _check_cron(cron)
+    _check_server(api)
     if retrain:
         from flows.retrain import retrain_flow
 

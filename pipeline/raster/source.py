@@ -229,6 +229,16 @@ def _check_georeferencing(name: str, ds: rasterio.DatasetReader) -> None:
         )
 
 
+def _check_north_up(name: str, transform: Any) -> None:
+    """Pixel x must grow east and pixel y south: a south-up or mirrored grid would flip every map."""
+    if transform.a <= 0 or transform.e >= 0:
+        raise MsafError(
+            f"{name}: the grid is {'mirrored east-west' if transform.a <= 0 else 'south-up'} (pixel size x "
+            f"{transform.a:g}, y {transform.e:g}; north-up has x > 0 and y < 0) - make it north-up first: "
+            "gdalwarp in.tif out.tif"
+        )
+
+
 def open_source(
     path: str | Path,
     scaling: ScalingConfig,
@@ -265,6 +275,7 @@ def open_source(
             except CRSError:
                 raise MsafError(f"--assume-crs {assume_crs!r} is not a CRS rasterio understands") from None
         _check_georeferencing(name, ds)
+        _check_north_up(name, ds.transform)
         if ds.count not in (3, 4):
             raise MsafError(f"{name}: {ds.count} band(s); expected 3 (RGB) or 4 (RGB + alpha)")
         has_alpha = ds.count == 4

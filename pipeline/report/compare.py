@@ -29,6 +29,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import pyproj
 import rasterio
 import rasterio.features
@@ -66,7 +67,15 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
         if not (survey_dir / "mask.tif").is_file():
             raise MsafError(f"{survey_dir}: neither defects.gpkg nor mask.tif; is this a survey folder?")
         report_survey(survey_dir, cfg)
-    frame = gpd.read_file(gpkg, layer=layer, engine="pyogrio")
+    try:
+        frame = gpd.read_file(gpkg, layer=layer, engine="pyogrio")
+    except pyogrio.errors.DataLayerError:
+        raise MsafError(
+            f"{gpkg} has no layer {layer!r} (deleted in a GIS, or written by an older release); "
+            "re-run `msaf report` on that survey"
+        ) from None
+    except pyogrio.errors.DataSourceError:
+        raise MsafError(f"{gpkg} is not a GeoPackage; re-run `msaf report` on that survey") from None
     if frame.crs is None:
         raise MsafError(f"{gpkg}: {layer} have no CRS")
     return frame
