@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import resource
+import shutil
 import threading
 import time
 from collections import deque
@@ -540,6 +541,8 @@ def stitch(
     )
     record.write(out_dir)
     store.clear()
+    # stores of earlier runs with other settings describe no output any more: not left behind
+    shutil.rmtree(out_dir / ".msaf-blocks", ignore_errors=True)
     return record
 
 

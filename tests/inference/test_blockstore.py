@@ -62,6 +62,9 @@ def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny
     paths[7].write_bytes(HEADER.pack(*fields) + payload)
     assert (store.root / ".secret").stat().st_mode & 0o077 == 0  # the key is the owner's alone
 
+    stale = tmp_path / "out" / ".msaf-blocks" / ("0" * 24)  # a store of an earlier run with other settings
+    stale.mkdir()
+    (stale / "block_000001.blk").write_bytes(b"old")
     with caplog.at_level(logging.WARNING, logger="pipeline.inference.blockstore"):
         resumed = run_survey(image, tmp_path / "out", CFG, model_path=tiny_model)
     assert resumed.tiling.blocks_reused == 16 - 8
@@ -77,7 +80,7 @@ def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny
     ):
         assert reason in warned, reason
     np.testing.assert_array_equal(_mask(tmp_path / "out"), _mask(tmp_path / "reference"))
-    assert not (tmp_path / "out" / ".msaf-blocks").exists()
+    assert not (tmp_path / "out" / ".msaf-blocks").exists()  # its own store and the stale one are gone
 
 
 def test_store_checks_the_window_of_each_block(tmp_path):
