@@ -1,7 +1,8 @@
 """One survey folder, one survey: an exclusive lock, and outputs that always describe the same run.
 
 The lock is an advisory ``flock`` on ``.msaf.lock`` in the folder: the kernel drops it when its
-process dies, whatever kills it, so there is never a stale lock to delete by hand. It is
+process dies, whatever kills it, so there is never a stale lock to delete by hand; taking it sweeps
+away the half-written files of a killed run. It is
 re-entrant within a process (the CLI, the flow and the engine each take it). A new mask retires
 the report outputs of the previous run before it is published, so a report that then fails leaves
 a folder without a report, never one whose report describes another mask.
@@ -79,7 +80,16 @@ def _acquire(folder: Path) -> int:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+    _sweep_partials(folder)
     return fd
+
+
+def _sweep_partials(folder: Path) -> None:
+    """Remove what killed runs left half-written (``.NAME.XXXX.partial.EXT``, see ``fsutil.atomic_output``):
+    with the lock held nobody else is writing them."""
+    for leftover in folder.glob(".*.partial*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def retire_report(folder: Path) -> None:

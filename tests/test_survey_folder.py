@@ -165,3 +165,15 @@ def test_a_gsd_mismatch_is_stated_in_the_report_itself(tmp_path, surveyed):
     report_survey(folder, ReportConfig())
     html = (folder / "report.html").read_text()
     assert "differs from the model&#39;s training GSD" in html and "not reliable at this ground sample distance" in html
+
+
+def test_taking_a_folder_sweeps_away_what_a_killed_run_left_half_written(tmp_path):
+    from pipeline.survey_folder import exclusive
+
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    leftovers = [".defects.k2j4.partial.gpkg", ".mask.tif.blocks.partial.tif", ".report.x1.partial.html"]
+    for name in [*leftovers, "defects.gpkg", "notes.partial.txt"]:
+        (folder / name).write_text("x")
+    with exclusive(folder):
+        assert sorted(p.name for p in folder.iterdir()) == [".msaf.lock", "defects.gpkg", "notes.partial.txt"]
