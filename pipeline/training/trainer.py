@@ -207,7 +207,7 @@ def train_model(
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = build_model(params.model.preset, num_classes, **params.model.overrides)
-    start = load_initial_weights(model, init) if init else None
+    start = load_initial_weights(model, init, params.data.class_names) if init else None
     mean, std = (start.metadata.mean, start.metadata.std) if start else channel_stats(data.train_items)
     model = model.to(device)
     if device.type == "cuda":

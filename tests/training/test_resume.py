@@ -138,3 +138,27 @@ def test_init_that_is_not_a_model_is_one_line(tmp_path, cfd_subset):
     params = tiny_params(tmp_path, cfd_subset, init=str(tmp_path / "missing.safetensors"))
     result = run_msaf("train", "--params", str(params), "--no-track", cwd=tmp_path)
     assert_one_line_error(result, "train.init: no model file at", "missing.safetensors")
+
+
+def test_init_matches_classes_by_name_and_a_new_class_starts_fresh(tiny_model):
+    """From a background/crack model to background/joint/crack: crack keeps its weights in its new
+    place, joint gets a fresh output channel, every other tensor is copied."""
+    from pipeline.model import build_model
+    from pipeline.training.init import class_slots, load_initial_weights
+
+    source = load_file(str(tiny_model))
+    torch.manual_seed(1)
+    network = build_model("dsnet-tiny", 3, refine_width=4)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    report = load_initial_weights(network, tiny_model, ["background", "joint", "crack"])
+    after = network.state_dict()
+    heads = [name for name, dim in class_slots(network).items() if dim == 0 and name in source]
+    assert len(heads) == 6  # main and two auxiliary heads, weight and bias
+    for name in heads:
+        assert torch.equal(after[name][0], source[name][0].to(after[name].dtype))  # background
+        assert torch.equal(after[name][2], source[name][1].to(after[name].dtype))  # crack, moved
+        assert torch.equal(after[name][1], before[name][1])  # joint: fresh
+        assert name in report.fresh
+    untouched = [n for n in source if n not in class_slots(network)]
+    assert all(torch.equal(after[n], source[n].to(after[n].dtype)) for n in untouched)
+    assert all(n.startswith("refine.") for n in report.fresh if n not in heads)  # the new branch alone
