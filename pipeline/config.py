@@ -435,6 +435,25 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     return params.resolve_paths(path.resolve().parent)
 
 
+FINETUNE_CPU: dict[str, Any] = {  # `msaf train --finetune`: from the champion, minutes on 2 CPU cores
+    "train.init": "champion",
+    "train.epochs": 2,
+    "train.steps_per_epoch": 100,
+    "train.batch_size": 8,
+    "train.lr": 0.0003,
+    "train.schedule": "poly",
+    "train.ema_decay": 0.99,
+    "train.distill.teacher": "init",
+}
+
+
+def finetune_preset(params: Params) -> dict[str, Any]:
+    """The CPU fine-tuning schedule as param overrides: a short, gentle run from the champion that
+    keeps the champion's answer on the photo sets (distillation) while it learns the geo sets."""
+    photos = [spec.name for spec in params.data.datasets if spec.kind == "photos"]
+    return FINETUNE_CPU | {"train.distill.weight": 1.0 if photos else 0.0, "train.distill.sets": photos}
+
+
 def load_params_or_defaults(
     path: str | Path | None, survey_overrides: dict[str, Any] | None = None, *, required: bool = False
 ) -> Params:

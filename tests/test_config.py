@@ -80,3 +80,24 @@ def test_missing_file_and_overrides(tmp_path):
         load_params(tmp_path / "nope.yaml")
     params = load_params(_write(tmp_path, {}), {"train.epochs": 3, "model.preset": "dsnet-tiny"})
     assert params.train.epochs == 3 and params.model.preset == "dsnet-tiny"
+
+
+def test_the_cpu_finetune_preset_starts_from_the_champion_and_keeps_the_photo_sets(tmp_path):
+    import yaml
+
+    from pipeline.config import FINETUNE_CPU, finetune_preset, load_params
+
+    (tmp_path / "site").mkdir()
+    sets = [
+        {"name": "crackforest", "images": "i", "masks": "m"},
+        {"name": "deck", "kind": "geo", "labelset": "site"},
+    ]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"sets": sets}}))
+    base = load_params(tmp_path / "params.yaml")
+    preset = finetune_preset(base)
+    assert preset["train.distill.sets"] == ["crackforest"] and preset["train.distill.weight"] == 1.0
+    tuned = load_params(tmp_path / "params.yaml", preset | {"train.epochs": 1})  # --set wins over the preset
+    assert tuned.train.init == "champion" and tuned.train.epochs == 1 and tuned.train.steps_per_epoch == 100
+    assert tuned.train.distill.teacher == "init" and tuned.train.lr == FINETUNE_CPU["train.lr"]
+    (tmp_path / "geo.yaml").write_text(yaml.safe_dump({"data": {"sets": sets[1:]}}))
+    assert finetune_preset(load_params(tmp_path / "geo.yaml"))["train.distill.weight"] == 0.0  # nothing to keep

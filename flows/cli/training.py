@@ -85,13 +85,20 @@ def train(
     run_info: Annotated[Path | None, typer.Option(help="JSON with the MLflow run id and model URI")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="log the run to MLflow")] = True,
     set_: Annotated[list[str], typer.Option("--set", help="override a param, e.g. train.epochs=3")] = [],  # noqa: B006
+    finetune: Annotated[
+        bool, typer.Option("--finetune", help="the CPU fine-tuning schedule: from the champion, 2 x 100 steps")
+    ] = False,
 ) -> None:
     """Train a model from params.yaml and write a safetensors checkpoint (logged to MLflow)."""
-    from pipeline.config import load_params
+    from pipeline.config import finetune_preset, load_params
     from pipeline.data.manifest import load_manifest
     from pipeline.training.trainer import TIMINGS, load_training_data, train_model
 
-    cfg = load_params(required_params(params), parse_sets(set_))
+    path = required_params(params)
+    overrides = parse_sets(set_)
+    if finetune:  # the preset, then the --set values (which win)
+        overrides = finetune_preset(load_params(path)) | overrides
+    cfg = load_params(path, overrides)
     data = load_training_data(cfg, load_manifest(manifest) if manifest else None)  # data mistakes: before any run
     console.print(
         f"training [bold]{cfg.model.preset}[/] on {', '.join(s.name for s in data.manifest.sets)} "
