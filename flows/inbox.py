@@ -7,6 +7,7 @@ that fails is recorded in the ledger (``.failed``, with the reason) while the ot
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import flows  # noqa: F401  (telemetry defaults)
 from flows.ledger import Ledger
 from flows.survey import survey_flow
 from pipeline.raster.source import file_fingerprint
+from pipeline.survey_folder import LOCK_NAME
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
 
@@ -40,6 +42,12 @@ def arrivals(inbox: Path, settle_seconds: float) -> tuple[list[Path], list[tuple
             continue
         ready.append(path)
     return ready, skipped
+
+
+def _drop_if_empty(folder: Path) -> None:
+    """A survey refused before any work leaves no folder behind (its lock file is all it holds)."""
+    if folder.is_dir() and all(item.name == LOCK_NAME for item in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @flow(name="msaf-inbox", log_prints=True)
@@ -78,6 +86,7 @@ def inbox_flow(
         except Exception as exc:  # one bad file never stops the others
             ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
             logger.error("failed %s: %s", path.name, exc)
+            _drop_if_empty(target)
             continue
         ledger.finish(
             key, {"source": str(path), "survey": str(target), "defects": (outcome.report or {}).get("defects")}

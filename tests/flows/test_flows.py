@@ -298,6 +298,8 @@ def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(pr
     recorded = {Path(d["source"]).name for d in ledger.done()}
     assert recorded == {"a.tif", "b.tif"}  # escape.tif and arriving.tif were never touched
     assert not any("secret" in p.name or "escape" in p.name for p in out.iterdir())
+    # refused files leave no survey folder behind: only the two surveys and the ledger
+    assert sorted(p.name.split("-")[0] for p in out.iterdir()) == [".ledger", "a", "b"]
 
 
 def test_ledger_claims_are_exclusive_and_crashed_claims_are_taken_over(tmp_path):
