@@ -156,9 +156,11 @@ def test_a_reviewed_survey_gives_exactly_the_expected_labels(tmp_path, surveyed)
 
 @pytest.mark.slow
 def test_an_unreviewed_survey_is_one_line(tmp_path, surveyed):
+    from pipeline.errors import MsafError
+
     folder, *_ = _survey_with_defects(tmp_path, surveyed)
-    result = run_msaf("labels", "from-survey", str(folder), "--out", str(tmp_path / "set"))
-    assert_one_line_error(result, "nothing reviewed yet", "reviewed_area")
+    with pytest.raises(MsafError, match=r"nothing reviewed yet; in QGIS set `review`.*reviewed_area"):
+        labels_from_survey(folder, tmp_path / "set", ReportConfig())
     assert not (tmp_path / "set" / "labels.tif").exists()
 
 

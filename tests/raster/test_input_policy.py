@@ -326,9 +326,8 @@ def test_colour_interpretation_is_honoured_or_refused(tmp_path):
     write_raster(tmp_path / "palette.tif", rgb[:1].repeat(3, axis=0))
     with rasterio.open(tmp_path / "palette.tif", "r+") as ds:
         ds.colorinterp = [ColorInterp.palette, ColorInterp.undefined, ColorInterp.undefined]
-    shipped = Path(__file__).parents[2] / "pipeline" / "assets" / "msaf-dsnet.safetensors"
-    result = run_msaf(*cpu_survey(tmp_path / "palette.tif", tmp_path / "out", shipped), cwd=tmp_path)
-    assert_one_line_error(result, "paletted image", "gdal_translate -expand rgb")
+    with pytest.raises(MsafError, match=r"a paletted image \(colour table\); .*gdal_translate -expand rgb"):
+        open_source(tmp_path / "palette.tif", ScalingConfig())
 
 
 def test_a_vrt_source_rewritten_in_place_with_its_mtime_restored_changes_the_fingerprint(tmp_path):
