@@ -89,7 +89,8 @@ def inbox_flow(
             _drop_if_empty(target)
             continue
         ledger.finish(
-            key, {"source": str(path), "survey": str(target), "defects": (outcome.report or {}).get("defects")}
+            key,
+            {"source": str(path), "survey": str(target), "defects": outcome.report.defects if outcome.report else None},
         )
         logger.info("processed %s -> %s", path.name, target)
         processed.append(str(target))

@@ -28,6 +28,7 @@ from flows.engines import gpu_count, task_runner
 from flows.server import prefect_api
 from pipeline.config import Params, load_params_or_defaults
 from pipeline.errors import MsafError
+from pipeline.report.result import ReportResult
 from pipeline.survey import PreparedSurvey, infer_blocks, prepare_survey, stitch
 from pipeline.survey_folder import exclusive
 from pipeline.survey_record import SurveyRecord
@@ -93,7 +94,7 @@ class SurveyOutcome(BaseModel):
     without a report) and the MLflow run (None untracked)."""
 
     record: SurveyRecord
-    report: dict[str, Any] | None = None
+    report: ReportResult | None = None
     mlflow_run: str | None = None
 
 
@@ -103,14 +104,14 @@ def stitch_task(prepared: PreparedSurvey, infer_s: float, reused: int, started: 
 
 
 @task(name="report")
-def report_task(out: str, params: Params) -> dict[str, Any]:
+def report_task(out: str, params: Params) -> ReportResult:
     from pipeline.report.build import report_survey
 
     return report_survey(out, params.report)
 
 
 @task(name="log to MLflow")
-def log_task(record: SurveyRecord, out: str, summary: dict[str, Any] | None) -> str:
+def log_task(record: SurveyRecord, out: str, summary: ReportResult | None) -> str:
     from pipeline.tracking.runs import log_survey
     from pipeline.tracking.store import init_tracking
 
@@ -118,14 +119,14 @@ def log_task(record: SurveyRecord, out: str, summary: dict[str, Any] | None) -> 
     return log_survey(record, Path(out), summary)
 
 
-def _summary_artifacts(record: SurveyRecord, summary: dict[str, Any] | None, out: str) -> None:
+def _summary_artifacts(record: SurveyRecord, summary: ReportResult | None, out: str) -> None:
     rows: list[dict[str, Any]] = [{"class": name, "pixels": count} for name, count in record.class_pixels.items()]
     if summary:
-        rows = [r | {"defects": summary["by_class"].get(r["class"], 0)} for r in rows]
+        rows = [r | {"defects": summary.by_class.get(r["class"], 0)} for r in rows]
     create_table_artifact(table=rows, key="defect-summary", description="defects and pixels per class")
     links = "\n".join(
         f"- `{Path(out) / name}`"
-        for name in ("mask.tif", "confidence.tif", "survey.json", *(summary["outputs"].values() if summary else ()))
+        for name in ("mask.tif", "confidence.tif", "survey.json", *(summary.outputs.values() if summary else ()))
     )
     create_markdown_artifact(
         key="survey-outputs",

@@ -75,7 +75,7 @@ def test_a_moved_survey_folder_still_reports(tmp_path, surveyed):
     moved.parent.mkdir(parents=True)
     shutil.move(out, moved)
     summary = report_survey(moved, ReportConfig())
-    assert summary["defects"] > 0 and (moved / "report.html").is_file()
+    assert summary.defects > 0 and (moved / "report.html").is_file()
 
 
 def _shrunk_confidence(folder: Path, surveyed: Path) -> str:

@@ -13,7 +13,7 @@ import typer
 from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
-    pass
+    from pipeline.report.result import ReportResult
 
 from flows.cli.app import (
     PARAMS_HELP,
@@ -212,7 +212,7 @@ def report(
     if pdf:
         from pipeline.report.pdf import print_pdf
 
-        summary["outputs"]["pdf"] = print_pdf(survey_dir / "report.html", survey_dir / "report.pdf", paper).name
+        summary.outputs["pdf"] = print_pdf(survey_dir / "report.html", survey_dir / "report.pdf", paper).name
     _print_report_summary(survey_dir, summary)
 
 
@@ -231,13 +231,13 @@ def compare(
     console.print(f"wrote {', '.join(str(out / f) for f in result['outputs'])}")
 
 
-def _print_report_summary(survey_dir: Path, summary: dict[str, Any]) -> None:
-    if summary["defects"]:
-        by_class = ", ".join(f"{name} {count}" for name, count in summary["by_class"].items())
-        console.print(f"{summary['defects']} defects ({by_class})")
+def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:
+    if summary.defects:
+        by_class = ", ".join(f"{name} {count}" for name, count in summary.by_class.items())
+        console.print(f"{summary.defects} defects ({by_class})")
     else:
         console.print("no defects found")
-    console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary['outputs'].values())}")
+    console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary.outputs.values())}")
 
 
 def _check_cron(cron: str) -> None:

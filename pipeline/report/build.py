@@ -23,6 +23,7 @@ from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
+from pipeline.report.result import ReportResult
 from pipeline.report.width import WIDTH_FROM_MASK, WIDTH_UNMEASURED, WIDTH_UPPER_BOUND
 from pipeline.review import refuse_losing_review
 from pipeline.survey_folder import REPORT_OUTPUTS, exclusive, refuse_overwriting
@@ -331,8 +332,8 @@ def survey_image(record: SurveyRecord | None, image: Path | None) -> Path | None
 
 def report_survey(
     survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None, job: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns a summary.
+) -> ReportResult:
+    """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns what it found.
 
     Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
     place); without either they come from the mask, and the report says so. ``job`` adds to (and
@@ -350,7 +351,7 @@ def report_survey(
             raise
 
 
-def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str]) -> dict[str, Any]:
+def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str]) -> ReportResult:
     mask_path = survey_dir / "mask.tif"
     record = read_survey_record(survey_dir)
     job = (record.job if record else {}) | job
@@ -372,9 +373,9 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
         if tables.non_defects is not None and len(tables.non_defects)
         else {}
     )
-    return {
-        "defects": len(tables.defects),
-        "by_class": {k: int(v) for k, v in counts.items()},
-        "non_defects": {k: int(v) for k, v in context.items()},
-        "outputs": outputs | {"html": "report.html"},
-    }
+    return ReportResult(
+        defects=len(tables.defects),
+        by_class={k: int(v) for k, v in counts.items()},
+        non_defects={k: int(v) for k, v in context.items()},
+        outputs=outputs | {"html": "report.html"},
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 import pipeline
+from pipeline.report.result import ReportResult
 from pipeline.survey_record import SurveyRecord
 from pipeline.tracking.store import experiment_id, project_root
 
@@ -105,7 +106,7 @@ def tracked_training(
         return result, run.info.run_id, model_uri
 
 
-def log_survey(record: SurveyRecord, survey_dir: Path, report: dict[str, Any] | None = None) -> str:
+def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | None = None) -> str:
     """One run in the ``surveys`` experiment: input, model, params, throughput, defects, artifacts."""
     import mlflow
 
@@ -129,7 +130,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: dict[str, Any] | 
             **{f"pixels.{k}": v for k, v in record.class_pixels.items()},
         }
         if report:
-            metrics |= {"defects": report["defects"], **{f"defects.{k}": v for k, v in report["by_class"].items()}}
+            metrics |= {"defects": report.defects, **{f"defects.{k}": v for k, v in report.by_class.items()}}
         mlflow.log_metrics(metrics)
         for name in ("survey.json", "report.html", "defects.geojson", "defects.csv"):
             if (survey_dir / name).is_file():

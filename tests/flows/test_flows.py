@@ -49,7 +49,7 @@ def test_local_flow_matches_the_engine_and_publishes_artifacts(
         chunk_blocks=16,
     )
     np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
-    assert outcome.report and outcome.report["defects"] > 0 and (tmp_path / "out" / "report.html").is_file()
+    assert outcome.report and outcome.report.defects > 0 and (tmp_path / "out" / "report.html").is_file()
     assert (outcome.record.tiling.blocks == 99 and not (tmp_path / "out" / ".msaf-blocks").exists()) or not list(
         (tmp_path / "out" / ".msaf-blocks").rglob("*.blk")
     )

@@ -248,7 +248,7 @@ def test_joints_never_become_defects(tmp_path):
     mask[20:99, 150:152] = 1  # crack: 79 mm long, 2 mm wide, running into the joint
     folder = write_mask_survey(tmp_path / "s", mask, classes=("background", "crack", "joint"))
     summary = report_survey(folder, ReportConfig(defect_classes=["crack"]))
-    assert summary["defects"] == 1 and summary["by_class"] == {"crack": 1} and summary["non_defects"] == {"joint": 1}
+    assert summary.defects == 1 and summary.by_class == {"crack": 1} and summary.non_defects == {"joint": 1}
     defects = gpd.read_file(folder / "defects.gpkg", layer="defects")
     # ground metres: UTM grid metres are 0.04 % short of them near the central meridian
     assert defects["class"].tolist() == ["crack"] and defects["area_m2"].iloc[0] == pytest.approx(79 * 2e-6, rel=1e-3)
@@ -259,13 +259,13 @@ def test_joints_never_become_defects(tmp_path):
     assert set(table["class"]) == {"crack"} and table["count"].sum() == 1
     assert len(json.loads((folder / "defects.geojson").read_text())["features"]) == 1
     # The built-in default (no defect_classes) leaves joints out too.
-    assert report_survey(folder, ReportConfig())["by_class"] == {"crack": 1}
+    assert report_survey(folder, ReportConfig()).by_class == {"crack": 1}
 
 
 def test_empty_mask_reports_no_defects(tmp_path):
     write_mask_survey(tmp_path / "s", np.zeros((64, 64), np.uint8))
     summary = report_survey(tmp_path / "s", ReportConfig())
-    assert summary["defects"] == 0
+    assert summary.defects == 0
     assert "No defects found" in (tmp_path / "s" / "report.html").read_text()
     assert len(gpd.read_file(tmp_path / "s" / "defects.gpkg", layer="defects")) == 0
 

@@ -1,0 +1,16 @@
+"""What a report found and wrote (a light module: the flows and tracking import it without the report's libraries)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ReportResult(BaseModel):
+    """What a report found and wrote: the CLI prints it, the flows and tracking record it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defects: int
+    by_class: dict[str, int]  # defects per defect class
+    non_defects: dict[str, int]  # outlines per non-defect class (joints): context, never counted
+    outputs: dict[str, str]  # kind -> file name in the survey folder
