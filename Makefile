@@ -58,7 +58,7 @@ qgis:
 	@test -d /usr/lib/python3/dist-packages/qgis || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis >/dev/null; }
 
 test: setup browser qgis
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The inner loop: unit tests on generated fixtures (< 90 s on 2 cores); `make test` stays the full suite.
 test-fast: setup
