@@ -23,7 +23,7 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 MODEL=pipeline/assets/msaf-dsnet.safetensors
 if [ "$DRY" = 1 ]; then
-  SIZE=512 DEVICE=cpu BATCH=2 ENGINE_SIZE=512 CORES="1" MODES="model survey"
+  SIZE=256 DEVICE=cpu BATCH=2 ENGINE_SIZE=256 CORES="1" MODES="survey"
 else
   SIZE=16384 DEVICE=cuda BATCH=16 ENGINE_SIZE=8192 CORES="4 8 16" MODES="model survey naive"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT_DIR/gpu.txt"

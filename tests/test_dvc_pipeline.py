@@ -77,7 +77,7 @@ def project(tmp_path_factory, cfd_dir, uav_dir, masonry_dir) -> Path:
     return root
 
 
-def test_repro_runs_every_stage_and_registers_the_first_champion(project):
+def test_repro_runs_every_stage_and_gates_the_candidate_against_the_shipped_champion(project):
     out = run(["dvc", "repro"], project).stdout
     for stage in ("prepare", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
@@ -94,7 +94,10 @@ def test_repro_runs_every_stage_and_registers_the_first_champion(project):
     assert set(evaluation["sets"]) == {"crackforest", "uav75", "masonry"} and "crack" in evaluation["thresholds"]
     assert decision_score(project) == pytest.approx(evaluation["score"])
     decision = json.loads((project / "metrics" / "registry.json").read_text())
-    assert decision["promoted"] is True and decision["version"] == "1"
+    # an empty store: the shipped model becomes the first champion (v1), scored on the same split;
+    # three steps from scratch regress on the public sets, and the gate says which
+    assert decision["champion_version"] == "1" and decision["version"] == "2" and decision["promoted"] is False
+    assert decision["reason"].startswith("regresses on ") and "crackforest" in decision["reason"]
     assert (project / "mlflow.db").is_file() and (project / "dvc.lock").is_file()
     history = (project / "metrics" / "train_history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 2
@@ -107,7 +110,7 @@ def test_forced_rerun_reproduces_the_model_bit_for_bit(project):
     after = md5(model), json.loads((project / "metrics" / "train_run.json").read_text())["weights_sha256"]
     assert before == after
     decision = json.loads((project / "metrics" / "registry.json").read_text())
-    assert decision["version"] == "2" and decision["promoted"] is True  # equal score: promoted
+    assert decision["version"] == "3" and decision["promoted"] is False  # the same candidate, the same verdict
 
 
 def test_changing_train_lr_reruns_train_evaluate_register_but_not_prepare(project):

@@ -223,6 +223,7 @@ def test_change_tracking_on_known_changes(tmp_path):
         "unchanged": 1,
         "shrunk": 1,
         "not found (repaired?)": 1,
+        "not covered": 0,  # both surveys imaged the same ground
     }
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
     assert changes.loc["extended", "delta_length_m"] == pytest.approx(0.060, rel=0.1)  # the added piece

@@ -103,7 +103,10 @@ def test_survey_run_is_logged_with_artifacts(project, surveyed):
 
     record = read_survey_record(surveyed)
     assert record is not None
-    run_id = log_survey(record, surveyed, {"defects": 7, "by_class": {"crack": 7}})
+    from pipeline.report.result import ReportResult
+
+    report = ReportResult(defects=7, by_class={"crack": 7}, non_defects={}, outputs={})
+    run_id = log_survey(record, surveyed, report)
     run = mlflow.get_run(run_id)
     assert run.data.metrics["defects"] == 7 and run.data.metrics["mpix_per_s"] > 0
     assert run.data.params["model.sha256"] == record.model.sha256
