@@ -119,9 +119,10 @@ def load_blocks(
             raise MsafError(
                 f"{record.image}: training reads 8-bit orthomosaics; convert it (gdal_translate -ot Byte -scale)"
             )
+        bands = rgb_bands(image)
         for name in names:
             box = _box_of(name, block, record)
-            rgb = np.moveaxis(image.read(rgb_bands(image), window=box.window), 0, -1)
+            rgb = np.moveaxis(image.read(bands, window=box.window), 0, -1)
             labels = lut[labels_file.read(1, window=box.window)]
             labels[image.dataset_mask(window=box.window) == 0] = NO_CLASS
             shape = (max(1, round(box.height * factor)), max(1, round(box.width * factor)))

@@ -17,11 +17,11 @@ import numpy as np
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import file_digest
 from pipeline.labels.burn import Shapes
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, VectorSource, write_labelset
 from pipeline.labels.rasterize import Grid, label_shapes
 from pipeline.raster.grid import Box
+from pipeline.raster.source import file_fingerprint
 from pipeline.report.defects import open_mask
 from pipeline.review import CONFIRMED, FALSE_ALARM, read_review
 from pipeline.survey_folder import SURVEY_OUTPUTS, refuse_overwriting
@@ -89,7 +89,7 @@ def labels_from_survey(
         sources = [
             VectorSource(
                 path=str(gpkg.resolve()),
-                fingerprint=file_digest(gpkg, "blake2b", digest_size=20),
+                fingerprint=file_fingerprint(gpkg),
                 features=len(reviewed) + len(review.missed) + len(review.areas),
             )
         ]

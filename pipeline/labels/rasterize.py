@@ -21,11 +21,10 @@ import rasterio
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import file_digest
 from pipeline.labels.burn import Shapes, line_areas
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, VectorSource, write_labelset
 from pipeline.raster.grid import Box
-from pipeline.raster.source import open_source, source_fingerprint
+from pipeline.raster.source import file_fingerprint, open_source, source_fingerprint
 from pipeline.raster.trust import driver_for
 from pipeline.survey_folder import refuse_overwriting
 
@@ -65,7 +64,7 @@ def read_vectors(path: Path, layer: str | None, crs: Any, what: str) -> tuple[gp
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(crs)
     source = VectorSource(
         path=str(Path(path).resolve()),
-        fingerprint=file_digest(path, "blake2b", digest_size=20),
+        fingerprint=file_fingerprint(path),
         layer=layer,
         features=len(frame),
     )
