@@ -17,8 +17,10 @@ from prefect import flow, get_run_logger
 import flows  # noqa: F401  (telemetry defaults)
 from flows.ledger import Ledger
 from flows.survey import survey_flow
+from pipeline.config import load_params_or_defaults
 from pipeline.raster.source import file_fingerprint
 from pipeline.survey_folder import LOCK_NAME
+from pipeline.survey_plan import SurveyRequest
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
 
@@ -69,6 +71,7 @@ def inbox_flow(
     inbox_dir, out_dir = Path(inbox), Path(out)
     if not inbox_dir.is_dir():
         raise FileNotFoundError(f"inbox folder not found: {inbox_dir}")
+    params = load_params_or_defaults(params_path, overrides)  # once: every file is surveyed alike
     ledger = Ledger(out_dir / ".ledger")
     ready, skipped = arrivals(inbox_dir, settle_seconds)
     for path, why in skipped:
@@ -80,9 +83,8 @@ def inbox_flow(
             continue
         target = out_dir / f"{path.stem}-{key[:8]}"
         try:
-            outcome = survey_flow(
-                ortho=str(path), out=str(target), model=model, params_path=params_path, overrides=overrides, track=track
-            )
+            request = SurveyRequest(ortho=str(path), out=str(target), params=params, model=model, track=track)
+            outcome = survey_flow(request=request)
         except Exception as exc:  # one bad file never stops the others
             ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
             logger.error("failed %s: %s", path.name, exc)

@@ -1,15 +1,17 @@
-"""The survey flow: validate -> plan blocks -> infer blocks (fan-out) -> stitch COG -> report -> MLflow.
+"""The survey flow: a thin Prefect runner of the survey plan (``pipeline.survey_plan``).
 
-Tasks receive paths, settings and block indices, never arrays; each inference task handles a
-chunk of blocks and loads the model once per worker process. Finished blocks are kept in an atomic
-block store, so a rerun after a crash re-does only the missing blocks.
+Each step of the plan runs as a task; the block chunks fan out over the flow's task runner (a
+thread, or a Dask cluster: one worker per GPU). Tasks receive paths, settings and block indices,
+never arrays; each inference task loads the model once per worker process. Finished blocks are kept
+in an atomic block store, so a rerun after a crash re-does only the missing blocks.
 """
 
-from __future__ import annotations
-
-import time
+# No `from __future__ import annotations` here: a served deployment rebuilds the flows' parameter
+# models from these annotations, and string annotations cannot be resolved there.
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -21,51 +23,18 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
-from pydantic import BaseModel
 
 import flows  # noqa: F401  (telemetry defaults)
 from flows.engines import gpu_count, task_runner
 from flows.server import prefect_api
-from pipeline.config import Params, load_params_or_defaults
 from pipeline.errors import MsafError
 from pipeline.report.result import ReportResult
-from pipeline.survey import PreparedSurvey, infer_blocks, prepare_survey, stitch
-from pipeline.survey_folder import exclusive
+from pipeline.survey import PreparedSurvey
+from pipeline.survey_folder import SurveyFolder, exclusive
+from pipeline.survey_plan import INFER_BLOCKS, STEPS, Step, SurveyOutcome, SurveyRequest, prepare, run_plan
 from pipeline.survey_record import SurveyRecord
 
-
-@task(name="resolve model")
-def resolve_model(params: Params) -> tuple[str, str]:
-    """The registry champion (the shipped model becomes the first one); the store is initialised
-    here, once, before any fan-out (concurrent first-time migrations of SQLite fail)."""
-    from pipeline.tracking.registry import resolve_default_model
-    from pipeline.tracking.store import init_tracking
-
-    init_tracking()
-    path, ref = resolve_default_model(params.registry.name, params.registry.alias)
-    return str(path), ref
-
-
-@task(name="validate")
-def validate(
-    ortho: str,
-    out: str,
-    params: Params,
-    model: str | None,
-    model_ref: str | None,
-    assume_crs: str | None,
-    job: dict[str, str] | None = None,
-) -> PreparedSurvey:
-    return prepare_survey(
-        ortho, out, params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs, job=job
-    )
-
-
-@task(name="plan blocks")
-def plan_chunks(prepared: PreparedSurvey, chunk_blocks: int) -> list[list[int]]:
-    """Chunks of the blocks still to infer (finished ones, from a killed run, are skipped)."""
-    todo = sorted(set(range(prepared.n_blocks)) - prepared.store.done())
-    return [todo[i : i + chunk_blocks] for i in range(0, len(todo), chunk_blocks)]
+R = TypeVar("R")
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -79,44 +48,51 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    name="infer blocks",
-    retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_condition_fn=_transient,
-)
-def infer_chunk(prepared: PreparedSurvey, indices: list[int]) -> dict[str, int]:
-    return infer_blocks(prepared, indices)
+def _as_task(step: Step[Any]) -> Any:
+    if step is INFER_BLOCKS:
+        return task(
+            name=step.name,
+            retries=2,
+            retry_delay_seconds=exponential_backoff(backoff_factor=2),
+            retry_condition_fn=_transient,
+        )(step.run)
+    return task(name=step.name)(step.run)
 
 
-class SurveyOutcome(BaseModel):
-    """What a survey flow returns: the record it wrote to survey.json, the report's summary (None
-    without a report) and the MLflow run (None untracked)."""
-
-    record: SurveyRecord
-    report: ReportResult | None = None
-    mlflow_run: str | None = None
+TASKS = {step.name: _as_task(step) for step in STEPS}
 
 
-@task(name="stitch COG")
-def stitch_task(prepared: PreparedSurvey, infer_s: float, reused: int, started: float) -> SurveyRecord:
-    return stitch(prepared, infer_s=infer_s, reused=reused, started=started)
+class PrefectRunner:
+    """The plan's steps as Prefect tasks: serial steps run in the flow's process, the block chunks
+    are submitted to its task runner; progress is a Prefect progress artifact."""
 
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.artifact: UUID | None = None
 
-@task(name="report")
-def report_task(out: str, params: Params) -> ReportResult:
-    from pipeline.report.build import report_survey
+    def call(self, step: Step[R], *args: Any) -> R:
+        """Run the step's task in the flow's process."""
+        return cast(R, TASKS[step.name](*args))
 
-    return report_survey(out, params.report)
+    def fan_out(self, step: Step[R], calls: Sequence[tuple[Any, ...]]) -> Iterator[R]:
+        """Submit one task per call to the task runner; results as they finish."""
+        futures = [_submit_gpu_task(TASKS[step.name], *args) for args in calls]
+        for future in as_completed(futures):
+            yield cast(R, future.result())
 
-
-@task(name="log to MLflow")
-def log_task(record: SurveyRecord, out: str, summary: ReportResult | None) -> str:
-    from pipeline.tracking.runs import log_survey
-    from pipeline.tracking.store import init_tracking
-
-    init_tracking()
-    return log_survey(record, Path(out), summary)
+    def progress(self, done: int, total: int) -> None:
+        """The first call logs the block count and creates the progress artifact; later ones update it."""
+        percent = 100.0 * done / max(total, 1)
+        if self.artifact is None:
+            get_run_logger().info("%d blocks (%d already done)", total, done)
+            self.artifact = cast(  # the synchronous form: this flow is synchronous
+                UUID,
+                create_progress_artifact(
+                    progress=percent, key="survey-progress", description=f"blocks of {self.label}"
+                ),
+            )
+        else:
+            update_progress_artifact(self.artifact, progress=percent)
 
 
 def _summary_artifacts(record: SurveyRecord, summary: ReportResult | None, out: str) -> None:
@@ -126,7 +102,12 @@ def _summary_artifacts(record: SurveyRecord, summary: ReportResult | None, out: 
     create_table_artifact(table=rows, key="defect-summary", description="defects and pixels per class")
     links = "\n".join(
         f"- `{Path(out) / name}`"
-        for name in ("mask.tif", "confidence.tif", "survey.json", *(summary.outputs.values() if summary else ()))
+        for name in (
+            SurveyFolder.MASK,
+            SurveyFolder.CONFIDENCE,
+            SurveyFolder.RECORD,
+            *(summary.outputs.values() if summary else ()),
+        )
     )
     create_markdown_artifact(
         key="survey-outputs",
@@ -138,81 +119,18 @@ def _summary_artifacts(record: SurveyRecord, summary: ReportResult | None, out: 
 
 
 @flow(name="msaf-survey", log_prints=True)
-def survey_flow(
-    ortho: str,
-    out: str,
-    model: str | None = None,
-    model_ref: str | None = None,
-    params_path: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    assume_crs: str | None = None,
-    chunk_blocks: int = 4,
-    report: bool = True,
-    track: bool = True,
-    prepared: Any = None,
-    job: dict[str, str] | None = None,
-) -> SurveyOutcome:
-    """Process one orthomosaic; returns its record, report summary and MLflow run. ``job``: the owner's job details.
+def survey_flow(request: SurveyRequest, prepared: Any = None) -> SurveyOutcome:
+    """Run the survey plan for one request; returns its record, report summary and MLflow run.
 
-    ``prepared`` (a ``PreparedSurvey``) lets a caller that already validated the input (the CLI, to
-    report mistakes as one line before any orchestration starts) skip the validate task. It is typed
+    ``prepared`` (a ``PreparedSurvey``) lets a caller that already validated the request (to report
+    mistakes as one line before any orchestration starts) skip the validate task. It is typed
     ``Any`` because deployments rebuild the parameter model where that class cannot be resolved.
     """
-    with exclusive(out):  # re-entrant: the CLI already holds it
-        return _survey(
-            ortho, out, model, model_ref, params_path, overrides, assume_crs, chunk_blocks, report, track, prepared, job
-        )
-
-
-def _survey(
-    ortho: str,
-    out: str,
-    model: str | None,
-    model_ref: str | None,
-    params_path: str | None,
-    overrides: dict[str, Any] | None,
-    assume_crs: str | None,
-    chunk_blocks: int,
-    report: bool,
-    track: bool,
-    prepared: Any,
-    job: dict[str, str] | None = None,
-) -> SurveyOutcome:
-    logger = get_run_logger()
-    params = load_params_or_defaults(params_path, overrides)
-    started = time.perf_counter()
-    if prepared is None:
-        if model is None:
-            model, model_ref = resolve_model(params)
-            logger.info("model: %s", model_ref)
-        prepared = validate(ortho, out, params, model, model_ref, assume_crs, job)
-    if track:
-        from pipeline.tracking.store import init_tracking
-
-        init_tracking()  # once, before any fan-out
-    chunks = plan_chunks(prepared, chunk_blocks)
-    total = prepared.n_blocks
-    reused = total - sum(len(c) for c in chunks)
-    logger.info("%d blocks in %d chunks (%d already done)", total, len(chunks), reused)
-    progress = cast(
-        UUID,
-        create_progress_artifact(  # the synchronous form: this flow is synchronous
-            progress=100.0 * reused / max(total, 1), key="survey-progress", description=f"blocks of {Path(ortho).name}"
-        ),
-    )
-    infer_started = time.perf_counter()
-    futures = [_submit_gpu_task(infer_chunk, prepared, chunk) for chunk in chunks]
-    done = reused
-    for future in as_completed(futures):
-        done += future.result()["computed"] + future.result()["reused"]
-        update_progress_artifact(progress, progress=100.0 * done / max(total, 1))
-    infer_s = time.perf_counter() - infer_started
-    record = stitch_task(prepared, infer_s, reused, started)  # runs in this process: same clock
-    summary = report_task(out, params) if report else None
-    mlflow_run = log_task(record, out, summary) if track else None
-    _summary_artifacts(record, summary, out)
-    logger.info("wrote %s (%s)", out, ", ".join(f"{k} {v}" for k, v in record.class_pixels.items()))
-    return SurveyOutcome(record=record, report=summary, mlflow_run=mlflow_run)
+    outcome = run_plan(request, PrefectRunner(Path(request.ortho).name), prepared)
+    record = outcome.record
+    _summary_artifacts(record, outcome.report, request.out)
+    get_run_logger().info("wrote %s (%s)", request.out, ", ".join(f"{k} {v}" for k, v in record.class_pixels.items()))
+    return outcome
 
 
 def _submit_gpu_task(task_fn: Any, *args: Any) -> Any:
@@ -229,20 +147,23 @@ def _submit_gpu_task(task_fn: Any, *args: Any) -> Any:
 
 
 def run_survey_flow(
-    ortho: str,
-    out: str,
+    request: SurveyRequest,
     *,
     engine: str = "local",
     dask_address: str | None = None,
     dask_workers: int | None = None,
-    **kwargs: Any,
+    watch: Callable[[PreparedSurvey], AbstractContextManager[Any]] | None = None,
 ) -> SurveyOutcome:
-    """Run the flow with the task runner of an engine (what `msaf survey` calls)."""
-    if engine == "dask":
-        kwargs.setdefault("chunk_blocks", 1)
-    with prefect_api():  # one API for the flow and its Dask workers; it dies with this process
-        runner = task_runner(engine, dask_address, dask_workers)
-        return survey_flow.with_options(task_runner=runner)(ortho=str(ortho), out=str(out), **kwargs)
+    """Validate the request here, then run the flow with the task runner of an engine (what
+    `msaf survey` calls). Mistakes in the request are MsafErrors before Prefect starts; ``watch``
+    (e.g. a progress bar) is entered around the flow with the validated survey."""
+    if engine == "dask" and "chunk_blocks" not in request.model_fields_set:
+        request = request.model_copy(update={"chunk_blocks": 1})
+    with exclusive(request.out):  # one survey per folder; dropped by the kernel whatever ends this process
+        prepared = prepare(request)
+        with (watch or (lambda _: nullcontext()))(prepared), prefect_api():
+            runner = task_runner(engine, dask_address, dask_workers)
+            return survey_flow.with_options(task_runner=runner)(request=request, prepared=prepared)
 
 
-__all__ = ["SurveyOutcome", "run_survey_flow", "survey_flow"]
+__all__ = ["PrefectRunner", "SurveyOutcome", "SurveyRequest", "run_survey_flow", "survey_flow"]

@@ -43,7 +43,14 @@ from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.raster.trust import vrt_sources
 from pipeline.styles import mask_colormap
-from pipeline.survey_folder import REPORT_OUTPUTS, SURVEY_OUTPUTS, exclusive, refuse_overwriting, retire_report
+from pipeline.survey_folder import (
+    REPORT_OUTPUTS,
+    SURVEY_OUTPUTS,
+    SurveyFolder,
+    prepare_output_folder,
+    refuse_overwriting,
+    retire_report,
+)
 from pipeline.survey_record import (
     InputRecord,
     ModelRecord,
@@ -122,19 +129,6 @@ def check_gsd(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig, factor: 
         raise MsafError(message + " (survey.gsd_policy=refuse)")
     log.warning(message)
     return message
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MsafError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise MsafError(f"output folder {out_dir} is not writable; choose another --out")
-    if taken := [name for name in (*SURVEY_OUTPUTS, *REPORT_OUTPUTS) if (out_dir / name).is_dir()]:
-        raise MsafError(
-            f"{out_dir / taken[0]} is a folder where the survey writes a file; move it or choose another --out"
-        )
 
 
 def peak_rss_mb() -> float:
@@ -293,7 +287,7 @@ class PreparedSurvey:
     @property
     def store_dir(self) -> Path:
         """Where finished blocks wait for the stitch (kept for a resume)."""
-        return self.out_dir / ".msaf-blocks" / self.key
+        return SurveyFolder(self.out_dir).blocks / self.key
 
     @cached_property
     def _cores(self) -> tuple[Box, ...]:
@@ -344,7 +338,7 @@ def prepare_survey(
     factor = resample_factor(info, meta, cfg)
     gsd_warning = check_gsd(info, meta, cfg, factor)
     plan = plan_tiling(cfg, meta)
-    _check_out_dir(out_dir)
+    prepare_output_folder(out_dir, SURVEY_OUTPUTS + REPORT_OUTPUTS)
     prepared = PreparedSurvey(
         info.path,
         out_dir,
@@ -378,13 +372,18 @@ def cached_model(path: Path, sha256: str, device: torch.device) -> tuple[torch.n
         return _MODELS[key]
 
 
+@dataclass(frozen=True)
+class BlockCounts:
+    """What one call of ``infer_blocks`` did: blocks it computed, and blocks a killed run had finished."""
+
+    computed: int
+    reused: int
+
+
 def infer_blocks(
     prepared: PreparedSurvey, indices: list[int] | None = None, on_block: ProgressCallback | None = None
-) -> dict[str, int]:
-    """Infer blocks (all, or ``indices``) into the block store, skipping those already there.
-
-    Returns counts: ``computed`` and ``reused`` blocks.
-    """
+) -> BlockCounts:
+    """Infer blocks (all, or ``indices``) into the block store, skipping those already there."""
     cfg = prepared.cfg
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
         store = prepared.store
@@ -394,7 +393,7 @@ def infer_blocks(
         finished = store.done(b.index for b in wanted)  # checked: a bad file is discarded and recomputed
         todo = [b for b in wanted if b.index not in finished]
         if not todo:
-            return {"computed": 0, "reused": len(wanted)}
+            return BlockCounts(computed=0, reused=len(wanted))
         device = resolve_device(cfg.device)
         model, meta = cached_model(prepared.model_path, prepared.model_sha256, device)
         runners = [
@@ -428,7 +427,7 @@ def infer_blocks(
             BlockPipeline(reader, runners, grid, prepared.scale).run(todo, consume)
         finally:
             reader.close()
-        return {"computed": len(todo), "reused": len(wanted) - len(todo)}
+        return BlockCounts(computed=len(todo), reused=len(wanted) - len(todo))
 
 
 def stitch(
@@ -450,7 +449,7 @@ def stitch(
     num_classes = len(meta.classes)
     counts = np.zeros(num_classes, np.int64)
     mask_sink = GeoTiffSink(
-        out_dir / "mask.tif",
+        SurveyFolder(out_dir).mask,
         info.width,
         info.height,
         info.crs,
@@ -461,7 +460,7 @@ def stitch(
         description="class id (255 = nodata)",
     )
     conf_sink = GeoTiffSink(
-        out_dir / "confidence.tif", info.width, info.height, info.crs, info.transform, CONFIDENCE_NODATA
+        SurveyFolder(out_dir).confidence, info.width, info.height, info.crs, info.transform, CONFIDENCE_NODATA
     )
     sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
     created = creation_time()
@@ -531,7 +530,7 @@ def stitch(
         readers=prepared.cfg.readers,
         gsd_warning=prepared.gsd_warning,
         class_pixels=dict(zip(meta.class_names, counts.tolist(), strict=True)),
-        outputs={"mask": "mask.tif", "confidence": "confidence.tif"},
+        outputs={"mask": SurveyFolder.MASK, "confidence": SurveyFolder.CONFIDENCE},
         timings=TimingRecord(**{k: round(v, 3) for k, v in timings.items()}),
         throughput_mpix_s=ThroughputRecord(
             inference=round(megapixels / infer_s, 3) if infer_s == infer_s else None,
@@ -542,7 +541,7 @@ def stitch(
     record.write(out_dir)
     store.clear()
     # stores of earlier runs with other settings describe no output any more: not left behind
-    shutil.rmtree(out_dir / ".msaf-blocks", ignore_errors=True)
+    shutil.rmtree(SurveyFolder(out_dir).blocks, ignore_errors=True)
     return record
 
 
@@ -564,22 +563,28 @@ def run_survey(
     model_path: str | Path | None = None,
     model_ref: str | None = None,
     assume_crs: str | None = None,
-    on_block: ProgressCallback | None = None,
     job: dict[str, str] | None = None,
 ) -> SurveyRecord:
-    """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json, in-process.
+    """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json, in this
+    process: the survey plan (``pipeline.survey_plan``) run step by step, untracked, without a report.
 
-    prepare -> infer every block (resuming: blocks a killed run finished are reused) -> stitch.
     GDAL's block cache is capped (``gdal_cache_mb``): left at its default (5 % of RAM) it keeps
     filling as more of the raster is read and written, and peak memory grows with raster size.
-
-    Returns the survey record (also written as survey.json).
+    Blocks a killed run finished are reused. Returns the survey record (also written as survey.json).
     """
-    started = time.perf_counter()
-    with exclusive(out_dir):
-        prepared = prepare_survey(
-            ortho, out_dir, cfg, model_path=model_path, model_ref=model_ref, assume_crs=assume_crs, job=job
-        )
-        infer_started = time.perf_counter()
-        counts = infer_blocks(prepared, on_block=on_block)
-        return stitch(prepared, infer_s=time.perf_counter() - infer_started, reused=counts["reused"], started=started)
+    from pipeline.config import Params
+    from pipeline.survey_plan import LocalRunner, SurveyRequest, run_plan
+
+    request = SurveyRequest(
+        ortho=str(ortho),
+        out=str(out_dir),
+        params=Params(survey=cfg),
+        model=str(model_path or cfg.model),
+        model_ref=model_ref,
+        assume_crs=assume_crs,
+        job=job or {},
+        report=False,
+        track=False,
+        chunk_blocks=0,
+    )
+    return run_plan(request, LocalRunner()).record

@@ -75,3 +75,36 @@ def test_no_module_of_the_library_is_in_an_import_cycle():
         if node not in index:
             strongconnect(node)
     assert cycles == []
+
+
+SURVEY_STEPS = {"prepare_survey", "infer_blocks", "stitch", "run_survey", "resolve_default_model", "report_survey"}
+
+
+def _called_names(path: Path, function: str | None = None) -> set[str]:
+    """Names of every function a module (or one of its functions) calls (``f(...)``, ``x.f(...)``)
+    and imports."""
+    tree: ast.AST = ast.parse(path.read_text())
+    if function:
+        tree = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    called = {
+        node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+    }
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    return called | imported
+
+
+def test_the_survey_sequence_is_declared_once_in_the_plan():
+    """The CLI and the flows run the plan (pipeline.survey_plan); none performs a step of the survey
+    itself, so the sequence cannot drift between the local engine, Prefect and Dask."""
+    runners = {
+        "msaf survey": _called_names(REPO / "flows" / "cli" / "surveys.py", "survey"),
+        "flows/survey.py": _called_names(REPO / "flows" / "survey.py"),
+        "flows/inbox.py": _called_names(REPO / "flows" / "inbox.py"),
+    }
+    assert {name: sorted(called & SURVEY_STEPS) for name, called in runners.items()} == {name: [] for name in runners}
+    assert "run_survey_flow" in runners["msaf survey"]
+    assert {"run_plan", "SurveyRequest"} <= _called_names(REPO / "flows" / "survey.py")
+    plan = _called_names(REPO / "pipeline" / "survey_plan.py")
+    assert SURVEY_STEPS - {"run_survey"} <= plan

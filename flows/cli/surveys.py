@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -14,6 +14,7 @@ from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
     from pipeline.report.result import ReportResult
+    from pipeline.survey import PreparedSurvey
 
 from flows.cli.app import (
     PARAMS_HELP,
@@ -73,46 +74,25 @@ def survey(
         "allow_remote": allow_remote,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
-    all_params = load_optional_params(params, overrides)
     from pipeline.job import parse_job
+    from pipeline.survey_folder import SurveyFolder
+    from pipeline.survey_plan import SurveyRequest
 
-    job = parse_job(meta, meta_file)
-    from pipeline.survey import prepare_survey
+    request = SurveyRequest(
+        ortho=str(ortho),
+        out=str(out),
+        params=load_optional_params(params, overrides),
+        model=str(model) if model else None,
+        assume_crs=assume_crs,
+        job=parse_job(meta, meta_file),
+        report=with_report,
+        track=track,
+    )
+    from flows.survey import run_survey_flow
 
-    # validate before any orchestration starts: mistakes become one line, not a failed flow run
-    model_ref = None
-    if track or model is None:
-        from pipeline.tracking.store import init_tracking
-
-        init_tracking()  # a broken store is one line here, not a failed flow later
-    if model is None:
-        from pipeline.tracking.registry import resolve_default_model
-
-        model, model_ref = resolve_default_model(all_params.registry.name, all_params.registry.alias)
-    from pipeline.survey_folder import exclusive
-
-    with exclusive(out):  # one survey per folder; dropped by the kernel whatever ends this process
-        prepared = prepare_survey(
-            ortho, out, all_params.survey, model_path=model, model_ref=model_ref, assume_crs=assume_crs, job=job
-        )
-        from flows.survey import run_survey_flow  # Prefect only once the input, model and folder are good
-
-        with _block_progress(prepared):
-            outcome = run_survey_flow(
-                str(ortho),
-                str(out),
-                engine=engine,
-                dask_address=dask_address,
-                dask_workers=dask_workers,
-                prepared=prepared,
-                model=str(model),
-                model_ref=model_ref,
-                params_path=params_for_flow(params),
-                overrides=overrides,
-                assume_crs=assume_crs,
-                report=with_report,
-                track=track,
-            )
+    outcome = run_survey_flow(
+        request, engine=engine, dask_address=dask_address, dask_workers=dask_workers, watch=_block_progress
+    )
     record = outcome.record
     pixels = ", ".join(f"{name} {count:,}" for name, count in record.class_pixels.items())
     if record.model.registry:
@@ -123,7 +103,8 @@ def survey(
         f"{record.tiling.blocks_reused} of {record.tiling.blocks} blocks reused)"
     )
     console.print(f"class pixels: {pixels}")
-    console.print(f"wrote {out / 'mask.tif'}, {out / 'confidence.tif'}, {out / 'survey.json'}")
+    folder = SurveyFolder(out)
+    console.print(f"wrote {folder.mask}, {folder.confidence}, {folder.record}")
     if outcome.report:
         _print_report_summary(out, outcome.report)
     if outcome.mlflow_run:
@@ -131,7 +112,7 @@ def survey(
 
 
 @contextmanager
-def _block_progress(prepared: Any) -> Iterator[None]:
+def _block_progress(prepared: PreparedSurvey) -> Iterator[None]:
     """A progress bar of finished blocks, read from the block store (works for every engine)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -205,6 +186,7 @@ def report(
     """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html (and .pdf)."""
     from pipeline.job import parse_job
     from pipeline.report.build import report_survey
+    from pipeline.survey_folder import SurveyFolder
 
     if paper.lower() not in ("a4", "letter"):
         raise MsafError(f"--paper must be a4 or letter, got {paper!r}")
@@ -212,7 +194,8 @@ def report(
     if pdf:
         from pipeline.report.pdf import print_pdf
 
-        summary.outputs["pdf"] = print_pdf(survey_dir / "report.html", survey_dir / "report.pdf", paper).name
+        folder = SurveyFolder(survey_dir)
+        summary.outputs["pdf"] = print_pdf(folder.html, folder / SurveyFolder.PDF, paper).name
     _print_report_summary(survey_dir, summary)
 
 

@@ -26,6 +26,15 @@ def read(path: Path) -> np.ndarray:
         return ds.read(1)
 
 
+def survey_request(ortho: Path, out: Path, model: Path, **fields):
+    """An untracked survey request with the built-in settings plus OVERRIDES."""
+    from pipeline.config import load_params_or_defaults
+    from pipeline.survey_plan import SurveyRequest
+
+    params = load_params_or_defaults(None, OVERRIDES)
+    return SurveyRequest(ortho=str(ortho), out=str(out), params=params, model=str(model), track=False, **fields)
+
+
 @pytest.fixture(scope="module")
 def reference(surveyed) -> np.ndarray:
     """The library engine's mask of the crack mosaic (block size does not change it)."""
@@ -39,15 +48,7 @@ def test_local_flow_matches_the_engine_and_publishes_artifacts(
 
     from flows.survey import run_survey_flow
 
-    outcome = run_survey_flow(
-        str(crack_mosaic[0]),
-        str(tmp_path / "out"),
-        model=str(tiny_model),
-        params_path=str(tmp_path / "none.yaml"),
-        overrides=OVERRIDES,
-        track=False,
-        chunk_blocks=16,
-    )
+    outcome = run_survey_flow(survey_request(crack_mosaic[0], tmp_path / "out", tiny_model, chunk_blocks=16))
     np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
     assert outcome.report and outcome.report.defects > 0 and (tmp_path / "out" / "report.html").is_file()
     assert (outcome.record.tiling.blocks == 99 and not (tmp_path / "out" / ".msaf-blocks").exists()) or not list(
@@ -67,16 +68,9 @@ def test_dask_engine_on_a_local_cluster_gives_the_same_mask(
 
     cluster, _ = dask_cluster
     run_survey_flow(
-        str(crack_mosaic[0]),
-        str(tmp_path / "out"),
+        survey_request(crack_mosaic[0], tmp_path / "out", tiny_model, report=False, chunk_blocks=8),
         engine="dask",
         dask_address=cluster.scheduler_address,
-        model=str(tiny_model),
-        params_path=str(tmp_path / "none.yaml"),
-        overrides=OVERRIDES,
-        track=False,
-        report=False,
-        chunk_blocks=8,
     )
     np.testing.assert_array_equal(read(tmp_path / "out" / "mask.tif"), reference)
 
@@ -91,16 +85,9 @@ def test_a_killed_dask_worker_does_not_change_the_result(dask_cluster, tmp_path,
     def run() -> None:
         try:
             run_survey_flow(
-                str(crack_mosaic[0]),
-                str(out),
+                survey_request(crack_mosaic[0], out, tiny_model, report=False, chunk_blocks=4),
                 engine="dask",
                 dask_address=cluster.scheduler_address,
-                model=str(tiny_model),
-                params_path=str(tmp_path / "none.yaml"),
-                overrides=OVERRIDES,
-                track=False,
-                report=False,
-                chunk_blocks=4,
             )
         except BaseException as exc:  # surfaced in the main thread below
             errors.append(exc)
@@ -388,7 +375,8 @@ def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
                     time.sleep(2)
         assert flow_run is not None and flow_run.state.is_completed(), flow_run and flow_run.state
         surveys = [p for p in out.iterdir() if p.name.startswith("deck-")]
-        assert len(surveys) == 1 and (surveys[0] / "mask.tif").is_file()
+        ledger = {p.name: p.read_text() for p in (out / ".ledger").glob("*.*")}
+        assert len(surveys) == 1 and (surveys[0] / "mask.tif").is_file(), ledger
     finally:
         for process in (served, server):
             if process is not None:
