@@ -13,6 +13,7 @@ from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
     from pipeline.metrics.summary import EvaluationSummary, MetricsSummary
+    from pipeline.training.history import EpochRecord
 
 from flows.cli.app import (
     PARAMS_HELP,
@@ -92,7 +93,7 @@ def train(
     """Train a model from params.yaml and write a safetensors checkpoint (logged to MLflow)."""
     from pipeline.config import finetune_preset, load_params
     from pipeline.data.manifest import load_manifest
-    from pipeline.training.trainer import TIMINGS, load_training_data, train_model
+    from pipeline.training.trainer import load_training_data, train_model
 
     path = required_params(params)
     overrides = parse_sets(set_)
@@ -105,17 +106,17 @@ def train(
         f"for {cfg.train.epochs} epochs"
     )
 
-    def report(r: dict[str, Any]) -> None:
-        per_set = "  ".join(f"{k[4:-6]} {v:.4f}" for k, v in r.items() if k.endswith("_score") and k != "val_score")
-        limits = "  ".join(f"t({k[10:]}) {v:.2f}" for k, v in r.items() if k.startswith("threshold_"))
+    def report(r: EpochRecord) -> None:
+        per_set = "  ".join(f"{name} {score:.4f}" for name, score in r.set_scores.items())
+        limits = "  ".join(f"t({name}) {value:.2f}" for name, value in r.thresholds.items())
         console.print(
-            f"epoch {r['epoch']:3d}/{cfg.train.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
-            f"val IoU {r['val_fg_iou']:.4f}  F1 {r['val_fg_f1']:.4f}  tol-F1 {r['val_fg_tol_f1']:.4f}  "
-            f"({per_set}) {limits} score {r['val_score']:.4f} ({r['seconds']:.1f} s)"
+            f"epoch {r.epoch:3d}/{cfg.train.epochs}  loss {r.loss:.4f}  lr {r.lr:.2e}  "
+            f"val IoU {r.val_fg_iou:.4f}  F1 {r.val_fg_f1:.4f}  tol-F1 {r.val_fg_tol_f1:.4f}  "
+            f"({per_set}) {limits} score {r.val_score:.4f} ({r.seconds or 0:.1f} s)"
         )
 
-    def run(on_epoch: Callable[[dict[str, Any]], None] = lambda r: None) -> Any:
-        def each_epoch(record: dict[str, Any]) -> None:
+    def run(on_epoch: Callable[[EpochRecord], None] = lambda r: None) -> Any:
+        def each_epoch(record: EpochRecord) -> None:
             report(record)
             on_epoch(record)
 
@@ -137,7 +138,7 @@ def train(
         from pipeline.fsutil import atomic_output
 
         with atomic_output(history) as tmp:
-            pd.DataFrame(result.history).drop(columns=list(TIMINGS)).to_csv(tmp, index=False)
+            pd.DataFrame([r.flat(timings=False) for r in result.history]).to_csv(tmp, index=False)
     if run_info:
         from pipeline.fsutil import write_json
 

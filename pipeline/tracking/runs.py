@@ -12,8 +12,10 @@ import yaml
 
 import pipeline
 from pipeline.report.result import ReportResult
+from pipeline.survey_folder import SurveyFolder
 from pipeline.survey_record import SurveyRecord
 from pipeline.tracking.store import experiment_id, project_root
+from pipeline.training.history import EpochRecord
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -67,7 +69,7 @@ def log_model(checkpoint: Path, name: str = "model") -> str:
 
 def tracked_training(
     params_tree: dict[str, Any],
-    train: Callable[[Callable[[dict[str, Any]], None]], Any],
+    train: Callable[[Callable[[EpochRecord], None]], Any],
     *,
     run_name: str | None = None,
 ) -> tuple[Any, str, str]:
@@ -89,8 +91,9 @@ def tracked_training(
             }
         )
 
-        def on_epoch(record: dict[str, Any]) -> None:
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        def on_epoch(record: EpochRecord) -> None:
+            metrics = {k: v for k, v in record.flat().items() if k != "epoch" and v is not None}
+            mlflow.log_metrics(metrics, step=record.epoch)
 
         result = train(on_epoch)
         meta = result.metadata
@@ -132,7 +135,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
         if report:
             metrics |= {"defects": report.defects, **{f"defects.{k}": v for k, v in report.by_class.items()}}
         mlflow.log_metrics(metrics)
-        for name in ("survey.json", "report.html", "defects.geojson", "defects.csv"):
+        for name in (SurveyFolder.RECORD, SurveyFolder.HTML, SurveyFolder.GEOJSON, SurveyFolder.CSV):
             if (survey_dir / name).is_file():
                 mlflow.log_artifact(str(survey_dir / name))
         return run.info.run_id

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,12 +25,12 @@ from pipeline.inference.predict import autocast_for, normalise
 from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import DSNet, build_model
 from pipeline.training.distill import Teacher, resolve_teacher
+from pipeline.training.history import TIMINGS, EpochRecord
 from pipeline.training.init import load_initial_weights, resolve_init
 from pipeline.training.loss import segmentation_loss
 from pipeline.training.state import TrainingState, discard_state, load_state, resume_key, save_state, state_dir_for
 
-EpochCallback = Callable[[dict[str, Any]], None]
-TIMINGS = ("seconds", "val_seconds")  # wall-clock fields of an epoch record: never written into a checkpoint
+EpochCallback = Callable[[EpochRecord], None]
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class TrainResult:
     checkpoint: Path
     sha256: str
     metadata: ModelMetadata
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     validation: EvaluationSummary  # of the epoch kept
 
 
@@ -275,21 +274,21 @@ def train_model(
                 save()
         validating = time.perf_counter()
         val = validate(scored_model, data, mean, std, device, params)
-        record = {
-            "epoch": epoch,
-            "loss": float(np.mean(state.epoch_losses)),
-            "lr": _lr(cfg, epoch * spe - 1, total_steps),
-            "val_miou": val.miou,
-            "val_fg_iou": val.fg_iou,
-            "val_fg_f1": val.fg_f1,
-            "val_fg_tol_f1": val.fg_tol_f1,
-            "val_score": val.score,
-            **{f"val_{name}_score": s.score for name, s in val.sets.items()},
-            **{f"threshold_{name}": t for name, t in val.thresholds.items()},
-            "seconds": time.perf_counter() - started,
-            "val_seconds": time.perf_counter() - validating,
-        }
-        state.history.append(record)
+        record = EpochRecord(
+            epoch=epoch,
+            loss=float(np.mean(state.epoch_losses)),
+            lr=_lr(cfg, epoch * spe - 1, total_steps),
+            val_miou=val.miou,
+            val_fg_iou=val.fg_iou,
+            val_fg_f1=val.fg_f1,
+            val_fg_tol_f1=val.fg_tol_f1,
+            val_score=val.score,
+            set_scores={name: s.score for name, s in val.sets.items()},
+            thresholds=dict(val.thresholds),
+            seconds=time.perf_counter() - started,
+            val_seconds=time.perf_counter() - validating,
+        )
+        state.history.append(record.flat())  # flat in the saved state: a resume reads it back
         state.epoch_losses = []
         score = -1.0 if np.isnan(val.score) else val.score
         if state.best_state is None or score > state.best_score:
@@ -330,4 +329,4 @@ def train_model(
     )
     sha = save_checkpoint(out, model, metadata)
     discard_state(folder)
-    return TrainResult(out, sha, metadata, history, best_metrics)
+    return TrainResult(out, sha, metadata, [EpochRecord.from_flat(r) for r in history], best_metrics)

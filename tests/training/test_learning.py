@@ -39,7 +39,7 @@ def test_short_training_clearly_beats_initialisation(tmp_path, cfd_subset):
     result = train_model(params)
     after = result.validation
     assert result.metadata.validation() == after  # stored in the checkpoint as it was selected
-    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
     assert after.fg_tol_f1 > before.fg_tol_f1 + 0.2, (before.fg_tol_f1, after.fg_tol_f1)
     assert after.fg_tol_f1 > 0.35
 
@@ -122,7 +122,8 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
     assert val.score == pytest.approx(np.nanmean([s.score for s in val.sets.values()]))
     assert val.sets["cfd"].classes["joint"].support == 0
     assert val.sets["uav"].classes["joint"].support > 0
-    assert [r["epoch"] for r in result.history] == [1, 2] and "val_uav_score" in result.history[0]
+    assert [r.epoch for r in result.history] == [1, 2] and set(result.history[0].set_scores) == {"cfd", "uav"}
+    assert "val_uav_score" in result.history[0].flat() and "threshold_crack" in result.history[0].flat()
     assert set(meta.data_sets) == {"cfd", "uav"}
 
     msaf = str(Path(sys.executable).with_name("msaf"))
