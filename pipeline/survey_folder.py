@@ -15,15 +15,89 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from pipeline.errors import MsafError
 
-LOCK_NAME = ".msaf.lock"
-SURVEY_OUTPUTS = ("mask.tif", "mask.tif.aux.xml", "confidence.tif", "survey.json")
-REPORT_OUTPUTS = ("defects.gpkg", "defects.geojson", "defects.csv", "defects.parquet", "report.html")
+
+@dataclass(frozen=True)
+class SurveyFolder:
+    """The layout of one survey folder: the one place its file names are spelt."""
+
+    root: Path
+
+    MASK: ClassVar[str] = "mask.tif"
+    CONFIDENCE: ClassVar[str] = "confidence.tif"
+    RECORD: ClassVar[str] = "survey.json"
+    GPKG: ClassVar[str] = "defects.gpkg"
+    GEOJSON: ClassVar[str] = "defects.geojson"
+    CSV: ClassVar[str] = "defects.csv"
+    PARQUET: ClassVar[str] = "defects.parquet"
+    HTML: ClassVar[str] = "report.html"
+    PDF: ClassVar[str] = "report.pdf"
+    LOCK: ClassVar[str] = ".msaf.lock"
+    BLOCKS: ClassVar[str] = ".msaf-blocks"  # finished blocks waiting for the stitch (kept for a resume)
+    SURVEY_OUTPUTS: ClassVar[tuple[str, ...]] = (MASK, f"{MASK}.aux.xml", CONFIDENCE, RECORD)
+    REPORT_OUTPUTS: ClassVar[tuple[str, ...]] = (GPKG, GEOJSON, CSV, PARQUET, HTML)
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def mask(self) -> Path:
+        """The class mask (COG)."""
+        return self.root / self.MASK
+
+    @property
+    def confidence(self) -> Path:
+        """The confidence raster (COG)."""
+        return self.root / self.CONFIDENCE
+
+    @property
+    def record(self) -> Path:
+        """survey.json: what ran, on what, how fast."""
+        return self.root / self.RECORD
+
+    @property
+    def gpkg(self) -> Path:
+        """The defect layers (and the inspector's review)."""
+        return self.root / self.GPKG
+
+    @property
+    def html(self) -> Path:
+        """The HTML report."""
+        return self.root / self.HTML
+
+    @property
+    def blocks(self) -> Path:
+        """The block stores of unfinished surveys."""
+        return self.root / self.BLOCKS
+
+    def __truediv__(self, name: str) -> Path:
+        return self.root / name
+
+
+LOCK_NAME = SurveyFolder.LOCK
+SURVEY_OUTPUTS = SurveyFolder.SURVEY_OUTPUTS
+REPORT_OUTPUTS = SurveyFolder.REPORT_OUTPUTS
 
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth)
+
+
+def prepare_output_folder(out_dir: Path, outputs: Sequence[str]) -> None:
+    """Create an output folder and check it can take ``outputs``: writable, and no folder where one of
+    them (a file) goes. The one check of every command that writes a folder (survey, report,
+    compare, labels), so each says the same thing about the same mistake."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MsafError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise MsafError(f"output folder {out_dir} is not writable; choose another --out")
+    if taken := [name for name in outputs if (out_dir / name).is_dir()]:
+        raise MsafError(f"{out_dir / taken[0]} is a folder where a file is written; move it or choose another --out")
 
 
 def refuse_overwriting(
@@ -94,5 +168,5 @@ def _sweep_partials(folder: Path) -> None:
 
 def retire_report(folder: Path) -> None:
     """Remove the previous run's report outputs and record (before a new mask is published)."""
-    for name in (*REPORT_OUTPUTS, "survey.json"):
+    for name in (*REPORT_OUTPUTS, SurveyFolder.RECORD):
         (folder / name).unlink(missing_ok=True)

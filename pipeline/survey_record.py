@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import write_json
+from pipeline.survey_folder import SurveyFolder
 
 RECORD_VERSION = 1
-RECORD_NAME = "survey.json"
+RECORD_NAME = SurveyFolder.RECORD
 
 
 class _Record(BaseModel):

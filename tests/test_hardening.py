@@ -79,7 +79,7 @@ def test_compare_with_a_broken_or_old_geopackage_is_one_line(tmp_path):
 
 def test_a_folder_where_an_output_file_goes_is_refused_before_inference(tmp_path):
     (tmp_path / "out" / "report.html").mkdir(parents=True)
-    with pytest.raises(MsafError, match=r"report\.html is a folder where the survey writes a file"):
+    with pytest.raises(MsafError, match=r"report\.html is a folder where a file is written"):
         _check_out_dir(tmp_path / "out")
 
 

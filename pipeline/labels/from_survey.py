@@ -24,7 +24,7 @@ from pipeline.raster.grid import Box
 from pipeline.raster.source import file_fingerprint
 from pipeline.report.defects import open_mask
 from pipeline.review import CONFIRMED, FALSE_ALARM, read_review
-from pipeline.survey_folder import SURVEY_OUTPUTS, refuse_overwriting
+from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, refuse_overwriting
 from pipeline.survey_record import read_survey_record
 
 REVIEW_MARGIN_PX = 32  # without a reviewed area: how far around reviewed items the inspector is taken to have looked
@@ -37,7 +37,7 @@ def labels_from_survey(
     """Turn the reviewed survey in ``survey_dir`` into a label set in ``out_dir``."""
     survey_dir = Path(survey_dir)
     refuse_overwriting(
-        [survey_dir / name for name in (*SURVEY_OUTPUTS, "defects.gpkg")],
+        [survey_dir / name for name in (*SURVEY_OUTPUTS, SurveyFolder.GPKG)],
         out_dir,
         (LABELS_NAME, RECORD_NAME),
         "labelling",
@@ -45,7 +45,7 @@ def labels_from_survey(
     record = read_survey_record(survey_dir)
     if record is None:
         raise MsafError(f"{survey_dir}: no survey.json; point at a survey folder made by `msaf survey`")
-    gpkg = survey_dir / "defects.gpkg"
+    gpkg = SurveyFolder(survey_dir).gpkg
     review = read_review(gpkg)
     if not review.has_edits:
         raise MsafError(
@@ -53,7 +53,7 @@ def labels_from_survey(
             "cracks in `missed_cracks` and what you looked at in `reviewed_area`, save, then run this again"
         )
     classes = record.model.classes
-    with open_mask(survey_dir / "mask.tif") as mask:
+    with open_mask(SurveyFolder(survey_dir).mask) as mask:
         grid = Grid(mask.width, mask.height, mask.crs, mask.transform, record.input.gsd_m or abs(mask.transform.a))
         pixel = abs(mask.transform.a)
         missed = review.missed.copy()

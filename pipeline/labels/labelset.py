@@ -20,7 +20,7 @@ from pipeline.labels.burn import window_transform, windows
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Box
 from pipeline.styles import mask_colormap
-from pipeline.survey_folder import exclusive
+from pipeline.survey_folder import exclusive, prepare_output_folder
 from pipeline.timestamps import creation_time
 
 LABELS_NAME = "labels.tif"
@@ -103,7 +103,7 @@ def write_labelset(
 ) -> LabelSetRecord:
     """Write labels.tif window by window from ``label_window`` and then labelset.json (``record``'s
     fields besides the grid's and the counts). Both appear only when complete."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out_dir, (LABELS_NAME, RECORD_NAME))
     with exclusive(out_dir):
         counts = np.zeros(256, dtype=np.int64)
         with _sink(out_dir, grid, classes) as sink:

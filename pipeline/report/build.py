@@ -26,7 +26,7 @@ from pipeline.report.outputs import write_tables
 from pipeline.report.result import ReportResult
 from pipeline.report.width import WIDTH_FROM_MASK, WIDTH_UNMEASURED, WIDTH_UPPER_BOUND
 from pipeline.review import refuse_losing_review
-from pipeline.survey_folder import REPORT_OUTPUTS, exclusive, refuse_overwriting
+from pipeline.survey_folder import REPORT_OUTPUTS, SurveyFolder, exclusive, refuse_overwriting
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -47,7 +47,8 @@ def _gpkg_metadata(record: SurveyRecord | None, job: dict[str, Any]) -> dict[str
 
 def check_same_run(survey_dir: Path, record: SurveyRecord | None) -> None:
     """mask.tif, confidence.tif and survey.json must come from one run, on one grid."""
-    mask_path, confidence_path = survey_dir / "mask.tif", survey_dir / "confidence.tif"
+    folder = SurveyFolder(survey_dir)
+    mask_path, confidence_path = folder.mask, folder.confidence
     with open_mask(mask_path) as mask:
         created = mask.tags().get("MSAF_CREATED_UTC")
         grid = (mask.width, mask.height, mask.transform, mask.crs)
@@ -352,7 +353,8 @@ def report_survey(
 
 
 def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str]) -> ReportResult:
-    mask_path = survey_dir / "mask.tif"
+    folder = SurveyFolder(survey_dir)
+    mask_path = folder.mask
     record = read_survey_record(survey_dir)
     job = (record.job if record else {}) | job
     check_same_run(survey_dir, record)
@@ -361,11 +363,11 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
     refuse_overwriting([ortho] if ortho else [], survey_dir, REPORT_OUTPUTS, "report")
     if image is None and ortho is not None and record is not None:
         _check_unchanged(ortho, record)
-    refuse_losing_review(survey_dir / "defects.gpkg")
-    tables = build_defects(mask_path, survey_dir / "confidence.tif", class_names, cfg, ortho)
+    refuse_losing_review(folder.gpkg)
+    tables = build_defects(mask_path, folder.confidence, class_names, cfg, ortho)
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job))
     page = build_page(tables, record, mask_path, cfg, ortho, job)
-    with atomic_output(survey_dir / "report.html") as tmp:
+    with atomic_output(folder.html) as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}
     context = (
@@ -377,5 +379,5 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
         defects=len(tables.defects),
         by_class={k: int(v) for k, v in counts.items()},
         non_defects={k: int(v) for k, v in context.items()},
-        outputs=outputs | {"html": "report.html"},
+        outputs=outputs | {"html": SurveyFolder.HTML},
     )

@@ -16,13 +16,16 @@ matched, the rest is added. Per new crack:
 Old cracks none of whose centreline is found again are "not found (repaired?)", one item per
 cluster of pieces. Other classes are matched as areas: a new defect matches an old one of the same
 class within the tolerance, matches are grouped (merges and splits) and rated new / grown /
-unchanged / shrunk / not found by area.
+unchanged / shrunk / not found by area (a crack from a report without centrelines: new /
+extended / widened / unchanged / shrunk / not found by length and width). ``ChangeStatus`` owns the
+words.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +48,42 @@ from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
-from pipeline.raster.source import linear_unit_m
+from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
-from pipeline.survey_folder import SURVEY_OUTPUTS
+from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
 from pipeline.survey_record import read_survey_record
 
-NOT_FOUND = "not found (repaired?)"
-NOT_COVERED = "not covered"  # outside the ground both surveys imaged: neither new nor repaired
-STATUSES = ("new", "extended", "widened", "grown", "unchanged", "shrunk", NOT_FOUND, NOT_COVERED)
+
+class ChangeStatus(StrEnum):
+    """What happened to a defect between two surveys: one vocabulary for cracks and areas."""
+
+    NEW = "new"
+    EXTENDED = "extended"  # a crack: longer
+    WIDENED = "widened"  # a crack: wider along the part that matches
+    GROWN = "grown"  # an area defect: larger
+    UNCHANGED = "unchanged"
+    SHRUNK = "shrunk"
+    NOT_FOUND = "not found (repaired?)"
+    NOT_COVERED = "not covered"  # outside the ground both surveys imaged: neither new nor repaired
+
+
+NOT_FOUND = ChangeStatus.NOT_FOUND.value
+NOT_COVERED = ChangeStatus.NOT_COVERED.value
+CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV = "changes.gpkg", "changes.geojson", "changes.csv"
+CHANGE_OUTPUTS = (CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV, SurveyFolder.HTML)
+STATUSES = tuple(status.value for status in ChangeStatus)
 FOOTPRINT_PX = 1024  # the footprint is traced on the mask read at most this many pixels a side
 
 
 def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") -> gpd.GeoDataFrame:
     """A layer of the survey's defects.gpkg (the report is built first if the survey has none yet)."""
     survey_dir = Path(survey_dir)
-    gpkg = survey_dir / "defects.gpkg"
+    gpkg = SurveyFolder(survey_dir).gpkg
     if not gpkg.is_file():
-        if not (survey_dir / "mask.tif").is_file():
+        if not SurveyFolder(survey_dir).mask.is_file():
             raise MsafError(f"{survey_dir}: neither defects.gpkg nor mask.tif; is this a survey folder?")
         report_survey(survey_dir, cfg)
     try:
@@ -84,7 +103,7 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
 def survey_footprint(survey_dir: Path, crs: pyproj.CRS) -> BaseGeometry | None:
     """The ground a survey imaged (its mask's valid pixels, traced on a decimated read) in ``crs``;
     None when the folder has no mask to read."""
-    mask = Path(survey_dir) / "mask.tif"
+    mask = SurveyFolder(survey_dir).mask
     if not mask.is_file():
         return None
     with rasterio.open(mask, driver="GTiff") as ds:
@@ -122,18 +141,21 @@ def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
 
 
 def _status(old: pd.DataFrame, new: pd.DataFrame, is_crack: bool, tolerance: float) -> str:
+    """A group of matched defects by total size: a crack (from a report without centrelines) by
+    length and width, in the same words as the centreline comparison; an area defect by area."""
     if old.empty:
-        return "new"
+        return ChangeStatus.NEW.value
     if new.empty:
-        return NOT_FOUND
+        return ChangeStatus.NOT_FOUND.value
     measure = "length_m" if is_crack else "area_m2"
     before, after = float(old[measure].sum()), float(new[measure].sum())
-    widened = is_crack and float(new["max_width_mm"].max()) > float(old["max_width_mm"].max()) * (1 + tolerance)
-    if after > before * (1 + tolerance) or widened:
-        return "grown"
+    if after > before * (1 + tolerance):
+        return (ChangeStatus.EXTENDED if is_crack else ChangeStatus.GROWN).value
+    if is_crack and float(new["max_width_mm"].max()) > float(old["max_width_mm"].max()) * (1 + tolerance):
+        return ChangeStatus.WIDENED.value
     if after < before * (1 - tolerance):
-        return "shrunk"
-    return "unchanged"
+        return ChangeStatus.SHRUNK.value
+    return ChangeStatus.UNCHANGED.value
 
 
 def _total(frame: pd.DataFrame, column: str) -> float:
@@ -204,19 +226,19 @@ def _crack_rows(
         widening = float(np.median(near["width_mm_new"] - near["width_mm_old"])) if "width_mm_old" in near else 0.0
         old_width = float(np.median(near["width_mm_old"])) if "width_mm_old" in near else np.nan
         if not _found(matched_m, matched_m + added_m, floor_m):
-            status = "new"
+            status = ChangeStatus.NEW.value
         elif added_m > max(cfg.change_tolerance * matched_m, floor_m):
-            status = "extended"
+            status = ChangeStatus.EXTENDED.value
         elif widening > cfg.change_tolerance * old_width:
-            status = "widened"
+            status = ChangeStatus.WIDENED.value
         else:
-            status = "unchanged"
+            status = ChangeStatus.UNCHANGED.value
         rows.append(
             _crack_row(
                 status,
                 crack,
                 olds,
-                added_m if status != "new" else matched_m + added_m,
+                added_m if status != ChangeStatus.NEW else matched_m + added_m,
                 widening,
                 crack.geometry.union_all(),
             )
@@ -356,7 +378,9 @@ def match_defects(
         else gpd.GeoDataFrame({"status": [], "class": []}, geometry=gpd.GeoSeries([], crs=crs))
     )
     if len(changes) and coverage is not None:
-        unseen = changes["status"].isin(("new", NOT_FOUND)).to_numpy() & _outside(changes.geometry, coverage(crs))
+        unseen = changes["status"].isin((ChangeStatus.NEW.value, NOT_FOUND)).to_numpy() & _outside(
+            changes.geometry, coverage(crs)
+        )
         changes.loc[unseen, "status"] = NOT_COVERED
     if len(changes):
         order = changes["status"].map({s: i for i, s in enumerate(STATUSES)})
@@ -368,7 +392,7 @@ def match_defects(
 
 def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, float, float]:
     """A survey's mask extent in ``crs`` (a unit square when there is no mask to read)."""
-    mask = survey_dir / "mask.tif"
+    mask = SurveyFolder(survey_dir).mask
     if not mask.is_file():
         return (0.0, 0.0, 1.0, 1.0)
     with rasterio.open(mask) as ds:
@@ -411,13 +435,10 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
         both_imaged,
     )
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MsafError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-    write_geopackage(out_dir / "changes.gpkg", {"changes": changes, "summary": summary})
-    write_geojson(out_dir / "changes.geojson", changes, "changes")
-    with atomic_output(out_dir / "changes.csv") as tmp:
+    prepare_output_folder(out_dir, CHANGE_OUTPUTS)
+    write_geopackage(out_dir / CHANGES_GPKG, {"changes": changes, "summary": summary})
+    write_geojson(out_dir / CHANGES_GEOJSON, changes, "changes")
+    with atomic_output(out_dir / CHANGES_CSV) as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
     record = read_survey_record(new_dir)
     ortho = survey_image(record, None)
@@ -458,9 +479,9 @@ def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Pat
                 pd.DataFrame(changes[columns]).to_html(index=False, border=0, float_format="{:,.4g}".format, na_rep=""),
             )
         )
-    with atomic_output(out_dir / "report.html") as tmp:
+    with atomic_output(out_dir / SurveyFolder.HTML) as tmp:
         tmp.write_text(page.render())
     return {
         "changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
-        "outputs": ["changes.gpkg", "changes.geojson", "changes.csv", "report.html"],
+        "outputs": list(CHANGE_OUTPUTS),
     }

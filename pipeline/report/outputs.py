@@ -16,6 +16,7 @@ from pipeline.fsutil import atomic_output
 from pipeline.report.defects import DefectTables
 from pipeline.review import REVIEW_LAYERS, empty_review_layers
 from pipeline.styles import layer_style
+from pipeline.survey_folder import SurveyFolder
 
 PROJECTED_COLUMNS = ["centroid_x", "centroid_y", "bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy"]
 LAYER_STYLES_TABLE = """CREATE TABLE layer_styles (
@@ -104,17 +105,22 @@ def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] |
     if tables.non_defects is not None and len(tables.non_defects):
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
     layers |= empty_review_layers(tables.crs)
-    write_geopackage(out_dir / "defects.gpkg", layers, metadata)
+    write_geopackage(out_dir / SurveyFolder.GPKG, layers, metadata)
     pixel_m = (
         math.sqrt(float((tables.defects["area_m2"] / tables.defects["pixels"]).median()))
         if len(tables.defects)
         else 0.001
     )
-    write_geojson(out_dir / "defects.geojson", tables.defects, "defects", pixel_m)
+    write_geojson(out_dir / SurveyFolder.GEOJSON, tables.defects, "defects", pixel_m)
     attributes = pd.DataFrame(tables.defects.drop(columns="geometry"))
     attributes["geometry_wkt"] = tables.defects.geometry.to_wkt()
-    with atomic_output(out_dir / "defects.csv") as tmp:
+    with atomic_output(out_dir / SurveyFolder.CSV) as tmp:
         attributes.to_csv(tmp, index=False)
-    with atomic_output(out_dir / "defects.parquet") as tmp:
+    with atomic_output(out_dir / SurveyFolder.PARQUET) as tmp:
         tables.defects.to_parquet(tmp, index=False)  # GeoParquet: pandas reads it, QGIS maps it
-    return {"gpkg": "defects.gpkg", "geojson": "defects.geojson", "csv": "defects.csv", "parquet": "defects.parquet"}
+    return {
+        "gpkg": SurveyFolder.GPKG,
+        "geojson": SurveyFolder.GEOJSON,
+        "csv": SurveyFolder.CSV,
+        "parquet": SurveyFolder.PARQUET,
+    }

@@ -150,3 +150,50 @@ def test_only_the_ground_both_surveys_imaged_is_compared(tmp_path):
     far = write_mask_survey(tmp_path / "far", old, crs="EPSG:32617")  # same numbers, another UTM zone
     with pytest.raises(MsafError, match="image no common ground"):
         compare_surveys(tmp_path / "old", far, tmp_path / "c3", CFG)
+
+
+def test_cracks_without_centrelines_are_rated_in_the_same_words_as_with_them():
+    """A report from before centrelines were written has only outlines: its cracks are matched as
+    areas, and a longer crack is still "extended" and a wider one "widened", never "grown"."""
+    from shapely.geometry import box
+
+    from pipeline.report.compare import STATUSES, ChangeStatus, match_defects
+
+    def frame(rows):
+        return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:32633")
+
+    def crack(i, x, length, width):
+        return {
+            "defect_id": i,
+            "class": "crack",
+            "area_m2": length * width / 1000,
+            "length_m": length,
+            "max_width_mm": width,
+            "geometry": box(500000 + x, 5000000, 500000 + x + length, 5000000 + width / 1000),
+        }
+
+    spall = {"defect_id": 9, "class": "spall", "area_m2": 0.01, "length_m": np.nan, "max_width_mm": np.nan}
+    old = frame(
+        [
+            crack(1, 0, 0.2, 1),
+            crack(2, 1, 0.2, 1),
+            crack(3, 2, 0.2, 1),
+            spall | {"geometry": box(500003, 5000000, 500003.1, 5000000.1)},
+        ]
+    )
+    new = frame(
+        [
+            crack(1, 0, 0.3, 1),
+            crack(2, 1, 0.2, 2),
+            crack(3, 2, 0.2, 1),
+            spall | {"area_m2": 0.02, "geometry": box(500003, 5000000, 500003.1, 5000000.2)},
+        ]
+    )
+    changes = match_defects(old, new, ReportConfig(min_area_m2=0, match_distance_m=0.01))
+    assert sorted(zip(changes["class"], changes["status"], strict=True)) == [
+        ("crack", "extended"),
+        ("crack", "unchanged"),
+        ("crack", "widened"),
+        ("spall", "grown"),
+    ]
+    assert tuple(ChangeStatus) == STATUSES and set(changes["status"]) <= set(STATUSES)
