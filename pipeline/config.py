@@ -155,8 +155,17 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """Which network to train: a preset plus field overrides (see ``pipeline.model.PRESETS``)."""
 
-    preset: Literal["dsnet", "dsnet-base", "dsnet-tiny"] = "dsnet"
+    preset: str = "dsnet"
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        from pipeline.model.presets import PRESETS
+
+        if preset not in PRESETS:
+            raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        return preset
 
 
 class AugmentConfig(_Strict):
