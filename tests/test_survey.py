@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 from rasterio.transform import from_origin
@@ -122,9 +123,16 @@ def test_generated_rasters_keep_crs_and_transform(tmp_path, tiny_model, crs, tra
     record = survey(ortho, tmp_path / "out", tiny_model)
     with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
         assert mask.crs.to_string() == crs and mask.transform == transform and mask.shape == (150, 170)
-    # degrees -> metres at the centre latitude: 111.32 km x cos(lat) per degree east, 110.57 km north
-    expected_gsd = 0.002 if crs == "EPSG:32633" else 2e-8 * (111_320 * np.cos(np.radians(52.5)) + 110_574) / 2
-    assert record.input.gsd_m == pytest.approx(expected_gsd, rel=2e-3)
+    # geodesic ground metres at the centre: 2 mm over UTM's point scale factor there (0.99972, 100 km
+    # west of the central meridian) and, for degrees, the WGS84 lengths of 2e-8 degree east and north
+    if crs == "EPSG:32633":
+        lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(400000.17, 5499999.85)
+        expected_gsd = 0.002 / pyproj.Proj(crs).get_factors(lon, lat).meridional_scale
+    else:
+        geod = pyproj.Geod(ellps="WGS84")
+        east, north = geod.inv(13.4, 52.5, 13.4 + 2e-8, 52.5)[2], geod.inv(13.4, 52.5, 13.4, 52.5 - 2e-8)[2]
+        expected_gsd = (east + north) / 2
+    assert record.input.gsd_m == pytest.approx(expected_gsd, rel=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(1, 300), (300, 1), (50, 40), (333, 250), (97, 1000)])

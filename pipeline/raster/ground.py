@@ -1,4 +1,5 @@
-"""True ground size of a pixel anywhere on a raster, in any CRS (geodesic, pyproj).
+"""True ground size of a pixel anywhere on a raster, in any CRS (geodesic, pyproj): the one owner of
+pixel ground size, used by the survey's GSD check and by every measurement of the report.
 
 A projected CRS's metres are not ground metres away from its true-scale lines: Web Mercator
 stretches lengths by 1/cos(latitude) (x1.41 at 45°), UTM by up to 1.0010 at a zone's edge.
@@ -10,16 +11,40 @@ orthomosaic was delivered in.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 
 from pipeline.errors import MsafError
-from pipeline.raster.source import PixelSize
 
 STRONG_DISTORTION = 0.02  # a CRS whose metres differ from ground metres by more than 2 % here
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """Ground size of one pixel in metres along x (columns) and y (rows)."""
+
+    x_m: float
+    y_m: float
+
+    @property
+    def area_m2(self) -> float:
+        """Ground area of one pixel in square metres."""
+        return self.x_m * self.y_m
+
+    @property
+    def mean_m(self) -> float:
+        """Mean ground size of a pixel side in metres."""
+        return (self.x_m + self.y_m) / 2
+
+
+def linear_unit_m(crs: Any) -> float:
+    """Metres per unit of a projected CRS's first axis (rasterio or pyproj CRS; 1 for metres)."""
+    return float(ProjCRS.from_user_input(crs).axis_info[0].unit_conversion_factor)
 
 
 @lru_cache(maxsize=16)
@@ -49,8 +74,21 @@ def map_pixel_size(crs: CRS, transform) -> PixelSize | None:
     """A pixel's size in the CRS's own linear unit, in metres (None for a geographic CRS)."""
     if crs.is_geographic:
         return None
-    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    factor = linear_unit_m(crs)
     return PixelSize(math.hypot(transform.a, transform.d) * factor, math.hypot(transform.b, transform.e) * factor)
+
+
+def ground_sample_distance(crs: CRS, transform, width: int, height: int) -> float:
+    """The raster's GSD: the mean ground size of a pixel side at its centre, geodesic (a Web Mercator
+    orthomosaic at 45° has 1.41 map metres per ground metre). A CRS without a geodetic datum (a
+    local engineering grid) has only its own units to go by."""
+    try:
+        return ground_pixel_size(crs, transform, width / 2, height / 2).mean_m
+    except MsafError:
+        size = map_pixel_size(crs, transform)
+        if size is None:
+            raise
+        return size.mean_m
 
 
 def scale_error(crs: CRS, transform, ground: PixelSize) -> float:

@@ -176,10 +176,14 @@ class GridScale:
 def working_factor(input_gsd_m: float, working_gsd_m: float | None, mode: str, limit: float) -> float:
     """Working pixels per input pixel: 1.0 when off, unknown, within ``SAME_SCALE`` or beyond
     ``limit`` (a 0.5 m orthophoto is not a crack survey to enlarge 500 times: it runs as it is and
-    the GSD check speaks)."""
+    the GSD check speaks).
+
+    Rounded to three significant digits: GSDs are geodesic, and a projection's scale factor (UTM's
+    0.9996 on its central meridian) must not turn a 2:1 survey into 1.9992:1 - a change of the
+    working GSD below 0.1 % that the model cannot see, but an inexact resampling grid."""
     if mode == "off" or not working_gsd_m or not input_gsd_m:
         return 1.0
     factor = input_gsd_m / working_gsd_m
     if abs(math.log(factor)) <= math.log1p(SAME_SCALE) or max(factor, 1 / factor) > limit:
         return 1.0
-    return factor
+    return float(f"{factor:.3g}")

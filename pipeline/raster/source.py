@@ -34,6 +34,7 @@ from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import file_digest
 from pipeline.raster.grid import Box
+from pipeline.raster.ground import ground_sample_distance
 from pipeline.raster.trust import RasterLocation, driver_for, locate, vrt_fingerprint_parts
 
 BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
@@ -89,46 +90,6 @@ class SourceInfo:
             "scaling": [list(s) for s in self.scale] if self.scale else None,
             "megapixels": self.width * self.height / 1e6,
         }
-
-
-@dataclass(frozen=True)
-class PixelSize:
-    """Ground size of one pixel in metres along x (columns) and y (rows)."""
-
-    x_m: float
-    y_m: float
-
-    @property
-    def area_m2(self) -> float:
-        """Ground area of one pixel in square metres."""
-        return self.x_m * self.y_m
-
-    @property
-    def mean_m(self) -> float:
-        """Mean ground size of a pixel side in metres."""
-        return (self.x_m + self.y_m) / 2
-
-
-def linear_unit_m(crs: Any) -> float:
-    """Metres per unit of a projected CRS's first axis (rasterio or pyproj CRS; 1 for metres)."""
-    from pyproj import CRS as ProjCRS
-
-    return float(ProjCRS.from_user_input(crs).axis_info[0].unit_conversion_factor)
-
-
-def pixel_size(crs: CRS, transform: Any, height: int) -> PixelSize:
-    """Metres per pixel; degrees are converted at the raster's centre latitude."""
-    x, y = abs(transform.a), abs(transform.e)
-    if crs.is_geographic:
-        lat = math.radians(transform.f + transform.e * height / 2)
-        return PixelSize(x * 111_320.0 * math.cos(lat), y * 110_574.0)
-    factor = linear_unit_m(crs)
-    return PixelSize(x * factor, y * factor)
-
-
-def ground_sample_distance(crs: CRS, transform: Any, height: int) -> float:
-    """Pixel size in metres, the mean of x and y (what a GSD check compares)."""
-    return float(pixel_size(crs, transform, height).mean_m)
 
 
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
@@ -307,7 +268,7 @@ def open_source(
             bands=bands,
             compression=ds.compression.value if ds.compression else None,
             block_shapes=tuple(ds.block_shapes[0]),
-            gsd_m=ground_sample_distance(crs, ds.transform, ds.height),
+            gsd_m=ground_sample_distance(crs, ds.transform, ds.width, ds.height),
             scale=scale,
         )
 

@@ -14,8 +14,8 @@ from rasterio.warp import transform as warp_transform
 
 from pipeline.config import ReportConfig, SeverityConfig
 from pipeline.errors import MsafError
-from pipeline.raster.ground import ground_pixel_size, scale_error
-from pipeline.raster.source import PixelSize, rgb_bands
+from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
+from pipeline.raster.source import rgb_bands
 from pipeline.raster.trust import driver_for
 from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize

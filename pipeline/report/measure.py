@@ -19,7 +19,7 @@ from shapely.geometry import LineString, MultiLineString, Polygon
 from shapely.ops import linemerge
 from skimage.morphology import remove_small_holes, skeletonize
 
-from pipeline.raster.source import PixelSize
+from pipeline.raster.ground import PixelSize
 
 ORTHOGONAL = ((0, 1), (1, 0))
 DIAGONAL = ((1, 1), (1, -1))

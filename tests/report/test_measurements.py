@@ -167,7 +167,7 @@ def test_a_blob_that_thins_to_one_pixel_still_has_a_centreline_along_its_axis():
     from affine import Affine
     from skimage.morphology import disk
 
-    from pipeline.raster.source import PixelSize
+    from pipeline.raster.ground import PixelSize
     from pipeline.report.measure import measure_crack
 
     pixels = np.zeros((13, 13), bool)
