@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -22,7 +31,8 @@ from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import atomic_output, file_digest
 from pipeline.inference.decision import threshold_ids
 from pipeline.metrics.summary import EvaluationSummary
-from pipeline.model import DSNet, DSNetConfig
+from pipeline.model.families import family_of
+from pipeline.model.presets import NetworkConfig
 from pipeline.timestamps import creation_time
 
 METADATA_KEY = "msaf"
@@ -47,8 +57,8 @@ class ModelMetadata(BaseModel):
 
     format_version: int = FORMAT_VERSION
     name: str = "msaf-defects"
-    preset: str
-    architecture: DSNetConfig
+    preset: str  # names the family (pipeline.model.families) whose config ``architecture`` is
+    architecture: SerializeAsAny[NetworkConfig]
     classes: list[ClassSpec]
     tile_size: int = Field(ge=16, le=8192, description="training crop size; surveys infer at this scale")
     mean: tuple[float, float, float]
@@ -61,6 +71,15 @@ class ModelMetadata(BaseModel):
     data_fingerprint: str | None = None
     software_version: str = pipeline.__version__
     created_utc: str = Field(default_factory=lambda: creation_time())
+
+    @field_validator("architecture", mode="before")
+    @classmethod
+    def _family_config(cls, value: Any, info: ValidationInfo) -> Any:
+        """The architecture as its family's config (the family is the preset's)."""
+        preset = info.data.get("preset")
+        if preset is None or isinstance(value, NetworkConfig):
+            return value
+        return family_of(preset).config.model_validate(value)
 
     @field_validator("mean")
     @classmethod
@@ -118,7 +137,7 @@ class ModelMetadata(BaseModel):
         return threshold_ids(self.class_names, self.thresholds)
 
 
-def save_checkpoint(path: str | Path, model: DSNet, metadata: ModelMetadata, *, half: bool = False) -> str:
+def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: ModelMetadata, *, half: bool = False) -> str:
     """Write weights + metadata atomically; returns the file's SHA-256.
 
     Args:
@@ -172,7 +191,7 @@ def check_weights(path: str | Path, metadata: ModelMetadata) -> None:
     """The stored tensors match the architecture the metadata names (names and shapes; no weights loaded)."""
     from safetensors import safe_open
 
-    expected = {name: tuple(t.shape) for name, t in DSNet(metadata.architecture).state_dict().items()}
+    expected = {name: tuple(t.shape) for name, t in build_network(metadata).state_dict().items()}
     try:
         with safe_open(str(path), framework="pt") as fh:
             stored = {name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()}  # noqa: SIM118
@@ -192,7 +211,12 @@ def check_weights(path: str | Path, metadata: ModelMetadata) -> None:
         )
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DSNet, ModelMetadata]:
+def build_network(metadata: ModelMetadata) -> torch.nn.Module:
+    """The untrained network a checkpoint's metadata describes (its preset's family, its config)."""
+    return family_of(metadata.preset).build(metadata.architecture)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelMetadata]:
     """Rebuild the network from the metadata and load its weights; returns the model in eval mode."""
     metadata = read_metadata(path)
     try:
@@ -200,7 +224,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (SafetensorError, OSError) as exc:
         raise MsafError(f"{path}: corrupt model weights ({exc}); re-download or retrain") from None
     check_weights(path, metadata)
-    model = DSNet(metadata.architecture)
+    model = build_network(metadata)
     expected = model.state_dict()
     tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
     model.load_state_dict(tensors, strict=True)

@@ -161,10 +161,9 @@ class ModelConfig(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, preset: str) -> str:
-        from pipeline.model.presets import PRESETS
+        from pipeline.model.families import family_of
 
-        if preset not in PRESETS:
-            raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        family_of(preset)  # a ValueError naming the known presets
         return preset
 
 

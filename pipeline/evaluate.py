@@ -19,14 +19,17 @@ from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import predict_probabilities
 from pipeline.metrics import SegmentationMetrics
 from pipeline.metrics.summary import EvaluationSummary, MetricsSummary
-from pipeline.model import DSNet
 
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.10, 0.91, 0.05))
 Scored = list[tuple[np.ndarray, LabelledImage]]  # (probabilities (C, H, W) float16, labelled image)
 
 
 def predict_items(
-    model: DSNet, items: Sequence[LabelledImage], mean: Sequence[float], std: Sequence[float], device: torch.device
+    model: torch.nn.Module,
+    items: Sequence[LabelledImage],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
 ) -> Scored:
     """Whole-image class probabilities of each item (float16: memory for many validation photos)."""
     was_training = model.training
@@ -145,7 +148,7 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 def evaluate_items(
-    model: DSNet,
+    model: torch.nn.Module,
     items: Sequence[LabelledImage],
     mean: Sequence[float],
     std: Sequence[float],
@@ -180,7 +183,7 @@ def evaluate_sets(
     *,
     device: str = "auto",
     tolerance_px: float = 2,
-    loaded: tuple[DSNet, Any] | None = None,
+    loaded: tuple[torch.nn.Module, Any] | None = None,
 ) -> EvaluationSummary:
     """Score a checkpoint per data set with its calibrated decision rule."""
     model, meta = loaded or load_checkpoint(checkpoint, resolve_device(device))

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from pipeline.inference.decision import Thresholds, decide
-from pipeline.model import DSNet
 
 
 class Standardise:
@@ -38,7 +37,7 @@ def autocast_for(device: torch.device) -> torch.autocast:
 
 @torch.inference_mode()
 def predict_probabilities(
-    model: DSNet, image: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device
+    model: torch.nn.Module, image: np.ndarray, mean: Sequence[float], std: Sequence[float], device: torch.device
 ) -> np.ndarray:
     """Class probabilities (C, H, W) float32 for one RGB uint8 image (H, W, 3)."""
     batch = torch.tensor(image, device=device).unsqueeze(0)
@@ -48,7 +47,7 @@ def predict_probabilities(
 
 
 def predict_classes(
-    model: DSNet,
+    model: torch.nn.Module,
     image: np.ndarray,
     mean: Sequence[float],
     std: Sequence[float],

@@ -1,7 +1,7 @@
-"""The MSAF module and the DSNet-style segmentation network.
+"""The MSAF module, the DSNet-style segmentation network and the registry of model families.
 
-The network classes load torch on first use (PEP 562), so ``pipeline.model.presets`` - what the
-settings are checked against - stays light for commands that never build a network.
+Network classes load torch on first use (PEP 562), so the presets and families - what settings and
+checkpoints are resolved against - stay light for commands that never build a network.
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from pipeline.model.presets import PRESETS, DSNetConfig
+from pipeline.model.families import FAMILIES, PRESETS, ModelFamily, build_model, family_of, resolve_config
+from pipeline.model.presets import DSNetConfig, NetworkConfig
 
 if TYPE_CHECKING:
-    from pipeline.model.dsnet import DSNet, build_model, count_parameters, resolve_config
+    from pipeline.model.dsnet import DSNet, count_parameters
     from pipeline.model.msaf import MSAF
 
 _LAZY = {
     "MSAF": "pipeline.model.msaf",
     "DSNet": "pipeline.model.dsnet",
-    "build_model": "pipeline.model.dsnet",
     "count_parameters": "pipeline.model.dsnet",
-    "resolve_config": "pipeline.model.dsnet",
 }
 
 
@@ -30,4 +29,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'pipeline.model' has no attribute {name!r}")
 
 
-__all__ = ["MSAF", "PRESETS", "DSNet", "DSNetConfig", "build_model", "count_parameters", "resolve_config"]
+__all__ = [
+    "FAMILIES",
+    "MSAF",
+    "PRESETS",
+    "DSNet",
+    "DSNetConfig",
+    "ModelFamily",
+    "NetworkConfig",
+    "build_model",
+    "count_parameters",
+    "family_of",
+    "resolve_config",
+]

@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.model.blocks import MFACB, SPASPP, Bottleneck, FullResRefiner, SegHead, conv_bn, residual_stage
 from pipeline.model.msaf import MSAF
-from pipeline.model.presets import PRESETS, DSNetConfig
+from pipeline.model.presets import DSNetConfig
 
 
 class DSNet(nn.Module):
@@ -98,22 +98,6 @@ class DSNet(nn.Module):
             for head, feat in ((self.aux_head3, aux3), (self.aux_head4, aux4))
         ]
         return out, aux[0], aux[1]
-
-
-def resolve_config(preset: str, num_classes: int, **overrides: object) -> DSNetConfig:
-    """Preset + class count + field overrides -> validated config (clear error on a bad name)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fields = PRESETS[preset].model_dump()
-    unknown = set(overrides) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown model override(s) {sorted(unknown)}; valid: {', '.join(fields)}")
-    return DSNetConfig(**{**fields, **overrides, "num_classes": num_classes})
-
-
-def build_model(preset: str, num_classes: int, **overrides: object) -> DSNet:
-    """Build a DSNet-style network from a named preset, e.g. ``build_model("dsnet", 2)``."""
-    return DSNet(resolve_config(preset, num_classes, **overrides))
 
 
 def count_parameters(model: nn.Module, *, include_aux: bool = True) -> int:

@@ -1,12 +1,24 @@
-"""The network's shape and its named presets: the one owner of preset names (params.yaml's
-``model.preset`` is checked against them), importable without torch."""
+"""The DSNet family's shape config and its named presets (torch-free; registered in
+``pipeline.model.families``, the one owner of preset names)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class DSNetConfig(BaseModel):
+class NetworkConfig(BaseModel):
+    """A family's shape config, stored with every checkpoint. Each declares ``num_classes`` (the
+    network's outputs) where it likes: field order is the order of a checkpoint's metadata bytes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    if TYPE_CHECKING:
+        num_classes: int
+
+
+class DSNetConfig(NetworkConfig):
     """Everything that determines the network's shape; stored with every checkpoint.
 
     Args:
@@ -21,8 +33,6 @@ class DSNetConfig(BaseModel):
         refine_width: width of the full-resolution refinement branch (0: none; the decoder's
             1/4-resolution logits are upsampled bilinearly, as in DSNet).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     width: int = Field(32, ge=1)
     stem_blocks: int = Field(2, ge=1)
@@ -42,7 +52,7 @@ class DSNetConfig(BaseModel):
         return grids
 
 
-PRESETS: dict[str, DSNetConfig] = {
+DSNET_PRESETS: dict[str, DSNetConfig] = {
     "dsnet": DSNetConfig(width=32, stem_blocks=2, detail_blocks=2, context_blocks=2, head_width=128),
     "dsnet-base": DSNetConfig(width=64, stem_blocks=2, detail_blocks=3, context_blocks=3, head_width=256),
     "dsnet-tiny": DSNetConfig(width=8, stem_blocks=1, detail_blocks=1, context_blocks=2, head_width=32, grids=(4, 8)),

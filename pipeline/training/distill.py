@@ -13,7 +13,6 @@ from pipeline.class_ids import NO_CLASS
 from pipeline.config import DistillConfig
 from pipeline.errors import MsafError
 from pipeline.inference.predict import autocast_for, normalise
-from pipeline.model import DSNet
 from pipeline.training.init import resolve_init
 from pipeline.training.loss import distillation_loss
 
@@ -36,7 +35,7 @@ def resolve_teacher(cfg: DistillConfig, init: Path | None, registry_name: str, r
 class Teacher:
     """The teacher network (eval mode, no gradients), its own input scaling and what it teaches on."""
 
-    model: DSNet
+    model: torch.nn.Module
     mean: tuple[float, ...]
     std: tuple[float, ...]
     sha256: str

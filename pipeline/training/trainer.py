@@ -23,7 +23,8 @@ from pipeline.evaluate import calibrate, evaluate_groups, predict_items
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import autocast_for, normalise
 from pipeline.metrics.summary import EvaluationSummary
-from pipeline.model import DSNet, build_model
+from pipeline.model import build_model
+from pipeline.model.families import network_config
 from pipeline.training.distill import Teacher, resolve_teacher
 from pipeline.training.history import TIMINGS, EpochRecord
 from pipeline.training.init import load_initial_weights, resolve_init
@@ -66,7 +67,7 @@ def channel_stats(items: list[LabelledImage]) -> tuple[tuple[float, ...], tuple[
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
-def _optimizer(model: DSNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -112,7 +113,7 @@ class WeightAverage:
     """Exponential moving average of the weights and BatchNorm statistics (warm-up: decay grows
     as (1 + t) / (10 + t)), the model that is validated and saved when enabled."""
 
-    def __init__(self, model: DSNet, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
         self.steps = 0
         self.shadow = copy.deepcopy(model).eval()
@@ -120,7 +121,7 @@ class WeightAverage:
             parameter.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: DSNet) -> None:
+    def update(self, model: torch.nn.Module) -> None:
         """Move the averages one step towards the model's current weights."""
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
@@ -166,7 +167,12 @@ def _may_hide(unlabelled: list[tuple[int, ...]], num_classes: int, device: torch
 
 
 def validate(
-    model: DSNet, data: TrainingData, mean: Sequence[float], std: Sequence[float], device: torch.device, params: Params
+    model: torch.nn.Module,
+    data: TrainingData,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    params: Params,
 ) -> EvaluationSummary:
     """Per-set validation metrics with the decision thresholds calibrated on these images."""
     names = params.data.class_names
@@ -305,7 +311,7 @@ def train_model(
     model.load_state_dict(state.best_state)
     metadata = ModelMetadata(
         preset=params.model.preset,
-        architecture=model.config,
+        architecture=network_config(model),
         classes=params.data.classes,
         tile_size=cfg.crop_size,
         mean=mean,
