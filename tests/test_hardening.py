@@ -14,7 +14,7 @@ from pipeline.job import parse_job
 from pipeline.raster.source import open_source
 from pipeline.report.compare import load_defects
 from pipeline.styles import class_colours
-from pipeline.survey import _check_out_dir
+from pipeline.survey_folder import REPORT_OUTPUTS, SURVEY_OUTPUTS, prepare_output_folder
 from pipeline.survey_record import read_survey_record
 from tests.conftest import write_raster
 
@@ -80,7 +80,7 @@ def test_compare_with_a_broken_or_old_geopackage_is_one_line(tmp_path):
 def test_a_folder_where_an_output_file_goes_is_refused_before_inference(tmp_path):
     (tmp_path / "out" / "report.html").mkdir(parents=True)
     with pytest.raises(MsafError, match=r"report\.html is a folder where a file is written"):
-        _check_out_dir(tmp_path / "out")
+        prepare_output_folder(tmp_path / "out", SURVEY_OUTPUTS + REPORT_OUTPUTS)
 
 
 def test_schedule_checks_its_cron_and_its_server_first():

@@ -134,6 +134,43 @@ def test_a_disk_that_fills_up_mid_survey_is_one_line_and_earlier_outputs_stay(
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
+ENOSPC_DURING_STITCH = """
+import errno, sys
+from pipeline.raster import cog
+calls = {"n": 0}
+original = cog.GeoTiffSink.write
+def write(self, core, data):  # GDAL's own write fails the way a full disk makes it fail
+    calls["n"] += 1
+    if calls["n"] > 3:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return original(self, core, data)
+cog.GeoTiffSink.write = write
+from flows.cli import main
+sys.argv = ["msaf", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_disk_that_fills_up_during_the_stitch_is_one_line_and_keeps_the_blocks(
+    tmp_path, tiny_model, surveyed, crack_mosaic
+):
+    """The stitch writes the COGs from the finished blocks: a full disk there is one line, the earlier
+    mask stays, nothing half-written is left, and the blocks wait for the rerun."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(surveyed, out)
+    before = {name: (out / name).read_bytes() for name in ("mask.tif", "confidence.tif", "survey.json")}
+    command = cpu_survey(crack_mosaic[0], out, tiny_model, "--no-track", "--no-report", "--block", "256")
+    result = subprocess.run(
+        [sys.executable, "-c", ENOSPC_DURING_STITCH, *command], capture_output=True, text=True, timeout=300
+    )
+    assert_one_line_error(result, f"no space left on {out}")
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not [p.name for p in out.iterdir() if "partial" in p.name or p.name.startswith(".tmp")]
+    assert len(list(out.glob(".msaf-blocks/*/block_*.blk"))) == 9  # 700 x 530 in 256-px blocks: kept
+
+
 def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path):
     """A closed port used to keep `msaf models list` silent for ~250 s of MLflow's retries."""
     import os

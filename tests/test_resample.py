@@ -84,7 +84,8 @@ def test_half_mm_survey_equals_the_working_gsd_survey_on_the_same_ground(tmp_pat
     reference = run_survey(one_mm, tmp_path / "ref", SurveyConfig(**CPU), model_path=tiny_model)
     record = run_survey(fine, tmp_path / "fine", SurveyConfig(**CPU), model_path=tiny_model)
     assert reference.tiling.resample_factor == 1.0
-    assert record.tiling.resample_factor == pytest.approx(0.5) and record.tiling.working_gsd_m == pytest.approx(0.001)
+    assert record.tiling.resample_factor == 0.5  # exactly: 2 x 0.50020 mm ground pixels (UTM scale 0.9996)
+    assert record.tiling.working_gsd_m == pytest.approx(0.001 / 0.9996, rel=1e-4)
     assert record.tiling.working_shape == list(valid.shape) and record.gsd_warning is None
     with rasterio.open(fine) as src, rasterio.open(tmp_path / "fine" / "mask.tif") as mask:
         assert mask.shape == src.shape and mask.transform == src.transform and mask.crs == src.crs

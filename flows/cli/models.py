@@ -91,14 +91,14 @@ def models_export(
 def _judge(candidate: EvaluationSummary, manifest: Path, params: Path | None) -> GateVerdict:
     """The champion (the shipped model when the registry has none) scored on the same validation data."""
     from pipeline.data.manifest import load_manifest
-    from pipeline.evaluate import evaluate_sets
-    from pipeline.tracking.gate import judge
+    from pipeline.tracking.gate import champion_evaluation, judge
     from pipeline.tracking.registry import resolve_default_model
+    from pipeline.tracking.store import project_root
 
     settings = load_optional_params(params)
-    sets = load_manifest(manifest).load("val")
     champion_path, _ = resolve_default_model(settings.registry.name, settings.registry.alias)
-    champion = evaluate_sets(champion_path, sets, device="cpu", tolerance_px=candidate.tolerance_px)
+    cache = project_root() / ".msaf-cache" / "evaluations"
+    champion = champion_evaluation(champion_path, load_manifest(manifest), candidate.tolerance_px, cache)
     return judge(candidate, champion, settings.registry.guard_sets, settings.registry.tolerance)
 
 

@@ -409,8 +409,15 @@ def _refuse_survey_folder(out_dir: Path) -> None:
 
 
 def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
-    """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``."""
-    old_dir, new_dir, out_dir = Path(old_dir), Path(new_dir), Path(out_dir)
+    """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``.
+
+    The surveys are only read: GDAL's .aux.xml side files (statistics, masks) are never written
+    beside them (``GDAL_PAM_ENABLED=NO``)."""
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        return _compare(Path(old_dir), Path(new_dir), Path(out_dir), cfg)
+
+
+def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> dict[str, Any]:
     _refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
 

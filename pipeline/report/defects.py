@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import geopandas as gpd
 import numpy as np
@@ -34,28 +35,67 @@ BELOW_RESOLUTION = "below resolution"
 UNMEASURED = "unmeasured"  # the image shows the crack no wider than its noise: no width, no rating
 SEVERITIES = (UNMEASURED, BELOW_RESOLUTION, "low", "medium", "high")
 MIN_RESOLVED_PX = 1.0  # narrower than a pixel: the width is an estimate, not a rating
-DEFECT_COLUMNS = [
-    "defect_id",
-    "class",
-    "severity",
-    "area_m2",
-    "length_m",
-    "mean_width_mm",
-    "max_width_mm",
-    "width_method",
-    "orientation_deg",
-    "mean_confidence",
-    "pixels",
-    "centroid_x",
-    "centroid_y",
-    "lon",
-    "lat",
-    "bbox_minx",
-    "bbox_miny",
-    "bbox_maxx",
-    "bbox_maxy",
-    REVIEW_FIELD,  # the inspector's verdict, set in QGIS: unreviewed / confirmed / false alarm
-]
+
+
+@dataclass
+class Defect:
+    """One measured defect: a row of the ``defects`` layer (GPKG, GeoJSON, CSV, Parquet). The one
+    owner of its columns (``DEFECT_COLUMNS``, in this order); ``class_name`` is the ``class`` column."""
+
+    defect_id: int
+    class_name: str
+    area_m2: float
+    pixels: int
+    centroid_x: float
+    centroid_y: float
+    bbox_minx: float
+    bbox_miny: float
+    bbox_maxx: float
+    bbox_maxy: float
+    geometry: Any
+    severity: str | None = None
+    length_m: float = math.nan
+    mean_width_mm: float = math.nan
+    max_width_mm: float = math.nan
+    width_method: str | None = None
+    orientation_deg: float = math.nan
+    mean_confidence: float = math.nan
+    lon: float = math.nan  # filled for all defects at once (one reprojection)
+    lat: float = math.nan
+    review: str = UNREVIEWED  # the inspector's verdict, set in QGIS: unreviewed / confirmed / false alarm
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "defect_id",
+        "class",
+        "severity",
+        "area_m2",
+        "length_m",
+        "mean_width_mm",
+        "max_width_mm",
+        "width_method",
+        "orientation_deg",
+        "mean_confidence",
+        "pixels",
+        "centroid_x",
+        "centroid_y",
+        "lon",
+        "lat",
+        "bbox_minx",
+        "bbox_miny",
+        "bbox_maxx",
+        "bbox_maxy",
+        REVIEW_FIELD,
+    )
+
+    def row(self) -> dict[str, Any]:
+        """The record as the defects layer's columns (and its geometry)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["class"] = values.pop("class_name")
+        values[REVIEW_FIELD] = values.pop("review")
+        return {name: values[name] for name in (*self.COLUMNS, "geometry")}
+
+
+DEFECT_COLUMNS = list(Defect.COLUMNS)
 CENTERLINE_COLUMNS = ["defect_id", "segment", "length_m", "width_mm", "width_method", "geometry"]
 
 
@@ -147,7 +187,7 @@ def _grey_window(image: rasterio.DatasetReader, window: rasterio.windows.Window)
 class _PendingCrack:
     """A crack whose image widths wait for the survey's core level."""
 
-    record: dict
+    record: Defect
     measure: CrackMeasure
     size: PixelSize
     darkness: Darkness | None
@@ -171,7 +211,7 @@ def severity_of(
     return rate(area_m2, cfg.area_m2)
 
 
-def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict]:
+def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict[str, Any]]:
     """Widths from the image (the survey's core model, see width.py), else from the mask when no
     image was given; severity; centreline pieces. With an image, a crack it shows no contrast for
     is unmeasured: no width and no rating, never a mask width."""
@@ -184,7 +224,7 @@ def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given:
             mean_px, chunk_px, method = cores.widths(item.darkness)
             mean_width, chunk_widths = mean_px * px_mm, chunk_px * px_mm
         elif image_given:
-            record |= {"width_method": WIDTH_UNMEASURED, "severity": UNMEASURED}
+            record.width_method, record.severity = WIDTH_UNMEASURED, UNMEASURED
             lines.extend(_centreline_rows(record, measure, size, np.full(len(measure.chunk_lines), np.nan)))
             continue
         else:
@@ -192,27 +232,25 @@ def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given:
         measured = chunk_widths[measure.chunk_length_px >= CHUNK_PX / 4]
         max_width = float(np.percentile(measured, 95)) if measured.size else mean_width
         max_width = max(max_width, mean_width)
-        record |= {
-            "mean_width_mm": mean_width,
-            "max_width_mm": max_width,
-            "width_method": method,
-            "severity": severity_of(
-                record["class"], record["area_m2"], max_width, cfg.crack_classes, cfg.severity, px_mm
-            ),
-        }
+        record.mean_width_mm, record.max_width_mm, record.width_method = mean_width, max_width, method
+        record.severity = severity_of(
+            record.class_name, record.area_m2, max_width, cfg.crack_classes, cfg.severity, px_mm
+        )
         lines.extend(_centreline_rows(record, measure, size, chunk_widths))
     return lines
 
 
-def _centreline_rows(record: dict, measure: CrackMeasure, size: PixelSize, chunk_widths: np.ndarray) -> list[dict]:
+def _centreline_rows(
+    record: Defect, measure: CrackMeasure, size: PixelSize, chunk_widths: np.ndarray
+) -> list[dict[str, Any]]:
     """One row per centreline chunk with its own width (NaN where unmeasured)."""
     return [
         {
-            "defect_id": record["defect_id"],
+            "defect_id": record.defect_id,
             "segment": segment + 1,
             "length_m": float(length_px * size.mean_m),
             "width_mm": float(width),
-            "width_method": record["width_method"],
+            "width_method": record.width_method,
             "geometry": line,
         }
         for segment, (line, width, length_px) in enumerate(
@@ -236,7 +274,7 @@ def build_defects(
     is measured with the ground size of a pixel at its own location (geodesic: true metres in any
     CRS); crack widths come from ``image_path`` (the orthomosaic) when given, else from the mask.
     """
-    records: list[dict[str, Any]] = []
+    records: list[Defect] = []
     pending: list[_PendingCrack] = []
     others: list[dict[str, Any]] = []
     defect_names, non_defect_names = cfg.split_classes(class_names)
@@ -269,33 +307,26 @@ def build_defects(
                 if confidence is not None:
                     mean_conf = float(confidence.read(1, window=window)[pixels].mean() / 255)
                 minx, miny, maxx, maxy = component.geometry.bounds
-                record = {
-                    "defect_id": len(records) + 1,
-                    "class": name,
-                    "severity": None,
-                    "area_m2": area,
-                    "length_m": np.nan,
-                    "mean_width_mm": np.nan,
-                    "max_width_mm": np.nan,
-                    "width_method": None,
-                    "orientation_deg": np.nan,
-                    "mean_confidence": mean_conf,
-                    "pixels": component.pixels,
-                    "centroid_x": centroid.x,
-                    "centroid_y": centroid.y,
-                    "bbox_minx": minx,
-                    "bbox_miny": miny,
-                    "bbox_maxx": maxx,
-                    "bbox_maxy": maxy,
-                    REVIEW_FIELD: UNREVIEWED,
-                    "geometry": geometry,
-                }
+                record = Defect(
+                    defect_id=len(records) + 1,
+                    class_name=name,
+                    area_m2=area,
+                    pixels=component.pixels,
+                    centroid_x=centroid.x,
+                    centroid_y=centroid.y,
+                    bbox_minx=minx,
+                    bbox_miny=miny,
+                    bbox_maxx=maxx,
+                    bbox_maxy=maxy,
+                    geometry=geometry,
+                    mean_confidence=mean_conf,
+                )
                 records.append(record)
                 if name not in cfg.crack_classes:
-                    record["severity"] = severity_of(name, area, None, cfg.crack_classes, cfg.severity)
+                    record.severity = severity_of(name, area, None, cfg.crack_classes, cfg.severity)
                     continue
                 crack = measure_crack(pixels, window_transform, size)
-                record |= {"length_m": crack.length_m, "orientation_deg": crack.orientation_deg}
+                record.length_m, record.orientation_deg = crack.length_m, crack.orientation_deg
                 darkness = None
                 if image is not None:
                     labels = mask.read(1, window=window)
@@ -315,7 +346,9 @@ def build_defects(
                     dataset.close()
         crs = mask.crs
     lines = _finish_cracks(pending, cfg, image is not None)
-    defects = gpd.GeoDataFrame(records, columns=[*DEFECT_COLUMNS, "geometry"], geometry="geometry", crs=crs)
+    defects = gpd.GeoDataFrame(
+        [r.row() for r in records], columns=[*DEFECT_COLUMNS, "geometry"], geometry="geometry", crs=crs
+    )
     if len(defects):
         lon, lat = warp_transform(crs, "EPSG:4326", defects["centroid_x"].tolist(), defects["centroid_y"].tolist())
         defects["lon"], defects["lat"] = lon, lat

@@ -7,9 +7,13 @@ or masonry; the gate names the set that regressed instead of promoting it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+from pipeline.data.manifest import Manifest
 from pipeline.metrics.summary import EvaluationSummary
 
 
@@ -57,3 +61,34 @@ def judge(
 def _score(summary: object) -> float:
     value = getattr(summary, "score", None)
     return math.nan if value is None else float(value)
+
+
+def champion_evaluation(
+    checkpoint: Path, manifest: Manifest, tolerance_px: float, cache_dir: Path
+) -> EvaluationSummary:
+    """The champion scored on a manifest's validation split, computed once per (checkpoint bytes,
+    split, files, tolerance) and kept in ``cache_dir``: every register of a candidate against the
+    same champion would otherwise run the same evaluation again."""
+    from pipeline.checkpoint import file_sha256
+    from pipeline.evaluate import evaluate_sets
+    from pipeline.fsutil import write_json
+
+    identity = json.dumps(
+        {
+            "checkpoint": file_sha256(checkpoint),
+            "classes": [c.name for c in manifest.classes],
+            "sets": [(s.name, s.val, s.fingerprint) for s in manifest.sets],
+            "tolerance_px": tolerance_px,
+        },
+        sort_keys=True,
+    )
+    cached = cache_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
+    if cached.is_file():
+        try:
+            return EvaluationSummary.model_validate(json.loads(cached.read_text()))
+        except (ValueError, OSError):
+            cached.unlink(missing_ok=True)  # a damaged entry is recomputed
+    summary = evaluate_sets(checkpoint, manifest.load("val"), device="cpu", tolerance_px=tolerance_px)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_json(cached, summary.to_json())
+    return summary

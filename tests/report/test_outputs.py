@@ -232,6 +232,7 @@ def test_change_tracking_on_known_changes(tmp_path):
     assert changes.loc["new", "new_area_m2"] == pytest.approx(900e-6, rel=1e-3)
     assert changes.loc["not found (repaired?)", "old_area_m2"] == pytest.approx(900e-6, rel=1e-3)
     assert (tmp_path / "changes" / "report.html").read_text().count("not found") >= 1
+    assert not list(tmp_path.rglob("*.aux.xml"))  # the compared surveys are only read: no GDAL side files
     geojson = json.loads((tmp_path / "changes" / "changes.geojson").read_text())
     assert {f["properties"]["status"] for f in geojson["features"]} == {
         "new",

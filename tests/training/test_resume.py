@@ -44,7 +44,7 @@ def train_in_process(params: Path, kill_at_step: int | None = None) -> subproces
         "            import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"
         "        yield batch\n"
         "t.training_batches = batches\n"
-        f"t.train_model(load_params({str(params)!r}), on_epoch=lambda r: print('epoch', r['epoch'], flush=True))\n"
+        f"t.train_model(load_params({str(params)!r}), on_epoch=lambda r: print('epoch', r.epoch, flush=True))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": "0"}  # created_utc: the one clock value
     return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
