@@ -57,8 +57,11 @@ FORCE:
 qgis:
 	@test -d /usr/lib/python3/dist-packages/qgis || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis >/dev/null; }
 
+# The full suite, one pytest-xdist worker per core (TEST_WORKERS); a test module stays on one worker
+# (its module fixtures, e.g. the DVC project, are built once and its tests run in order).
+TEST_WORKERS ?= 2
 test: setup browser qgis
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The inner loop: unit tests on generated fixtures (< 90 s on 2 cores); `make test` stays the full suite.
 test-fast: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 # Fixtures that train a model, compose a survey raster or start a service: a test using one is not
 # part of the fast tier (`make test-fast` = `pytest -m "not slow"`), whatever its own marks say.
 HEAVY_FIXTURES = {"tiny_model", "crack_mosaic", "surveyed", "prefect_harness"}
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs one worker per core), each worker and the processes it
+    starts compute on one thread: two workers with a thread pool each per core would oversubscribe
+    the CPU and spin-wait instead of computing."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -203,6 +218,28 @@ def write_params(path: Path, images: Path, masks: Path, **sections: dict) -> Pat
     return path
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], list[Path]]) -> list[Path]:
+    """A session artefact built once for the whole run: under pytest-xdist the first worker builds it
+    in the run's shared temporary folder (under a lock) and the others wait and reuse it, instead of
+    each worker training the same tiny model again. Tests never modify these artefacts."""
+    import fcntl
+    import json
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent / name
+    shared.mkdir(exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = shared / ".built.json"
+        if done.is_file():
+            return [Path(p) for p in json.loads(done.read_text())]
+        paths = build(shared)
+        done.write_text(json.dumps([str(p) for p in paths]))
+        return paths
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, cfd_dir) -> Path:
     """A dsnet-tiny checkpoint briefly trained on the real CFD photos (128 px tiles), shared by the session.
@@ -213,15 +250,17 @@ def tiny_model(tmp_path_factory, cfd_dir) -> Path:
     from pipeline.config import load_params
     from pipeline.training.trainer import train_model
 
-    root = tmp_path_factory.mktemp("tiny_model")
-    params = write_params(
-        root / "params.yaml",
-        cfd_dir / "images",
-        cfd_dir / "masks",
-        data={"val_fraction": 0.1},
-        train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 128},
-    )
-    return train_model(load_params(params)).checkpoint
+    def train(root: Path) -> list[Path]:
+        params = write_params(
+            root / "params.yaml",
+            cfd_dir / "images",
+            cfd_dir / "masks",
+            data={"val_fraction": 0.1},
+            train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 128},
+        )
+        return [train_model(load_params(params)).checkpoint]
+
+    return built_once(tmp_path_factory, "tiny_model", train)[0]
 
 
 def write_raster(
@@ -263,22 +302,25 @@ def crack_mosaic(tmp_path_factory, cfd_dir) -> tuple[Path, Path]:
     from pipeline.config import DataConfig
     from pipeline.data.mosaic import compose_mosaic
 
-    root = tmp_path_factory.mktemp("mosaic")
-    ortho, truth = root / "ortho.tif", root / "truth.tif"
-    compose_mosaic(
-        cfd_dir / "images",
-        cfd_dir / "masks",
-        ortho,
-        truth,
-        700,
-        530,
-        0.001,
-        "EPSG:32633",
-        DataConfig().classes,
-        compress="jpeg",
-        footprint=True,
-        seed=3,
-    )
+    def compose(root: Path) -> list[Path]:
+        ortho, truth = root / "ortho.tif", root / "truth.tif"
+        compose_mosaic(
+            cfd_dir / "images",
+            cfd_dir / "masks",
+            ortho,
+            truth,
+            700,
+            530,
+            0.001,
+            "EPSG:32633",
+            DataConfig().classes,
+            compress="jpeg",
+            footprint=True,
+            seed=3,
+        )
+        return [ortho, truth]
+
+    ortho, truth = built_once(tmp_path_factory, "mosaic", compose)
     return ortho, truth
 
 
