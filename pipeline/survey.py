@@ -41,7 +41,6 @@ from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
-from pipeline.raster.trust import vrt_sources
 from pipeline.styles import mask_colormap
 from pipeline.survey_folder import (
     REPORT_OUTPUTS,
@@ -327,10 +326,7 @@ def prepare_survey(
     out_dir = Path(out_dir)
     model_path = Path(model_path or cfg.model)
     info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
-    local = info.location.local
-    inputs: list[str | os.PathLike[str]] = [model_path]
-    if local is not None:
-        inputs += [local, *(vrt_sources(local, cfg.allow_remote) if info.location.kind == "vrt" else [])]
+    inputs: list[str | os.PathLike[str]] = [model_path, *info.source.local_files()]
     refuse_overwriting(inputs, out_dir, SURVEY_OUTPUTS + REPORT_OUTPUTS, "survey")
     resolve_device(cfg.device)
     meta = read_metadata(model_path)

@@ -24,8 +24,8 @@ from pipeline.fsutil import file_digest
 from pipeline.labels.burn import windows
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, read_labelset
 from pipeline.raster.grid import Box
-from pipeline.raster.source import rgb_bands
-from pipeline.raster.trust import driver_for, locate
+from pipeline.raster.source import rgb_bands, source_for
+from pipeline.raster.trust import locate
 
 SPLIT_CELL = 4  # blocks per side of one split cell
 
@@ -110,7 +110,7 @@ def load_blocks(
     unlabelled = tuple(i for i, name in enumerate(class_names) if name not in record.classes)
     items = []
     with (
-        rasterio.open(location.text, driver=driver_for(location.text, location.kind)) as image,
+        source_for(location).open() as image,
         rasterio.open(Path(folder) / LABELS_NAME, driver="GTiff") as labels_file,
     ):
         if (image.width, image.height) != (record.width, record.height):

@@ -16,7 +16,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pyogrio
-import rasterio
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ScalingConfig
@@ -25,7 +24,6 @@ from pipeline.labels.burn import Shapes, line_areas
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, VectorSource, write_labelset
 from pipeline.raster.grid import Box
 from pipeline.raster.source import file_fingerprint, open_source, source_fingerprint
-from pipeline.raster.trust import driver_for
 from pipeline.survey_folder import refuse_overwriting
 
 LINES = ("LineString", "MultiLineString")
@@ -139,7 +137,7 @@ def rasterize_labels(
         if not area.geometry.geom_type.isin(AREAS).all() or not len(area):
             raise MsafError(f"{aoi}: the area of interest must hold polygons")
         complete = Shapes(list(area.geometry.values), [1] * len(area))
-    with rasterio.open(info.path, driver=driver_for(info.path, info.location.kind)) as ds:
+    with info.source.open() as ds:
 
         def label_window(box: Box, transform: Any) -> np.ndarray:
             shape = (box.height, box.width)

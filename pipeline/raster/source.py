@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -35,9 +35,115 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import file_digest
 from pipeline.raster.grid import Box
 from pipeline.raster.ground import ground_sample_distance
-from pipeline.raster.trust import RasterLocation, driver_for, locate, vrt_fingerprint_parts
+from pipeline.raster.trust import RasterLocation, driver_for, locate, vrt_fingerprint_parts, vrt_sources
 
 BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
+
+
+class RasterSource(Protocol):
+    """One kind of raster input (a file, a VRT, a remote COG): how it opens, what identifies its
+    pixels and which local files it reads. A new kind is a class here plus its name in ``KINDS``."""
+
+    @property
+    def location(self) -> RasterLocation:
+        """Where it lives (kind and text)."""
+        ...
+
+    def open(self) -> rasterio.DatasetReader:
+        """The dataset, opened with the one driver the input policy allows for it."""
+        ...
+
+    def fingerprint(self, width: int, height: int, transform: Any) -> str:
+        """What identifies the pixels a survey reads (a resumed survey never reuses stale blocks)."""
+        ...
+
+    def local_files(self) -> list[Path]:
+        """Every local file it reads: what a survey or report must never overwrite."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A local raster file (GeoTIFF/COG, JPEG, PNG, JPEG 2000 by its content)."""
+
+    location: RasterLocation
+
+    def open(self) -> rasterio.DatasetReader:
+        """Opened with the driver its first bytes name."""
+        return rasterio.open(self.location.text, driver=driver_for(self.location.text, "file"))
+
+    def fingerprint(self, width: int, height: int, transform: Any) -> str:
+        """Its bytes."""
+        return file_fingerprint(self.location.text)
+
+    def local_files(self) -> list[Path]:
+        """The file."""
+        return [Path(self.location.text)]
+
+
+def _identity(location: RasterLocation, width: int, height: int, transform: Any) -> Any:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"{location.kind}|{location.text}|{width}x{height}|{list(transform)}".encode())
+    return digest
+
+
+@dataclass(frozen=True)
+class VrtSource:
+    """A VRT (allowed with --allow-vrt) and the local files it reads."""
+
+    location: RasterLocation
+
+    def open(self) -> rasterio.DatasetReader:
+        """Opened as a VRT (its sources were checked by the input policy)."""
+        return rasterio.open(self.location.text, driver=driver_for(self.location.text, "vrt"))
+
+    def fingerprint(self, width: int, height: int, transform: Any) -> str:
+        """Its bytes plus the path, size and change time of every file it reads (hashing the
+        sources themselves could mean terabytes)."""
+        digest = _identity(self.location, width, height, transform)
+        digest.update(file_fingerprint(self.location.text).encode())
+        for part in vrt_fingerprint_parts(Path(self.location.text), allow_remote=True):
+            digest.update(part.encode())
+        return str(digest.hexdigest())
+
+    def local_files(self) -> list[Path]:
+        """The VRT and every local file it reads, recursively."""
+        path = Path(self.location.text)
+        return [path, *vrt_sources(path, allow_remote=True)]
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    """A URL or GDAL virtual file system path (allowed with --allow-remote), read as a COG."""
+
+    location: RasterLocation
+
+    def open(self) -> rasterio.DatasetReader:
+        """Opened as a GeoTIFF/COG."""
+        return rasterio.open(self.location.text, driver=driver_for(self.location.text, "remote"))
+
+    def fingerprint(self, width: int, height: int, transform: Any) -> str:
+        """Its location, shape, georeference and a decimated read of its pixels."""
+        digest = _identity(self.location, width, height, transform)
+        with self.open() as ds:
+            digest.update(_sample(ds)[0].tobytes())
+        return str(digest.hexdigest())
+
+    def local_files(self) -> list[Path]:
+        """None."""
+        return []
+
+
+KINDS: dict[str, type[FileSource] | type[VrtSource] | type[RemoteSource]] = {
+    "file": FileSource,
+    "vrt": VrtSource,
+    "remote": RemoteSource,
+}
+
+
+def source_for(location: RasterLocation) -> RasterSource:
+    """The source of a location the input policy accepted (``trust.locate``)."""
+    return KINDS[location.kind](location)
 
 
 @dataclass(frozen=True)
@@ -64,6 +170,11 @@ class SourceInfo:
     def path(self) -> str:
         """What GDAL opens (a local path or a /vsi... path; never normalised, which would mangle URLs)."""
         return self.location.text
+
+    @property
+    def source(self) -> RasterSource:
+        """How this input opens, what identifies it, which local files it reads."""
+        return source_for(self.location)
 
     @property
     def name(self) -> str:
@@ -212,7 +323,7 @@ def open_source(
     location = locate(path, allow_vrt=allow_vrt, allow_remote=allow_remote)
     name = location.text
     try:
-        ds_cm = rasterio.open(location.text, driver=driver_for(location.text, location.kind))
+        ds_cm = source_for(location).open()
     except RasterioIOError as exc:
         reason = str(exc).replace(name, "").strip(" :")[:100]
         raise MsafError(
@@ -306,9 +417,7 @@ class BlockReader:
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            ds = rasterio.open(
-                self.info.location.text, driver=driver_for(self.info.location.text, self.info.location.kind)
-            )
+            ds = self.info.source.open()
             self._local.ds = ds
             with self._lock:
                 self._handles.append(ds)
@@ -365,22 +474,5 @@ def file_fingerprint(path: str | Path) -> str:
 
 
 def source_fingerprint(info: SourceInfo) -> str:
-    """What identifies the pixels a survey reads, so a resumed survey never reuses stale blocks.
-
-    A file: its bytes. A VRT: its bytes plus the path, size and change time of every file it reads
-    (hashing the sources themselves could mean terabytes). A remote raster: its location, shape,
-    georeference and a decimated read of its pixels.
-    """
-    location = info.location
-    if location.kind == "file":
-        return file_fingerprint(location.text)
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"{location.kind}|{location.text}|{info.width}x{info.height}|{list(info.transform)}".encode())
-    if location.kind == "vrt":
-        digest.update(file_fingerprint(location.text).encode())
-        for part in vrt_fingerprint_parts(Path(location.text), allow_remote=True):
-            digest.update(part.encode())
-    else:
-        with rasterio.open(location.text, driver=driver_for(location.text, location.kind)) as ds:
-            digest.update(_sample(ds)[0].tobytes())
-    return digest.hexdigest()
+    """What identifies the pixels a survey reads (see each kind's ``fingerprint``)."""
+    return info.source.fingerprint(info.width, info.height, info.transform)
