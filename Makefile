@@ -65,7 +65,7 @@ test: setup browser qgis
 
 # The inner loop: unit tests on generated fixtures (< 90 s on 2 cores); `make test` stays the full suite.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=5
 
 # Bring the three labelled sets that travel with the repository (data/sources, see its README) into the
 # DVC-tracked raw-data folders and track them: CFD road photos, UAV75 drone photos of concrete and
