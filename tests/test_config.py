@@ -24,7 +24,7 @@ def test_project_params_validate_and_paths_resolve():
     assert sets["uav75"].split == "by_photo" and sets["crackforest"].split == "random"
     assert sets["masonry"].values == {0: "background", 255: "crack"}  # mortar joints unlabelled: partial label
     assert sets["masonry"].split == "by_photo"
-    assert params.train.init == str(REPO / "models" / "checkpoints" / "finetune-1.safetensors")  # resolved path
+    assert params.train.init == str(REPO / "models" / "checkpoints" / "finetune-4.safetensors")  # resolved path
     assert params.train.calibrate == ["crack"]
     assert params.report.split_classes(params.data.class_names) == (["crack"], ["joint"])
     assert params.train.loss.aux_weights == (0.2, 0.2) and params.train.loss.main_weight == 0.6
