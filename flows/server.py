@@ -9,7 +9,6 @@ Prefect's own ephemeral server is a plain child process that outlives a killed p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -60,15 +59,6 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> 
     )
 
 
-def _drain_to_api() -> None:
-    """Ship the run logs still queued while the server is up: stopped first, the log worker would
-    retry against a closed port and end a failed survey with "Error logging to API"."""
-    from prefect.logging.handlers import APILogWorker
-
-    with contextlib.suppress(Exception):  # a worker that cannot drain must not hide the survey's outcome
-        APILogWorker.drain_all(timeout=5)
-
-
 @contextmanager
 def prefect_api(timeout: float = 120.0) -> Iterator[str]:
     """The API URL flows of this process (and their Dask workers) report to; see the module docstring."""
@@ -104,10 +94,7 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
         wait_healthy(url, process, timeout)
         os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            try:
-                yield url
-            finally:
-                _drain_to_api()
+            yield url
     finally:
         if saved is None:
             os.environ.pop("PREFECT_API_URL", None)
