@@ -65,7 +65,7 @@ def run_model_only(ortho: Path, model: Path, tile: int, overlap: int, batch: int
     net, meta = load_checkpoint(model, dev)
     grid = TileGrid(height, width, tile, overlap)
     runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape)
-    tile_on_device = runner._upload(sample.transpose(1, 2, 0))  # the same tile, in memory on the device
+    tile_on_device = runner._upload(sample)  # the same tile, in memory on the device
 
     def one_batch() -> None:
         runner._inputs.copy_(tile_on_device.expand_as(runner._inputs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -292,7 +293,10 @@ class SurveyConfig(_Strict):
     )
     batch: int = Field(8, ge=1, description="tiles per forward pass; batches are padded to this size")
     workers: int = Field(1, ge=1, description="blocks inferred concurrently")
-    readers: int = Field(4, ge=1, description="threads decoding the next block while the current one is inferred")
+    readers: int | Literal["auto"] = Field(
+        "auto",
+        description="threads decoding the next block while the current one is inferred; auto: one per core (2-8)",
+    )
     allow_vrt: bool = Field(False, description="read VRT inputs (a VRT can point at any file; raw bands never)")
     allow_remote: bool = Field(False, description="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/...)")
     tta: bool = False
@@ -308,6 +312,21 @@ class SurveyConfig(_Strict):
     gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
     gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+
+    @field_validator("readers")
+    @classmethod
+    def _positive_readers(cls, readers: int | str) -> int | str:
+        if isinstance(readers, int) and readers < 1:
+            raise ValueError(f"readers must be >= 1 or auto, got {readers}")
+        return readers
+
+    @property
+    def reader_threads(self) -> int:
+        """Decoding threads: ``readers``, or with auto one per core this process may use, 2 to 8
+        (JPEG decoding scales with cores; beyond 8 a block's strips are too few to share)."""
+        if self.readers != "auto":
+            return int(self.readers)
+        return min(8, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
 
 
 class SeverityConfig(_Strict):

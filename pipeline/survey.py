@@ -34,7 +34,7 @@ from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import check_free_space, disk_error
 from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult, infer_block, infer_scaled_block
-from pipeline.inference.blockstore import BlockStore, CorruptBlock
+from pipeline.inference.blockstore import BackgroundSaver, BlockStore, CorruptBlock
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.cog import GeoTiffSink
@@ -406,23 +406,28 @@ def infer_blocks(
             )
             for _ in range(cfg.workers)
         ]
-        reader = BlockReader(prepared.info, cfg.readers)
+        reader = BlockReader(prepared.info, cfg.reader_threads)
         done = len(wanted) - len(todo)
         lock = threading.Lock()
 
-        def consume(block: WorkUnit, result: BlockResult) -> None:
+        def saved(index: int) -> None:
             nonlocal done
-            store.save(block.index, result)
             with lock:
                 done += 1
                 count = done
             if on_block:
                 on_block(count, len(wanted))
 
+        saver = BackgroundSaver(store, saved)  # a block is compressed and written while the next is inferred
         try:
-            BlockPipeline(reader, runners, grid, prepared.scale).run(todo, consume)
+            BlockPipeline(reader, runners, grid, prepared.scale).run(
+                todo, lambda block, result: saver.save(block.index, result)
+            )
         finally:
-            reader.close()
+            try:
+                saver.wait()
+            finally:
+                reader.close()
         return BlockCounts(computed=len(todo), reused=len(wanted) - len(todo))
 
 
@@ -473,13 +478,23 @@ def stitch(
     }
     with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024):
         try:
-            for index in range(n_blocks):
-                result = _load_checked(store, index)
-                mask_sink.write(result.core, result.classes)
-                conf_sink.write(result.core, result.confidence)
-                counts += result.class_counts(num_classes)
-            for sink, layer in sinks.items():
-                sink.build_cog(tags | {"MSAF_LAYER": layer})
+            # the two layers are written and encoded side by side, the next block loaded meanwhile
+            with ThreadPoolExecutor(2, thread_name_prefix="stitch") as layers, ThreadPoolExecutor(1) as loader:
+                upcoming = loader.submit(_load_checked, store, 0)
+                for index in range(n_blocks):
+                    result = upcoming.result()
+                    if index + 1 < n_blocks:
+                        upcoming = loader.submit(_load_checked, store, index + 1)
+                    writes = [
+                        layers.submit(mask_sink.write, result.core, result.classes),
+                        layers.submit(conf_sink.write, result.core, result.confidence),
+                    ]
+                    counts += result.class_counts(num_classes)
+                    for write in writes:
+                        write.result()
+                builds = [layers.submit(sink.build_cog, tags | {"MSAF_LAYER": layer}) for sink, layer in sinks.items()]
+                for build in builds:
+                    build.result()
             retire_report(out_dir)  # the old report and record never sit beside the new mask
             for sink in sinks:
                 sink.publish()
@@ -523,7 +538,7 @@ def stitch(
         tta=prepared.cfg.tta,
         compile=prepared.cfg.compile,
         workers=prepared.cfg.workers,
-        readers=prepared.cfg.readers,
+        readers=prepared.cfg.reader_threads,
         gsd_warning=prepared.gsd_warning,
         class_pixels=dict(zip(meta.class_names, counts.tolist(), strict=True)),
         outputs={"mask": SurveyFolder.MASK, "confidence": SurveyFolder.CONFIDENCE},

@@ -42,7 +42,8 @@ def test_halving_is_the_two_by_two_mean_and_back_is_bilinear():
     from pipeline.raster.grid import Box
 
     whole = Box(0, 0, 4, 6)
-    work, valid = scale.to_work(pixels, np.ones((4, 6), bool), whole, Box(0, 0, 2, 3))
+    work, valid = scale.to_work(pixels.transpose(2, 0, 1), np.ones((4, 6), bool), whole, Box(0, 0, 2, 3))
+    work = work.transpose(1, 2, 0)
     expected = pixels.reshape(2, 2, 3, 2, 3).astype(np.float64).mean((1, 3))
     np.testing.assert_array_equal(work, np.rint(expected).astype(np.uint8))
     assert valid.all()

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from pipeline.class_ids import NO_CLASS
-from pipeline.inference.decision import Thresholds, decide_with_top
+from pipeline.inference.decision import Thresholds, decide_into
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock
 
 CONFIDENCE_NODATA = 0  # max probability is >= 1/C > 0 for every valid pixel, so 0 is free
-QUANTISE_ROWS = 512
+QUANTISE_ROWS = 128  # rows decided at a time: a few planes of this stay in the CPU's cache
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,23 @@ def quantise(core: Box, probs: torch.Tensor, core_valid: np.ndarray, thresholds:
     core's probabilities (C, h, w); nodata marked outside ``core_valid``."""
     classes = np.empty((core.height, core.width), np.uint8)
     confidence = np.empty((core.height, core.width), np.uint8)
-    for row0 in range(0, core.height, QUANTISE_ROWS):  # row chunks bound the int64/float temporaries
-        rows = slice(row0, row0 + QUANTISE_ROWS)
-        ids, top = decide_with_top(probs[:, rows], thresholds)
-        classes[rows] = ids.to(torch.uint8).cpu().numpy()
-        confidence[rows] = (top * 255).round_().clamp_(1, 255).to(torch.uint8).cpu().numpy()
-    classes[~core_valid] = NO_CLASS
-    confidence[~core_valid] = CONFIDENCE_NODATA
+    class_view, confidence_view = torch.from_numpy(classes), torch.from_numpy(confidence)
+    on_cpu = probs.device.type == "cpu"
+    step = QUANTISE_ROWS if on_cpu else core.height  # a device decides the block at once, then one copy back
+    top = torch.empty((min(step, core.height), core.width), dtype=probs.dtype, device=probs.device)
+    for row0 in range(0, core.height, step):  # row chunks bound the temporaries
+        rows = slice(row0, row0 + step)
+        chunk = probs[:, rows]
+        chunk_top = top[: chunk.shape[1]]
+        if on_cpu:  # the ids land in the mask itself
+            decide_into(chunk, thresholds, class_view[rows], chunk_top)
+        else:
+            ids = torch.empty(chunk.shape[1:], dtype=torch.uint8, device=probs.device)
+            decide_into(chunk, thresholds, ids, chunk_top)
+            class_view[rows].copy_(ids)
+        confidence_view[rows].copy_(chunk_top.mul_(255).round_().clamp_(1, 255))
+    if not core_valid.all():
+        outside = ~core_valid
+        np.copyto(classes, NO_CLASS, where=outside)
+        np.copyto(confidence, CONFIDENCE_NODATA, where=outside)
     return BlockResult(core, classes, confidence)

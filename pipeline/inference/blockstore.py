@@ -21,11 +21,13 @@ import os
 import secrets
 import struct
 import threading
-import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.fsutil import atomic_output, disk_error
@@ -33,7 +35,7 @@ from pipeline.inference.blend import BlockResult
 from pipeline.raster.grid import Box
 
 log = logging.getLogger(__name__)
-MAGIC = b"MSAFBLK3"  # 3: the checksum is keyed by the store's secret and covers the header
+MAGIC = b"MSAFBLK4"  # 4: Zstandard payloads; 3: the checksum is keyed by the store's secret and covers the header
 # magic, survey key, block index, core (row0, col0, row1, col1), compressed sizes of the two layers, checksum
 HEADER = struct.Struct("<8s24sq4q2Q32s")
 
@@ -43,7 +45,8 @@ class CorruptBlock(ValueError):
 
 
 class BlockStore:
-    """A folder of ``block_NNNNNN.blk`` files (zlib level 1: fast, and masks compress well).
+    """A folder of ``block_NNNNNN.blk`` files (Zstandard level 1: a 4096² confidence layer in 0.07 s where
+    zlib level 1 took 0.2 s, decoded in 0.01 s instead of 0.07 s, for 10 % more bytes).
 
     Args:
         root: the folder (one per survey key).
@@ -86,8 +89,9 @@ class BlockStore:
 
     def save(self, index: int, result: BlockResult) -> None:
         """Write a block atomically with its header and checksum."""
-        classes = zlib.compress(np.ascontiguousarray(result.classes).tobytes(), 1)
-        confidence = zlib.compress(np.ascontiguousarray(result.confidence).tobytes(), 1)
+        compressor = zstandard.ZstdCompressor(level=1)  # one per call: an instance is not thread-safe
+        classes = compressor.compress(np.ascontiguousarray(result.classes).data)
+        confidence = compressor.compress(np.ascontiguousarray(result.confidence).data)
         core = result.core
         fields = (MAGIC, self.key, index, core.row0, core.col0, core.row1, core.col1, len(classes), len(confidence))
         checksum = self._checksum(HEADER.pack(*fields, bytes(32)), classes + confidence)
@@ -124,12 +128,15 @@ class BlockStore:
         if self._checksum(unsigned, payload) != checksum:
             raise CorruptBlock("checksum mismatch")
         shape = (row1 - row0, col1 - col0)
+        decompressor = zstandard.ZstdDecompressor()
         try:
-            classes = np.frombuffer(zlib.decompress(payload[:n_classes]), np.uint8).reshape(shape)
-            confidence = np.frombuffer(zlib.decompress(payload[n_classes:]), np.uint8).reshape(shape)
-        except (zlib.error, ValueError) as exc:
+            classes = np.frombuffer(decompressor.decompress(payload[:n_classes]), np.uint8).reshape(shape)
+            confidence = np.frombuffer(decompressor.decompress(payload[n_classes:]), np.uint8).reshape(shape)
+        except (zstandard.ZstdError, ValueError) as exc:
             raise CorruptBlock(f"undecodable payload ({exc})") from None
-        if (classes[classes != NO_CLASS] >= self.num_classes).any():
+        present = np.bincount(classes.ravel(), minlength=NO_CLASS + 1)
+        present[NO_CLASS] = 0
+        if present[self.num_classes :].any():
             raise CorruptBlock(f"class ids outside 0-{self.num_classes - 1}")
         return BlockResult(core, classes, confidence)
 
@@ -147,6 +154,46 @@ class BlockStore:
         self.root.rmdir()
         with contextlib.suppress(OSError):
             self.root.parent.rmdir()  # the folder of all keys, once empty
+
+
+class BackgroundSaver:
+    """Saves blocks into a store on one background thread, so compressing and writing a block
+    overlaps the inference of the next one. At most ``depth`` blocks wait (memory stays bounded); a
+    failed save is raised by the next ``save`` or by ``wait``.
+
+    Args:
+        store: where blocks go.
+        on_saved: called on the saver thread after each block is safely on disk (progress).
+    """
+
+    def __init__(self, store: BlockStore, on_saved: Callable[[int], None] | None = None, depth: int = 2) -> None:
+        self.store = store
+        self.on_saved = on_saved
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._pending: deque[Future[None]] = deque()
+        self._lock = threading.Lock()
+
+    def _save(self, index: int, result: BlockResult) -> None:
+        self.store.save(index, result)
+        if self.on_saved:
+            self.on_saved(index)
+
+    def save(self, index: int, result: BlockResult) -> None:
+        """Queue a block (from any thread); waits while ``depth`` blocks are already queued."""
+        with self._lock:
+            while len(self._pending) >= self.depth:
+                self._pending.popleft().result()
+            self._pending.append(self._pool.submit(self._save, index, result))
+
+    def wait(self) -> None:
+        """Every queued block saved (raises the first failure), and the thread stopped."""
+        try:
+            with self._lock:
+                while self._pending:
+                    self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _secret(root: Path) -> bytes:

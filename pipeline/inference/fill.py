@@ -28,12 +28,16 @@ def mirror_fill(image: torch.Tensor, valid: torch.Tensor, fallback: torch.Tensor
         return fallback.view(3, 1, 1).expand_as(image).clone()
     inside = valid.cpu().numpy()
     height, width = inside.shape
-    _, (near_row, near_col) = ndimage.distance_transform_edt(~inside, return_indices=True)
-    rows, cols = np.indices(inside.shape)
+    # indices only (no distances): the nearest valid pixel of each pixel, as int32 row and column
+    near_row, near_col = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    missing = np.flatnonzero(~inside)  # only nodata pixels are computed and written
+    rows, cols = np.divmod(missing.astype(np.int32), width)
+    near_row, near_col = near_row.ravel()[missing], near_col.ravel()[missing]
     mirror_row = np.clip(2 * near_row - rows, 0, height - 1)
     mirror_col = np.clip(2 * near_col - cols, 0, width - 1)
     usable = inside[mirror_row, mirror_col]
     source = np.where(usable, mirror_row, near_row) * width + np.where(usable, mirror_col, near_col)
-    index = torch.from_numpy(source.reshape(-1)).to(image.device)
-    filled = image.reshape(3, -1)[:, index].reshape(image.shape)
-    return torch.where(valid[None], image, filled)
+    filled = image.reshape(3, -1).clone()
+    target, origin = torch.from_numpy(missing).to(image.device), torch.from_numpy(source).to(image.device)
+    filled[:, target] = filled[:, origin]
+    return filled.reshape(image.shape)

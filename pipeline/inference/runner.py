@@ -80,11 +80,11 @@ class TileRunner:
         self._weights: dict[tuple[bool, ...], torch.Tensor] = {}
 
     def _upload(self, pixels: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 host array -> (3, H, W) uint8 view on the device (one copy, no float blow-up)."""
+        """(3, H, W) uint8 host array -> the same on the device (one copy, no float blow-up)."""
         host = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device.type == "cuda":
             host = host.pin_memory()
-        return host.to(self.device, non_blocking=True).permute(2, 0, 1)
+        return host.to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def _probabilities(self, count: int) -> torch.Tensor:
@@ -105,7 +105,7 @@ class TileRunner:
             chunk = tiles[start : start + self.batch]
             self._inputs.copy_(self.mean.expand_as(self._inputs))  # padding normalises to 0
             for i, tile in enumerate(chunk):
-                self._inputs[i].copy_(self._upload(tile))
+                self._inputs[i].copy_(self._upload(tile.transpose(2, 0, 1)))
             outputs.append(self._probabilities(len(chunk)).cpu().numpy())
         return np.concatenate(outputs)
 
@@ -123,7 +123,7 @@ class TileRunner:
         falls in, so the result is bit-identical for any block size.
 
         Args:
-            pixels: RGB uint8 of ``block.region``.
+            pixels: RGB uint8 (3, H, W) of ``block.region``.
             valid: its footprint; nodata pixels of each tile are filled from that tile's valid
                 pixels (``pipeline.inference.fill``), so no step at the footprint edge looks like a crack.
         """

@@ -153,14 +153,14 @@ class GridScale:
         return out
 
     def to_work(self, pixels: np.ndarray, valid: np.ndarray, read: Box, region: Box) -> tuple[np.ndarray, np.ndarray]:
-        """Input pixels (H, W, 3) uint8 and footprint of ``read`` -> the working ``region``'s pixels
+        """Input pixels (3, H, W) uint8 and footprint of ``read`` -> the working ``region``'s pixels
         (uint8) and footprint (a working pixel is valid when valid input covers at least half of it)."""
         rows, cols = self._to_work
         r_index, r_weight = rows.taps(region.row0, region.row1)
         c_index, c_weight = cols.taps(region.col0, region.col1)
         r_index, c_index = r_index - read.row0, c_index - read.col0
-        image = _apply_numpy(pixels.astype(np.float32), r_index, r_weight, 0)
-        image = _apply_numpy(image, c_index, c_weight, 1)
+        image = _apply_numpy(pixels.astype(np.float32), r_index, r_weight, 1)
+        image = _apply_numpy(image, c_index, c_weight, 2)
         cover = _apply_numpy(_apply_numpy(valid.astype(np.float32), r_index, r_weight, 0), c_index, c_weight, 1)
         return np.clip(np.rint(image), 0, 255).astype(np.uint8), cover >= 0.5
 

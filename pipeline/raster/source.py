@@ -394,7 +394,8 @@ def to_uint8(data: np.ndarray, scale: tuple[tuple[float, float], ...]) -> np.nda
 
 
 class BlockReader:
-    """Reads windows as (RGB uint8 (H, W, 3), valid bool (H, W)).
+    """Reads windows as (RGB uint8 (3, H, W), valid bool (H, W)): band-sequential, as GDAL decodes
+    and the network takes them, so no pixel is interleaved and de-interleaved on the way.
 
     A window is split into row strips aligned to the file's internal blocks and decoded by a pool
     of threads (GDAL releases the GIL), each with its own dataset handle; every source block is
@@ -439,12 +440,12 @@ class BlockReader:
                 strip_valid &= np.isfinite(data).all(axis=0)
             data = to_uint8(data, self.info.scale)
         rows = slice(row0 - box.row0, row1 - box.row0)
-        pixels[rows] = data.transpose(1, 2, 0)
+        pixels[:, rows] = data
         valid[rows] = strip_valid
 
     def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 (H, W, 3) of ``box`` and its footprint (True = valid data)."""
-        pixels = np.empty((box.height, box.width, 3), np.uint8)
+        """RGB uint8 (3, H, W) of ``box`` and its footprint (True = valid data)."""
+        pixels = np.empty((3, box.height, box.width), np.uint8)
         valid = np.empty((box.height, box.width), bool)
         # strip edges on multiples of the file's block rows, so no source block is decoded twice
         edges = [

@@ -27,7 +27,7 @@ def _stitch(model: nn.Module, image: np.ndarray, tile: int, overlap: int, block:
     out = np.zeros((3, height, width), np.float32)
     valid = np.ones((height, width), bool)
     for b in grid.blocks(block):
-        region = image[b.region.row0 : b.region.row1, b.region.col0 : b.region.col1]
+        region = image[b.region.row0 : b.region.row1, b.region.col0 : b.region.col1].transpose(2, 0, 1)
         region_valid = valid[b.region.row0 : b.region.row1, b.region.col0 : b.region.col1]
         out[:, b.core.row0 : b.core.row1, b.core.col0 : b.core.col1] = blend_block(
             runner, grid, b, region, region_valid
@@ -71,12 +71,12 @@ def test_nodata_is_filled_with_the_mean_colour_and_marked():
     grid = TileGrid(80, 80, 64, 16)
     (b,) = grid.blocks(1000)
     runner = TileRunner(model, MEAN, STD, torch.device("cpu"), 4, grid.tile_shape)
-    result = infer_block(runner, grid, b, pixels, valid)
+    result = infer_block(runner, grid, b, pixels.transpose(2, 0, 1), valid)
     assert (result.classes[:, :30] == 255).all() and (result.confidence[:, :30] == 0).all()
     assert (result.classes[:, 30:] != 255).all() and (result.confidence[:, 30:] > 0).all()
     garbage = pixels.copy()
     garbage[:, :30] = 7  # whatever lies under nodata must not change the answer
-    again = infer_block(runner, grid, b, garbage, valid)
+    again = infer_block(runner, grid, b, garbage.transpose(2, 0, 1), valid)
     np.testing.assert_array_equal(result.classes, again.classes)
     np.testing.assert_array_equal(result.confidence, again.confidence)
     assert Box(0, 0, 80, 80) == result.core

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import zlib
 
 import numpy as np
 import rasterio
+import zstandard
 
 from pipeline.config import SurveyConfig
 from pipeline.inference.blend import BlockResult
@@ -52,13 +52,11 @@ def test_damaged_swapped_foreign_and_forged_blocks_are_recomputed(tmp_path, tiny
     paths[6].write_bytes(b"")  # empty
     # forged by someone who can write the folder but not read its secret: a plain (unkeyed) checksum
     header = bytearray(paths[7].read_bytes()[: HEADER.size])
-    payload = zlib.compress(np.ones_like(good.classes).tobytes(), 1) + zlib.compress(good.confidence.tobytes(), 1)
+    classes = zstandard.ZstdCompressor(level=1).compress(np.ones_like(good.classes).tobytes())
+    confidence = zstandard.ZstdCompressor(level=1).compress(good.confidence.tobytes())
+    payload = classes + confidence
     fields = list(HEADER.unpack(bytes(header)))
-    fields[7:10] = [
-        len(payload) - len(zlib.compress(good.confidence.tobytes(), 1)),
-        len(zlib.compress(good.confidence.tobytes(), 1)),
-        hashlib.blake2b(payload, digest_size=32).digest(),
-    ]
+    fields[7:10] = [len(classes), len(confidence), hashlib.blake2b(payload, digest_size=32).digest()]
     paths[7].write_bytes(HEADER.pack(*fields) + payload)
     assert (store.root / ".secret").stat().st_mode & 0o077 == 0  # the key is the owner's alone
 

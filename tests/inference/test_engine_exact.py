@@ -1,0 +1,74 @@
+"""The engine's fast paths give exactly the answer of the plain computation they replace: the mask
+must not change by a single pixel when the engine gets faster."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from pipeline.class_ids import NO_CLASS
+from pipeline.inference.blend import QUANTISE_ROWS, quantise
+from pipeline.inference.fill import mirror_fill
+from pipeline.raster.grid import Box
+
+
+def _plain_quantise(probs: torch.Tensor, valid: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """The rule as first written (hits score 1 + p, misses -1, argmax), then round(p x 255) in 1..255."""
+    scores = probs.clone()
+    for cls, threshold in thresholds:
+        scores[cls] = torch.where(probs[cls] >= threshold, 1.0 + probs[cls], -1.0)
+    ids = scores.argmax(dim=0)
+    top = probs.gather(0, ids.unsqueeze(0))[0]
+    classes = ids.to(torch.uint8).numpy().copy()
+    confidence = (top * 255).round().clamp(1, 255).to(torch.uint8).numpy().copy()
+    classes[~valid], confidence[~valid] = NO_CLASS, 0
+    return classes, confidence
+
+
+@pytest.mark.parametrize("thresholds", [(), ((1, 0.5),), ((2, 0.3), (1, 0.35)), ((0, 0.4), (1, 0.4), (2, 0.4))])
+def test_the_in_place_decision_equals_the_plain_rule_pixel_for_pixel(thresholds):
+    height, width = QUANTISE_ROWS * 2 + 37, 301  # a short last chunk of rows
+    generator = torch.Generator().manual_seed(1)
+    probs = (torch.randn(3, height, width, generator=generator) * 2).softmax(dim=0)
+    probs[:, :5] = torch.tensor([0.4, 0.4, 0.2])[:, None, None]  # ties
+    probs[:, 5:9] = torch.tensor([0.25, 0.5, 0.25])[:, None, None]  # exactly at a threshold
+    probs[:, 9:12] = torch.tensor([0.3, 0.35, 0.35])[:, None, None]
+    probs[:, 12:14] = torch.tensor([0.2, 0.4, 0.4])[:, None, None]
+    valid = np.random.default_rng(2).random((height, width)) > 0.2
+    result = quantise(Box(0, 0, height, width), probs, valid, thresholds)
+    classes, confidence = _plain_quantise(probs, valid, thresholds)
+    np.testing.assert_array_equal(result.classes, classes)
+    np.testing.assert_array_equal(result.confidence, confidence)
+    assert probs.isfinite().all()  # the probabilities are not consumed
+
+
+def _plain_mirror_fill(image: torch.Tensor, valid: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """The fill as first written (distances and indices, int64 arithmetic)."""
+    if bool(valid.all()):
+        return image
+    if not bool(valid.any()):
+        return fallback.view(3, 1, 1).expand_as(image).clone()
+    inside = valid.numpy()
+    height, width = inside.shape
+    _, (near_row, near_col) = ndimage.distance_transform_edt(~inside, return_indices=True)
+    rows, cols = np.indices(inside.shape)
+    mirror_row = np.clip(2 * near_row - rows, 0, height - 1)
+    mirror_col = np.clip(2 * near_col - cols, 0, width - 1)
+    usable = inside[mirror_row, mirror_col]
+    source = np.where(usable, mirror_row, near_row) * width + np.where(usable, mirror_col, near_col)
+    filled = image.reshape(3, -1)[:, torch.from_numpy(source.reshape(-1))].reshape(image.shape)
+    return torch.where(valid[None], image, filled)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_mirror_fill_equals_the_plain_fill_on_irregular_footprints(seed):
+    rng = np.random.default_rng(seed)
+    height, width = 96, 128
+    rows, cols = np.indices((height, width))
+    centre = rng.uniform(0, [height, width])
+    inside = np.hypot(rows - centre[0], (cols - centre[1]) * rng.uniform(0.5, 2)) < rng.uniform(30, 90)
+    inside &= rng.random((height, width)) > 0.02  # speckled holes as well as one large edge
+    image = torch.from_numpy(rng.uniform(0, 255, (3, height, width)).astype(np.float32))
+    valid = torch.from_numpy(inside)
+    fallback = torch.tensor([1.0, 2.0, 3.0])
+    assert torch.equal(mirror_fill(image, valid, fallback), _plain_mirror_fill(image, valid, fallback))
