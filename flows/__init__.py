@@ -11,15 +11,20 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def _quiet_expected_errors() -> None:
-    """An MsafError is an expected mistake, told in one line by whoever catches it (the CLI): Prefect's
-    run loggers would print it again with a traceback, so their records of it are dropped."""
+    """An MsafError is an expected mistake, and a Ctrl-C an expected stop, each told in one line by
+    whoever catches it (the CLI): Prefect's run loggers would print them again (a traceback, "Crash
+    detected!"), so their records of them are dropped."""
     import logging
 
     from pipeline.errors import MsafError
+    from pipeline.stop import Stopped
+
+    told = ("MsafError", f"{Stopped.__name__}: ", "aborted by an interrupt signal")
 
     def expected(record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, MsafError) or "MsafError" in record.getMessage())
+        message = record.getMessage()
+        return not (isinstance(exc, MsafError | Stopped | KeyboardInterrupt) or any(t in message for t in told))
 
     for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(expected)

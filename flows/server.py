@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +60,18 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> 
     )
 
 
+def send_pending_logs(timeout: float) -> None:
+    """Send the run logs still queued for the API (a failed flow's last lines) before the temporary
+    server stops; otherwise Prefect's log worker finds no server at exit and prints "Error logging to
+    API". Only the log worker is drained: ``drain_all`` would stop every queue service of Prefect
+    (their registry is shared), and the events worker then complains at exit."""
+    from prefect.logging.handlers import APILogWorker
+
+    drain = threading.Thread(target=APILogWorker.instance().drain, daemon=True, name="send-logs")
+    drain.start()
+    drain.join(timeout)  # a server that stopped answering cannot hold the exit for longer
+
+
 @contextmanager
 def prefect_api(timeout: float = 120.0) -> Iterator[str]:
     """The API URL flows of this process (and their Dask workers) report to; see the module docstring."""
@@ -86,15 +99,23 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
         "on",
     ]
     env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    # its own session: a Ctrl-C at the terminal (SIGINT to the foreground group) must not stop the
+    # server under the flow that is reporting its crash; it stops below, after the logs are sent
     process = subprocess.Popen(
-        [sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args], env=env, stdin=subprocess.DEVNULL
+        [sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     saved = os.environ.get("PREFECT_API_URL")
     try:
         wait_healthy(url, process, timeout)
         os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                send_pending_logs(timeout=5.0)  # while the worker for this URL is still the one found
     finally:
         if saved is None:
             os.environ.pop("PREFECT_API_URL", None)

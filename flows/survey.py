@@ -29,6 +29,7 @@ from flows.engines import gpu_count, task_runner
 from flows.server import prefect_api
 from pipeline.errors import MsafError
 from pipeline.report.result import ReportResult
+from pipeline.stop import Stopped, clear_stop
 from pipeline.survey import PreparedSurvey
 from pipeline.survey_folder import SurveyFolder, exclusive
 from pipeline.survey_plan import INFER_BLOCKS, STEPS, Step, SurveyOutcome, SurveyRequest, prepare, run_plan
@@ -38,10 +39,11 @@ R = TypeVar("R")
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry real faults (a lost worker, I/O hiccups), not user errors that would fail again."""
+    """Retry real faults (a lost worker, I/O hiccups), not user errors that would fail again, nor a
+    survey stopped on request."""
     try:
         state.result()
-    except MsafError:
+    except (MsafError, Stopped):
         return False
     except Exception:
         return True
@@ -159,6 +161,7 @@ def run_survey_flow(
     (e.g. a progress bar) is entered around the flow with the validated survey."""
     if engine == "dask" and "chunk_blocks" not in request.model_fields_set:
         request = request.model_copy(update={"chunk_blocks": 1})
+    clear_stop()
     with exclusive(request.out):  # one survey per folder; dropped by the kernel whatever ends this process
         prepared = prepare(request)
         with (watch or (lambda _: nullcontext()))(prepared), prefect_api():

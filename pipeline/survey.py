@@ -41,6 +41,7 @@ from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
+from pipeline.stop import raise_if_stopped
 from pipeline.styles import mask_colormap
 from pipeline.survey_folder import (
     REPORT_OUTPUTS,
@@ -180,6 +181,7 @@ class BlockPipeline:
         upcoming = iter(blocks)
         pending: deque[tuple[WorkUnit, Future]] = deque()
         for block in upcoming:
+            raise_if_stopped()
             box = block.read if isinstance(block, ScaledBlock) else block.region
             pending.append((block, pool.submit(self.reader.read, box)))
             if len(pending) > self.workers:

@@ -183,3 +183,60 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path):
     result = run_msaf("models", "list", cwd=tmp_path, env=env, timeout=60)
     assert time.monotonic() - started < 15
     assert_one_line_error(result, "the MLflow tracking store http://127.0.0.1:9 cannot be used", "--no-track")
+
+
+SLOW_NETWORK_SURVEY = """
+import sys, time
+from pipeline.inference import runner
+original = runner.TileRunner._probabilities
+def slow(self, count):  # a network that takes a second per batch: a survey long enough to interrupt
+    time.sleep(1.0)
+    return original(self, count)
+runner.TileRunner._probabilities = slow
+from flows.cli import main
+sys.argv = ["msaf", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_stops_a_survey_within_seconds_in_one_line_and_the_rerun_resumes(tmp_path, tiny_model, crack_mosaic):
+    """A Ctrl-C used to wait for the running chunk of blocks (the inference threads did not know),
+    and to stop the temporary Prefect server with the terminal's signal before the crash was logged
+    ("Error logging to API"). Now: one line, exit 130, within a batch, no process left, resumable."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    out = tmp_path / "out"
+    command = cpu_survey(crack_mosaic[0], out, tiny_model, "--no-track", "--no-report", "--block", "256")
+    survey = subprocess.Popen(
+        [sys.executable, "-c", SLOW_NETWORK_SURVEY, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 180
+    while not list(out.glob(".msaf-blocks/*/block_*.blk")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert survey.poll() is None, survey.communicate()[1]
+    helpers = psutil.Process(survey.pid).children(recursive=True)  # the temporary Prefect server
+    os.killpg(survey.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
+    interrupted = time.monotonic()
+    _, stderr = survey.communicate(timeout=120)
+    assert time.monotonic() - interrupted < 15
+    assert survey.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: no output was finalised"], stderr
+    assert not (out / "mask.tif").exists()
+    stored = len(list(out.glob(".msaf-blocks/*/block_*.blk")))
+    assert 1 <= stored < 9  # 700 x 530 in 256-px blocks: stopped mid-way, finished blocks kept
+    time.sleep(1)
+    assert not [p.pid for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    from tests.conftest import run_msaf
+
+    rerun = run_msaf(*command)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((out / "survey.json").read_text())["tiling"]["blocks_reused"] == stored

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -14,6 +15,7 @@ import yaml
 from rich.console import Console
 
 from pipeline.errors import MsafError
+from pipeline.stop import request_stop
 
 if TYPE_CHECKING:
     from pipeline.config import Params
@@ -110,4 +112,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     # the terminal shows progress and results; Prefect's run logs stay in its API/UI (set INFO to see them here)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    signal.signal(signal.SIGINT, _interrupt)
     app()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: ask the survey's worker threads to stop at their next batch, then interrupt the main
+    thread as Python would (``user_errors`` turns it into one line, exit 130)."""
+    request_stop()
+    raise KeyboardInterrupt

@@ -20,6 +20,7 @@ from pipeline.inference.decision import Thresholds
 from pipeline.inference.fill import mirror_fill
 from pipeline.inference.predict import Standardise, autocast_for
 from pipeline.raster.grid import Block, TileGrid, blend_weights
+from pipeline.stop import raise_if_stopped
 
 
 @contextmanager
@@ -136,6 +137,7 @@ class TileRunner:
         weight_sum = torch.zeros((core.height, core.width), device=self.device)
         tiles = block.tiles
         for start in range(0, len(tiles), self.batch):
+            raise_if_stopped()  # a Ctrl-C stops the survey within one batch
             group = tiles[start : start + self.batch]
             for i, tile in enumerate(group):
                 window = tile.relative_to(block.region)

@@ -73,9 +73,14 @@ def register_candidate(
     """Register a model version; move ``alias`` to it as ``verdict`` says (the gate that scored both
     on the same data), or without one only if its score >= the champion's recorded score."""
     import mlflow
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
 
     client = _client()
-    version = mlflow.register_model(model_uri, name, tags={SCORE_TAG: str(score)}).version
+    disable_logging()  # MLflow prints "Successfully registered model ..." on stderr; the caller reports
+    try:
+        version = mlflow.register_model(model_uri, name, tags={SCORE_TAG: str(score)}).version
+    finally:
+        enable_logging()
     if run_id:
         client.set_model_version_tag(name, version, "run_id", run_id)
     champion = _champion(name, alias)

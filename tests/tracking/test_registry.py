@@ -77,6 +77,20 @@ def test_shipped_model_becomes_the_first_champion(project, tiny_model):
     assert ref_again == ref and len(registry.list_versions("msaf-defects")) == 1  # registered once
 
 
+def test_registering_the_first_champion_prints_nothing(project):
+    """A user's first survey registers the shipped model: MLflow's "Successfully registered model",
+    "Created version" and its type-hint warning used to land on the survey's stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "from pipeline.tracking import registry, store; store.init_tracking(); "
+        "registry.resolve_default_model('msaf-defects', 'champion')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
+
+
 def test_no_champion_and_no_shipped_model(project):
     with pytest.raises(MsafError, match="no model"):
         registry.resolve_default_model("msaf-defects", "champion", shipped=project / "missing.safetensors")
