@@ -65,7 +65,7 @@ def timed(stage: str, owner: object, name: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def child(ortho: Path, model: Path, cores: int, block: int, batch: int) -> dict:
+def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers: int, threads: int) -> dict:
     """One survey with the null network in this process; stage seconds and Mpix/s."""
     import pipeline.inference.blend as blend
     import pipeline.inference.runner as runner
@@ -76,7 +76,7 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int) -> dict:
     from pipeline.raster.cog import GeoTiffSink
     from pipeline.raster.source import BlockReader
 
-    torch.set_num_threads(cores)
+    torch.set_num_threads(threads)
     meta = read_metadata(model)
     device = torch.device("cpu")
     survey._MODELS[(str(model), file_sha256(model), str(device))] = (NullNetwork(len(meta.classes)).eval(), meta)
@@ -89,7 +89,9 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int) -> dict:
     timed("block store", BlockStore, "save")
     timed("block write", GeoTiffSink, "write")
     timed("COG encode + overviews", GeoTiffSink, "build_cog")
-    cfg = SurveyConfig(device="cpu", block=block, batch=batch, readers=max(1, cores), gsd_policy="ignore")
+    cfg = SurveyConfig(
+        device="cpu", block=block, batch=batch, workers=workers, readers=max(2, cores), gsd_policy="ignore"
+    )
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         record = survey.run_survey(ortho, out, cfg, model_path=model)
@@ -99,6 +101,8 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int) -> dict:
     stages["blend (accumulate)"] = stages.pop("tiles + blend (all of it)", 0.0) - inner
     return {
         "cores": cores,
+        "workers": workers,
+        "torch_threads": threads,
         "seconds": seconds,
         "mpix_s": record.input.width * record.input.height / 1e6 / seconds,
         "stages": stages,
@@ -125,6 +129,13 @@ def main() -> None:
     parser.add_argument("--cores", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--block", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workers", default="cores", help="blocks inferred at once: a number, or cores (one per core)")
+    parser.add_argument(
+        "--torch-threads",
+        default="1",
+        help="torch's CPU threads: 1 (the null network stands in for a GPU, whose host needs no"
+        " intra-op threads) or cores",
+    )
     parser.add_argument("--model", type=Path, default=SHIPPED, help="whose classes and decision rule to use")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
@@ -132,7 +143,10 @@ def main() -> None:
     parser.add_argument("--ortho", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.ortho, args.model.resolve(), args.child, args.block, args.batch)))
+        workers = args.child if args.workers == "cores" else int(args.workers)
+        threads = args.child if args.torch_threads == "cores" else int(args.torch_threads)
+        result = child(args.ortho, args.model.resolve(), args.child, args.block, args.batch, workers, threads)
+        print(json.dumps(result))
         return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="msaf-engine-"))
@@ -144,8 +158,12 @@ def main() -> None:
         pin = ["taskset", "-c", ",".join(str(c) for c in available[:cores])] if len(available) > cores else []
         command = [*pin, sys.executable, __file__, "--child", str(cores), "--ortho", str(ortho)]
         command += ["--model", str(args.model), "--block", str(args.block), "--batch", str(args.batch)]
+        command += ["--workers", args.workers, "--torch-threads", args.torch_threads]
         done = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(cores)}
+            command,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(cores if args.torch_threads == "cores" else args.torch_threads)},
         )
         if done.returncode:
             sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")

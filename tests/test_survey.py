@@ -90,12 +90,23 @@ def test_outputs_are_cogs_with_georeference_provenance_and_record(tmp_path, tiny
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_large_output_gets_overviews(tmp_path, tiny_model):
+@pytest.mark.parametrize("block", [1024, 300])  # 300: blocks that do not align with any overview cell
+def test_large_output_gets_overviews_sampled_from_the_blocks(tmp_path, tiny_model, block):
+    """The overviews are written from each block while it is in memory: each is exactly the mask's
+    top-left pixel of every 2^k cell (GDAL's NEAREST), whatever the block size, tags and nodata kept."""
     data = np.random.default_rng(0).integers(90, 140, (3, 1100, 1300), dtype=np.uint8)
     ortho = write_raster(tmp_path / "big.tif", data, tiled=True, compress="deflate")
-    survey(ortho, tmp_path / "out", tiny_model, block=1024, tile=256, overlap=32)
-    with rasterio.open(tmp_path / "out" / "mask.tif") as mask:
-        assert mask.overviews(1), "a COG of this size must carry overviews"
+    record = survey(ortho, tmp_path / "out", tiny_model, block=block, tile=256, overlap=32)
+    for name in ("mask.tif", "confidence.tif"):
+        with rasterio.open(tmp_path / "out" / name) as layer:
+            assert layer.overviews(1) == [2, 4]  # until one 512-px tile holds it, as GDAL's COG driver does
+            assert layer.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert layer.tags()["MSAF_MODEL_SHA256"] == record.model.sha256
+            full = layer.read(1)
+            for factor in (2, 4):
+                shape = (-(-1100 // factor), -(-1300 // factor))
+                np.testing.assert_array_equal(layer.read(1, out_shape=shape), full[::factor, ::factor])
+    assert not [p.name for p in (tmp_path / "out").iterdir() if "partial" in p.name]
 
 
 @pytest.mark.parametrize("name", ["webodm_orthophoto.tif", "deepforest_OSBS_029.tif"])
