@@ -23,16 +23,18 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 MODEL=pipeline/assets/msaf-dsnet.safetensors
 if [ "$DRY" = 1 ]; then
-  SIZE=256 DEVICE=cpu BATCH=2 ENGINE_SIZE=256 CORES="1" MODES="survey"
+  SIZE=256 DEVICE=cpu BATCH=2 ENGINE_SIZE=256 ENGINE_BLOCK=4096 CORES="1" MODES="model survey"
 else
-  SIZE=16384 DEVICE=cuda BATCH=16 ENGINE_SIZE=8192 CORES="4 8 16" MODES="model survey naive"
+  # the engine: 16 blocks of 2048² so that 16 cores have a block each
+  SIZE=16384 DEVICE=cuda BATCH=16 ENGINE_SIZE=8192 ENGINE_BLOCK=2048 CORES="4 8 16" MODES="model survey naive"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT_DIR/gpu.txt"
 fi
 # shellcheck disable=SC2086
 "$PY" bench/survey_throughput.py --model "$MODEL" --sizes $SIZE --batch $BATCH --device $DEVICE --modes $MODES \
   --workdir "$OUT_DIR/rasters" --out "$OUT_DIR/survey_throughput.json"
 # shellcheck disable=SC2086
-"$PY" bench/engine_throughput.py --model "$MODEL" --size $ENGINE_SIZE --cores $CORES --workdir "$OUT_DIR/rasters" \
+"$PY" bench/engine_throughput.py --model "$MODEL" --size $ENGINE_SIZE --block $ENGINE_BLOCK --cores $CORES \
+  --workdir "$OUT_DIR/rasters" \
   --out "$OUT_DIR/engine_throughput.json"
 if [ "$DRY" = 0 ]; then
   "$PY" bench/model_speed.py --presets dsnet --tile 1024 --batch 16 --seconds 3 | tee "$OUT_DIR/model_speed.txt"

@@ -6,6 +6,7 @@ called crack).
     python bench/survey_accuracy.py --model pipeline/assets/msaf-dsnet.safetensors \
         --manifest data/prepared/manifest.json --size 2048 --out metrics/survey_accuracy.json
     python bench/survey_accuracy.py --model ... --tta     # the same with flip test-time augmentation
+    python bench/survey_accuracy.py --model ... --tile 1024 --overlap 64   # larger tiles (a GPU's choice)
 """
 
 from __future__ import annotations
@@ -79,11 +80,20 @@ def score_mask(predicted: np.ndarray, expected: np.ndarray, names: list[str]) ->
 
 
 def survey_set(
-    entry: ManifestSet, model: Path, classes: list, size: int, work: Path, seed: int, tta: bool = False
+    entry: ManifestSet,
+    model: Path,
+    classes: list,
+    size: int,
+    work: Path,
+    seed: int,
+    tta: bool = False,
+    tile: int | None = None,
+    overlap: int | None = None,
 ) -> dict:
     """Mosaic one set's validation photos, survey it, score the mask against the truth raster."""
     ortho, truth, names = compose_val_mosaic(entry, classes, size, work, seed)
-    record = run_survey(ortho, work / f"{entry.name}_survey", SurveyConfig(device="cpu", tta=tta), model_path=model)
+    cfg = SurveyConfig(device="cpu", tta=tta, tile=tile, overlap=overlap)
+    record = run_survey(ortho, work / f"{entry.name}_survey", cfg, model_path=model)
     with rasterio.open(work / f"{entry.name}_survey" / "mask.tif") as mask, rasterio.open(truth) as reference:
         summary = score_mask(mask.read(1), reference.read(1), names)
     summary["mpix_per_s"] = record.throughput_mpix_s.end_to_end
@@ -99,6 +109,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--tta", action="store_true", help="average with horizontally flipped tiles (survey.tta)")
+    parser.add_argument("--tile", type=int, default=None, help="inference tile (default: the model's)")
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default: tile // 4)")
     args = parser.parse_args()
 
     manifest = load_manifest(args.manifest)
@@ -107,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="msaf-acc-") as tmp:
         for entry in manifest.sets:
             results[entry.name] = survey_set(
-                entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, args.tta
+                entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, args.tta, args.tile, args.overlap
             )
     table = Table(
         title=f"survey accuracy on stitched {args.size}² mosaics of the validation photos "
@@ -135,6 +147,8 @@ def main() -> None:
                 "model": str(args.model),
                 "size": args.size,
                 "tta": args.tta,
+                "tile": args.tile,
+                "overlap": args.overlap,
                 "thresholds": meta.thresholds,
                 "sets": results,
             },

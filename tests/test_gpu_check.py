@@ -27,7 +27,7 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     survey = json.loads((tmp_path / "survey_throughput.json").read_text())
     modes = survey["sizes"]["256"]
-    assert set(modes) == {"survey"} and survey["device"] == "cpu"
+    assert set(modes) == {"model", "survey"} and survey["device"] == "cpu"
     assert all(m["seconds"] > 0 and m["mpix_s"] > 0 and m["peak_rss_mb"] > 0 for m in modes.values())
     engine = json.loads((tmp_path / "engine_throughput.json").read_text())
     (one,) = engine["results"]
