@@ -15,90 +15,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import rasterio
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.checkpoint import read_metadata
-from pipeline.config import ClassSpec, SurveyConfig
-from pipeline.data.manifest import ManifestSet, load_manifest
-from pipeline.data.mosaic import compose_mosaic
+from pipeline.config import SurveyConfig
+from pipeline.data.manifest import load_manifest
 from pipeline.fsutil import write_json
-from pipeline.metrics import SegmentationMetrics
-from pipeline.survey import run_survey
-
-
-def _val_folder(entry: ManifestSet, root: Path) -> Path:
-    """The set's validation pairs, linked into images/ and masks/ (the mosaic reads folders)."""
-    folder = root / entry.name
-    for sub in ("images", "masks"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for pair in entry.pairs("val"):
-        (folder / "images" / pair.image.name).symlink_to(pair.image.resolve())
-        (folder / "masks" / pair.mask.name).symlink_to(pair.mask.resolve())
-    return folder
-
-
-def compose_val_mosaic(
-    entry: ManifestSet, classes: list, size: int, work: Path, seed: int
-) -> tuple[Path, Path, list[str]]:
-    """One set's validation photos as a stitched 1-mm orthomosaic with its exact truth raster.
-
-    The truth raster holds the model's class ids, mapped by this set's values; a class the set
-    never labels gets a value no mask holds (a ClassSpec needs one).
-    """
-    folder = _val_folder(entry, work)
-    ortho, truth = work / f"{entry.name}.tif", work / f"{entry.name}_truth.tif"
-    names = [c.name for c in classes]
-    specs = [
-        ClassSpec(name=n, values=[v for v, m in entry.values.items() if m == n] or [250 - i])
-        for i, n in enumerate(names)
-    ]
-    compose_mosaic(
-        folder / "images",
-        folder / "masks",
-        ortho,
-        truth,
-        size,
-        size,
-        entry.gsd_m or 0.001,
-        "EPSG:32633",
-        specs,
-        compress="deflate",
-        seed=seed,
-    )
-    return ortho, truth, names
-
-
-def score_mask(predicted: np.ndarray, expected: np.ndarray, names: list[str]) -> dict:
-    """IoU, F1, 2-px tolerant F1 and widths of a mask against the truth on the same grid."""
-    metrics = SegmentationMetrics(names, 2, width_classes=[names.index("crack")])
-    valid = expected != 255
-    metrics.update(np.where(valid, predicted, 255).astype(np.uint8), expected)
-    return metrics.compute().to_json()
-
-
-def survey_set(
-    entry: ManifestSet,
-    model: Path,
-    classes: list,
-    size: int,
-    work: Path,
-    seed: int,
-    tta: bool = False,
-    tile: int | None = None,
-    overlap: int | None = None,
-) -> dict:
-    """Mosaic one set's validation photos, survey it, score the mask against the truth raster."""
-    ortho, truth, names = compose_val_mosaic(entry, classes, size, work, seed)
-    cfg = SurveyConfig(device="cpu", tta=tta, tile=tile, overlap=overlap)
-    record = run_survey(ortho, work / f"{entry.name}_survey", cfg, model_path=model)
-    with rasterio.open(work / f"{entry.name}_survey" / "mask.tif") as mask, rasterio.open(truth) as reference:
-        summary = score_mask(mask.read(1), reference.read(1), names)
-    summary["mpix_per_s"] = record.throughput_mpix_s.end_to_end
-    summary["photos"] = len(entry.val)
-    return summary
+from pipeline.survey_accuracy import survey_set
 
 
 def main() -> None:
@@ -118,9 +42,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="msaf-acc-") as tmp:
         for entry in manifest.sets:
-            results[entry.name] = survey_set(
-                entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, args.tta, args.tile, args.overlap
-            )
+            cfg = SurveyConfig(device="cpu", tta=args.tta, tile=args.tile, overlap=args.overlap)
+            summary, mpix_per_s = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, cfg)
+            results[entry.name] = summary.to_json() | {"mpix_per_s": mpix_per_s, "photos": len(entry.val)}
     table = Table(
         title=f"survey accuracy on stitched {args.size}² mosaics of the validation photos "
         f"(model thresholds {meta.thresholds})"

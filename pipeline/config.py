@@ -388,6 +388,11 @@ class RegistryConfig(_Strict):
         None, description="sets a candidate may not regress on (by more than tolerance); None: every set"
     )
     tolerance: float = Field(0.01, ge=0.0, description="allowed fall of a guarded set's tolerant F1")
+    survey_size: int = Field(
+        0,
+        ge=0,
+        description="also gate on surveys of a stitched SIZE² mosaic of each set's validation photos (0: off)",
+    )
 
 
 class Params(_Strict):

@@ -67,6 +67,7 @@ def project(tmp_path_factory, cfd_dir, uav_dir, masonry_dir) -> Path:
         "crop_size": 64,
         "device": "cpu",
     }
+    params["registry"]["survey_size"] = 320  # the gate's stitched surveys, small
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "ci@example.invalid"], root)
@@ -98,6 +99,10 @@ def test_repro_runs_every_stage_and_gates_the_candidate_against_the_shipped_cham
     # three steps from scratch regress on the public sets, and the gate says which
     assert decision["champion_version"] == "1" and decision["version"] == "2" and decision["promoted"] is False
     assert decision["reason"].startswith("regresses on ") and "crackforest" in decision["reason"]
+    # and through the survey of a stitched 320² mosaic of each set's validation photos, both models
+    assert set(decision["survey"]) == {"crackforest", "uav75", "masonry"}
+    assert all(0 <= new <= 1 and 0 <= old <= 1 for new, old in decision["survey"].values())
+    assert "through the survey" in decision["reason"]
     assert (project / "mlflow.db").is_file() and (project / "dvc.lock").is_file()
     history = (project / "metrics" / "train_history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 2

@@ -88,9 +88,11 @@ def models_export(
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
 
 
-def _judge(candidate: EvaluationSummary, manifest: Path, params: Path | None) -> GateVerdict:
-    """The champion (the shipped model when the registry has none) scored on the same validation data."""
+def _judge(candidate_path: Path, candidate: EvaluationSummary, manifest: Path, params: Path | None) -> GateVerdict:
+    """The champion (the shipped model when the registry has none) scored on the same validation data,
+    and with ``registry.survey_size`` both surveyed on the same stitched mosaics of it."""
     from pipeline.data.manifest import load_manifest
+    from pipeline.survey_accuracy import cached_survey_scores, survey_scores
     from pipeline.tracking.gate import champion_evaluation, judge
     from pipeline.tracking.registry import resolve_default_model
     from pipeline.tracking.store import project_root
@@ -98,8 +100,15 @@ def _judge(candidate: EvaluationSummary, manifest: Path, params: Path | None) ->
     settings = load_optional_params(params)
     champion_path, _ = resolve_default_model(settings.registry.name, settings.registry.alias)
     cache = project_root() / ".msaf-cache" / "evaluations"
-    champion = champion_evaluation(champion_path, load_manifest(manifest), candidate.tolerance_px, cache)
-    return judge(candidate, champion, settings.registry.guard_sets, settings.registry.tolerance)
+    held_back = load_manifest(manifest)
+    champion = champion_evaluation(champion_path, held_back, candidate.tolerance_px, cache)
+    size = settings.registry.survey_size
+    surveys = (
+        (survey_scores(candidate_path, held_back, size), cached_survey_scores(champion_path, held_back, size, cache))
+        if size
+        else (None, None)
+    )
+    return judge(candidate, champion, settings.registry.guard_sets, settings.registry.tolerance, *surveys)
 
 
 @models_app.command("register")
@@ -123,11 +132,13 @@ def models_register(
     read_metadata(model)  # a clear error for a missing or foreign file
     evaluation = read_evaluation(metrics)  # and for metrics of another shape, before the store is touched
     name, alias = _registry(params)
-    verdict = _judge(evaluation, manifest, params) if manifest else None
+    verdict = _judge(model, evaluation, manifest, params) if manifest else None
     info = json.loads(run_info.read_text()) if run_info and run_info.is_file() else {}
     result = register_checkpoint(model, evaluation, name, alias, info.get("run_id"), info.get("model_uri"), verdict)
     result.write(decision)
     if verdict:
+        for set_name, (new, old) in verdict.survey.items():
+            console.print(f"survey of {set_name}: {new:.3f}" + (f" (champion {old:.3f})" if old is not None else ""))
         console.print(f"gate: {verdict.reason}")
     score = evaluation.score
     outcome = "promoted to" if result.promoted else "registered, not promoted; stays"

@@ -1,5 +1,7 @@
 """The champion gate: a candidate replaces the champion only when, scored on the same held-back
-data, it is better overall and no guarded set (the public sets) falls by more than a tolerance.
+data, it is better overall and no guarded set (the public sets) falls by more than a tolerance, on
+the validation photos and, with ``registry.survey_size``, through the survey of a stitched mosaic
+of them (where a tile sees less context than a photo).
 
 A fine-tune on one inspection team's bridges can raise the mean while quietly forgetting concrete
 or masonry; the gate names the set that regressed instead of promoting it.
@@ -10,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data.manifest import Manifest
@@ -24,6 +27,7 @@ class GateVerdict:
     promoted: bool
     reason: str
     per_set: dict[str, tuple[float, float | None]]
+    survey: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # the same, through the survey
 
 
 def judge(
@@ -31,31 +35,42 @@ def judge(
     champion: EvaluationSummary | None,
     guarded: list[str] | None,
     tolerance: float,
+    candidate_survey: Mapping[str, float] | None = None,
+    champion_survey: Mapping[str, float] | None = None,
 ) -> GateVerdict:
-    """Compare a candidate with the champion scored on the same validation data.
+    """Compare a candidate with the champion scored on the same validation data (and, when both are
+    given, on the same stitched surveys of it).
 
     ``guarded``: the sets that may not regress by more than ``tolerance`` (None: every set both were
     scored on). Without a champion the candidate is promoted.
     """
     per_set: dict[str, tuple[float, float | None]]
+    surveyed = {name: (new, (champion_survey or {}).get(name)) for name, new in (candidate_survey or {}).items()}
     if champion is None:
         per_set = {name: (_score(s), None) for name, s in candidate.sets.items()}
-        return GateVerdict(True, "no champion yet", per_set)
+        return GateVerdict(True, "no champion yet", per_set, surveyed)
     per_set = {
         name: (_score(s), _score(champion.sets[name]) if name in champion.sets else None)
         for name, s in candidate.sets.items()
     }
-    watched = [n for n in (guarded if guarded is not None else list(per_set)) if n in per_set]
-    regressed = [
+    regressed = _regressed(per_set, guarded, tolerance)
+    regressed += [f"{item} through the survey" for item in _regressed(surveyed, guarded, tolerance)]
+    if regressed:
+        return GateVerdict(False, "regresses on " + ", ".join(regressed), per_set, surveyed)
+    if not candidate.score >= champion.score:  # an undefined (NaN) score is never better
+        reason = f"score {candidate.score:.4f} below the champion's {champion.score:.4f}"
+        return GateVerdict(False, reason, per_set, surveyed)
+    return GateVerdict(True, f"score {candidate.score:.4f} >= the champion's {champion.score:.4f}", per_set, surveyed)
+
+
+def _regressed(pairs: dict[str, tuple[float, float | None]], guarded: list[str] | None, tolerance: float) -> list[str]:
+    """The guarded sets whose new score fell below the old one by more than ``tolerance``."""
+    watched = [n for n in (guarded if guarded is not None else list(pairs)) if n in pairs]
+    return [
         f"{name} ({new:.3f} < {old:.3f} - {tolerance:g})"
         for name in watched
-        if (old := per_set[name][1]) is not None and (new := per_set[name][0]) < old - tolerance
+        if (old := pairs[name][1]) is not None and (new := pairs[name][0]) < old - tolerance
     ]
-    if regressed:
-        return GateVerdict(False, "regresses on " + ", ".join(regressed), per_set)
-    if not candidate.score >= champion.score:  # an undefined (NaN) score is never better
-        return GateVerdict(False, f"score {candidate.score:.4f} below the champion's {champion.score:.4f}", per_set)
-    return GateVerdict(True, f"score {candidate.score:.4f} >= the champion's {champion.score:.4f}", per_set)
 
 
 def _score(summary: object) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class Decision:
     champion_score: float | None
     promoted: bool
     reason: str = ""  # the gate's words: what regressed, or why it was promoted
+    survey: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # per set, through the survey
 
     def as_dict(self) -> dict[str, Any]:
         """The decision as a JSON-friendly dict."""
@@ -90,7 +91,14 @@ def register_candidate(
         client.set_registered_model_alias(name, alias, version)
     reason = verdict.reason if verdict else ""
     return Decision(
-        name, str(version), score, str(champion.version) if champion else None, champion_score, promoted, reason
+        name,
+        str(version),
+        score,
+        str(champion.version) if champion else None,
+        champion_score,
+        promoted,
+        reason,
+        verdict.survey if verdict else {},
     )
 
 

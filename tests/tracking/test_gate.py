@@ -35,3 +35,24 @@ def test_within_the_tolerance_and_better_overall_is_promoted_worse_overall_is_no
     # an undefined score is never a regression, nor better than a champion
     undefined = judge(summary(a=math.nan, b=0.9), summary(a=0.5, b=0.8), None, 0.01)
     assert not undefined.promoted and undefined.reason.startswith("score nan below")
+
+
+def test_a_candidate_that_passes_on_the_photos_but_regresses_through_the_survey_is_refused():
+    """Piece 5 against release-1: better on every set's validation photos, but 0.017 and 0.029 worse
+    on crackforest and UAV75 through a stitched survey (measured, README)."""
+    champion = summary(crackforest=0.862, uav75=0.666, masonry=0.224)
+    candidate = summary(crackforest=0.870, uav75=0.675, masonry=0.755)
+    champion_survey = {"crackforest": 0.856, "uav75": 0.656, "masonry": 0.104}
+    candidate_survey = {"crackforest": 0.839, "uav75": 0.627, "masonry": 0.721}
+    assert judge(candidate, champion, None, 0.01).promoted  # the photos alone let it through
+    verdict = judge(candidate, champion, None, 0.01, candidate_survey, champion_survey)
+    assert not verdict.promoted
+    assert verdict.reason == (
+        "regresses on crackforest (0.839 < 0.856 - 0.01) through the survey, "
+        "uav75 (0.627 < 0.656 - 0.01) through the survey"
+    )
+    assert verdict.survey["masonry"] == (0.721, 0.104)
+    # within the tolerance through the survey as well: promoted, the survey scores kept with the verdict
+    close = {"crackforest": 0.850, "uav75": 0.650, "masonry": 0.721}
+    passed = judge(candidate, champion, None, 0.01, close, champion_survey)
+    assert passed.promoted and passed.survey["uav75"] == (0.650, 0.656)
