@@ -150,7 +150,7 @@ class GeoTiffSink:
                 path.unlink(missing_ok=True)
         return self.staging
 
-    def _vrt(self, transform: Affine, crs: CRS, tags: dict[str, str]) -> str:
+    def _vrt(self, transform: Affine, crs: CRS | None, tags: dict[str, str]) -> str:
         """The working file with its overviews and tags, as one dataset for the COG driver."""
         overviews = "".join(
             f'<Overview><SourceFilename relativeToVRT="1">{escape(self._overview_path(f).name)}</SourceFilename>'
@@ -160,9 +160,10 @@ class GeoTiffSink:
         metadata = "".join(f'<MDI key="{escape(k, QUOTE)}">{escape(v)}</MDI>' for k, v in tags.items())
         description = f"<Description>{escape(self.description)}</Description>" if self.description else ""
         geo = ", ".join(repr(v) for v in transform.to_gdal())
+        srs = f"<SRS>{escape(crs.to_wkt())}</SRS>" if crs else ""  # a grid without a CRS stays without one
         return (
             f'<VRTDataset rasterXSize="{self.width}" rasterYSize="{self.height}">'
-            f"<SRS>{escape(crs.to_wkt())}</SRS><GeoTransform>{geo}</GeoTransform>"
+            f"{srs}<GeoTransform>{geo}</GeoTransform>"
             f"<Metadata>{metadata}</Metadata>"
             f'<VRTRasterBand dataType="Byte" band="1"><NoDataValue>{self.nodata}</NoDataValue>{description}'
             f'<SimpleSource><SourceFilename relativeToVRT="1">{escape(self.partial.name)}</SourceFilename>'
