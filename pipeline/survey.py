@@ -410,15 +410,12 @@ def infer_blocks(
         ]
         reader = BlockReader(prepared.info, cfg.reader_threads)
         done = len(wanted) - len(todo)
-        lock = threading.Lock()
 
-        def saved(index: int) -> None:
+        def saved(index: int) -> None:  # on the saver's one thread
             nonlocal done
-            with lock:
-                done += 1
-                count = done
+            done += 1
             if on_block:
-                on_block(count, len(wanted))
+                on_block(done, len(wanted))
 
         saver = BackgroundSaver(store, saved)  # a block is compressed and written while the next is inferred
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -25,10 +26,17 @@ class BlockResult:
     classes: np.ndarray
     confidence: np.ndarray
 
+    @cached_property
+    def id_counts(self) -> np.ndarray:
+        """Pixels per class id 0-255, nodata (255) counted as none: one pass over the block, shared by
+        the block store's check of a loaded block and the survey's class counts."""
+        counts = np.bincount(self.classes.ravel(), minlength=NO_CLASS + 1)
+        counts[NO_CLASS] = 0
+        return counts
+
     def class_counts(self, num_classes: int) -> np.ndarray:
         """Pixels per class id inside the footprint (nodata not counted)."""
-        valid = self.classes != NO_CLASS
-        return np.bincount(self.classes[valid].ravel(), minlength=num_classes)[:num_classes]
+        return self.id_counts[:num_classes]
 
 
 def blend_block(

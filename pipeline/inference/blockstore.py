@@ -134,11 +134,10 @@ class BlockStore:
             confidence = np.frombuffer(decompressor.decompress(payload[n_classes:]), np.uint8).reshape(shape)
         except (zstandard.ZstdError, ValueError) as exc:
             raise CorruptBlock(f"undecodable payload ({exc})") from None
-        present = np.bincount(classes.ravel(), minlength=NO_CLASS + 1)
-        present[NO_CLASS] = 0
-        if present[self.num_classes :].any():
+        result = BlockResult(core, classes, confidence)
+        if result.id_counts[self.num_classes :].any():
             raise CorruptBlock(f"class ids outside 0-{self.num_classes - 1}")
-        return BlockResult(core, classes, confidence)
+        return result
 
     def _checksum(self, header: bytes, payload: bytes) -> bytes:
         """BLAKE2b keyed with the store's secret, of the header (checksum field zeroed) and payload."""
