@@ -105,8 +105,6 @@ class GeoTiffSink:
             )
             for factor in self.factors
         ]
-        if description:
-            self._ds.set_band_description(1, description)
         self.colormap = colormap
         self.categories = categories
 
@@ -128,9 +126,10 @@ class GeoTiffSink:
                 rows, cols = _sampled(core.row0, core.row1, factor), _sampled(core.col0, core.col1, factor)
                 if not rows or not cols:
                     continue
+                # exactly len(rows) x len(cols) samples: those whose index x factor lies in the core
                 sample = data[rows.start * factor - core.row0 :: factor, cols.start * factor - core.col0 :: factor]
                 window = rasterio.windows.Window(cols.start, rows.start, len(cols), len(rows))
-                overview.write(np.ascontiguousarray(sample[: len(rows), : len(cols)]), 1, window=window)
+                overview.write(np.ascontiguousarray(sample), 1, window=window)
 
     @property
     def staging(self) -> Path:
