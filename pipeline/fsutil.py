@@ -9,10 +9,10 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.errors import MsafError
 
@@ -56,6 +56,31 @@ def write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Write pretty, strict JSON atomically (undefined metrics such as NaN become null)."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(_strict(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+T = TypeVar("T")
+
+
+def cached_json(
+    cache_dir: Path,
+    key: Mapping[str, Any],
+    compute: Callable[[], T],
+    dump: Callable[[T], Any],
+    load: Callable[[Any], T],
+) -> T:
+    """``compute()`` once per ``key``: its result kept as JSON in ``cache_dir`` under a name hashed from
+    the key, read back with ``load``; an entry that cannot be read back is computed again."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    entry = Path(cache_dir) / f"{digest}.json"
+    if entry.is_file():
+        try:
+            return load(json.loads(entry.read_text()))
+        except (ValueError, TypeError, AttributeError, OSError):
+            entry.unlink(missing_ok=True)
+    value = compute()
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    write_json(entry, dump(value))
+    return value
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", chunk: int = 8 << 20, **options: Any) -> str:

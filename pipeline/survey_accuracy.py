@@ -9,17 +9,14 @@ through 256-px tiles), so the champion gate scores both (``registry.survey_size`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
 
-from pipeline.checkpoint import file_sha256, read_metadata
+from pipeline.checkpoint import read_metadata
 from pipeline.config import ClassSpec, SurveyConfig
 from pipeline.data.manifest import Manifest, ManifestSet
 from pipeline.metrics import SegmentationMetrics
@@ -113,27 +110,4 @@ def survey_scores(model: Path, manifest: Manifest, size: int, seed: int = 3) -> 
             summary, _ = survey_set(entry, model, manifest.classes, size, Path(tmp), seed, cfg)
             values = [v for n in scored if not math.isnan(v := summary.class_tol_f1(n))]
             scores[entry.name] = float(np.mean(values)) if values else math.nan
-    return scores
-
-
-def cached_survey_scores(model: Path, manifest: Manifest, size: int, cache_dir: Path) -> dict[str, float]:
-    """``survey_scores`` kept per (checkpoint bytes, validation files, size) in ``cache_dir``: the
-    champion is surveyed once, not at every register."""
-    identity: dict[str, Any] = {
-        "checkpoint": file_sha256(model),
-        "classes": [c.name for c in manifest.classes],
-        "sets": [(s.name, s.val, s.fingerprint) for s in manifest.sets],
-        "size": size,
-    }
-    cached = cache_dir / f"survey-{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]}.json"
-    if cached.is_file():
-        try:
-            return {k: float(v) for k, v in json.loads(cached.read_text()).items()}
-        except (ValueError, OSError, AttributeError):
-            cached.unlink(missing_ok=True)  # a damaged entry is recomputed
-    scores = survey_scores(model, manifest, size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    from pipeline.fsutil import write_json
-
-    write_json(cached, scores)
     return scores

@@ -92,8 +92,8 @@ def _judge(candidate_path: Path, candidate: EvaluationSummary, manifest: Path, p
     """The champion (the shipped model when the registry has none) scored on the same validation data,
     and with ``registry.survey_size`` both surveyed on the same stitched mosaics of it."""
     from pipeline.data.manifest import load_manifest
-    from pipeline.survey_accuracy import cached_survey_scores, survey_scores
-    from pipeline.tracking.gate import champion_evaluation, judge
+    from pipeline.survey_accuracy import survey_scores
+    from pipeline.tracking.gate import champion_evaluation, champion_survey_scores, judge
     from pipeline.tracking.registry import resolve_default_model
     from pipeline.tracking.store import project_root
 
@@ -104,7 +104,7 @@ def _judge(candidate_path: Path, candidate: EvaluationSummary, manifest: Path, p
     champion = champion_evaluation(champion_path, held_back, candidate.tolerance_px, cache)
     size = settings.registry.survey_size
     surveys = (
-        (survey_scores(candidate_path, held_back, size), cached_survey_scores(champion_path, held_back, size, cache))
+        (survey_scores(candidate_path, held_back, size), champion_survey_scores(champion_path, held_back, size, cache))
         if size
         else (None, None)
     )

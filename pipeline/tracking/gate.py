@@ -9,14 +9,14 @@ or masonry; the gate names the set that regressed instead of promoting it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.data.manifest import Manifest
+from pipeline.fsutil import cached_json
 from pipeline.metrics.summary import EvaluationSummary
 
 
@@ -78,32 +78,49 @@ def _score(summary: object) -> float:
     return math.nan if value is None else float(value)
 
 
+def held_back_key(checkpoint: Path, manifest: Manifest) -> dict[str, Any]:
+    """What a cached score of a checkpoint on a manifest's validation split depends on: the
+    checkpoint's bytes, the classes, and each set's validation stems and files."""
+    from pipeline.checkpoint import file_sha256
+
+    return {
+        "checkpoint": file_sha256(checkpoint),
+        "classes": [c.name for c in manifest.classes],
+        "sets": [(s.name, s.val, s.fingerprint) for s in manifest.sets],
+    }
+
+
 def champion_evaluation(
     checkpoint: Path, manifest: Manifest, tolerance_px: float, cache_dir: Path
 ) -> EvaluationSummary:
     """The champion scored on a manifest's validation split, computed once per (checkpoint bytes,
     split, files, tolerance) and kept in ``cache_dir``: every register of a candidate against the
     same champion would otherwise run the same evaluation again."""
-    from pipeline.checkpoint import file_sha256
     from pipeline.evaluate import evaluate_sets
-    from pipeline.fsutil import write_json
 
-    identity = json.dumps(
-        {
-            "checkpoint": file_sha256(checkpoint),
-            "classes": [c.name for c in manifest.classes],
-            "sets": [(s.name, s.val, s.fingerprint) for s in manifest.sets],
-            "tolerance_px": tolerance_px,
-        },
-        sort_keys=True,
+    return cached_json(
+        cache_dir,
+        held_back_key(checkpoint, manifest) | {"tolerance_px": tolerance_px},
+        lambda: evaluate_sets(checkpoint, manifest.load("val"), device="cpu", tolerance_px=tolerance_px),
+        EvaluationSummary.to_json,
+        EvaluationSummary.model_validate,
     )
-    cached = cache_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
-    if cached.is_file():
-        try:
-            return EvaluationSummary.model_validate(json.loads(cached.read_text()))
-        except (ValueError, OSError):
-            cached.unlink(missing_ok=True)  # a damaged entry is recomputed
-    summary = evaluate_sets(checkpoint, manifest.load("val"), device="cpu", tolerance_px=tolerance_px)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_json(cached, summary.to_json())
-    return summary
+
+
+def scores_from_json(stored: dict[str, float | None]) -> dict[str, float]:
+    """Scores read back from a cache entry: an undefined score (NaN) is stored as null."""
+    return {name: math.nan if value is None else float(value) for name, value in stored.items()}
+
+
+def champion_survey_scores(checkpoint: Path, manifest: Manifest, size: int, cache_dir: Path) -> dict[str, float]:
+    """The champion's ``survey_scores``, kept per (checkpoint bytes, validation files, size) in
+    ``cache_dir`` like its evaluation: it is surveyed once, not at every register."""
+    from pipeline.survey_accuracy import survey_scores
+
+    return cached_json(
+        cache_dir,
+        held_back_key(checkpoint, manifest) | {"survey_size": size},
+        lambda: survey_scores(checkpoint, manifest, size),
+        lambda scores: scores,
+        scores_from_json,
+    )
