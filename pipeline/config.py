@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -293,7 +293,7 @@ class SurveyConfig(_Strict):
     )
     batch: int = Field(8, ge=1, description="tiles per forward pass; batches are padded to this size")
     workers: int = Field(1, ge=1, description="blocks inferred concurrently")
-    readers: int | Literal["auto"] = Field(
+    readers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
         description="threads decoding the next block while the current one is inferred; auto: one per core (2-8)",
     )
@@ -312,13 +312,6 @@ class SurveyConfig(_Strict):
     gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
     gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
-
-    @field_validator("readers")
-    @classmethod
-    def _positive_readers(cls, readers: int | str) -> int | str:
-        if isinstance(readers, int) and readers < 1:
-            raise ValueError(f"readers must be >= 1 or auto, got {readers}")
-        return readers
 
     @property
     def reader_threads(self) -> int:
