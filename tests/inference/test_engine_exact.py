@@ -72,3 +72,36 @@ def test_the_mirror_fill_equals_the_plain_fill_on_irregular_footprints(seed):
     valid = torch.from_numpy(inside)
     fallback = torch.tensor([1.0, 2.0, 3.0])
     assert torch.equal(mirror_fill(image, valid, fallback), _plain_mirror_fill(image, valid, fallback))
+
+
+def test_skipping_tiles_without_valid_pixels_leaves_every_valid_pixel_as_it_was():
+    """Tiles that cover nodata alone are not run (a footprint's outside is a fifth of a typical
+    orthomosaic); the tiles a valid pixel sums over, and their order, stay the same, so its
+    probabilities are bit-identical and so is the block's mask."""
+    from pipeline.inference.blend import infer_block, quantise
+    from pipeline.inference.runner import TileRunner
+    from pipeline.raster.grid import TileGrid
+
+    rng = np.random.default_rng(3)
+    height, width = 300, 420
+    rows, cols = np.indices((height, width))
+    valid = (rows + 0.6 * cols < 330) & (rng.random((height, width)) > 0.01)  # a diagonal footprint edge
+    image = rng.integers(0, 256, (3, height, width), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 5, padding=2).eval()
+    grid = TileGrid(height, width, 64, 16)
+    block = grid.blocks(1000)[0]
+    runner = TileRunner(
+        model, (120.0,) * 3, (40.0,) * 3, torch.device("cpu"), 4, grid.tile_shape, thresholds=((1, 0.4),)
+    )
+    empty = [t for t in block.tiles if not valid[t.relative_to(block.region)].any()]
+    assert len(empty) >= 5  # the test exercises the skip
+    every_tile = runner.blend(grid, block, image, valid).clone()
+    skipped = runner.blend(grid, block, image, valid, skip_nodata_tiles=True)
+    inside = torch.from_numpy(valid)
+    assert torch.equal(skipped[:, inside], every_tile[:, inside])
+    assert skipped.isfinite().all()  # pixels no run tile covers come out 0, not 0/0
+    plain = quantise(block.core, every_tile, valid, runner.thresholds)
+    fast = infer_block(runner, grid, block, image, valid)
+    np.testing.assert_array_equal(fast.classes, plain.classes)
+    np.testing.assert_array_equal(fast.confidence, plain.confidence)
