@@ -246,15 +246,15 @@ def main() -> None:
         measured[str(size)] = {mode: r | {"mpix_s": mpix / r["seconds"]} for mode, r in results.items()}
         for mode, result in results.items():
             rate = mpix / result["seconds"]
-            vs_model = rate / (mpix / results["model"]["seconds"]) if "model" in results else float("nan")
-            vs_naive = rate / (mpix / results["naive"]["seconds"]) if "naive" in results else float("nan")
+            vs_model = f"{rate / (mpix / results['model']['seconds']):.2f}x" if "model" in results else ""
+            vs_naive = f"{rate / (mpix / results['naive']['seconds']):.2f}x" if "naive" in results else ""
             table.add_row(
                 f"{size}x{size}",
                 mode,
                 f"{result['seconds']:.2f}",
                 f"{rate:.2f}",
-                f"{vs_model:.2f}x",
-                f"{vs_naive:.2f}x",
+                vs_model,
+                vs_naive,
                 f"{result['peak_rss_mb']:.0f}",
             )
     Console(width=150).print(table)

@@ -427,20 +427,20 @@ class BlockReader:
     def _read_strip(self, box: Box, pixels: np.ndarray, valid: np.ndarray, row0: int, row1: int) -> None:
         ds = self._dataset()
         window = rasterio.windows.Window(box.col0, row0, box.width, row1 - row0)
+        rows = slice(row0 - box.row0, row1 - box.row0)
+        scale = self.info.scale  # None: 8-bit RGB, decoded straight into the block's array
         try:
-            data = ds.read(self.info.bands, window=window)
+            data = ds.read(self.info.bands, window=window, out=pixels[:, rows] if scale is None else None)
             strip_valid = ds.dataset_mask(window=window) > 0
         except RasterioError as exc:
             raise MsafError(
                 f"{self.info.path}: read failed at rows {row0}-{row1}, cols {box.col0}-{box.col1} "
                 f"({str(exc).splitlines()[0][:100]}); file truncated or corrupt?"
             ) from None
-        if self.info.scale is not None:
+        if scale is not None:
             if np.issubdtype(data.dtype, np.floating):
                 strip_valid &= np.isfinite(data).all(axis=0)
-            data = to_uint8(data, self.info.scale)
-        rows = slice(row0 - box.row0, row1 - box.row0)
-        pixels[:, rows] = data
+            pixels[:, rows] = to_uint8(data, scale)
         valid[rows] = strip_valid
 
     def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
