@@ -107,8 +107,8 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     timed("tiles + blend (all of it)", runner.TileRunner, "blend")
     timed("decision + quantise", blend, "quantise")
     timed("block store", BlockStore, "save")
-    timed("block write", GeoTiffSink, "write")
-    timed("COG encode + overviews", GeoTiffSink, "build_cog")
+    timed("block write (tiles compressed)", GeoTiffSink, "write")
+    timed("COG layout", GeoTiffSink, "build_cog")
     cfg = SurveyConfig(
         device="cpu", block=block, batch=batch, workers=workers, readers=max(2, cores), gsd_policy="ignore"
     )
