@@ -16,12 +16,13 @@ from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Box
 
 TRANSFORM = from_origin(500000.0, 5000000.0, 0.001, 0.001)
+UTM = CRS.from_epsg(32633)
 LOCAL_CRS = CRS.from_wkt(
     'LOCAL_CS["bridge deck grid",UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
 )
 
 
-def _write(path, data, block, crs=CRS.from_epsg(32633), order=1):
+def _write(path, data, block, crs=UTM, order=1):
     height, width = data.shape
     sink = GeoTiffSink(path, width, height, crs, TRANSFORM, 255, description="class ids")
     cores = [
