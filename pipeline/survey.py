@@ -448,6 +448,7 @@ def stitch(
     cog_started = time.perf_counter()
     num_classes = len(meta.classes)
     counts = np.zeros(num_classes, np.int64)
+    compressors = ThreadPoolExecutor(prepared.cfg.reader_threads, thread_name_prefix="deflate")  # both layers' tiles
     mask_sink = GeoTiffSink(
         SurveyFolder(out_dir).mask,
         info.width,
@@ -458,9 +459,16 @@ def stitch(
         colormap=mask_colormap(meta.class_names),
         categories=meta.class_names,
         description="class id (255 = nodata)",
+        pool=compressors,
     )
     conf_sink = GeoTiffSink(
-        SurveyFolder(out_dir).confidence, info.width, info.height, info.crs, info.transform, CONFIDENCE_NODATA
+        SurveyFolder(out_dir).confidence,
+        info.width,
+        info.height,
+        info.crs,
+        info.transform,
+        CONFIDENCE_NODATA,
+        pool=compressors,
     )
     sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
     created = creation_time()
@@ -475,9 +483,9 @@ def stitch(
         "MSAF_CREATED_UTC": created,
         "MSAF_CLASSES": json.dumps(meta.class_names),
     }
-    with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024):
+    with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024), compressors:
         try:
-            # the two layers are written and encoded side by side, the next block loaded meanwhile
+            # the two layers are written side by side, their tiles compressed by the pool, the next block loaded
             with ThreadPoolExecutor(2, thread_name_prefix="stitch") as layers, ThreadPoolExecutor(1) as loader:
                 upcoming = loader.submit(_load_checked, store, 0)
                 for index in range(n_blocks):

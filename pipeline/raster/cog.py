@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -63,8 +64,10 @@ class GeoTiffSink:
         colormap: dict[int, tuple[int, int, int, int]] | None = None,
         categories: list[str] | None = None,
         description: str | None = None,
+        pool: Executor | None = None,
     ) -> None:
         self.final = Path(final)
+        self.pool = pool  # compresses a block's tiles side by side (ISA-L and zlib release the GIL)
         self.width, self.height = width, height
         self.crs, self.transform = crs, transform
         self.nodata = nodata
@@ -89,17 +92,28 @@ class GeoTiffSink:
     def write(self, core: Box, data: np.ndarray) -> None:
         """Write one block's core window and its overview samples; tiles complete are compressed."""
         with self._lock:
-            self._put(0, core.row0, core.col0, data)
+            done: list[tuple[LevelTiles, int, bytes]] = []
+            self._put(0, core.row0, core.col0, data, done)
             for level, factor in enumerate(self.factors, start=1):
                 rows, cols = _sampled(core.row0, core.row1, factor), _sampled(core.col0, core.col1, factor)
                 if not rows or not cols:
                     continue
                 # exactly len(rows) x len(cols) samples: those whose index x factor lies in the core
                 sample = data[rows.start * factor - core.row0 :: factor, cols.start * factor - core.col0 :: factor]
-                self._put(level, rows.start, cols.start, sample)
+                self._put(level, rows.start, cols.start, sample, done)
+            self._compress(done)
 
-    def _put(self, level_index: int, row0: int, col0: int, data: np.ndarray) -> None:
-        """Place a window of one level into its tiles."""
+    def _compress(self, tiles: list[tuple[LevelTiles, int, bytes]]) -> None:
+        """Compress complete tiles (side by side with a pool) and spool them."""
+        raw = [tile for _, _, tile in tiles]
+        payloads = self.pool.map(deflate, raw) if self.pool is not None else map(deflate, raw)
+        for (level, index, _), payload in zip(tiles, payloads, strict=True):
+            level.add(index, payload)
+
+    def _put(
+        self, level_index: int, row0: int, col0: int, data: np.ndarray, done: list[tuple[LevelTiles, int, bytes]]
+    ) -> None:
+        """Place a window of one level into its tiles; those now complete go to ``done`` (raw)."""
         level, pending = self._levels[level_index], self._pending[level_index]
         row1, col1 = row0 + data.shape[0], col0 + data.shape[1]
         for tile_row in range(row0 // TILE, -(-row1 // TILE)):
@@ -110,7 +124,7 @@ class GeoTiffSink:
                 index = tile_row * level.across + tile_col
                 piece = data[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
                 if index not in pending and piece.shape == (TILE, TILE):  # a whole tile at once: no buffer
-                    level.add(index, deflate(np.ascontiguousarray(piece).tobytes()))
+                    done.append((level, index, np.ascontiguousarray(piece).tobytes()))
                     continue
                 if index in pending:
                     tile, missing = pending.pop(index)
@@ -121,7 +135,7 @@ class GeoTiffSink:
                 if missing > 0:
                     pending[index] = (tile, missing)
                 else:
-                    level.add(index, deflate(tile.tobytes()))
+                    done.append((level, index, tile.tobytes()))
 
     @property
     def staging(self) -> Path:
@@ -133,9 +147,14 @@ class GeoTiffSink:
         at a temporary name (see ``publish``)."""
         try:
             with self._lock:
+                self._compress(
+                    [
+                        (level, index, tile.tobytes())
+                        for level, pending in zip(self._levels, self._pending, strict=True)
+                        for index, (tile, _) in sorted(pending.items())
+                    ]
+                )
                 for level, pending in zip(self._levels, self._pending, strict=True):
-                    for index, (tile, _) in sorted(pending.items()):
-                        level.add(index, deflate(tile.tobytes()))
                     pending.clear()
                     level.close()
             fields, nodata_field = gdal_fields(self.crs, self.transform, self.nodata, tags, self.description)

@@ -22,9 +22,10 @@ LOCAL_CRS = CRS.from_wkt(
 )
 
 
-def _write(path, data, block, crs=UTM, order=1):
+def _write(path, data, block, crs=UTM, order=1, pool=None):
+    path.parent.mkdir(exist_ok=True)
     height, width = data.shape
-    sink = GeoTiffSink(path, width, height, crs, TRANSFORM, 255, description="class ids")
+    sink = GeoTiffSink(path, width, height, crs, TRANSFORM, 255, description="class ids", pool=pool)
     cores = [
         Box(r, c, min(r + block, height), min(c + block, width))
         for r in range(0, height, block)
@@ -130,3 +131,13 @@ def test_tiles_no_block_wrote_hold_nodata(tmp_path):
         expected = np.full((1000, 1500), 255, np.uint8)
         expected[:600, :700] = 1
         np.testing.assert_array_equal(dataset.read(1), expected)
+
+
+def test_tiles_compressed_by_a_pool_give_the_same_file_byte_for_byte(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.random.default_rng(4).integers(0, 3, (1700, 1300)).astype(np.uint8)
+    alone = _write(tmp_path / "alone" / "mask.tif", data, 600)
+    with ThreadPoolExecutor(3) as pool:
+        pooled = _write(tmp_path / "pooled" / "mask.tif", data, 600, pool=pool)
+    assert pooled.read_bytes() == alone.read_bytes()
