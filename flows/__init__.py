@@ -13,18 +13,24 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def _quiet_expected_errors() -> None:
     """An MsafError is an expected mistake, and a Ctrl-C an expected stop, each told in one line by
     whoever catches it (the CLI): Prefect's run loggers would print them again (a traceback, "Crash
-    detected!"), so their records of them are dropped."""
+    detected!"), so their records of them are dropped, and so are, after a Ctrl-C, those of the
+    tasks the task runner then cancels (chunks still waiting for a thread: seen on a loaded machine)."""
+    import asyncio
+    import concurrent.futures
     import logging
 
     from pipeline.errors import MsafError
-    from pipeline.stop import Stopped
+    from pipeline.stop import Stopped, stop_requested
 
     told = ("MsafError", f"{Stopped.__name__}: ", "aborted by an interrupt signal")
+    cancelled = (asyncio.CancelledError, concurrent.futures.CancelledError)
 
     def expected(record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         message = record.getMessage()
-        return not (isinstance(exc, MsafError | Stopped | KeyboardInterrupt) or any(t in message for t in told))
+        if isinstance(exc, MsafError | Stopped | KeyboardInterrupt) or any(t in message for t in told):
+            return False
+        return not (stop_requested() and (isinstance(exc, cancelled) or "CancelledError" in message))
 
     for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(expected)

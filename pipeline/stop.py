@@ -28,7 +28,12 @@ def clear_stop() -> None:
     _STOP.clear()
 
 
+def stop_requested() -> bool:
+    """Whether a stop was requested (and not cleared since)."""
+    return _STOP.is_set()
+
+
 def raise_if_stopped() -> None:
     """Raise ``Stopped`` if a stop was requested."""
-    if _STOP.is_set():
+    if stop_requested():
         raise Stopped("stopped on request")

@@ -394,3 +394,27 @@ def test_schedule_without_a_server_says_how_to_start_one(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "prefect server start" in result.stderr
+
+
+def test_after_a_ctrl_c_the_cancellations_it_causes_are_not_logged_again():
+    """On a loaded machine a Ctrl-C found a chunk of blocks still waiting for a thread; the task
+    runner cancelled it and Prefect printed two "Crash detected! ... CancelledError" lines above the
+    CLI's one line. After a stop request those records are dropped; without one they are kept."""
+    import logging
+
+    import flows  # noqa: F401 - installs the filter
+    from pipeline.stop import clear_stop, request_stop
+
+    logger = logging.getLogger("prefect.task_runs")
+    message = (
+        "Crash detected! Execution was interrupted by an unexpected exception: "
+        "CancelledError: Task run cancelled by the task runner"
+    )
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, message, (), None)
+    try:
+        assert logger.filter(record)  # no stop: a cancellation is news
+        request_stop()
+        assert not logger.filter(record)
+    finally:
+        clear_stop()
+    assert logger.filter(logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "a real failure", (), None))
