@@ -77,7 +77,7 @@ class GeoTiffSink:
         self._lock = threading.Lock()
         self.factors = overview_factors(width, height)
         self._levels = [
-            LevelTiles(factor, -(-width // factor), -(-height // factor), self._spool_path(factor))
+            LevelTiles(-(-width // factor), -(-height // factor), self._spool_path(factor))
             for factor in (1, *self.factors)
         ]
         # tiles partly written (blocks that do not align with the tiles): buffer, pixels still missing

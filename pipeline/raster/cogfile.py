@@ -70,8 +70,7 @@ class Field:
 
 
 def _numbers(tag: int, kind: int, values: Any) -> Field:
-    fmt = {SHORT: "H", LONG: "I", LONG8: "Q"}[kind]
-    array = np.asarray(values, dtype=f"<{'u2' if fmt == 'H' else 'u4' if fmt == 'I' else 'u8'}").ravel()
+    array = np.asarray(values, dtype={SHORT: "<u2", LONG: "<u4", LONG8: "<u8"}[kind]).ravel()
     return Field(tag, kind, int(array.size), array.tobytes())
 
 
@@ -106,16 +105,15 @@ def gdal_fields(
 class LevelTiles:
     """One resolution's tiles: where each framed tile lies in a spool file, written in any order."""
 
-    factor: int
     width: int
     height: int
     spool: Path
 
     def __post_init__(self) -> None:
         self.across = -(-self.width // TILE)
-        self.down = -(-self.height // TILE)
-        self.offsets = np.full(self.across * self.down, -1, np.int64)  # of the framed tile in the spool
-        self.sizes = np.zeros(self.across * self.down, np.int64)  # compressed bytes, without the frame
+        count = self.across * -(-self.height // TILE)
+        self.offsets = np.full(count, -1, np.int64)  # of the framed tile in the spool
+        self.sizes = np.zeros(count, np.int64)  # compressed bytes, without the frame
         self._file: BinaryIO = open(self.spool, "wb")  # noqa: SIM115 - closed by close()
 
     def add(self, index: int, payload: bytes) -> None:
@@ -150,7 +148,6 @@ def write_cog(
     big = data_bytes + 2**20 * len(levels) > CLASSIC_LIMIT
     offset_type = LONG8 if big else LONG
     header_size = 16 if big else 8
-    inline = 8 if big else 4
 
     def ifd_fields(index: int, level: LevelTiles, tile_offsets: np.ndarray) -> list[Field]:
         entries = [
@@ -175,18 +172,12 @@ def write_cog(
             entries.append(nodata_field)
         return sorted(entries, key=lambda f: f.tag)
 
-    def ifd_size(entries: list[Field]) -> int:
-        table = (8 + 20 * len(entries) + 8) if big else (2 + 12 * len(entries) + 4)
-        values = sum(_padded(len(f.data)) for f in entries if len(f.data) > inline)
-        return table + values
-
-    # the IFDs' sizes do not depend on the offsets' values, so lay out once with zeros
-    placeholder = [ifd_fields(i, level, np.zeros(level.offsets.size, np.int64)) for i, level in enumerate(levels)]
+    # the IFDs' sizes do not depend on the offsets' values, so lay them out once with zeros
     ifd_starts = []
     position = _padded(header_size + len(GHOST))  # IFDs start on a word boundary
-    for entries in placeholder:
+    for index, level in enumerate(levels):
         ifd_starts.append(position)
-        position += ifd_size(entries)
+        position += len(_ifd_bytes(ifd_fields(index, level, np.zeros(level.offsets.size, np.int64)), 0, 0, big))
     data_start = position
     tile_offsets: list[np.ndarray] = [np.empty(0, np.int64)] * len(levels)
     for index in reversed(range(len(levels))):  # smallest overview first, full resolution last
