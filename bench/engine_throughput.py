@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -69,18 +71,36 @@ STAGES: dict[str, float] = defaultdict(float)
 _LOCK = threading.Lock()
 
 
+def _add(stage: str, started: float) -> None:
+    with _LOCK:
+        STAGES[stage] += time.perf_counter() - started
+
+
+def _timed_steps(stage: str, steps: Iterator) -> Iterator:
+    """A generator's items, the time spent producing each added up under ``stage``."""
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(steps)
+        except StopIteration:
+            _add(stage, started)
+            return
+        _add(stage, started)
+        yield item
+
+
 def timed(stage: str, owner: object, name: str) -> None:
-    """Wrap ``owner.name`` so the seconds spent in it add up under ``stage``."""
+    """Wrap ``owner.name`` so the seconds spent in it (in each step, for a generator) add up under ``stage``."""
     original = getattr(owner, name)
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
         started = time.perf_counter()
         try:
-            return original(*args, **kwargs)
+            result = original(*args, **kwargs)
         finally:
-            with _LOCK:
-                STAGES[stage] += time.perf_counter() - started
+            _add(stage, started)
+        return _timed_steps(stage, result) if inspect.isgenerator(result) else result
 
     setattr(owner, name, wrapper)
 
@@ -104,8 +124,8 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     timed("nodata fill", runner, "mirror_fill")
     timed("upload", runner.TileRunner, "_upload")
     timed("network (null)", runner.TileRunner, "_probabilities")
-    timed("tiles + blend (all of it)", runner.TileRunner, "blend")
-    timed("decision + quantise", blend, "quantise")
+    timed("tiles + blend (all of it)", runner.TileRunner, "blend_rows")
+    timed("decision + quantise", blend, "decide_rows")
     timed("block store", BlockStore, "save")
     timed("block write (tiles compressed)", GeoTiffSink, "write")
     timed("COG layout", GeoTiffSink, "build_cog")

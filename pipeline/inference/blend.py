@@ -59,13 +59,18 @@ def blend_block(
 
 def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
     """Blend a block and quantise: class ids by the model's decision rule and the probability of
-    the chosen class as confidence, nodata marked."""
+    the chosen class as confidence, nodata marked. Bands of rows are decided as the blend finishes
+    them (``TileRunner.blend_rows``), so the block's probabilities never exist all at once."""
     core = block.core
     core_valid = valid[core.relative_to(block.region)]
     if not core_valid.any():
         return _nodata(core)
-    probs = blend_block(runner, grid, block, pixels, valid, skip_nodata_tiles=True)  # nodata is marked below
-    return quantise(core, probs, core_valid, runner.thresholds)
+    classes = np.empty((core.height, core.width), np.uint8)
+    confidence = np.empty((core.height, core.width), np.uint8)
+    for row0, probs in runner.blend_rows(grid, block, pixels, valid):  # nodata tiles skipped: marked below
+        rows = slice(row0, row0 + probs.shape[1])
+        decide_rows(probs, runner.thresholds, classes[rows], confidence[rows])
+    return _marked(BlockResult(core, classes, confidence), core_valid)
 
 
 def infer_scaled_block(
@@ -92,11 +97,19 @@ def quantise(core: Box, probs: torch.Tensor, core_valid: np.ndarray, thresholds:
     core's probabilities (C, h, w); nodata marked outside ``core_valid``."""
     classes = np.empty((core.height, core.width), np.uint8)
     confidence = np.empty((core.height, core.width), np.uint8)
+    decide_rows(probs, thresholds, classes, confidence)
+    return _marked(BlockResult(core, classes, confidence), core_valid)
+
+
+def decide_rows(probs: torch.Tensor, thresholds: Thresholds, classes: np.ndarray, confidence: np.ndarray) -> None:
+    """Write the class ids and confidence (uint8) of probabilities (C, h, w) into ``classes`` and
+    ``confidence`` (h, w); on a CPU a few rows at a time, so the temporaries stay in the cache."""
+    height = probs.shape[1]
     class_view, confidence_view = torch.from_numpy(classes), torch.from_numpy(confidence)
     on_cpu = probs.device.type == "cpu"
-    step = QUANTISE_ROWS if on_cpu else core.height  # a device decides the block at once, then one copy back
-    top = torch.empty((min(step, core.height), core.width), dtype=probs.dtype, device=probs.device)
-    for row0 in range(0, core.height, step):  # row chunks bound the temporaries
+    step = QUANTISE_ROWS if on_cpu else height  # a device decides the rows at once, then one copy back
+    top = torch.empty((min(step, height), probs.shape[2]), dtype=probs.dtype, device=probs.device)
+    for row0 in range(0, height, step):
         rows = slice(row0, row0 + step)
         chunk = probs[:, rows]
         chunk_top = top[: chunk.shape[1]]
@@ -107,8 +120,12 @@ def quantise(core: Box, probs: torch.Tensor, core_valid: np.ndarray, thresholds:
             decide_into(chunk, thresholds, ids, chunk_top)
             class_view[rows].copy_(ids)
         confidence_view[rows].copy_(chunk_top.mul_(255).round_().clamp_(1, 255))
+
+
+def _marked(result: BlockResult, core_valid: np.ndarray) -> BlockResult:
+    """The result with nodata (outside ``core_valid``) marked in both layers."""
     if not core_valid.all():
         outside = ~core_valid
-        np.copyto(classes, NO_CLASS, where=outside)
-        np.copyto(confidence, CONFIDENCE_NODATA, where=outside)
-    return BlockResult(core, classes, confidence)
+        np.copyto(result.classes, NO_CLASS, where=outside)
+        np.copyto(result.confidence, CONFIDENCE_NODATA, where=outside)
+    return result

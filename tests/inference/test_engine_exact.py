@@ -68,10 +68,13 @@ def test_the_mirror_fill_equals_the_plain_fill_on_irregular_footprints(seed):
     centre = rng.uniform(0, [height, width])
     inside = np.hypot(rows - centre[0], (cols - centre[1]) * rng.uniform(0.5, 2)) < rng.uniform(30, 90)
     inside &= rng.random((height, width)) > 0.02  # speckled holes as well as one large edge
-    image = torch.from_numpy(rng.uniform(0, 255, (3, height, width)).astype(np.float32))
+    image = torch.from_numpy(rng.integers(0, 256, (3, height, width), dtype=np.uint8))
     valid = torch.from_numpy(inside)
     fallback = torch.tensor([1.0, 2.0, 3.0])
-    assert torch.equal(mirror_fill(image, valid, fallback), _plain_mirror_fill(image, valid, fallback))
+    plain = _plain_mirror_fill(image.float(), valid, fallback)
+    assert torch.equal(mirror_fill(image.float(), valid, fallback), plain)
+    filled_bytes = mirror_fill(image, valid, fallback)  # the runner fills uint8 tiles, then converts
+    assert filled_bytes.dtype == torch.uint8 and torch.equal(filled_bytes.float(), plain)
 
 
 def test_skipping_tiles_without_valid_pixels_leaves_every_valid_pixel_as_it_was():
@@ -105,3 +108,30 @@ def test_skipping_tiles_without_valid_pixels_leaves_every_valid_pixel_as_it_was(
     fast = infer_block(runner, grid, block, image, valid)
     np.testing.assert_array_equal(fast.classes, plain.classes)
     np.testing.assert_array_equal(fast.confidence, plain.confidence)
+
+
+@pytest.mark.parametrize(("tile", "overlap", "block"), [(64, 16, 1000), (64, 40, 1000), (48, 8, 100), (64, 16, 50)])
+def test_bands_of_rows_equal_the_whole_block_blend_bit_for_bit(tile, overlap, block):
+    """``blend_rows`` sums into a window one tile high that slides down the block (overlap 40 of 64:
+    the rows kept overlap the rows they move to); its bands, in order, are exactly ``blend``."""
+    from pipeline.inference.runner import TileRunner
+    from pipeline.raster.grid import TileGrid
+
+    rng = np.random.default_rng(4)
+    height, width = 300, 260
+    rows, cols = np.indices((height, width))
+    valid = (rows + 0.8 * cols < 380) & (rng.random((height, width)) > 0.01)  # whole tiles of nodata too
+    image = rng.integers(0, 256, (3, height, width), dtype=np.uint8)
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 5, padding=2).eval()
+    grid = TileGrid(height, width, tile, overlap)
+    runner = TileRunner(model, (120.0,) * 3, (40.0,) * 3, torch.device("cpu"), 4, grid.tile_shape)
+    most_bands = 0
+    for b in grid.blocks(block):
+        pixels, footprint = image[(slice(None), *b.region.window.toslices())], valid[b.region.window.toslices()]
+        bands = [(row0, probs.clone()) for row0, probs in runner.blend_rows(grid, b, pixels, footprint)]
+        assert [row0 for row0, _ in bands] == list(np.cumsum([0] + [p.shape[1] for _, p in bands[:-1]]))
+        whole = runner.blend(grid, b, pixels, footprint, skip_nodata_tiles=True)
+        assert torch.equal(torch.cat([p for _, p in bands], dim=1), whole)
+        most_bands = max(most_bands, len(bands))
+    assert most_bands >= -(-min(block, height) // tile)  # bands are at most a tile high: the window slid
