@@ -186,6 +186,15 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=SHIPPED, help="whose classes and decision rule to use")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="a checkout of other code (e.g. `git worktree add /tmp/base main`): run it and this code as"
+        " pairs at the same time on two cores, one core each, swapping cores every pair, and print the time"
+        " ratios (this / that). Pairs share the machine's noise, which run-after-run comparisons do not",
+    )
+    parser.add_argument("--pairs", type=int, default=6, help="pairs to run with --against")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ortho", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,18 +211,14 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     ortho = compose(args.size, workdir)
     available = sorted(os.sched_getaffinity(0))
+    if args.against:
+        compare_pairs(args, ortho, available)
+        return
     results = []
     for cores in args.cores:
-        pin = ["taskset", "-c", ",".join(str(c) for c in available[:cores])] if len(available) > cores else []
-        command = [*pin, sys.executable, __file__, "--child", str(cores), "--ortho", str(ortho)]
-        command += ["--model", str(args.model), "--block", str(args.block), "--batch", str(args.batch)]
-        command += ["--workers", args.workers, "--torch-threads", args.torch_threads, "--null", args.null]
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": str(cores if args.torch_threads == "cores" else args.torch_threads)},
-        )
+        pin = available[:cores] if len(available) > cores else None
+        command, kwargs = _child_run(REPO, args, ortho, cores, pin)
+        done = subprocess.run(command, capture_output=True, text=True, **kwargs)
         if done.returncode:
             sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -237,6 +242,53 @@ def main() -> None:
         from pipeline.fsutil import write_json
 
         write_json(args.out, {"size": args.size, "block": args.block, "null": args.null, "results": results})
+
+
+def _child_run(
+    checkout: Path, args: argparse.Namespace, ortho: Path, cores: int, pin: list[int] | None
+) -> tuple[list[str], dict]:
+    """Command and keyword arguments of one child run of ``checkout``'s bench and code."""
+    command = ["taskset", "-c", ",".join(map(str, pin))] if pin else []
+    command += [sys.executable, str(checkout / "bench" / Path(__file__).name), "--child", str(cores)]
+    command += ["--ortho", str(ortho), "--model", str(args.model), "--block", str(args.block)]
+    command += ["--batch", str(args.batch), "--workers", args.workers, "--torch-threads", args.torch_threads]
+    command += ["--null", args.null]
+    threads = str(cores if args.torch_threads == "cores" else args.torch_threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(checkout)}  # that checkout's pipeline
+    return command, {"env": env}
+
+
+def compare_pairs(args: argparse.Namespace, ortho: Path, available: list[int]) -> None:
+    """This code against ``args.against``, one core each, at the same time; ratios of their seconds."""
+    if len(available) < 2:
+        sys.exit("--against needs two cores: one for each side of a pair")
+    other = args.against.resolve()
+    if not (other / "bench" / Path(__file__).name).exists():
+        sys.exit(f"{other} has no bench/{Path(__file__).name}: give a checkout of this repository")
+    ratios = []
+    for pair in range(args.pairs):
+        mine, theirs = (available[0], available[1]) if pair % 2 == 0 else (available[1], available[0])
+        runs = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+            for command, kwargs in (
+                _child_run(REPO, args, ortho, 1, [mine]),
+                _child_run(other, args, ortho, 1, [theirs]),
+            )
+        ]
+        seconds = []
+        for run in runs:
+            out, err = run.communicate()
+            if run.returncode:
+                sys.exit(f"pair {pair + 1} failed:\n{err[-4000:]}")
+            seconds.append(json.loads(out.strip().splitlines()[-1])["seconds"])
+        ratios.append(seconds[0] / seconds[1])
+        print(f"pair {pair + 1}: this {seconds[0]:.2f} s, that {seconds[1]:.2f} s, ratio {ratios[-1]:.3f}", flush=True)
+    faster = sum(r < 1 for r in ratios)
+    print(
+        f"this / that over {len(ratios)} pairs: mean {sum(ratios) / len(ratios):.3f}, median"
+        f" {sorted(ratios)[len(ratios) // 2]:.3f}, this faster in {faster} (the same code against itself"
+        " measured 0.97-1.11, mean 1.03, on the CI machine)"
+    )
 
 
 if __name__ == "__main__":

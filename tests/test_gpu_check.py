@@ -37,3 +37,23 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     assert expected | {"block store"} <= set(stages)
     assert stages["network (null)"] < one["seconds"]  # the null network is not what takes the time
     assert not (tmp_path / "rasters").exists()  # generated rasters are not left behind
+
+
+def test_the_engine_bench_runs_this_code_against_another_checkout_in_pairs(tmp_path):
+    """``--against``: two one-core children at once, one per side, their seconds as a ratio. Against
+    this very checkout both sides run the same code, so every ratio is near 1 (not 0, not 2)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "engine_throughput.py"), "--size", "256", "--block", "256"]
+        + ["--workdir", str(tmp_path), "--against", str(REPO), "--pairs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if len(os.sched_getaffinity(0)) < 2:
+        assert done.returncode != 0 and "needs two cores" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    ratios = [float(line.rsplit("ratio ", 1)[1]) for line in lines if line.startswith("pair ")]
+    assert len(ratios) == 2 and all(0.5 < r < 2 for r in ratios)
+    assert lines[-1].startswith("this / that over 2 pairs: mean ")
