@@ -246,6 +246,11 @@ class TrainConfig(_Strict):
         description="start from these weights: a checkpoint path, `champion` (the registry's) or `none` "
         "(random); tensors whose shape differs start fresh",
     )
+    trainable: list[str] = Field(
+        default_factory=list,
+        description="train only parameters whose names start with one of these (e.g. [refine]: the "
+        "full-resolution branch on a frozen network); empty: all",
+    )
     state_minutes: float = Field(
         5.0, gt=0.0, description="save the full training state (resumable) at least this often, wall clock"
     )

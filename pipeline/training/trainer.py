@@ -68,9 +68,33 @@ def channel_stats(items: list[LabelledImage]) -> tuple[tuple[float, ...], tuple[
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    parameters = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def freeze_all_but(model: torch.nn.Module, prefixes: Sequence[str]) -> list[torch.nn.Module]:
+    """Keep only parameters named with one of ``prefixes`` trainable (none given: all); returns the
+    modules whose parameters are all frozen, which stay in eval mode while training (their
+    BatchNorm statistics are part of what is frozen). With the trunk frozen no gradient flows
+    through it, so a step costs the forward pass and the trainable part's backward."""
+    if not prefixes:
+        return []
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise MsafError(
+            f"train.trainable: no parameter of this network is named {unknown[0]}...; "
+            f"its top-level parts are {sorted({n.split('.')[0] for n in names})}"
+        )
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(any(name.startswith(p) for p in prefixes))
+    return [
+        module
+        for module in model.modules()
+        if any(True for _ in module.parameters()) and not any(p.requires_grad for p in module.parameters())
+    ]
 
 
 def _lr(cfg: TrainConfig, step: int, total: int) -> float:
@@ -113,9 +137,10 @@ class WeightAverage:
     """Exponential moving average of the weights and BatchNorm statistics (warm-up: decay grows
     as (1 + t) / (10 + t)), the model that is validated and saved when enabled."""
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, frozen: Sequence[torch.nn.Module] = ()) -> None:
         self.decay = decay
         self.steps = 0
+        self.moving = _moving_state(model, frozen)  # frozen tensors are left exactly as they are
         self.shadow = copy.deepcopy(model).eval()
         for parameter in self.shadow.parameters():
             parameter.requires_grad_(False)
@@ -127,10 +152,23 @@ class WeightAverage:
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         current = model.state_dict()
         for name, value in self.shadow.state_dict().items():
+            if name not in self.moving:
+                continue
             if value.is_floating_point():
                 value.mul_(decay).add_(current[name].detach(), alpha=1 - decay)
             else:
                 value.copy_(current[name])
+
+
+def _moving_state(model: torch.nn.Module, frozen: Sequence[torch.nn.Module]) -> set[str]:
+    """State-dict names that training changes: trainable parameters and the buffers of modules
+    that are not frozen (BatchNorm statistics of a frozen module stay as they were)."""
+    still = {id(module) for module in frozen}
+    names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    for prefix, module in model.named_modules():
+        if id(module) not in still:
+            names |= {f"{prefix}.{name}" if prefix else name for name, _ in module.named_buffers(recurse=False)}
+    return names
 
 
 def training_batches(
@@ -218,6 +256,7 @@ def train_model(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     teacher = Teacher.load(teacher_path, cfg.distill, params.data.class_names, device) if teacher_path else None
+    frozen = freeze_all_but(model, cfg.trainable)
     optimizer = _optimizer(model, cfg)
     spe = cfg.steps_per_epoch
     total_steps = cfg.epochs * spe
@@ -228,7 +267,7 @@ def train_model(
         focus=cfg.focus,
         weights={s.name: s.weight for s in data.manifest.sets},
     )
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    average = WeightAverage(model, cfg.ema_decay, frozen) if cfg.ema_decay else None
     scored_model = average.shadow if average else model
 
     folder = state_dir or state_dir_for(out)
@@ -250,6 +289,8 @@ def train_model(
     for epoch in range(len(state.history) + 1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
+        for module in frozen:
+            module.eval()
         for step in range(state.step - (epoch - 1) * spe, spe):
             lr = _lr(cfg, (epoch - 1) * spe + step, total_steps)
             for group in optimizer.param_groups:

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import load_params
+from pipeline.errors import MsafError
 from pipeline.training.state import TENSORS, state_dir_for
 from pipeline.training.trainer import train_model
 from tests.conftest import REPO, assert_one_line_error, run_msaf, write_params
@@ -162,3 +163,28 @@ def test_init_matches_classes_by_name_and_a_new_class_starts_fresh(tiny_model):
     untouched = [n for n in source if n not in class_slots(network)]
     assert all(torch.equal(after[n], source[n].to(after[n].dtype)) for n in untouched)
     assert all(n.startswith("refine.") for n in report.fresh if n not in heads)  # the new branch alone
+
+
+def test_trainable_trains_only_the_named_part_and_leaves_the_rest_bit_for_bit(tmp_path, cfd_subset, tiny_model):
+    """``train.trainable: [refine]``: the full-resolution branch learns on a frozen network. Every
+    other tensor of the saved model (weights, BatchNorm statistics, through the EMA too) is the
+    init's exactly; the branch moved. A name no parameter has is one line."""
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            cfd_subset / "images",
+            cfd_subset / "masks",
+            model={"preset": "dsnet-tiny", "overrides": {"refine_width": 4}},
+            train={**TRAIN, "epochs": 1, "steps_per_epoch": 3, "init": str(tiny_model), "trainable": ["refine"]},
+        )
+    )
+    source = load_file(str(tiny_model))
+    tuned = load_file(str(train_model(params).checkpoint))
+    assert set(tuned) - set(source) and all(name.startswith("refine.") for name in set(tuned) - set(source))
+    for name, value in source.items():
+        assert torch.equal(tuned[name], value.to(tuned[name].dtype)), name
+    assert tuned["refine.out.weight"].abs().sum() > 0  # it started at zero and learnt
+
+    wrong = params.model_copy(update={"train": params.train.model_copy(update={"trainable": ["refiner"]})})
+    with pytest.raises(MsafError, match="no parameter of this network is named refiner"):
+        train_model(wrong)
