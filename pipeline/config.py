@@ -201,6 +201,13 @@ class LossConfig(_Strict):
     ohem_thresh: float = Field(0.9, gt=0.0, le=1.0)
     ohem_min_kept: int = Field(131072, ge=1)
     dice_weight: float = Field(0.0, ge=0.0)
+    dice_fp_share: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Tversky: share of the overlap term's penalty on false positives (0.5: Dice; more: "
+        "a prediction wider than its label costs more than one narrower)",
+    )
     skeleton_weight: float = Field(0.0, ge=0.0, description="Skeleton Recall term: the labels' centrelines found")
 
 

@@ -85,11 +85,17 @@ def _labelled_samples(
 
 
 def dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = NO_CLASS, may_hide: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = NO_CLASS,
+    may_hide: torch.Tensor | None = None,
+    fp_share: float = 0.5,
 ) -> torch.Tensor:
     """Soft Dice over the foreground classes (1..C-1); helps when cracks are ~1-2 % of pixels.
 
-    A class is scored only on crops whose data set labels it.
+    A class is scored only on crops whose data set labels it. ``fp_share`` != 0.5 makes it the
+    Tversky index (Salehi et al. 2017): 2 x overlap / (2 x overlap + 2a FP + 2(1 - a) FN), which
+    weighs a predicted pixel beside a crack (width) against a missed one.
     """
     num_classes = logits.shape[1]
     valid = (target != ignore_index).unsqueeze(1)
@@ -99,7 +105,11 @@ def dice_loss(
     onehot = onehot.permute(0, 3, 1, 2).float() * valid * labelled
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
+    if fp_share == 0.5:
+        denom = probs.sum(dims) + onehot.sum(dims)
+    else:  # false positives and negatives weighted apart
+        false_pos, false_neg = probs.sum(dims) - inter, onehot.sum(dims) - inter
+        denom = 2 * inter + 2 * fp_share * false_pos + 2 * (1 - fp_share) * false_neg
     dice = (2 * inter + 1.0) / (denom + 1.0)
     scored = labelled[:, 1:, 0, 0].amax(dim=0) > 0
     return 1 - dice[1:][scored].mean() if bool(scored.any()) else logits.sum() * 0.0
@@ -143,7 +153,7 @@ def segmentation_loss(
     for weight, logits in zip(cfg.aux_weights, aux, strict=False):
         loss = loss + weight * mean_nll(logits, target, may_hide)
     if cfg.dice_weight:
-        loss = loss + cfg.dice_weight * dice_loss(main, target, may_hide=may_hide)
+        loss = loss + cfg.dice_weight * dice_loss(main, target, may_hide=may_hide, fp_share=cfg.dice_fp_share)
     if cfg.skeleton_weight:
         loss = loss + cfg.skeleton_weight * skeleton_recall_loss(main, target, may_hide)
     return loss

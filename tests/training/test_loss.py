@@ -50,6 +50,23 @@ def test_dice_is_zero_for_a_perfect_confident_prediction_and_high_for_the_opposi
     assert dice_loss(-perfect, target) > 0.9
 
 
+def test_tversky_share_weighs_a_too_wide_prediction_against_a_too_narrow_one():
+    """At 0.5 it is Dice; at 0.8 a prediction one pixel wider than its 2-px line costs more than one
+    a pixel narrower, at 0.2 less."""
+    target = torch.zeros(1, 12, 12, dtype=torch.long)
+    target[0, 4:6] = 1  # a line two rows wide
+    wide, narrow = torch.zeros(1, 12, 12, dtype=torch.long), torch.zeros(1, 12, 12, dtype=torch.long)
+    wide[0, 4:7], narrow[0, 4:5] = 1, 1
+
+    def logits(mask):
+        return F.one_hot(mask, 2).permute(0, 3, 1, 2).float() * 50
+
+    for share in (0.5, 0.5 + 1e-9):  # the Dice expression and the Tversky one agree at 0.5
+        torch.testing.assert_close(dice_loss(logits(wide), target, fp_share=share), dice_loss(logits(wide), target))
+    assert dice_loss(logits(wide), target, fp_share=0.8) > dice_loss(logits(narrow), target, fp_share=0.8)
+    assert dice_loss(logits(wide), target, fp_share=0.2) < dice_loss(logits(narrow), target, fp_share=0.2)
+
+
 def test_weighted_sum_of_main_and_aux_terms():
     torch.manual_seed(0)
     target = torch.randint(0, 2, (2, 6, 6))
