@@ -42,9 +42,9 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
 def test_the_engine_bench_runs_this_code_against_another_checkout_in_pairs(tmp_path):
     """``--against``: two one-core children at once, one per side, their seconds as a ratio. Against
     this very checkout both sides run the same code, so every ratio is near 1 (not 0, not 2)."""
+    bench = [sys.executable, str(REPO / "bench" / "engine_throughput.py"), "--size", "256", "--block", "256"]
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "engine_throughput.py"), "--size", "256", "--block", "256"]
-        + ["--workdir", str(tmp_path), "--against", str(REPO), "--pairs", "2"],
+        [*bench, "--workdir", str(tmp_path), "--against", str(REPO), "--pairs", "2"],
         capture_output=True,
         text=True,
         timeout=300,
