@@ -70,7 +70,8 @@ def timed_cli(args: list[str], out: Path, env: dict[str, str]) -> tuple[float, f
 
 def engine_run(ortho: Path, out: Path, model: Path) -> tuple[float, float]:
     from pipeline.config import SurveyConfig
-    from pipeline.survey import infer_blocks, prepare_survey, stitch
+    from pipeline.stitch import stitch
+    from pipeline.survey import infer_blocks, prepare_survey
 
     started = time.perf_counter()
     prepared = prepare_survey(ortho, out, SurveyConfig(device="cpu", gsd_policy="ignore"), model_path=model)

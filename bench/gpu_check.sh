@@ -15,11 +15,11 @@ DRY=0
 if [ "${1:-}" = "--dry" ]; then DRY=1; shift; fi
 OUT_DIR=${1:-${OUT:-bench-out}}
 mkdir -p "$OUT_DIR"
-if [ -d .whl ] && ! python3 -c "import rasterio" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+if [ -d .whl ] && ! "$PY" -c "import rasterio" 2>/dev/null; then  # only the interpreter that runs the checks
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 fi
-PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 MODEL=pipeline/assets/msaf-dsnet.safetensors
 if [ "$DRY" = 1 ]; then

@@ -21,6 +21,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 
@@ -32,7 +33,7 @@ from pipeline.report.result import ReportResult
 from pipeline.stop import Stopped, clear_stop
 from pipeline.survey import PreparedSurvey
 from pipeline.survey_folder import SurveyFolder, exclusive
-from pipeline.survey_plan import INFER_BLOCKS, STEPS, Step, SurveyOutcome, SurveyRequest, prepare, run_plan
+from pipeline.survey_plan import INFER_BLOCKS, STEPS, STITCH, Step, SurveyOutcome, SurveyRequest, prepare, run_plan
 from pipeline.survey_record import SurveyRecord
 
 R = TypeVar("R")
@@ -58,6 +59,8 @@ def _as_task(step: Step[Any]) -> Any:
             retry_delay_seconds=exponential_backoff(backoff_factor=2),
             retry_condition_fn=_transient,
         )(step.run)
+    if step is STITCH:  # its argument is the live Stitcher (open files, threads): nothing to hash or cache
+        return task(name=step.name, cache_policy=NO_CACHE)(step.run)
     return task(name=step.name)(step.run)
 
 

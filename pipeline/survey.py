@@ -13,7 +13,6 @@ import logging
 import os
 import queue
 import resource
-import shutil
 import threading
 import time
 from collections import deque
@@ -27,39 +26,28 @@ import numpy as np
 import rasterio
 import torch
 
-import pipeline
 from pipeline.checkpoint import ModelMetadata, check_weights, file_sha256, load_checkpoint, read_metadata
-from pipeline.class_ids import NO_CLASS
 from pipeline.config import SurveyConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import check_free_space, disk_error
-from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult, infer_block, infer_scaled_block
-from pipeline.inference.blockstore import BackgroundSaver, BlockStore, CorruptBlock
+from pipeline.fsutil import check_free_space
+from pipeline.inference.blend import BlockResult, infer_block, infer_scaled_block
+from pipeline.inference.blockstore import BackgroundSaver, BlockStore
 from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
-from pipeline.raster.cog import GeoTiffSink
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.stop import raise_if_stopped
-from pipeline.styles import mask_colormap
 from pipeline.survey_folder import (
     REPORT_OUTPUTS,
     SURVEY_OUTPUTS,
     SurveyFolder,
     prepare_output_folder,
     refuse_overwriting,
-    retire_report,
 )
 from pipeline.survey_record import (
-    InputRecord,
-    ModelRecord,
     SurveyRecord,
-    ThroughputRecord,
-    TilingRecord,
-    TimingRecord,
 )
-from pipeline.timestamps import creation_time
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -428,149 +416,6 @@ def infer_blocks(
             finally:
                 reader.close()
         return BlockCounts(computed=len(todo), reused=len(wanted) - len(todo))
-
-
-def stitch(
-    prepared: PreparedSurvey, *, infer_s: float = float("nan"), reused: int = 0, started: float | None = None
-) -> SurveyRecord:
-    """Write the stored blocks into mask.tif and confidence.tif (COGs) and survey.json; clear the store.
-
-    Returns the survey record (also written as survey.json).
-    """
-    info, meta, plan, out_dir = prepared.info, prepared.meta, prepared.plan, prepared.out_dir
-    store = prepared.store
-    n_blocks = prepared.n_blocks
-    missing = set(range(n_blocks)) - store.stored()
-    if missing:
-        raise MsafError(
-            f"{len(missing)} of {n_blocks} blocks are not inferred yet (first: {min(missing)}); run the inference first"
-        )
-    cog_started = time.perf_counter()
-    num_classes = len(meta.classes)
-    counts = np.zeros(num_classes, np.int64)
-    compressors = ThreadPoolExecutor(prepared.cfg.reader_threads, thread_name_prefix="deflate")  # both layers' tiles
-    mask_sink = GeoTiffSink(
-        SurveyFolder(out_dir).mask,
-        info.width,
-        info.height,
-        info.crs,
-        info.transform,
-        NO_CLASS,
-        colormap=mask_colormap(meta.class_names),
-        categories=meta.class_names,
-        description="class id (255 = nodata)",
-        pool=compressors,
-    )
-    conf_sink = GeoTiffSink(
-        SurveyFolder(out_dir).confidence,
-        info.width,
-        info.height,
-        info.crs,
-        info.transform,
-        CONFIDENCE_NODATA,
-        pool=compressors,
-    )
-    sinks = {mask_sink: "class ids (255 = nodata)", conf_sink: "max class probability x 255 (0 = nodata)"}
-    created = creation_time()
-    tags = {
-        "MSAF_MODEL": meta.name,
-        "MSAF_MODEL_PRESET": meta.preset,
-        "MSAF_MODEL_SHA256": prepared.model_sha256,
-        "MSAF_SOURCE": info.name,
-        "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
-        "MSAF_PARAMS": json.dumps(plan.as_dict() | {"tta": prepared.cfg.tta}),
-        "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
-        "MSAF_CREATED_UTC": created,
-        "MSAF_CLASSES": json.dumps(meta.class_names),
-    }
-    with rasterio.Env(GDAL_CACHEMAX=prepared.cfg.gdal_cache_mb * 1024 * 1024), compressors:
-        try:
-            # the two layers are written side by side, their tiles compressed by the pool, the next block loaded
-            with ThreadPoolExecutor(2, thread_name_prefix="stitch") as layers, ThreadPoolExecutor(1) as loader:
-                upcoming = loader.submit(_load_checked, store, 0)
-                for index in range(n_blocks):
-                    result = upcoming.result()
-                    if index + 1 < n_blocks:
-                        upcoming = loader.submit(_load_checked, store, index + 1)
-                    writes = [
-                        layers.submit(mask_sink.write, result.core, result.classes),
-                        layers.submit(conf_sink.write, result.core, result.confidence),
-                    ]
-                    counts += result.class_counts(num_classes)
-                    for write in writes:
-                        write.result()
-                builds = [layers.submit(sink.build_cog, tags | {"MSAF_LAYER": layer}) for sink, layer in sinks.items()]
-                for build in builds:
-                    build.result()
-            retire_report(out_dir)  # the old report and record never sit beside the new mask
-            for sink in sinks:
-                sink.publish()
-        except BaseException as exc:
-            for sink in sinks:
-                sink.abort()
-            raise disk_error(exc, out_dir, prepared.output_bytes) from None
-    timings = {"validate_s": prepared.validate_s, "infer_s": infer_s, "cog_s": time.perf_counter() - cog_started}
-    timings["total_s"] = (
-        time.perf_counter() - started if started is not None else prepared.validate_s + infer_s + timings["cog_s"]
-    )
-    megapixels = info.width * info.height / 1e6
-    grid = prepared.grid
-    record = SurveyRecord(
-        software_version=pipeline.__version__,
-        created_utc=created,
-        job=prepared.job,
-        input=InputRecord(**info.describe(), fingerprint=prepared.source_fingerprint),
-        model=ModelRecord(
-            path=str(prepared.model_path),
-            sha256=prepared.model_sha256,
-            name=meta.name,
-            preset=meta.preset,
-            registry=prepared.model_ref,
-            classes=meta.class_names,
-            tile_size=meta.tile_size,
-            gsd_m=meta.gsd_m,
-        ),
-        tiling=TilingRecord(
-            **plan.as_dict(),
-            tiles=grid.n_tiles,
-            blocks=n_blocks,
-            blocks_reused=reused,
-            tile_shape=list(grid.tile_shape),
-            resample_factor=prepared.factor,
-            working_gsd_m=prepared.working_gsd_m,
-            working_shape=[grid.height, grid.width],
-        ),
-        device=str(resolve_device(prepared.cfg.device)),
-        torch=torch.__version__,
-        tta=prepared.cfg.tta,
-        compile=prepared.cfg.compile,
-        workers=prepared.cfg.workers,
-        readers=prepared.cfg.reader_threads,
-        gsd_warning=prepared.gsd_warning,
-        class_pixels=dict(zip(meta.class_names, counts.tolist(), strict=True)),
-        outputs={"mask": SurveyFolder.MASK, "confidence": SurveyFolder.CONFIDENCE},
-        timings=TimingRecord(**{k: round(v, 3) for k, v in timings.items()}),
-        throughput_mpix_s=ThroughputRecord(
-            inference=round(megapixels / infer_s, 3) if infer_s == infer_s else None,
-            end_to_end=round(megapixels / timings["total_s"], 3),
-        ),
-        peak_rss_mb=round(peak_rss_mb(), 1),
-    )
-    record.write(out_dir)
-    store.clear()
-    # stores of earlier runs with other settings describe no output any more: not left behind
-    shutil.rmtree(SurveyFolder(out_dir).blocks, ignore_errors=True)
-    return record
-
-
-def _load_checked(store: BlockStore, index: int) -> BlockResult:
-    try:
-        return store.load(index)
-    except CorruptBlock as exc:
-        store.path(index).unlink(missing_ok=True)
-        raise MsafError(
-            f"block {index} changed on disk after it was inferred ({exc}); rerun the survey to recompute it"
-        ) from None
 
 
 def run_survey(

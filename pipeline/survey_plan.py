@@ -1,5 +1,6 @@
 """One survey, declared once: resolve model -> validate -> plan blocks -> infer blocks -> stitch ->
-report -> track.
+report -> track. The stitch follows the block store from the start, so the COGs are encoded while
+the blocks are inferred; its step finishes them.
 
 The sequence lives here and nowhere else. Who runs each step is a ``StepRunner``: ``LocalRunner``
 calls the steps in this process (``pipeline.survey.run_survey``, the tests); the Prefect flow
@@ -19,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import Params
 from pipeline.report.result import ReportResult
-from pipeline.survey import BlockCounts, PreparedSurvey, infer_blocks, prepare_survey, stitch
+from pipeline.stitch import Stitcher
+from pipeline.survey import BlockCounts, PreparedSurvey, infer_blocks, prepare_survey
 from pipeline.survey_folder import exclusive
 from pipeline.survey_record import SurveyRecord
 
@@ -98,8 +100,8 @@ def _infer_chunk(prepared: PreparedSurvey, indices: list[int]) -> BlockCounts:
     return infer_blocks(prepared, indices)
 
 
-def _stitch(prepared: PreparedSurvey, infer_s: float, reused: int, started: float) -> SurveyRecord:
-    return stitch(prepared, infer_s=infer_s, reused=reused, started=started)
+def _stitch(stitcher: Stitcher, infer_s: float, reused: int, started: float) -> SurveyRecord:
+    return stitcher.finish(infer_s=infer_s, reused=reused, started=started)
 
 
 def _report(request: SurveyRequest) -> ReportResult:
@@ -190,11 +192,13 @@ def run_plan(request: SurveyRequest, runner: StepRunner, prepared: PreparedSurve
         reused = done = total - sum(len(chunk) for chunk in chunks)
         runner.progress(done, total)
         infer_started = time.perf_counter()
-        for counts in runner.fan_out(INFER_BLOCKS, [(prepared, chunk) for chunk in chunks]):
-            done += counts.computed + counts.reused
-            runner.progress(done, total)
-        infer_s = time.perf_counter() - infer_started
-        record = runner.call(STITCH, prepared, infer_s, reused, started)
+        with Stitcher(prepared) as stitcher:  # the COGs are written from the store while blocks land in it
+            stitcher.follow()
+            for counts in runner.fan_out(INFER_BLOCKS, [(prepared, chunk) for chunk in chunks]):
+                done += counts.computed + counts.reused
+                runner.progress(done, total)
+            infer_s = time.perf_counter() - infer_started
+            record = runner.call(STITCH, stitcher, infer_s, reused, started)
         summary = runner.call(REPORT, request) if request.report else None
         mlflow_run = runner.call(TRACK, request, record, summary) if request.track else None
     return SurveyOutcome(record=record, report=summary, mlflow_run=mlflow_run)
