@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import MsafError
 
@@ -419,22 +420,41 @@ class Params(_Strict):
             raise ValueError(f"train.distill.sets names {unknown}: not a data set of data.sets")
         return self
 
-    def resolve_paths(self, base: Path) -> Params:
-        """Paths in params.yaml are relative to the file; make them absolute."""
+    _base: Path | None = PrivateAttr(None)  # the folder of params.yaml, once paths are resolved against it
+
+    def _with_paths(self, change: Callable[[Path], Path]) -> Params:
+        """A copy with ``change`` applied to every path (the one list of them)."""
         copy = self.model_copy(deep=True)
-        copy.data.images = (base / copy.data.images).resolve()
-        copy.data.masks = (base / copy.data.masks).resolve()
+        copy.data.images = change(Path(copy.data.images))
+        copy.data.masks = change(Path(copy.data.masks))
         for spec in copy.data.sets:
             for key in ("images", "masks", "labelset"):
                 if getattr(spec, key) is not None:
-                    setattr(spec, key, (base / getattr(spec, key)).resolve())
-        copy.train.out = (base / copy.train.out).resolve()
+                    setattr(spec, key, change(Path(getattr(spec, key))))
+        copy.train.out = change(Path(copy.train.out))
         if copy.train.init not in INIT_KEYWORDS:
-            copy.train.init = str((base / copy.train.init).resolve())
+            copy.train.init = str(change(Path(copy.train.init)))
         if copy.train.distill.teacher not in (*INIT_KEYWORDS, "init"):
-            copy.train.distill.teacher = str((base / copy.train.distill.teacher).resolve())
-        copy.survey.model = (base / copy.survey.model).resolve()
+            copy.train.distill.teacher = str(change(Path(copy.train.distill.teacher)))
+        copy.survey.model = change(Path(copy.survey.model))
         return copy
+
+    def resolve_paths(self, base: Path) -> Params:
+        """Paths in params.yaml are relative to the file; make them absolute."""
+        resolved = self._with_paths(lambda path: (base / path).resolve())
+        resolved._base = base.resolve()
+        return resolved
+
+    def recorded(self) -> dict[str, Any]:
+        """The params as a checkpoint records them: paths inside the project relative to it again, so
+        the same training in a clone elsewhere writes the same bytes (absolute paths made a fresh
+        clone's `make repro` differ from the recorded model in its metadata alone)."""
+        base = self._base
+
+        def relative(path: Path) -> Path:
+            return path.relative_to(base) if base is not None and path.is_relative_to(base) else path
+
+        return self._with_paths(relative).model_dump(mode="json")
 
 
 def _describe(error: ValidationError, source: Path) -> str:

@@ -108,7 +108,9 @@ def test_repro_runs_every_stage_and_gates_the_candidate_against_the_shipped_cham
     assert history[0].startswith("epoch,") and len(history) == 2
 
 
-def test_forced_rerun_reproduces_the_model_bit_for_bit(project):
+def test_forced_rerun_reproduces_the_model_bit_for_bit(project, tmp_path):
+    """Also in a copy of the project in another folder (a clone elsewhere): the checkpoint records
+    its params' paths relative to the project, so nothing in the file depends on where it lies."""
     model = project / "models" / "candidate.safetensors"
     before = md5(model), json.loads((project / "metrics" / "train_run.json").read_text())["weights_sha256"]
     run(["dvc", "repro", "--force"], project)
@@ -116,6 +118,10 @@ def test_forced_rerun_reproduces_the_model_bit_for_bit(project):
     assert before == after
     decision = json.loads((project / "metrics" / "registry.json").read_text())
     assert decision["version"] == "3" and decision["promoted"] is False  # the same candidate, the same verdict
+    elsewhere = tmp_path / "somewhere" / "else"
+    shutil.copytree(project, elsewhere, symlinks=True)
+    run(["dvc", "repro", "--force", "--single-item", "train"], elsewhere)
+    assert md5(elsewhere / "models" / "candidate.safetensors") == before[0]
 
 
 def test_changing_train_lr_reruns_train_evaluate_register_but_not_prepare(project):

@@ -77,7 +77,7 @@ def test_no_module_of_the_library_is_in_an_import_cycle():
     assert cycles == []
 
 
-SURVEY_STEPS = {"prepare_survey", "infer_blocks", "stitch", "run_survey", "resolve_default_model", "report_survey"}
+SURVEY_STEPS = {"prepare_survey", "infer_blocks", "Stitcher", "run_survey", "resolve_default_model", "report_survey"}
 
 
 def _called_names(path: Path, function: str | None = None) -> set[str]:

@@ -64,20 +64,20 @@ def test_blocks_followed_as_they_land_give_the_same_files_as_a_stitch_afterwards
     assert not following.store_dir.exists()  # cleared once the files are in place
 
 
-def test_a_block_changed_on_disk_while_followed_fails_the_finish_and_leaves_nothing_half_written(
-    tmp_path, held_blocks
-):
+def test_a_block_changed_on_disk_while_followed_fails_the_finish_and_leaves_nothing_half_written(tmp_path, held_blocks):
     _, following, held = held_blocks
-    with pytest.raises(MsafError, match="block 3 changed on disk after it was inferred"):
-        with Stitcher(following, poll_s=0.005) as stitcher:
-            stitcher.follow()
-            for index in range(following.n_blocks):
-                payload = (held / f"block_{index:06d}.blk").read_bytes()
-                _land(held, following.store_dir, index, payload[:-7] if index == 3 else None)
-            deadline = time.monotonic() + 60  # the follower finds it and discards it before finish is called
-            while (following.store_dir / "block_000003.blk").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            stitcher.finish()
+    with (
+        pytest.raises(MsafError, match="block 3 changed on disk after it was inferred"),
+        Stitcher(following, poll_s=0.005) as stitcher,
+    ):
+        stitcher.follow()
+        for index in range(following.n_blocks):
+            payload = (held / f"block_{index:06d}.blk").read_bytes()
+            _land(held, following.store_dir, index, payload[:-7] if index == 3 else None)
+        deadline = time.monotonic() + 60  # the follower finds it and discards it before finish is called
+        while (following.store_dir / "block_000003.blk").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stitcher.finish()
     out = tmp_path / "following"
     assert sorted(p.name for p in out.iterdir()) == [".msaf-blocks"]  # no COG, no spool, no survey.json
     assert not (following.store_dir / "block_000003.blk").exists()  # the bad block goes, to be recomputed

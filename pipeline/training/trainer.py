@@ -372,7 +372,7 @@ def train_model(
             | ({"kind": "geo", "labelset": str(s.labelset)} if s.kind == "geo" else {})
             for s in data.manifest.sets
         },
-        params=params.model_dump(mode="json"),
+        params=params.recorded(),
     )
     sha = save_checkpoint(out, model, metadata)
     discard_state(folder)
