@@ -119,7 +119,7 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     torch.set_num_threads(threads)
     meta = read_metadata(model)
     device = torch.device("cpu")
-    survey._MODELS[(str(model), file_sha256(model), str(device), 1.0)] = (NullNetwork(len(meta.classes), null).eval(), meta)
+    survey._MODELS[(str(model), file_sha256(model), str(device))] = (NullNetwork(len(meta.classes), null).eval(), meta)
     timed("read + decode", BlockReader, "read")
     timed("nodata fill", runner, "mirror_fill")
     timed("upload", runner.TileRunner, "_upload")

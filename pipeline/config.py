@@ -299,11 +299,6 @@ class SurveyConfig(_Strict):
     model: Path = Path("models/model.safetensors")
     tile: int | None = Field(None, ge=16, description="tile side; default: the model's training tile size")
     overlap: int | None = Field(None, ge=0, description="tile overlap in px; default: tile // 4")
-    context: Literal["training", "tile"] = Field(
-        "training",
-        description="the network's pooled context on tiles other than the training crop: training = cells of"
-        " the trained size in px; tile = the grids over the whole tile (cells grow with the tile)",
-    )
     block: int = Field(
         4096,
         ge=32,

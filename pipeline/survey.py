@@ -36,7 +36,6 @@ from pipeline.inference.device import resolve_device
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
-from pipeline.model.msaf import set_context_scale
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.stop import raise_if_stopped
 from pipeline.survey_folder import (
@@ -63,30 +62,21 @@ class TilingPlan:
     overlap: int
     block: int
     batch: int
-    context_scale: float = 1.0  # MSAF context grids x this (tile / training tile with survey.context: training)
 
-    def as_dict(self) -> dict[str, int | float]:
-        """Tile, overlap, block, batch and context scale (recorded in survey.json and the COG tags)."""
-        return {
-            "tile": self.tile,
-            "overlap": self.overlap,
-            "block": self.block,
-            "batch": self.batch,
-            "context_scale": self.context_scale,
-        }
+    def as_dict(self) -> dict[str, int]:
+        """Tile, overlap, block and batch (recorded in survey.json and the COG tags)."""
+        return {"tile": self.tile, "overlap": self.overlap, "block": self.block, "batch": self.batch}
 
 
 def plan_tiling(cfg: SurveyConfig, meta: ModelMetadata) -> TilingPlan:
-    """Tile size defaults to the model's training scale; overlap to a quarter tile; the context scale
-    keeps the network's pooled context cells at their trained size in px (``survey.context``)."""
+    """Tile size defaults to the model's training scale; overlap to a quarter tile."""
     tile = cfg.tile or meta.tile_size
     overlap = cfg.overlap if cfg.overlap is not None else tile // 4
     if 2 * overlap >= tile:
         raise MsafError(
             f"overlap ({overlap}) must be under half the tile ({tile}): each pixel would be inferred 4x or more"
         )
-    context_scale = tile / meta.tile_size if cfg.context == "training" else 1.0
-    return TilingPlan(tile, overlap, cfg.block, cfg.batch, context_scale)
+    return TilingPlan(tile, overlap, cfg.block, cfg.batch)
 
 
 def resample_factor(info: SourceInfo, meta: ModelMetadata, cfg: SurveyConfig) -> float:
@@ -355,22 +345,16 @@ def prepare_survey(
     return prepared
 
 
-_MODELS: dict[tuple[str, str, str, float], tuple[torch.nn.Module, ModelMetadata]] = {}
+_MODELS: dict[tuple[str, str, str], tuple[torch.nn.Module, ModelMetadata]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def cached_model(
-    path: Path, sha256: str, device: torch.device, context_scale: float = 1.0
-) -> tuple[torch.nn.Module, ModelMetadata]:
-    """Load a checkpoint once per process and context scale (a Dask worker serves many chunks with
-    one model; surveys with other tiles in the same process get their own copy, never a shared
-    module whose context scale another survey changes)."""
-    key = (str(path), sha256, str(device), context_scale)
+def cached_model(path: Path, sha256: str, device: torch.device) -> tuple[torch.nn.Module, ModelMetadata]:
+    """Load a checkpoint once per process (a Dask worker serves many chunks with one model)."""
+    key = (str(path), sha256, str(device))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            model, meta = load_checkpoint(path, device)
-            set_context_scale(model, context_scale)
-            _MODELS[key] = (model, meta)
+            _MODELS[key] = load_checkpoint(path, device)
         return _MODELS[key]
 
 
@@ -397,7 +381,7 @@ def infer_blocks(
         if not todo:
             return BlockCounts(computed=0, reused=len(wanted))
         device = resolve_device(cfg.device)
-        model, meta = cached_model(prepared.model_path, prepared.model_sha256, device, prepared.plan.context_scale)
+        model, meta = cached_model(prepared.model_path, prepared.model_sha256, device)
         runners = [
             TileRunner(
                 model,

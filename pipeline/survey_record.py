@@ -67,7 +67,6 @@ class TilingRecord(_Record):
     overlap: int
     block: int
     batch: int
-    context_scale: float = 1.0  # MSAF context grids x this (1 before survey.context existed)
     tiles: int
     blocks: int
     blocks_reused: int

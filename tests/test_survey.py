@@ -319,19 +319,3 @@ def test_mosaic_cli_writes_ortho_and_exact_truth(tmp_path, cfd_dir):
     np.testing.assert_array_equal(labels == 255, ~footprint)
     crack_share = (labels == 1).sum() / footprint.sum()
     assert 0.005 < crack_share < 0.05  # CFD photos carry ~1.6 % crack pixels
-
-
-def test_larger_tiles_keep_the_trained_context_cells_unless_told(tmp_path, tiny_model, crack_mosaic):
-    """survey.context reaches the network: a tile twice the training crop pools cells of the trained
-    size (context scale 2, recorded); context 'tile' pools over the whole tile (scale 1), and the two
-    answer differently. The training tile's survey is scale 1 either way."""
-    ortho, _ = crack_mosaic
-    default = survey(ortho, tmp_path / "default", tiny_model)
-    scaled = survey(ortho, tmp_path / "scaled", tiny_model, tile=256, overlap=32)
-    whole = survey(ortho, tmp_path / "whole", tiny_model, tile=256, overlap=32, context="tile")
-    assert (default.tiling.tile, default.tiling.context_scale) == (128, 1.0)
-    assert (scaled.tiling.tile, scaled.tiling.context_scale) == (256, 2.0)
-    assert whole.tiling.context_scale == 1.0
-    with rasterio.open(tmp_path / "scaled" / "mask.tif") as mask:
-        assert json.loads(mask.tags()["MSAF_PARAMS"])["context_scale"] == 2.0
-    assert not np.array_equal(read(tmp_path / "scaled" / "confidence.tif"), read(tmp_path / "whole" / "confidence.tif"))

@@ -26,10 +26,7 @@ class MSAF(nn.Module):
 
     ``out = 2*x*w + 2*residual*(1-w)`` with ``w = sigmoid(local + global + sum_k context_k)``.
     Context branches pool ``x + residual`` to k x k grids, so a pixel's weight depends on the
-    whole map: tiled inference must use one global tile grid. ``context_scale`` (set by
-    `set_context_scale`, 1 in training) multiplies every grid, the global pool's included: a tile s
-    times the training crop then pools cells of the size the network was trained on, rather than
-    cells s times larger that mix distant parts of a wall.
+    whole map: tiled inference must use one global tile grid.
 
     Args:
         channels: channel count C of both inputs.
@@ -49,33 +46,16 @@ class MSAF(nn.Module):
         self.local_att = _bottleneck(channels, r)
         self.global_att = _bottleneck(channels, r)
         self.context_att = nn.ModuleList(_bottleneck(channels, r) for _ in self.grids)
-        self.context_scale = 1.0
-
-    def _pooled(self, xa: torch.Tensor, grid: int, branch: nn.Module) -> torch.Tensor:
-        """``branch`` of ``xa`` pooled to ``grid`` (times the context scale) cells, at ``xa``'s size."""
-        cells = max(1, round(grid * self.context_scale))
-        return F.interpolate(branch(F.adaptive_avg_pool2d(xa, cells)), size=xa.shape[-2:], mode="nearest")
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Fuse the detail branch ``x`` with the context branch ``residual`` (same shape)."""
         if x.shape != residual.shape:
             raise ValueError(f"MSAF inputs differ in shape: {tuple(x.shape)} vs {tuple(residual.shape)}")
+        height, width = x.shape[-2:]
         xa = x + residual
-        if self.context_scale == 1.0:  # the training path: the global pool broadcasts
-            logits = self.local_att(xa) + self.global_att(F.adaptive_avg_pool2d(xa, 1))
-        else:
-            logits = self.local_att(xa) + self._pooled(xa, 1, self.global_att)
+        logits = self.local_att(xa) + self.global_att(F.adaptive_avg_pool2d(xa, 1))
         for grid, branch in zip(self.grids, self.context_att, strict=False):
-            logits = logits + self._pooled(xa, grid, branch)
+            pooled = branch(F.adaptive_avg_pool2d(xa, grid))
+            logits = logits + F.interpolate(pooled, size=(height, width), mode="nearest")
         weight = torch.sigmoid(logits)
         return 2 * x * weight + 2 * residual * (1 - weight)
-
-
-def set_context_scale(model: nn.Module, scale: float) -> None:
-    """Scale the context grids of every MSAF in ``model`` (1: as trained; tile / training tile: the
-    trained cell size in px on larger or smaller tiles). Other modules are left alone."""
-    if not scale > 0:
-        raise ValueError(f"context scale must be > 0, got {scale}")
-    for module in model.modules():
-        if isinstance(module, MSAF):
-            module.context_scale = float(scale)

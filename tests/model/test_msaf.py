@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from pipeline.model import MSAF, build_model
-from pipeline.model.msaf import set_context_scale
+from pipeline.model import MSAF
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
@@ -81,36 +80,3 @@ def test_branch_count_and_parameters_follow_grids():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="differ in shape"):
         MSAF(4)(torch.zeros(1, 4, 3, 3), torch.zeros(1, 4, 3, 4))
-
-
-@pytest.mark.parametrize("scale", [2, 3])
-def test_context_scale_keeps_the_trained_cell_size(scale):
-    """A map made of scale x scale copies of a tile, fused with the grids scaled, is those copies of
-    the tile's own fusion: every pooled cell covers the same pixels as on the tile (one copy's
-    global pool included), so no cell mixes copies. Unscaled, the larger map's cells would differ."""
-    msaf = MSAF(8, grids=(4, 8)).eval()
-    _randomise(msaf, seed=5)
-    gen = torch.Generator().manual_seed(1)
-    x, residual = torch.randn(1, 8, 16, 16, generator=gen), torch.randn(1, 8, 16, 16, generator=gen)
-    expected = msaf(x, residual).repeat(1, 1, scale, scale)
-    big_x, big_residual = x.repeat(1, 1, scale, scale), residual.repeat(1, 1, scale, scale)
-    unscaled = msaf(big_x, big_residual)
-    set_context_scale(msaf, scale)
-    torch.testing.assert_close(msaf(big_x, big_residual), expected)
-    assert not torch.allclose(unscaled, expected, atol=1e-3)
-
-
-def test_set_context_scale_reaches_every_msaf_of_a_network():
-    model = build_model("dsnet-tiny", 3).eval()
-    fusions = [m for m in model.modules() if isinstance(m, MSAF)]
-    assert len(fusions) == 3 and all(m.context_scale == 1.0 for m in fusions)
-    image = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        before = model(image)
-        set_context_scale(model, 1)
-        assert torch.equal(model(image), before)  # scale 1 is the trained path, bit for bit
-        set_context_scale(model, 4)
-        assert all(m.context_scale == 4.0 for m in fusions)
-        assert not torch.allclose(model(image), before)
-    with pytest.raises(ValueError, match="context scale must be > 0"):
-        set_context_scale(model, 0)
