@@ -2,7 +2,7 @@
 # The first thing to run on a GPU machine (one command, <= 8 minutes): the shipped model's survey
 # throughput on a 16384² JPEG-tiled raster (model-only, survey, naive), the engine alone with a null
 # network on 4, 8 and 16 CPU cores, and the network's forward speed (fp32 / bf16 / channels_last /
-# compile). Numbers go to JSON files in OUT_DIR for the README's GPU table.
+# compile, with the share of the chip's bf16 peak). Numbers go to JSON files in OUT_DIR for the README's GPU table.
 #
 #   bash bench/gpu_check.sh [OUT_DIR]          # on the GPU machine (default OUT_DIR: $OUT or bench-out)
 #   bash bench/gpu_check.sh --dry [OUT_DIR]    # the same steps on CPU with a tiny raster (the test suite)
@@ -36,8 +36,14 @@ fi
 "$PY" bench/engine_throughput.py --model "$MODEL" --size $ENGINE_SIZE --block $ENGINE_BLOCK --cores $CORES \
   --workdir "$OUT_DIR/rasters" \
   --out "$OUT_DIR/engine_throughput.json"
-if [ "$DRY" = 0 ]; then
-  "$PY" bench/model_speed.py --presets dsnet --tile 1024 --batch 16 --seconds 3 | tee "$OUT_DIR/model_speed.txt"
+# the shipped network's forward alone: Mpix/s, TFLOP/s and the share of the GPU's bf16 peak
+if [ "$DRY" = 1 ]; then
+  "$PY" bench/model_speed.py --model "$MODEL" --tile 64 --batch 1 --seconds 0.1 --out "$OUT_DIR/model_speed.json"
+else
+  for TILE in 256 1024; do  # the survey's tile, and the larger tile the GPU issue proposes
+    "$PY" bench/model_speed.py --model "$MODEL" --cuda-only --tile $TILE --batch $((16777216 / (TILE * TILE))) --seconds 2 \
+      --out "$OUT_DIR/model_speed_$TILE.json"
+  done
 fi
 rm -rf "$OUT_DIR/rasters"
 echo "gpu_check: results in $OUT_DIR"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -36,6 +38,11 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     expected = {"read + decode", "nodata fill", "decision + quantise", "block write (tiles compressed)", "COG layout"}
     assert expected | {"block store"} <= set(stages)
     assert stages["network (null)"] < one["seconds"]  # the null network is not what takes the time
+    speed = json.loads((tmp_path / "model_speed.json").read_text())
+    assert [r["mode"] for r in speed["rows"]] == ["fp32", "fp32+channels_last"]  # no CUDA rows on a CPU
+    for row in speed["rows"]:
+        assert row["network"] == "msaf-dsnet.safetensors" and row["mpix_s"] > 0
+        assert 200 < row["gflop_per_mpix"] < 280 and row["bf16_peak_share"] is None  # 233 at 256 px tiles
     assert not (tmp_path / "rasters").exists()  # generated rasters are not left behind
 
 
@@ -57,3 +64,17 @@ def test_the_engine_bench_runs_this_code_against_another_checkout_in_pairs(tmp_p
     ratios = [float(line.rsplit("ratio ", 1)[1]) for line in lines if line.startswith("pair ")]
     assert len(ratios) == 2 and all(0.5 < r < 2 for r in ratios)
     assert lines[-1].startswith("this / that over 2 pairs: mean ")
+
+
+def test_model_speed_counts_a_convolutions_flops_exactly_and_knows_the_chips_peaks():
+    """2 FLOPs per multiply-add: a 3x3 convolution from 3 to 8 channels is 2 * 3 * 8 * 9 = 432 per
+    pixel (bias and padding aside); the bf16 peak is looked up by the GPU's name, the specific first."""
+    spec = importlib.util.spec_from_file_location("model_speed", REPO / "bench" / "model_speed.py")
+    model_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_speed)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert model_speed.flops_per_pixel(conv, 32) == 432
+    assert model_speed.bf16_peak_tflops("NVIDIA H200") == 989.0
+    assert model_speed.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert model_speed.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert model_speed.bf16_peak_tflops("Tesla T4") is None

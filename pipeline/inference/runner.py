@@ -70,10 +70,13 @@ class TileRunner:
         self.batch = batch
         self.tile_shape = tile_shape
         self.tta = tta
-        cuda = device.type == "cuda"
-        self.model = model.to(device).eval()
-        memory_format = torch.channels_last if cuda else torch.contiguous_format
-        self.model = self.model.to(memory_format=memory_format)  # type: ignore[call-overload]
+        # The weights channels_last on every device: the GPU's bf16 tensor cores want it, and on a CPU
+        # oneDNN then runs every convolution channels_last (the first converts the input), the shipped
+        # model 1.15-1.7x faster. The batch buffer is channels_last only on a GPU: on a CPU the
+        # engine's own elementwise work on it is faster in the plain layout, and the network's
+        # output is the same bit for bit either way (tested).
+        self.model = model.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.forward = torch.compile(self.model) if compile else self.model
         self.standardise = Standardise(mean, std, device)
         self.mean = self.standardise.mean  # what padding and fully nodata tiles are filled with (scales to 0)

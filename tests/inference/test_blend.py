@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pipeline.inference.blend import blend_block, infer_block
-from pipeline.inference.runner import TileRunner
+from pipeline.inference.runner import TileRunner, flush_denormals
 from pipeline.raster.grid import Box, TileGrid
 
 MEAN, STD = (120.0, 110.0, 100.0), (40.0, 40.0, 40.0)
@@ -153,3 +153,29 @@ def test_the_footprint_edge_is_not_read_as_a_crack(tmp_path, crack_mosaic):
     near_edge = valid & (ndimage.distance_transform_edt(valid) <= 8)
     predicted, true = int(((pred == 1) & near_edge).sum()), int(((labels == 1) & near_edge).sum())
     assert predicted < 1.5 * true  # mirror 686 vs 599 true; push-pull 1769; a flat mean-colour fill 4242 (7x)
+
+
+def test_cpu_runner_runs_the_weights_channels_last_on_a_plain_batch_with_the_same_answer():
+    """The weights are channels_last (oneDNN's fast convolutions), the batch buffer plain (the engine's
+    own elementwise work is faster so on a CPU); the first convolution converts the input, and the
+    answer is bit for bit the network's on a channels_last input."""
+    from pipeline.model import build_model
+
+    model = build_model("dsnet-tiny", 3).eval()
+    tiles = np.random.default_rng(4).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = TileRunner(model, MEAN, STD, torch.device("cpu"), 3, (64, 64))
+        convs = [m for m in runner.model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+        assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+        assert runner._inputs.is_contiguous()
+        probabilities = runner.predict(tiles)
+        standardised = (torch.from_numpy(tiles).permute(0, 3, 1, 2).float() - torch.tensor(MEAN).view(1, 3, 1, 1)) / (
+            torch.tensor(STD).view(1, 3, 1, 1)
+        )
+        with torch.inference_mode(), flush_denormals(torch.device("cpu")):  # as the runner does
+            expected = model(standardised.contiguous(memory_format=torch.channels_last)).softmax(dim=1)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(probabilities, expected.numpy())
