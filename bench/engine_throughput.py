@@ -5,7 +5,9 @@ classes (negligible compute, same input and output shapes), everything else is t
 survey` engine: JPEG decoding by the reader threads, nodata fill, upload, blending, the calibrated
 decision, the block store, both COGs with overviews. Each core count runs in its own process
 pinned to that many cores (`taskset`), with that many torch threads; the time spent in each stage
-is summed over threads (stages overlap, so the sum can exceed the wall time).
+is summed over threads (stages overlap, so the sum can exceed the wall time). "Host-side" adds up
+the stages a GPU host keeps on its CPU cores (the rest runs on the device there): per core, the
+rate one host core sustains, so a GPU box needs its network's rate over that many cores.
 
     python bench/engine_throughput.py --size 4096 --cores 1 2 --out metrics/engine_throughput.json
 """
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from childenv import python_path
 from rich.console import Console
 from rich.table import Table
 
@@ -69,6 +72,11 @@ class NullNetwork(torch.nn.Module):
         weight = self.mix.weight.flatten(1)[:, :, None, None]  # strides (3, 1, 1, 1): the plain layout
         return torch.nn.functional.conv2d(image, weight, self.mix.bias)
 
+
+# What stays on the CPU cores of a GPU host: decoding, the footprint fill (scipy's distance
+# transform), the block store and the COGs. Standardising, the network, softmax, blending and the
+# decision run on the device there, so the cores a GPU box needs are its rate over these stages' rate.
+HOST_STAGES = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)", "COG layout")
 
 STAGES: dict[str, float] = defaultdict(float)
 _LOCK = threading.Lock()
@@ -142,14 +150,18 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     stages = dict(STAGES)
     inner = sum(stages.get(k, 0.0) for k in ("nodata fill", "upload", "network (null)"))
     stages["blend (accumulate)"] = stages.pop("tiles + blend (all of it)", 0.0) - inner
+    host_s = sum(stages.get(k, 0.0) for k in HOST_STAGES)
+    mpix = record.input.width * record.input.height / 1e6
     return {
         "cores": cores,
         "workers": workers,
         "torch_threads": threads,
         "null": null,
         "seconds": seconds,
-        "mpix_s": record.input.width * record.input.height / 1e6 / seconds,
+        "mpix_s": mpix / seconds,
         "stages": stages,
+        "host_s": host_s,
+        "host_mpix_s_per_core": mpix / host_s if host_s else None,  # host_s is core-seconds
         "timings": record.timings.model_dump(),
     }
 
@@ -240,6 +252,8 @@ def main() -> None:
     table.add_row("Mpix/s end to end", *(f"{r['mpix_s']:.1f}" for r in results))
     if len(results) > 1:
         table.add_row("speed-up vs first", *(f"{r['mpix_s'] / results[0]['mpix_s']:.2f}x" for r in results))
+    table.add_row("host-side s (GPU host's CPU work)", *(f"{r['host_s']:.2f}" for r in results))
+    table.add_row("host-side Mpix/s per core", *(f"{r['host_mpix_s_per_core']:.1f}" for r in results))
     Console(width=150).print(table)
     if args.out:
         from pipeline.fsutil import write_json
@@ -257,7 +271,8 @@ def _child_run(
     command += ["--batch", str(args.batch), "--workers", args.workers, "--torch-threads", args.torch_threads]
     command += ["--null", args.null]
     threads = str(cores if args.torch_threads == "cores" else args.torch_threads)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(checkout)}  # that checkout's pipeline
+    # that checkout's pipeline first; what PYTHONPATH already held after it (a GPU host's wheels in /tmp/site)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": python_path(checkout)}
     return command, {"env": env}
 
 

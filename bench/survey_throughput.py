@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from childenv import python_path
 from rich.console import Console
 from rich.table import Table
 
@@ -237,7 +239,10 @@ def main() -> None:
                 "--readers",
                 str(args.readers),
             ]
-            done = subprocess.run(command, capture_output=True, text=True)
+            # this checkout's pipeline in the child (a worktree's bench measures its own code, not the
+            # editable install's), the PYTHONPATH entries already there kept (a GPU host's wheels)
+            env = {**os.environ, "PYTHONPATH": python_path(REPO)}
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode:
                 sys.exit(f"{mode} at {size}² failed:\n{done.stderr[-4000:]}")
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -38,6 +38,9 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     expected = {"read + decode", "nodata fill", "decision + quantise", "block write (tiles compressed)", "COG layout"}
     assert expected | {"block store"} <= set(stages)
     assert stages["network (null)"] < one["seconds"]  # the null network is not what takes the time
+    host = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)", "COG layout")
+    assert one["host_s"] == pytest.approx(sum(stages[k] for k in host)) and one["host_s"] > 0
+    assert one["host_mpix_s_per_core"] == pytest.approx(256 * 256 / 1e6 / one["host_s"])
     speed = json.loads((tmp_path / "model_speed.json").read_text())
     assert [r["mode"] for r in speed["rows"]] == ["fp32", "fp32+channels_last"]  # no CUDA rows on a CPU
     for row in speed["rows"]:
@@ -78,3 +81,15 @@ def test_model_speed_counts_a_convolutions_flops_exactly_and_knows_the_chips_pea
     assert model_speed.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert model_speed.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert model_speed.bf16_peak_tflops("Tesla T4") is None
+
+
+def test_bench_children_import_their_own_checkout_and_keep_the_carried_wheels(monkeypatch, tmp_path):
+    """A worktree's bench must time its own code (the editable install points at this checkout), and
+    on a GPU host the wheels carried into /tmp/site must stay importable in the children."""
+    spec = importlib.util.spec_from_file_location("childenv", REPO / "bench" / "childenv.py")
+    childenv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(childenv)
+    monkeypatch.setenv("PYTHONPATH", f"/tmp/site{os.pathsep}{REPO}")
+    assert childenv.python_path(tmp_path).split(os.pathsep) == [str(tmp_path), "/tmp/site", str(REPO)]
+    monkeypatch.delenv("PYTHONPATH")
+    assert childenv.python_path(tmp_path) == str(tmp_path)

@@ -155,10 +155,12 @@ def test_the_footprint_edge_is_not_read_as_a_crack(tmp_path, crack_mosaic):
     assert predicted < 1.5 * true  # mirror 686 vs 599 true; push-pull 1769; a flat mean-colour fill 4242 (7x)
 
 
-def test_cpu_runner_runs_the_weights_channels_last_on_a_plain_batch_with_the_same_answer():
-    """The weights are channels_last (oneDNN's fast convolutions), the batch buffer plain (the engine's
-    own elementwise work is faster so on a CPU); the first convolution converts the input, and the
-    answer is bit for bit the network's on a channels_last input."""
+def test_cpu_runner_runs_the_folded_network_channels_last_on_a_plain_batch_with_the_same_answer():
+    """The runner's network is a copy with the batch norms folded, its weights channels_last (oneDNN's
+    fast convolutions); the batch buffer stays plain on a CPU (the engine's own elementwise work is
+    faster so). The first convolution converts the input: the answer is bit for bit the folded
+    network's on a channels_last input, and the caller's model keeps its batch norms."""
+    from pipeline.inference.fold import fold_batch_norms
     from pipeline.model import build_model
 
     model = build_model("dsnet-tiny", 3).eval()
@@ -170,12 +172,15 @@ def test_cpu_runner_runs_the_weights_channels_last_on_a_plain_batch_with_the_sam
         convs = [m for m in runner.model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
         assert runner._inputs.is_contiguous()
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in runner.model.modules()) == 2  # the two not after a conv
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 50
         probabilities = runner.predict(tiles)
         standardised = (torch.from_numpy(tiles).permute(0, 3, 1, 2).float() - torch.tensor(MEAN).view(1, 3, 1, 1)) / (
             torch.tensor(STD).view(1, 3, 1, 1)
         )
+        folded = fold_batch_norms(model).to(memory_format=torch.channels_last)
         with torch.inference_mode(), flush_denormals(torch.device("cpu")):  # as the runner does
-            expected = model(standardised.contiguous(memory_format=torch.channels_last)).softmax(dim=1)
+            expected = folded(standardised.contiguous(memory_format=torch.channels_last)).softmax(dim=1)
     finally:
         torch.set_num_threads(before)
     np.testing.assert_array_equal(probabilities, expected.numpy())
