@@ -1,7 +1,8 @@
 """Forward throughput (Mpix/s) of each model preset or a checkpoint, on CPU and, when present, CUDA.
 
 CUDA rows: fp32, bf16 autocast, bf16 + channels_last, bf16 + channels_last + torch.compile.
-Ratios are against the fp32 row of the same network measured in the same run. Each row also says
+Ratios are against the fp32 row of the same network measured in the same run. Every row runs the
+network as surveys do, its batch norms folded into the convolutions (`pipeline/inference/fold.py`). Each row also says
 how much arithmetic that rate is (the network's multiply-adds per pixel, counted by torch's
 FlopCounterMode on one tile, times the rate) and, on a GPU whose dense bf16 peak is known, which
 share of that peak it reaches: how far the network is from the chip's limit.
@@ -25,6 +26,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.checkpoint import load_checkpoint
+from pipeline.inference.fold import fold_batch_norms
 from pipeline.model import PRESETS, build_model, count_parameters
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets; the first
@@ -75,8 +77,8 @@ def _time(step: Callable[[], object], sync: Callable[[], None], seconds: float, 
 
 
 def measure(model: torch.nn.Module, device: torch.device, mode: str, tile: int, batch: int, seconds: float) -> float:
-    """Mpix/s of one inference configuration."""
-    model = model.eval().to(device)
+    """Mpix/s of one inference configuration, the network as surveys run it (batch norms folded)."""
+    model = fold_batch_norms(model).to(device)
     x = torch.randn(batch, 3, tile, tile, device=device)
     memory_format = torch.channels_last if "channels_last" in mode else torch.contiguous_format
     model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
@@ -128,11 +130,14 @@ def main() -> None:
         network = make()
         params_m = count_parameters(network, include_aux=False) / 1e6
         baseline: dict[str, float] = {}
+        gflop_at: dict[int, float] = {}  # per tile side: counting runs a forward on the CPU
         for device_name, mode in rows:
             device = torch.device(device_name)
             tile = args.tile or (1024 if device.type == "cuda" else 512)
             batch = args.batch or (16 if device.type == "cuda" else 2)
-            gflop_per_mpix = flops_per_pixel(make(), tile) / 1e3
+            if tile not in gflop_at:
+                gflop_at[tile] = flops_per_pixel(make(), tile) / 1e3
+            gflop_per_mpix = gflop_at[tile]
             mpix = measure(make(), device, mode, tile, batch, args.seconds)
             baseline.setdefault(device_name, mpix)
             tflops = mpix * gflop_per_mpix / 1e6
