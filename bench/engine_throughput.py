@@ -68,7 +68,8 @@ class NullNetwork(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # in the input's layout: the engine makes every network's weights channels_last (fast for real
-        # convolutions on a CPU), which would take this 3x3 mix down oneDNN's slow path (7 ms a batch, not 2.6)
+        # convolutions on a CPU), which would take this 1x1, 3-to-3-channel mix down oneDNN's slow path
+        # (7 ms a batch, not 2.6)
         weight = self.mix.weight.flatten(1)[:, :, None, None]  # strides (3, 1, 1, 1): the plain layout
         return torch.nn.functional.conv2d(image, weight, self.mix.bias)
 

@@ -96,11 +96,12 @@ def measure(model: torch.nn.Module, device: torch.device, mode: str, tile: int, 
     return batch * tile * tile / _time(step, sync, seconds, warmup) / 1e6
 
 
-def networks(presets: list[str], checkpoint: Path | None) -> dict[str, Callable[[], torch.nn.Module]]:
-    """Name -> a fresh copy of each network to time (a checkpoint's trained weights, or random presets)."""
+def networks(presets: list[str], checkpoint: Path | None) -> dict[str, torch.nn.Module]:
+    """Name -> each network to time (a checkpoint's trained weights, or random presets); every row
+    times its own folded copy (``measure``), so one instance serves them all."""
     if checkpoint is not None:
-        return {checkpoint.name: lambda: load_checkpoint(checkpoint)[0]}
-    return {preset: (lambda p=preset: build_model(p, 2)) for preset in presets}
+        return {checkpoint.name: load_checkpoint(checkpoint)[0]}
+    return {preset: build_model(preset, 2) for preset in presets}
 
 
 def main() -> None:
@@ -126,8 +127,7 @@ def main() -> None:
                    "TFLOP/s", "bf16 peak"):  # fmt: skip
         table.add_column(column)
     results = []
-    for name, make in networks(args.presets, args.model).items():
-        network = make()
+    for name, network in networks(args.presets, args.model).items():
         params_m = count_parameters(network, include_aux=False) / 1e6
         baseline: dict[str, float] = {}
         gflop_at: dict[int, float] = {}  # per tile side: counting runs a forward on the CPU
@@ -136,9 +136,9 @@ def main() -> None:
             tile = args.tile or (1024 if device.type == "cuda" else 512)
             batch = args.batch or (16 if device.type == "cuda" else 2)
             if tile not in gflop_at:
-                gflop_at[tile] = flops_per_pixel(make(), tile) / 1e3
+                gflop_at[tile] = flops_per_pixel(network, tile) / 1e3
             gflop_per_mpix = gflop_at[tile]
-            mpix = measure(make(), device, mode, tile, batch, args.seconds)
+            mpix = measure(network, device, mode, tile, batch, args.seconds)
             baseline.setdefault(device_name, mpix)
             tflops = mpix * gflop_per_mpix / 1e6
             share = tflops / peak if peak and device.type == "cuda" else None
