@@ -75,9 +75,17 @@ class NullNetwork(torch.nn.Module):
 
 
 # What stays on the CPU cores of a GPU host: decoding, the footprint fill (scipy's distance
-# transform), the block store and the COGs. Standardising, the network, softmax, blending and the
-# decision run on the device there, so the cores a GPU box needs are its rate over these stages' rate.
-HOST_STAGES = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)", "COG layout")
+# transform), the block store (saving each block; the stitch loads back only blocks other processes
+# inferred) and the COGs. Standardising, the network, softmax, blending and the decision run on the
+# device there, so the cores a GPU box needs are its rate over these stages' rate.
+HOST_STAGES = (
+    "read + decode",
+    "nodata fill",
+    "block store",
+    "block load (stitch)",
+    "block write (tiles compressed)",
+    "COG layout",
+)
 
 STAGES: dict[str, float] = defaultdict(float)
 _LOCK = threading.Lock()
@@ -139,6 +147,7 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     timed("tiles + blend (all of it)", runner.TileRunner, "blend_rows")
     timed("decision + quantise", blend, "decide_rows")
     timed("block store", BlockStore, "save")
+    timed("block load (stitch)", BlockStore, "load")
     timed("block write (tiles compressed)", GeoTiffSink, "write")
     timed("COG layout", GeoTiffSink, "build_cog")
     cfg = SurveyConfig(

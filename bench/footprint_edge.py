@@ -15,6 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import torch
 from scipy import ndimage
@@ -26,9 +27,9 @@ from pipeline.data.mosaic import compose_mosaic
 from pipeline.survey import run_survey
 
 
-def flat_fill(image: torch.Tensor, valid: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def flat_fill(image: torch.Tensor, valid: np.ndarray, fallback: torch.Tensor) -> torch.Tensor:
     """The old rule: nodata = the training mean colour."""
-    return torch.where(valid[None], image, fallback.round().view(3, 1, 1).expand_as(image))
+    return torch.where(torch.from_numpy(valid)[None], image, fallback.round().view(3, 1, 1).expand_as(image))
 
 
 def score(mask_path: Path, truth_path: Path) -> dict[str, float]:

@@ -3,10 +3,12 @@
 A ``Stitcher`` takes blocks in any order. Started before the inference (``follow``), it follows
 the block store and writes each block into both layers as soon as it lands there, its COG tiles
 compressed by a pool of threads, so the COGs are encoded while later blocks are still inferred,
-by whatever ran them (this process, Prefect's threads or Dask workers: the store is the hand-over).
-``finish`` then only waits for the last blocks and lays the files out. Blocks are read from the
-store and checked either way (a file changed on disk is one line, not a wrong mask), and the files
-are the same bytes whatever order the blocks came in (tested).
+by whatever ran them (this process, Prefect's threads or Dask workers). ``finish`` then only waits
+for the last blocks and lays the files out. Blocks another process inferred (or a killed run left)
+are read from the store and checked (a file changed on disk is one line, not a wrong mask); blocks
+this process inferred while the stitch was open come in memory (``BlockStore.hand_over``), the
+arrays that were saved, with nothing to read back. The files are the same bytes whatever order
+the blocks came in and whichever way they came (tested).
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ class Stitcher:
         self._done = False
 
     def __enter__(self) -> Stitcher:
+        self._hand_over = self.store.hand_over()  # blocks this process infers come in memory, not from disk
+        self._hand_over.__enter__()
         return self
 
     def __exit__(
@@ -103,6 +107,7 @@ class Stitcher:
                 sink.abort()
         self._layers.shutdown(wait=True, cancel_futures=True)
         self._compressors.shutdown(wait=True, cancel_futures=True)
+        self._hand_over.__exit__(kind, exc, trace)
 
     def add(self, index: int, result: BlockResult) -> None:
         """Write one block into both layers; returns once the previous block's writes are done and
@@ -273,7 +278,7 @@ def stitch(
 
 def _load_checked(store: BlockStore, index: int) -> BlockResult:
     try:
-        return store.load(index)
+        return store.take(index)
     except CorruptBlock as exc:
         store.path(index).unlink(missing_ok=True)
         raise MsafError(

@@ -82,3 +82,22 @@ def test_a_block_changed_on_disk_while_followed_fails_the_finish_and_leaves_noth
     assert sorted(p.name for p in out.iterdir()) == [".msaf-blocks"]  # no COG, no spool, no survey.json
     assert not (following.store_dir / "block_000003.blk").exists()  # the bad block goes, to be recomputed
     assert len(list(following.store_dir.glob("block_*.blk"))) == following.n_blocks - 1
+
+
+def test_a_survey_run_in_one_process_hands_its_blocks_over_in_memory_and_writes_the_same_files(
+    tmp_path, held_blocks, tiny_model, monkeypatch
+):
+    """``run_survey`` infers and stitches in one process: the stitch takes each block from memory
+    (not one is read back from disk) and the files are the bytes of a stitch from the store after."""
+    from pipeline.inference.blockstore import BlockStore
+    from pipeline.survey import run_survey
+
+    after, _, _ = held_blocks
+    loads: list[int] = []
+    original = BlockStore.load
+    monkeypatch.setattr(BlockStore, "load", lambda store, index: loads.append(index) or original(store, index))
+    record = run_survey(tmp_path / "in.tif", tmp_path / "one-process", CFG, model_path=tiny_model)
+    assert loads == []
+    for name in OUTPUTS:
+        assert (tmp_path / "one-process" / name).read_bytes() == (tmp_path / "after" / name).read_bytes(), name
+    assert record.class_pixels == after.class_pixels

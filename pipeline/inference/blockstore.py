@@ -22,7 +22,7 @@ import secrets
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +35,10 @@ from pipeline.inference.blend import BlockResult
 from pipeline.raster.grid import Box
 
 log = logging.getLogger(__name__)
+# Blocks saved by this process for a stitch following the same store in this process (store root ->
+# index -> result), kept only while that stitch holds the store's hand-over open (``hand_over``).
+_HANDED_OVER: dict[Path, dict[int, BlockResult]] = {}
+_HAND_OVER_LOCK = threading.Lock()
 MAGIC = b"MSAFBLK4"  # 4: Zstandard payloads; 3: the checksum is keyed by the store's secret and covers the header
 # magic, survey key, block index, core (row0, col0, row1, col1), compressed sizes of the two layers, checksum
 HEADER = struct.Struct("<8s24sq4q2Q32s")
@@ -60,6 +64,7 @@ class BlockStore:
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._folder = self.root.resolve()  # one name per folder, whichever way it was given: the hand-over's key
         self.secret = _secret(self.root)
         self.key = key.encode().ljust(24, b"\0")[:24]
         self.cores = cores
@@ -88,7 +93,20 @@ class BlockStore:
         return good
 
     def save(self, index: int, result: BlockResult) -> None:
-        """Write a block atomically with its header and checksum."""
+        """Write a block atomically with its header and checksum (and hand it over in memory to a
+        stitch of this process that follows the store)."""
+        with _HAND_OVER_LOCK:  # before the file lands: the follower only asks for blocks with a file
+            waiting = _HANDED_OVER.get(self._folder)
+            if waiting is not None:
+                waiting[index] = result
+        try:
+            self._write(index, result)
+        except BaseException:
+            with _HAND_OVER_LOCK:
+                _HANDED_OVER.get(self._folder, {}).pop(index, None)
+            raise
+
+    def _write(self, index: int, result: BlockResult) -> None:
         compressor = zstandard.ZstdCompressor(level=1)  # one per call: an instance is not thread-safe
         classes = compressor.compress(np.ascontiguousarray(result.classes).data)
         confidence = compressor.compress(np.ascontiguousarray(result.confidence).data)
@@ -102,6 +120,27 @@ class BlockStore:
                 fh.write(confidence)
         except OSError as exc:
             raise disk_error(exc, self.root.parent.parent) from None  # the survey's output folder
+
+    @contextlib.contextmanager
+    def hand_over(self) -> Iterator[None]:
+        """While open, blocks this process saves into the store are also kept in memory until
+        ``take`` collects them: a stitch in the process that inferred them neither reads them back
+        nor decompresses and checks them again (0.05-0.2 s per 4096² block). Blocks saved by other
+        processes (Dask workers) still come from their files. Closing drops what was not taken."""
+        with _HAND_OVER_LOCK:
+            _HANDED_OVER.setdefault(self._folder, {})
+        try:
+            yield
+        finally:
+            with _HAND_OVER_LOCK:
+                _HANDED_OVER.pop(self._folder, None)
+
+    def take(self, index: int) -> BlockResult:
+        """A block this process saved while ``hand_over`` was open, from memory (exactly what was
+        saved: nothing read from disk, so nothing on disk can change it); otherwise ``load``."""
+        with _HAND_OVER_LOCK:
+            result = _HANDED_OVER.get(self._folder, {}).pop(index, None)
+        return result if result is not None else self.load(index)
 
     def load(self, index: int) -> BlockResult:
         """The block's result; raises CorruptBlock if the file fails any check."""

@@ -187,19 +187,15 @@ class TileRunner:
         reaches below it, the rows above that tile are final (tiles come in row-major order):
         they are divided and handed out, and the window slides down to the tile's first row."""
         region = self._upload(pixels)
-        region_valid = (
-            None if valid is None or valid.all() else torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
-        )
         core = block.core
         acc: torch.Tensor | None = None
         weight_sum: torch.Tensor | None = None
         tiles = block.tiles
-        whole: set[Box] = set(tiles)  # tiles without nodata need no fill (the usual case: checked once here)
-        if valid is not None and region_valid is not None:
-            tile_valid = {t: valid[t.relative_to(block.region)] for t in tiles}
-            whole = {t for t, inside in tile_valid.items() if inside.all()}
+        tile_valid: dict[Box, np.ndarray] = {}  # tiles with nodata, to be filled (none, the usual case)
+        if valid is not None and not valid.all():
+            tile_valid = {t: inside for t in tiles if not (inside := valid[t.relative_to(block.region)]).all()}
             if skip_nodata_tiles:
-                tiles = tuple(t for t in tiles if t in whole or tile_valid[t].any())
+                tiles = tuple(t for t in tiles if t not in tile_valid or tile_valid[t].any())
         skipped = len(tiles) < len(block.tiles)
         base = touched = 0  # the window holds core rows from base; rows base..touched have sums
         for start in range(0, len(tiles), self.batch):
@@ -208,8 +204,8 @@ class TileRunner:
             for i, tile in enumerate(group):
                 window = tile.relative_to(block.region)
                 pixels_in = region[(slice(None), *window)]
-                if region_valid is not None and tile not in whole:  # nodata: continued from the tile's valid
-                    pixels_in = mirror_fill(pixels_in, region_valid[window], self.mean.view(3))  # pixels (as bytes)
+                if tile in tile_valid:  # nodata: continued from the tile's valid pixels (as bytes)
+                    pixels_in = mirror_fill(pixels_in, tile_valid[tile], self.mean.view(3))
                 self._inputs[i].copy_(pixels_in)
             if len(group) < self.batch:
                 self._inputs[len(group) :].copy_(self.mean.expand_as(self._inputs[len(group) :]))

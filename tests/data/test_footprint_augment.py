@@ -30,9 +30,7 @@ def test_edge_is_filled_exactly_as_inference_fills_it_and_its_labels_are_ignored
     np.testing.assert_array_equal(kept[valid], labels[valid])
     assert (kept[~valid] == NO_CLASS).all()
     expected = (
-        mirror_fill(torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(valid), torch.zeros(3))
-        .numpy()
-        .transpose(1, 2, 0)
+        mirror_fill(torch.from_numpy(image.transpose(2, 0, 1).copy()), valid, torch.zeros(3)).numpy().transpose(1, 2, 0)
     )
     np.testing.assert_array_equal(filled, expected)
     np.testing.assert_array_equal(filled[:, 19], image[:, 21])  # mirrored across the edge: no step to learn

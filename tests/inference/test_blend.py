@@ -125,15 +125,16 @@ def test_mirror_fill_continues_the_surface_across_the_footprint_edge():
 
     image = torch.full((3, 64, 80), 90.0)
     image[:, :, :40] = torch.linspace(60, 120, 40)  # a gradient on the valid left half
-    valid = torch.zeros((64, 80), dtype=torch.bool)
+    valid = np.zeros((64, 80), dtype=bool)
     valid[:, :40] = True
-    filled = mirror_fill(image.clone().masked_fill(~valid, 0), valid, torch.tensor([1.0, 2.0, 3.0]))
-    assert torch.equal(filled[:, valid], image[:, valid])  # valid pixels untouched
+    inside = torch.from_numpy(valid)
+    filled = mirror_fill(image.clone().masked_fill(~inside, 0), valid, torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.equal(filled[:, inside], image[:, inside])  # valid pixels untouched
     step = (filled[:, :, 40] - filled[:, :, 39]).abs().max()
     assert step < 3.5  # continues the surface (a flat mean fill steps by ~30)
     assert torch.equal(filled[:, :, 40], image[:, :, 38])  # column 40 mirrors column 38 through 39
     assert filled.min() >= 60 - 1e-4 and filled.max() <= 120 + 1e-4
-    empty = mirror_fill(image, torch.zeros((64, 80), dtype=torch.bool), torch.tensor([1.0, 2.0, 3.0]))
+    empty = mirror_fill(image, np.zeros((64, 80), dtype=bool), torch.tensor([1.0, 2.0, 3.0]))
     assert torch.equal(empty[:, 0, 0], torch.tensor([1.0, 2.0, 3.0]))
 
 

@@ -7,12 +7,13 @@ import logging
 import shutil
 
 import numpy as np
+import pytest
 import rasterio
 import zstandard
 
 from pipeline.config import SurveyConfig
 from pipeline.inference.blend import BlockResult
-from pipeline.inference.blockstore import HEADER, BlockStore
+from pipeline.inference.blockstore import HEADER, BlockStore, CorruptBlock
 from pipeline.survey import infer_blocks, prepare_survey, run_survey
 from tests.conftest import write_raster
 
@@ -90,3 +91,51 @@ def test_store_checks_the_window_of_each_block(tmp_path):
     store.save(2, BlockResult(Box(0, 128, 64, 192), np.full((64, 64), 255, np.uint8), np.zeros((64, 64), np.uint8)))
     assert store.done() == {0, 2}  # block 1 held block 0's window; nodata 255 is a valid id
     assert store.stored() == {0, 2}
+
+
+def test_blocks_saved_while_the_hand_over_is_open_are_taken_from_memory_and_others_from_disk(tmp_path):
+    """A stitch in the process that inferred the blocks takes the very arrays that were saved (no
+    read back, so a file changed on disk after the save cannot change the mask); blocks saved before
+    it opened, or by another store's folder, come from their files and are checked."""
+    from pipeline.raster.grid import Box
+
+    def block(value: int) -> BlockResult:
+        shape = (64, 64)
+        return BlockResult(Box(0, 0, 64, 64), np.full(shape, value % 3, np.uint8), np.full(shape, value, np.uint8))
+
+    store = BlockStore(tmp_path / "s", "k" * 24, None, 3)
+    before = block(10)
+    store.save(0, before)  # no hand-over yet: only the file
+    # another instance for the same folder, named another way (the survey and the stitch each make their own)
+    stitch_side = BlockStore(tmp_path / "x" / ".." / "s", "k" * 24, None, 3)
+    with stitch_side.hand_over():
+        saved = block(20)
+        store.save(1, saved)
+        elsewhere = BlockStore(tmp_path / "t", "k" * 24, None, 3)
+        elsewhere.save(1, block(30))  # another folder's block is not handed over here
+        damaged = store.path(1).read_bytes()
+        store.path(1).write_bytes(damaged[:-5])  # changed on disk after the save
+        taken = stitch_side.take(1)
+        assert taken is saved  # the saved arrays themselves
+        with pytest.raises(CorruptBlock):
+            stitch_side.take(1)  # taken once: after that only the file is left, and it fails its check
+        from_disk = stitch_side.take(0)
+        assert from_disk is not before and np.array_equal(from_disk.confidence, before.confidence)
+        store.save(2, block(40))
+    assert stitch_side.take(2) is not None  # not taken before the hand-over closed: read from its file
+    store.save(3, block(50))  # after it closed nothing is kept in memory
+    assert stitch_side.take(3).confidence[0, 0] == 50
+
+
+def test_a_save_that_fails_leaves_nothing_in_the_hand_over(tmp_path):
+    from pipeline.raster.grid import Box
+
+    store = BlockStore(tmp_path / "s", "k" * 24, None, 3)
+    result = BlockResult(Box(0, 0, 8, 8), np.zeros((8, 8), np.uint8), np.ones((8, 8), np.uint8))
+    store.path(5).mkdir()  # the file cannot be renamed into place: a folder holds its name
+    (store.path(5) / "in-the-way").touch()
+    with store.hand_over():
+        with pytest.raises(OSError):
+            store.save(5, result)
+        with pytest.raises(CorruptBlock, match="unreadable"):
+            store.take(5)  # nothing in memory for a block whose save failed: only what is on disk

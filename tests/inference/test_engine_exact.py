@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.inference.blend import QUANTISE_ROWS, quantise
-from pipeline.inference.fill import mirror_fill
+from pipeline.inference.fill import gather_on_device, mirror_fill, mirror_sources
 from pipeline.raster.grid import Box
 
 
@@ -72,9 +72,18 @@ def test_the_mirror_fill_equals_the_plain_fill_on_irregular_footprints(seed):
     valid = torch.from_numpy(inside)
     fallback = torch.tensor([1.0, 2.0, 3.0])
     plain = _plain_mirror_fill(image.float(), valid, fallback)
-    assert torch.equal(mirror_fill(image.float(), valid, fallback), plain)
-    filled_bytes = mirror_fill(image, valid, fallback)  # the runner fills uint8 tiles, then converts
+    assert torch.equal(mirror_fill(image.float(), inside, fallback), plain)
+    filled_bytes = mirror_fill(image, inside, fallback)  # the runner fills uint8 tiles, then converts
     assert filled_bytes.dtype == torch.uint8 and torch.equal(filled_bytes.float(), plain)
+    # a GPU gathers with torch where the tile lives: the same pixels (run here on the CPU)
+    on_device = gather_on_device(image, mirror_sources(inside).ravel())
+    assert torch.equal(on_device.float(), plain)
+    # a tile cut from a larger region (a strided view, as the runner passes it) is filled the same
+    region = torch.from_numpy(rng.integers(0, 256, (3, height + 10, width + 20), dtype=np.uint8))
+    region[:, 4 : 4 + height, 7 : 7 + width] = image
+    view = region[:, 4 : 4 + height, 7 : 7 + width]
+    assert torch.equal(mirror_fill(view, inside, fallback), filled_bytes)
+    assert torch.equal(region[:, 4 : 4 + height, 7 : 7 + width], image)  # the region is not written to
 
 
 def test_skipping_tiles_without_valid_pixels_leaves_every_valid_pixel_as_it_was():
