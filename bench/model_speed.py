@@ -1,6 +1,8 @@
 """Forward throughput (Mpix/s) of each model preset or a checkpoint, on CPU and, when present, CUDA.
 
-CUDA rows: fp32, bf16 autocast, bf16 + channels_last, bf16 + channels_last + torch.compile.
+CPU rows: fp32, fp32 + channels_last, and bf16 autocast + channels_last where the CPU has native
+bf16 (AVX512_BF16 or AMX: `survey.precision: bf16`). CUDA rows: fp32, bf16 autocast,
+bf16 + channels_last, bf16 + channels_last + torch.compile.
 Ratios are against the fp32 row of the same network measured in the same run. Every row runs the
 network as surveys do, its batch norms folded into the convolutions (`pipeline/inference/fold.py`). Each row also says
 how much arithmetic that rate is (the network's multiply-adds per pixel, counted by torch's
@@ -26,6 +28,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.checkpoint import load_checkpoint
+from pipeline.inference.device import cpu_has_native_bf16
 from pipeline.inference.fold import fold_batch_norms
 from pipeline.model import PRESETS, build_model, count_parameters
 
@@ -116,6 +119,8 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = [] if args.cuda_only else [("cpu", "fp32"), ("cpu", "fp32+channels_last")]
+    if not args.cuda_only and cpu_has_native_bf16():
+        rows.append(("cpu", "bf16+channels_last"))
     gpu_name, peak = None, None
     if torch.cuda.is_available():
         rows += [("cuda", m) for m in ("fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile")]
@@ -140,7 +145,7 @@ def main() -> None:
             gflop_per_mpix = gflop_at[tile]
             mpix = measure(network, device, mode, tile, batch, args.seconds)
             baseline.setdefault(device_name, mpix)
-            tflops = mpix * gflop_per_mpix / 1e6
+            tflops = mpix * gflop_per_mpix / 1e3  # Mpix/s x GFLOP/Mpix = GFLOP/s
             share = tflops / peak if peak and device.type == "cuda" else None
             results.append({
                 "network": name, "device": device_name, "gpu": gpu_name if device.type == "cuda" else None,

@@ -7,6 +7,7 @@ called crack).
         --manifest data/prepared/manifest.json --size 2048 --out metrics/survey_accuracy.json
     python bench/survey_accuracy.py --model ... --tta     # the same with flip test-time augmentation
     python bench/survey_accuracy.py --model ... --tile 1024 --overlap 64   # larger tiles (a GPU's choice)
+    python bench/survey_accuracy.py --model ... --precision bf16   # bf16 on a CPU with native bf16
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="average with horizontally flipped tiles (survey.tta)")
     parser.add_argument("--tile", type=int, default=None, help="inference tile (default: the model's)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap (default: tile // 4)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="the network's arithmetic (survey.precision)",
+    )
     args = parser.parse_args()
 
     manifest = load_manifest(args.manifest)
@@ -42,7 +49,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="msaf-acc-") as tmp:
         for entry in manifest.sets:
-            cfg = SurveyConfig(device="cpu", tta=args.tta, tile=args.tile, overlap=args.overlap)
+            cfg = SurveyConfig(
+                device="cpu", tta=args.tta, tile=args.tile, overlap=args.overlap, precision=args.precision
+            )
             summary, mpix_per_s = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, cfg)
             results[entry.name] = summary.to_json() | {"mpix_per_s": mpix_per_s, "photos": len(entry.val)}
     table = Table(
@@ -73,6 +82,7 @@ def main() -> None:
                 "tta": args.tta,
                 "tile": args.tile,
                 "overlap": args.overlap,
+                "precision": args.precision,
                 "thresholds": meta.thresholds,
                 "sets": results,
             },

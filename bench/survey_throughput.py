@@ -56,9 +56,11 @@ def make_model(path: Path, preset: str, tile: int) -> None:
     save_checkpoint(path, model, meta)
 
 
-def run_model_only(ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str) -> dict:
+def run_model_only(
+    ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str, precision: str = "auto"
+) -> dict:
     from pipeline.checkpoint import load_checkpoint
-    from pipeline.inference.device import resolve_device
+    from pipeline.inference.device import resolve_device, resolve_precision
     from pipeline.inference.runner import TileRunner
     from pipeline.raster.grid import Box, TileGrid
 
@@ -69,7 +71,8 @@ def run_model_only(ortho: Path, model: Path, tile: int, overlap: int, batch: int
         grid = TileGrid(height, width, tile, overlap)
         pixels = ds.read((1, 2, 3))  # every real tile, decoded before the clock starts
     tiles = grid.tiles_touching(Box(0, 0, height, width))
-    runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape)
+    bf16 = resolve_precision(precision, dev) == "bf16"  # type: ignore[arg-type]
+    runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape, bf16=bf16)
     # the real tiles (data-dependent costs such as subnormal activations count), uint8 on the device
     on_device = torch.stack(
         [runner._upload(pixels[(slice(None), *t.relative_to(Box(0, 0, height, width)))]) for t in tiles]
@@ -98,13 +101,28 @@ def run_model_only(ortho: Path, model: Path, tile: int, overlap: int, batch: int
 
 
 def run_survey_mode(
-    ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str, block: int, readers: int
+    ortho: Path,
+    model: Path,
+    tile: int,
+    overlap: int,
+    batch: int,
+    device: str,
+    block: int,
+    readers: int,
+    precision: str = "auto",
 ) -> dict:
     from pipeline.config import SurveyConfig
     from pipeline.survey import run_survey
 
     cfg = SurveyConfig(
-        tile=tile, overlap=overlap, batch=batch, device=device, block=block, readers=readers, gsd_policy="ignore"
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        device=device,
+        block=block,
+        readers=readers,
+        gsd_policy="ignore",
+        precision=precision,
     )
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
@@ -142,10 +160,10 @@ def child(args: argparse.Namespace) -> None:
     """Run one mode in this process and print a JSON line."""
     ortho, model = Path(args.ortho), Path(args.model)
     if args.mode == "model":
-        result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device)
+        result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device, args.precision)
     elif args.mode == "survey":
         result = run_survey_mode(
-            ortho, model, args.tile, args.overlap, args.batch, args.device, args.block, args.readers
+            ortho, model, args.tile, args.overlap, args.batch, args.device, args.block, args.readers, args.precision
         )
     else:
         result = run_naive(ortho, model, args.tile, args.overlap, args.device)
@@ -163,6 +181,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--block", type=int, default=4096)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="the network's arithmetic (survey.precision)",
+    )
     parser.add_argument("--readers", type=int, default=4, help="survey reader threads")
     parser.add_argument("--modes", nargs="+", default=["model", "survey", "naive"])
     parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
@@ -193,7 +217,7 @@ def main() -> None:
         make_model(model, args.preset, args.tile)
     table = Table(
         title=f"survey throughput: {args.preset}, tile {args.tile}, overlap {args.overlap}, "
-        f"batch {args.batch}, device {args.device}, torch {torch.__version__}"
+        f"batch {args.batch}, device {args.device}, precision {args.precision}, torch {torch.__version__}"
     )
     for column in ("raster", "mode", "seconds", "Mpix/s", "vs model-only", "vs naive", "peak RSS MiB"):
         table.add_column(column)
@@ -238,6 +262,8 @@ def main() -> None:
                 args.device,
                 "--readers",
                 str(args.readers),
+                "--precision",
+                args.precision,
             ]
             # this checkout's pipeline in the child (a worktree's bench measures its own code, not the
             # editable install's), the PYTHONPATH entries already there kept (a GPU host's wheels)

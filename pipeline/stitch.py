@@ -30,7 +30,7 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import disk_error
 from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult
 from pipeline.inference.blockstore import BlockStore, CorruptBlock
-from pipeline.inference.device import resolve_device
+from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.styles import mask_colormap
 from pipeline.survey import PreparedSurvey, peak_rss_mb
@@ -249,7 +249,8 @@ class Stitcher:
                 working_gsd_m=prepared.working_gsd_m,
                 working_shape=[grid.height, grid.width],
             ),
-            device=str(resolve_device(prepared.cfg.device)),
+            device=str(device := resolve_device(prepared.cfg.device)),
+            precision=resolve_precision(prepared.cfg.precision, device),
             torch=torch.__version__,
             tta=prepared.cfg.tta,
             compile=prepared.cfg.compile,

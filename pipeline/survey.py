@@ -32,7 +32,7 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import check_free_space
 from pipeline.inference.blend import BlockResult, infer_block, infer_scaled_block
 from pipeline.inference.blockstore import BackgroundSaver, BlockStore
-from pipeline.inference.device import resolve_device
+from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
@@ -267,6 +267,7 @@ class PreparedSurvey:
         settings = json.dumps(
             self.plan.as_dict()
             | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
+            | ({"precision": self.cfg.precision} if self.cfg.precision != "auto" else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {}),
             sort_keys=True,
         )
@@ -318,7 +319,7 @@ def prepare_survey(
     info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
     inputs: list[str | os.PathLike[str]] = [model_path, *info.source.local_files()]
     refuse_overwriting(inputs, out_dir, SURVEY_OUTPUTS + REPORT_OUTPUTS, "survey")
-    resolve_device(cfg.device)
+    resolve_precision(cfg.precision, resolve_device(cfg.device))
     meta = read_metadata(model_path)
     check_weights(model_path, meta)  # before any orchestration: a mixed-up file is one line, not a task failure
     factor = resample_factor(info, meta, cfg)
@@ -393,6 +394,7 @@ def infer_blocks(
                 tta=cfg.tta,
                 compile=cfg.compile,
                 thresholds=meta.decision,
+                bf16=resolve_precision(cfg.precision, device) == "bf16",
             )
             for _ in range(cfg.workers)
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -106,6 +106,7 @@ class SurveyRecord(_Record):
     torch: str
     tta: bool
     compile: bool
+    precision: Literal["fp32", "bf16"] | None = None  # the network's arithmetic; None: recorded before the setting
     workers: int
     readers: int
     gsd_warning: str | None = None

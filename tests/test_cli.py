@@ -86,8 +86,12 @@ def test_evaluate_with_missing_model_or_empty_folder(tmp_path, cfd_subset):
 
 
 def test_doctor_reports_versions():
+    from pipeline.inference.device import cpu_has_native_bf16
+
     result = run("doctor")
     assert result.returncode == 0 and "torch" in result.stdout and "GDAL" in result.stdout
+    expected = "cpu bf16: native (survey.precision: bf16" if cpu_has_native_bf16() else "cpu bf16: not native"
+    assert expected in result.stdout
 
 
 def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_output(tmp_path, crack_mosaic):

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from pipeline.inference.device import cpu_has_native_bf16
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow  # surveys a raster in several processes
@@ -38,14 +39,17 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     expected = {"read + decode", "nodata fill", "decision + quantise", "block write (tiles compressed)", "COG layout"}
     assert expected | {"block store"} <= set(stages)
     assert stages["network (null)"] < one["seconds"]  # the null network is not what takes the time
+    assert stages["block load (stitch)"] == 0  # this process inferred every block: none is read back
     host = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)", "COG layout")
     assert one["host_s"] == pytest.approx(sum(stages[k] for k in host)) and one["host_s"] > 0
     assert one["host_mpix_s_per_core"] == pytest.approx(256 * 256 / 1e6 / one["host_s"])
     speed = json.loads((tmp_path / "model_speed.json").read_text())
-    assert [r["mode"] for r in speed["rows"]] == ["fp32", "fp32+channels_last"]  # no CUDA rows on a CPU
+    native_bf16 = ["bf16+channels_last"] if cpu_has_native_bf16() else []  # survey.precision bf16's row
+    assert [r["mode"] for r in speed["rows"]] == ["fp32", "fp32+channels_last", *native_bf16]  # no CUDA rows
     for row in speed["rows"]:
         assert row["network"] == "msaf-dsnet.safetensors" and row["mpix_s"] > 0
         assert 200 < row["gflop_per_mpix"] < 280 and row["bf16_peak_share"] is None  # 233 at 256 px tiles
+        assert row["tflop_s"] == pytest.approx(row["mpix_s"] * row["gflop_per_mpix"] / 1e3)  # GFLOP/s -> TFLOP/s
     assert not (tmp_path / "rasters").exists()  # generated rasters are not left behind
 
 

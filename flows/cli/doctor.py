@@ -24,6 +24,7 @@ def doctor() -> None:
     import rasterio
     import torch
 
+    from pipeline.inference.device import cpu_has_native_bf16
     from pipeline.locations import params_path, project_dir, shipped_model, state_root, user_home
     from pipeline.tracking.store import tracking_uri
 
@@ -32,6 +33,11 @@ def doctor() -> None:
         "python": platform.python_version(),
         "torch": f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'})",
         "cpu threads": str(torch.get_num_threads()),
+        "cpu bf16": (
+            "native (survey.precision: bf16 runs the network ~2x faster on a CPU)"
+            if cpu_has_native_bf16()
+            else "not native (CPU surveys stay fp32)"
+        ),
         "numpy": numpy.__version__,
         "rasterio / GDAL": f"{rasterio.__version__} / {rasterio.__gdal_version__}",
     }

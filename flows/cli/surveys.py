@@ -41,6 +41,9 @@ def survey(
     batch: Annotated[int | None, typer.Option(help="tiles per forward pass")] = None,
     workers: Annotated[int | None, typer.Option(help="blocks inferred concurrently")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip test-time augmentation")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on a CPU), fp32, or bf16 (a CPU with native bf16)")
+    ] = None,
     with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
     assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="log the survey to MLflow")] = True,
@@ -70,6 +73,7 @@ def survey(
         "batch": batch,
         "workers": workers,
         "tta": tta,
+        "precision": precision,
         "allow_vrt": allow_vrt,
         "allow_remote": allow_remote,
     }

@@ -51,6 +51,7 @@ class TileRunner:
         tta: also run horizontally flipped tiles and average the probabilities.
         compile: wrap the model in ``torch.compile``.
         thresholds: the model's calibrated decision thresholds (class id, threshold).
+        bf16: run the network in bf16 autocast; None: the device's default (bf16 on CUDA only).
     """
 
     def __init__(
@@ -65,8 +66,10 @@ class TileRunner:
         tta: bool = False,
         compile: bool = False,
         thresholds: Thresholds = (),
+        bf16: bool | None = None,
     ) -> None:
         self.device = device
+        self.bf16 = bf16
         self.thresholds = tuple(thresholds)
         self.batch = batch
         self.tile_shape = tile_shape
@@ -106,7 +109,7 @@ class TileRunner:
     def _probabilities(self, count: int) -> torch.Tensor:
         """Normalise the batch buffer in place, run the model; softmax of the first ``count`` rows."""
         self.standardise.in_place(self._inputs)
-        with autocast_for(self.device), flush_denormals(self.device):
+        with autocast_for(self.device, self.bf16), flush_denormals(self.device):
             probs = self.forward(self._inputs).float().softmax(dim=1)
             if self.tta:
                 flipped = self.forward(self._inputs.flip(-1)).float().softmax(dim=1).flip(-1)
