@@ -24,6 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,17 @@ from pipeline.inference.blend import BlockResult
 from pipeline.raster.grid import Box
 
 log = logging.getLogger(__name__)
-# Blocks saved by this process for a stitch following the same store in this process (store root ->
-# index -> result), kept only while that stitch holds the store's hand-over open (``hand_over``).
-_HANDED_OVER: dict[Path, dict[int, BlockResult]] = {}
+
+
+@dataclass
+class _HandOver:
+    """Blocks saved by this process for a stitch that follows the same store in this process."""
+
+    limit: int  # blocks held at most: beyond, the stitch reads them from disk (memory stays bounded)
+    blocks: dict[int, BlockResult] = field(default_factory=dict)
+
+
+_HANDED_OVER: dict[Path, _HandOver] = {}  # store folder -> its open hand-over (``BlockStore.hand_over``)
 _HAND_OVER_LOCK = threading.Lock()
 MAGIC = b"MSAFBLK4"  # 4: Zstandard payloads; 3: the checksum is keyed by the store's secret and covers the header
 # magic, survey key, block index, core (row0, col0, row1, col1), compressed sizes of the two layers, checksum
@@ -97,13 +106,14 @@ class BlockStore:
         stitch of this process that follows the store)."""
         with _HAND_OVER_LOCK:  # before the file lands: the follower only asks for blocks with a file
             waiting = _HANDED_OVER.get(self._folder)
-            if waiting is not None:
-                waiting[index] = result
+            if waiting is not None and len(waiting.blocks) < waiting.limit:
+                waiting.blocks[index] = result
         try:
             self._write(index, result)
         except BaseException:
             with _HAND_OVER_LOCK:
-                _HANDED_OVER.get(self._folder, {}).pop(index, None)
+                if waiting := _HANDED_OVER.get(self._folder):
+                    waiting.blocks.pop(index, None)
             raise
 
     def _write(self, index: int, result: BlockResult) -> None:
@@ -122,13 +132,15 @@ class BlockStore:
             raise disk_error(exc, self.root.parent.parent) from None  # the survey's output folder
 
     @contextlib.contextmanager
-    def hand_over(self) -> Iterator[None]:
+    def hand_over(self, limit: int = 2) -> Iterator[None]:
         """While open, blocks this process saves into the store are also kept in memory until
         ``take`` collects them: a stitch in the process that inferred them neither reads them back
-        nor decompresses and checks them again (0.05-0.2 s per 4096² block). Blocks saved by other
-        processes (Dask workers) still come from their files. Closing drops what was not taken."""
+        nor decompresses and checks them again (0.05-0.2 s per 4096² block). At most ``limit`` wait
+        (a stitch that falls behind reads the rest from disk, as before: memory does not grow with
+        the raster). Blocks saved by other processes (Dask workers) still come from their files.
+        Closing drops what was not taken."""
         with _HAND_OVER_LOCK:
-            _HANDED_OVER.setdefault(self._folder, {})
+            _HANDED_OVER.setdefault(self._folder, _HandOver(limit))
         try:
             yield
         finally:
@@ -139,7 +151,8 @@ class BlockStore:
         """A block this process saved while ``hand_over`` was open, from memory (exactly what was
         saved: nothing read from disk, so nothing on disk can change it); otherwise ``load``."""
         with _HAND_OVER_LOCK:
-            result = _HANDED_OVER.get(self._folder, {}).pop(index, None)
+            waiting = _HANDED_OVER.get(self._folder)
+            result = waiting.blocks.pop(index, None) if waiting else None
         return result if result is not None else self.load(index)
 
     def load(self, index: int) -> BlockResult:

@@ -139,3 +139,22 @@ def test_a_save_that_fails_leaves_nothing_in_the_hand_over(tmp_path):
             store.save(5, result)
         with pytest.raises(CorruptBlock, match="unreadable"):
             store.take(5)  # nothing in memory for a block whose save failed: only what is on disk
+
+
+def test_the_hand_over_holds_at_most_its_limit_and_the_rest_come_from_disk(tmp_path):
+    """A stitch that falls behind the inference (a fast GPU) must not make memory grow with the
+    raster: beyond the limit, blocks wait on disk only, as they did before the hand-over."""
+    from pipeline.raster.grid import Box
+
+    store = BlockStore(tmp_path / "s", "k" * 24, None, 3)
+    results = [
+        BlockResult(Box(0, 0, 8, 8), np.zeros((8, 8), np.uint8), np.full((8, 8), i + 1, np.uint8)) for i in range(4)
+    ]
+    with store.hand_over(limit=2):
+        for index, result in enumerate(results):
+            store.save(index, result)
+        taken = [store.take(index) for index in range(4)]
+        assert [t is r for t, r in zip(taken, results, strict=True)] == [True, True, False, False]
+        assert [int(t.confidence[0, 0]) for t in taken] == [1, 2, 3, 4]  # the rest read back, the same
+        store.save(4, results[0])  # taking made room again
+        assert store.take(4) is results[0]
