@@ -101,3 +101,13 @@ def test_the_cpu_finetune_preset_starts_from_the_champion_and_keeps_the_photo_se
     assert tuned.train.distill.teacher == "init" and tuned.train.lr == FINETUNE_CPU["train.lr"]
     (tmp_path / "geo.yaml").write_text(yaml.safe_dump({"data": {"sets": sets[1:]}}))
     assert finetune_preset(load_params(tmp_path / "geo.yaml"))["train.distill.weight"] == 0.0  # nothing to keep
+
+
+def test_a_checkpoint_records_the_training_sections_only_so_survey_settings_never_change_its_bytes():
+    params = load_params(REPO / "params.yaml")
+    recorded = params.recorded()
+    assert set(recorded) == {"data", "model", "train", "evaluate"} == params.TRAINING_SECTIONS
+    assert recorded["train"]["init"] == "models/checkpoints/finetune-4.safetensors"  # relative to the project
+    assert recorded["train"]["precision"] == "auto"
+    other = load_params(REPO / "params.yaml", {"survey": {"precision": "bf16", "block": 1024}, "report": {}})
+    assert other.survey.precision == "bf16" and other.recorded() == recorded

@@ -59,14 +59,20 @@ class Teacher:
         return np.array([not self.cfg.sets or name in self.cfg.sets for name in sources])
 
     def loss(
-        self, images: torch.Tensor, student: torch.Tensor, labels: torch.Tensor, sources: list[str]
+        self,
+        images: torch.Tensor,
+        student: torch.Tensor,
+        labels: torch.Tensor,
+        sources: list[str],
+        bf16: bool | None = None,
     ) -> torch.Tensor:
         """The weighted distillation term of one batch: raw images (N, H, W, 3) 0..255, the student's
-        main logits, the labels (ignored pixels are not distilled either) and each crop's data set."""
+        main logits, the labels (ignored pixels are not distilled either) and each crop's data set;
+        ``bf16``: the teacher's arithmetic, the student's (None: the device's default)."""
         chosen = torch.from_numpy(self.taught(sources)).to(student.device)
         if not bool(chosen.any()):
             return student.sum() * 0.0
-        with torch.no_grad(), autocast_for(student.device):
+        with torch.no_grad(), autocast_for(student.device, bf16):
             teacher = self.model(normalise(images[chosen], self.mean, self.std)).float()
         valid = labels[chosen] != NO_CLASS
         return self.cfg.weight * distillation_loss(student[chosen], teacher, valid, self.cfg.temperature)

@@ -38,7 +38,7 @@ def resume_key(
 ) -> str:
     """Hash of what determines the training's course; bookkeeping settings (where to write, how often
     to save) are left out so changing them keeps the state. Weights count by content, not path."""
-    shaping = params.model_dump(mode="json", include={"data", "model", "train", "evaluate"})
+    shaping = params.model_dump(mode="json", include=set(params.TRAINING_SECTIONS))
     for key in ("out", "state_minutes", "state_steps", "init"):
         shaping["train"].pop(key, None)
     shaping["train"]["distill"].pop("teacher", None)

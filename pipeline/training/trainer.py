@@ -20,7 +20,7 @@ from pipeline.data.augment import CropBatch
 from pipeline.data.manifest import Manifest, build_manifest
 from pipeline.errors import MsafError
 from pipeline.evaluate import calibrate, evaluate_groups, predict_items
-from pipeline.inference.device import resolve_device
+from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.predict import autocast_for, normalise
 from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import build_model
@@ -249,6 +249,7 @@ def train_model(
 
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"
     model = build_model(params.model.preset, num_classes, **params.model.overrides)
     start = load_initial_weights(model, init, params.data.class_names) if init else None
     mean, std = (start.metadata.mean, start.metadata.std) if start else channel_stats(data.train_items)
@@ -300,14 +301,14 @@ def train_model(
             x = normalise(images, mean, std)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device):
+            with autocast_for(device, bf16):
                 outputs = model(x)
             target = torch.from_numpy(batch.labels).to(device)
             loss = segmentation_loss(
                 tuple(o.float() for o in outputs), target, cfg.loss, _may_hide(batch.unlabelled, num_classes, device)
             )
             if teacher:
-                loss = loss + teacher.loss(images, outputs[0].float(), target, batch.sources)
+                loss = loss + teacher.loss(images, outputs[0].float(), target, batch.sources, bf16)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
