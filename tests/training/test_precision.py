@@ -19,7 +19,7 @@ from tests.conftest import write_params
 
 pytestmark = pytest.mark.slow
 
-TRAIN = {"epochs": 2, "steps_per_epoch": 6, "batch_size": 4, "crop_size": 96, "device": "cpu"}
+TRAIN = {"epochs": 2, "steps_per_epoch": 4, "batch_size": 2, "crop_size": 64, "device": "cpu"}
 
 
 def _train(root, cfd_subset, **train):
