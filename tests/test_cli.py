@@ -136,6 +136,10 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
     assert record["model"]["registry"].startswith("models:/msaf-defects@champion")
     assert record["model"]["classes"] == ["background", "crack", "joint"]
     assert record["job"] == {"structure_id": "BR-7", "flight_date": "2026-06-14"}
+    assert record["precision"] == "fp32"  # auto on a CPU
+    from pipeline.inference.device import cpu_has_native_bf16
+
+    assert ("--precision bf16 surveys ~1.7x faster" in result.stdout) == cpu_has_native_bf16()
     assert "BR-7" in (work / "out" / "report.html").read_text()
     assert (home / "mlflow.db").is_file() and (home / "mlartifacts").is_dir()
     doctor = subprocess.run(

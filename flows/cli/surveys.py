@@ -107,6 +107,11 @@ def survey(
         f"{record.tiling.blocks_reused} of {record.tiling.blocks} blocks reused)"
     )
     console.print(f"class pixels: {pixels}")
+    if record.device == "cpu" and record.precision == "fp32" and precision is None:
+        from pipeline.inference.device import cpu_has_native_bf16
+
+        if cpu_has_native_bf16():
+            console.print("this CPU runs bf16 natively: --precision bf16 surveys ~1.7x faster (README: bf16 on a CPU)")
     folder = SurveyFolder(out)
     console.print(f"wrote {folder.mask}, {folder.confidence}, {folder.record}")
     if outcome.report:
