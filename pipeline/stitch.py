@@ -55,6 +55,8 @@ class Stitcher:
         poll_s: how often ``follow`` looks for new blocks in the store.
     """
 
+    HAND_OVER_BLOCKS = 2  # blocks this process inferred held for the stitch at most; the rest wait on disk
+
     def __init__(self, prepared: PreparedSurvey, poll_s: float = 0.05) -> None:
         self.prepared = prepared
         self.poll_s = poll_s
@@ -94,7 +96,7 @@ class Stitcher:
         self._done = False
 
     def __enter__(self) -> Stitcher:
-        self._hand_over = self.store.hand_over()  # blocks this process infers come in memory, not from disk
+        self._hand_over = self.store.hand_over(self.HAND_OVER_BLOCKS)  # this process's blocks come in memory
         self._hand_over.__enter__()
         return self
 

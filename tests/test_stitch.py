@@ -88,11 +88,14 @@ def test_a_survey_run_in_one_process_hands_its_blocks_over_in_memory_and_writes_
     tmp_path, held_blocks, tiny_model, monkeypatch
 ):
     """``run_survey`` infers and stitches in one process: the stitch takes each block from memory
-    (not one is read back from disk) and the files are the bytes of a stitch from the store after."""
+    (not one is read back from disk) and the files are the bytes of a stitch from the store after.
+    Room for all 16 blocks: with the default two, a stitch that falls behind a busy machine's
+    inference reads the rest from disk (the hand-over's limit, tested in the block store's tests)."""
     from pipeline.inference.blockstore import BlockStore
     from pipeline.survey import run_survey
 
     after, _, _ = held_blocks
+    monkeypatch.setattr(Stitcher, "HAND_OVER_BLOCKS", 16)
     loads: list[int] = []
     original = BlockStore.load
     monkeypatch.setattr(BlockStore, "load", lambda store, index: loads.append(index) or original(store, index))

@@ -132,7 +132,7 @@ class BlockStore:
             raise disk_error(exc, self.root.parent.parent) from None  # the survey's output folder
 
     @contextlib.contextmanager
-    def hand_over(self, limit: int = 2) -> Iterator[None]:
+    def hand_over(self, limit: int) -> Iterator[None]:
         """While open, blocks this process saves into the store are also kept in memory until
         ``take`` collects them: a stitch in the process that inferred them neither reads them back
         nor decompresses and checks them again (0.05-0.2 s per 4096² block). At most ``limit`` wait

@@ -108,7 +108,7 @@ def test_blocks_saved_while_the_hand_over_is_open_are_taken_from_memory_and_othe
     store.save(0, before)  # no hand-over yet: only the file
     # another instance for the same folder, named another way (the survey and the stitch each make their own)
     stitch_side = BlockStore(tmp_path / "x" / ".." / "s", "k" * 24, None, 3)
-    with stitch_side.hand_over():
+    with stitch_side.hand_over(limit=8):
         saved = block(20)
         store.save(1, saved)
         elsewhere = BlockStore(tmp_path / "t", "k" * 24, None, 3)
@@ -134,7 +134,7 @@ def test_a_save_that_fails_leaves_nothing_in_the_hand_over(tmp_path):
     result = BlockResult(Box(0, 0, 8, 8), np.zeros((8, 8), np.uint8), np.ones((8, 8), np.uint8))
     store.path(5).mkdir()  # the file cannot be renamed into place: a folder holds its name
     (store.path(5) / "in-the-way").touch()
-    with store.hand_over():
+    with store.hand_over(limit=8):
         with pytest.raises(OSError):
             store.save(5, result)
         with pytest.raises(CorruptBlock, match="unreadable"):
