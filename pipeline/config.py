@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from pipeline.errors import MsafError
 
+# the network's arithmetic: auto is bf16 on CUDA and fp32 on a CPU (pipeline.inference.device)
+Precision = Literal["auto", "fp32", "bf16"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -241,7 +244,7 @@ class TrainConfig(_Strict):
     schedule: Literal["poly", "constant"] = "poly"
     poly_power: float = Field(0.9, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="autocast of the forward passes; auto: bf16 on CUDA, fp32 on a CPU; bf16 on a CPU with native"
         " bf16 (AVX512_BF16/AMX): ~1.7x faster steps. Validation always scores in fp32, as evaluation does",
@@ -320,7 +323,7 @@ class SurveyConfig(_Strict):
     tta: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
+    precision: Precision = Field(
         "auto",
         description="the network's arithmetic; auto: bf16 on CUDA, fp32 on a CPU; bf16 on a CPU with native bf16"
         " (AVX512_BF16/AMX): ~2x faster, a slightly different mask (README)",

@@ -6,9 +6,8 @@ from typing import Literal
 
 import torch
 
+from pipeline.config import Precision
 from pipeline.errors import MsafError
-
-Precision = Literal["auto", "fp32", "bf16"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
