@@ -167,9 +167,7 @@ def with_footprint(image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> 
     from pipeline.inference.fill import mirror_fill
 
     fallback = torch.from_numpy(image.reshape(-1, 3).mean(0))
-    filled = mirror_fill(
-        torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(valid), fallback
-    )
+    filled = mirror_fill(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), valid, fallback)
     return filled.numpy().transpose(1, 2, 0), np.where(valid, labels, NO_CLASS)
 
 

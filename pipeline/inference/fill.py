@@ -44,13 +44,11 @@ def mirror_sources(valid: np.ndarray) -> np.ndarray:
     return np.where(usable.reshape(valid.shape), mirror, near_row)
 
 
-def mirror_fill(image: torch.Tensor, valid: np.ndarray | torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def mirror_fill(image: torch.Tensor, valid: np.ndarray, fallback: torch.Tensor) -> torch.Tensor:
     """``image`` (3, H, W) with its nodata pixels (``valid`` False; the runner passes its host array,
     no device round trip) filled; ``fallback`` (3,) is used when the tile has no valid pixel at all.
     Pixels are only moved (one gather of the whole tile), so the tile runner fills its uint8 tiles and
     converts after; on a GPU the gather runs on the device and only the indices go up."""
-    if isinstance(valid, torch.Tensor):  # training's footprint augmentation passes a CPU tensor
-        valid = valid.numpy()
     if valid.all():
         return image
     if not valid.any():
