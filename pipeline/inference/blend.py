@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from pipeline.class_ids import NO_CLASS
-from pipeline.inference.decision import Thresholds, decide_into
+from pipeline.inference.decision import Array, Thresholds, array_namespace, decide_into, decide_planes
 from pipeline.inference.runner import TileRunner
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock
 
 CONFIDENCE_NODATA = 0  # max probability is >= 1/C > 0 for every valid pixel, so 0 is free
-QUANTISE_ROWS = 128  # rows decided at a time: a few planes of this stay in the CPU's cache
+QUANTISE_ROWS = 32  # rows decided at a time, in a core's cache (0.042 s a 4096² block; 0.10 s at 64 rows)
 
 
 @dataclass(frozen=True)
@@ -104,22 +104,31 @@ def quantise(core: Box, probs: torch.Tensor, core_valid: np.ndarray, thresholds:
 def decide_rows(probs: torch.Tensor, thresholds: Thresholds, classes: np.ndarray, confidence: np.ndarray) -> None:
     """Write the class ids and confidence (uint8) of probabilities (C, h, w) into ``classes`` and
     ``confidence`` (h, w); on a CPU a few rows at a time, so the temporaries stay in the cache."""
-    height = probs.shape[1]
-    class_view, confidence_view = torch.from_numpy(classes), torch.from_numpy(confidence)
-    on_cpu = probs.device.type == "cpu"
-    step = QUANTISE_ROWS if on_cpu else height  # a device decides the rows at once, then one copy back
-    top = torch.empty((min(step, height), probs.shape[2]), dtype=probs.dtype, device=probs.device)
-    for row0 in range(0, height, step):
-        rows = slice(row0, row0 + step)
-        chunk = probs[:, rows]
-        chunk_top = top[: chunk.shape[1]]
-        if on_cpu:  # the ids land in the mask itself
-            decide_into(chunk, thresholds, class_view[rows], chunk_top)
-        else:
-            ids = torch.empty(chunk.shape[1:], dtype=torch.uint8, device=probs.device)
-            decide_into(chunk, thresholds, ids, chunk_top)
-            class_view[rows].copy_(ids)
-        confidence_view[rows].copy_(chunk_top.mul_(255).round_().clamp_(1, 255))
+    if probs.device.type != "cpu":  # a device decides the rows at once, then one copy back of each layer
+        ids = torch.empty(probs.shape[1:], dtype=torch.uint8, device=probs.device)
+        top = torch.empty(probs.shape[1:], dtype=probs.dtype, device=probs.device)
+        decide_into(probs, thresholds, ids, top)
+        torch.from_numpy(classes).copy_(ids)
+        torch.from_numpy(confidence).copy_(confidence_of(top))
+        return
+    host = probs.numpy()  # decided in NumPy (``decide_into``: its comparisons are faster than torch's here)
+    height = host.shape[1]
+    host_top = np.empty((min(QUANTISE_ROWS, height), host.shape[2]), host.dtype)
+    for row0 in range(0, height, QUANTISE_ROWS):
+        rows = slice(row0, row0 + QUANTISE_ROWS)
+        chunk = host[:, rows]
+        chunk_top = host_top[: chunk.shape[1]]
+        decide_planes(chunk, thresholds, classes[rows], chunk_top)  # the ids land in the mask itself
+        np.copyto(confidence[rows], confidence_of(chunk_top), casting="unsafe")  # whole numbers 1-255
+
+
+def confidence_of(top: Array) -> Array:
+    """The confidence layer's value of the chosen class's probability, in place: round(p x 255)
+    (half to even) in 1..255, still in the probabilities' dtype; 0 is left for nodata."""
+    xp = array_namespace(top)
+    xp.multiply(top, 255, out=top)
+    xp.round(top, out=top)
+    return xp.clip(top, 1, 255, out=top)
 
 
 def _marked(result: BlockResult, core_valid: np.ndarray) -> BlockResult:

@@ -125,3 +125,30 @@ def test_single_pass_decision_equals_the_scored_argmax_with_ties_and_edges(thres
     expected = _scored_argmax(probs, thresholds)
     assert torch.equal(ids, expected)
     assert torch.equal(top, probs.gather(0, expected.unsqueeze(0))[0])  # the chosen class's probability, exactly
+
+
+@pytest.mark.parametrize("thresholds", [(), ((1, 0.45),), ((2, 0.2), (1, 0.25)), ((0, 0.5), (1, 0.5), (2, 0.5))])
+def test_the_devices_operations_and_numpys_decide_and_quantise_alike_bit_for_bit(thresholds):
+    """A CPU decides in NumPy, a GPU with the same rule in torch: both run here on the same
+    probabilities (torch's on CPU tensors) and must agree exactly, ids, probability and confidence,
+    including at the threshold (compared in float32 by both) and on ties."""
+    from pipeline.inference.blend import confidence_of
+    from pipeline.inference.decision import decide_planes
+
+    generator = torch.Generator().manual_seed(3)
+    probs = (torch.randn(3, 96, 80, generator=generator) * 2).softmax(dim=0)
+    below, at, above = (torch.nextafter(torch.tensor(0.45), torch.tensor(d)) for d in (0.0, 0.45, 1.0))
+    probs[1, :4], probs[1, 4:8], probs[1, 8:12] = below, at, above  # 0.45 is not a float32: both round it alike
+    probs[:, 12:16] = torch.tensor([0.4, 0.2, 0.4])[:, None, None]  # ties
+    results = []
+    for as_array in (lambda t: t.clone(), lambda t: t.numpy().copy()):
+        ids, top = as_array(torch.zeros(96, 80, dtype=torch.uint8)), as_array(torch.zeros(96, 80))
+        decide_planes(as_array(probs), thresholds, ids, top)
+        results.append((np.asarray(ids), np.asarray(top).copy(), np.asarray(confidence_of(top)).astype(np.uint8)))
+    (torch_ids, torch_top, torch_confidence), (numpy_ids, numpy_top, numpy_confidence) = results
+    np.testing.assert_array_equal(torch_ids, numpy_ids)
+    np.testing.assert_array_equal(torch_top.view(np.int32), numpy_top.view(np.int32))
+    np.testing.assert_array_equal(torch_confidence, numpy_confidence)
+    assert torch.equal(torch.from_numpy(numpy_ids).long(), _scored_argmax(probs, thresholds))
+    if thresholds == ((1, 0.45),):
+        assert (numpy_ids[:4] != 1).all() and (numpy_ids[4:12] == 1).all()
