@@ -97,3 +97,58 @@ def test_bench_children_import_their_own_checkout_and_keep_the_carried_wheels(mo
     assert childenv.python_path(tmp_path).split(os.pathsep) == [str(tmp_path), "/tmp/site", str(REPO)]
     monkeypatch.delenv("PYTHONPATH")
     assert childenv.python_path(tmp_path) == str(tmp_path)
+
+
+def test_the_device_view_fits_the_device_limit_runs_the_check_and_restores_the_branch(tmp_path):
+    """A device call may send 64 MiB (tracked files, untracked-not-ignored ones, carried paths); this
+    repository's tracked files are over it. ``gpu_payload.sh check`` checks out a device view of the
+    commit without what the check does not read; the check must run in it, and ``restore`` must give
+    the branch back whole."""
+    import tarfile
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    bundle = clone / ".gpu" / "site.tar.xz"  # stands in for the packages (rasterio is installed here)
+    bundle.parent.mkdir()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "marker.py").write_text("")
+    with tarfile.open(bundle, "w:xz") as tar:
+        tar.add(tmp_path / "site", arcname="site")
+
+    def payload(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "bench/gpu_payload.sh", *args], cwd=clone, capture_output=True, text=True)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+
+    def mib(done: subprocess.CompletedProcess) -> float:
+        return float(done.stdout.split("gpu_payload: ")[-1].split(" MiB")[0])
+
+    whole = payload("size")
+    assert whole.returncode == 1 and mib(whole) > 64  # the branch as it is cannot travel
+    (clone / "README.md").write_text("edited\n")
+    refused = payload("check")
+    assert refused.returncode == 2 and "commit or stash" in refused.stderr
+    git("checkout", "--", "README.md")
+
+    before = git("rev-parse", "HEAD"), git("rev-parse", "--abbrev-ref", "HEAD")
+    view = payload("check")
+    assert view.returncode == 0, view.stderr
+    assert git("rev-parse", "HEAD^") == before[0] and git("rev-parse", "HEAD") != before[0]  # a commit of its own
+    assert not (clone / "models" / "checkpoints").exists() and not (clone / "data" / "sources" / "uav75").exists()
+    assert (clone / "pipeline" / "assets" / "msaf-dsnet.safetensors").is_file()
+    assert mib(payload("size")) + 36 < 64  # room for the real bundle (35 MB when built by gpu_wheels.sh)
+    assert payload("check").returncode == 2  # already in the view
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(clone)}
+    dry = ["bash", "bench/gpu_check.sh", "--dry", str(out)]
+    checked = subprocess.run(dry, cwd=clone, capture_output=True, text=True, env=env, timeout=300)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert json.loads((out / "survey_throughput.json").read_text())["sizes"]["256"]["survey"]["mpix_s"] > 0
+
+    back = payload("restore")
+    assert back.returncode == 0, back.stderr
+    assert (git("rev-parse", "HEAD"), git("rev-parse", "--abbrev-ref", "HEAD")) == before  # the same branch and commit
+    assert (clone / "models" / "checkpoints" / "release-1.safetensors").is_file()
+    assert git("status", "--porcelain") == ""
+    assert payload("restore").returncode == 2  # nothing to restore
