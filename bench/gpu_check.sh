@@ -7,8 +7,9 @@
 #   bash bench/gpu_check.sh [OUT_DIR]          # on the GPU machine (default OUT_DIR: $OUT or bench-out)
 #   bash bench/gpu_check.sh --dry [OUT_DIR]    # the same steps on CPU with a tiny raster (the test suite)
 #
-# A machine without rasterio: `bash bench/gpu_payload.sh check` here first (the device view of the
-# checkout and .gpu/site.tar.xz, the packages it lacks), carry [".gpu"]; they are unpacked into /tmp/site.
+# A machine without rasterio: `bash bench/gpu_payload.sh check` here first (the check's view of the
+# checkout and .gpu/check/site.tar.xz, the packages it lacks), carry [".gpu/check"]; they are unpacked
+# into /tmp/site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -16,8 +17,8 @@ if [ "${1:-}" = "--dry" ]; then DRY=1; shift; fi
 OUT_DIR=${1:-${OUT:-bench-out}}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-if [ -f .gpu/site.tar.xz ] && ! "$PY" -c "import rasterio" 2>/dev/null; then  # only the interpreter that runs the checks
-  mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site --strip-components=1
+if [ -f .gpu/check/site.tar.xz ] && ! "$PY" -c "import rasterio" 2>/dev/null; then  # only the interpreter that runs the checks
+  mkdir -p /tmp/site && tar -xJf .gpu/check/site.tar.xz -C /tmp/site --strip-components=1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}

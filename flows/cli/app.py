@@ -106,10 +106,12 @@ def main() -> None:
     """Console-script entry point."""
     import warnings
 
-    from rasterio.errors import NotGeoreferencedWarning
-
-    # a missing georeference is reported as a clear error (or handled with --assume-crs), not a warning
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    try:
+        from rasterio.errors import NotGeoreferencedWarning
+    except ImportError:  # an environment for training on photos alone (a GPU image): no raster to warn about
+        pass
+    else:  # a missing georeference is reported as a clear error (or handled with --assume-crs), not a warning
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     # the terminal shows progress and results; Prefect's run logs stay in its API/UI (set INFO to see them here)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     signal.signal(signal.SIGINT, _interrupt)

@@ -17,15 +17,6 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.class_ids import NO_CLASS, UNMAPPED
 from pipeline.config import ClassSpec, DataConfig, DatasetConfig
-from pipeline.data.geo import (
-    block_name,
-    class_map,
-    input_block,
-    labelled_blocks,
-    labelset_fingerprint,
-    load_blocks,
-    split_blocks,
-)
 from pipeline.data.labelled import (
     LabelledImage,
     Pair,
@@ -36,9 +27,6 @@ from pipeline.data.labelled import (
 )
 from pipeline.errors import MsafError
 from pipeline.fsutil import write_json
-from pipeline.labels.labelset import read_labelset
-from pipeline.raster.source import file_fingerprint
-from pipeline.raster.trust import locate
 
 
 def values_lut(values: dict[int, str], class_names: list[str], ignore_values: Sequence[int] = ()) -> np.ndarray:
@@ -91,6 +79,8 @@ class ManifestSet(BaseModel):
     def load(self, split: str, class_names: list[str]) -> list[LabelledImage]:
         """Decode and validate one split of this set, labels mapped to the model's class ids."""
         if self.kind == "geo" and self.labelset is not None and self.block is not None:
+            from pipeline.data.geo import load_blocks  # rasterio: only label sets need it (not a GPU box's training)
+
             names = self.train + self.val if split == "all" else getattr(self, split)
             return load_blocks(self.labelset, names, self.block, self.working_gsd_m, class_names, source=self.name)
         lut = values_lut(self.values, class_names, self.ignore_values)
@@ -128,7 +118,20 @@ def _portable(path: Path) -> Path:
 
 
 def _build_geo_set(spec: DatasetConfig, data: DataConfig) -> ManifestSet:
-    """A label set's labelled blocks, split spatially; its orthomosaic must be the one it was labelled on."""
+    """A label set's labelled blocks, split spatially; its orthomosaic must be the one it was labelled on.
+    Its imports (rasterio, shapely) are here: photo sets train without them (the GPU image lacks them)."""
+    from pipeline.data.geo import (
+        block_name,
+        class_map,
+        input_block,
+        labelled_blocks,
+        labelset_fingerprint,
+        split_blocks,
+    )
+    from pipeline.labels.labelset import read_labelset
+    from pipeline.raster.source import file_fingerprint
+    from pipeline.raster.trust import locate
+
     assert spec.labelset is not None
     record = read_labelset(spec.labelset)
     class_map(record, data.class_names)  # its classes are the model's (by name)

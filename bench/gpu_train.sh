@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Training on a GPU machine, in what is left of a lease after gpu_check.sh: the repository's recipe
+# (params.yaml: its data, loss, augmentation and teacher) continued on CUDA in bf16 from the shipped
+# model for EPOCHS x STEPS steps of BATCH crops; the trainer validates every epoch and keeps the
+# best (EMA) weights, which are then evaluated on the validation photos. The candidate (14 MB), its
+# history and its numbers come back in OUT_DIR; a person decides whether it ships (`msaf models`).
+#
+#   bash bench/gpu_payload.sh train        # here: the training view and .gpu/train (pydantic)
+#   # device run: carry [".gpu/train"], command: bash bench/gpu_train.sh $OUT   (timeout_s ~540)
+#   bash bench/gpu_payload.sh restore
+#   bash bench/gpu_train.sh --dry OUT_DIR  # the same steps on CPU, two small steps (the test suite)
+#
+# The GPU image has torch, numpy, scipy, scikit-image, Pillow, pyyaml, safetensors, typer and rich;
+# the trainer imports rasterio, pyproj and shapely only for label sets, so the photos train without them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+if [ "${1:-}" = "--dry" ]; then DRY=1; shift; fi
+OUT_DIR=${1:-${OUT:-bench-out}}
+mkdir -p "$OUT_DIR"
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+if [ -f .gpu/train/site.tar.xz ] && ! "$PY" -c "import pydantic" 2>/dev/null; then
+  mkdir -p /tmp/site && tar -xJf .gpu/train/site.tar.xz -C /tmp/site --strip-components=1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} SOURCE_DATE_EPOCH=0
+if [ "$DRY" = 1 ]; then
+  DEVICE=cpu PRECISION=fp32 EPOCHS=1 STEPS=2 BATCH=2 CROP=64
+else
+  DEVICE=cuda PRECISION=bf16 EPOCHS=${EPOCHS:-3} STEPS=${STEPS:-400} BATCH=${BATCH:-16} CROP=256
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT_DIR/gpu.txt"
+fi
+msaf() { "$PY" -c "import sys; from flows.cli import main; sys.argv[0] = 'msaf'; main()" "$@"; }
+# the photos where params.yaml expects them: what `make data` copies (DVC is not needed here)
+for set in crackforest uav75 masonry; do
+  if [ ! -d "data/raw/$set/images" ]; then
+    mkdir -p "data/raw/$set"
+    cp -r --no-preserve=mode "data/sources/$set/images" "data/sources/$set/masks" "data/raw/$set/"
+  fi
+done
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+msaf prepare --params params.yaml --out "$work/manifest.json"
+started=$(date +%s)
+msaf train --params params.yaml --manifest "$work/manifest.json" --no-track \
+  --set train.device=$DEVICE --set train.precision=$PRECISION --set train.init=pipeline/assets/msaf-dsnet.safetensors \
+  --set train.epochs="$EPOCHS" --set train.steps_per_epoch="$STEPS" --set train.batch_size="$BATCH" \
+  --set train.crop_size=$CROP --out "$OUT_DIR/candidate.safetensors" --history "$OUT_DIR/history.csv" \
+  2>&1 | tee "$OUT_DIR/train.log"
+echo "{\"device\": \"$DEVICE\", \"precision\": \"$PRECISION\", \"epochs\": $EPOCHS, \"steps_per_epoch\": $STEPS," \
+  "\"batch_size\": $BATCH, \"crop_size\": $CROP, \"train_seconds\": $(( $(date +%s) - started ))}" > "$OUT_DIR/schedule.json"
+msaf evaluate --model "$OUT_DIR/candidate.safetensors" --manifest "$work/manifest.json" --split val --tolerance 2 \
+  --device $DEVICE --out "$OUT_DIR/eval.json"
+echo "gpu_train: results in $OUT_DIR"
