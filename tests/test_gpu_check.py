@@ -99,56 +99,111 @@ def test_bench_children_import_their_own_checkout_and_keep_the_carried_wheels(mo
     assert childenv.python_path(tmp_path) == str(tmp_path)
 
 
-def test_the_device_view_fits_the_device_limit_runs_the_check_and_restores_the_branch(tmp_path):
-    """A device call may send 64 MiB (tracked files, untracked-not-ignored ones, carried paths); this
-    repository's tracked files are over it. ``gpu_payload.sh check`` checks out a device view of the
-    commit without what the check does not read; the check must run in it, and ``restore`` must give
-    the branch back whole."""
+def _clone_with_bundle(tmp_path, kind: str):
+    """A clone of this repository with a stand-in bundle in .gpu/KIND (the real one is downloaded)."""
     import tarfile
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
-    bundle = clone / ".gpu" / "site.tar.xz"  # stands in for the packages (rasterio is installed here)
-    bundle.parent.mkdir()
+    bundle = clone / ".gpu" / kind / "site.tar.xz"
+    bundle.parent.mkdir(parents=True)
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "marker.py").write_text("")
     with tarfile.open(bundle, "w:xz") as tar:
         tar.add(tmp_path / "site", arcname="site")
+    return clone
+
+
+def _run(clone, *command: str, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(list(command), cwd=clone, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _git(clone, *args: str) -> str:
+    return _run(clone, "git", *args).stdout.strip()
+
+
+def _mib(done: subprocess.CompletedProcess) -> float:
+    return float(done.stdout.split("gpu_payload: ")[-1].split(" MiB")[0])
+
+
+def test_the_device_view_fits_the_device_limit_runs_the_check_and_restores_the_branch(tmp_path):
+    """A device call may send 64 MiB (tracked files, untracked-not-ignored ones, carried paths); this
+    repository's tracked files are over it. ``gpu_payload.sh check`` checks out a view of the commit
+    without what the check does not read; the check must run in it, and ``restore`` must give the
+    branch back whole."""
+    clone = _clone_with_bundle(tmp_path, "check")
 
     def payload(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", "bench/gpu_payload.sh", *args], cwd=clone, capture_output=True, text=True)
+        return _run(clone, "bash", "bench/gpu_payload.sh", *args)
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
-
-    def mib(done: subprocess.CompletedProcess) -> float:
-        return float(done.stdout.split("gpu_payload: ")[-1].split(" MiB")[0])
-
-    whole = payload("size")
-    assert whole.returncode == 1 and mib(whole) > 64  # the branch as it is cannot travel
+    whole = payload("size", "check")
+    assert whole.returncode == 1 and _mib(whole) > 64  # the branch as it is cannot travel
     (clone / "README.md").write_text("edited\n")
     refused = payload("check")
     assert refused.returncode == 2 and "commit or stash" in refused.stderr
-    git("checkout", "--", "README.md")
+    _git(clone, "checkout", "--", "README.md")
 
-    before = git("rev-parse", "HEAD"), git("rev-parse", "--abbrev-ref", "HEAD")
+    before = _git(clone, "rev-parse", "HEAD"), _git(clone, "rev-parse", "--abbrev-ref", "HEAD")
     view = payload("check")
     assert view.returncode == 0, view.stderr
-    assert git("rev-parse", "HEAD^") == before[0] and git("rev-parse", "HEAD") != before[0]  # a commit of its own
+    assert _git(clone, "rev-parse", "HEAD^") == before[0] != _git(clone, "rev-parse", "HEAD")  # a commit of its own
     assert not (clone / "models" / "checkpoints").exists() and not (clone / "data" / "sources" / "uav75").exists()
     assert (clone / "pipeline" / "assets" / "msaf-dsnet.safetensors").is_file()
-    assert mib(payload("size")) + 36 < 64  # room for the real bundle (35 MB when built by gpu_wheels.sh)
-    assert payload("check").returncode == 2  # already in the view
+    assert _mib(payload("size", "check")) + 36 < 64  # room for the real bundle (35 MB when built by gpu_wheels.sh)
+    assert payload("check").returncode == 2  # already in a view
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(clone)}
-    dry = ["bash", "bench/gpu_check.sh", "--dry", str(out)]
-    checked = subprocess.run(dry, cwd=clone, capture_output=True, text=True, env=env, timeout=300)
+    checked = _run(clone, "bash", "bench/gpu_check.sh", "--dry", str(out), env=env)
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert json.loads((out / "survey_throughput.json").read_text())["sizes"]["256"]["survey"]["mpix_s"] > 0
 
     back = payload("restore")
     assert back.returncode == 0, back.stderr
-    assert (git("rev-parse", "HEAD"), git("rev-parse", "--abbrev-ref", "HEAD")) == before  # the same branch and commit
+    assert (_git(clone, "rev-parse", "HEAD"), _git(clone, "rev-parse", "--abbrev-ref", "HEAD")) == before
     assert (clone / "models" / "checkpoints" / "release-1.safetensors").is_file()
-    assert git("status", "--porcelain") == ""
+    assert _git(clone, "status", "--porcelain") == ""
     assert payload("restore").returncode == 2  # nothing to restore
+
+
+NOT_ON_THE_GPU_IMAGE = """
+import sys
+BLOCKED = {"rasterio", "pyproj", "shapely", "zstandard", "isal", "platformdirs", "mlflow", "prefect"}
+class NotOnTheGpuImage:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU image)")
+sys.meta_path.insert(0, NotOnTheGpuImage())
+"""
+
+
+def test_the_training_view_trains_on_the_photos_without_the_packages_the_gpu_image_lacks(tmp_path):
+    """``gpu_train.sh`` in the training view (photos, the teacher; 47 MiB with its pydantic bundle),
+    with rasterio, pyproj, shapely, zstandard, ISA-L, MLflow and Prefect made unimportable as on
+    the GPU image: it copies the photos into place, prepares, trains two small steps from the shipped
+    model with the recipe's teacher and evaluates; the branch comes back whole."""
+    from pipeline.checkpoint import read_metadata
+
+    clone = _clone_with_bundle(tmp_path, "train")
+    view = _run(clone, "bash", "bench/gpu_payload.sh", "train")
+    assert view.returncode == 0, view.stderr
+    assert (clone / "models" / "checkpoints" / "release-1.safetensors").is_file()  # params.yaml's teacher
+    assert not (clone / "models" / "checkpoints" / "finetune-4.safetensors").exists()
+    assert _mib(_run(clone, "bash", "bench/gpu_payload.sh", "size", "train")) + 3 < 64  # the real bundle: 2 MB
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NOT_ON_THE_GPU_IMAGE)
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": f"{blocker}:{clone}"}
+    assert _run(clone, sys.executable, "-c", "import rasterio", env=env).returncode == 1  # the premise holds
+    out = tmp_path / "out"
+    trained = _run(clone, "bash", "bench/gpu_train.sh", "--dry", str(out), env=env, timeout=600)
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-3000:]
+    meta = read_metadata(out / "candidate.safetensors")
+    assert meta.class_names == ["background", "crack", "joint"] and meta.preset == "dsnet"
+    schedule = json.loads((out / "schedule.json").read_text())
+    assert (schedule["device"], schedule["epochs"], schedule["steps_per_epoch"]) == ("cpu", 1, 2)
+    scores = json.loads((out / "eval.json").read_text())
+    assert 0 < scores["score"] <= 1
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + one epoch
+    assert _run(clone, "bash", "bench/gpu_payload.sh", "restore").returncode == 0
+    assert (clone / "models" / "checkpoints" / "finetune-4.safetensors").is_file()
+    assert _git(clone, "status", "--porcelain") == ""
