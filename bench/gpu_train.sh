@@ -10,6 +10,8 @@
 #   bash bench/gpu_payload.sh restore
 #   bash bench/gpu_train.sh --dry OUT_DIR  # the same steps on CPU, two small steps (the test suite)
 #
+# EPOCHS, STEPS, BATCH set the schedule (default 3 x 400 x 16 crops); SETS adds params overrides,
+# e.g. SETS="train.loss.dice_fp_share=0.75 train.lr=0.0003".
 # The GPU image has torch, numpy, scipy, scikit-image, Pillow, pyyaml, safetensors, typer and rich;
 # the trainer imports rasterio, pyproj and shapely only for label sets, so the photos train without them.
 set -euo pipefail
@@ -41,11 +43,13 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 msaf prepare --params params.yaml --out "$work/manifest.json"
+extra=()
+for item in ${SETS:-}; do extra+=(--set "$item"); done
 started=$(date +%s)
 msaf train --params params.yaml --manifest "$work/manifest.json" --no-track \
   --set train.device=$DEVICE --set train.precision=$PRECISION --set train.init=pipeline/assets/msaf-dsnet.safetensors \
   --set train.epochs="$EPOCHS" --set train.steps_per_epoch="$STEPS" --set train.batch_size="$BATCH" \
-  --set train.crop_size=$CROP --out "$OUT_DIR/candidate.safetensors" --history "$OUT_DIR/history.csv" \
+  --set train.crop_size=$CROP "${extra[@]}" --out "$OUT_DIR/candidate.safetensors" --history "$OUT_DIR/history.csv" \
   2>&1 | tee "$OUT_DIR/train.log"
 echo "{\"device\": \"$DEVICE\", \"precision\": \"$PRECISION\", \"epochs\": $EPOCHS, \"steps_per_epoch\": $STEPS," \
   "\"batch_size\": $BATCH, \"crop_size\": $CROP, \"train_seconds\": $(( $(date +%s) - started ))}" > "$OUT_DIR/schedule.json"
