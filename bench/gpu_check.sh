@@ -18,7 +18,8 @@ OUT_DIR=${1:-${OUT:-bench-out}}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 if [ -f .gpu/check/site.tar.xz ] && ! "$PY" -c "import rasterio" 2>/dev/null; then  # only the interpreter that runs the checks
-  mkdir -p /tmp/site && tar -xJf .gpu/check/site.tar.xz -C /tmp/site --strip-components=1
+  # Python's tarfile (lzma is in the standard library): the image need not have xz
+  "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp', filter='tar')" .gpu/check/site.tar.xz
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}

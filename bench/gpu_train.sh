@@ -22,7 +22,8 @@ OUT_DIR=${1:-${OUT:-bench-out}}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 if [ -f .gpu/train/site.tar.xz ] && ! "$PY" -c "import pydantic" 2>/dev/null; then
-  mkdir -p /tmp/site && tar -xJf .gpu/train/site.tar.xz -C /tmp/site --strip-components=1
+  # Python's tarfile (lzma is in the standard library): the image need not have xz
+  "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp', filter='tar')" .gpu/train/site.tar.xz
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} SOURCE_DATE_EPOCH=0
