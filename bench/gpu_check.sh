@@ -12,17 +12,7 @@
 # into /tmp/site.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DRY=0
-if [ "${1:-}" = "--dry" ]; then DRY=1; shift; fi
-OUT_DIR=${1:-${OUT:-bench-out}}
-mkdir -p "$OUT_DIR"
-PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-if [ -f .gpu/check/site.tar.xz ] && ! "$PY" -c "import rasterio" 2>/dev/null; then  # only the interpreter that runs the checks
-  # Python's tarfile (lzma is in the standard library): the image need not have xz
-  "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp', filter='tar')" .gpu/check/site.tar.xz
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+. bench/gpu_env.sh check rasterio "$@"  # DRY, OUT_DIR, PY; the bundle unpacked if needed
 MODEL=pipeline/assets/msaf-dsnet.safetensors
 if [ "$DRY" = 1 ]; then
   SIZE=256 DEVICE=cpu BATCH=2 ENGINE_SIZE=256 ENGINE_BLOCK=4096 CORES="1" MODES="model survey"

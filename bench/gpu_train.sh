@@ -16,17 +16,8 @@
 # the trainer imports rasterio, pyproj and shapely only for label sets, so the photos train without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DRY=0
-if [ "${1:-}" = "--dry" ]; then DRY=1; shift; fi
-OUT_DIR=${1:-${OUT:-bench-out}}
-mkdir -p "$OUT_DIR"
-PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-if [ -f .gpu/train/site.tar.xz ] && ! "$PY" -c "import pydantic" 2>/dev/null; then
-  # Python's tarfile (lzma is in the standard library): the image need not have xz
-  "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp', filter='tar')" .gpu/train/site.tar.xz
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} SOURCE_DATE_EPOCH=0
+. bench/gpu_env.sh train pydantic "$@"  # DRY, OUT_DIR, PY; the bundle unpacked if needed
+export SOURCE_DATE_EPOCH=0
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu PRECISION=fp32 EPOCHS=1 STEPS=2 BATCH=2 CROP=64
 else
