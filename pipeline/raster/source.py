@@ -429,9 +429,10 @@ class BlockReader:
         window = rasterio.windows.Window(box.col0, row0, box.width, row1 - row0)
         rows = slice(row0 - box.row0, row1 - box.row0)
         scale = self.info.scale  # None: 8-bit RGB, decoded straight into the block's array
+        strip_valid = valid[rows]
         try:
             data = ds.read(self.info.bands, window=window, out=pixels[:, rows] if scale is None else None)
-            strip_valid = ds.dataset_mask(window=window) > 0
+            np.greater(ds.dataset_mask(window=window), 0, out=strip_valid)  # straight into the block's footprint
         except RasterioError as exc:
             raise MsafError(
                 f"{self.info.path}: read failed at rows {row0}-{row1}, cols {box.col0}-{box.col1} "
@@ -441,7 +442,6 @@ class BlockReader:
             if np.issubdtype(data.dtype, np.floating):
                 strip_valid &= np.isfinite(data).all(axis=0)
             pixels[:, rows] = to_uint8(data, scale)
-        valid[rows] = strip_valid
 
     def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 (3, H, W) of ``box`` and its footprint (True = valid data)."""
