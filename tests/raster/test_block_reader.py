@@ -1,0 +1,59 @@
+"""The block reader: every block's pixels and footprint exactly as GDAL reads them, each strip of rows
+on one decoding thread (so a halo's source blocks come from that thread's GDAL block cache)."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from pipeline.config import ScalingConfig
+from pipeline.raster.grid import TileGrid
+from pipeline.raster.source import BlockReader, open_source
+from tests.conftest import write_raster
+
+
+def _jpeg_orthomosaic(path, height: int, width: int):
+    """A JPEG-tiled RGB GeoTIFF with an internal footprint mask cutting a corner off, as drone software writes."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(rows * 7 + cols * 3) % 256, (rows * cols) % 251, (cols * 5) % 241]).astype(np.uint8)
+    write_raster(path, rgb, tiled=True, blockxsize=128, blockysize=128, compress="jpeg", photometric="YCBCR")
+    with rasterio.open(path, "r+") as ds:
+        footprint = np.where(rows + cols > 200, 255, 0).astype(np.uint8)
+        ds.write_mask(footprint)
+    return path
+
+
+def test_blocks_read_in_any_order_of_threads_are_gdals_pixels_and_each_strip_stays_on_one_thread(tmp_path):
+    ortho = _jpeg_orthomosaic(tmp_path / "ortho.tif", 700, 900)
+    info = open_source(ortho, ScalingConfig())
+    grid = TileGrid(info.height, info.width, 96, 24)  # blocks of 256 with halos: strips start mid source block
+    reader = BlockReader(info, threads=3)
+    threads_of_strip: dict[int, set[int]] = defaultdict(set)
+    read_strip = reader._read_strip
+
+    def recording(box, pixels, valid, row0, row1):
+        threads_of_strip[row0 // reader.strip_rows].add(threading.get_ident())
+        read_strip(box, pixels, valid, row0, row1)
+
+    reader._read_strip = recording
+    blocks = list(grid.blocks(256))
+    outside = 0
+    try:
+        with rasterio.open(ortho) as ds:
+            for block in blocks:
+                box = block.region
+                pixels, valid = reader.read(box)
+                window = Window(box.col0, box.row0, box.width, box.height)
+                np.testing.assert_array_equal(pixels, ds.read((1, 2, 3), window=window))
+                np.testing.assert_array_equal(valid, ds.dataset_mask(window=window) > 0)
+                outside += int((~valid).sum())
+    finally:
+        reader.close()
+    assert len(blocks) == 12 and outside > 0  # the footprint's cut corner was read too
+    assert reader.strip_rows == 256 and len(threads_of_strip) == 3  # source rows 0-255, 256-511, 512-699
+    assert all(len(threads) == 1 for threads in threads_of_strip.values())  # each on its own thread
+    assert len(set().union(*threads_of_strip.values())) == 3
