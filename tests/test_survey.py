@@ -319,3 +319,42 @@ def test_mosaic_cli_writes_ortho_and_exact_truth(tmp_path, cfd_dir):
     np.testing.assert_array_equal(labels == 255, ~footprint)
     crack_share = (labels == 1).sum() / footprint.sum()
     assert 0.005 < crack_share < 0.05  # CFD photos carry ~1.6 % crack pixels
+
+
+def test_the_input_is_hashed_beside_the_model_checks_and_a_refusal_does_not_wait_for_it(
+    monkeypatch, tmp_path, tiny_model, crack_mosaic
+):
+    """A large orthomosaic takes seconds to hash: validation hashes it on a thread while it checks the
+    model, and a model it refuses is one line at once, not after the hash."""
+    import threading
+    import time
+
+    import pipeline.survey as survey
+    from pipeline.raster.source import source_fingerprint
+    from tests.test_one_line_errors import _edited_model
+
+    cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
+    prepared = survey.prepare_survey(crack_mosaic[0], tmp_path / "a", cfg, model_path=tiny_model)
+    assert prepared.source_fingerprint == source_fingerprint(prepared.info)  # the same value as before
+
+    hashing, release = threading.Event(), threading.Event()
+
+    def slow_fingerprint(info):
+        hashing.set()
+        release.wait(30)  # a 2.5 GB input at ~1 GB/s, and then some
+        return "never used"
+
+    monkeypatch.setattr(survey, "source_fingerprint", slow_fingerprint)
+    mixed_up = _edited_model(tiny_model, tmp_path / "mixed.safetensors", width=48)
+    started = time.perf_counter()
+    with pytest.raises(MsafError, match="weights do not match the architecture"):
+        survey.prepare_survey(crack_mosaic[0], tmp_path / "b", cfg, model_path=mixed_up)
+    assert hashing.is_set() and time.perf_counter() - started < 10  # the hash had begun; not waited for
+    release.set()
+
+    def failing_fingerprint(info):
+        raise MsafError("the input changed while it was read")
+
+    monkeypatch.setattr(survey, "source_fingerprint", failing_fingerprint)
+    with pytest.raises(MsafError, match="changed while it was read"):  # its failure reaches the caller
+        survey.prepare_survey(crack_mosaic[0], tmp_path / "c", cfg, model_path=tiny_model)
