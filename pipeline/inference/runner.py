@@ -237,7 +237,7 @@ class TileRunner:
                 rows = slice(dst_rows.start - base, dst_rows.stop - base)
                 weights = self._tile_weights(grid, grid.edges(tile))[src]
                 acc[:, rows, dst_cols].addcmul_(tile_probs[(slice(None), *src)], weights)
-                weight_sum[rows, dst_cols] += weights
+                weight_sum[rows, dst_cols].add_(weights)  # `+=` would index the view again to assign it back
                 touched = max(touched, dst_rows.stop)
         if acc is None or weight_sum is None:
             raise ValueError(f"block {block.index} has no tiles")
