@@ -231,9 +231,16 @@ def test_the_training_view_trains_on_the_photos_without_the_packages_the_gpu_ima
     (blocker / "sitecustomize.py").write_text(NOT_ON_THE_GPU_IMAGE)
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": f"{blocker}:{clone}"}
     assert _run(clone, sys.executable, "-c", "import rasterio", env=env).returncode == 1  # the premise holds
+    cut = _run(clone, "bash", "bench/gpu_train.sh", "--dry", str(tmp_path / "cut"), env=env | {"TRAIN_SECONDS": "1"})
+    assert cut.returncode == 3, (cut.stdout + cut.stderr)[-3000:]  # the device's limit would have lost it all
+    assert "run the same command again" in cut.stdout and (clone / ".gpu" / "train-run").is_dir()
+    assert json.loads((tmp_path / "cut" / "schedule.json").read_text())["finished"] is False
+    assert not (tmp_path / "cut" / "eval.json").exists()
     out = tmp_path / "out"
     trained = _run(clone, "bash", "bench/gpu_train.sh", "--dry", str(out), env=env, timeout=600)
     assert trained.returncode == 0, (trained.stdout + trained.stderr)[-3000:]
+    assert json.loads((out / "schedule.json").read_text())["finished"] is True
+    assert not list((clone / ".gpu" / "train-run").iterdir())  # the state is gone once the run ends
     meta = read_metadata(out / "candidate.safetensors")
     assert meta.class_names == ["background", "crack", "joint"] and meta.preset == "dsnet"
     schedule = json.loads((out / "schedule.json").read_text())
