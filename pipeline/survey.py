@@ -167,19 +167,25 @@ class BlockPipeline:
     def _reads(
         self, pool: ThreadPoolExecutor, blocks: list[WorkUnit]
     ) -> Iterator[tuple[WorkUnit, np.ndarray, np.ndarray]]:
-        """Blocks with their pixels, in order, each read started ``workers`` blocks ahead."""
-        upcoming = iter(blocks)
+        """Blocks with their pixels, in order, each read started ``workers`` blocks ahead; each read
+        knows the box read next below it, whose top rows it holds for it."""
+        boxes = [block.read if isinstance(block, ScaledBlock) else block.region for block in blocks]
+        below: dict[int, Box] = {}
+        above: dict[tuple[int, int], int] = {}  # a column of boxes -> the last one so far
+        for position, box in enumerate(boxes):
+            if (last := above.get((box.col0, box.col1))) is not None:
+                below[last] = box
+            above[(box.col0, box.col1)] = position
         pending: deque[tuple[WorkUnit, Future]] = deque()
-        for block in upcoming:
+        for position, (block, box) in enumerate(zip(blocks, boxes, strict=True)):
             raise_if_stopped()
-            box = block.read if isinstance(block, ScaledBlock) else block.region
-            pending.append((block, pool.submit(self.reader.read, box)))
+            pending.append((block, pool.submit(self.reader.read, box, below.get(position))))
             if len(pending) > self.workers:
-                block, read = pending.popleft()
-                yield block, *read.result()
+                ready, read = pending.popleft()
+                yield ready, *read.result()
         while pending:
-            block, read = pending.popleft()
-            yield block, *read.result()
+            ready, read = pending.popleft()
+            yield ready, *read.result()
 
     def run(self, blocks: list[WorkUnit], consume: Callable[[WorkUnit, BlockResult], None]) -> None:
         """Infer every block; ``consume`` gets each block and its result.

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import math
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,12 +404,17 @@ class BlockReader:
     go to the same thread: the source blocks a block's halo shares with its left neighbour were
     decoded by that thread's handle for the neighbour and come from GDAL's block cache, which is
     per handle (a 16384² survey's decoding took 11-15 % less CPU; the halo alone needs only 64 px
-    of each 512² source block it touches, and decoded every such block again).
+    of each 512² source block it touches, and decoded every such block again). The block below in
+    the same column comes a whole row of blocks later, long out of that cache: so a read told which
+    box comes next below it (``keep_for``) keeps the rows that box's first, partial strip would
+    decode a whole row of source blocks for, and that box starts from them.
 
     Args:
         info: the validated source.
         threads: decoding threads.
     """
+
+    KEPT_BANDS = 32  # bands waiting for the box below (~1 MB each for 4096-px blocks; rasters up to 131k px wide)
 
     def __init__(self, info: SourceInfo, threads: int = 4) -> None:
         self.info = info
@@ -418,6 +424,7 @@ class BlockReader:
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"decode{i}") for i in range(max(1, threads))]
         block_rows = max(1, info.block_shapes[0])
         self.strip_rows = block_rows * max(1, math.ceil(256 / block_rows))
+        self._bands: OrderedDict[Box, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # kept rows, by the box they start
 
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)
@@ -447,23 +454,41 @@ class BlockReader:
                 strip_valid &= np.isfinite(data).all(axis=0)
             pixels[:, rows] = to_uint8(data, scale)
 
-    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 (3, H, W) of ``box`` and its footprint (True = valid data)."""
+    def read(self, box: Box, keep_for: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 (3, H, W) of ``box`` and its footprint (True = valid data); ``keep_for``: the box
+        read next below this one in the same columns, whose top rows this one holds."""
         pixels = np.empty((3, box.height, box.width), np.uint8)
         valid = np.empty((box.height, box.width), bool)
+        start = box.row0
+        with self._lock:
+            kept = self._bands.pop(box, None)
+        if kept is not None:  # the rows above this box's first strip edge, from the box above
+            rows = kept[1].shape[0]
+            pixels[:, :rows], valid[:rows] = kept
+            start += rows
         # strip edges on multiples of the file's block rows, so no source block is decoded twice
-        edges = [
-            box.row0,
-            *range((box.row0 // self.strip_rows + 1) * self.strip_rows, box.row1, self.strip_rows),
-            box.row1,
-        ]
+        edges = [start, *range((start // self.strip_rows + 1) * self.strip_rows, box.row1, self.strip_rows), box.row1]
         futures = [
             self._pools[r0 // self.strip_rows % len(self._pools)].submit(self._read_strip, box, pixels, valid, r0, r1)
             for r0, r1 in itertools.pairwise(edges)
+            if r1 > r0
         ]
         for future in futures:
             future.result()
+        if keep_for is not None:
+            self._keep(box, pixels, valid, keep_for)
         return pixels, valid
+
+    def _keep(self, box: Box, pixels: np.ndarray, valid: np.ndarray, below: Box) -> None:
+        """Hold the rows of ``box`` that ``below`` would decode as a partial first strip."""
+        stop = min(-(-below.row0 // self.strip_rows) * self.strip_rows, box.row1)
+        if (below.col0, below.col1) != (box.col0, box.col1) or not box.row0 <= below.row0 < stop <= below.row1:
+            return  # other columns, not overlapping, or starting on a strip edge: nothing to save
+        rows = slice(below.row0 - box.row0, stop - box.row0)
+        with self._lock:
+            self._bands[below] = (pixels[:, rows].copy(), valid[rows].copy())
+            while len(self._bands) > self.KEPT_BANDS:  # memory stays flat however wide the raster
+                self._bands.popitem(last=False)
 
     def close(self) -> None:
         """Close the dataset of every reader thread."""

@@ -1,5 +1,6 @@
 """The block reader: every block's pixels and footprint exactly as GDAL reads them, each strip of rows
-on one decoding thread (so a halo's source blocks come from that thread's GDAL block cache)."""
+on one decoding thread (so a halo's source blocks come from that thread's GDAL block cache), and the
+rows a block shares with the block below handed down rather than decoded again."""
 
 from __future__ import annotations
 
@@ -57,3 +58,39 @@ def test_blocks_read_in_any_order_of_threads_are_gdals_pixels_and_each_strip_sta
     assert reader.strip_rows == 256 and len(threads_of_strip) == 3  # source rows 0-255, 256-511, 512-699
     assert all(len(threads) == 1 for threads in threads_of_strip.values())  # each on its own thread
     assert len(set().union(*threads_of_strip.values())) == 3
+
+
+def test_the_rows_a_block_shares_with_the_block_below_are_handed_down_not_decoded_again(tmp_path):
+    ortho = _jpeg_orthomosaic(tmp_path / "ortho.tif", 700, 900)
+    info = open_source(ortho, ScalingConfig())
+    grid = TileGrid(info.height, info.width, 96, 24)
+    blocks = list(grid.blocks(256))
+    across = 4
+    # with 2 bands kept for 4 columns, each is given up before the block below comes, but the last
+    # row's two keep the last two bands (that row keeps none for a row below it)
+    for kept, handed_down in ((BlockReader.KEPT_BANDS, set(range(across, 12))), (2, {10, 11})):
+        reader = BlockReader(info, threads=2)
+        reader.KEPT_BANDS = kept
+        decoded: list[tuple[int, int]] = []
+        read_strip = reader._read_strip
+
+        def recording(box, pixels, valid, row0, row1, read_strip=read_strip, decoded=decoded):
+            decoded.append((row0, row1))
+            read_strip(box, pixels, valid, row0, row1)
+
+        reader._read_strip = recording
+        try:
+            with rasterio.open(ortho) as ds:
+                for position, block in enumerate(blocks):
+                    box = block.region
+                    below = blocks[position + across].region if position + across < len(blocks) else None
+                    decoded.clear()
+                    pixels, valid = reader.read(box, keep_for=below)
+                    window = Window(box.col0, box.row0, box.width, box.height)
+                    np.testing.assert_array_equal(pixels, ds.read((1, 2, 3), window=window))
+                    np.testing.assert_array_equal(valid, ds.dataset_mask(window=window) > 0)
+                    # rows 232-255 (a region's top halo, 24 rows) need the whole source row 0-255 decoded
+                    assert (min(decoded)[0] == box.row0) != (position in handed_down), (position, decoded)
+                    assert len(reader._bands) <= kept
+        finally:
+            reader.close()
