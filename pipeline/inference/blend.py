@@ -67,7 +67,8 @@ def infer_block(runner: TileRunner, grid: TileGrid, block: Block, pixels: np.nda
         return _nodata(core)
     classes = np.empty((core.height, core.width), np.uint8)
     confidence = np.empty((core.height, core.width), np.uint8)
-    for row0, probs in runner.blend_rows(grid, block, pixels, valid):  # nodata tiles skipped: marked below
+    pieces = runner.blend_rows(grid, block, pixels, valid, QUANTISE_ROWS)  # nodata tiles skipped: marked below
+    for row0, probs in pieces:
         rows = slice(row0, row0 + probs.shape[1])
         decide_rows(probs, runner.thresholds, classes[rows], confidence[rows])
     return _marked(BlockResult(core, classes, confidence), core_valid)

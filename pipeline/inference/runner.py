@@ -173,7 +173,7 @@ class TileRunner:
         return probs
 
     def blend_rows(
-        self, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray | None = None
+        self, grid: TileGrid, block: Block, pixels: np.ndarray, valid: np.ndarray | None = None, piece_rows: int = 0
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """``blend`` with nodata tiles skipped, handed out a band of rows at a time as soon as no
         later tile adds to them: (first core row, probabilities (C, rows, core w)), each valid until
@@ -182,9 +182,13 @@ class TileRunner:
         On a CPU the sums live in a window one tile high that slides down the block (17 MB for a
         4096-wide block instead of 270 MB: fresh memory faults in a page at a time, and a band is
         decided while it is still in the cache); a GPU sums the whole block and hands it out once.
+        ``piece_rows``: on a CPU, hand each band out that many rows at a time, each divided just
+        before it goes (so it is decided while it is in the core's own cache); 0: whole bands.
         """
-        rows = block.core.height if self.device.type == "cuda" else min(self.tile_shape[0], block.core.height)
-        return self._blend_windows(grid, block, pixels, valid, True, rows)
+        if self.device.type == "cuda":  # one band: the device decides the block at once
+            return self._blend_windows(grid, block, pixels, valid, True, block.core.height)
+        rows = min(self.tile_shape[0], block.core.height)
+        return self._blend_windows(grid, block, pixels, valid, True, rows, piece_rows)
 
     @torch.inference_mode()  # a generator: torch enters the mode around each step, not across yields
     def _blend_windows(
@@ -195,6 +199,7 @@ class TileRunner:
         valid: np.ndarray | None,
         skip_nodata_tiles: bool,
         window_rows: int,
+        piece_rows: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Accumulate the block's tiles into a window of ``window_rows`` core rows; whenever a tile
         reaches below it, the rows above that tile are final (tiles come in row-major order):
@@ -231,7 +236,7 @@ class TileRunner:
                     continue
                 src, (dst_rows, dst_cols) = inter.relative_to(tile), inter.relative_to(core)
                 if dst_rows.stop - base > window_rows:  # the rows above this tile are final
-                    yield base, _divided(acc, weight_sum, dst_rows.start - base, skipped)
+                    yield from _handed_out(acc, weight_sum, base, dst_rows.start - base, skipped, piece_rows)
                     _slide(acc, weight_sum, dst_rows.start - base, touched - base)
                     base = dst_rows.start
                 rows = slice(dst_rows.start - base, dst_rows.stop - base)
@@ -243,19 +248,29 @@ class TileRunner:
             raise ValueError(f"block {block.index} has no tiles")
         while True:  # the rest, a window at a time (rows below every tile that ran are 0s)
             count = min(window_rows, core.height - base)
-            yield base, _divided(acc, weight_sum, count, skipped)
+            yield from _handed_out(acc, weight_sum, base, count, skipped, piece_rows)
             base += count
             if base == core.height:
                 return  # the last rows stay as handed out (``blend`` returns them)
             _slide(acc, weight_sum, count, count)
 
 
-def _divided(acc: torch.Tensor, weight_sum: torch.Tensor, rows: int, skipped: bool) -> torch.Tensor:
-    """The weighted mean of a window's first ``rows`` rows, in place. Where tiles were skipped, pixels
+def _handed_out(
+    acc: torch.Tensor, weight_sum: torch.Tensor, base: int, rows: int, skipped: bool, piece_rows: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """A window's first ``rows`` rows as weighted means, (first core row, rows), ``piece_rows`` at a
+    time (0: at once), each divided in place just before it is handed out."""
+    step = piece_rows or max(rows, 1)
+    for start in range(0, rows, step):
+        yield base + start, _divided(acc, weight_sum, start, min(start + step, rows), skipped)
+
+
+def _divided(acc: torch.Tensor, weight_sum: torch.Tensor, start: int, stop: int, skipped: bool) -> torch.Tensor:
+    """The weighted mean of a window's rows ``start``..``stop``, in place. Where tiles were skipped, pixels
     only they cover are 0, not 0/0 (a covered pixel's sum is >= the smallest Hann weight squared, ~1e-9)."""
     if skipped:
-        weight_sum[:rows].clamp_(min=1e-30)
-    return acc[:, :rows].div_(weight_sum[:rows])
+        weight_sum[start:stop].clamp_(min=1e-30)
+    return acc[:, start:stop].div_(weight_sum[start:stop])
 
 
 def _slide(acc: torch.Tensor, weight_sum: torch.Tensor, by: int, touched: int) -> None:

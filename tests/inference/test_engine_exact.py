@@ -140,7 +140,12 @@ def test_bands_of_rows_equal_the_whole_block_blend_bit_for_bit(tile, overlap, bl
         pixels, footprint = image[(slice(None), *b.region.window.toslices())], valid[b.region.window.toslices()]
         bands = [(row0, probs.clone()) for row0, probs in runner.blend_rows(grid, b, pixels, footprint)]
         assert [row0 for row0, _ in bands] == list(np.cumsum([0] + [p.shape[1] for _, p in bands[:-1]]))
+        # handed out 7 rows at a time, each divided just before it goes: the same rows, in the same order
+        pieces = [(row0, probs.clone()) for row0, probs in runner.blend_rows(grid, b, pixels, footprint, 7)]
+        assert [row0 for row0, _ in pieces] == list(np.cumsum([0] + [p.shape[1] for _, p in pieces[:-1]]))
+        assert all(p.shape[1] <= 7 for _, p in pieces) and len(pieces) >= -(-b.core.height // 7)
         whole = runner.blend(grid, b, pixels, footprint, skip_nodata_tiles=True)
         assert torch.equal(torch.cat([p for _, p in bands], dim=1), whole)
+        assert torch.equal(torch.cat([p for _, p in pieces], dim=1), whole)
         most_bands = max(most_bands, len(bands))
     assert most_bands >= -(-min(block, height) // tile)  # bands are at most a tile high: the window slid
