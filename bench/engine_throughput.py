@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 from childenv import python_path
+from machine import machine
 from rich.console import Console
 from rich.table import Table
 
@@ -308,7 +309,14 @@ def main() -> None:
 
         write_json(
             args.out,
-            {"size": args.size, "block": args.block, "null": args.null, "repeat": args.repeat, "results": results},
+            {
+                "size": args.size,
+                "block": args.block,
+                "null": args.null,
+                "repeat": args.repeat,
+                "machine": machine(),
+                "results": results,
+            },
         )
 
 

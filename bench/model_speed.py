@@ -159,7 +159,10 @@ def main() -> None:
             )  # fmt: skip
     Console(width=160).print(table)
     if args.out:
-        args.out.write_text(json.dumps({"torch": torch.__version__, "rows": results}, indent=2) + "\n")
+        from machine import machine  # beside this script (the tests load this file as a module)
+
+        payload = {"torch": torch.__version__, "machine": machine(), "rows": results}
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

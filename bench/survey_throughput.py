@@ -30,6 +30,7 @@ import numpy as np
 import rasterio
 import torch
 from childenv import python_path
+from machine import machine
 from rich.console import Console
 from rich.table import Table
 
@@ -296,6 +297,7 @@ def main() -> None:
             "batch": args.batch,
             "tile": args.tile,
             "torch": torch.__version__,
+            "machine": machine(),
         }
         args.out.write_text(json.dumps(meta | {"sizes": measured}, indent=1))
 

@@ -36,6 +36,8 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     assert logs == {"survey.log", "engine.log", "model_speed.log", "naive.log"}  # each step's own output
     assert "results in" in done.stdout and "failed" not in done.stdout
     engine = json.loads((tmp_path / "engine_throughput.json").read_text())
+    assert engine["machine"]["cores"] >= 1 and engine["machine"]["cpu"]  # whose numbers these are
+    assert engine["machine"]["torch"] == torch.__version__
     (one,) = engine["results"]
     assert one["cores"] == 1 and one["mpix_s"] > 0
     stages = one["stages"]
@@ -106,7 +108,8 @@ def test_the_engine_bench_runs_this_code_against_another_checkout_in_pairs(tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     ratios = [float(line.rsplit("ratio ", 1)[1]) for line in lines if line.startswith("pair ")]
-    assert len(ratios) == 2 and all(0.5 < r < 2 for r in ratios)
+    # near 1 on an idle machine; the suite's other worker may load one of the two cores meanwhile
+    assert len(ratios) == 2 and all(0.25 < r < 4 for r in ratios)
     assert lines[-1].startswith("this / that over 2 pairs: mean ")
 
 
