@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2086  # the whole file: the size and core lists are meant to split into words
 # The first thing to run on a GPU machine (one command, <= 8 minutes: each step has a time limit): the
 # shipped model's survey throughput on a 16384² JPEG-tiled raster (model-only, survey, naive), the
 # engine alone with a null network on 4, 8 and 16 CPU cores, and the network's forward speed (fp32 /
@@ -12,7 +13,6 @@
 # checkout and .gpu/check/site.tar.xz, the packages it lacks), carry [".gpu/check"]; they are unpacked
 # into /tmp/site.
 set -euo pipefail
-# shellcheck disable=SC2086  # the size and core lists are meant to split into words
 cd "$(dirname "$0")/.."
 . bench/gpu_env.sh check rasterio "$@"  # DRY, OUT_DIR, PY; the bundle unpacked if needed
 MODEL=pipeline/assets/msaf-dsnet.safetensors

@@ -94,7 +94,8 @@ def test_a_gpu_check_step_that_fails_is_named_and_the_later_steps_still_run(tmp_
 
 def test_the_engine_bench_runs_this_code_against_another_checkout_in_pairs(tmp_path):
     """``--against``: two one-core children at once, one per side, their seconds as a ratio. Against
-    this very checkout both sides run the same code, so every ratio is near 1 (not 0, not 2)."""
+    this very checkout both sides run the same code, so every ratio is near 1 (within 4x either way,
+    however the suite's other worker loads the cores)."""
     bench = [sys.executable, str(REPO / "bench" / "engine_throughput.py"), "--size", "256", "--block", "256"]
     done = subprocess.run(
         [*bench, "--workdir", str(tmp_path), "--against", str(REPO), "--pairs", "2"],

@@ -28,29 +28,38 @@ def _jpeg_orthomosaic(path, height: int, width: int):
     return path
 
 
+def _assert_gdals(ds, box, pixels: np.ndarray, valid: np.ndarray) -> None:
+    """The block's pixels and footprint are what GDAL reads for its window in one call."""
+    window = Window(box.col0, box.row0, box.width, box.height)
+    np.testing.assert_array_equal(pixels, ds.read((1, 2, 3), window=window))
+    np.testing.assert_array_equal(valid, ds.dataset_mask(window=window) > 0)
+
+
+def _record_strips(reader: BlockReader, record) -> None:
+    """Call ``record(row0, row1)`` (on the decoding thread) before each strip the reader decodes."""
+    read_strip = reader._read_strip
+
+    def recording(box, pixels, valid, row0, row1):
+        record(row0, row1)
+        read_strip(box, pixels, valid, row0, row1)
+
+    reader._read_strip = recording
+
+
 def test_blocks_read_in_any_order_of_threads_are_gdals_pixels_and_each_strip_stays_on_one_thread(tmp_path):
     ortho = _jpeg_orthomosaic(tmp_path / "ortho.tif", 700, 900)
     info = open_source(ortho, ScalingConfig())
     grid = TileGrid(info.height, info.width, 96, 24)  # blocks of 256 with halos: strips start mid source block
     reader = BlockReader(info, threads=3)
     threads_of_strip: dict[int, set[int]] = defaultdict(set)
-    read_strip = reader._read_strip
-
-    def recording(box, pixels, valid, row0, row1):
-        threads_of_strip[row0 // reader.strip_rows].add(threading.get_ident())
-        read_strip(box, pixels, valid, row0, row1)
-
-    reader._read_strip = recording
+    _record_strips(reader, lambda row0, row1: threads_of_strip[row0 // reader.strip_rows].add(threading.get_ident()))
     blocks = list(grid.blocks(256))
     outside = 0
     try:
         with rasterio.open(ortho) as ds:
             for block in blocks:
-                box = block.region
-                pixels, valid = reader.read(box)
-                window = Window(box.col0, box.row0, box.width, box.height)
-                np.testing.assert_array_equal(pixels, ds.read((1, 2, 3), window=window))
-                np.testing.assert_array_equal(valid, ds.dataset_mask(window=window) > 0)
+                pixels, valid = reader.read(block.region)
+                _assert_gdals(ds, block.region, pixels, valid)
                 outside += int((~valid).sum())
     finally:
         reader.close()
@@ -72,13 +81,7 @@ def test_the_rows_a_block_shares_with_the_block_below_are_handed_down_not_decode
         reader = BlockReader(info, threads=2)
         reader.KEPT_BANDS = kept
         decoded: list[tuple[int, int]] = []
-        read_strip = reader._read_strip
-
-        def recording(box, pixels, valid, row0, row1, read_strip=read_strip, decoded=decoded):
-            decoded.append((row0, row1))
-            read_strip(box, pixels, valid, row0, row1)
-
-        reader._read_strip = recording
+        _record_strips(reader, lambda row0, row1, decoded=decoded: decoded.append((row0, row1)))
         try:
             with rasterio.open(ortho) as ds:
                 for position, block in enumerate(blocks):
@@ -86,9 +89,7 @@ def test_the_rows_a_block_shares_with_the_block_below_are_handed_down_not_decode
                     below = blocks[position + across].region if position + across < len(blocks) else None
                     decoded.clear()
                     pixels, valid = reader.read(box, keep_for=below)
-                    window = Window(box.col0, box.row0, box.width, box.height)
-                    np.testing.assert_array_equal(pixels, ds.read((1, 2, 3), window=window))
-                    np.testing.assert_array_equal(valid, ds.dataset_mask(window=window) > 0)
+                    _assert_gdals(ds, box, pixels, valid)
                     # rows 232-255 (a region's top halo, 24 rows) need the whole source row 0-255 decoded
                     assert (min(decoded)[0] == box.row0) != (position in handed_down), (position, decoded)
                     assert len(reader._bands) <= kept
