@@ -59,6 +59,7 @@ class NullNetwork(torch.nn.Module):
     def __init__(self, classes: int, kind: str = "shaped") -> None:
         super().__init__()
         self.mix = torch.nn.Conv2d(3, classes, 1)
+        self._logits: torch.Tensor | None = None
         if kind == "noisy":
             torch.nn.init.normal_(self.mix.weight, generator=torch.Generator().manual_seed(0))
             return
@@ -70,11 +71,23 @@ class NullNetwork(torch.nn.Module):
                 self.mix.bias[cls] = k * self.SLOPE * below
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        # in the input's layout: the engine makes every network's weights channels_last (fast for real
-        # convolutions on a CPU), which would take this 1x1, 3-to-3-channel mix down oneDNN's slow path
-        # (7 ms a batch, not 2.6)
-        weight = self.mix.weight.flatten(1)[:, :, None, None]  # strides (3, 1, 1, 1): the plain layout
-        return torch.nn.functional.conv2d(image, weight, self.mix.bias)
+        """The 1x1 convolution as one batched matrix product into logits this network keeps (valid
+        until the next call; the runner takes its softmax first). A GPU's caching allocator hands a
+        network the same device memory batch after batch; a CPU's fresh 6 MB of logits (and torch's
+        im2col copy of the input for a plain-layout convolution) faulted pages in every batch, which
+        at two cores, from the inference threads' malloc arenas, cost the engine ~1 s of kernel time
+        per 16384² survey that a GPU host never pays. Bit for bit the convolution's logits."""
+        batch, channels, height, width = image.shape
+        classes = self.mix.out_channels
+        if self._logits is None or self._logits.shape != (batch, classes, height, width):
+            self._logits = torch.empty((batch, classes, height, width))
+        torch.baddbmm(
+            self.mix.bias.view(1, classes, 1).expand(batch, classes, height * width),
+            self.mix.weight.reshape(1, classes, channels).expand(batch, classes, channels),
+            image.reshape(batch, channels, height * width),
+            out=self._logits.view(batch, classes, height * width),
+        )
+        return self._logits
 
 
 # What stays on the CPU cores of a GPU host: decoding, the footprint fill (scipy's distance

@@ -31,6 +31,7 @@ from pipeline.fsutil import disk_error
 from pipeline.inference.blend import CONFIDENCE_NODATA, BlockResult
 from pipeline.inference.blockstore import BlockStore, CorruptBlock
 from pipeline.inference.device import resolve_device, resolve_precision
+from pipeline.raster.buffers import small_pages
 from pipeline.raster.cog import GeoTiffSink
 from pipeline.styles import mask_colormap
 from pipeline.survey import PreparedSurvey, peak_rss_mb
@@ -96,6 +97,8 @@ class Stitcher:
         self._done = False
 
     def __enter__(self) -> Stitcher:
+        self._pages = small_pages()  # the layers' tiles and overviews too (``pipeline.raster.buffers``)
+        self._pages.__enter__()
         self._hand_over = self.store.hand_over(self.HAND_OVER_BLOCKS)  # this process's blocks come in memory
         self._hand_over.__enter__()
         return self
@@ -110,6 +113,7 @@ class Stitcher:
         self._layers.shutdown(wait=True, cancel_futures=True)
         self._compressors.shutdown(wait=True, cancel_futures=True)
         self._hand_over.__exit__(kind, exc, trace)
+        self._pages.__exit__(kind, exc, trace)
 
     def add(self, index: int, result: BlockResult) -> None:
         """Write one block into both layers; returns once the previous block's writes are done and

@@ -35,6 +35,7 @@ from pipeline.inference.blend import BlockResult, infer_block, infer_scaled_bloc
 from pipeline.inference.blockstore import BackgroundSaver, BlockStore
 from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.runner import TileRunner
+from pipeline.raster.buffers import small_pages
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
@@ -155,14 +156,18 @@ class BlockPipeline:
         self.scale = scale
 
     def _infer(self, block: WorkUnit, pixels: np.ndarray, valid: np.ndarray) -> BlockResult:
+        """The block's result; its pixels go back to the reader for a later block once inferred."""
         runner = self.runners.get()
         try:
             if isinstance(block, ScaledBlock):
                 assert self.scale is not None
-                return infer_scaled_block(runner, self.grid, self.scale, block, pixels, valid)
-            return infer_block(runner, self.grid, block, pixels, valid)
+                result = infer_scaled_block(runner, self.grid, self.scale, block, pixels, valid)
+            else:
+                result = infer_block(runner, self.grid, block, pixels, valid)
         finally:
             self.runners.put(runner)
+        self.reader.release(pixels)
+        return result
 
     def _reads(
         self, pool: ThreadPoolExecutor, blocks: list[WorkUnit]
@@ -397,7 +402,7 @@ def infer_blocks(
 ) -> BlockCounts:
     """Infer blocks (all, or ``indices``) into the block store, skipping those already there."""
     cfg = prepared.cfg
-    with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024):
+    with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 1024 * 1024), small_pages():
         store = prepared.store
         grid = prepared.grid
         blocks = prepared.blocks()

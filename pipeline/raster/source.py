@@ -34,6 +34,7 @@ from rasterio.errors import CRSError, RasterioError, RasterioIOError
 from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import file_digest
+from pipeline.raster.buffers import BufferPool
 from pipeline.raster.grid import Box
 from pipeline.raster.ground import ground_sample_distance
 from pipeline.raster.trust import RasterLocation, driver_for, locate, vrt_fingerprint_parts, vrt_sources
@@ -425,6 +426,7 @@ class BlockReader:
         block_rows = max(1, info.block_shapes[0])
         self.strip_rows = block_rows * max(1, math.ceil(256 / block_rows))
         self._bands: OrderedDict[Box, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # kept rows, by the box they start
+        self._buffers = BufferPool()
 
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)
@@ -443,7 +445,10 @@ class BlockReader:
         strip_valid = valid[rows]
         try:
             data = ds.read(self.info.bands, window=window, out=pixels[:, rows] if scale is None else None)
-            np.greater(ds.dataset_mask(window=window), 0, out=strip_valid)  # straight into the block's footprint
+            # GDAL's 0/255 mask into the footprint's own bytes, then made 0/1 there (rasterio returns a
+            # new array instead for a nodata value's mask: that is taken the same way)
+            mask = ds.dataset_mask(window=window, out=strip_valid.view(np.uint8))
+            np.greater(mask, 0, out=strip_valid)
         except RasterioError as exc:
             raise MsafError(
                 f"{self.info.path}: read failed at rows {row0}-{row1}, cols {box.col0}-{box.col1} "
@@ -456,9 +461,9 @@ class BlockReader:
 
     def read(self, box: Box, keep_for: Box | None = None) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 (3, H, W) of ``box`` and its footprint (True = valid data); ``keep_for``: the box
-        read next below this one in the same columns, whose top rows this one holds."""
-        pixels = np.empty((3, box.height, box.width), np.uint8)
-        valid = np.empty((box.height, box.width), bool)
+        read next below this one in the same columns, whose top rows this one holds. Both arrays
+        share one buffer, which ``release`` gives back for a later read."""
+        pixels, valid = self._arrays(box.height, box.width)
         start = box.row0
         with self._lock:
             kept = self._bands.pop(box, None)
@@ -478,6 +483,17 @@ class BlockReader:
         if keep_for is not None:
             self._keep(box, pixels, valid, keep_for)
         return pixels, valid
+
+    def _arrays(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (3, h, w) and footprint (h, w) cut from one buffer of the pool."""
+        pixel_count = height * width
+        buffer = self._buffers.take(4 * pixel_count)
+        pixels = buffer[: 3 * pixel_count].reshape(3, height, width)
+        return pixels, buffer[3 * pixel_count :].view(bool).reshape(height, width)
+
+    def release(self, pixels: np.ndarray) -> None:
+        """Give the buffer of a read's arrays back for a later read; neither array may be used after."""
+        self._buffers.give_back(pixels)
 
     def _keep(self, box: Box, pixels: np.ndarray, valid: np.ndarray, below: Box) -> None:
         """Hold the rows of ``box`` that ``below`` would decode as a partial first strip."""

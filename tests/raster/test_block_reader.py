@@ -8,6 +8,7 @@ import threading
 from collections import defaultdict
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.windows import Window
 
@@ -95,3 +96,40 @@ def test_the_rows_a_block_shares_with_the_block_below_are_handed_down_not_decode
                     assert len(reader._bands) <= kept
         finally:
             reader.close()
+
+
+def _nodata_orthomosaic(path, height: int, width: int):
+    """An uncompressed RGB GeoTIFF whose footprint is its nodata value (0 in every band) in a corner."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(rows * 7 + cols * 3) % 255 + 1, (rows * cols) % 250 + 1, (cols * 5) % 240 + 1]).astype(np.uint8)
+    rgb[:, (rows + cols) < 200] = 0
+    return write_raster(path, rgb, nodata=0, tiled=True, blockxsize=128, blockysize=128)
+
+
+@pytest.mark.parametrize("footprint", ["internal mask", "nodata value"])
+def test_a_released_buffer_is_read_into_again_and_nothing_of_the_last_block_stays_in_it(tmp_path, footprint):
+    """GDAL's mask is written into the footprint's own bytes (rasterio hands a nodata value's mask
+    back as a new array instead); either way a reused buffer holds only the new block."""
+    make = _jpeg_orthomosaic if footprint == "internal mask" else _nodata_orthomosaic
+    ortho = make(tmp_path / "ortho.tif", 700, 900)
+    info = open_source(ortho, ScalingConfig())
+    blocks = list(TileGrid(info.height, info.width, 96, 24).blocks(256))
+    blocks.sort(key=lambda block: block.region.height * block.region.width, reverse=True)
+    reader = BlockReader(info, threads=2)
+    try:
+        with rasterio.open(ortho) as ds:
+            largest, largest_valid = reader.read(blocks[0].region)  # an inner block: every other one fits its buffer
+            _assert_gdals(ds, blocks[0].region, largest, largest_valid)
+            buffer = largest.base  # the pixels and footprint are cut from one buffer
+            assert np.shares_memory(largest_valid, buffer)
+            reader.release(largest)
+            outside = 0
+            for block in reversed(blocks[1:]):  # corners first: the footprint's cut corner is among them
+                pixels, valid = reader.read(block.region)
+                assert np.shares_memory(pixels, buffer) and np.shares_memory(valid, buffer)
+                _assert_gdals(ds, block.region, pixels, valid)
+                outside += int((~valid).sum())
+                reader.release(pixels)
+    finally:
+        reader.close()
+    assert outside > 0

@@ -1,0 +1,110 @@
+"""How the engine gets its block-sized memory: buffers lent out and given back, and small pages.
+
+Fresh memory is paid for at first touch, page by page: the kernel zeroes it, and on a virtual
+machine the host may first have to back it again. NumPy asks for transparent huge pages (2 MB) for
+every array of 4 MB or more; a huge page comes from the guest's free 2 MB blocks, which a VM with
+free page reporting has handed back to its host, so each one faults in on the host too. On the
+2-vCPU CI machine (AMD EPYC, KVM) a 16384² engine-only survey spent 1.7-6 s of kernel time
+zeroing huge pages with two workers (0.7-1.8 s with one), erratically, against ~1 s with small
+pages; with small pages it ran 45.5-46.6 Mpix/s on 2 cores instead of 36.4-37.9, and 1 core
+gained too (27.6-27.9 against 23.6-28.3), `bench/engine_throughput.py --size 16384 --repeat 2`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+
+class BufferPool:
+    """Flat uint8 buffers of at least a requested size; at most ``keep`` wait between uses. A
+    block's pixels and footprint (4 bytes a pixel, 69 MB for a 4096² block with its halo) were a
+    new array per block, touched afresh; a buffer that comes back is touched once per survey.
+
+    Memory stays flat: a buffer only comes back to wait once its user is done with it, so the pool
+    holds no more than the most blocks ever in flight at once (what fresh arrays peaked at too).
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._free: list[np.ndarray] = []
+        self._lent: dict[int, np.ndarray] = {}  # id -> buffer: only buffers of this pool come back
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        """A buffer of ``nbytes``: the smallest waiting one that holds it, else a new one (the
+        smallest waiting one then goes, to make room)."""
+        with self._lock:
+            by_size = sorted(range(len(self._free)), key=lambda i: self._free[i].size)
+            fitting = [i for i in by_size if self._free[i].size >= nbytes]
+            if fitting:
+                buffer = self._free.pop(fitting[0])
+            else:
+                if by_size:
+                    del self._free[by_size[0]]
+                buffer = np.empty(nbytes, np.uint8)
+            self._lent[id(buffer)] = buffer
+        return buffer[:nbytes]
+
+    def give_back(self, view: np.ndarray) -> bool:
+        """Take back the buffer ``view`` was cut from (any view of what ``take`` gave); False when it
+        is not one of this pool's. The caller must not use the view afterwards."""
+        base = view.base if view.base is not None else view
+        with self._lock:
+            buffer = self._lent.pop(id(base), None)
+            if buffer is None:
+                return False
+            if len(self._free) < self.keep:
+                self._free.append(buffer)
+        return True
+
+    @property
+    def waiting(self) -> int:
+        """Buffers waiting to be lent again."""
+        with self._lock:
+            return len(self._free)
+
+
+_PAGES_LOCK = threading.Lock()
+_PAGES_USERS = 0
+_PAGES_BEFORE = True
+
+
+def _set_huge_pages(enabled: bool) -> bool:
+    """NumPy's huge-page advice for its large arrays on or off; returns what it was (True where
+    this NumPy has no such switch: then nothing changes)."""
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # NumPy 2, NumPy 1.26
+        try:
+            switch = getattr(importlib.import_module(module), "_set_madvise_hugepage", None)
+        except ImportError:
+            continue
+        if switch is not None:
+            return bool(switch(enabled))
+    return True
+
+
+@contextmanager
+def small_pages() -> Iterator[None]:
+    """NumPy's new arrays in small pages while the engine runs (nested and concurrent uses share
+    one switch: the last to leave puts back what was there). A ``NUMPY_MADVISE_HUGEPAGE`` the user
+    set is theirs and left as it is."""
+    global _PAGES_USERS, _PAGES_BEFORE
+    chosen = "NUMPY_MADVISE_HUGEPAGE" in os.environ
+    with _PAGES_LOCK:
+        if not chosen:
+            if _PAGES_USERS == 0:
+                _PAGES_BEFORE = _set_huge_pages(False)
+            _PAGES_USERS += 1
+    try:
+        yield
+    finally:
+        if not chosen:
+            with _PAGES_LOCK:
+                _PAGES_USERS -= 1
+                if _PAGES_USERS == 0:
+                    _set_huge_pages(_PAGES_BEFORE)
