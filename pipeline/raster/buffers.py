@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,7 +34,9 @@ class BufferPool:
     def __init__(self, keep: int = 8) -> None:
         self.keep = keep
         self._free: list[np.ndarray] = []
-        self._lent: dict[int, np.ndarray] = {}  # id -> buffer: only buffers of this pool come back
+        # id -> buffer, only to know this pool's own when they come back: weakly, so a buffer whose
+        # user drops it without giving it back is freed as before, not held here
+        self._lent: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:

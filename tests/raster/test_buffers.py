@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,15 @@ def test_the_smallest_buffer_that_fits_is_lent_and_at_most_keep_wait():
     bigger = pool.take(400)  # none fits: the smallest waiting one goes, a new one is made
     assert bigger.size == 400 and not any(np.shares_memory(bigger, b) for b in (small, middle, large))
     assert pool.waiting == 1 and np.shares_memory(pool.take(10), middle)
+
+
+def test_a_buffer_dropped_without_being_given_back_is_freed_not_held():
+    pool = BufferPool()
+    taken = pool.take(1000)
+    freed = weakref.ref(taken.base)
+    del taken
+    gc.collect()
+    assert freed() is None and pool.waiting == 0
 
 
 def _huge_pages_on() -> bool:
