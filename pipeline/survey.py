@@ -57,6 +57,11 @@ ProgressCallback = Callable[[int, int], None]
 WorkUnit = Block | ScaledBlock  # a block of the input grid, or of a resampled survey
 
 
+def read_box(block: WorkUnit) -> Box:
+    """The input window a block's inference reads."""
+    return block.read if isinstance(block, ScaledBlock) else block.region
+
+
 @dataclass(frozen=True)
 class TilingPlan:
     """The resolved tiling of one survey: what makes outputs comparable and resumable."""
@@ -174,7 +179,7 @@ class BlockPipeline:
     ) -> Iterator[tuple[WorkUnit, np.ndarray, np.ndarray]]:
         """Blocks with their pixels, in order, each read started ``workers`` blocks ahead; each read
         knows the box read next below it, whose top rows it holds for it."""
-        boxes = [block.read if isinstance(block, ScaledBlock) else block.region for block in blocks]
+        boxes = [read_box(block) for block in blocks]
         below: dict[int, Box] = {}
         above: dict[tuple[int, int], int] = {}  # a column of boxes -> the last one so far
         for position, box in enumerate(boxes):
@@ -428,7 +433,9 @@ def infer_blocks(
             )
             for _ in range(cfg.workers)
         ]
-        reader = BlockReader(prepared.info, cfg.reader_threads)
+        # every read buffer made for the largest window: one size, each reused by any later block
+        largest = max(read_box(block).height * read_box(block).width for block in todo)
+        reader = BlockReader(prepared.info, cfg.reader_threads, largest)
         done = len(wanted) - len(todo)
 
         def saved(index: int) -> None:  # on the saver's one thread

@@ -47,6 +47,55 @@ def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_mo
     assert outputs["one_tile"].tiling.blocks > outputs["several"].tiling.blocks > 1
 
 
+def test_the_block_pipeline_reads_blocks_into_buffers_earlier_blocks_gave_back(tmp_path, tiny_model, crack_mosaic):
+    """The reader's buffers come back once a block is inferred (with two workers and reads ahead,
+    a few are in flight at once), and every block's result is the one a fresh read gives."""
+    import torch
+
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.inference.blend import infer_block
+    from pipeline.inference.runner import TileRunner
+    from pipeline.raster.source import BlockReader
+    from pipeline.survey import BlockPipeline, prepare_survey, read_box
+
+    ortho, _ = crack_mosaic
+    prepared = prepare_survey(ortho, tmp_path / "out", SurveyConfig(**(CPU | {"block": 96})), model_path=tiny_model)
+    model, meta = load_checkpoint(tiny_model)
+    device = torch.device("cpu")
+
+    def runner() -> TileRunner:
+        return TileRunner(model, meta.mean, meta.std, device, 4, prepared.grid.tile_shape, thresholds=meta.decision)
+
+    blocks = prepared.blocks()
+    reader = BlockReader(prepared.info, 2, max(read_box(block).height * read_box(block).width for block in blocks))
+    buffers: dict[int, np.ndarray] = {}  # held, so no id is reused by a later buffer
+    read = reader.read
+
+    def recording_read(box, keep_for=None):
+        pixels, valid = read(box, keep_for)
+        buffers[id(pixels.base)] = pixels.base
+        return pixels, valid
+
+    reader.read = recording_read
+    results = {}
+    try:
+        BlockPipeline(reader, [runner(), runner()], prepared.grid).run(
+            blocks, lambda block, result: results.__setitem__(block.index, result)
+        )
+    finally:
+        reader.close()
+    # one buffer per block in flight at most: 4 inferring or queued, 1 waiting to be, 2 reads ahead
+    assert len(blocks) > 12 and len(buffers) <= 7
+    fresh_reader, fresh_runner = BlockReader(prepared.info, 2), runner()
+    try:
+        for block in blocks:
+            expected = infer_block(fresh_runner, prepared.grid, block, *fresh_reader.read(block.region))
+            np.testing.assert_array_equal(results[block.index].classes, expected.classes)
+            np.testing.assert_array_equal(results[block.index].confidence, expected.confidence)
+    finally:
+        fresh_reader.close()
+
+
 def test_stitched_survey_scores_like_whole_photo_inference(tmp_path, tiny_model, crack_mosaic, cfd_dir):
     """Broken stitching, normalisation or nodata handling would drop the survey's score."""
     from pipeline.evaluate import evaluate_folder

@@ -23,7 +23,8 @@ import numpy as np
 
 
 class BufferPool:
-    """Flat uint8 buffers of at least a requested size; at most ``keep`` wait between uses. A
+    """Flat uint8 buffers of at least a requested size (and of ``smallest``, when made); at most
+    ``keep`` wait between uses. A
     block's pixels and footprint (4 bytes a pixel, 69 MB for a 4096² block with its halo) were a
     new array per block, touched afresh; a buffer that comes back is touched once per survey.
 
@@ -31,8 +32,9 @@ class BufferPool:
     holds no more than the most blocks ever in flight at once (what fresh arrays peaked at too).
     """
 
-    def __init__(self, keep: int = 8) -> None:
+    def __init__(self, keep: int = 8, smallest: int = 0) -> None:
         self.keep = keep
+        self.smallest = smallest  # no buffer is made smaller: one size for requests of many
         self._free: list[np.ndarray] = []
         # id -> buffer, only to know this pool's own when they come back: weakly, so a buffer whose
         # user drops it without giving it back is freed as before, not held here
@@ -50,7 +52,7 @@ class BufferPool:
             else:
                 if by_size:
                     del self._free[by_size[0]]
-                buffer = np.empty(nbytes, np.uint8)
+                buffer = np.empty(max(nbytes, self.smallest), np.uint8)
             self._lent[id(buffer)] = buffer
         return buffer[:nbytes]
 

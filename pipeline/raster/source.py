@@ -413,11 +413,14 @@ class BlockReader:
     Args:
         info: the validated source.
         threads: decoding threads.
+        largest: the most pixels a read will ask for (0: not known): every buffer is made that
+            large, so any block fits any buffer given back, and a raster's edge blocks (smaller)
+            do not leave buffers too small for the inner ones.
     """
 
     KEPT_BANDS = 32  # bands waiting for the box below (~1 MB each for 4096-px blocks; rasters up to 131k px wide)
 
-    def __init__(self, info: SourceInfo, threads: int = 4) -> None:
+    def __init__(self, info: SourceInfo, threads: int = 4, largest: int = 0) -> None:
         self.info = info
         self._local = threading.local()
         self._handles: list[rasterio.DatasetReader] = []
@@ -426,7 +429,7 @@ class BlockReader:
         block_rows = max(1, info.block_shapes[0])
         self.strip_rows = block_rows * max(1, math.ceil(256 / block_rows))
         self._bands: OrderedDict[Box, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # kept rows, by the box they start
-        self._buffers = BufferPool()
+        self._buffers = BufferPool(smallest=4 * largest)  # 4 bytes a pixel: RGB and the footprint
 
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)

@@ -40,6 +40,15 @@ def test_the_smallest_buffer_that_fits_is_lent_and_at_most_keep_wait():
     assert pool.waiting == 1 and np.shares_memory(pool.take(10), middle)
 
 
+def test_buffers_made_at_the_largest_size_serve_every_later_request():
+    pool = BufferPool(smallest=1000)
+    corner = pool.take(100)  # a raster's first, smaller block
+    assert corner.size == 100 and corner.base.size == 1000
+    pool.give_back(corner)
+    inner = pool.take(1000)
+    assert np.shares_memory(inner, corner) and pool.waiting == 0
+
+
 def test_a_buffer_dropped_without_being_given_back_is_freed_not_held():
     pool = BufferPool()
     taken = pool.take(1000)
