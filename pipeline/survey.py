@@ -434,7 +434,7 @@ def infer_blocks(
             for _ in range(cfg.workers)
         ]
         # every read buffer made for the largest window: one size, each reused by any later block
-        largest = max(read_box(block).height * read_box(block).width for block in todo)
+        largest = max(box.height * box.width for box in map(read_box, todo))
         reader = BlockReader(prepared.info, cfg.reader_threads, largest)
         done = len(wanted) - len(todo)
 

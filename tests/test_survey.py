@@ -67,7 +67,7 @@ def test_the_block_pipeline_reads_blocks_into_buffers_earlier_blocks_gave_back(t
         return TileRunner(model, meta.mean, meta.std, device, 4, prepared.grid.tile_shape, thresholds=meta.decision)
 
     blocks = prepared.blocks()
-    reader = BlockReader(prepared.info, 2, max(read_box(block).height * read_box(block).width for block in blocks))
+    reader = BlockReader(prepared.info, 2, max(box.height * box.width for box in map(read_box, blocks)))
     buffers: dict[int, np.ndarray] = {}  # held, so no id is reused by a later buffer
     read = reader.read
 
