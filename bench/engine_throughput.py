@@ -4,9 +4,13 @@ Would a GPU box be fed? The network is replaced by a 1x1 convolution with the sh
 classes (negligible compute, same input and output shapes), everything else is the real `msaf
 survey` engine: JPEG decoding by the reader threads, nodata fill, upload, blending, the calibrated
 decision, the block store, both COGs with overviews. Each core count runs in its own process
-pinned to that many cores (`taskset`), with that many torch threads. Each stage is timed twice, both
-summed over the threads it runs on: wall seconds (stages overlap and wait for a core, so the sum can
-exceed the wall time) and CPU seconds (each thread's own clock: what the stage costs the cores).
+pinned to that many cores (`taskset`), with that many torch threads. The rate comes from runs with
+no instrumentation; one more run per core count times each stage twice, both summed over the
+threads it runs on: wall seconds (stages overlap and wait for a core, so the sum can exceed the wall
+time) and CPU seconds (each thread's own clock: what the stage costs the cores). Timing every stage
+costs the run itself: ~8,300 timed sections per 16384² survey (two clock reads, a lock and a
+wrapped call each, Python that holds the GIL between the stages' GIL-free work) made two cores
+2-16 % slower in alternating runs (one core 0-3 %), so the profiled run's rate is shown, not used.
 "Host-side" adds up the CPU seconds of the stages a GPU host keeps on its CPU cores (the rest runs
 on the device there): the rate one host core sustains, so a GPU box needs its network's rate over
 that many cores.
@@ -32,7 +36,7 @@ from pathlib import Path
 
 import torch
 from childenv import python_path
-from machine import machine
+from machine import core_scaling, machine
 from rich.console import Console
 from rich.table import Table
 
@@ -151,8 +155,11 @@ def timed(stage: str, owner: object, name: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers: int, threads: int, null: str) -> dict:
-    """One survey with the null network in this process; stage seconds and Mpix/s."""
+def child(
+    ortho: Path, model: Path, cores: int, block: int, batch: int, workers: int, threads: int, null: str, profile: bool
+) -> dict:
+    """One survey with the null network in this process: its Mpix/s, and with ``profile`` each stage's
+    seconds (the timing slows the run: see the module's note)."""
     import pipeline.inference.blend as blend
     import pipeline.inference.runner as runner
     import pipeline.raster.cog as cog
@@ -167,17 +174,18 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
     meta = read_metadata(model)
     device = torch.device("cpu")
     survey._MODELS[(str(model), file_sha256(model), str(device))] = (NullNetwork(len(meta.classes), null).eval(), meta)
-    timed("read + decode", BlockReader, "_read_strip")  # in the decoding threads
-    timed("nodata fill", runner, "mirror_fill")
-    timed("upload", runner.TileRunner, "_upload")
-    timed("network (null)", runner.TileRunner, "_probabilities")
-    timed("tiles + blend (all of it)", runner.TileRunner, "blend_rows")
-    timed("decision + quantise", blend, "decide_rows")
-    timed("block store", BlockStore, "save")
-    timed("block load (stitch)", BlockStore, "load")
-    timed("block write (tiles compressed)", GeoTiffSink, "write")  # waits for its tiles' DEFLATE
-    timed("tile DEFLATE (its pool)", cog, "deflate")
-    timed("COG layout", GeoTiffSink, "build_cog")
+    if profile:
+        timed("read + decode", BlockReader, "_read_strip")  # in the decoding threads
+        timed("nodata fill", runner, "mirror_fill")
+        timed("upload", runner.TileRunner, "_upload")
+        timed("network (null)", runner.TileRunner, "_probabilities")
+        timed("tiles + blend (all of it)", runner.TileRunner, "blend_rows")
+        timed("decision + quantise", blend, "decide_rows")
+        timed("block store", BlockStore, "save")
+        timed("block load (stitch)", BlockStore, "load")
+        timed("block write (tiles compressed)", GeoTiffSink, "write")  # waits for its tiles' DEFLATE
+        timed("tile DEFLATE (its pool)", cog, "deflate")
+        timed("COG layout", GeoTiffSink, "build_cog")
     cfg = SurveyConfig(
         device="cpu", block=block, batch=batch, workers=workers, readers=max(2, cores), gsd_policy="ignore"
     )
@@ -185,23 +193,27 @@ def child(ortho: Path, model: Path, cores: int, block: int, batch: int, workers:
         started, cpu_started = time.perf_counter(), time.process_time()
         record = survey.run_survey(ortho, out, cfg, model_path=model)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    stages, cpu = _blend_alone(STAGES), _blend_alone(CPU)
-    cpu["rest (validation, glue, untimed work)"] = cpu_seconds - sum(cpu.values())
-    host_s = sum(cpu.get(k, 0.0) for k in HOST_STAGES)
     mpix = record.input.width * record.input.height / 1e6
-    return {
+    run = {
         "cores": cores,
         "workers": workers,
         "torch_threads": threads,
         "null": null,
         "seconds": seconds,
         "mpix_s": mpix / seconds,
-        "stages": stages,
         "cpu_s": cpu_seconds,
+        "timings": record.timings.model_dump(),
+    }
+    if not profile:
+        return run
+    stages, cpu = _blend_alone(STAGES), _blend_alone(CPU)
+    cpu["rest (validation, glue, untimed work)"] = cpu_seconds - sum(cpu.values())
+    host_s = sum(cpu.get(k, 0.0) for k in HOST_STAGES)
+    return run | {
+        "stages": stages,
         "cpu_stages": cpu,
         "host_s": host_s,
         "host_mpix_s_per_core": mpix / host_s if host_s else None,  # host_s is core-seconds
-        "timings": record.timings.model_dump(),
     }
 
 
@@ -262,12 +274,21 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6, help="pairs to run with --against")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ortho", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)  # a child that times its stages
     args = parser.parse_args()
     if args.child:
         workers = args.child if args.workers == "cores" else int(args.workers)
         threads = args.child if args.torch_threads == "cores" else int(args.torch_threads)
         result = child(
-            args.ortho, args.model.resolve(), args.child, args.block, args.batch, workers, threads, args.null
+            args.ortho,
+            args.model.resolve(),
+            args.child,
+            args.block,
+            args.batch,
+            workers,
+            threads,
+            args.null,
+            args.profile,
         )
         print(json.dumps(result))
         return
@@ -279,17 +300,14 @@ def main() -> None:
     if args.against:
         compare_pairs(args, ortho, available)
         return
+    scaling = [core_scaling(args.cores)]  # what the machine itself gives, before and after the engine's runs
     runs: dict[int, list[dict]] = {cores: [] for cores in args.cores}
     for _ in range(args.repeat):  # rounds of every core count, so the machine's drift hits each alike
         for cores in args.cores:
-            pin = available[:cores] if len(available) > cores else None
-            command, kwargs = _child_run(REPO, args, ortho, cores, pin)
-            done = subprocess.run(command, capture_output=True, text=True, **kwargs)
-            if done.returncode:
-                sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")
-            runs[cores].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(json.dumps(runs[cores][-1]), flush=True)
-    results = [_median_run(runs[cores]) for cores in args.cores]
+            runs[cores].append(_measured(args, ortho, cores, available, profile=False))
+    profiles = {cores: _measured(args, ortho, cores, available, profile=True) for cores in args.cores}
+    results = [_median_run(runs[cores]) | _stages_of(profiles[cores]) for cores in args.cores]
+    scaling.append(core_scaling(args.cores))
 
     table = Table(
         title=f"engine only ({args.null} null network, {args.model.name}'s classes and decision),"
@@ -303,9 +321,11 @@ def main() -> None:
     table.add_section()
     for stage in results[0]["cpu_stages"]:
         table.add_row(f"CPU s: {stage}", *(f"{r['cpu_stages'].get(stage, 0.0):.2f}" for r in results))
-    table.add_row("CPU s: the process", *(f"{r['cpu_s']:.2f}" for r in results))
+    table.add_row("CPU s: the profiled process", *(f"{r['profiled_cpu_s']:.2f}" for r in results))
+    table.add_row("Mpix/s of the profiled run", *(f"{r['profiled_mpix_s']:.1f}" for r in results))
     table.add_section()
-    table.add_row("wall seconds", *(f"{r['seconds']:.2f}" for r in results))
+    table.add_row("CPU s (unprofiled)", *(f"{r['cpu_s']:.2f}" for r in results))
+    table.add_row("wall seconds (unprofiled)", *(f"{r['seconds']:.2f}" for r in results))
     table.add_row("Mpix/s end to end", *(f"{r['mpix_s']:.1f}" for r in results))
     if args.repeat > 1:
         table.add_row(
@@ -314,6 +334,11 @@ def main() -> None:
         )
     if len(results) > 1:
         table.add_row("speed-up vs first", *(f"{r['mpix_s'] / results[0]['mpix_s']:.2f}x" for r in results))
+        for kernel in scaling[0]:  # the same ratio for plain work on this machine, before / after the runs
+            table.add_row(
+                f"machine, {kernel} work: n cores vs one (before / after)",
+                *(_before_after(scaling, kernel, r["cores"]) for r in results),
+            )
     table.add_row("host-side s (GPU host's CPU work)", *(f"{r['host_s']:.2f}" for r in results))
     table.add_row("host-side Mpix/s per core", *(f"{r['host_mpix_s_per_core']:.1f}" for r in results))
     Console(width=150).print(table)
@@ -328,9 +353,38 @@ def main() -> None:
                 "null": args.null,
                 "repeat": args.repeat,
                 "machine": machine(),
+                "machine_scaling": {"before": scaling[0], "after": scaling[1]},
                 "results": results,
             },
         )
+
+
+def _before_after(scaling: list[dict[str, dict[int, float]]], kernel: str, cores: int) -> str:
+    """``cores``' ratio for ``kernel`` in both measurements, or "-" where the machine has fewer cores."""
+    ratios = [measured[kernel].get(cores) for measured in scaling]
+    return " / ".join(f"{ratio:.2f}x" for ratio in ratios if ratio is not None) or "-"
+
+
+def _measured(args: argparse.Namespace, ortho: Path, cores: int, available: list[int], *, profile: bool) -> dict:
+    """One child run of this checkout on ``cores`` cores (pinned when the machine has more)."""
+    pin = available[:cores] if len(available) > cores else None
+    command, kwargs = _child_run(REPO, args, ortho, cores, pin)
+    done = subprocess.run([*command, *(["--profile"] if profile else [])], capture_output=True, text=True, **kwargs)
+    if done.returncode:
+        sys.exit(f"{cores} core(s) failed:\n{done.stderr[-4000:]}")
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(run), flush=True)
+    return run
+
+
+def _stages_of(profiled: dict) -> dict:
+    """A profiled run's stage times, and its own rate and CPU seconds under their own names."""
+    keep = ("stages", "cpu_stages", "host_s", "host_mpix_s_per_core")
+    return {key: profiled[key] for key in keep} | {
+        "profiled_seconds": profiled["seconds"],
+        "profiled_mpix_s": profiled["mpix_s"],
+        "profiled_cpu_s": profiled["cpu_s"],
+    }
 
 
 def _median_run(runs: list[dict]) -> dict:

@@ -38,6 +38,8 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     engine = json.loads((tmp_path / "engine_throughput.json").read_text())
     assert engine["machine"]["cores"] >= 1 and engine["machine"]["cpu"]  # whose numbers these are
     assert engine["machine"]["torch"] == torch.__version__
+    one_core = {"in cache": {"1": 1.0}, "streaming": {"1": 1.0}}  # one core: nothing to compare
+    assert engine["machine_scaling"] == {"before": one_core, "after": one_core}
     (one,) = engine["results"]
     assert one["cores"] == 1 and one["mpix_s"] > 0
     stages = one["stages"]
@@ -49,8 +51,12 @@ def test_the_gpu_check_runs_dry_on_cpu_and_writes_its_numbers(tmp_path):
     assert set(cpu) == set(stages) | {"rest (validation, glue, untimed work)"}
     assert all(cpu[k] <= stages[k] + 1e-3 for k in stages)
     assert cpu["read + decode"] > 0 and cpu["tile DEFLATE (its pool)"] > 0
-    assert sum(cpu.values()) == pytest.approx(one["cpu_s"])  # the rest is what no stage took
+    assert sum(cpu.values()) == pytest.approx(one["profiled_cpu_s"])  # the rest is what no stage took
     assert 0 < one["cpu_s"] < 2 * one["seconds"] + 0.5  # one core's process (its idle threads use none)
+    # the rate is an unprofiled run's: its own seconds and CPU, not the profiled run's
+    assert one["mpix_s"] == pytest.approx(256 * 256 / 1e6 / one["seconds"])
+    assert one["profiled_mpix_s"] == pytest.approx(256 * 256 / 1e6 / one["profiled_seconds"])
+    assert one["seconds"] != one["profiled_seconds"] and one["runs_mpix_s"] == [one["mpix_s"]]
     host = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)")
     host += ("tile DEFLATE (its pool)", "COG layout")  # the GPU host's CPU work, in CPU seconds
     assert one["host_s"] == pytest.approx(sum(cpu[k] for k in host)) and one["host_s"] > 0
@@ -126,6 +132,23 @@ def test_model_speed_counts_a_convolutions_flops_exactly_and_knows_the_chips_pea
     assert model_speed.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert model_speed.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert model_speed.bf16_peak_tflops("Tesla T4") is None
+
+
+def test_the_machines_own_core_scaling_is_measured_with_one_process_per_core():
+    """The baseline the engine's speed-up is read against: n pinned processes' summed rate over one's.
+    Each ratio is near n on idle cores; a busy or shared machine gives less, never much more."""
+    spec = importlib.util.spec_from_file_location("machine", REPO / "bench" / "machine.py")
+    machine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(machine)
+    cores = len(os.sched_getaffinity(0))
+    scaling = machine.core_scaling([1, 2, cores + 1], seconds=0.05, rounds=1)  # more cores than there are: left out
+    assert set(scaling) == {"in cache", "streaming"}
+    expected = [1, 2] if cores >= 2 else [1]
+    for ratios in scaling.values():
+        assert sorted(ratios) == expected and ratios[1] == 1.0
+        assert all(0 < ratio < 1.5 * n for n, ratio in ratios.items())
+    one = machine._summed_rate([sorted(os.sched_getaffinity(0))[0]], 128 << 10, 0.05)
+    assert 1e8 < one < 1e13  # bytes per second of one core adding 128 KB arrays: a rate, not a count
 
 
 def test_bench_children_import_their_own_checkout_and_keep_the_carried_wheels(monkeypatch, tmp_path):
