@@ -167,18 +167,22 @@ def prepare(request: SurveyRequest, runner: StepRunner | None = None) -> Prepare
     """Resolve the model and validate input, model, GSD and output folder (no weights loaded).
 
     The tracking store is initialised here, once per survey, before any fan-out: concurrent
-    first-time migrations of an SQLite store fail, and a broken store is then one line.
+    first-time migrations of an SQLite store fail, and a broken store is then one line. With a
+    model named, that comes after the validation: opening the store takes seconds, and a mistake in
+    the survey's own arguments should not wait for it (nor create a store it never uses).
     """
-    runner = runner or LocalRunner()
-    if request.track or request.model is None:
-        from pipeline.tracking.store import init_tracking
+    from pipeline.tracking.store import init_tracking
 
+    runner = runner or LocalRunner()
+    if request.model is None:  # the registry names the model
         init_tracking()
-    if request.model is None:
         model = runner.call(RESOLVE_MODEL, request)
     else:
         model = ResolvedModel(request.model, request.model_ref)
-    return runner.call(VALIDATE, request, model)
+    prepared = runner.call(VALIDATE, request, model)
+    if request.track and request.model is not None:
+        init_tracking()
+    return prepared
 
 
 def run_plan(request: SurveyRequest, runner: StepRunner, prepared: PreparedSurvey | None = None) -> SurveyOutcome:

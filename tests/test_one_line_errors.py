@@ -52,6 +52,56 @@ def test_a_bad_model_file_is_one_line_before_any_work(tmp_path, tiny_model, crac
     assert not (tmp_path / "out" / "mask.tif").exists()
 
 
+LOADED_BY_A_SURVEY = """
+import sys
+from flows.cli import main
+sys.argv = ["msaf", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print(sorted(name for name in ("mlflow", "prefect", "torch") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("mistake", ["missing", "no_crs"])
+def test_a_mistaken_input_is_one_line_before_prefect_mlflow_or_torch_load(tmp_path, mistake):
+    """Loading the survey's machinery took ~8 s (a mistyped path was one line after 9 s, now 0.6 s):
+    the input is checked first, and none of them is imported for it."""
+    ortho = tmp_path / "deck.tif"
+    if mistake == "no_crs":
+        import numpy as np
+        import rasterio
+
+        with rasterio.open(ortho, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8") as dst:
+            dst.write(np.zeros((3, 8, 8), np.uint8))
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_BY_A_SURVEY, "survey", str(ortho), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(result, "input not found" if mistake == "missing" else "--assume-crs")
+    assert result.stdout.strip() == "[]"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistaken_model_is_one_line_before_the_tracking_store_opens(tmp_path, crack_mosaic):
+    """With a model named, the survey's own arguments are checked before MLflow's store opens (seconds):
+    the store is not even created for a survey that was refused."""
+    import os
+
+    store = tmp_path / "mlflow.db"
+    result = subprocess.run(
+        [MSAF, *cpu_survey(crack_mosaic[0], tmp_path / "out", tmp_path / "typo.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+    )
+    assert_one_line_error(result, "model file not found", "typo.safetensors")
+    assert not store.exists()
+
+
 def test_a_garbage_tracking_store_is_one_line_with_the_way_out(tmp_path, tiny_model, crack_mosaic):
     garbage = tmp_path / "mlflow.db"
     garbage.write_bytes(b"this is not a database" * 100)

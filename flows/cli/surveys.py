@@ -13,6 +13,7 @@ import typer
 from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
+    from pipeline.config import SurveyConfig
     from pipeline.report.result import ReportResult
     from pipeline.survey import PreparedSurvey
 
@@ -78,6 +79,8 @@ def survey(
         "allow_remote": allow_remote,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
+    settings = load_optional_params(params, overrides)
+    _check_input_first(ortho, settings.survey, assume_crs)
     from pipeline.job import parse_job
     from pipeline.survey_folder import SurveyFolder
     from pipeline.survey_plan import SurveyRequest
@@ -85,7 +88,7 @@ def survey(
     request = SurveyRequest(
         ortho=str(ortho),
         out=str(out),
-        params=load_optional_params(params, overrides),
+        params=settings,
         model=str(model) if model else None,
         assume_crs=assume_crs,
         job=parse_job(meta, meta_file),
@@ -118,6 +121,15 @@ def survey(
         _print_report_summary(out, outcome.report)
     if outcome.mlflow_run:
         console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
+
+
+def _check_input_first(ortho: str, cfg: SurveyConfig, assume_crs: str | None) -> None:
+    """The input checked before the survey's machinery loads: a mistyped path or a raster without a CRS
+    is one line in about a second, where Prefect, MLflow's store and torch took ~8 s to load first.
+    The survey checks it again (one owner: ``open_source``; opening a raster costs milliseconds)."""
+    from pipeline.raster.source import open_source
+
+    open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
 
 
 @contextmanager
