@@ -9,11 +9,10 @@ photos), for two raster sizes, each mode in its own process so peak RSS is its o
             activations. Its peak RSS includes the decoded raster.)
 * survey  - the real engine end to end: read + decode, infer, blend, write both COGs, in a fresh
             process (what one `msaf survey` sees: on a GPU that includes creating the CUDA context
-            and the first batches' kernel selection).
-* warm    - the same survey a second time in its process (what a Dask worker or the scheduled
-            inbox sees from its second orthomosaic on: the model loaded, the device initialised);
-            the first one's seconds are kept beside (``cold_seconds``). A 16384² raster takes a
-            GPU seconds, so the fixed start-up weighs there as it does not at 100k².
+            and the first batches' kernel selection). With ``--warm`` the same process then runs
+            the survey again (``warm_seconds``: what a Dask worker or the scheduled inbox sees from
+            its second orthomosaic on, the model loaded and the device initialised); a 16384²
+            raster takes a GPU seconds, so the fixed start-up weighs there as it does not at 100k².
 * naive   - what common tools do: read one tile at a time, batch 1, accumulate float64 scores
             for the whole raster in RAM, argmax, write a GeoTIFF.
 
@@ -163,16 +162,25 @@ def run_naive(ortho: Path, model: Path, tile: int, overlap: int, device: str) ->
     return {"seconds": time.perf_counter() - started}
 
 
+def _rates(mpix: float, result: dict) -> dict[str, float]:
+    """Mpix/s of a mode's run, and of its warm run where it has one."""
+    rates = {"mpix_s": mpix / result["seconds"]}
+    if "warm_seconds" in result:
+        rates["warm_mpix_s"] = mpix / result["warm_seconds"]
+    return rates
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one mode in this process and print a JSON line."""
     ortho, model = Path(args.ortho), Path(args.model)
     if args.mode == "model":
         result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device, args.precision)
-    elif args.mode in ("survey", "warm"):
+    elif args.mode == "survey":
         settings = (args.tile, args.overlap, args.batch, args.device, args.block, args.readers, args.precision)
         result = run_survey_mode(ortho, model, *settings)
-        if args.mode == "warm":
-            result = run_survey_mode(ortho, model, *settings) | {"cold_seconds": result["seconds"]}
+        if args.warm:
+            again = run_survey_mode(ortho, model, *settings)
+            result |= {"warm_seconds": again["seconds"], "warm_stages": again["stages"]}
     else:
         result = run_naive(ortho, model, args.tile, args.overlap, args.device)
     from pipeline.survey import peak_rss_mb
@@ -197,6 +205,7 @@ def main() -> None:
     )
     parser.add_argument("--readers", type=int, default=4, help="survey reader threads")
     parser.add_argument("--modes", nargs="+", default=["model", "survey", "naive"])
+    parser.add_argument("--warm", action="store_true", help="survey mode: run the survey a second time in its process")
     parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (every mode of every size)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -272,6 +281,7 @@ def main() -> None:
                 str(args.readers),
                 "--precision",
                 args.precision,
+                *(["--warm"] if args.warm else []),
             ]
             # this checkout's pipeline in the child (a worktree's bench measures its own code, not the
             # editable install's), the PYTHONPATH entries already there kept (a GPU host's wheels)
@@ -282,20 +292,16 @@ def main() -> None:
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{size}² {mode}: {json.dumps(results[mode])}", flush=True)  # partial results survive a timeout
         mpix = size * size / 1e6
-        measured[str(size)] = {mode: r | {"mpix_s": mpix / r["seconds"]} for mode, r in results.items()}
-        for mode, result in results.items():
-            rate = mpix / result["seconds"]
+        measured[str(size)] = {mode: r | _rates(mpix, r) for mode, r in results.items()}
+        rows = [(mode, result["seconds"], result) for mode, result in results.items()]
+        if "warm_seconds" in results.get("survey", {}):
+            rows.insert(list(results).index("survey") + 1, ("survey, warm", results["survey"]["warm_seconds"], {}))
+        for mode, seconds, result in rows:
+            rate = mpix / seconds
             vs_model = f"{rate / (mpix / results['model']['seconds']):.2f}x" if "model" in results else ""
             vs_naive = f"{rate / (mpix / results['naive']['seconds']):.2f}x" if "naive" in results else ""
-            table.add_row(
-                f"{size}x{size}",
-                mode,
-                f"{result['seconds']:.2f}",
-                f"{rate:.2f}",
-                vs_model,
-                vs_naive,
-                f"{result['peak_rss_mb']:.0f}",
-            )
+            peak = f"{result['peak_rss_mb']:.0f}" if result else "(same process)"
+            table.add_row(f"{size}x{size}", mode, f"{seconds:.2f}", f"{rate:.2f}", vs_model, vs_naive, peak)
     Console(width=150).print(table)
     if args.out:
         meta = {
