@@ -72,21 +72,85 @@ def send_pending_logs(timeout: float) -> None:
     drain.join(timeout)  # a server that stopped answering cannot hold the exit for longer
 
 
+class TemporaryServer:
+    """A Prefect API server started for this process (uvicorn, bound to this process's life)."""
+
+    def __init__(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/api"
+        self.process = _launch(port)
+
+    def stop(self) -> None:
+        """Terminate it (killed if it does not exit within 10 s)."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_EARLY: list[TemporaryServer] = []  # started by ``server_started_early``, taken over by ``prefect_api``
+
+
+@contextmanager
+def server_started_early() -> Iterator[None]:
+    """Start this process's temporary server now, so that it boots (~4 s) while the caller imports
+    and validates (~4-7 s, on another core); ``prefect_api`` inside takes it over instead of starting
+    one then. Not when ``PREFECT_API_URL`` is in the environment; a server nothing took over (the
+    survey failed first, or Prefect's profile names a server) is stopped on the way out."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    server = TemporaryServer()
+    _EARLY.append(server)
+    try:
+        yield
+    finally:
+        if server in _EARLY:
+            _EARLY.remove(server)
+            server.stop()
+
+
 @contextmanager
 def prefect_api(timeout: float = 120.0) -> Iterator[str]:
     """The API URL flows of this process (and their Dask workers) report to; see the module docstring."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    early = _EARLY.pop() if _EARLY else None
     if url := PREFECT_API_URL.value():
+        if early is not None:
+            early.stop()
         yield url
         return
-    import prefect
+    server = early or TemporaryServer()
+    saved = os.environ.get("PREFECT_API_URL")
+    try:
+        wait_healthy(server.url, server.process, timeout)
+        os.environ["PREFECT_API_URL"] = server.url  # inherited by Dask worker processes
+        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            try:
+                yield server.url
+            finally:
+                send_pending_logs(timeout=5.0)  # while the worker for this URL is still the one found
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+        server.stop()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
+
+def _launch(port: int) -> subprocess.Popen[bytes]:
+    """The server process on ``port``: uvicorn serving Prefect's API app, SQLite beside PREFECT_HOME."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("prefect")  # its folder, without importing Prefect (~1.3 s) here
+    assert spec is not None and spec.submodule_search_locations
+    app_dir = os.path.dirname(next(iter(spec.submodule_search_locations)))
     args = [
         "--app-dir",
-        str(prefect.__module_path__.parent),
+        app_dir,
         "--factory",
         "prefect.server.api.server:create_app",
         "--host",
@@ -100,30 +164,10 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
     ]
     env = os.environ | {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     # its own session: a Ctrl-C at the terminal (SIGINT to the foreground group) must not stop the
-    # server under the flow that is reporting its crash; it stops below, after the logs are sent
-    process = subprocess.Popen(
+    # server under the flow that is reporting its crash; ``prefect_api`` stops it after the logs are sent
+    return subprocess.Popen(
         [sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args],
         env=env,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    saved = os.environ.get("PREFECT_API_URL")
-    try:
-        wait_healthy(url, process, timeout)
-        os.environ["PREFECT_API_URL"] = url  # inherited by Dask worker processes
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            try:
-                yield url
-            finally:
-                send_pending_logs(timeout=5.0)  # while the worker for this URL is still the one found
-    finally:
-        if saved is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = saved
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -13,7 +13,7 @@ import typer
 from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
-    from pipeline.config import SurveyConfig
+    from pipeline.config import Params, SurveyConfig
     from pipeline.report.result import ReportResult
     from pipeline.survey import PreparedSurvey
 
@@ -81,6 +81,42 @@ def survey(
     overrides = {k: v for k, v in flags.items() if v is not None}
     settings = load_optional_params(params, overrides)
     _check_input_first(ortho, settings.survey, assume_crs)
+    from flows.server import server_started_early
+
+    with server_started_early():  # Prefect's API boots while the survey's modules load and it validates
+        _survey(
+            ortho,
+            out,
+            model,
+            settings,
+            assume_crs,
+            meta,
+            meta_file,
+            with_report,
+            track,
+            engine,
+            dask_address,
+            dask_workers,
+            precision,
+        )
+
+
+def _survey(
+    ortho: str,
+    out: Path,
+    model: Path | None,
+    settings: Params,
+    assume_crs: str | None,
+    meta: list[str],
+    meta_file: Path | None,
+    with_report: bool,
+    track: bool,
+    engine: str,
+    dask_address: str | None,
+    dask_workers: int | None,
+    precision: str | None,
+) -> None:
+    """The survey of ``msaf survey``, its arguments checked; prints what it wrote."""
     from pipeline.job import parse_job
     from pipeline.survey_folder import SurveyFolder
     from pipeline.survey_plan import SurveyRequest
