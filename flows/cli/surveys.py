@@ -13,7 +13,7 @@ import typer
 from pipeline.errors import MsafError
 
 if TYPE_CHECKING:
-    from pipeline.config import Params, SurveyConfig
+    from pipeline.config import SurveyConfig
     from pipeline.report.result import ReportResult
     from pipeline.survey import PreparedSurvey
 
@@ -84,79 +84,48 @@ def survey(
     from flows.server import server_started_early
 
     with server_started_early():  # Prefect's API boots while the survey's modules load and it validates
-        _survey(
-            ortho,
-            out,
-            model,
-            settings,
-            assume_crs,
-            meta,
-            meta_file,
-            with_report,
-            track,
-            engine,
-            dask_address,
-            dask_workers,
-            precision,
+        from pipeline.job import parse_job
+        from pipeline.survey_folder import SurveyFolder
+        from pipeline.survey_plan import SurveyRequest
+
+        request = SurveyRequest(
+            ortho=str(ortho),
+            out=str(out),
+            params=settings,
+            model=str(model) if model else None,
+            assume_crs=assume_crs,
+            job=parse_job(meta, meta_file),
+            report=with_report,
+            track=track,
         )
+        from flows.survey import run_survey_flow
 
+        outcome = run_survey_flow(
+            request, engine=engine, dask_address=dask_address, dask_workers=dask_workers, watch=_block_progress
+        )
+        record = outcome.record
+        pixels = ", ".join(f"{name} {count:,}" for name, count in record.class_pixels.items())
+        if record.model.registry:
+            console.print(f"model: {record.model.registry}")
+        console.print(
+            f"{record.input.width}x{record.input.height} px in {record.timings.total_s:.1f} s "
+            f"({record.throughput_mpix_s.end_to_end:.2f} Mpix/s, peak RSS {record.peak_rss_mb:.0f} MiB, "
+            f"{record.tiling.blocks_reused} of {record.tiling.blocks} blocks reused)"
+        )
+        console.print(f"class pixels: {pixels}")
+        if record.device == "cpu" and record.precision == "fp32" and precision is None:
+            from pipeline.inference.device import cpu_has_native_bf16
 
-def _survey(
-    ortho: str,
-    out: Path,
-    model: Path | None,
-    settings: Params,
-    assume_crs: str | None,
-    meta: list[str],
-    meta_file: Path | None,
-    with_report: bool,
-    track: bool,
-    engine: str,
-    dask_address: str | None,
-    dask_workers: int | None,
-    precision: str | None,
-) -> None:
-    """The survey of ``msaf survey``, its arguments checked; prints what it wrote."""
-    from pipeline.job import parse_job
-    from pipeline.survey_folder import SurveyFolder
-    from pipeline.survey_plan import SurveyRequest
-
-    request = SurveyRequest(
-        ortho=str(ortho),
-        out=str(out),
-        params=settings,
-        model=str(model) if model else None,
-        assume_crs=assume_crs,
-        job=parse_job(meta, meta_file),
-        report=with_report,
-        track=track,
-    )
-    from flows.survey import run_survey_flow
-
-    outcome = run_survey_flow(
-        request, engine=engine, dask_address=dask_address, dask_workers=dask_workers, watch=_block_progress
-    )
-    record = outcome.record
-    pixels = ", ".join(f"{name} {count:,}" for name, count in record.class_pixels.items())
-    if record.model.registry:
-        console.print(f"model: {record.model.registry}")
-    console.print(
-        f"{record.input.width}x{record.input.height} px in {record.timings.total_s:.1f} s "
-        f"({record.throughput_mpix_s.end_to_end:.2f} Mpix/s, peak RSS {record.peak_rss_mb:.0f} MiB, "
-        f"{record.tiling.blocks_reused} of {record.tiling.blocks} blocks reused)"
-    )
-    console.print(f"class pixels: {pixels}")
-    if record.device == "cpu" and record.precision == "fp32" and precision is None:
-        from pipeline.inference.device import cpu_has_native_bf16
-
-        if cpu_has_native_bf16():
-            console.print("this CPU runs bf16 natively: --precision bf16 surveys ~1.7x faster (README: bf16 on a CPU)")
-    folder = SurveyFolder(out)
-    console.print(f"wrote {folder.mask}, {folder.confidence}, {folder.record}")
-    if outcome.report:
-        _print_report_summary(out, outcome.report)
-    if outcome.mlflow_run:
-        console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
+            if cpu_has_native_bf16():
+                console.print(
+                    "this CPU runs bf16 natively: --precision bf16 surveys ~1.7x faster (README: bf16 on a CPU)"
+                )
+        folder = SurveyFolder(out)
+        console.print(f"wrote {folder.mask}, {folder.confidence}, {folder.record}")
+        if outcome.report:
+            _print_report_summary(out, outcome.report)
+        if outcome.mlflow_run:
+            console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
 
 
 def _check_input_first(ortho: str, cfg: SurveyConfig, assume_crs: str | None) -> None:
