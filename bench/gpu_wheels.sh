@@ -6,7 +6,7 @@
 #   bash bench/gpu_wheels.sh [check|train]   # -> .gpu/check/site.tar.xz or .gpu/train/site.tar.xz (git-ignored)
 #
 # check (gpu_check.sh, the survey engine): rasterio and its small dependencies, pyproj, pydantic,
-# zstandard, isal, platformdirs; train (gpu_train.sh on photos): pydantic alone. The image has numpy,
+# zstandard, isal, platformdirs, blake3; train (gpu_train.sh on photos): pydantic alone. The image has numpy,
 # scipy, scikit-image, Pillow, pyyaml, rich, typer, safetensors, tifffile, click, attrs and certifi
 # (see the device notes). At the versions the CI pins (constraints.txt), without their dependencies;
 # the wheels (check: 52 MB) are unpacked and the tree xz-compressed (check: ~35 MB), so that with its
@@ -18,7 +18,7 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 KIND=${1:-check}
 PYDANTIC="pydantic pydantic-core annotated-types typing-inspection"
 case "$KIND" in
-  check) PACKAGES="rasterio affine cligj click-plugins pyproj $PYDANTIC zstandard isal platformdirs" ;;
+  check) PACKAGES="rasterio affine cligj click-plugins pyproj $PYDANTIC zstandard isal platformdirs blake3" ;;
   train) PACKAGES=$PYDANTIC ;;
   *) echo "usage: bash bench/gpu_wheels.sh [check|train]" >&2; exit 2 ;;
 esac

@@ -18,7 +18,7 @@ import flows  # noqa: F401  (telemetry defaults)
 from flows.ledger import Ledger
 from flows.survey import survey_flow
 from pipeline.config import load_params_or_defaults
-from pipeline.raster.source import file_fingerprint
+from pipeline.fingerprint import file_fingerprint
 from pipeline.survey_folder import LOCK_NAME
 from pipeline.survey_plan import SurveyRequest
 
@@ -79,7 +79,7 @@ def inbox_flow(
     processed = []
     for path in ready:
         key = file_fingerprint(path)
-        if not ledger.claim(key, str(path)):
+        if ledger.adopt_earlier(path, key) or not ledger.claim(key, str(path)):
             continue
         target = out_dir / f"{path.stem}-{key[:8]}"
         try:

@@ -4,6 +4,13 @@ A claim is an exclusively-created file (``O_EXCL``), so two overlapping runs nev
 same file; a finished survey leaves a ``.done`` record, a failed one a ``.failed`` record with the
 reason (the same bytes are not retried; delete the record to retry). A claim whose process is
 gone (a crash) is taken over by the next run.
+
+Records written before the fingerprint became BLAKE3 are keyed by BLAKE2b (``pipeline.fingerprint``).
+The first run that finds such records notes when it started (``fingerprint-change.json``); a file
+older than that and not known by its BLAKE3 key is hashed the earlier way once, and a record found
+so is moved to its BLAKE3 key. Files that arrived later are never hashed twice, so the cost ends
+with the files from before the change. (One of those copied in again, with a new time, is surveyed
+once more.)
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.fingerprint import earlier_file_fingerprint, is_earlier
 from pipeline.fsutil import write_json
+
+CHANGE_RECORD = "fingerprint-change.json"
 
 
 class Ledger:
@@ -24,6 +34,34 @@ class Ledger:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._earlier_before = self._fingerprint_change()
+
+    def _records(self) -> list[Path]:
+        return [*self.root.glob("*.done"), *self.root.glob("*.failed")]
+
+    def _fingerprint_change(self) -> float | None:
+        """When this ledger first ran with BLAKE3 keys (epoch seconds), if it holds earlier records."""
+        change = self.root / CHANGE_RECORD
+        if change.exists():
+            return float(json.loads(change.read_text())["epoch_s"])
+        if not any(is_earlier(path.stem) for path in self._records()):
+            return None
+        now = datetime.now(UTC)
+        write_json(change, {"utc": now.isoformat(timespec="seconds"), "epoch_s": now.timestamp()})
+        return now.timestamp()
+
+    def adopt_earlier(self, path: Path, key: str) -> bool:
+        """Whether ``path``, not known by ``key``, was processed under its earlier (BLAKE2b) key: if so
+        that record moves to ``key``. Only files from before the fingerprint change are hashed again."""
+        if self._earlier_before is None or self.is_done(key) or path.stat().st_mtime >= self._earlier_before:
+            return False
+        earlier = earlier_file_fingerprint(path)
+        for old, new in ((self._done(earlier), self._done(key)), (self._failed(earlier), self._failed(key))):
+            if old.exists():
+                write_json(new, json.loads(old.read_text()) | {"earlier_key": earlier})
+                old.unlink()
+                return True
+        return False
 
     def _claim(self, key: str) -> Path:
         return self.root / f"{key}.claim"

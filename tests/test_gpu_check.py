@@ -225,7 +225,7 @@ def test_the_device_view_fits_the_device_limit_runs_the_check_and_restores_the_b
 
 NOT_ON_THE_GPU_IMAGE = """
 import sys
-BLOCKED = {"rasterio", "pyproj", "shapely", "zstandard", "isal", "platformdirs", "mlflow", "prefect"}
+BLOCKED = {"rasterio", "pyproj", "shapely", "zstandard", "isal", "platformdirs", "blake3", "mlflow", "prefect"}
 class NotOnTheGpuImage:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:

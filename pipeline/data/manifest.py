@@ -120,6 +120,7 @@ def _portable(path: Path) -> Path:
 def _build_geo_set(spec: DatasetConfig, data: DataConfig) -> ManifestSet:
     """A label set's labelled blocks, split spatially; its orthomosaic must be the one it was labelled on.
     Its imports (rasterio, shapely) are here: photo sets train without them (the GPU image lacks them)."""
+    from pipeline import fingerprint
     from pipeline.data.geo import (
         block_name,
         class_map,
@@ -129,14 +130,13 @@ def _build_geo_set(spec: DatasetConfig, data: DataConfig) -> ManifestSet:
         split_blocks,
     )
     from pipeline.labels.labelset import read_labelset
-    from pipeline.raster.source import file_fingerprint
     from pipeline.raster.trust import locate
 
     assert spec.labelset is not None
     record = read_labelset(spec.labelset)
     class_map(record, data.class_names)  # its classes are the model's (by name)
     location = locate(record.image)
-    if location.kind == "file" and file_fingerprint(location.text) != record.image_fingerprint:
+    if location.kind == "file" and not fingerprint.matches(location.text, record.image_fingerprint):
         raise MsafError(
             f"{record.image} differs from the orthomosaic label set {spec.labelset} was made on "
             "(fingerprint); rebuild the label set with `msaf labels`"

@@ -17,11 +17,11 @@ import numpy as np
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
+from pipeline.fingerprint import file_fingerprint
 from pipeline.labels.burn import Shapes
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, VectorSource, write_labelset
 from pipeline.labels.rasterize import Grid, label_shapes
 from pipeline.raster.grid import Box
-from pipeline.raster.source import file_fingerprint
 from pipeline.report.defects import open_mask
 from pipeline.review import CONFIRMED, FALSE_ALARM, read_review
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, refuse_overwriting

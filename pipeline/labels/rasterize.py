@@ -20,10 +20,11 @@ import pyogrio
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
+from pipeline.fingerprint import file_fingerprint
 from pipeline.labels.burn import Shapes, line_areas
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, VectorSource, write_labelset
 from pipeline.raster.grid import Box
-from pipeline.raster.source import file_fingerprint, open_source, source_fingerprint
+from pipeline.raster.source import open_source, source_fingerprint
 from pipeline.survey_folder import refuse_overwriting
 
 LINES = ("LineString", "MultiLineString")

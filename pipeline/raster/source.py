@@ -33,7 +33,7 @@ from rasterio.errors import CRSError, RasterioError, RasterioIOError
 
 from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
-from pipeline.fsutil import file_digest
+from pipeline.fingerprint import file_fingerprint
 from pipeline.raster.buffers import BufferPool
 from pipeline.raster.grid import Box
 from pipeline.raster.ground import ground_sample_distance
@@ -517,11 +517,6 @@ class BlockReader:
             for ds in self._handles:
                 ds.close()
             self._handles.clear()
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """BLAKE2b of the file's bytes: identifies the exact input a mask was made from."""
-    return file_digest(path, "blake2b", digest_size=20)
 
 
 def source_fingerprint(info: SourceInfo) -> str:

@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import rasterio
 
-from pipeline import styles
+from pipeline import fingerprint, styles
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.job import job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
-from pipeline.raster.source import file_fingerprint
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
@@ -305,7 +304,7 @@ def build_page(
 def _check_unchanged(ortho: Path, record: SurveyRecord) -> None:
     """Widths are read from the pixels the survey saw, or not at all: an orthomosaic replaced
     after its survey (same grid, another picture) would give every crack another width."""
-    if record.input.kind == "file" and file_fingerprint(ortho) != record.input.fingerprint:
+    if record.input.kind == "file" and not fingerprint.matches(ortho, record.input.fingerprint):
         raise MsafError(
             f"{ortho} has changed since it was surveyed (its bytes differ from survey.json's fingerprint); "
             "re-run the survey, or pass --image PATH to read widths from it anyway"

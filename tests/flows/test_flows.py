@@ -217,6 +217,7 @@ def test_a_dask_survey_starts_one_api_server_and_its_workers_report_to_it(
 def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny_model):
     from flows.inbox import inbox_flow
     from flows.ledger import Ledger
+    from pipeline.fingerprint import earlier_file_fingerprint, file_fingerprint
 
     inbox, out = tmp_path / "inbox", tmp_path / "surveys"
     inbox.mkdir()
@@ -242,6 +243,13 @@ def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny
     assert sorted(Path(d["source"]).name for d in done) == ["a.tif", "b.tif", "c.tif"]
     assert all((Path(d["survey"]) / "mask.tif").is_file() for d in done)
     assert inbox_flow(inbox=str(inbox), **kwargs) == []
+    # the ledger as a release before BLAKE3 fingerprints left it (BLAKE2b keys): nothing is surveyed again
+    for record in (out / ".ledger").glob("*.done"):
+        source = json.loads(record.read_text())["source"]
+        record.rename(record.with_name(f"{earlier_file_fingerprint(source)}.done"))
+    assert inbox_flow(inbox=str(inbox), **kwargs) == []
+    keys = sorted(p.stem for p in (out / ".ledger").glob("*.done"))
+    assert keys == sorted(file_fingerprint(inbox / f"{name}.tif") for name in "abc")  # each re-keyed to BLAKE3
 
 
 def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(prefect_harness, tmp_path, tiny_model):
@@ -298,6 +306,40 @@ def test_ledger_claims_are_exclusive_and_crashed_claims_are_taken_over(tmp_path)
     assert ledger.claim("k2", "b.tif")  # its process is gone
     ledger.finish("k1", {"source": "a.tif"})
     assert not ledger.claim("k1", "a.tif") and ledger.is_done("k1")
+
+
+def test_a_ledger_from_before_blake3_is_rekeyed_and_only_older_files_are_hashed_twice(tmp_path, monkeypatch):
+    """Records keyed by BLAKE2b move to the file's BLAKE3 key when the file comes by; a file newer
+    than the first run that found such records is never hashed the earlier way."""
+    from flows import ledger as ledger_module
+    from flows.ledger import CHANGE_RECORD, Ledger
+    from pipeline.fingerprint import earlier_file_fingerprint, file_fingerprint
+
+    fresh = Ledger(tmp_path / "fresh")  # nothing from before: no change noted, nothing hashed twice
+    assert fresh._earlier_before is None and not (tmp_path / "fresh" / CHANGE_RECORD).exists()
+    old, failed, new = (tmp_path / f"{name}.tif" for name in ("old", "failed", "new"))
+    for path in (old, failed, new):
+        path.write_bytes(path.name.encode() * 100)
+    root = tmp_path / "ledger"
+    root.mkdir()
+    (root / f"{earlier_file_fingerprint(old)}.done").write_text(json.dumps({"source": str(old)}))
+    (root / f"{earlier_file_fingerprint(failed)}.failed").write_text(json.dumps({"error": "bad CRS"}))
+    hour_ago = time.time() - 3600
+    for path in (old, failed):
+        os.utime(path, (hour_ago, hour_ago))
+    ledger = Ledger(root)
+    assert ledger._earlier_before is not None and Ledger(root)._earlier_before == ledger._earlier_before
+    assert ledger.adopt_earlier(old, file_fingerprint(old)) and ledger.adopt_earlier(failed, file_fingerprint(failed))
+    assert not ledger.claim(file_fingerprint(old), str(old)) and not ledger.claim(file_fingerprint(failed), str(failed))
+    moved = json.loads((root / f"{file_fingerprint(old)}.done").read_text())
+    assert moved == {"source": str(old), "earlier_key": earlier_file_fingerprint(old)}
+    assert [p.suffix for p in root.glob("*.*") if len(p.stem) == 40] == []  # nothing left under an earlier key
+    hashed: list[Path] = []
+    monkeypatch.setattr(ledger_module, "earlier_file_fingerprint", lambda path: hashed.append(path) or "0" * 40)
+    later = time.time() + 60  # arrived after the change
+    os.utime(new, (later, later))
+    assert not ledger.adopt_earlier(new, file_fingerprint(new)) and hashed == []
+    assert ledger.claim(file_fingerprint(new), str(new))
 
 
 def _free_port() -> int:

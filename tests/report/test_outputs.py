@@ -411,3 +411,28 @@ def test_an_orthomosaic_replaced_after_its_survey_is_not_measured(tmp_path, surv
     assert len(result.stderr.strip().splitlines()) == 1 and not (folder / "report.html").exists()
     report_survey(folder, ReportConfig(), image=replaced)  # the user's explicit choice is honoured
     assert (folder / "report.html").is_file()
+
+
+def test_a_survey_folder_from_before_blake3_fingerprints_is_still_checked(tmp_path, surveyed, crack_mosaic):
+    """survey.json written by an earlier release names the orthomosaic by BLAKE2b-160: the report
+    checks it with that hash (the same bytes are measured, other bytes are refused)."""
+    import hashlib
+    import json
+
+    ortho = crack_mosaic[0]
+    earlier = hashlib.blake2b(ortho.read_bytes(), digest_size=20).hexdigest()
+    for name, fingerprint in (("same", earlier), ("other", earlier[::-1])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for part in ("mask.tif", "confidence.tif", "survey.json"):
+            shutil.copy(surveyed / part, folder / part)
+        record = json.loads((folder / "survey.json").read_text())
+        assert len(record["input"]["fingerprint"]) == 64  # written by this release: BLAKE3
+        record["input"]["fingerprint"] = fingerprint
+        (folder / "survey.json").write_text(json.dumps(record))
+        if name == "same":  # widths read from the orthomosaic's pixels
+            assert report_survey(folder, ReportConfig()).defects > 0
+            assert "image" in set(pd.read_csv(folder / "defects.csv")["width_method"])
+        else:
+            with pytest.raises(MsafError, match="has changed since it was surveyed"):
+                report_survey(folder, ReportConfig())

@@ -1,0 +1,53 @@
+"""What identifies a file's bytes: its BLAKE3 hash, computed on every core.
+
+The fingerprint keys a survey's block store (a resumed survey never reuses stale blocks), names the
+orthomosaic in survey.json and in label sets (a report or a training run refuses an image that has
+changed since), and keys the inbox's ledger of processed files. It is on the path of every survey
+before its first block, so its speed counts at scale: BLAKE3 is a tree hash, its pieces hashed in
+parallel, read 4 MiB at a time into one buffer (memory flat however large the file; a memory map
+was no faster, and a file cut short while mapped kills the process): a 145 MB JPEG-tiled GeoTIFF
+hashes at ~7 GB/s on two cores against 1.25 GB/s for BLAKE2b, the fingerprint before (a
+100k x 100k JPEG orthomosaic, ~2.5 GB: ~2 s became ~0.35 s).
+
+Fingerprints recorded before are BLAKE2b-160 (40 hex digits; a BLAKE3 fingerprint has 64):
+``matches`` checks a recorded value with its own algorithm, so older survey folders and label sets
+still check, and the ledger re-keys its older records (``flows/ledger.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from blake3 import blake3
+
+CHUNK_BYTES = 4 << 20  # read at a time: 7.2 GB/s (median of 5) against 5.2 at 1 MiB and 6.1 at 8 MiB
+EARLIER_HEX_DIGITS = 40  # BLAKE2b with a 20-byte digest: the fingerprint of releases before BLAKE3
+
+
+def file_fingerprint(path: str | os.PathLike[str], chunk: int = CHUNK_BYTES) -> str:
+    """BLAKE3 (32 bytes, hex) of the file's bytes, each chunk hashed on every core (the GIL released)."""
+    digest = blake3(max_threads=blake3.AUTO)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while size := fh.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()
+
+
+def earlier_file_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The fingerprint of releases before BLAKE3: BLAKE2b-160 of the bytes (serial, ~1.3 GB/s)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
+
+
+def is_earlier(fingerprint: str) -> bool:
+    """Whether a recorded fingerprint is the earlier kind (BLAKE2b-160)."""
+    return len(fingerprint) == EARLIER_HEX_DIGITS
+
+
+def matches(path: str | os.PathLike[str], recorded: str) -> bool:
+    """Whether the file still has the bytes ``recorded`` names, whichever kind it was recorded with."""
+    current = earlier_file_fingerprint(path) if is_earlier(recorded) else file_fingerprint(path)
+    return current == recorded
