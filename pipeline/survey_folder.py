@@ -86,15 +86,30 @@ REPORT_OUTPUTS = SurveyFolder.REPORT_OUTPUTS
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth)
 
 
+def check_output_folder(out_dir: Path) -> None:
+    """What can be told about an output folder before it is created: the nearest part of its path that
+    exists is a folder this user may write in (a CLI checks it before loading its machinery)."""
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MsafError(f"cannot create output folder {out_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == out_dir.absolute():
+            raise MsafError(f"output folder {out_dir} is not writable; choose another --out")
+        raise MsafError(f"cannot create output folder {out_dir}: {existing} is not writable; choose another --out")
+
+
 def prepare_output_folder(out_dir: Path, outputs: Sequence[str]) -> None:
     """Create an output folder and check it can take ``outputs``: writable, and no folder where one of
     them (a file) goes. The one check of every command that writes a folder (survey, report,
     compare, labels), so each says the same thing about the same mistake."""
+    check_output_folder(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MsafError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
+    if not os.access(out_dir, os.W_OK | os.X_OK):  # created here with a umask that leaves it unwritable
         raise MsafError(f"output folder {out_dir} is not writable; choose another --out")
     if taken := [name for name in outputs if (out_dir / name).is_dir()]:
         raise MsafError(f"{out_dir / taken[0]} is a folder where a file is written; move it or choose another --out")

@@ -80,7 +80,7 @@ def survey(
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     settings = load_optional_params(params, overrides)
-    _check_input_first(ortho, settings.survey, assume_crs)
+    _check_arguments_first(ortho, out, settings.survey, assume_crs)
     from flows.server import server_started_early
 
     with server_started_early():  # Prefect's API boots while the survey's modules load and it validates
@@ -128,13 +128,18 @@ def survey(
             console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
 
 
-def _check_input_first(ortho: str, cfg: SurveyConfig, assume_crs: str | None) -> None:
-    """The input checked before the survey's machinery loads: a mistyped path or a raster without a CRS
-    is one line in about a second, where Prefect, MLflow's store and torch took ~8 s to load first.
-    The survey checks it again (one owner: ``open_source``; opening a raster costs milliseconds)."""
+def _check_arguments_first(ortho: str, out: Path, cfg: SurveyConfig, assume_crs: str | None) -> None:
+    """The input, the output folder and the device checked before the survey's machinery loads: a
+    mistyped path, a raster without a CRS, a file where the output folder goes or cuda with a CPU-only
+    PyTorch is one line in about a second, where Prefect, MLflow's store and torch took 3-8 s to load
+    first. The survey checks them again (one owner each; these checks cost milliseconds)."""
+    from pipeline.inference.device import check_device_name
     from pipeline.raster.source import open_source
+    from pipeline.survey_folder import check_output_folder
 
     open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
+    check_output_folder(out)
+    check_device_name(cfg.device)
 
 
 @contextmanager

@@ -1,29 +1,58 @@
-"""Device and precision selection, with a clear error when what is asked for is absent."""
+"""Device and precision selection, with a clear error when what is asked for is absent.
+
+PyTorch is imported where it is needed (1.3 s): ``check_device_name`` judges a device name from
+the installed PyTorch's package metadata alone, so the CLI refuses an impossible one at once."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
+from importlib import metadata
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.config import Precision
 from pipeline.errors import MsafError
 
+if TYPE_CHECKING:
+    import torch
+
+
+def cpu_only_torch() -> str | None:
+    """The installed PyTorch's version when it is a CPU-only build (its wheels say so: ``+cpu``)."""
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+    return version if version.endswith("+cpu") else None
+
+
+def check_device_name(name: str) -> None:
+    """A device name this install may have (auto, cpu, cuda[:N]), without importing PyTorch: an unknown
+    name, or cuda with a CPU-only build of PyTorch, is a user error."""
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise MsafError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name.startswith("cuda") and (build := cpu_only_torch()):
+        raise MsafError(
+            f"--device {name} asked for, but the installed PyTorch ({build}) is a CPU-only build; use --device"
+            " cpu or auto, or install a CUDA build of PyTorch (README, Quick start)"
+        )
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a user error."""
+    import torch
+
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MsafError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise MsafError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
 
 
 def cpu_has_native_bf16() -> bool:
     """AVX512_BF16 or AMX: oneDNN then runs bf16 convolutions in hardware (twice the fp32 rate on this
     project's 2-core EPYC); without them bf16 is emulated, slower than fp32."""
+    import torch
+
     capabilities = (
         getattr(torch.cpu, "_is_avx512_bf16_supported", None),
         getattr(torch.cpu, "_is_amx_tile_supported", None),
