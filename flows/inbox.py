@@ -18,7 +18,6 @@ import flows  # noqa: F401  (telemetry defaults)
 from flows.ledger import Ledger
 from flows.survey import survey_flow
 from pipeline.config import load_params_or_defaults
-from pipeline.fingerprint import file_fingerprint
 from pipeline.survey_folder import LOCK_NAME
 from pipeline.survey_plan import SurveyRequest
 
@@ -77,24 +76,31 @@ def inbox_flow(
     for path, why in skipped:
         logger.warning("skipped %s: %s", path.name, why)
     processed = []
-    for path in ready:
-        key = file_fingerprint(path)
-        if ledger.adopt_earlier(path, key) or not ledger.claim(key, str(path)):
-            continue
-        target = out_dir / f"{path.stem}-{key[:8]}"
-        try:
-            request = SurveyRequest(ortho=str(path), out=str(target), params=params, model=model, track=track)
-            outcome = survey_flow(request=request)
-        except Exception as exc:  # one bad file never stops the others
-            ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
-            logger.error("failed %s: %s", path.name, exc)
-            _drop_if_empty(target)
-            continue
-        ledger.finish(
-            key,
-            {"source": str(path), "survey": str(target), "defects": outcome.report.defects if outcome.report else None},
-        )
-        logger.info("processed %s -> %s", path.name, target)
-        processed.append(str(target))
+    try:
+        for path in ready:
+            key = ledger.fingerprint(path)
+            if ledger.adopt_earlier(path, key) or not ledger.claim(key, str(path)):
+                continue
+            target = out_dir / f"{path.stem}-{key[:8]}"
+            try:
+                request = SurveyRequest(ortho=str(path), out=str(target), params=params, model=model, track=track)
+                outcome = survey_flow(request=request)
+            except Exception as exc:  # one bad file never stops the others
+                ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
+                logger.error("failed %s: %s", path.name, exc)
+                _drop_if_empty(target)
+                continue
+            ledger.finish(
+                key,
+                {
+                    "source": str(path),
+                    "survey": str(target),
+                    "defects": outcome.report.defects if outcome.report else None,
+                },
+            )
+            logger.info("processed %s -> %s", path.name, target)
+            processed.append(str(target))
+    finally:
+        ledger.keep_fingerprints()
     logger.info("%d new orthomosaic(s) processed", len(processed))
     return processed

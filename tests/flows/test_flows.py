@@ -242,7 +242,14 @@ def test_inbox_processes_every_file_exactly_once(prefect_harness, tmp_path, tiny
     done = Ledger(out / ".ledger").done()
     assert sorted(Path(d["source"]).name for d in done) == ["a.tif", "b.tif", "c.tif"]
     assert all((Path(d["survey"]) / "mask.tif").is_file() for d in done)
-    assert inbox_flow(inbox=str(inbox), **kwargs) == []
+    from flows import ledger as ledger_module
+
+    hashed: list[Path] = []
+    real_fingerprint = ledger_module.file_fingerprint
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger_module, "file_fingerprint", lambda path: hashed.append(path) or real_fingerprint(path))
+        assert inbox_flow(inbox=str(inbox), **kwargs) == []
+    assert hashed == []  # nothing changed since the last run: no file is read again
     # the ledger as a release before BLAKE3 fingerprints left it (BLAKE2b keys): nothing is surveyed again
     for record in (out / ".ledger").glob("*.done"):
         source = json.loads(record.read_text())["source"]
@@ -306,6 +313,45 @@ def test_ledger_claims_are_exclusive_and_crashed_claims_are_taken_over(tmp_path)
     assert ledger.claim("k2", "b.tif")  # its process is gone
     ledger.finish("k1", {"source": "a.tif"})
     assert not ledger.claim("k1", "a.tif") and ledger.is_done("k1")
+
+
+def test_the_ledger_hashes_a_file_again_only_when_the_file_system_says_it_changed(tmp_path, monkeypatch):
+    """A run reads only files that changed since the runs before; a file rewritten in place with its
+    size and modification time kept is still read again (its change time moved)."""
+    from flows import ledger as ledger_module
+    from flows.ledger import FINGERPRINTS, Ledger
+
+    hashed: list[str] = []
+    real_fingerprint = ledger_module.file_fingerprint
+
+    def counted(path: Path) -> str:
+        hashed.append(path.name)
+        return real_fingerprint(path)
+
+    monkeypatch.setattr(ledger_module, "file_fingerprint", counted)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    a.write_bytes(b"a" * 1000)
+    b.write_bytes(b"b" * 1000)
+    root = tmp_path / "ledger"
+    first = Ledger(root)
+    keys = {path.name: first.fingerprint(path) for path in (a, b)}
+    first.keep_fingerprints()
+    second = Ledger(root)
+    assert {path.name: second.fingerprint(path) for path in (a, b)} == keys
+    second.keep_fingerprints()
+    assert hashed == ["a.tif", "b.tif"]  # the second run read nothing
+    before = b.stat()
+    time.sleep(0.05)  # past the file system's clock tick
+    with open(b, "r+b") as fh:
+        fh.write(b"B")
+    os.utime(b, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (b.stat().st_size, b.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    third = Ledger(root)
+    assert third.fingerprint(b) == real_fingerprint(b) != keys["b.tif"] and hashed[-2:] == ["b.tif", "b.tif"]
+    third.keep_fingerprints()
+    assert set(json.loads((root / FINGERPRINTS).read_text())) == {str(b)}  # a was not looked at: it drops out
+    (root / FINGERPRINTS).write_text("{not json")
+    assert Ledger(root).fingerprint(a) == keys["a.tif"] and hashed[-1] == "a.tif"  # a broken file: hashed again
 
 
 def test_a_ledger_from_before_blake3_is_rekeyed_and_only_older_files_are_hashed_twice(tmp_path, monkeypatch):
