@@ -173,7 +173,8 @@ def child(
     torch.set_num_threads(threads)
     meta = read_metadata(model)
     device = torch.device("cpu")
-    survey._MODELS[(str(model), file_sha256(model), str(device))] = (NullNetwork(len(meta.classes), null).eval(), meta)
+    null_network = runner.inference_network(NullNetwork(len(meta.classes), null).eval(), device)  # as cached
+    survey._MODELS[(str(model), file_sha256(model), str(device))] = (null_network, meta)
     if profile:
         timed("read + decode", BlockReader, "_read_strip")  # in the decoding threads
         timed("nodata fill", runner, "mirror_fill")

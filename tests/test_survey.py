@@ -27,7 +27,16 @@ def read(path: Path) -> np.ndarray:
         return ds.read(1)
 
 
-def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_model, crack_mosaic):
+def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_model, crack_mosaic, monkeypatch):
+    """Also: every runner of every survey in the process shares one network prepared for inference
+    (batch norms folded once, not once per runner and survey), and the two workers' mask is the same."""
+    from pipeline import survey as survey_module
+    from pipeline.inference import runner as runner_module
+
+    folds = []
+    real_fold = runner_module.fold_batch_norms
+    monkeypatch.setattr(runner_module, "fold_batch_norms", lambda model: folds.append(model) or real_fold(model))
+    monkeypatch.setattr(survey_module, "_MODELS", {})
     ortho, _ = crack_mosaic
     runs = {
         "one_tile": {"block": 96},
@@ -45,6 +54,7 @@ def test_mask_is_identical_for_any_block_size_and_worker_count(tmp_path, tiny_mo
         np.testing.assert_array_equal(read(tmp_path / name / "confidence.tif"), reference_conf, err_msg=name)
         assert outputs[name].class_pixels == outputs["whole"].class_pixels
     assert outputs["one_tile"].tiling.blocks > outputs["several"].tiling.blocks > 1
+    assert len(folds) == 1  # four surveys, five runners
 
 
 def test_the_block_pipeline_reads_blocks_into_buffers_earlier_blocks_gave_back(tmp_path, tiny_model, crack_mosaic):

@@ -39,11 +39,20 @@ def flush_denormals(device: torch.device) -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+def inference_network(model: nn.Module, device: torch.device) -> nn.Module:
+    """The network as a runner runs it: batch norms folded into the convolutions (a copy: the caller's
+    model stays as trained), on ``device``, weights channels_last. The GPU's bf16 tensor cores want
+    channels_last, and on a CPU oneDNN then runs every convolution channels_last (the first converts
+    the input). Forward passes in inference mode only read it, so runners may share one."""
+    return fold_batch_norms(model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
 class TileRunner:
     """Runs tiles of one fixed shape through a model and blends them into block cores.
 
     Args:
-        model: network in eval mode returning logits (N, C, H, W).
+        model: network in eval mode returning logits (N, C, H, W); prepared by ``inference_network``
+            when ``prepared`` (runners then share it), else prepared here (a copy per runner).
         mean, std: the training normalisation (0..255 scale).
         device: where the model runs (blending happens there too).
         batch: forward-pass batch size; shorter batches are padded to it.
@@ -52,6 +61,7 @@ class TileRunner:
         compile: wrap the model in ``torch.compile``.
         thresholds: the model's calibrated decision thresholds (class id, threshold).
         bf16: run the network in bf16 autocast; None: the device's default (bf16 on CUDA only).
+        prepared: ``model`` is already ``inference_network(model, device)``.
     """
 
     def __init__(
@@ -67,6 +77,7 @@ class TileRunner:
         compile: bool = False,
         thresholds: Thresholds = (),
         bf16: bool | None = None,
+        prepared: bool = False,
     ) -> None:
         self.device = device
         self.bf16 = bf16
@@ -74,12 +85,9 @@ class TileRunner:
         self.batch = batch
         self.tile_shape = tile_shape
         self.tta = tta
-        # Batch norms folded into the convolutions (a copy: the caller's model stays as trained), the
-        # weights channels_last on every device: the GPU's bf16 tensor cores want it, and on a CPU
-        # oneDNN then runs every convolution channels_last (the first converts the input). The batch
-        # buffer is channels_last only on a GPU: on a CPU the engine's own elementwise work on it is
-        # faster in the plain layout, and the network's output is the same bit for bit either way.
-        self.model = fold_batch_norms(model).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # The batch buffer is channels_last only on a GPU: on a CPU the engine's own elementwise work on
+        # it is faster in the plain layout, and the network's output is the same bit for bit either way.
+        self.model = model if prepared else inference_network(model, device)
         memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.forward = torch.compile(self.model) if compile else self.model
         self.standardise = Standardise(mean, std, device)
