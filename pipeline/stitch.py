@@ -37,6 +37,7 @@ from pipeline.styles import mask_colormap
 from pipeline.survey import PreparedSurvey, peak_rss_mb
 from pipeline.survey_folder import SurveyFolder, retire_report
 from pipeline.survey_record import (
+    AreaRecord,
     InputRecord,
     ModelRecord,
     SurveyRecord,
@@ -235,6 +236,7 @@ class Stitcher:
             created_utc=created,
             job=prepared.job,
             input=InputRecord(**info.describe(), fingerprint=prepared.source_fingerprint),
+            area_of_interest=AreaRecord(**prepared.aoi.record()) if prepared.aoi is not None else None,
             model=ModelRecord(
                 path=str(prepared.model_path),
                 sha256=prepared.model_sha256,

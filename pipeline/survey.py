@@ -35,6 +35,7 @@ from pipeline.inference.blend import BlockResult, infer_block, infer_scaled_bloc
 from pipeline.inference.blockstore import BackgroundSaver, BlockStore
 from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.runner import TileRunner, inference_network
+from pipeline.raster.aoi import AreaOfInterest, read_area_of_interest
 from pipeline.raster.buffers import small_pages
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
@@ -150,9 +151,15 @@ class BlockPipeline:
     """
 
     def __init__(
-        self, reader: BlockReader, runners: list[TileRunner], grid: TileGrid, scale: GridScale | None = None
+        self,
+        reader: BlockReader,
+        runners: list[TileRunner],
+        grid: TileGrid,
+        scale: GridScale | None = None,
+        aoi: AreaOfInterest | None = None,
     ) -> None:
         self.reader = reader
+        self.aoi = aoi
         self.runners: queue.Queue[TileRunner] = queue.Queue()
         for runner in runners:
             self.runners.put(runner)
@@ -189,13 +196,25 @@ class BlockPipeline:
         pending: deque[tuple[WorkUnit, Future]] = deque()
         for position, (block, box) in enumerate(zip(blocks, boxes, strict=True)):
             raise_if_stopped()
-            pending.append((block, pool.submit(self.reader.read, box, below.get(position))))
+            pending.append((block, pool.submit(self._read, box, below.get(position))))
             if len(pending) > self.workers:
                 ready, read = pending.popleft()
                 yield ready, *read.result()
         while pending:
             ready, read = pending.popleft()
             yield ready, *read.result()
+
+    def _read(self, box: Box, keep_for: Box | None) -> tuple[np.ndarray, np.ndarray]:
+        """A block's pixels and footprint, the footprint cut to the area of interest (a block wholly
+        outside it is not read)."""
+        if self.aoi is None:
+            return self.reader.read(box, keep_for)
+        if not self.aoi.covers(box):
+            return self.reader.nothing(box)
+        pixels, valid = self.reader.read(box, keep_for)
+        if not self.aoi.contains(box):
+            valid &= self.aoi.inside(box)
+        return pixels, valid
 
     def run(self, blocks: list[WorkUnit], consume: Callable[[WorkUnit, BlockResult], None]) -> None:
         """Infer every block; ``consume`` gets each block and its result.
@@ -243,6 +262,7 @@ class PreparedSurvey:
     validate_s: float
     job: dict[str, str] = field(default_factory=dict)
     factor: float = 1.0  # working pixels per input pixel (1: the model runs on the input's grid)
+    aoi: AreaOfInterest | None = None  # the part of the raster surveyed (None: all of it)
 
     @property
     def scale(self) -> GridScale | None:
@@ -286,7 +306,8 @@ class PreparedSurvey:
             self.plan.as_dict()
             | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
             | ({"precision": self.cfg.precision} if self.cfg.precision != "auto" else {})
-            | ({"resample": repr(self.factor)} if self.factor != 1.0 else {}),
+            | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
+            | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
             sort_keys=True,
         )
         digest = hashlib.sha256(f"{self.source_fingerprint}|{self.model_sha256}|{settings}".encode())
@@ -325,17 +346,22 @@ def prepare_survey(
     model_path: str | Path | None = None,
     model_ref: str | None = None,
     assume_crs: str | None = None,
+    aoi: str | Path | None = None,
+    aoi_layer: str | None = None,
     job: dict[str, str] | None = None,
 ) -> PreparedSurvey:
     """Validate input, model, GSD and output folder, and fix the tiling plan; loads no weights.
 
+    ``aoi``: a vector file whose polygons (``aoi_layer``, else its first layer) are the part of the
+    raster to survey (None: all of it).
     ``job``: the owner's job details (``pipeline.job``), recorded in survey.json.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     model_path = Path(model_path or cfg.model)
     info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
-    inputs: list[str | os.PathLike[str]] = [model_path, *info.source.local_files()]
+    area = read_area_of_interest(aoi, aoi_layer, info.crs, info.transform, info.width, info.height) if aoi else None
+    inputs: list[str | os.PathLike[str]] = [model_path, *info.source.local_files(), *([aoi] if aoi else [])]
     refuse_overwriting(inputs, out_dir, SURVEY_OUTPUTS + REPORT_OUTPUTS, "survey")
     # hashing the input (GIL released) beside the model's checks: a 16384² JPEG raster is 68 MB, 0.05 s
     source_hash = _in_background(source_fingerprint, info)
@@ -361,6 +387,7 @@ def prepare_survey(
         time.perf_counter() - started,
         job or {},
         factor,
+        area,
     )
     check_free_space(out_dir, prepared.output_bytes)
     return prepared
@@ -450,7 +477,7 @@ def infer_blocks(
 
         saver = BackgroundSaver(store, saved)  # a block is compressed and written while the next is inferred
         try:
-            BlockPipeline(reader, runners, grid, prepared.scale).run(
+            BlockPipeline(reader, runners, grid, prepared.scale, prepared.aoi).run(
                 todo, lambda block, result: saver.save(block.index, result)
             )
         finally:
@@ -469,6 +496,8 @@ def run_survey(
     model_path: str | Path | None = None,
     model_ref: str | None = None,
     assume_crs: str | None = None,
+    aoi: str | Path | None = None,
+    aoi_layer: str | None = None,
     job: dict[str, str] | None = None,
 ) -> SurveyRecord:
     """Process one orthomosaic into ``out_dir``/mask.tif, confidence.tif and survey.json, in this
@@ -488,6 +517,8 @@ def run_survey(
         model=str(model_path or cfg.model),
         model_ref=model_ref,
         assume_crs=assume_crs,
+        aoi=str(aoi) if aoi else None,
+        aoi_layer=aoi_layer,
         job=job or {},
         report=False,
         track=False,

@@ -39,6 +39,8 @@ class SurveyRequest(BaseModel):
     model: str | None = None  # a checkpoint; None: the registry's champion (the shipped model at first)
     model_ref: str | None = None  # how the registry names ``model`` (recorded in survey.json)
     assume_crs: str | None = None  # for a raster without one
+    aoi: str | None = None  # a vector file of polygons: the part of the raster to survey
+    aoi_layer: str | None = None  # its layer (None: the first)
     job: dict[str, str] = Field(default_factory=dict)  # the owner's job details (pipeline.job)
     report: bool = True  # write the defect report too
     track: bool = True  # log the survey to MLflow
@@ -85,6 +87,8 @@ def _validate(request: SurveyRequest, model: ResolvedModel) -> PreparedSurvey:
         model_path=model.path,
         model_ref=model.ref,
         assume_crs=request.assume_crs,
+        aoi=request.aoi,
+        aoi_layer=request.aoi_layer,
         job=request.job,
     )
 

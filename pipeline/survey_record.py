@@ -47,6 +47,15 @@ class InputRecord(_Record):
     fingerprint: str
 
 
+class AreaRecord(_Record):
+    """The area of interest a survey kept to: its file, the file's fingerprint, its size on the raster."""
+
+    path: str
+    fingerprint: str
+    area_m2: float
+    raster_share: float
+
+
 class ModelRecord(_Record):
     """Which model made the mask (the checkpoint's hash is the identity; the path is where it was)."""
 
@@ -100,6 +109,7 @@ class SurveyRecord(_Record):
     created_utc: str
     job: dict[str, Any] = Field(default_factory=dict)
     input: InputRecord
+    area_of_interest: AreaRecord | None = None  # None: the whole raster was surveyed
     model: ModelRecord
     tiling: TilingRecord
     device: str

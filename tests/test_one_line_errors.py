@@ -102,6 +102,49 @@ def test_a_mistaken_argument_is_one_line_before_prefect_mlflow_or_torch_load(tmp
     assert not out.exists()
 
 
+AREA_MISTAKES = {
+    "missing": "area of interest not found",
+    "not_vector": "cannot read the area of interest",
+    "points": "holds no polygon",
+    "no_crs": "have no CRS",
+    "elsewhere": "does not overlap the orthomosaic",
+}
+
+
+@pytest.mark.parametrize("mistake", list(AREA_MISTAKES))
+def test_a_mistaken_area_of_interest_is_one_line_before_prefect_mlflow_or_torch_load(tmp_path, mistake):
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+    import shapely
+
+    ortho, out = tmp_path / "deck.tif", tmp_path / "out"
+    transform = rasterio.transform.from_origin(500000, 5000000, 0.001, 0.001)
+    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 3, "dtype": "uint8", "crs": "EPSG:32633"}
+    with rasterio.open(ortho, "w", **profile, transform=transform) as dst:
+        dst.write(np.zeros((3, 8, 8), np.uint8))
+    area = tmp_path / ("area.gpkg" if mistake == "no_crs" else "area.geojson")
+    shapes = {
+        "points": shapely.Point(500000.004, 4999999.996),
+        "no_crs": shapely.box(500000, 4999999.992, 500000.004, 5000000),
+        "elsewhere": shapely.box(600000, 4000000, 600010, 4000010),
+    }
+    if mistake == "not_vector":
+        area.write_text("the deck, roughly")
+    elif mistake in shapes:
+        crs = None if mistake == "no_crs" else "EPSG:32633"
+        gpd.GeoDataFrame(geometry=[shapes[mistake]], crs=crs).to_file(area)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_BY_A_SURVEY, "survey", str(ortho), "--out", str(out), "--aoi", str(area)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(result, AREA_MISTAKES[mistake])
+    assert result.stdout.strip() == "[]"
+    assert not out.exists()
+
+
 def test_a_mistaken_model_is_one_line_before_the_tracking_store_opens(tmp_path, crack_mosaic):
     """With a model named, the survey's own arguments are checked before MLflow's store opens (seconds):
     the store is not even created for a survey that was refused. The model itself is checked while

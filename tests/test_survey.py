@@ -1,6 +1,7 @@
 """The survey engine end to end on real GeoTIFFs: invariance, georeference, edges, bad input."""
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from tests.conftest import SOURCES, cpu_survey, run_msaf, write_raster
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 
 
-def survey(ortho, out, model, **cfg) -> SurveyRecord:
-    return run_survey(ortho, out, SurveyConfig(**(CPU | cfg)), model_path=model)
+def survey(ortho, out, model, aoi=None, **cfg) -> SurveyRecord:
+    return run_survey(ortho, out, SurveyConfig(**(CPU | cfg)), model_path=model, aoi=aoi)
 
 
 def read(path: Path) -> np.ndarray:
@@ -417,3 +418,55 @@ def test_the_input_is_hashed_beside_the_model_checks_and_a_refusal_does_not_wait
     monkeypatch.setattr(survey, "source_fingerprint", failing_fingerprint)
     with pytest.raises(MsafError, match="changed while it was read"):  # its failure reaches the caller
         survey.prepare_survey(crack_mosaic[0], tmp_path / "c", cfg, model_path=tiny_model)
+
+
+def test_an_area_of_interest_keeps_the_survey_inside_its_polygons(tmp_path, tiny_model, crack_mosaic, monkeypatch):
+    """Polygons in another CRS (a GeoJSON in lon/lat) cut the survey: nodata outside, the full survey's
+    answer inside beyond a tile of the edge (tiles straddling it are mirror-filled, as at a footprint
+    edge), blocks wholly outside never read, the area in survey.json and in the results' key."""
+    import geopandas as gpd
+    import shapely
+
+    from pipeline.fingerprint import file_fingerprint
+    from pipeline.raster.source import BlockReader
+    from pipeline.survey import prepare_survey
+
+    ortho, _ = crack_mosaic
+    with rasterio.open(ortho) as ds:
+        bounds, crs, transform = ds.bounds, ds.crs, ds.transform
+    split = 300  # the area: columns left of 300, as drawn in the raster's CRS and saved in lon/lat
+    x = transform.c + split * transform.a
+    area = tmp_path / "deck.geojson"
+    drawn = gpd.GeoDataFrame(geometry=[shapely.box(bounds.left, bounds.bottom, x, bounds.top)], crs=crs)
+    drawn.to_crs(4326).to_file(area)
+    reads: list[int] = []
+    real_read = BlockReader.read
+
+    def counted_read(self, box, keep_for=None):
+        reads.append(box.col0)
+        return real_read(self, box, keep_for)
+
+    monkeypatch.setattr(BlockReader, "read", counted_read)
+    cut = survey(ortho, tmp_path / "cut", tiny_model, block=128, aoi=area)
+    assert reads and max(reads) < split  # blocks right of the area were not read
+    whole = survey(ortho, tmp_path / "whole", tiny_model, block=128)
+    mask, whole_mask = read(tmp_path / "cut" / "mask.tif"), read(tmp_path / "whole" / "mask.tif")
+    confidence = read(tmp_path / "cut" / "confidence.tif")
+    assert (mask[:, split + 1 :] == 255).all() and (confidence[:, split + 1 :] == 0).all()
+    tile = cut.tiling.tile
+    np.testing.assert_array_equal(mask[:, : split - tile], whole_mask[:, : split - tile])
+    assert (mask[:, : split - 1] != 255).sum() == (whole_mask[:, : split - 1] != 255).sum()  # the footprint kept
+    assert cut.area_of_interest is not None and whole.area_of_interest is None
+    assert cut.area_of_interest.fingerprint == file_fingerprint(area)
+    assert cut.area_of_interest.raster_share == pytest.approx(split / 700, abs=0.002)
+    assert 0 < cut.class_pixels["crack"] < whole.class_pixels["crack"]
+    cfg = SurveyConfig(**CPU, block=128)
+    prepared = {a: prepare_survey(ortho, tmp_path / "k", cfg, model_path=tiny_model, aoi=a) for a in (None, area)}
+    assert prepared[None].key != prepared[area].key  # a resumed survey never mixes blocks cut by another area
+    travelled = pickle.loads(pickle.dumps(prepared[area]))  # as it goes to a Dask worker
+    assert travelled.key == prepared[area].key and travelled.aoi.pixels.equals(prepared[area].aoi.pixels)
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import report_survey
+
+    report_survey(tmp_path / "cut", ReportConfig())
+    assert f"{area}: " in (tmp_path / "cut" / "report.html").read_text()  # the report says what was surveyed

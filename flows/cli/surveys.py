@@ -47,6 +47,11 @@ def survey(
     ] = None,
     with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
     assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
+    aoi: Annotated[
+        Path | None,
+        typer.Option(help="survey only inside these polygons (GeoPackage, GeoJSON, Shapefile...; any CRS)"),
+    ] = None,
+    aoi_layer: Annotated[str | None, typer.Option(help="layer of --aoi (default: its first)")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="log the survey to MLflow")] = True,
     engine: Annotated[str, typer.Option(help="local (threads) or dask (a Dask cluster)")] = "local",
     dask_address: Annotated[str | None, typer.Option(help="existing scheduler, e.g. tcp://host:8786")] = None,
@@ -80,7 +85,7 @@ def survey(
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     settings = load_optional_params(params, overrides)
-    _check_arguments_first(ortho, out, settings.survey, assume_crs)
+    _check_arguments_first(ortho, out, settings.survey, assume_crs, aoi, aoi_layer)
     from flows.server import server_started_early
 
     with server_started_early():  # Prefect's API boots while the survey's modules load and it validates
@@ -96,6 +101,8 @@ def survey(
             params=settings,
             model=str(model) if model else None,
             assume_crs=assume_crs,
+            aoi=str(aoi) if aoi else None,
+            aoi_layer=aoi_layer,
             job=parse_job(meta, meta_file),
             report=with_report,
             track=track,
@@ -130,16 +137,22 @@ def survey(
             console.print(f"MLflow run {outcome.mlflow_run} (experiment 'surveys')")
 
 
-def _check_arguments_first(ortho: str, out: Path, cfg: SurveyConfig, assume_crs: str | None) -> None:
-    """The input, the output folder and the device checked before the survey's machinery loads: a
-    mistyped path, a raster without a CRS, a file where the output folder goes or cuda with a CPU-only
-    PyTorch is one line in about a second, where Prefect, MLflow's store and torch took 3-8 s to load
-    first. The survey checks them again (one owner each; these checks cost milliseconds)."""
+def _check_arguments_first(
+    ortho: str, out: Path, cfg: SurveyConfig, assume_crs: str | None, aoi: Path | None, aoi_layer: str | None
+) -> None:
+    """The input, the area of interest, the output folder and the device checked before the survey's
+    machinery loads: a mistyped path, a raster without a CRS, an area that misses the raster, a file
+    where the output folder goes or cuda with a CPU-only PyTorch is one line in about a second, where
+    Prefect, MLflow's store and torch took 3-8 s to load first. The survey checks them again (one
+    owner each; these checks cost milliseconds, the area's file read aside)."""
     from pipeline.inference.device import check_device_name
+    from pipeline.raster.aoi import read_area_of_interest
     from pipeline.raster.source import open_source
     from pipeline.survey_folder import check_output_folder
 
-    open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
+    info = open_source(ortho, cfg.scaling, assume_crs, allow_vrt=cfg.allow_vrt, allow_remote=cfg.allow_remote)
+    if aoi is not None:
+        read_area_of_interest(aoi, aoi_layer, info.crs, info.transform, info.width, info.height)
     check_output_folder(out)
     check_device_name(cfg.device)
 

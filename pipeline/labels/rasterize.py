@@ -15,8 +15,8 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
-import pyogrio
 
+from pipeline import vectors
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ScalingConfig
 from pipeline.errors import MsafError
@@ -48,19 +48,8 @@ class Grid:
 
 
 def read_vectors(path: Path, layer: str | None, crs: Any, what: str) -> tuple[gpd.GeoDataFrame, VectorSource]:
-    """A vector layer in ``crs``, with what identifies it; every expected problem is one line."""
-    if not Path(path).is_file():
-        raise MsafError(f"{what} not found: {path}")
-    try:
-        frame = gpd.read_file(path, layer=layer, engine="pyogrio")
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError) as exc:
-        raise MsafError(
-            f"{path}: cannot read the {what} ({str(exc).splitlines()[0][:120]}); "
-            "give a vector file (GPKG, GeoJSON, Shapefile...) and --layer"
-        ) from None
-    if frame.crs is None:
-        raise MsafError(f"{path}: the {what} have no CRS; save them with one (any CRS: they are reprojected)")
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(crs)
+    """A vector layer in ``crs`` (``pipeline.vectors``), with what identifies it in the label set."""
+    frame = vectors.read_vectors(path, layer, crs, what)
     source = VectorSource(
         path=str(Path(path).resolve()),
         fingerprint=file_fingerprint(path),

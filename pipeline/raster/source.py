@@ -494,6 +494,13 @@ class BlockReader:
         pixels = buffer[: 3 * pixel_count].reshape(3, height, width)
         return pixels, buffer[3 * pixel_count :].view(bool).reshape(height, width)
 
+    def nothing(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """Arrays for ``box`` with no valid pixel, read from nothing (a block outside the area of
+        interest); its pixels are left as the buffer had them. ``release`` gives them back."""
+        pixels, valid = self._arrays(box.height, box.width)
+        valid[:] = False
+        return pixels, valid
+
     def release(self, pixels: np.ndarray) -> None:
         """Give the buffer of a read's arrays back for a later read; neither array may be used after."""
         self._buffers.give_back(pixels)

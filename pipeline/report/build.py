@@ -95,11 +95,17 @@ def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
     if not record:
         with rasterio.open(mask_path) as mask:
             return {k.removeprefix("MSAF_").lower(): v for k, v in mask.tags().items() if k.startswith("MSAF_")}
-    source, model = record.input, record.model
+    source, model, area = record.input, record.model, record.area_of_interest
+    surveyed = (
+        {"area of interest": f"{area.path}: {area.area_m2:,.1f} m², {area.raster_share:.1%} of the raster"}
+        if area is not None
+        else {}
+    )
     return {
         "source": source.path,
         "source fingerprint": source.fingerprint,
         "size": f"{source.width} x {source.height} px, {source.crs}",
+        **surveyed,
         "ground sample distance": f"{(source.gsd_m or 0) * 1000:.3g} mm",
         "model": f"{model.name} ({model.preset}), sha256 {model.sha256}",
         "tiling": json.dumps(record.tiling.model_dump()),
