@@ -122,6 +122,11 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
                 "model.name": record.model.name,
                 **{f"tiling.{k}": v for k, v in record.tiling.model_dump().items()},
                 "device": record.device,
+                **(
+                    {"aoi": record.area_of_interest.path, "aoi.fingerprint": record.area_of_interest.fingerprint}
+                    if record.area_of_interest
+                    else {}
+                ),
             }
         )
         if record.model.registry:

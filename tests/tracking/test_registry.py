@@ -127,6 +127,12 @@ def test_survey_run_is_logged_with_artifacts(project, surveyed):
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert "survey.json" in artifacts
     assert mlflow.get_experiment(run.info.experiment_id).name == "surveys"
+    assert "aoi" not in run.data.params  # the whole raster
+    from pipeline.survey_record import AreaRecord
+
+    area = AreaRecord(path="deck.gpkg", fingerprint="f" * 64, area_m2=12.5, raster_share=0.4)
+    cut = mlflow.get_run(log_survey(record.model_copy(update={"area_of_interest": area}), surveyed, report))
+    assert (cut.data.params["aoi"], cut.data.params["aoi.fingerprint"]) == ("deck.gpkg", "f" * 64)
 
 
 def test_cli_unknown_alias_is_one_line(project, tiny_model):
