@@ -470,3 +470,23 @@ def test_an_area_of_interest_keeps_the_survey_inside_its_polygons(tmp_path, tiny
 
     report_survey(tmp_path / "cut", ReportConfig())
     assert f"{area}: " in (tmp_path / "cut" / "report.html").read_text()  # the report says what was surveyed
+
+
+def test_the_cli_surveys_inside_an_area_of_interest_through_the_flow(tmp_path, tiny_model, crack_mosaic):
+    """`msaf survey --aoi` through Prefect's flow: the area reaches the survey, which says so."""
+    import geopandas as gpd
+    import shapely
+
+    ortho, _ = crack_mosaic
+    with rasterio.open(ortho) as ds:
+        bounds, crs = ds.bounds, ds.crs
+    area = tmp_path / "pier.gpkg"
+    middle = (bounds.left + bounds.right) / 2
+    gpd.GeoDataFrame(geometry=[shapely.box(middle, bounds.bottom, bounds.right, bounds.top)], crs=crs).to_file(area)
+    out = tmp_path / "out"
+    result = run_msaf(*cpu_survey(ortho, out, tiny_model, "--aoi", str(area), "--no-track", "--no-report"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"area of interest: {area}" in result.stdout and "of the raster)" in result.stdout
+    record = json.loads((out / "survey.json").read_text())
+    assert record["area_of_interest"]["path"] == str(area) and record["area_of_interest"]["raster_share"] == 0.5
+    assert (read(out / "mask.tif")[:, : 350 - 1] == 255).all()

@@ -91,7 +91,7 @@ def read_area_of_interest(
         raise MsafError(f"{path}: the area of interest does not overlap the orthomosaic")
     pixel_m2 = abs(transform.a * transform.e - transform.b * transform.d)
     share = pixels.area / (width * height)
-    return AreaOfInterest(str(path), pixels, file_fingerprint(path), pixels.area * pixel_m2, share)
+    return AreaOfInterest(str(path.resolve()), pixels, file_fingerprint(path), pixels.area * pixel_m2, share)
 
 
 def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
