@@ -468,8 +468,27 @@ def test_an_area_of_interest_keeps_the_survey_inside_its_polygons(tmp_path, tiny
     from pipeline.config import ReportConfig
     from pipeline.report.build import report_survey
 
-    report_survey(tmp_path / "cut", ReportConfig())
+    cyan = {}
+    for name in ("cut", "whole"):
+        report_survey(tmp_path / name, ReportConfig())
+        cyan[name] = _outline_pixels(tmp_path / name / "report.html")
     assert f"{area}: " in (tmp_path / "cut" / "report.html").read_text()  # the report says what was surveyed
+    assert cyan["cut"] > 200 and cyan["whole"] == 0  # and its map outlines it (dashed cyan)
+
+
+def _outline_pixels(report: Path) -> int:
+    """Pixels of the report's overview map in the surveyed area's outline colour (#00e5ff)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    encoded = re.search(r'id="overview" alt="overview map" src="data:image/png;base64,([^"]+)"', report.read_text())
+    assert encoded is not None
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded.group(1)))).convert("RGB")).astype(int)
+    red, green, blue = image[..., 0], image[..., 1], image[..., 2]
+    return int(((red < 60) & (green > 190) & (blue > 220)).sum())
 
 
 def test_the_cli_surveys_inside_an_area_of_interest_through_the_flow(tmp_path, tiny_model, crack_mosaic):

@@ -20,6 +20,7 @@ from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
+from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
 from pipeline.report.result import ReportResult
@@ -181,6 +182,7 @@ def build_page(
     with rasterio.open(mask_path) as mask:
         bounds = tuple(mask.bounds)
         pixel_units = abs(mask.transform.a)
+        crs = mask.crs
         centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
         metres_per_unit = centre.mean_m / pixel_units  # ground metres: the scale bar is true in Web Mercator too
     classes = sorted(set(defects["class"])) if len(defects) else []
@@ -190,7 +192,14 @@ def build_page(
         subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
         f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
         overview=figures.overview_map(
-            ortho, bounds, defects, "severity", styles.SEVERITY_COLOURS, metres_per_unit, "Defects by severity"
+            ortho,
+            bounds,
+            defects,
+            "severity",
+            styles.SEVERITY_COLOURS,
+            metres_per_unit,
+            "Defects by severity",
+            surveyed=survey_footprint(mask_path.parent, crs) if record and record.area_of_interest else None,
         ),
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),

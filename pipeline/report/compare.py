@@ -23,7 +23,6 @@ words.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -38,19 +37,18 @@ import rasterio
 import rasterio.features
 import rasterio.warp
 import shapely
-from rasterio.enums import Resampling
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from shapely.geometry.base import BaseGeometry
 
 from pipeline import styles
-from pipeline.class_ids import NO_CLASS
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
+from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
@@ -75,7 +73,6 @@ NOT_COVERED = ChangeStatus.NOT_COVERED.value
 CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV = "changes.gpkg", "changes.geojson", "changes.csv"
 CHANGE_OUTPUTS = (CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV, SurveyFolder.HTML)
 STATUSES = tuple(status.value for status in ChangeStatus)
-FOOTPRINT_PX = 1024  # the footprint is traced on the mask read at most this many pixels a side
 
 
 def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") -> gpd.GeoDataFrame:
@@ -98,26 +95,6 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
     if frame.crs is None:
         raise MsafError(f"{gpkg}: {layer} have no CRS")
     return frame
-
-
-def survey_footprint(survey_dir: Path, crs: pyproj.CRS) -> BaseGeometry | None:
-    """The ground a survey imaged (its mask's valid pixels, traced on a decimated read) in ``crs``;
-    None when the folder has no mask to read."""
-    mask = SurveyFolder(survey_dir).mask
-    if not mask.is_file():
-        return None
-    with rasterio.open(mask, driver="GTiff") as ds:
-        step = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_PX))
-        shape = (max(1, math.ceil(ds.height / step)), max(1, math.ceil(ds.width / step)))
-        valid = ds.read(1, out_shape=shape, resampling=Resampling.nearest) != NO_CLASS
-        transform = ds.transform @ ds.transform.scale(ds.width / shape[1], ds.height / shape[0])
-        source_crs = ds.crs
-    polygons = [
-        shapely.geometry.shape(g) for g, v in rasterio.features.shapes(valid.astype(np.uint8), transform=transform) if v
-    ]
-    if not polygons:
-        return shapely.geometry.Polygon()
-    return gpd.GeoSeries([shapely.union_all(polygons)], crs=source_crs).to_crs(crs).iloc[0]
 
 
 def _outside(geometries: gpd.GeoSeries, coverage: BaseGeometry | None) -> np.ndarray:

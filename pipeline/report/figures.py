@@ -13,12 +13,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
+from matplotlib.artist import Artist
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import MsafError
 from pipeline.raster.source import bit_depth_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
+
+SURVEYED_COLOUR = "#00e5ff"  # cyan: apart from every severity and class colour, seen on grey and green
+SURVEYED_LABEL = "surveyed area"
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -98,8 +104,11 @@ def overview_map(
     colours: dict[str, str],
     metres_per_unit: float,
     title: str,
+    surveyed: BaseGeometry | None = None,
 ) -> bytes:
-    """Orthomosaic thumbnail with defect outlines coloured by ``colour_column``, legend, scale bar, north arrow."""
+    """Orthomosaic thumbnail with defect outlines coloured by ``colour_column``, legend, scale bar, north
+    arrow; ``surveyed`` (the area of interest a survey kept to) outlined dashed, so ground outside it
+    does not read as ground without defects."""
     minx, miny, maxx, maxy = bounds
     aspect = (maxy - miny) / max(maxx - minx, 1e-12)
     fig, ax = plt.subplots(figsize=(9, max(3.0, min(12.0, 9 * aspect))))
@@ -113,13 +122,15 @@ def overview_map(
         if len(subset):
             subset.boundary.plot(ax=ax, color=colour, linewidth=1.2)
             subset.plot(ax=ax, color=colour, alpha=0.35)
+    handles: list[Artist] = [Patch(color=c, label=v) for v, c in colours.items()]
+    if surveyed is not None and not surveyed.is_empty:
+        gpd.GeoSeries([surveyed]).boundary.plot(ax=ax, color=SURVEYED_COLOUR, linewidth=1.5, linestyle="--")
+        handles.append(Line2D([], [], color=SURVEYED_COLOUR, linestyle="--", label=SURVEYED_LABEL))
     ax.set_xlim(minx, maxx)
     ax.set_ylim(miny, maxy)
     ax.set_title(title)
     ax.tick_params(labelsize=7)
-    ax.legend(
-        handles=[Patch(color=c, label=v) for v, c in colours.items()], loc="upper left", fontsize=8, framealpha=0.8
-    )
+    ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.8)
     _scale_bar(ax, bounds, metres_per_unit)
     return _png(fig)
 
