@@ -24,7 +24,7 @@ from machine import machine  # beside this script
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.fingerprint import CHUNK_BYTES, earlier_file_fingerprint, file_fingerprint
+from pipeline.fingerprint import earlier_file_fingerprint, file_fingerprint, hashed
 
 ORTHO_100K_JPEG_GB = 2.5  # a 100k x 100k RGB orthomosaic, JPEG-tiled at quality ~90
 
@@ -42,13 +42,7 @@ def gb_per_s(hash_file, path: Path, repeats: int) -> float:
 
 def every_core_fingerprint(path: Path) -> str:
     """BLAKE3 with its own threads on every core, read as the shipped fingerprint reads."""
-    digest = blake3(max_threads=blake3.AUTO)
-    buffer = bytearray(CHUNK_BYTES)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as fh:
-        while size := fh.readinto(buffer):
-            digest.update(view[:size])
-    return digest.hexdigest()
+    return hashed(blake3(max_threads=blake3.AUTO), path).hexdigest()
 
 
 def main() -> None:

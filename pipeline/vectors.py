@@ -4,17 +4,23 @@ of label sets and of surveys. Every expected problem is one line."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import geopandas as gpd
-import pyogrio
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import MsafError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+POLYGONS = ("Polygon", "MultiPolygon")  # the geometry types of areas (areas of interest, area labels)
 
 
 def read_vectors(path: Path, layer: str | None, crs: Any, what: str) -> gpd.GeoDataFrame:
     """The features of ``path`` (its ``layer``, else its first) with a geometry, reprojected to ``crs``;
-    ``what`` names them in messages ("labels", "area of interest")."""
+    ``what`` names them in messages ("labels", "area of interest"). GeoPandas is imported here: a
+    survey without an area of interest never loads it."""
+    import geopandas as gpd
+    import pyogrio
+
     if not Path(path).is_file():
         raise MsafError(f"{what} not found: {path}")
     try:

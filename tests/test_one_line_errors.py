@@ -64,6 +64,25 @@ finally:
 """
 
 
+def _survey_in_a_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`msaf ARGS` in a fresh Python that prints which of MLflow, Prefect and torch it loaded."""
+    return subprocess.run(
+        [sys.executable, "-c", LOADED_BY_A_SURVEY, *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def _small_ortho(path: Path, crs: str | None = "EPSG:32633") -> Path:
+    """An 8x8 RGB GeoTIFF at 1 mm (``crs`` None: without a CRS)."""
+    import numpy as np
+    import rasterio
+
+    transform = rasterio.transform.from_origin(500000, 5000000, 0.001, 0.001)
+    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", **profile, crs=crs, transform=transform) as dst:
+        dst.write(np.zeros((3, 8, 8), np.uint8))
+    return path
+
+
 EARLY_MISTAKES = {
     "missing": "input not found",
     "no_crs": "--assume-crs",
@@ -77,26 +96,14 @@ def test_a_mistaken_argument_is_one_line_before_prefect_mlflow_or_torch_load(tmp
     """Loading the survey's machinery took 3-8 s (a mistyped path was one line after 9 s, now 0.6 s;
     a file given as --out 3.6 s, now 0.5 s; cuda with a CPU-only PyTorch 5.2 s, now 0.4 s): the
     arguments are checked first, and none of them is imported for it."""
-    import numpy as np
-    import rasterio
-
     ortho, out = tmp_path / "deck.tif", tmp_path / "out"
     if mistake != "missing":
-        crs = None if mistake == "no_crs" else "EPSG:32633"
-        transform = rasterio.transform.from_origin(500000, 5000000, 0.001, 0.001)
-        profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 3, "dtype": "uint8"}
-        with rasterio.open(ortho, "w", **profile, crs=crs, transform=transform) as dst:
-            dst.write(np.zeros((3, 8, 8), np.uint8))
+        _small_ortho(ortho, None if mistake == "no_crs" else "EPSG:32633")
     if mistake == "out_is_a_file":
         out.write_text("notes")
         out = out / "survey"
     device = "cuda" if mistake == "cuda_on_a_cpu_build" else "auto"
-    result = subprocess.run(
-        [sys.executable, "-c", LOADED_BY_A_SURVEY, "survey", str(ortho), "--out", str(out), "--device", device],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _survey_in_a_process("survey", str(ortho), "--out", str(out), "--device", device)
     assert_one_line_error(result, EARLY_MISTAKES[mistake])
     assert result.stdout.strip() == "[]"
     assert not out.exists()
@@ -114,15 +121,9 @@ AREA_MISTAKES = {
 @pytest.mark.parametrize("mistake", list(AREA_MISTAKES))
 def test_a_mistaken_area_of_interest_is_one_line_before_prefect_mlflow_or_torch_load(tmp_path, mistake):
     import geopandas as gpd
-    import numpy as np
-    import rasterio
     import shapely
 
-    ortho, out = tmp_path / "deck.tif", tmp_path / "out"
-    transform = rasterio.transform.from_origin(500000, 5000000, 0.001, 0.001)
-    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 3, "dtype": "uint8", "crs": "EPSG:32633"}
-    with rasterio.open(ortho, "w", **profile, transform=transform) as dst:
-        dst.write(np.zeros((3, 8, 8), np.uint8))
+    ortho, out = _small_ortho(tmp_path / "deck.tif"), tmp_path / "out"
     area = tmp_path / ("area.gpkg" if mistake == "no_crs" else "area.geojson")
     shapes = {
         "points": shapely.Point(500000.004, 4999999.996),
@@ -134,12 +135,7 @@ def test_a_mistaken_area_of_interest_is_one_line_before_prefect_mlflow_or_torch_
     elif mistake in shapes:
         crs = None if mistake == "no_crs" else "EPSG:32633"
         gpd.GeoDataFrame(geometry=[shapes[mistake]], crs=crs).to_file(area)
-    result = subprocess.run(
-        [sys.executable, "-c", LOADED_BY_A_SURVEY, "survey", str(ortho), "--out", str(out), "--aoi", str(area)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _survey_in_a_process("survey", str(ortho), "--out", str(out), "--aoi", str(area))
     assert_one_line_error(result, AREA_MISTAKES[mistake])
     assert result.stdout.strip() == "[]"
     assert not out.exists()
@@ -152,16 +148,8 @@ def test_a_mistaken_model_is_one_line_before_the_tracking_store_opens(tmp_path, 
     import os
 
     store = tmp_path / "mlflow.db"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LOADED_BY_A_SURVEY,
-            *cpu_survey(crack_mosaic[0], tmp_path / "out", tmp_path / "typo.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = _survey_in_a_process(
+        *cpu_survey(crack_mosaic[0], tmp_path / "out", tmp_path / "typo.safetensors"),
         env=os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
     )
     assert_one_line_error(result, "model file not found", "typo.safetensors")

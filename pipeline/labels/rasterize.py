@@ -28,7 +28,7 @@ from pipeline.raster.source import open_source, source_fingerprint
 from pipeline.survey_folder import refuse_overwriting
 
 LINES = ("LineString", "MultiLineString")
-AREAS = ("Polygon", "MultiPolygon")
+AREAS = vectors.POLYGONS
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.errors import MsafError
 from pipeline.fingerprint import file_fingerprint
 from pipeline.raster.grid import Box
-
-POLYGONAL = ("Polygon", "MultiPolygon")
+from pipeline.vectors import POLYGONS, read_vectors
 
 
 @dataclass(frozen=True)
@@ -76,11 +75,9 @@ def read_area_of_interest(
 ) -> AreaOfInterest:
     """The polygons of ``path`` (its ``layer``, else its first) on the raster's grid; a file that is
     missing, unreadable, without a CRS or a polygon, or beside the raster is one line saying so."""
-    from pipeline.vectors import read_vectors
-
     path = Path(path)
     frame = read_vectors(path, layer, crs, "area of interest")
-    polygons = frame[frame.geometry.geom_type.isin(POLYGONAL)]
+    polygons = frame[frame.geometry.geom_type.isin(POLYGONS)]
     if polygons.empty:
         raise MsafError(f"{path}: the area of interest holds no polygon; draw the area to survey as polygons")
     area = shapely.union_all(shapely.make_valid(np.asarray(polygons.geometry.values)))
@@ -96,5 +93,5 @@ def read_area_of_interest(
 
 def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
     """Only the polygons of a clipped geometry (a polygon touching the raster's edge leaves lines)."""
-    parts = [part for part in shapely.get_parts(geometry) if part.geom_type in POLYGONAL]
+    parts = [part for part in shapely.get_parts(geometry) if part.geom_type in POLYGONS]
     return shapely.union_all(parts) if parts else shapely.Polygon()
