@@ -78,7 +78,7 @@ def standard_surveys() -> list[Survey]:
 def cracks_of(survey: Survey) -> list[Crack]:
     """Every width twice straight and twice curved; centres at whole, half and odd pixel offsets."""
     rng = np.random.default_rng(survey.seed)
-    cracks = []
+    cracks: list[Crack] = []
     for i, width in enumerate(WIDTHS_PX):
         for curved in (False, True, False, True):
             cracks.append(Crack(len(cracks), width, curved, float(rng.choice([0.0, 0.5, 0.23, -0.37]) + (i % 2) * 0.5)))

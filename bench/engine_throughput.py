@@ -68,11 +68,13 @@ class NullNetwork(torch.nn.Module):
             torch.nn.init.normal_(self.mix.weight, generator=torch.Generator().manual_seed(0))
             return
         with torch.no_grad():  # logit(class) - logit(background) = -k slope (mean - below), k = 1 crack, 2 joint
+            bias = self.mix.bias
+            assert bias is not None  # a Conv2d made with its bias
             self.mix.weight.zero_()
-            self.mix.bias.zero_()
+            bias.zero_()
             for cls, (k, below) in enumerate([(1, self.CRACK_BELOW), (2, self.JOINT_BELOW)][: classes - 1], start=1):
                 self.mix.weight[cls] = -k * self.SLOPE / 3
-                self.mix.bias[cls] = k * self.SLOPE * below
+                bias[cls] = k * self.SLOPE * below
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """The 1x1 convolution as one batched matrix product into logits this network keeps (valid
@@ -82,11 +84,12 @@ class NullNetwork(torch.nn.Module):
         at two cores, from the inference threads' malloc arenas, cost the engine ~1 s of kernel time
         per 16384² survey that a GPU host never pays. Bit for bit the convolution's logits."""
         batch, channels, height, width = image.shape
-        classes = self.mix.out_channels
+        classes, bias = self.mix.out_channels, self.mix.bias
+        assert bias is not None  # made with its bias
         if self._logits is None or self._logits.shape != (batch, classes, height, width):
             self._logits = torch.empty((batch, classes, height, width))
         torch.baddbmm(
-            self.mix.bias.view(1, classes, 1).expand(batch, classes, height * width),
+            bias.view(1, classes, 1).expand(batch, classes, height * width),
             self.mix.weight.reshape(1, classes, channels).expand(batch, classes, channels),
             image.reshape(batch, channels, height * width),
             out=self._logits.view(batch, classes, height * width),

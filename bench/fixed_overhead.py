@@ -64,7 +64,7 @@ def timed_cli(args: list[str], out: Path, env: dict[str, str]) -> tuple[float, f
         time.sleep(0.005)
     total = time.perf_counter() - started
     if process.returncode != 0:
-        raise SystemExit(f"msaf {' '.join(args)} failed: {process.stderr.read()[-2000:]}")
+        raise SystemExit(f"msaf {' '.join(args)} failed: {process.stderr.read()[-2000:] if process.stderr else ''}")
     return first, total
 
 

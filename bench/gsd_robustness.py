@@ -21,12 +21,13 @@ import rasterio
 from rasterio.enums import Resampling
 from rich.console import Console
 from rich.table import Table
-from survey_accuracy import compose_val_mosaic, score_mask
 
 from pipeline.config import SurveyConfig
 from pipeline.data.manifest import load_manifest
 from pipeline.fsutil import write_json
+from pipeline.inference.scales import parse_scales
 from pipeline.survey import run_survey
+from pipeline.survey_accuracy import compose_val_mosaic, score_mask
 
 GSDS_MM = (0.5, 0.7, 1.0, 1.4, 2.0)
 
@@ -59,7 +60,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=None, help="default: every set of the manifest")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--scales", default="1", help="views averaged per tile (survey.scales), e.g. 1,2")
     args = parser.parse_args()
+    scales = parse_scales(args.scales)
 
     manifest = load_manifest(args.manifest)
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -75,18 +78,18 @@ def main() -> None:
                 source = ortho if gsd == 1.0 else at_gsd(ortho, gsd, work / f"{entry.name}_{gsd}.tif")
                 for mode in ("off", "auto"):
                     out = work / f"{entry.name}_{gsd}_{mode}"
-                    cfg = SurveyConfig(device="cpu", resample=mode, gsd_policy="ignore")
+                    cfg = SurveyConfig(device="cpu", resample=mode, gsd_policy="ignore", scales=scales)
                     record = run_survey(source, out, cfg, model_path=args.model)
                     with rasterio.open(out / "mask.tif") as mask:
                         predicted = on_truth_grid(mask.read(1), expected.shape)
-                    crack = score_mask(predicted, expected, names)["classes"]["crack"]
+                    crack = score_mask(predicted, expected, names).classes["crack"]
                     results.setdefault(entry.name, {})[f"{gsd}mm_{mode}"] = {
-                        "tol_f1": crack["tol_f1"],
-                        "f1": crack["f1"],
+                        "tol_f1": crack.tol_f1,
+                        "f1": crack.f1,
                         "mpix_per_s": record.throughput_mpix_s.end_to_end,
                         "factor": record.tiling.resample_factor,
                     }
-                    print(entry.name, gsd, mode, f"tol-F1 {crack['tol_f1']:.3f}", flush=True)
+                    print(entry.name, gsd, mode, f"tol-F1 {crack.tol_f1:.3f}", flush=True)
     table = Table(title=f"crack tolerant F1 (2 px at 1 mm) on {args.size}² validation mosaics, scored on the 1-mm grid")
     table.add_column("set")
     table.add_column("mode")
@@ -100,7 +103,10 @@ def main() -> None:
             table.add_row(name, mode, *cells, speed)
     Console(width=160).print(table)
     if args.out:
-        write_json(args.out, {"model": str(args.model), "size": args.size, "gsds_mm": GSDS_MM, "sets": results})
+        write_json(
+            args.out,
+            {"model": str(args.model), "size": args.size, "gsds_mm": GSDS_MM, "scales": list(scales), "sets": results},
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ called crack).
     python bench/survey_accuracy.py --model ... --tta     # the same with flip test-time augmentation
     python bench/survey_accuracy.py --model ... --tile 1024 --overlap 64   # larger tiles (a GPU's choice)
     python bench/survey_accuracy.py --model ... --precision bf16   # bf16 on a CPU with native bf16
+    python bench/survey_accuracy.py --model ... --scales 1,2       # multi-scale: each tile also seen at 2x
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.checkpoint import read_metadata
 from pipeline.config import SurveyConfig
 from pipeline.data.manifest import load_manifest
 from pipeline.fsutil import write_json
+from pipeline.inference.scales import parse_scales, scales_key
 from pipeline.survey_accuracy import survey_set
 
 
@@ -42,7 +44,9 @@ def main() -> None:
         default="auto",
         help="the network's arithmetic (survey.precision)",
     )
+    parser.add_argument("--scales", default="1", help="views averaged per tile (survey.scales), e.g. 1,2")
     args = parser.parse_args()
+    scales = parse_scales(args.scales)
 
     manifest = load_manifest(args.manifest)
     meta = read_metadata(args.model)
@@ -50,13 +54,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="msaf-acc-") as tmp:
         for entry in manifest.sets:
             cfg = SurveyConfig(
-                device="cpu", tta=args.tta, tile=args.tile, overlap=args.overlap, precision=args.precision
+                device="cpu",
+                tta=args.tta,
+                tile=args.tile,
+                overlap=args.overlap,
+                precision=args.precision,
+                scales=scales,
             )
             summary, mpix_per_s = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, cfg)
             results[entry.name] = summary.to_json() | {"mpix_per_s": mpix_per_s, "photos": len(entry.val)}
     table = Table(
         title=f"survey accuracy on stitched {args.size}² mosaics of the validation photos "
-        f"(model thresholds {meta.thresholds})"
+        f"(views {scales_key(scales)}, thresholds {meta.thresholds_at(scales)})"
     )
     for column in ("set", "crack IoU", "F1", "tol-F1 (2 px)", "width px pred / true", "joint called crack", "Mpix/s"):
         table.add_column(column)
@@ -83,7 +92,8 @@ def main() -> None:
                 "tile": args.tile,
                 "overlap": args.overlap,
                 "precision": args.precision,
-                "thresholds": meta.thresholds,
+                "scales": list(scales),
+                "thresholds": meta.thresholds_at(scales),
                 "sets": results,
             },
         )

@@ -30,6 +30,7 @@ from pipeline.config import ClassSpec
 from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import atomic_output, file_digest
 from pipeline.inference.decision import threshold_ids
+from pipeline.inference.scales import SINGLE, Scales, parse_scales, scales_key
 from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model.families import family_of
 from pipeline.model.presets import NetworkConfig
@@ -67,6 +68,10 @@ class ModelMetadata(BaseModel):
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="calibrated decision thresholds (pipeline.inference.decision)"
     )
+    scale_thresholds: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="thresholds calibrated for multi-scale surveys, by their views (scales_key: '1,2')",
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     data_fingerprint: str | None = None
     software_version: str = pipeline.__version__
@@ -98,10 +103,16 @@ class ModelMetadata(BaseModel):
     @field_validator("thresholds")
     @classmethod
     def _probabilities(cls, thresholds: dict[str, float]) -> dict[str, float]:
-        for name, value in thresholds.items():
-            if not (math.isfinite(value) and 0.0 < value < 1.0):
-                raise ValueError(f"the {name} threshold must be a probability in (0, 1), got {value}")
-        return thresholds
+        return _probabilities(thresholds)
+
+    @field_validator("scale_thresholds")
+    @classmethod
+    def _views_and_probabilities(cls, by_views: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for key, thresholds in by_views.items():
+            if scales_key(parse_scales(key)) != key:
+                raise ValueError(f"scale thresholds are keyed by sorted scales such as '1,2', got {key!r}")
+            _probabilities(thresholds)
+        return by_views
 
     @model_validator(mode="after")
     def _classes_fit_the_network(self) -> ModelMetadata:
@@ -113,7 +124,7 @@ class ModelMetadata(BaseModel):
             raise ValueError(f"class names must be unique, {duplicates[0]!r} is listed twice")
         if len(names) != self.architecture.num_classes:
             raise ValueError(f"{len(names)} class names for a network with {self.architecture.num_classes} outputs")
-        unknown = sorted(set(self.thresholds) - set(names))
+        unknown = sorted(set(self.thresholds).union(*self.scale_thresholds.values()) - set(names))
         if unknown:
             raise ValueError(f"a threshold for {unknown[0]!r}, which is not one of the classes {names}")
         return self
@@ -136,6 +147,29 @@ class ModelMetadata(BaseModel):
         """The calibrated thresholds as (class id, threshold) for ``decide``."""
         return threshold_ids(self.class_names, self.thresholds)
 
+    def calibrated_for(self, scales: Scales) -> bool:
+        """Whether the model holds thresholds calibrated for a survey with these views (a multi-scale
+        mean is less sure of thin cracks than one view: its best crack threshold is lower, 0.4
+        against 0.5 for the shipped model's (1, 2))."""
+        return tuple(scales) == SINGLE or scales_key(scales) in self.scale_thresholds
+
+    def thresholds_at(self, scales: Scales) -> dict[str, float]:
+        """The thresholds a survey with these views decides by: calibrated for them, else the single view's."""
+        if tuple(scales) == SINGLE:
+            return self.thresholds
+        return self.scale_thresholds.get(scales_key(scales), self.thresholds)
+
+    def decision_for(self, scales: Scales) -> list[tuple[int, float]]:
+        """``decide``'s rule for a survey with these views (``thresholds_at``)."""
+        return threshold_ids(self.class_names, self.thresholds_at(scales))
+
+
+def _probabilities(thresholds: dict[str, float]) -> dict[str, float]:
+    for name, value in thresholds.items():
+        if not (math.isfinite(value) and 0.0 < value < 1.0):
+            raise ValueError(f"the {name} threshold must be a probability in (0, 1), got {value}")
+    return thresholds
+
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: ModelMetadata, *, half: bool = False) -> str:
     """Write weights + metadata atomically; returns the file's SHA-256.
@@ -150,6 +184,19 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, metadata: ModelMet
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata.model_dump_json()})
     return file_sha256(path)
+
+
+def save_metadata(source: str | Path, out: str | Path, metadata: ModelMetadata) -> str:
+    """A copy of ``source`` with other metadata and its tensors exactly as stored (an fp16 file stays
+    fp16, the weights' hash stays valid); returns the copy's SHA-256. ``out`` may be ``source``."""
+    check_weights(source, metadata)
+    try:
+        tensors = load_file(str(source), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise MsafError(f"{source}: corrupt model weights ({exc}); re-download or retrain") from None
+    with atomic_output(out) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: metadata.model_dump_json()})
+    return file_sha256(out)
 
 
 def file_sha256(path: str | Path) -> str:

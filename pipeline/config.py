@@ -257,6 +257,10 @@ class TrainConfig(_Strict):
     calibrate: list[str] = Field(
         default_factory=list, description="classes whose probability threshold is tuned on validation"
     )
+    calibrate_scales: list[tuple[float, ...]] = Field(
+        default_factory=list,
+        description="multi-scale surveys (survey.scales) the chosen weights are calibrated for too, e.g. [[1, 2]]",
+    )
     init: str = Field(
         "none",
         description="start from these weights: a checkpoint path, `champion` (the registry's) or `none` "
@@ -272,6 +276,13 @@ class TrainConfig(_Strict):
     )
     state_steps: int | None = Field(None, ge=1, description="also save the state every N steps (tests)")
     distill: DistillConfig = Field(default_factory=DistillConfig)
+
+    @field_validator("calibrate_scales")
+    @classmethod
+    def _views(cls, views: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
+        from pipeline.inference.scales import check_scales  # torch-free
+
+        return [check_scales(scales) for scales in views]
 
 
 class EvalConfig(_Strict):
@@ -321,6 +332,11 @@ class SurveyConfig(_Strict):
     allow_vrt: bool = Field(False, description="read VRT inputs (a VRT can point at any file; raw bands never)")
     allow_remote: bool = Field(False, description="read URLs and GDAL virtual file systems (/vsicurl/, /vsis3/...)")
     tta: bool = False
+    scales: tuple[float, ...] = Field(
+        (1.0,),
+        description="views of each tile whose probabilities are averaged; (1, 2): also enlarged 2x, thin cracks"
+        " are found more often, 5x the network's work (README: multi-scale surveys)",
+    )
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = Field(
@@ -338,6 +354,13 @@ class SurveyConfig(_Strict):
     gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
     gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+
+    @field_validator("scales")
+    @classmethod
+    def _views(cls, scales: tuple[float, ...]) -> tuple[float, ...]:
+        from pipeline.inference.scales import check_scales  # torch-free
+
+        return check_scales(scales)
 
     @property
     def reader_threads(self) -> int:

@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import ModelMetadata, load_checkpoint
 from pipeline.class_ids import NO_CLASS
 from pipeline.data import LabelledImage, Pair, class_lut, find_pairs, load_labelled
 from pipeline.inference.decision import Thresholds, decide
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import predict_probabilities
+from pipeline.inference.scales import SINGLE, Scales
 from pipeline.metrics import SegmentationMetrics
 from pipeline.metrics.summary import EvaluationSummary, MetricsSummary
 
@@ -30,11 +31,15 @@ def predict_items(
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device,
+    scales: Scales = SINGLE,
 ) -> Scored:
-    """Whole-image class probabilities of each item (float16: memory for many validation photos)."""
+    """Whole-image class probabilities of each item (float16: memory for many validation photos),
+    averaged over the views ``scales`` as a survey with ``survey.scales`` averages them."""
     was_training = model.training
     model.eval()
-    scored = [(predict_probabilities(model, item.image, mean, std, device).astype(np.float16), item) for item in items]
+    scored = [
+        (predict_probabilities(model, item.image, mean, std, device, scales).astype(np.float16), item) for item in items
+    ]
     model.train(was_training)
     return scored
 
@@ -114,6 +119,17 @@ def calibrate(
     return best[1], best[0]
 
 
+def calibrate_classes(
+    groups: Mapping[str, Scored], class_names: Sequence[str], classes: Sequence[str], tolerance_px: float = 2
+) -> dict[str, float]:
+    """The thresholds of ``classes``, each calibrated in turn under the thresholds found before it."""
+    thresholds: dict[str, float] = {}
+    for name in classes:
+        others = [(class_names.index(n), t) for n, t in thresholds.items()]
+        thresholds[name], _ = calibrate(groups, class_names.index(name), tolerance_px, others)
+    return thresholds
+
+
 def evaluate_groups(
     groups: Mapping[str, Scored],
     class_names: Sequence[str],
@@ -162,19 +178,28 @@ def evaluate_items(
 
 
 def evaluate_folder(
-    checkpoint: Path, images_dir: Path, masks_dir: Path, *, device: str = "auto", tolerance_px: float = 2
+    checkpoint: Path,
+    images_dir: Path,
+    masks_dir: Path,
+    *,
+    device: str = "auto",
+    tolerance_px: float = 2,
+    scales: Scales = SINGLE,
 ) -> EvaluationSummary:
     """Load a checkpoint and score it on a folder pair, mapping mask values with the model's classes."""
-    return evaluate_pairs(checkpoint, find_pairs(images_dir, masks_dir), device=device, tolerance_px=tolerance_px)
+    pairs = find_pairs(images_dir, masks_dir)
+    return evaluate_pairs(checkpoint, pairs, device=device, tolerance_px=tolerance_px, scales=scales)
 
 
 def evaluate_pairs(
-    checkpoint: Path, pairs: Sequence[Pair], *, device: str = "auto", tolerance_px: float = 2
+    checkpoint: Path, pairs: Sequence[Pair], *, device: str = "auto", tolerance_px: float = 2, scales: Scales = SINGLE
 ) -> EvaluationSummary:
     """Score a checkpoint on image/mask pairs with its own decision rule (mask values: its classes)."""
     model, meta = load_checkpoint(checkpoint, resolve_device(device))
     items = load_labelled(pairs, class_lut(meta.classes))
-    return evaluate_sets(checkpoint, {"images": items}, device=device, tolerance_px=tolerance_px, loaded=(model, meta))
+    return evaluate_sets(
+        checkpoint, {"images": items}, device=device, tolerance_px=tolerance_px, loaded=(model, meta), scales=scales
+    )
 
 
 def evaluate_sets(
@@ -184,12 +209,35 @@ def evaluate_sets(
     device: str = "auto",
     tolerance_px: float = 2,
     loaded: tuple[torch.nn.Module, Any] | None = None,
+    scales: Scales = SINGLE,
 ) -> EvaluationSummary:
-    """Score a checkpoint per data set with its calibrated decision rule."""
+    """Score a checkpoint per data set with its calibrated decision rule for the views ``scales``
+    (``ModelMetadata.thresholds_at``: what a survey with them decides by)."""
     model, meta = loaded or load_checkpoint(checkpoint, resolve_device(device))
     dev = next(model.parameters()).device
-    groups = {name: predict_items(model, items, meta.mean, meta.std, dev) for name, items in sets.items()}
+    groups = {name: predict_items(model, items, meta.mean, meta.std, dev, scales) for name, items in sets.items()}
     summary = evaluate_groups(
-        groups, meta.class_names, tolerance_px, meta.thresholds, list(meta.thresholds) or meta.class_names[1:]
+        groups,
+        meta.class_names,
+        tolerance_px,
+        meta.thresholds_at(scales),
+        list(meta.thresholds) or meta.class_names[1:],
     )
     return summary.model_copy(update={"model": str(checkpoint)})
+
+
+def calibrate_views(
+    model: torch.nn.Module,
+    meta: ModelMetadata,
+    sets: Mapping[str, Sequence[LabelledImage]],
+    scales: Scales,
+    tolerance_px: float = 2,
+) -> tuple[dict[str, float], EvaluationSummary]:
+    """The model's calibrated classes (``meta.thresholds``) calibrated again for a survey that averages
+    the views ``scales``, on these labelled sets; and the scores under those thresholds."""
+    dev = next(model.parameters()).device
+    groups = {name: predict_items(model, items, meta.mean, meta.std, dev, scales) for name, items in sets.items()}
+    calibrated = list(meta.thresholds)
+    thresholds = calibrate_classes(groups, meta.class_names, calibrated, tolerance_px)
+    summary = evaluate_groups(groups, meta.class_names, tolerance_px, thresholds, calibrated or meta.class_names[1:])
+    return thresholds, summary

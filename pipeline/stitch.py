@@ -181,7 +181,9 @@ class Stitcher:
             "MSAF_MODEL_SHA256": prepared.model_sha256,
             "MSAF_SOURCE": prepared.info.name,
             "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
-            "MSAF_PARAMS": json.dumps(prepared.plan.as_dict() | {"tta": prepared.cfg.tta}),
+            "MSAF_PARAMS": json.dumps(
+                prepared.plan.as_dict() | {"tta": prepared.cfg.tta, "scales": list(prepared.cfg.scales)}
+            ),
             "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
             "MSAF_CREATED_UTC": created,
             "MSAF_CLASSES": json.dumps(meta.class_names),
@@ -261,6 +263,8 @@ class Stitcher:
             precision=resolve_precision(prepared.cfg.precision, device),
             torch=torch.__version__,
             tta=prepared.cfg.tta,
+            scales=list(prepared.cfg.scales),
+            thresholds=meta.thresholds_at(prepared.cfg.scales),
             compile=prepared.cfg.compile,
             workers=prepared.cfg.workers,
             readers=prepared.cfg.reader_threads,

@@ -35,6 +35,7 @@ from pipeline.inference.blend import BlockResult, infer_block, infer_scaled_bloc
 from pipeline.inference.blockstore import BackgroundSaver, BlockStore
 from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.runner import TileRunner, inference_network
+from pipeline.inference.scales import SINGLE, scales_key
 from pipeline.raster.aoi import AreaOfInterest, read_area_of_interest
 from pipeline.raster.buffers import small_pages
 from pipeline.raster.grid import Block, Box, TileGrid
@@ -306,6 +307,7 @@ class PreparedSurvey:
             self.plan.as_dict()
             | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
             | ({"precision": self.cfg.precision} if self.cfg.precision != "auto" else {})
+            | ({"scales": scales_key(self.cfg.scales)} if self.cfg.scales != SINGLE else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
             | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
             sort_keys=True,
@@ -370,6 +372,14 @@ def prepare_survey(
     check_weights(model_path, meta)  # before any orchestration: a mixed-up file is one line, not a task failure
     factor = resample_factor(info, meta, cfg)
     gsd_warning = check_gsd(info, meta, cfg, factor)
+    if not meta.calibrated_for(cfg.scales):
+        log.warning(
+            "%s has no decision thresholds calibrated for the views %s: deciding by its single view's %s"
+            " (calibrate a copy: msaf models calibrate)",
+            model_path.name,
+            scales_key(cfg.scales),
+            meta.thresholds,
+        )
     plan = plan_tiling(cfg, meta)
     prepare_output_folder(out_dir, SURVEY_OUTPUTS + REPORT_OUTPUTS)
     prepared = PreparedSurvey(
@@ -457,8 +467,9 @@ def infer_blocks(
                 prepared.plan.batch,
                 grid.tile_shape,
                 tta=cfg.tta,
+                scales=cfg.scales,
                 compile=cfg.compile,
-                thresholds=meta.decision,
+                thresholds=meta.decision_for(cfg.scales),
                 bf16=resolve_precision(cfg.precision, device) == "bf16",
                 prepared=True,
             )

@@ -115,6 +115,8 @@ class SurveyRecord(_Record):
     device: str
     torch: str
     tta: bool
+    scales: list[float] = Field(default_factory=lambda: [1.0])  # the views averaged (survey.scales)
+    thresholds: dict[str, float] = Field(default_factory=dict)  # the decision's calibrated thresholds
     compile: bool
     precision: Literal["fp32", "bf16"] | None = None  # the network's arithmetic; None: recorded before the setting
     workers: int

@@ -33,6 +33,9 @@ MODEL_CASES = {
     "architecture_mismatch": ({"width": 48}, "weights do not match the architecture"),
     "future_format": ({"format_version": 99}, "checkpoint format 99"),
     "threshold_5": ({"thresholds": {"crack": 5.0}}, "the crack threshold must be a probability in (0, 1)"),
+    "views_unsorted": ({"scale_thresholds": {"2,1": {"crack": 0.4}}}, "keyed by sorted scales such as '1,2'"),
+    "views_threshold_0": ({"scale_thresholds": {"1,2": {"crack": 0.0}}}, "the crack threshold must be a probability"),
+    "views_unknown_class": ({"scale_thresholds": {"1,2": {"spall": 0.4}}}, "a threshold for 'spall'"),
 }
 
 
@@ -87,6 +90,8 @@ EARLY_MISTAKES = {
     "missing": "input not found",
     "no_crs": "--assume-crs",
     "out_is_a_file": "is a file, not a folder",
+    "scales_out_of_range": "--scales: each scale must be within 0.5-4, got 8",
+    "scales_not_numbers": "--scales: scales must be numbers separated by commas (e.g. 1,2), got '1;2'",
     **({"cuda_on_a_cpu_build": "is a CPU-only build"} if cpu_only_torch() else {}),  # the suite's own torch
 }
 
@@ -103,7 +108,8 @@ def test_a_mistaken_argument_is_one_line_before_prefect_mlflow_or_torch_load(tmp
         out.write_text("notes")
         out = out / "survey"
     device = "cuda" if mistake == "cuda_on_a_cpu_build" else "auto"
-    result = _survey_in_a_process("survey", str(ortho), "--out", str(out), "--device", device)
+    views = {"scales_out_of_range": ["--scales", "1,8"], "scales_not_numbers": ["--scales", "1;2"]}.get(mistake, [])
+    result = _survey_in_a_process("survey", str(ortho), "--out", str(out), "--device", device, *views)
     assert_one_line_error(result, EARLY_MISTAKES[mistake])
     assert result.stdout.strip() == "[]"
     assert not out.exists()

@@ -150,6 +150,52 @@ def test_outputs_are_cogs_with_georeference_provenance_and_record(tmp_path, tiny
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_a_multi_scale_survey_is_exact_for_any_block_size_and_decides_by_its_own_thresholds(
+    tmp_path, tiny_model, crack_mosaic
+):
+    """Each tile's views depend on that tile alone, so the mask does not depend on how the raster is cut;
+    the views are part of the results' key, the record and the COG's provenance; a model calibrated
+    for them decides by those thresholds, one that is not by its single view's."""
+    from pipeline.checkpoint import read_metadata, save_metadata
+    from pipeline.survey import prepare_survey
+
+    ortho, _ = crack_mosaic
+    views = {"scales": (1.0, 2.0)}
+    whole = survey(ortho, tmp_path / "whole", tiny_model, block=4096, **views)
+    cut = survey(ortho, tmp_path / "cut", tiny_model, block=200, workers=2, readers=2, **views)
+    single = survey(ortho, tmp_path / "single", tiny_model, block=4096)
+    mask = read(tmp_path / "whole" / "mask.tif")
+    np.testing.assert_array_equal(read(tmp_path / "cut" / "mask.tif"), mask)
+    confidence = read(tmp_path / "whole" / "confidence.tif")
+    np.testing.assert_array_equal(read(tmp_path / "cut" / "confidence.tif"), confidence)
+    assert cut.tiling.blocks > whole.tiling.blocks == 1
+    changed = (mask != read(tmp_path / "single" / "mask.tif")).sum()
+    assert 0 < changed < 0.05 * mask.size  # the second view moves thin edges, not the whole answer
+    meta = read_metadata(tiny_model)
+    assert whole.scales == [1.0, 2.0] and single.scales == [1.0]
+    assert whole.thresholds == single.thresholds == meta.thresholds  # no calibration for (1, 2) in it
+    with rasterio.open(tmp_path / "whole" / "mask.tif") as ds:
+        assert json.loads(ds.tags()["MSAF_PARAMS"])["scales"] == [1.0, 2.0]
+    cfg = SurveyConfig(**CPU)
+    keys = {
+        prepare_survey(ortho, tmp_path / "k", cfg.model_copy(update=update), model_path=tiny_model).key
+        for update in ({}, views, {"scales": (1.0, 1.5)})
+    }
+    assert len(keys) == 3  # a resumed survey never mixes blocks of other views
+
+    calibrated = tmp_path / "calibrated.safetensors"
+    lower = {name: 0.25 for name in meta.thresholds} or {"crack": 0.25}
+    save_metadata(tiny_model, calibrated, meta.model_copy(update={"scale_thresholds": {"1,2": lower}}))
+    decided = survey(ortho, tmp_path / "calibrated", calibrated, block=4096, **views)
+    assert decided.thresholds == lower
+    assert decided.class_pixels["crack"] > whole.class_pixels["crack"]  # a lower bar: more crack pixels
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import report_survey
+
+    report_survey(tmp_path / "calibrated", ReportConfig())
+    assert "1x and 2x; decided: crack at p &gt;= 0.25" in (tmp_path / "calibrated" / "report.html").read_text()
+
+
 @pytest.mark.parametrize("block", [1024, 300])  # 300: blocks that do not align with any overview cell
 def test_large_output_gets_overviews_sampled_from_the_blocks(tmp_path, tiny_model, block):
     """The overviews are written from each block while it is in memory: each is exactly the mask's

@@ -102,6 +102,19 @@ def parse_size(text: str) -> tuple[int, int]:
         raise MsafError(f"--size expects W or WxH in pixels (e.g. 8192 or 8192x6000), got {text!r}") from None
 
 
+def parse_views(text: str) -> tuple[float, ...]:
+    """``--scales`` (e.g. ``1,2``) as a survey's views, or one line saying what is wrong."""
+    from pipeline.inference.scales import parse_scales  # torch-free
+
+    try:
+        return parse_scales(text)
+    except ValueError as exc:
+        raise MsafError(f"--scales: {exc}") from None
+
+
+SCALES_HELP = "views averaged per tile, e.g. 1,2: also enlarged 2x (thin cracks; 5x the network's work)"
+
+
 def main() -> None:
     """Console-script entry point."""
     import warnings

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 from flows.cli.app import (
     PARAMS_HELP,
     console,
+    fmt,
     load_optional_params,
+    parse_views,
     user_errors,
 )
 
@@ -86,6 +88,55 @@ def models_export(
     network, meta = load_checkpoint(model)
     sha = save_checkpoint(out, network, meta, half=half)
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
+
+
+@models_app.command("calibrate")
+@user_errors
+def models_calibrate(
+    model: Annotated[Path, typer.Option(help="checkpoint to calibrate")],
+    manifest: Annotated[Path, typer.Option(help="prepared manifest: its held-back photos are what it is tuned on")],
+    scales: Annotated[str, typer.Option(help="the survey's views (survey.scales), e.g. 1,2")],
+    out: Annotated[Path, typer.Option(help="checkpoint to write (the same weights; may be --model)")],
+    split: Annotated[str, typer.Option(help="manifest split: val, train or all")] = "val",
+    tolerance: Annotated[float, typer.Option(help="tolerance (px) for the thin-structure F1")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Calibrate a model's decision thresholds for a multi-scale survey (--scales) on held-back photos;
+    write a copy holding them beside its single-view ones (weights unchanged)."""
+    from pipeline.checkpoint import load_checkpoint, save_metadata
+    from pipeline.data.manifest import load_manifest
+    from pipeline.errors import MsafError
+    from pipeline.evaluate import calibrate_views, evaluate_sets
+    from pipeline.inference.device import resolve_device
+    from pipeline.inference.scales import SINGLE, scales_key
+
+    views = parse_views(scales)
+    if views == SINGLE:
+        raise MsafError("--scales 1 is the single view, calibrated in training; give the survey's views, e.g. 1,2")
+    if split not in ("val", "train", "all"):
+        raise MsafError(f"--split must be val, train or all, got {split!r}")
+    network, meta = load_checkpoint(model, resolve_device(device))
+    sets = load_manifest(manifest).load(split)
+    single = evaluate_sets(model, sets, tolerance_px=tolerance, loaded=(network, meta))
+    thresholds, summary = calibrate_views(network, meta, sets, views, tolerance)
+    key = scales_key(views)
+    calibrated = meta.model_copy(
+        update={
+            "scale_thresholds": meta.scale_thresholds | {key: thresholds},
+            "metrics": meta.metrics | {"views": meta.metrics.get("views", {}) | {key: summary.to_json()}},
+        }
+    )
+    sha = save_metadata(model, out, type(meta).model_validate(calibrated.model_dump()))
+    table = Table(title=f"{model.name} on {manifest} ({split}): one view vs views {key}")
+    for column in ("set", "score: one view", f"score: views {key}"):
+        table.add_column(column)
+    for name, part in summary.sets.items():
+        table.add_row(name, fmt(single.sets[name].score), fmt(part.score))
+    table.add_row("mean", fmt(single.score), fmt(summary.score))
+    console.print(table)
+    console.print("score: tolerant F1 of the calibrated classes (the training's selection score)")
+    console.print(f"thresholds: one view {meta.thresholds}, views {key} {thresholds}")
+    console.print(f"wrote {out} (sha256 {sha[:12]})")
 
 
 def _judge(candidate_path: Path, candidate: EvaluationSummary, manifest: Path, params: Path | None) -> GateVerdict:

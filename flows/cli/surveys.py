@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from flows.cli.app import (
     PARAMS_HELP,
+    SCALES_HELP,
     MetaFileOption,
     MetaOption,
     console,
@@ -26,6 +27,7 @@ from flows.cli.app import (
     load_optional_params,
     params_for_flow,
     parse_size,
+    parse_views,
     user_errors,
 )
 
@@ -42,6 +44,10 @@ def survey(
     batch: Annotated[int | None, typer.Option(help="tiles per forward pass")] = None,
     workers: Annotated[int | None, typer.Option(help="blocks inferred concurrently")] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="flip test-time augmentation")] = None,
+    scales: Annotated[
+        str | None,
+        typer.Option(help=SCALES_HELP),
+    ] = None,
     precision: Annotated[
         str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on a CPU), fp32, or bf16 (a CPU with native bf16)")
     ] = None,
@@ -79,6 +85,7 @@ def survey(
         "batch": batch,
         "workers": workers,
         "tta": tta,
+        "scales": parse_views(scales) if scales is not None else None,
         "precision": precision,
         "allow_vrt": allow_vrt,
         "allow_remote": allow_remote,

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 from flows.cli.app import (
     PARAMS_HELP,
+    SCALES_HELP,
     console,
     fmt,
     parse_sets,
+    parse_views,
     required_params,
     user_errors,
 )
@@ -169,10 +171,20 @@ def evaluate(
     per_class: Annotated[Path | None, typer.Option(help="per-class metrics CSV (for dvc plots)")] = None,
     tolerance: Annotated[float, typer.Option(help="tolerance (px) for the thin-structure F1")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    scales: Annotated[str, typer.Option(help=SCALES_HELP + "; scored with the thresholds a survey uses")] = "1",
 ) -> None:
     """Score a model on labelled images; print a table and write metrics JSON."""
     from pipeline.evaluate import evaluate_folder
 
+    views = parse_views(scales)
+    from pipeline.checkpoint import read_metadata
+    from pipeline.inference.scales import scales_key
+
+    if not read_metadata(model).calibrated_for(views):
+        console.print(
+            f"note: {model.name} has no thresholds calibrated for the views {scales_key(views)}; scored with its"
+            " single view's (msaf models calibrate makes a calibrated copy)"
+        )
     if manifest is not None:
         from pipeline.data.manifest import load_manifest
 
@@ -180,9 +192,10 @@ def evaluate(
             raise MsafError(f"--split must be val, train or all, got {split!r}")
         from pipeline.evaluate import evaluate_sets
 
-        summary = evaluate_sets(model, load_manifest(manifest).load(split), device=device, tolerance_px=tolerance)
+        sets = load_manifest(manifest).load(split)
+        summary = evaluate_sets(model, sets, device=device, tolerance_px=tolerance, scales=views)
     elif images is not None and masks is not None:
-        summary = evaluate_folder(model, images, masks, device=device, tolerance_px=tolerance)
+        summary = evaluate_folder(model, images, masks, device=device, tolerance_px=tolerance, scales=views)
     else:
         raise MsafError("give --images and --masks, or --manifest")
     print_metrics(summary)

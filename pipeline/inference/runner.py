@@ -19,7 +19,8 @@ from torch import nn
 from pipeline.inference.decision import Thresholds
 from pipeline.inference.fill import mirror_fill
 from pipeline.inference.fold import fold_batch_norms
-from pipeline.inference.predict import Standardise, autocast_for
+from pipeline.inference.predict import Standardise, autocast_for, averaged_probabilities
+from pipeline.inference.scales import SINGLE, Scales, check_scales
 from pipeline.raster.grid import Block, Box, TileGrid, blend_weights
 from pipeline.stop import raise_if_stopped
 
@@ -58,6 +59,7 @@ class TileRunner:
         batch: forward-pass batch size; shorter batches are padded to it.
         tile_shape: (h, w) of every tile.
         tta: also run horizontally flipped tiles and average the probabilities.
+        scales: the views of each tile whose probabilities are averaged (``pipeline.inference.scales``).
         compile: wrap the model in ``torch.compile``.
         thresholds: the model's calibrated decision thresholds (class id, threshold).
         bf16: run the network in bf16 autocast; None: the device's default (bf16 on CUDA only).
@@ -74,6 +76,7 @@ class TileRunner:
         tile_shape: tuple[int, int],
         *,
         tta: bool = False,
+        scales: Scales = SINGLE,
         compile: bool = False,
         thresholds: Thresholds = (),
         bf16: bool | None = None,
@@ -85,6 +88,7 @@ class TileRunner:
         self.batch = batch
         self.tile_shape = tile_shape
         self.tta = tta
+        self.scales = check_scales(scales)
         # The batch buffer is channels_last only on a GPU: on a CPU the engine's own elementwise work on
         # it is faster in the plain layout, and the network's output is the same bit for bit either way.
         self.model = model if prepared else inference_network(model, device)
@@ -120,11 +124,7 @@ class TileRunner:
         in a buffer this runner reuses (valid until the next call)."""
         self.standardise.in_place(self._inputs)
         with autocast_for(self.device, self.bf16), flush_denormals(self.device):
-            logits = self.forward(self._inputs).float()
-            probs = torch.softmax(logits, dim=1, out=self._probs_like(logits))
-            if self.tta:
-                flipped = self.forward(self._inputs.flip(-1)).float().softmax(dim=1).flip(-1)
-                probs = (probs + flipped) / 2
+            probs = averaged_probabilities(self.forward, self._inputs, self.scales, self.tta, self._probs_like)
         return probs[:count]
 
     def _probs_like(self, logits: torch.Tensor) -> torch.Tensor:

@@ -110,10 +110,19 @@ def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
         "ground sample distance": f"{(source.gsd_m or 0) * 1000:.3g} mm",
         "model": f"{model.name} ({model.preset}), sha256 {model.sha256}",
         "tiling": json.dumps(record.tiling.model_dump()),
+        "views": _views(record),
         "device": record.device,
         "software": record.software_version,
         "processed (UTC)": record.created_utc,
     }
+
+
+def _views(record: SurveyRecord) -> str:
+    """How each tile was seen and decided: its views (survey.scales), flips, the decision's thresholds."""
+    scales = " and ".join(f"{s:g}x" for s in record.scales)
+    flips = ", each also mirrored" if record.tta else ""
+    rule = ", ".join(f"{name} at p >= {t:g}" for name, t in record.thresholds.items()) or "the most probable class"
+    return f"{scales}{flips}; decided: {rule}"
 
 
 def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -> list[tuple[str, str]]:

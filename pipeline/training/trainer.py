@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,10 @@ from pipeline.data import CropSampler, LabelledImage
 from pipeline.data.augment import CropBatch
 from pipeline.data.manifest import Manifest, build_manifest
 from pipeline.errors import MsafError
-from pipeline.evaluate import calibrate, evaluate_groups, predict_items
+from pipeline.evaluate import calibrate_classes, calibrate_views, evaluate_groups, predict_items
 from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.predict import autocast_for, normalise
+from pipeline.inference.scales import SINGLE, Scales, scales_key
 from pipeline.metrics.summary import EvaluationSummary
 from pipeline.model import build_model
 from pipeline.model.families import network_config
@@ -215,11 +216,32 @@ def validate(
     """Per-set validation metrics with the decision thresholds calibrated on these images."""
     names = params.data.class_names
     groups = {name: predict_items(model, items, mean, std, device) for name, items in data.val_sets.items() if items}
-    thresholds: dict[str, float] = {}
-    for class_name in params.train.calibrate:
-        others = [(names.index(n), t) for n, t in thresholds.items()]
-        thresholds[class_name], _ = calibrate(groups, names.index(class_name), params.evaluate.tolerance_px, others)
+    thresholds = calibrate_classes(groups, names, params.train.calibrate, params.evaluate.tolerance_px)
     return evaluate_groups(groups, names, params.evaluate.tolerance_px, thresholds, params.train.calibrate)
+
+
+def with_view_calibrations(
+    model: torch.nn.Module,
+    metadata: ModelMetadata,
+    val_sets: Mapping[str, Sequence[LabelledImage]],
+    views: Sequence[Scales],
+    tolerance_px: float,
+) -> ModelMetadata:
+    """The metadata with thresholds calibrated for each multi-scale survey in ``views`` (and their
+    validation scores under ``metrics["views"]``): done once, on the chosen weights, since each view
+    costs a validation pass at scale² the pixels."""
+    by_views, scores = dict(metadata.scale_thresholds), dict(metadata.metrics.get("views", {}))
+    sets = {name: items for name, items in val_sets.items() if items}
+    for scales in views:
+        if tuple(scales) == SINGLE:
+            continue
+        thresholds, summary = calibrate_views(model, metadata, sets, tuple(scales), tolerance_px)
+        by_views[scales_key(scales)], scores[scales_key(scales)] = thresholds, summary.to_json()
+    if not by_views:
+        return metadata
+    return metadata.model_copy(
+        update={"scale_thresholds": by_views, "metrics": metadata.metrics | ({"views": scores} if scores else {})}
+    )
 
 
 def train_model(
@@ -375,6 +397,8 @@ def train_model(
         },
         params=params.recorded(),
     )
+    tolerance = params.evaluate.tolerance_px
+    metadata = with_view_calibrations(model, metadata, data.val_sets, cfg.calibrate_scales, tolerance)
     sha = save_checkpoint(out, model, metadata)
     discard_state(folder)
     return TrainResult(out, sha, metadata, [EpochRecord.from_flat(r) for r in history], best_metrics)

@@ -97,8 +97,11 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
     import sys
     from pathlib import Path
 
-    from pipeline.checkpoint import read_metadata
+    from safetensors.torch import load_file
+
+    from pipeline.checkpoint import read_metadata, save_metadata
     from pipeline.evaluate import THRESHOLD_GRID
+    from pipeline.metrics.summary import EvaluationSummary
     from tests.conftest import write_two_set_params
 
     params = write_two_set_params(
@@ -110,6 +113,7 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
         focus=0.5,
         ema_decay=0.9,
         calibrate=["crack"],
+        calibrate_scales=[[2, 1]],
         loss={"dice_weight": 0.5, "skeleton_weight": 0.5},
     )
     result = train_model(params)
@@ -125,6 +129,12 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
     assert [r.epoch for r in result.history] == [1, 2] and set(result.history[0].set_scores) == {"cfd", "uav"}
     assert "val_uav_score" in result.history[0].flat() and "threshold_crack" in result.history[0].flat()
     assert set(meta.data_sets) == {"cfd", "uav"}
+    # calibrated once more for the multi-scale survey (views 1 and 2), on the chosen weights
+    assert set(meta.scale_thresholds) == {"1,2"} and set(meta.scale_thresholds["1,2"]) == {"crack"}
+    assert meta.scale_thresholds["1,2"]["crack"] in THRESHOLD_GRID
+    assert meta.decision_for((1.0, 2.0)) == [(1, meta.scale_thresholds["1,2"]["crack"])]
+    views = EvaluationSummary.model_validate(meta.metrics["views"]["1,2"])
+    assert views.thresholds == meta.scale_thresholds["1,2"] and set(views.sets) == {"cfd", "uav"}
 
     msaf = str(Path(sys.executable).with_name("msaf"))
     params_file = tmp_path / "params.yaml"
@@ -157,3 +167,22 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
         assert evaluation.sets[name].class_tol_f1("crack") == pytest.approx(
             val.sets[name].class_tol_f1("crack"), abs=1e-9
         )
+
+    # `msaf evaluate --scales 1,2` scores the views with their thresholds exactly as training did, and
+    # `msaf models calibrate` finds the same threshold for a copy of the model without it
+    def msaf_run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([msaf, *args], check=True, capture_output=True, text=True, cwd=tmp_path)
+
+    manifest = str(tmp_path / "m.json")
+    msaf_run("evaluate", "--model", str(result.checkpoint), "--manifest", manifest, "--device", "cpu",
+             "--scales", "1,2", "--out", str(tmp_path / "views.json"))  # fmt: skip
+    assert read_evaluation(tmp_path / "views.json").score == pytest.approx(views.score, abs=1e-9)
+    bare = tmp_path / "bare.safetensors"
+    save_metadata(result.checkpoint, bare, meta.model_copy(update={"scale_thresholds": {}, "metrics": {}}))
+    copy = tmp_path / "calibrated.safetensors"
+    printed = msaf_run("models", "calibrate", "--model", str(bare), "--manifest", manifest, "--scales", "1,2",
+                       "--out", str(copy), "--device", "cpu").stdout  # fmt: skip
+    assert read_metadata(copy).scale_thresholds == meta.scale_thresholds and "wrote" in printed
+    assert read_metadata(copy).thresholds == meta.thresholds
+    stored, copied = load_file(str(result.checkpoint)), load_file(str(copy))
+    assert stored.keys() == copied.keys() and all(torch.equal(stored[k], copied[k]) for k in stored)
