@@ -224,6 +224,17 @@ class DistillConfig(_Strict):
     teacher: str = Field("init", description="`init` (the weights train.init starts from), `champion` or a path")
     sets: list[str] = Field(default_factory=list, description="data sets whose crops are distilled (empty: all)")
     temperature: float = Field(1.0, gt=0.0, description="softmax temperature of both distributions")
+    scales: tuple[float, ...] = Field(
+        (1.0,),
+        description="the teacher's views (as survey.scales): [1, 2] teaches one view what the teacher sees in two",
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def _views(cls, scales: tuple[float, ...]) -> tuple[float, ...]:
+        from pipeline.inference.scales import check_scales  # torch-free
+
+        return check_scales(scales)
 
 
 INIT_KEYWORDS = ("none", "champion")  # train.init values that are not a checkpoint path

@@ -12,7 +12,8 @@ from pipeline.checkpoint import file_sha256, load_checkpoint
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import DistillConfig
 from pipeline.errors import MsafError
-from pipeline.inference.predict import autocast_for, normalise
+from pipeline.inference.predict import autocast_for, averaged_probabilities, normalise
+from pipeline.inference.scales import SINGLE
 from pipeline.training.init import resolve_init
 from pipeline.training.loss import distillation_loss
 
@@ -73,6 +74,10 @@ class Teacher:
         if not bool(chosen.any()):
             return student.sum() * 0.0
         with torch.no_grad(), autocast_for(student.device, bf16):
-            teacher = self.model(normalise(images[chosen], self.mean, self.std)).float()
+            inputs = normalise(images[chosen], self.mean, self.std)
+            if self.cfg.scales == SINGLE:
+                teacher = self.model(inputs).float()
+            else:  # the mean of its views as log-probabilities: logits whose softmax is that mean
+                teacher = averaged_probabilities(self.model, inputs, self.cfg.scales).clamp_min(1e-12).log()
         valid = labels[chosen] != NO_CLASS
         return self.cfg.weight * distillation_loss(student[chosen], teacher, valid, self.cfg.temperature)

@@ -36,6 +36,32 @@ def test_distillation_loss_is_the_teachers_kl_over_valid_pixels():
     assert distillation_loss(student, teacher, first, temperature=2).item() == pytest.approx(4 * soft, rel=1e-6)
 
 
+def test_a_teacher_with_two_views_teaches_the_mean_of_its_views():
+    """``distill.scales``: the student is pulled towards the probabilities a multi-scale survey would
+    average (the views of pipeline.inference.predict), at the temperature's T² scale as before."""
+    from pipeline.inference.predict import averaged_probabilities
+
+    torch.manual_seed(0)
+    network = torch.nn.Conv2d(3, 2, 3, padding=1).eval()
+    images = torch.randint(0, 256, (2, 16, 20, 3), dtype=torch.uint8)
+    labels = torch.zeros(2, 16, 20, dtype=torch.long)
+    student = torch.randn(2, 2, 16, 20)
+    mean, std = (120.0, 110.0, 100.0), (40.0, 40.0, 40.0)
+    for scales, temperature in (((1.0,), 1.0), ((1.0, 2.0), 1.0), ((1.0, 2.0), 2.0)):
+        cfg = DistillConfig(weight=0.5, scales=scales, temperature=temperature)
+        teacher = Teacher(network, mean, std, "sha", cfg)
+        with torch.no_grad():
+            probs = averaged_probabilities(network, normalise(images, mean, std), scales)
+        expected = 0.5 * distillation_loss(student, probs.log(), labels != 255, temperature)
+        got = teacher.loss(images, student, labels, ["a", "b"], bf16=False)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    single = Teacher(network, mean, std, "sha", DistillConfig(weight=1)).loss(images, student, labels, ["a", "b"])
+    two = Teacher(network, mean, std, "sha", DistillConfig(weight=1, scales=(1, 2))).loss(
+        images, student, labels, ["a", "b"]
+    )
+    assert abs(single.item() - two.item()) > 1e-3  # the second view changes what is taught
+
+
 @pytest.mark.slow  # the session's tiny model is trained first
 def test_teacher_is_init_or_named_and_teaches_only_its_sets(tiny_model, tmp_path):
     off = DistillConfig()
