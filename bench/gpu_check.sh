@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2086  # the whole file: the size and core lists are meant to split into words
-# The first thing to run on a GPU machine (one command, <= 8 minutes: each step has a time limit): the
-# shipped model's survey throughput on a 16384² JPEG-tiled raster (model-only, survey cold and warm, naive), the
+# The first thing to run on a GPU machine (one command, <= 10 minutes: each step has a time limit): the
+# shipped model's survey throughput on a 16384² JPEG-tiled raster (model-only, survey cold and warm, naive, and
+# with views 1,2), the
 # engine alone with a null network on 4, 8 and 16 CPU cores, and the network's forward speed (fp32 /
 # bf16 / channels_last / compile, with the share of the chip's bf16 peak). Numbers go to JSON files in
 # OUT_DIR for the README's GPU table, each step's output to NAME.log beside them.
@@ -53,6 +54,9 @@ else
       --batch $((16777216 / (TILE * TILE))) --seconds 2 --out "$OUT_DIR/model_speed_$TILE.json"
   done
 fi
+# multi-scale surveys (--scales 1,2: each tile also enlarged 2x): model-only and survey at 5x the network's work
+step survey_views 100 "$PY" bench/survey_throughput.py --model "$MODEL" --sizes $SIZE --batch $BATCH --device $DEVICE \
+  --modes model survey --scales 1,2 --workdir "$OUT_DIR/rasters" --out "$OUT_DIR/survey_views.json"
 step naive 60 "$PY" bench/survey_throughput.py --model "$MODEL" --sizes $SIZE --batch $BATCH --device $DEVICE \
   --modes naive --workdir "$OUT_DIR/rasters" --out "$OUT_DIR/survey_naive.json"
 rm -rf "$OUT_DIR/rasters"

@@ -63,7 +63,14 @@ def make_model(path: Path, preset: str, tile: int) -> None:
 
 
 def run_model_only(
-    ortho: Path, model: Path, tile: int, overlap: int, batch: int, device: str, precision: str = "auto"
+    ortho: Path,
+    model: Path,
+    tile: int,
+    overlap: int,
+    batch: int,
+    device: str,
+    precision: str = "auto",
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
     from pipeline.checkpoint import load_checkpoint
     from pipeline.inference.device import resolve_device, resolve_precision
@@ -78,7 +85,7 @@ def run_model_only(
         pixels = ds.read((1, 2, 3))  # every real tile, decoded before the clock starts
     tiles = grid.tiles_touching(Box(0, 0, height, width))
     bf16 = resolve_precision(precision, dev) == "bf16"
-    runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape, bf16=bf16)
+    runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape, bf16=bf16, scales=scales)
     # the real tiles (data-dependent costs such as subnormal activations count), uint8 on the device
     on_device = torch.stack(
         [runner._upload(pixels[(slice(None), *t.relative_to(Box(0, 0, height, width)))]) for t in tiles]
@@ -116,6 +123,7 @@ def run_survey_mode(
     block: int,
     readers: int,
     precision: str = "auto",
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
     from pipeline.config import SurveyConfig
     from pipeline.survey import run_survey
@@ -129,6 +137,7 @@ def run_survey_mode(
         readers=readers,
         gsd_policy="ignore",
         precision=precision,
+        scales=scales,
     )
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
@@ -172,11 +181,13 @@ def _rates(mpix: float, result: dict) -> dict[str, float]:
 
 def child(args: argparse.Namespace) -> None:
     """Run one mode in this process and print a JSON line."""
-    ortho, model = Path(args.ortho), Path(args.model)
+    from pipeline.inference.scales import parse_scales
+
+    ortho, model, scales = Path(args.ortho), Path(args.model), parse_scales(args.scales)
     if args.mode == "model":
-        result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device, args.precision)
+        result = run_model_only(ortho, model, args.tile, args.overlap, args.batch, args.device, args.precision, scales)
     elif args.mode == "survey":
-        settings = (args.tile, args.overlap, args.batch, args.device, args.block, args.readers, args.precision)
+        settings = (args.tile, args.overlap, args.batch, args.device, args.block, args.readers, args.precision, scales)
         result = run_survey_mode(ortho, model, *settings)
         if args.warm:
             again = run_survey_mode(ortho, model, *settings)
@@ -204,6 +215,7 @@ def main() -> None:
         help="the network's arithmetic (survey.precision)",
     )
     parser.add_argument("--readers", type=int, default=4, help="survey reader threads")
+    parser.add_argument("--scales", default="1", help="views averaged per tile (survey.scales), e.g. 1,2")
     parser.add_argument("--modes", nargs="+", default=["model", "survey", "naive"])
     parser.add_argument("--warm", action="store_true", help="survey mode: run the survey a second time in its process")
     parser.add_argument("--workdir", default=None, help="keep generated rasters here (default: a temp dir)")
@@ -234,7 +246,8 @@ def main() -> None:
         make_model(model, args.preset, args.tile)
     table = Table(
         title=f"survey throughput: {args.preset}, tile {args.tile}, overlap {args.overlap}, "
-        f"batch {args.batch}, device {args.device}, precision {args.precision}, torch {torch.__version__}"
+        f"batch {args.batch}, device {args.device}, precision {args.precision}, views {args.scales}, "
+        f"torch {torch.__version__}"
     )
     for column in ("raster", "mode", "seconds", "Mpix/s", "vs model-only", "vs naive", "peak RSS MiB"):
         table.add_column(column)
@@ -281,6 +294,8 @@ def main() -> None:
                 str(args.readers),
                 "--precision",
                 args.precision,
+                "--scales",
+                args.scales,
                 *(["--warm"] if args.warm else []),
             ]
             # this checkout's pipeline in the child (a worktree's bench measures its own code, not the
@@ -309,6 +324,7 @@ def main() -> None:
             "device": args.device,
             "batch": args.batch,
             "tile": args.tile,
+            "scales": args.scales,
             "torch": torch.__version__,
             "machine": machine(),
         }

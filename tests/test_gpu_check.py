@@ -29,7 +29,10 @@ def _assert_the_dry_checks_numbers(tmp_path, done: subprocess.CompletedProcess) 
     assert cold["warm_mpix_s"] == pytest.approx(256 * 256 / 1e6 / cold["warm_seconds"])
     assert set(cold["warm_stages"]) == set(cold["stages"]) and "warm_seconds" not in modes["naive"]
     logs = {path.name for path in tmp_path.glob("*.log")}
-    assert logs == {"survey.log", "engine.log", "model_speed.log", "naive.log"}  # each step's own output
+    assert logs == {"survey.log", "engine.log", "model_speed.log", "survey_views.log", "naive.log"}  # each step's
+    views = json.loads((tmp_path / "survey_views.json").read_text())  # multi-scale: views 1,2
+    assert views["scales"] == "1,2" and set(views["sizes"]["256"]) == {"model", "survey"}
+    assert views["sizes"]["256"]["model"]["seconds"] > survey["sizes"]["256"]["model"]["seconds"]  # 5x the work
     assert "results in" in done.stdout and "failed" not in done.stdout
     engine = json.loads((tmp_path / "engine_throughput.json").read_text())
     assert engine["machine"]["cores"] >= 1 and engine["machine"]["cpu"]  # whose numbers these are
@@ -86,7 +89,7 @@ def test_a_gpu_check_step_that_fails_is_named_and_the_later_steps_still_run(tmp_
         cwd=tmp_path,
     )
     assert done.returncode == 1
-    assert done.stdout.strip().splitlines()[-1].startswith("gpu_check: failed: survey naive (the other steps")
+    assert done.stdout.strip().splitlines()[-1].startswith("gpu_check: failed: survey survey_views naive (the other")
     assert "no kernel image" in (out / "survey.log").read_text()
     assert not (out / "survey_throughput.json").exists()
     assert json.loads((out / "engine_throughput.json").read_text())["results"][0]["mpix_s"] > 0  # ran after it
