@@ -116,7 +116,7 @@ class SurveyRecord(_Record):
     torch: str
     tta: bool
     scales: list[float] = Field(default_factory=lambda: [1.0])  # the views averaged (survey.scales)
-    thresholds: dict[str, float] = Field(default_factory=dict)  # the decision's calibrated thresholds
+    thresholds: dict[str, float] | None = None  # the decision's calibrated thresholds; None: not recorded (older)
     compile: bool
     precision: Literal["fp32", "bf16"] | None = None  # the network's arithmetic; None: recorded before the setting
     workers: int

@@ -121,6 +121,8 @@ def _views(record: SurveyRecord) -> str:
     """How each tile was seen and decided: its views (survey.scales), flips, the decision's thresholds."""
     scales = " and ".join(f"{s:g}x" for s in record.scales)
     flips = ", each also mirrored" if record.tta else ""
+    if record.thresholds is None:
+        return f"{scales}{flips}"
     rule = ", ".join(f"{name} at p >= {t:g}" for name, t in record.thresholds.items()) or "the most probable class"
     return f"{scales}{flips}; decided: {rule}"
 

@@ -52,7 +52,7 @@ from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
-from pipeline.survey_record import read_survey_record
+from pipeline.survey_record import SurveyRecord, read_survey_record
 
 
 class ChangeStatus(StrEnum):
@@ -425,6 +425,7 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
     with atomic_output(out_dir / CHANGES_CSV) as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
     record = read_survey_record(new_dir)
+    differences = method_differences(read_survey_record(old_dir), record)
     ortho = survey_image(record, None)
     bounds = tuple(changes.total_bounds) if len(changes) else tuple(new.to_crs(changes.crs).total_bounds)
     if not np.isfinite(bounds).all():  # two defect-free surveys: the map shows the new survey's extent
@@ -455,6 +456,15 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
             "change tolerance": f"{cfg.change_tolerance:.0%}",
         },
     )
+    if differences:
+        page.notes.append(
+            (
+                "warning",
+                "The two surveys were not made the same way (" + "; ".join(differences) + "): part of what "
+                "looks new, extended, widened or not found may come from the method, not from the "
+                "structure. Survey both epochs with the same model and settings to compare them.",
+            )
+        )
     if len(changes):
         columns = [c for c in changes.columns if c != "geometry"]
         page.tables.append(
@@ -468,4 +478,31 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
     return {
         "changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
         "outputs": list(CHANGE_OUTPUTS),
+        "method_differences": differences,
     }
+
+
+def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> list[str]:
+    """What differs in how two surveys were made (model, views, flips, decision thresholds, the GSD
+    the model saw), each as "what: old -> new"; empty when the same or when a record is missing."""
+    if old is None or new is None:
+        return []
+
+    def views(record: SurveyRecord) -> str:
+        return ",".join(f"{s:g}" for s in record.scales) + (" + flips" if record.tta else "")
+
+    def gsd(record: SurveyRecord) -> str:
+        working = record.tiling.working_gsd_m or record.input.gsd_m
+        return f"{working * 1000:.3g} mm" if working else "unknown"
+
+    def thresholds(record: SurveyRecord) -> str:
+        return ", ".join(f"{n} {t:g}" for n, t in sorted((record.thresholds or {}).items())) or "argmax"
+
+    aspects: dict[str, Callable[[SurveyRecord], str]] = {
+        "model": lambda r: f"{r.model.name} {r.model.sha256[:12]}",
+        "views": views,
+        "GSD the model saw": gsd,
+    }
+    if old.thresholds is not None and new.thresholds is not None:  # recorded by both (this release on)
+        aspects["thresholds"] = thresholds
+    return [f"{what}: {show(old)} -> {show(new)}" for what, show in aspects.items() if show(old) != show(new)]

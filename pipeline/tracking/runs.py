@@ -123,7 +123,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
                 **{f"tiling.{k}": v for k, v in record.tiling.model_dump().items()},
                 "device": record.device,
                 "scales": ",".join(f"{s:g}" for s in record.scales),
-                **{f"threshold.{name}": t for name, t in record.thresholds.items()},
+                **{f"threshold.{name}": t for name, t in (record.thresholds or {}).items()},
                 **(
                     {"aoi": record.area_of_interest.path, "aoi.fingerprint": record.area_of_interest.fingerprint}
                     if record.area_of_interest
