@@ -45,6 +45,7 @@ from pipeline import styles
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
+from pipeline.inference.scales import scales_key
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
@@ -489,7 +490,7 @@ def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> li
         return []
 
     def views(record: SurveyRecord) -> str:
-        return ",".join(f"{s:g}" for s in record.scales) + (" + flips" if record.tta else "")
+        return scales_key(record.scales) + (" + flips" if record.tta else "")
 
     def gsd(record: SurveyRecord) -> str:
         working = record.tiling.working_gsd_m or record.input.gsd_m

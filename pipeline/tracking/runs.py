@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 import pipeline
+from pipeline.inference.scales import scales_key
 from pipeline.report.result import ReportResult
 from pipeline.survey_folder import SurveyFolder
 from pipeline.survey_record import SurveyRecord
@@ -122,7 +123,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
                 "model.name": record.model.name,
                 **{f"tiling.{k}": v for k, v in record.tiling.model_dump().items()},
                 "device": record.device,
-                "scales": ",".join(f"{s:g}" for s in record.scales),
+                "scales": scales_key(record.scales),
                 **{f"threshold.{name}": t for name, t in (record.thresholds or {}).items()},
                 **(
                     {"aoi": record.area_of_interest.path, "aoi.fingerprint": record.area_of_interest.fingerprint}

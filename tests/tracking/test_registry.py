@@ -124,6 +124,10 @@ def test_survey_run_is_logged_with_artifacts(project, surveyed):
     run = mlflow.get_run(run_id)
     assert run.data.metrics["defects"] == 7 and run.data.metrics["mpix_per_s"] > 0
     assert run.data.params["model.sha256"] == record.model.sha256
+    assert run.data.params["scales"] == "1"  # the views, and the thresholds the mask was decided by
+    assert {k: float(v) for k, v in run.data.params.items() if k.startswith("threshold.")} == {
+        f"threshold.{name}": t for name, t in (record.thresholds or {}).items()
+    }
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert "survey.json" in artifacts
     assert mlflow.get_experiment(run.info.experiment_id).name == "surveys"
