@@ -182,7 +182,8 @@ class Stitcher:
             "MSAF_SOURCE": prepared.info.name,
             "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
             "MSAF_PARAMS": json.dumps(
-                prepared.plan.as_dict() | {"tta": prepared.cfg.tta, "scales": list(prepared.cfg.scales)}
+                prepared.plan.as_dict()
+                | {"tta": prepared.cfg.tta, "scales": list(prepared.cfg.scales), "view_gate": prepared.cfg.view_gate}
             ),
             "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
             "MSAF_CREATED_UTC": created,
@@ -264,6 +265,7 @@ class Stitcher:
             torch=torch.__version__,
             tta=prepared.cfg.tta,
             scales=list(prepared.cfg.scales),
+            view_gate=prepared.cfg.view_gate if len(prepared.cfg.scales) > 1 else None,
             thresholds=meta.thresholds_at(prepared.cfg.scales),
             compile=prepared.cfg.compile,
             workers=prepared.cfg.workers,
