@@ -585,6 +585,6 @@ def load_params_or_defaults(
             survey = SurveyConfig.model_validate(params.survey.model_dump() | survey_overrides)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise MsafError(f"invalid option --{first['loc'][0]}: {first['msg']}") from None
+            raise MsafError(f"invalid option --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
         params = params.model_copy(update={"survey": survey})
     return params
