@@ -45,7 +45,6 @@ def main() -> None:
         help="the network's arithmetic (survey.precision)",
     )
     parser.add_argument("--scales", default="1", help="views averaged per tile (survey.scales), e.g. 1,2")
-    parser.add_argument("--view-gate", type=float, default=0.1, help="survey.view_gate (0: every tile, every view)")
     args = parser.parse_args()
     scales = parse_scales(args.scales)
 
@@ -61,7 +60,6 @@ def main() -> None:
                 overlap=args.overlap,
                 precision=args.precision,
                 scales=scales,
-                view_gate=args.view_gate,
             )
             summary, mpix_per_s = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, cfg)
             results[entry.name] = summary.to_json() | {"mpix_per_s": mpix_per_s, "photos": len(entry.val)}
@@ -95,7 +93,6 @@ def main() -> None:
                 "overlap": args.overlap,
                 "precision": args.precision,
                 "scales": list(scales),
-                "view_gate": args.view_gate,
                 "thresholds": meta.thresholds_at(scales),
                 "sets": results,
             },

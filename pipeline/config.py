@@ -348,13 +348,6 @@ class SurveyConfig(_Strict):
         description="views of each tile whose probabilities are averaged; (1, 2): also enlarged 2x, thin cracks"
         " are found more often, 5x the network's work (README: multi-scale surveys)",
     )
-    view_gate: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description="with several scales, the other views only for tiles whose first view gives some pixel a"
-        " defect probability >= this (0: every tile); tiles with nothing on them cost one view",
-    )
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = Field(

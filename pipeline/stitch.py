@@ -182,8 +182,7 @@ class Stitcher:
             "MSAF_SOURCE": prepared.info.name,
             "MSAF_SOURCE_FINGERPRINT": prepared.source_fingerprint,
             "MSAF_PARAMS": json.dumps(
-                prepared.plan.as_dict()
-                | {"tta": prepared.cfg.tta, "scales": list(prepared.cfg.scales), "view_gate": prepared.cfg.view_gate}
+                prepared.plan.as_dict() | {"tta": prepared.cfg.tta, "scales": list(prepared.cfg.scales)}
             ),
             "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
             "MSAF_CREATED_UTC": created,
@@ -265,7 +264,6 @@ class Stitcher:
             torch=torch.__version__,
             tta=prepared.cfg.tta,
             scales=list(prepared.cfg.scales),
-            view_gate=prepared.cfg.view_gate if len(prepared.cfg.scales) > 1 else None,
             thresholds=meta.thresholds_at(prepared.cfg.scales),
             compile=prepared.cfg.compile,
             workers=prepared.cfg.workers,

@@ -307,7 +307,7 @@ class PreparedSurvey:
             self.plan.as_dict()
             | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
             | ({"precision": self.cfg.precision} if self.cfg.precision != "auto" else {})
-            | ({"scales": scales_key(self.cfg.scales), "gate": self.cfg.view_gate} if self.cfg.scales != SINGLE else {})
+            | ({"scales": scales_key(self.cfg.scales)} if self.cfg.scales != SINGLE else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
             | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
             sort_keys=True,
@@ -468,7 +468,6 @@ def infer_blocks(
                 grid.tile_shape,
                 tta=cfg.tta,
                 scales=cfg.scales,
-                view_gate=cfg.view_gate,
                 compile=cfg.compile,
                 thresholds=meta.decision_for(cfg.scales),
                 bf16=resolve_precision(cfg.precision, device) == "bf16",

@@ -116,7 +116,6 @@ class SurveyRecord(_Record):
     torch: str
     tta: bool
     scales: list[float] = Field(default_factory=lambda: [1.0])  # the views averaged (survey.scales)
-    view_gate: float | None = None  # with several views: survey.view_gate (None: one view, or an older record)
     thresholds: dict[str, float] | None = None  # the decision's calibrated thresholds; None: not recorded (older)
     compile: bool
     precision: Literal["fp32", "bf16"] | None = None  # the network's arithmetic; None: recorded before the setting

@@ -48,10 +48,6 @@ def survey(
         str | None,
         typer.Option(help=SCALES_HELP),
     ] = None,
-    view_gate: Annotated[
-        float | None,
-        typer.Option(help="with --scales, the other views only on tiles where the first finds p >= this (0: all)"),
-    ] = None,
     precision: Annotated[
         str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on a CPU), fp32, or bf16 (a CPU with native bf16)")
     ] = None,
@@ -90,7 +86,6 @@ def survey(
         "workers": workers,
         "tta": tta,
         "scales": parse_views(scales) if scales is not None else None,
-        "view_gate": view_gate,
         "precision": precision,
         "allow_vrt": allow_vrt,
         "allow_remote": allow_remote,

@@ -75,7 +75,6 @@ def averaged_probabilities(
     scales: Scales = SINGLE,
     flips: bool = False,
     out: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    gate: float = 0.0,
 ) -> torch.Tensor:
     """Mean class probabilities (N, C, H, W) float32 of standardised ``inputs`` (N, 3, H, W) over
     every view: each scale, and with ``flips`` each one also mirrored left-right.
@@ -83,43 +82,23 @@ def averaged_probabilities(
     ``out``: gives the buffer the first view's softmax is written into (a runner reuses one); the
     first view is the tile as it is when 1 is among the scales, so one view gives exactly the
     single-pass answer (the same bits as before multi-scale existed).
-    ``gate``: the other scales' views run only on tiles where the first scale gives some pixel a
-    non-background probability of at least ``gate``; the rest keep the first scale's answer (a tile
-    with nothing on it costs one view, not five). 0: every tile gets every view. Whether a tile is
-    seen again depends on that tile alone, and the views run in passes of one shape however many
-    tiles are chosen, so the answer still does not depend on the batch a tile came in.
     """
-    flipped = (False, True) if flips else (False,)
-    first: torch.Tensor | None = None
-    for flip in flipped:
-        probs = _view_probabilities(forward, inputs, scales[0], flip, out if first is None else None)
-        first = probs if first is None else first.add_(probs)
-    assert first is not None
-    if len(flipped) > 1:
-        first.div_(len(flipped))
-    if len(scales) == 1:
-        return first
-    chosen = torch.arange(inputs.shape[0], device=inputs.device)
-    if gate > 0:
-        chosen = (first[:, 1:].amax(dim=(1, 2, 3)) >= gate).nonzero()[:, 0]
-        if not len(chosen):
-            return first
-    others = [
-        _view_probabilities(forward, inputs[chosen], scale, flip, None, passes_of(inputs.shape[0], scale))
-        for scale in scales[1:]
-        for flip in flipped
-    ]
-    views = len(scales) * len(flipped)
-    first[chosen] = (first[chosen] * len(flipped) + torch.stack(others).sum(dim=0)) / views
-    return first
+    total: torch.Tensor | None = None
+    views = 0
+    for scale in scales:
+        for flip in (False, True) if flips else (False,):
+            probs = _view_probabilities(forward, inputs, scale, flip, out if total is None else None)
+            total = probs if total is None else total.add_(probs)
+            views += 1
+    assert total is not None  # check_scales: at least one view
+    return total if views == 1 else total.div_(views)
 
 
 def passes_of(count: int, scale: float) -> int:
-    """Tiles per forward pass of a view at ``scale`` for a batch of ``count``: the largest divisor of
-    ``count`` whose enlarged tiles hold no more pixels than ``count`` plain ones. Every pass of a view
-    has one shape (no tile's answer depends on where it sits in a batch), and an enlarged batch stays as
-    large as a plain one (8 tiles of 512² in one pass ran at 1.51 Mpix/s on 2 CPU cores, 2 at a time at
-    1.81)."""
+    """Tiles per forward pass of a view at ``scale``: the largest divisor of ``count`` whose enlarged
+    tiles hold no more pixels than ``count`` plain ones. Every pass of a view has one shape (no tile's
+    answer depends on where it sits in a batch), and an enlarged batch stays as large as a plain one
+    (8 tiles of 512² in one pass ran at 1.51 Mpix/s on 2 CPU cores, 2 at a time at 1.81)."""
     if scale <= 1.0:
         return count
     fitting = [d for d in range(1, count + 1) if count % d == 0 and d * scale * scale <= count]
@@ -132,18 +111,13 @@ def _view_probabilities(
     scale: float,
     flip: bool,
     out: Callable[[torch.Tensor], torch.Tensor] | None,
-    per_pass: int | None = None,
 ) -> torch.Tensor:
-    """One view's probabilities on the tiles' own pixels, ``per_pass`` tiles per forward pass
-    (default ``passes_of`` the tiles given); a short last pass is padded with copies of its last
-    tile, so every pass has the same shape."""
+    """One view's probabilities on the tiles' own pixels, ``passes_of`` tiles per forward pass."""
     count, shape = inputs.shape[0], (inputs.shape[-2], inputs.shape[-1])
-    per_pass = per_pass or passes_of(count, scale)
+    per_pass = passes_of(count, scale)
     pieces = []
     for start in range(0, count, per_pass):
         seen = inputs[start : start + per_pass]
-        if len(seen) < per_pass:
-            seen = torch.cat([seen, seen[-1:].expand(per_pass - len(seen), *seen.shape[1:])])
         if scale != 1.0:
             seen = F.interpolate(seen, size=view_shape(shape, scale), mode="bicubic", align_corners=False)
         logits = forward(seen.flip(-1) if flip else seen).float()
@@ -151,7 +125,7 @@ def _view_probabilities(
         if flip:
             probs = probs.flip(-1)
         pieces.append(probs if scale == 1.0 else _back_to(probs, shape, scale))
-    return (pieces[0] if len(pieces) == 1 else torch.cat(pieces))[:count]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def _back_to(probs: torch.Tensor, shape: tuple[int, int], scale: float) -> torch.Tensor:

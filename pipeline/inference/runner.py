@@ -60,7 +60,6 @@ class TileRunner:
         tile_shape: (h, w) of every tile.
         tta: also run horizontally flipped tiles and average the probabilities.
         scales: the views of each tile whose probabilities are averaged (``pipeline.inference.scales``).
-        view_gate: the other scales' views only for tiles whose first view reaches it (``averaged_probabilities``).
         compile: wrap the model in ``torch.compile``.
         thresholds: the model's calibrated decision thresholds (class id, threshold).
         bf16: run the network in bf16 autocast; None: the device's default (bf16 on CUDA only).
@@ -78,7 +77,6 @@ class TileRunner:
         *,
         tta: bool = False,
         scales: Scales = SINGLE,
-        view_gate: float = 0.0,
         compile: bool = False,
         thresholds: Thresholds = (),
         bf16: bool | None = None,
@@ -91,7 +89,6 @@ class TileRunner:
         self.tile_shape = tile_shape
         self.tta = tta
         self.scales = check_scales(scales)
-        self.view_gate = view_gate
         # The batch buffer is channels_last only on a GPU: on a CPU the engine's own elementwise work on
         # it is faster in the plain layout, and the network's output is the same bit for bit either way.
         self.model = model if prepared else inference_network(model, device)
@@ -127,9 +124,7 @@ class TileRunner:
         in a buffer this runner reuses (valid until the next call)."""
         self.standardise.in_place(self._inputs)
         with autocast_for(self.device, self.bf16), flush_denormals(self.device):
-            probs = averaged_probabilities(
-                self.forward, self._inputs, self.scales, self.tta, self._probs_like, self.view_gate
-            )
+            probs = averaged_probabilities(self.forward, self._inputs, self.scales, self.tta, self._probs_like)
         return probs[:count]
 
     def _probs_like(self, logits: torch.Tensor) -> torch.Tensor:

@@ -120,8 +120,6 @@ def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
 def _views(record: SurveyRecord) -> str:
     """How each tile was seen and decided: its views (survey.scales), flips, the decision's thresholds."""
     scales = " and ".join(f"{s:g}x" for s in record.scales)
-    if record.view_gate:
-        scales += f" (the others where {record.scales[0]:g}x gave a defect p >= {record.view_gate:g})"
     flips = ", each also mirrored" if record.tta else ""
     if record.thresholds is None:
         return f"{scales}{flips}"

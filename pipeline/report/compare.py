@@ -490,8 +490,7 @@ def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> li
         return []
 
     def views(record: SurveyRecord) -> str:
-        gate = f" (gate {record.view_gate:g})" if record.view_gate else ""
-        return scales_key(record.scales) + gate + (" + flips" if record.tta else "")
+        return scales_key(record.scales) + (" + flips" if record.tta else "")
 
     def gsd(record: SurveyRecord) -> str:
         working = record.tiling.working_gsd_m or record.input.gsd_m

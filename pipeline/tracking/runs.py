@@ -124,7 +124,6 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
                 **{f"tiling.{k}": v for k, v in record.tiling.model_dump().items()},
                 "device": record.device,
                 "scales": scales_key(record.scales),
-                **({"view_gate": record.view_gate} if record.view_gate is not None else {}),
                 **{f"threshold.{name}": t for name, t in (record.thresholds or {}).items()},
                 **(
                     {"aoi": record.area_of_interest.path, "aoi.fingerprint": record.area_of_interest.fingerprint}

@@ -81,29 +81,3 @@ def test_a_survey_tile_and_an_evaluated_photo_get_the_same_views():
     with torch.inference_mode():
         single = model(normalise(torch.from_numpy(image)[None], MEAN, STD)).softmax(dim=1)[0].numpy()
     assert np.abs(photo - single).max() > 0.01
-
-
-def test_the_gate_sees_again_only_tiles_with_something_on_them_and_their_answer_is_the_full_mean():
-    """A tile whose first view gives no pixel a defect probability >= the gate keeps that view's answer;
-    the others get the mean of every view, as without the gate, whatever else is in their batch."""
-
-    class Detector(nn.Module):  # "defect" where the first channel is bright: probability ~ sigmoid(4 x)
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([torch.zeros_like(x[:, :1]), 4 * x[:, :1]], dim=1)
-
-    generator = torch.Generator().manual_seed(4)
-    inputs = torch.randn(4, 3, 16, 20, generator=generator) - 3.0  # dark: p(defect) well under 0.5 ...
-    inputs[1, 0, 5:8, 5:9] = 2.0  # ... except a bright patch on tiles 1 and 3
-    inputs[3, 0, 10:12, 2:4] = 2.0
-    model = Detector()
-    with torch.inference_mode():
-        first = averaged_probabilities(model, inputs)
-        full = averaged_probabilities(model, inputs, (1.0, 2.0))
-        gated = averaged_probabilities(model, inputs, (1.0, 2.0), gate=0.5)
-        alone = averaged_probabilities(model, inputs[3:4], (1.0, 2.0), gate=0.5)  # another batch around it
-    seen = first[:, 1:].amax(dim=(1, 2, 3)) >= 0.5
-    assert seen.tolist() == [False, True, False, True]
-    torch.testing.assert_close(gated[~seen], first[~seen], rtol=0, atol=0)
-    torch.testing.assert_close(gated[seen], full[seen], rtol=0, atol=1e-6)
-    torch.testing.assert_close(alone[0], gated[3], rtol=0, atol=1e-6)
-    assert (full[~seen] - first[~seen]).abs().max() > 1e-4  # the gate did skip work that had an effect
