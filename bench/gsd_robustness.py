@@ -25,7 +25,7 @@ from rich.table import Table
 from pipeline.config import SurveyConfig
 from pipeline.data.manifest import load_manifest
 from pipeline.fsutil import write_json
-from pipeline.inference.scales import parse_scales
+from pipeline.inference.scales import parse_scales, scales_key
 from pipeline.survey import run_survey
 from pipeline.survey_accuracy import compose_val_mosaic, score_mask
 
@@ -61,11 +61,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--scales", default="1", help="views averaged per tile (survey.scales), e.g. 1,2")
+    parser.add_argument("--gsds", type=float, nargs="*", default=list(GSDS_MM), help="GSDs in mm (default: all)")
+    parser.add_argument("--modes", nargs="*", default=["off", "auto"], choices=["off", "auto"])
     args = parser.parse_args()
+    gsds, modes = tuple(args.gsds), tuple(args.modes)
     scales = parse_scales(args.scales)
 
     manifest = load_manifest(args.manifest)
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, float | str]]] = {}
     with tempfile.TemporaryDirectory(prefix="msaf-gsd-") as tmp:
         work = Path(tmp)
         for entry in manifest.sets:
@@ -74,9 +77,9 @@ def main() -> None:
             ortho, truth, names = compose_val_mosaic(entry, manifest.classes, args.size, work, args.seed)
             with rasterio.open(truth) as reference:
                 expected = reference.read(1)
-            for gsd in GSDS_MM:
+            for gsd in gsds:
                 source = ortho if gsd == 1.0 else at_gsd(ortho, gsd, work / f"{entry.name}_{gsd}.tif")
-                for mode in ("off", "auto"):
+                for mode in modes:
                     out = work / f"{entry.name}_{gsd}_{mode}"
                     cfg = SurveyConfig(device="cpu", resample=mode, gsd_policy="ignore", scales=scales)
                     record = run_survey(source, out, cfg, model_path=args.model)
@@ -88,24 +91,25 @@ def main() -> None:
                         "f1": crack.f1,
                         "mpix_per_s": record.throughput_mpix_s.end_to_end,
                         "factor": record.tiling.resample_factor,
+                        "views_on_grid": scales_key(record.tiling.views or scales),
                     }
                     print(entry.name, gsd, mode, f"tol-F1 {crack.tol_f1:.3f}", flush=True)
     table = Table(title=f"crack tolerant F1 (2 px at 1 mm) on {args.size}² validation mosaics, scored on the 1-mm grid")
     table.add_column("set")
     table.add_column("mode")
-    for gsd in GSDS_MM:
+    for gsd in gsds:
         table.add_column(f"{gsd} mm")
-    table.add_column("Mpix/s (0.5 / 1 / 2 mm)")
+    table.add_column("Mpix/s (input px)")
     for name, rows in results.items():
-        for mode in ("off", "auto"):
-            cells = [f"{rows[f'{g}mm_{mode}']['tol_f1']:.3f}" for g in GSDS_MM]
-            speed = " / ".join(f"{rows[f'{g}mm_{mode}']['mpix_per_s']:.2f}" for g in (0.5, 1.0, 2.0))
+        for mode in modes:
+            cells = [f"{rows[f'{g}mm_{mode}']['tol_f1']:.3f}" for g in gsds]
+            speed = " / ".join(f"{rows[f'{g}mm_{mode}']['mpix_per_s']:.2f}" for g in gsds)
             table.add_row(name, mode, *cells, speed)
     Console(width=160).print(table)
     if args.out:
         write_json(
             args.out,
-            {"model": str(args.model), "size": args.size, "gsds_mm": GSDS_MM, "scales": list(scales), "sets": results},
+            {"model": str(args.model), "size": args.size, "gsds_mm": gsds, "scales": list(scales), "sets": results},
         )
 
 

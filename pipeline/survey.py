@@ -35,11 +35,11 @@ from pipeline.inference.blend import BlockResult, infer_block, infer_scaled_bloc
 from pipeline.inference.blockstore import BackgroundSaver, BlockStore
 from pipeline.inference.device import resolve_device, resolve_precision
 from pipeline.inference.runner import TileRunner, inference_network
-from pipeline.inference.scales import SINGLE, scales_key
+from pipeline.inference.scales import SINGLE, Scales, scales_key
 from pipeline.raster.aoi import AreaOfInterest, read_area_of_interest
 from pipeline.raster.buffers import small_pages
 from pipeline.raster.grid import Block, Box, TileGrid
-from pipeline.raster.resample import GridScale, ScaledBlock, working_factor
+from pipeline.raster.resample import GridScale, ScaledBlock, views_on_grid, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
 from pipeline.stop import raise_if_stopped
 from pipeline.survey_folder import (
@@ -264,6 +264,7 @@ class PreparedSurvey:
     job: dict[str, str] = field(default_factory=dict)
     factor: float = 1.0  # working pixels per input pixel (1: the model runs on the input's grid)
     aoi: AreaOfInterest | None = None  # the part of the raster surveyed (None: all of it)
+    views: Scales = SINGLE  # the views on the working grid (cfg.scales are relative to the model's GSD)
 
     @property
     def scale(self) -> GridScale | None:
@@ -308,6 +309,7 @@ class PreparedSurvey:
             | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
             | ({"precision": self.cfg.precision} if self.cfg.precision != "auto" else {})
             | ({"scales": scales_key(self.cfg.scales)} if self.cfg.scales != SINGLE else {})
+            | ({"views": scales_key(self.views)} if self.views != self.cfg.scales else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
             | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
             sort_keys=True,
@@ -370,8 +372,9 @@ def prepare_survey(
     resolve_precision(cfg.precision, resolve_device(cfg.device))
     meta = read_metadata(model_path)
     check_weights(model_path, meta)  # before any orchestration: a mixed-up file is one line, not a task failure
-    factor = resample_factor(info, meta, cfg)
-    gsd_warning = check_gsd(info, meta, cfg, factor)
+    to_model_gsd = resample_factor(info, meta, cfg)
+    gsd_warning = check_gsd(info, meta, cfg, to_model_gsd)
+    factor, views = views_on_grid(cfg.scales, to_model_gsd)
     if not meta.calibrated_for(cfg.scales):
         log.warning(
             "%s has no decision thresholds calibrated for the views %s: deciding by its single view's %s"
@@ -398,6 +401,7 @@ def prepare_survey(
         job or {},
         factor,
         area,
+        views,
     )
     check_free_space(out_dir, prepared.output_bytes)
     return prepared
@@ -467,7 +471,7 @@ def infer_blocks(
                 prepared.plan.batch,
                 grid.tile_shape,
                 tta=cfg.tta,
-                scales=cfg.scales,
+                scales=prepared.views,
                 compile=cfg.compile,
                 thresholds=meta.decision_for(cfg.scales),
                 bf16=resolve_precision(cfg.precision, device) == "bf16",

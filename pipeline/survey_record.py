@@ -81,8 +81,9 @@ class TilingRecord(_Record):
     blocks_reused: int
     tile_shape: list[int]
     resample_factor: float = 1.0  # working pixels per input pixel (survey.resample)
-    working_gsd_m: float | None = None  # the GSD the model saw
+    working_gsd_m: float | None = None  # the GSD of the grid the model ran on (its 1x view's unless views)
     working_shape: list[int] | None = None  # (rows, cols) of the grid the model ran on
+    views: list[float] | None = None  # the views on that grid when not the survey's scales (a finer input)
 
 
 class TimingRecord(_Record):
@@ -127,6 +128,16 @@ class SurveyRecord(_Record):
     timings: TimingRecord
     throughput_mpix_s: ThroughputRecord
     peak_rss_mb: float
+
+    @property
+    def model_gsd_m(self) -> float | None:
+        """The ground per pixel of the model's 1x view (its working GSD), whichever grid the survey ran
+        on: a finer input surveyed on its own pixels with views 0.5,1 is seen at the same GSD as one
+        reduced to the model's with views 1,2."""
+        working = self.tiling.working_gsd_m or self.input.gsd_m
+        if working is None or not self.tiling.views:
+            return working
+        return working * self.scales[0] / self.tiling.views[0]
 
     def with_job(self, job: dict[str, Any]) -> SurveyRecord:
         """The same record with more job details (a report's --meta adds to the survey's)."""

@@ -1,5 +1,6 @@
 """Surveys at any GSD: each block inferred at the model's working GSD, the answer on the input's grid."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,8 @@ def test_coarse_survey_keeps_the_input_grid_and_footprint_for_any_block_size(tmp
 
     report_survey(tmp_path / "whole", ReportConfig())
     html = (tmp_path / "whole" / "report.html").read_text()
-    assert "working GSD 1 mm: the input" in html and "2 mm pixels were enlarged 2.00x for the model" in html
+    assert "1 mm grid (the working GSD of the model): the input" in html
+    assert "2 mm pixels were enlarged 2.00x for the model" in html
 
 
 def test_resampled_survey_resumes_and_its_key_covers_the_resampling(tmp_path, tiny_model, ground):
@@ -178,3 +180,66 @@ def test_an_enlarged_survey_takes_smaller_input_blocks(tmp_path, tiny_model, gro
     coarse = write_ground(tmp_path / "2mm.tif", pixels[::2, ::2], valid[::2, ::2], 0.002)
     prepared = prepare_survey(coarse, tmp_path / "out", SurveyConfig(**CPU, block=4096), model_path=tiny_model)
     assert prepared.factor == pytest.approx(2.0) and prepared.input_block == 2048
+
+
+@pytest.mark.parametrize(
+    ("factor", "scales", "expected"),
+    [
+        (0.5, (1.0, 2.0), (1.0, (0.5, 1.0))),  # a 0.5 mm input: its own pixels are the 2x view
+        (0.7, (1.0, 2.0), (1.0, (0.7, 1.4))),
+        (0.3, (1.0, 2.0), (0.6, (0.5, 1.0))),  # finer than the finest view needs: reduced to it
+        (0.48, (1.0, 2.0), (0.96, (0.5, 1.0))),  # snapping to the input's grid would shrink a view below 0.5
+        (0.5, (1.0,), (0.5, (1.0,))),  # one view: the model's GSD, as before
+        (2.0, (1.0, 2.0), (2.0, (1.0, 2.0))),  # a coarser input: enlarged, then its views
+        (1.0, (1.0, 2.0), (1.0, (1.0, 2.0))),
+        (0.25, (1.0, 4.0), (0.25, (1.0, 4.0))),  # its own grid would need a 0.25 view: kept as it was
+    ],
+)
+def test_views_are_relative_to_the_models_gsd_and_the_finest_reads_a_finer_inputs_own_pixels(factor, scales, expected):
+    from pipeline.raster.resample import views_on_grid
+
+    grid, views = views_on_grid(scales, factor)
+    assert (grid, views) == expected
+    # the same looks at the ground: each view's GSD relative to the model's is kept
+    assert [v * grid / factor for v in views] == pytest.approx(list(scales), rel=2e-3)
+
+
+def test_a_finer_input_with_views_runs_on_its_own_pixels_and_decides_by_the_views_calibration(
+    tmp_path, tiny_model, ground
+):
+    """Views 1,2 of a 0.5 mm input are its pixels reduced 2x and as they are: exactly the survey of
+    the input as it is with views 0.5,1, decided by the thresholds calibrated for views 1,2; recorded
+    as such, with the model's GSD unchanged (what the change report compares)."""
+    from pipeline.checkpoint import read_metadata, save_metadata
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import report_survey
+
+    pixels, valid = ground
+    fine = write_ground(
+        tmp_path / "05mm.tif", pixels.repeat(2, 0).repeat(2, 1), valid.repeat(2, 0).repeat(2, 1), 0.0005
+    )
+    meta = read_metadata(tiny_model)
+    lower = {name: 0.3 for name in meta.thresholds} or {"crack": 0.3}
+    calibrated = tmp_path / "calibrated.safetensors"
+    save_metadata(tiny_model, calibrated, meta.model_copy(update={"scale_thresholds": {"1,2": lower, "0.5,1": lower}}))
+
+    record = run_survey(fine, tmp_path / "views", SurveyConfig(**CPU, scales=(1.0, 2.0)), model_path=calibrated)
+    assert record.tiling.resample_factor == 1.0 and record.tiling.views == [0.5, 1.0]
+    assert record.scales == [1.0, 2.0] and record.thresholds == lower
+    assert record.model_gsd_m == pytest.approx(0.001 / 0.9996, rel=1e-4)
+    as_is = SurveyConfig(**CPU, scales=(0.5, 1.0), resample="off")
+    same = run_survey(fine, tmp_path / "as_is", as_is, model_path=calibrated)
+    assert same.tiling.views is None and same.thresholds == lower
+    np.testing.assert_array_equal(read(tmp_path / "views" / "mask.tif"), read(tmp_path / "as_is" / "mask.tif"))
+    reduced = run_survey(fine, tmp_path / "reduced", SurveyConfig(**CPU), model_path=calibrated)
+    assert reduced.tiling.resample_factor == 0.5 and reduced.model_gsd_m == pytest.approx(record.model_gsd_m)
+    with rasterio.open(tmp_path / "views" / "mask.tif") as ds:
+        assert json.loads(ds.tags()["MSAF_PARAMS"])["views"] == [0.5, 1.0]
+    keys = {
+        prepare_survey(fine, tmp_path / "k", cfg, model_path=calibrated).key
+        for cfg in (SurveyConfig(**CPU, scales=(1.0, 2.0)), as_is)
+    }
+    assert len(keys) == 2  # the same pixels, but another setting: its own results
+    report_survey(tmp_path / "views", ReportConfig())
+    html = (tmp_path / "views" / "report.html").read_text()
+    assert "1x and 2x of the model&#39;s GSD (0.5x and 1x of the input&#39;s 0.5 mm pixels)" in html

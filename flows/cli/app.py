@@ -112,7 +112,10 @@ def parse_views(text: str) -> tuple[float, ...]:
         raise MsafError(f"--scales: {exc}") from None
 
 
-SCALES_HELP = "views averaged per tile, e.g. 1,2: also enlarged 2x (thin cracks; 5x the network's work)"
+SCALES_HELP = (
+    "views averaged per tile, relative to the model's GSD, e.g. 1,2: also enlarged 2x (thin cracks; 5x the"
+    " network's work; a finer input's finest view is its own pixels)"
+)
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ standardised input, the same as enlarging the image (standardising is affine per
 weights sum to 1); the view's probabilities are brought back by area averaging
 (``pipeline.inference.predict.averaged_probabilities``). This module only says what the views are:
 it imports no torch, so configuration and the CLI can check them at once.
+
+A survey's views are relative to the model's working GSD: on an input finer than it, the finest view
+reads the input's own pixels instead of an enlargement of a reduced copy
+(``pipeline.raster.resample.views_on_grid``: a 0.5 mm input with views 1,2 runs as it is with 0.5, 1).
 """
 
 from __future__ import annotations

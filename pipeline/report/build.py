@@ -120,6 +120,9 @@ def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
 def _views(record: SurveyRecord) -> str:
     """How each tile was seen and decided: its views (survey.scales), flips, the decision's thresholds."""
     scales = " and ".join(f"{s:g}x" for s in record.scales)
+    if record.tiling.views and record.input.gsd_m:
+        on_grid = " and ".join(f"{v:g}x" for v in record.tiling.views)
+        scales += f" of the model's GSD ({on_grid} of the input's {record.input.gsd_m * 1000:.3g} mm pixels)"
     flips = ", each also mirrored" if record.tta else ""
     if record.thresholds is None:
         return f"{scales}{flips}"
@@ -226,10 +229,11 @@ def build_page(
         )
     if record and record.tiling.resample_factor != 1.0 and record.tiling.working_gsd_m and record.input.gsd_m:
         factor = record.tiling.resample_factor
+        whose = "" if record.tiling.views else " (the working GSD of the model)"  # views: each sees its own GSD
         page.notes.append(
             (
                 "note",
-                f"Inferred at the model's working GSD {record.tiling.working_gsd_m * 1000:.3g} mm: the input's "
+                f"Inferred on a {record.tiling.working_gsd_m * 1000:.3g} mm grid{whose}: the input's "
                 f"{record.input.gsd_m * 1000:.3g} mm pixels were {'enlarged' if factor > 1 else 'reduced'} "
                 f"{max(factor, 1 / factor):.2f}x for the model and its answer resampled back onto the input's "
                 "grid; lengths and widths are measured on the input's pixels.",

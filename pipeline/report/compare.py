@@ -493,7 +493,7 @@ def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> li
         return scales_key(record.scales) + (" + flips" if record.tta else "")
 
     def gsd(record: SurveyRecord) -> str:
-        working = record.tiling.working_gsd_m or record.input.gsd_m
+        working = record.model_gsd_m
         return f"{working * 1000:.3g} mm" if working else "unknown"
 
     def thresholds(record: SurveyRecord) -> str:
