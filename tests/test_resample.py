@@ -99,6 +99,14 @@ def test_half_mm_survey_equals_the_working_gsd_survey_on_the_same_ground(tmp_pat
     cracks = (out == 1) | (expected == 1)
     assert ((out == 1) & (expected == 1)).sum() / cracks.sum() > 0.8  # crack IoU against the 1 mm answer
 
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import report_survey
+
+    report_survey(tmp_path / "fine", ReportConfig())
+    html = (tmp_path / "fine" / "report.html").read_text()
+    assert "0.5 mm pixels were reduced 2.00x for the model" in html
+    assert "views 1,2 (--scales 1,2) also reads them as they are" in html  # the hint for a finer flight
+
     unscaled = run_survey(fine, tmp_path / "off", SurveyConfig(**CPU, resample="off"), model_path=tiny_model)
     assert unscaled.tiling.resample_factor == 1.0
     assert (read(tmp_path / "off" / "mask.tif")[inside] == expected[inside]).mean() < (
