@@ -188,6 +188,13 @@ class AugmentConfig(_Strict):
     blur: float = Field(0.0, ge=0.0, le=1.0, description="share of crops blurred (Gaussian, sigma 0.3-1.5 px)")
     noise: float = Field(0.0, ge=0.0, le=1.0, description="share of crops with sensor noise (sigma 1-8 grey levels)")
     jpeg: float = Field(0.0, ge=0.0, le=1.0, description="share of crops JPEG-recompressed (quality 30-90)")
+    coarse: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of crops seen as a flight 1.2-2x higher delivers them to a survey: area-averaged"
+        " down, the camera effects at that GSD, bilinear back up (what survey.resample: auto feeds the model)",
+    )
 
     @field_validator("scale")
     @classmethod

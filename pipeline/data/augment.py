@@ -112,6 +112,23 @@ def _degrade(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) ->
     return out
 
 
+def _camera(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Camera effects, and for a share ``aug.coarse`` of crops a coarser camera's: the picture a flight
+    1.2-2x higher takes of this ground (area average), its effects at that GSD, then enlarged back
+    bilinearly as ``survey.resample: auto`` enlarges a coarse input for the model. Labels stay: the
+    ground and its cracks are where they were, only fainter (a 1-px crack at 2x is a half-px smudge)."""
+    if not (aug.coarse and rng.random() < aug.coarse):
+        return _degrade(image, aug, rng)
+    from PIL import Image
+
+    rows, cols = image.shape[:2]
+    factor = float(np.exp(rng.uniform(np.log(1.2), np.log(2.0))))
+    small = (max(8, round(cols / factor)), max(8, round(rows / factor)))
+    taken = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(small, Image.Resampling.BOX))
+    taken = np.clip(np.rint(_degrade(taken, aug, rng)), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(taken).resize((cols, rows), Image.Resampling.BILINEAR))
+
+
 def _geometric(
     image: np.ndarray, labels: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +250,7 @@ class CropSampler:
             else:
                 image, label = _random_crop(item, self.crop, rng, around)
             image, label = _geometric(image, label, self.aug, rng)
-            image = _photometric(_degrade(image, self.aug, rng), self.aug, rng)
+            image = _photometric(_camera(image, self.aug, rng), self.aug, rng)
             if self.aug.footprint and rng.random() < self.aug.footprint:
                 image, label = with_footprint(image, label, footprint_valid(self.crop, rng))
             images[i] = image

@@ -78,6 +78,25 @@ def test_degradations_change_the_picture_not_the_labels():
     assert c_img.mean(-1)[beside].mean() < a_img.mean(-1)[beside].mean() - 3
 
 
+def test_a_coarser_flight_fades_a_thin_crack_where_its_label_stays():
+    """A crop as a flight 1.2-2x higher brings it to an enlarging survey: the 1-px crack is averaged
+    with its background, then enlarged back, so it is fainter and wider in the picture while its
+    label is the same pixels; the same seed gives the same crop."""
+    photo = line_photo(joint=False)
+    plain = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF), focus=1.0)
+    coarse = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF, coarse=1.0), focus=1.0)
+    a_img, a_lab = (np.concatenate([plain.batch(1, np.random.default_rng(s))[k] for s in range(4)]) for k in (0, 1))
+    b_img, b_lab = (np.concatenate([coarse.batch(1, np.random.default_rng(s))[k] for s in range(4)]) for k in (0, 1))
+    assert np.array_equal(a_lab, b_lab) and b_img.shape == a_img.shape
+    crack = a_lab == 1
+    grey = b_img.mean(-1)
+    assert grey[crack].mean() > a_img.mean(-1)[crack].mean() + 15  # 60 -> a lighter smudge
+    assert grey[crack].mean() < grey[a_lab == 0].mean() - 20  # still a dark line on light concrete
+    beside = ndimage.binary_dilation(crack, np.ones((1, 1, 3), bool)) & ~crack
+    assert grey[beside].mean() < 155  # spread into its neighbours (they were 160)
+    np.testing.assert_array_equal(coarse.batch(1, np.random.default_rng(3)).images[0], b_img[3])
+
+
 def test_scale_range_must_be_ordered():
     with pytest.raises(ValueError, match=r"augment\.scale"):
         AugmentConfig(scale=(2.0, 0.5))
