@@ -352,7 +352,8 @@ class SurveyConfig(_Strict):
     tta: bool = False
     scales: tuple[float, ...] = Field(
         (1.0,),
-        description="views of each tile whose probabilities are averaged, relative to the model's GSD; (1, 2): also"
+        description="views of each tile whose probabilities are averaged, relative to the model's GSD (resample: off:"
+        " to the input's pixels); (1, 2): also"
         " enlarged 2x, thin cracks are found more often, 5x the network's work; on a finer input the finest view"
         " reads its own pixels (README: multi-scale surveys)",
     )
