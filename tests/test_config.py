@@ -111,3 +111,13 @@ def test_a_checkpoint_records_the_training_sections_only_so_survey_settings_neve
     assert recorded["train"]["precision"] == "auto"
     other = load_params(REPO / "params.yaml", {"survey": {"precision": "bf16", "block": 1024}, "report": {}})
     assert other.survey.precision == "bf16" and other.recorded() == recorded
+
+
+def test_an_invalid_survey_flag_is_named_as_it_is_typed():
+    """Command-line overrides are typed with hyphens; the one-line error names them that way."""
+    from pipeline.config import load_params_or_defaults
+
+    with pytest.raises(MsafError, match=r"^invalid option --gdal-cache-mb: Input should be greater than or equal"):
+        load_params_or_defaults(None, {"gdal_cache_mb": 1})
+    with pytest.raises(MsafError, match=r"^invalid option --overlap: Input should be greater than or equal to 0"):
+        load_params_or_defaults(None, {"overlap": -1})
