@@ -184,7 +184,7 @@ class Stitcher:
             "MSAF_PARAMS": json.dumps(
                 prepared.plan.as_dict()
                 | {"tta": prepared.cfg.tta, "scales": list(prepared.cfg.scales)}
-                | ({"views": list(prepared.views)} if prepared.views != prepared.cfg.scales else {})
+                | ({"views": list(prepared.regridded_views)} if prepared.regridded_views else {})
             ),
             "MSAF_SOFTWARE": f"msaf-pipeline {pipeline.__version__}",
             "MSAF_CREATED_UTC": created,
@@ -260,7 +260,7 @@ class Stitcher:
                 resample_factor=prepared.factor,
                 working_gsd_m=prepared.working_gsd_m,
                 working_shape=[grid.height, grid.width],
-                views=list(prepared.views) if prepared.views != prepared.cfg.scales else None,
+                views=list(prepared.regridded_views) if prepared.regridded_views else None,
             ),
             device=str(device := resolve_device(prepared.cfg.device)),
             precision=resolve_precision(prepared.cfg.precision, device),

@@ -267,6 +267,12 @@ class PreparedSurvey:
     views: Scales = SINGLE  # the views on the working grid (cfg.scales are relative to the model's GSD)
 
     @property
+    def regridded_views(self) -> Scales | None:
+        """The views on the working grid where they are not the asked scales (a finer input's finest
+        view on its own pixels: ``views_on_grid``); None otherwise. Recorded, tagged and keyed."""
+        return self.views if self.views != self.cfg.scales else None
+
+    @property
     def scale(self) -> GridScale | None:
         """The input <-> working grid mapping of a resampled survey; None when it runs as it is."""
         return None if self.factor == 1.0 else GridScale(self.info.height, self.info.width, self.factor)
@@ -309,7 +315,7 @@ class PreparedSurvey:
             | {"tta": self.cfg.tta, "scale": self.info.scale, "crs_assumed": self.info.crs_assumed}
             | ({"precision": self.cfg.precision} if self.cfg.precision != "auto" else {})
             | ({"scales": scales_key(self.cfg.scales)} if self.cfg.scales != SINGLE else {})
-            | ({"views": scales_key(self.views)} if self.views != self.cfg.scales else {})
+            | ({"views": scales_key(self.regridded_views)} if self.regridded_views else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
             | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
             sort_keys=True,

@@ -230,19 +230,19 @@ def build_page(
     if record and record.tiling.resample_factor != 1.0 and record.tiling.working_gsd_m and record.input.gsd_m:
         factor = record.tiling.resample_factor
         whose = "" if record.tiling.views else " (the working GSD of the model)"  # views: each sees its own GSD
+        hint = (
+            " Thin cracks are found more often in the input's own pixels: a survey with views 1,2"
+            " (--scales 1,2) also reads them as they are."
+            if factor < 1 and record.scales == [1.0]
+            else ""
+        )
         page.notes.append(
             (
                 "note",
                 f"Inferred on a {record.tiling.working_gsd_m * 1000:.3g} mm grid{whose}: the input's "
                 f"{record.input.gsd_m * 1000:.3g} mm pixels were {'enlarged' if factor > 1 else 'reduced'} "
                 f"{max(factor, 1 / factor):.2f}x for the model and its answer resampled back onto the input's "
-                "grid; lengths and widths are measured on the input's pixels."
-                + (
-                    " Thin cracks are found more often in the input's own pixels: a survey with views 1,2"
-                    " (--scales 1,2) also reads them as they are."
-                    if factor < 1 and record.scales == [1.0]
-                    else ""
-                ),
+                f"grid; lengths and widths are measured on the input's pixels.{hint}",
             )
         )
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
