@@ -412,6 +412,35 @@ class SeverityConfig(_Strict):
         return self
 
 
+FOOT_M = 0.3048
+
+
+class ConditionConfig(_Strict):
+    """Element condition states from cracking, cell by cell over the surveyed ground.
+
+    Defaults follow the AASHTO Manual for Bridge Element Inspection (2019), defect 1130 (cracking,
+    reinforced concrete): cracks spaced more than 3.0 ft (0.91 m) apart are insignificant, 1.0-3.0 ft
+    moderate, less than 1.0 ft (0.30 m) heavy pattern (map) cracking; widths are rated by
+    ``severity.crack_width_mm``. Element quantities are areas, so the surveyed ground is cut into
+    square cells and each cell takes the state of the cracks in it.
+    """
+
+    cell_m: float = Field(0.5, gt=0, description="side of a condition cell, ground metres (the quantity's resolution)")
+    spacing_window_m: float = Field(
+        1.5, gt=0, description="side of the square over which a cracked cell's crack spacing is estimated"
+    )
+    crack_spacing_m: tuple[float, float] = Field(
+        (1.0 * FOOT_M, 3.0 * FOOT_M), description="heavy below the first, insignificant above the second"
+    )
+
+    @model_validator(mode="after")
+    def _ascending(self) -> ConditionConfig:
+        heavy, insignificant = self.crack_spacing_m
+        if not 0 < heavy <= insignificant:
+            raise ValueError(f"condition.crack_spacing_m needs 0 < heavy <= insignificant, got {self.crack_spacing_m}")
+        return self
+
+
 class ReportConfig(_Strict):
     """Vectorising, measuring and reporting defects."""
 
@@ -436,6 +465,7 @@ class ReportConfig(_Strict):
         description="built lines that are not defects (joints): a separate GPKG layer, never counted or rated",
     )
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
+    condition: ConditionConfig = Field(default_factory=ConditionConfig)
     chips: int = Field(8, ge=0, description="defect image chips in the HTML report")
     match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")
     change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")

@@ -25,6 +25,14 @@ STATUS_COLOURS = {
     "not found (repaired?)": "#7b3294",
     "not covered": "#bdbdbd",
 }
+CONDITION_COLOURS = {  # AASHTO condition states: good to poor, ranges between their ends
+    "CS1": "#1a9641",
+    "CS1-CS2": "#a6d96a",
+    "CS2": "#f2c744",
+    "CS1-CS3": "#bdbdbd",
+    "CS2-CS3": "#f08a24",
+    "CS3": "#d7191c",
+}
 CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
 KNOWN_CLASS_COLOURS = {"crack": "#d7191c", "spall": "#f08a24", "joint": "#8c8cb4"}
 MUTED_CLASSES = {"joint"}  # built lines: drawn faintly, never mistaken for defects
@@ -196,6 +204,7 @@ def layer_style(layer: str) -> tuple[str, str] | None:
         "crack_centerlines": ("line", CENTERLINE_COLOUR, None, 255, 0.5),
         "non_defects": ("fill", NON_DEFECT_COLOUR, None, 70, 0.2),
         "changes": ("fill", STATUS_COLOURS, "status", 190, 0.4),
+        "condition_cells": ("fill", CONDITION_COLOURS, "condition_state", 90, 0.1),
         MISSED_LAYER: ("line", REVIEW_COLOUR, None, 255, 0.6),
         AREA_LAYER: ("fill", REVIEWED_AREA_COLOUR, None, 35, 0.6),
     }

@@ -286,6 +286,9 @@ def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:
         console.print(f"{summary.defects} defects ({by_class})")
     else:
         console.print("no defects found")
+    if summary.condition_m2:
+        areas = ", ".join(f"{state} {area:.3g} m²" for state, area in summary.condition_m2.items())
+        console.print(f"condition states (cracking): {areas}")
     console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary.outputs.values())}")
 
 

@@ -19,6 +19,7 @@ from pipeline.job import job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
+from pipeline.report.condition import ConditionStates, assess_condition
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
@@ -190,6 +191,7 @@ def build_page(
     cfg: ReportConfig,
     ortho: Path | None = None,
     job: dict[str, Any] | None = None,
+    condition: ConditionStates | None = None,
 ) -> Page:
     """The report page; the picture comes from ``ortho`` (already checked by ``survey_image``), if any."""
     defects = tables.defects
@@ -246,6 +248,8 @@ def build_page(
             )
         )
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
+    if condition is not None:
+        _add_condition(page, condition, cfg, ortho, bounds, metres_per_unit)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
         page.tables.append(
@@ -337,6 +341,46 @@ def build_page(
     return page
 
 
+def _add_condition(
+    page: Page,
+    condition: ConditionStates,
+    cfg: ReportConfig,
+    ortho: Path | None,
+    bounds: tuple[float, float, float, float],
+    metres_per_unit: float,
+) -> None:
+    """The element quantities by condition state (cracking), how they were made, and their map."""
+    spec = cfg.condition
+    heavy, insignificant = spec.crack_spacing_m
+    low, high = cfg.severity.crack_width_mm
+    page.tables.append(
+        ("Condition states of the surveyed area (cracking, AASHTO MBEI defect 1130)", _table_html(condition.states))
+    )
+    page.notes.append(
+        (
+            "note",
+            f"Condition states: the surveyed ground in {spec.cell_m:g} m cells, each in the worse state of its "
+            f"widest crack (< {low:g} mm insignificant, {low:g}-{high:g} mm moderate, > {high:g} mm wide) and "
+            f"its crack spacing (ground / crack length over {spec.spacing_window_m:g} m around it: > "
+            f"{insignificant:g} m insignificant, {heavy:g}-{insignificant:g} m moderate, < {heavy:g} m heavy "
+            "pattern cracking). A range (e.g. CS1-CS2) is a width this GSD cannot rate. Cracks are taken as "
+            "unsealed; CS4 (structural review) and other defects (spalls, efflorescence) are the inspector's "
+            "to add. Layer condition_cells in defects.gpkg.",
+        )
+    )
+    flagged = condition.cells[condition.cells["condition_state"] != "CS1"]
+    if len(flagged):
+        colours = {s: c for s, c in styles.CONDITION_COLOURS.items() if s != "CS1"}
+        page.figures.append(
+            (
+                "condition states",
+                figures.overview_map(
+                    ortho, bounds, flagged, "condition_state", colours, metres_per_unit, "Condition states (cracking)"
+                ),
+            )
+        )
+
+
 def _check_unchanged(ortho: Path, record: SurveyRecord) -> None:
     """Widths are read from the pixels the survey saw, or not at all: an orthomosaic replaced
     after its survey (same grid, another picture) would give every crack another width."""
@@ -400,8 +444,9 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
         _check_unchanged(ortho, record)
     refuse_losing_review(folder.gpkg)
     tables = build_defects(mask_path, folder.confidence, class_names, cfg, ortho)
-    outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job))
-    page = build_page(tables, record, mask_path, cfg, ortho, job)
+    condition = assess_condition(mask_path, tables.centerlines, cfg.condition, cfg.severity)
+    outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job), condition)
+    page = build_page(tables, record, mask_path, cfg, ortho, job, condition)
     with atomic_output(folder.html) as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}
@@ -414,5 +459,6 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
         defects=len(tables.defects),
         by_class={k: int(v) for k, v in counts.items()},
         non_defects={k: int(v) for k, v in context.items()},
+        condition_m2=condition.area_by_state,
         outputs=outputs | {"html": SurveyFolder.HTML},
     )

@@ -49,6 +49,7 @@ from pipeline.inference.scales import scales_key
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
+from pipeline.report.condition import condition_change, quantities
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
@@ -105,6 +106,32 @@ def _outside(geometries: gpd.GeoSeries, coverage: BaseGeometry | None) -> np.nda
     area = geometries.area.to_numpy()
     inside = geometries.intersection(coverage).area.to_numpy()
     return inside < 0.5 * np.maximum(area, 1e-300)
+
+
+def _condition_cells(survey_dir: Path, cfg: ReportConfig) -> gpd.GeoDataFrame | None:
+    """The survey's condition map, or None when its report predates condition states."""
+    if "condition_cells" not in pyogrio.list_layers(SurveyFolder(survey_dir).gpkg)[:, 0]:
+        return None
+    return load_defects(survey_dir, cfg, "condition_cells")
+
+
+def _compare_condition(
+    old_dir: Path,
+    new_dir: Path,
+    cfg: ReportConfig,
+    crs: pyproj.CRS,
+    common: Callable[[pyproj.CRS], BaseGeometry | None],
+) -> pd.DataFrame | str:
+    """Each epoch's area per condition state on the ground both imaged, side by side; or why not."""
+    old, new = _condition_cells(old_dir, cfg), _condition_cells(new_dir, cfg)
+    if old is None or new is None:
+        missing = " and ".join(str(folder) for folder, frame in ((old_dir, old), (new_dir, new)) if frame is None)
+        return (
+            f"Condition states not compared: {missing} was reported before condition states "
+            "existed; re-run `msaf report` on it."
+        )
+    ground = common(crs)
+    return condition_change(quantities(old.to_crs(crs), ground), quantities(new.to_crs(crs), ground))
 
 
 def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
@@ -420,8 +447,12 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
         both_imaged,
     )
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
+    condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)
-    write_geopackage(out_dir / CHANGES_GPKG, {"changes": changes, "summary": summary})
+    layers: dict[str, gpd.GeoDataFrame | pd.DataFrame] = {"changes": changes, "summary": summary}
+    if isinstance(condition, pd.DataFrame):
+        layers["condition_change"] = condition
+    write_geopackage(out_dir / CHANGES_GPKG, layers)
     write_geojson(out_dir / CHANGES_GEOJSON, changes, "changes")
     with atomic_output(out_dir / CHANGES_CSV) as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
@@ -466,6 +497,15 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
                 "structure. Survey both epochs with the same model and settings to compare them.",
             )
         )
+    if isinstance(condition, pd.DataFrame):
+        page.tables.append(
+            (
+                "Condition states (cracking) on the ground both surveys imaged, m²",
+                condition.to_html(index=False, border=0, float_format="{:,.4g}".format),
+            )
+        )
+    else:
+        page.notes.append(("note", condition))
     if len(changes):
         columns = [c for c in changes.columns if c != "geometry"]
         page.tables.append(
@@ -480,6 +520,11 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
         "changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
         "outputs": list(CHANGE_OUTPUTS),
         "method_differences": differences,
+        "condition_change_m2": (
+            dict(zip(condition["condition_state"].astype(str), condition["change_m2"].astype(float), strict=True))
+            if isinstance(condition, pd.DataFrame)
+            else {}
+        ),
     }
 
 

@@ -204,11 +204,17 @@ def severity_of(
     """AASHTO rating; a crack narrower than one pixel is "below resolution" when the GSD cannot
     tell the lowest threshold (0.3 mm needs a GSD of 0.3 mm or finer)."""
     if class_name in crack_classes and max_width_mm is not None:
-        low, _ = cfg.crack_width_mm
-        if gsd_mm is not None and max_width_mm < gsd_mm * MIN_RESOLVED_PX and gsd_mm * MIN_RESOLVED_PX > low:
+        if below_resolution(max_width_mm, gsd_mm, cfg.crack_width_mm[0]):
             return BELOW_RESOLUTION
         return rate(max_width_mm, cfg.crack_width_mm)
     return rate(area_m2, cfg.area_m2)
+
+
+def below_resolution(width_mm: float, gsd_mm: float | None, lowest_threshold_mm: float) -> bool:
+    """A width narrower than one pixel, where a pixel is wider than the lowest width threshold: the
+    pixels cannot tell on which side of that threshold the crack is."""
+    resolved_mm = (gsd_mm or 0.0) * MIN_RESOLVED_PX
+    return gsd_mm is not None and width_mm < resolved_mm and resolved_mm > lowest_threshold_mm
 
 
 def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import pyogrio
 import shapely
 
 from pipeline.fsutil import atomic_output
+from pipeline.report.condition import ConditionStates
 from pipeline.report.defects import DefectTables
 from pipeline.review import REVIEW_LAYERS, empty_review_layers
 from pipeline.styles import layer_style
@@ -98,12 +99,24 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
         pyogrio.write_dataframe(wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES", COORDINATE_PRECISION=decimals)
 
 
-def write_tables(out_dir: Path, tables: DefectTables, metadata: dict[str, str] | None = None) -> dict[str, str]:
-    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any, and the empty review
-    layers missed_cracks and reviewed_area for the inspector), defects.geojson, defects.csv, defects.parquet."""
-    layers = {"defects": tables.defects, "crack_centerlines": tables.centerlines, "summary": tables.summary}
+def write_tables(
+    out_dir: Path,
+    tables: DefectTables,
+    metadata: dict[str, str] | None = None,
+    condition: ConditionStates | None = None,
+) -> dict[str, str]:
+    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any, condition_cells and
+    condition_states when assessed, and the empty review layers missed_cracks and reviewed_area for
+    the inspector), defects.geojson, defects.csv, defects.parquet."""
+    layers: dict[str, gpd.GeoDataFrame | pd.DataFrame] = {
+        "defects": tables.defects,
+        "crack_centerlines": tables.centerlines,
+        "summary": tables.summary,
+    }
     if tables.non_defects is not None and len(tables.non_defects):
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
+    if condition is not None:
+        layers |= {"condition_cells": condition.cells, "condition_states": condition.states}
     layers |= empty_review_layers(tables.crs)
     write_geopackage(out_dir / SurveyFolder.GPKG, layers, metadata)
     pixel_m = (

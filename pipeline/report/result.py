@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ReportResult(BaseModel):
@@ -13,4 +13,5 @@ class ReportResult(BaseModel):
     defects: int
     by_class: dict[str, int]  # defects per defect class
     non_defects: dict[str, int]  # outlines per non-defect class (joints): context, never counted
+    condition_m2: dict[str, float] = Field(default_factory=dict)  # surveyed area per condition state (cracking)
     outputs: dict[str, str]  # kind -> file name in the survey folder

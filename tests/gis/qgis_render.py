@@ -57,6 +57,15 @@ def main() -> None:
             "editable": bool(layer.dataProvider().capabilities() & QgsVectorDataProvider.AddFeatures),
             "colour": layer.renderer().symbol().color().name(),
         }
+    cells = QgsVectorLayer(f"{gpkg}|layername=condition_cells", "condition", "ogr")
+    cell_renderer = cells.renderer()
+    info["condition"] = {
+        "valid": cells.isValid(),
+        "features": cells.featureCount(),
+        "renderer": cell_renderer.type(),
+        "field": cell_renderer.classAttribute() if cell_renderer.type() == "categorizedSymbol" else None,
+        "categories": {c.value(): c.symbol().color().name() for c in getattr(cell_renderer, "categories", list)()},
+    }
     info["lines_renderer"] = lines.renderer().type()
     single = lines.renderer().type() == "singleSymbol"
     info["lines_colour"] = lines.renderer().symbol().color().name() if single else None

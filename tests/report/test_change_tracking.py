@@ -226,3 +226,44 @@ def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_
     older = read_survey_record(old).model_copy(update={"thresholds": None})  # a survey.json from before the field
     assert method_differences(older, read_survey_record(other)) == ["views: 1 -> 1,2"]
     assert method_differences(None, read_survey_record(other)) == []
+
+
+def test_condition_states_are_compared_on_the_ground_both_surveys_imaged(tmp_path):
+    """A 2 m x 1 m deck in 0.5 m cells: a wide crack in one cell both years, a new one in another,
+    and an old one east of 1.5 m where the second flight did not go (left out of both quantities)."""
+    import pyogrio
+
+    from pipeline.report.outputs import write_geopackage
+
+    old = np.zeros((1000, 2000), np.uint8)
+    old[249:252, 50:450] = 1  # A: 3 mm wide (CS3) in cell (0, 0), both years
+    old[749:752, 1600:1900] = 1  # E: in cell (1, 3), not flown again
+    new = old.copy()
+    new[749:752, 550:950] = 1  # N: new, 3 mm wide, in cell (1, 1)
+    new[:, 1500:] = 255
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "new", new)
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
+    table = pyogrio.read_dataframe(tmp_path / "changes" / "changes.gpkg", layer="condition_change")
+    table = table.set_index("condition_state")
+    assert list(table.index) == ["CS1", "CS2", "CS3"]
+    assert table.loc["CS3", "old_m2"] == pytest.approx(0.25, rel=2e-3)  # A only: E is outside the common ground
+    assert table.loc["CS3", "new_m2"] == pytest.approx(0.50, rel=2e-3)
+    # the same ground both years (a cell partly surveyed counts pro rata: within 0.1 %)
+    assert table["old_m2"].sum() == pytest.approx(1.5, rel=2e-3) and table["new_m2"].sum() == pytest.approx(
+        1.5, rel=2e-3
+    )
+    assert result["condition_change_m2"] == pytest.approx({"CS1": -0.25, "CS2": 0.0, "CS3": 0.25}, abs=1e-3)
+    assert (
+        "Condition states (cracking) on the ground both surveys imaged"
+        in (tmp_path / "changes" / "report.html").read_text()
+    )
+    # a survey reported before condition states existed: compared as before, and told how to add them
+    gpkg = tmp_path / "old" / "defects.gpkg"
+    kept = {name: gpd.read_file(gpkg, layer=name) for name in ("defects", "crack_centerlines")}
+    gpkg.unlink()
+    write_geopackage(gpkg, kept)
+    again = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "again", CFG)
+    assert again["changes"] == result["changes"] and again["condition_change_m2"] == {}
+    html = (tmp_path / "again" / "report.html").read_text()
+    assert "Condition states not compared" in html and "re-run `msaf report`" in html

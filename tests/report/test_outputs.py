@@ -35,7 +35,16 @@ def reported(tmp_path_factory, surveyed) -> Path:
 
 def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
     layers = dict(pyogrio.list_layers(reported / "defects.gpkg"))
-    assert set(layers) == {"defects", "crack_centerlines", "summary", "layer_styles", "missed_cracks", "reviewed_area"}
+    assert set(layers) == {
+        "defects",
+        "crack_centerlines",
+        "summary",
+        "condition_cells",
+        "condition_states",
+        "layer_styles",
+        "missed_cracks",
+        "reviewed_area",
+    }
     assert layers["defects"] in ("Polygon", "MultiPolygon") and layers["summary"] is None  # no joints: 2 classes
     # the inspector's layers: empty, typed, in the survey's CRS, ready for editing
     assert (layers["missed_cracks"], layers["reviewed_area"]) == ("LineString", "Polygon")
@@ -104,7 +113,7 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
             " ORDER BY f_table_name"
         ).fetchall()
         contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
-    assert [r[0] for r in rows] == ["crack_centerlines", "defects", "missed_cracks", "reviewed_area"]
+    assert [r[0] for r in rows] == ["condition_cells", "crack_centerlines", "defects", "missed_cracks", "reviewed_area"]
     assert contents == ("attributes",)
     styles = {name: (ET.fromstring(qml), ET.fromstring(sld)) for name, _, qml, sld, _ in rows}
     renderer = styles["defects"][0].find("renderer-v2")
@@ -122,6 +131,33 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
         "false alarm",
     ]
     assert styles["defects"][0].find("defaults/default").get("expression") == "'unreviewed'"
+    condition = styles["condition_cells"][0].find("renderer-v2")
+    assert condition.get("attr") == "condition_state"
+    assert [c.get("value") for c in condition.iter("category")] == [
+        "CS1",
+        "CS1-CS2",
+        "CS2",
+        "CS1-CS3",
+        "CS2-CS3",
+        "CS3",
+    ]
+
+
+def test_condition_states_cover_the_surveyed_ground_of_a_real_survey(reported):
+    """The element quantities of the crack mosaic's survey (image widths, 1 mm): every valid pixel's
+    ground in one state, and no cracked cell rated good (at 1 mm no width can be called insignificant)."""
+    cells = gpd.read_file(reported / "defects.gpkg", layer="condition_cells")
+    states = pyogrio.read_dataframe(reported / "defects.gpkg", layer="condition_states")
+    with rasterio.open(reported / "mask.tif") as mask:
+        valid = int((mask.read(1) != 255).sum())
+    ground_m2 = valid * 1e-6 / 0.9997**2  # 1 mm pixels, UTM 33N's scale at the mosaic (15.0 E: 0.9997)
+    assert states["area_m2"].sum() == pytest.approx(cells["surveyed_m2"].sum()) == pytest.approx(ground_m2, rel=2e-3)
+    assert set(states["condition_state"]) >= {"CS1", "CS2", "CS3"} and states["share"].sum() == pytest.approx(1)
+    cracked = cells[cells["crack_length_m"] >= 0.025]
+    assert len(cracked) >= 1 and (cracked["cs_max"] >= 2).all()
+    lines = gpd.read_file(reported / "defects.gpkg", layer="crack_centerlines")
+    assert cells["crack_length_m"].sum() == pytest.approx(lines["length_m"].sum(), rel=1e-6)  # every metre placed
+    assert "Condition states of the surveyed area" in (reported / "report.html").read_text()
 
 
 def _signed_area(ring: list[list[float]]) -> float:

@@ -1,0 +1,295 @@
+"""Element condition states of the surveyed ground from its cracks (AASHTO MBEI 2019, defect 1130).
+
+An element-level inspection files quantities, not a list of cracks: how much of a deck's area is
+in condition state 1 (good) to 3 (poor) for cracking. The state depends on two things a crack map
+shows: crack width (insignificant / moderate / wide) and crack spacing (insignificant / moderate /
+heavy pattern cracking). The surveyed ground is cut into square cells (``condition.cell_m``); each
+cell takes the worse of the widest crack in it and the spacing of the cracks around it (ground
+area / crack length over a ``spacing_window_m`` square: the spacing of parallel cracks of that
+density). A width the pixels cannot rate (narrower than a pixel that is wider than the lowest
+threshold, or unmeasured) gives a range of states, never a guessed one. CS4 (a structural review
+is warranted) and sealing are an inspector's call and are never assigned.
+
+Memory is flat in raster size: the mask is read decimated (at most ``READ_PX`` a side) for the
+surveyed area, and the cracks come from the centreline layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from rasterio.enums import Resampling
+from scipy.ndimage import uniform_filter
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.class_ids import NO_CLASS
+from pipeline.config import ConditionConfig, SeverityConfig
+from pipeline.raster.ground import ground_pixel_size
+from pipeline.report.defects import MIN_RESOLVED_PX, below_resolution
+
+READ_PX = 2048  # the mask's valid pixels are counted on a read of at most this many pixels a side
+MIN_CELL_CRACK = 0.05  # a cell holding less crack than this share of its side (the tip of a crack just
+# across a cell line) keeps its state; the tip still counts in its neighbours' spacing
+SQFT_PER_M2 = 1 / 0.3048**2
+GOOD, FAIR, POOR = 1, 2, 3
+STATE_MEANINGS = {
+    "CS1": "good: no cracks, or insignificant ones (narrow and widely spaced)",
+    "CS1-CS2": "good or fair: a crack narrower than a pixel, which this GSD cannot rate",
+    "CS2": "fair: moderate-width cracks or moderate spacing (unsealed)",
+    "CS1-CS3": "good to poor: a crack the image shows without measurable width",
+    "CS2-CS3": "fair or poor: moderate spacing, and a width this GSD cannot rate",
+    "CS3": "poor: wide cracks or heavy pattern (map) cracking",
+}
+CELL_COLUMNS = [
+    "row",
+    "col",
+    "surveyed_m2",
+    "crack_length_m",
+    "spacing_m",
+    "max_width_mm",
+    "condition_state",
+    "cs_min",
+    "cs_max",
+]
+STATE_COLUMNS = ["condition_state", "meaning", "area_m2", "area_sqft", "share", "cells"]
+
+
+@dataclass(frozen=True)
+class ConditionStates:
+    """The condition map (one polygon per cell with surveyed ground) and the element quantities."""
+
+    cells: gpd.GeoDataFrame  # CELL_COLUMNS + geometry, in the mask's CRS
+    states: pd.DataFrame  # STATE_COLUMNS, one row per state (CS1, CS2, CS3 always; ranges when present)
+
+    @property
+    def area_by_state(self) -> dict[str, float]:
+        """Square metres per condition state (the report's summary, MLflow's metrics)."""
+        return dict(zip(self.states["condition_state"].astype(str), self.states["area_m2"].astype(float), strict=True))
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Square cells of ``cell_m`` ground metres laid from the raster's top-left corner."""
+
+    x0: float
+    y0: float
+    step_x: float  # cell side in CRS units along x
+    step_y: float  # and along y (differ where a CRS's units are not square on the ground)
+    rows: int
+    cols: int
+
+    def index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, col, inside) of points given in CRS coordinates."""
+        col = np.floor((x - self.x0) / self.step_x).astype(np.int64)
+        row = np.floor((self.y0 - y) / self.step_y).astype(np.int64)
+        inside = (row >= 0) & (row < self.rows) & (col >= 0) & (col < self.cols)
+        return np.clip(row, 0, self.rows - 1), np.clip(col, 0, self.cols - 1), inside
+
+
+def _width_states(width_mm: float, gsd_mm: float, severity: SeverityConfig) -> tuple[int, int]:
+    """(best, worst) state a crack of this measured width can be in, by width alone."""
+    low, high = severity.crack_width_mm
+
+    def state(width: float) -> int:
+        return GOOD if width < low else POOR if width > high else FAIR
+
+    if math.isnan(width_mm):  # unmeasured: no contrast in the image
+        return GOOD, POOR
+    if below_resolution(width_mm, gsd_mm, low):  # at most a pixel wide, maybe under the lowest threshold
+        return GOOD, state(gsd_mm * MIN_RESOLVED_PX)
+    return state(width_mm), state(width_mm)
+
+
+def _surveyed_area(mask: rasterio.DatasetReader, grid: _Grid, pixel_m2: float) -> np.ndarray:
+    """Ground square metres of valid (surveyed) pixels per cell, counted on a decimated read: the grid
+    is axis-aligned, so each read column falls in one cell column and each row in one cell row, and
+    the count is two small matrix products (no per-pixel index arrays)."""
+    step = max(1, math.ceil(max(mask.width, mask.height) / READ_PX))
+    shape = (max(1, math.ceil(mask.height / step)), max(1, math.ceil(mask.width / step)))
+    valid = (mask.read(1, out_shape=shape, resampling=Resampling.nearest) != NO_CLASS).astype(np.float32)
+    transform = mask.transform @ mask.transform.scale(mask.width / shape[1], mask.height / shape[0])
+    x = transform.c + (np.arange(shape[1]) + 0.5) * transform.a
+    y = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
+    row, col, _ = grid.index(np.full(shape[0], grid.x0), y)
+    _, col, _ = grid.index(x, np.full(shape[1], grid.y0))
+    in_col = np.zeros((shape[1], grid.cols), np.float32)
+    in_col[np.arange(shape[1]), col] = 1
+    in_row = np.zeros((grid.rows, shape[0]), np.float32)
+    in_row[row, np.arange(shape[0])] = 1
+    counts = in_row @ (valid @ in_col)
+    sample_m2 = pixel_m2 * (mask.width / shape[1]) * (mask.height / shape[0])
+    return np.rint(counts).astype(np.float64) * sample_m2
+
+
+def _split_at_cell_lines(start: np.ndarray, end: np.ndarray, grid: _Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment (shorter than a cell) cut where it crosses a cell line: its three parts' midpoints
+    (3 x n points; a part is empty where there is no crossing) and their shares of the segment."""
+    cuts = []
+    for axis, origin, step in ((0, grid.x0, grid.step_x), (1, grid.y0, -grid.step_y)):
+        first, last = np.floor((start[:, axis] - origin) / step), np.floor((end[:, axis] - origin) / step)
+        line = origin + np.maximum(first, last) * step  # the cell line between them, where they differ
+        delta = end[:, axis] - start[:, axis]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cuts.append(np.where(first != last, (line - start[:, axis]) / delta, 1.0))
+    a, b = np.minimum(*cuts), np.maximum(*cuts)
+    bounds = np.stack([np.zeros_like(a), a, b, np.ones_like(a)])
+    share = np.diff(bounds, axis=0)
+    middle = (bounds[:-1] + bounds[1:]) / 2
+    points = start[None] + middle[..., None] * (end - start)[None]
+    return points, share
+
+
+def _crack_cells(
+    centerlines: gpd.GeoDataFrame, grid: _Grid, gsd_mm: float, severity: SeverityConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: crack length (m), widest measured width (mm, NaN if none), best and worst width state.
+
+    Each centreline piece is cut into segments shorter than a cell, and each segment where it crosses
+    a cell line; every part's share of the piece's ground length goes to the cell it lies in.
+    """
+    shape = (grid.rows, grid.cols)
+    length, widest = np.zeros(shape), np.full(shape, np.nan)
+    best, worst = np.zeros(shape, np.int64), np.zeros(shape, np.int64)  # 0: no crack
+    lines = centerlines[~centerlines.geometry.is_empty & (centerlines["length_m"] > 0)]
+    if not len(lines):
+        return length, widest, best, worst
+    pieces = shapely.segmentize(np.asarray(lines.geometry.values), min(grid.step_x, grid.step_y) / 4)
+    coords, owner = shapely.get_coordinates(pieces, return_index=True)
+    same = owner[1:] == owner[:-1]  # consecutive vertices of one piece: a segment
+    start, end, piece = coords[:-1][same], coords[1:][same], owner[:-1][same]
+    seg_units = np.hypot(*(end - start).T)
+    piece_units = np.bincount(piece, weights=seg_units, minlength=len(lines))
+    seg_m = lines["length_m"].to_numpy()[piece] * seg_units / np.maximum(piece_units[piece], 1e-300)
+    points, share = _split_at_cell_lines(start, end, grid)
+    row, col, inside = grid.index(points[..., 0].ravel(), points[..., 1].ravel())
+    part_m = (share * seg_m[None]).ravel()
+    piece = np.tile(piece, 3)
+    keep = inside & (part_m > 0)
+    row, col, piece, part_m = row[keep], col[keep], piece[keep], part_m[keep]
+    np.add.at(length, (row, col), part_m)
+    widths = lines["width_mm"].to_numpy(dtype=float)
+    states = np.array([_width_states(w, gsd_mm, severity) for w in widths], dtype=np.int64).reshape(-1, 2)
+    np.maximum.at(best, (row, col), states[piece, 0])
+    np.maximum.at(worst, (row, col), states[piece, 1])
+    measured = ~np.isnan(widths[piece])
+    np.fmax.at(widest, (row[measured], col[measured]), widths[piece][measured])
+    return length, widest, best, worst
+
+
+def _spacing_states(
+    length: np.ndarray, surveyed: np.ndarray, grid: _Grid, cfg: ConditionConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(crack spacing m, state by spacing) of each cracked cell: ground / crack length over the window."""
+    cells = max(1, round(cfg.spacing_window_m / cfg.cell_m))
+    cells += 1 - cells % 2  # odd: centred on the cell
+    window_length = uniform_filter(length, cells, mode="constant") * cells**2
+    window_ground = uniform_filter(surveyed, cells, mode="constant") * cells**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spacing = np.where(length > 0, window_ground / window_length, np.nan)
+    heavy, insignificant = cfg.crack_spacing_m
+    state = np.where(spacing < heavy, POOR, np.where(spacing <= insignificant, FAIR, GOOD))
+    return spacing, np.where(length > 0, state, GOOD)
+
+
+def _label(best: int, worst: int) -> str:
+    return f"CS{best}" if best == worst else f"CS{best}-CS{worst}"
+
+
+def assess_condition(
+    mask_path: Path, centerlines: gpd.GeoDataFrame, cfg: ConditionConfig, severity: SeverityConfig
+) -> ConditionStates:
+    """The condition state of every cell of surveyed ground, and the area in each state."""
+    with rasterio.open(mask_path, driver="GTiff") as mask:
+        centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
+        units_x, units_y = abs(mask.transform.a), abs(mask.transform.e)
+        step_x, step_y = cfg.cell_m / centre.x_m * units_x, cfg.cell_m / centre.y_m * units_y
+        grid = _Grid(
+            mask.transform.c,
+            mask.transform.f,
+            step_x,
+            step_y,
+            max(1, math.ceil(mask.height * units_y / step_y - 1e-9)),
+            max(1, math.ceil(mask.width * units_x / step_x - 1e-9)),
+        )
+        surveyed = _surveyed_area(mask, grid, centre.area_m2)
+        bounds, crs = mask.bounds, mask.crs
+    gsd_mm = centre.mean_m * 1000
+    length, widest, width_best, width_worst = _crack_cells(centerlines, grid, gsd_mm, severity)
+    spacing, spacing_state = _spacing_states(length, surveyed, grid, cfg)
+    cracked = length >= MIN_CELL_CRACK * cfg.cell_m
+    best = np.where(cracked, np.maximum(spacing_state, width_best), GOOD)
+    worst = np.where(cracked, np.maximum(spacing_state, width_worst), GOOD)
+    rows, cols = np.nonzero(surveyed > 0)
+    labels = [_label(b, w) for b, w in zip(best[rows, cols], worst[rows, cols], strict=True)]
+    boxes = shapely.box(
+        np.maximum(grid.x0 + cols * step_x, bounds.left),
+        np.maximum(grid.y0 - (rows + 1) * step_y, bounds.bottom),
+        np.minimum(grid.x0 + (cols + 1) * step_x, bounds.right),
+        np.minimum(grid.y0 - rows * step_y, bounds.top),
+    )
+    cells = gpd.GeoDataFrame(
+        {
+            "row": rows.astype(np.int64),
+            "col": cols.astype(np.int64),
+            "surveyed_m2": surveyed[rows, cols],
+            "crack_length_m": length[rows, cols],
+            "spacing_m": spacing[rows, cols],
+            "max_width_mm": widest[rows, cols],
+            "condition_state": labels,
+            "cs_min": best[rows, cols].astype(np.int64),
+            "cs_max": worst[rows, cols].astype(np.int64),
+        },
+        geometry=boxes,
+        crs=crs,
+    )
+    return ConditionStates(cells, quantities(cells))
+
+
+def quantities(cells: gpd.GeoDataFrame, within: BaseGeometry | None = None) -> pd.DataFrame:
+    """Area per condition state, CS1-CS3 always, ranges only where some cell has one; ``within`` (in
+    the cells' CRS: the ground two surveys both imaged) keeps each cell's share inside it."""
+    ground = cells["surveyed_m2"].to_numpy(dtype=float)
+    if within is not None:
+        cell_area = cells.geometry.area.to_numpy()
+        inside = cells.geometry.intersection(within).area.to_numpy()
+        ground = ground * np.divide(inside, cell_area, out=np.zeros_like(ground), where=cell_area > 0)
+    total = float(ground.sum())
+    rows = []
+    for state, meaning in STATE_MEANINGS.items():
+        chosen = (cells["condition_state"] == state).to_numpy() & (ground > 0)
+        if not chosen.any() and "-" in state:
+            continue
+        area = float(ground[chosen].sum())
+        rows.append(
+            {
+                "condition_state": state,
+                "meaning": meaning,
+                "area_m2": area,
+                "area_sqft": area * SQFT_PER_M2,
+                "share": area / total if total else 0.0,
+                "cells": int(chosen.sum()),
+            }
+        )
+    return pd.DataFrame(rows, columns=STATE_COLUMNS)
+
+
+def condition_change(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Two epochs' quantities (``quantities`` on the same ground) side by side: the element's change."""
+    merged = pd.merge(
+        old[["condition_state", "area_m2"]],
+        new[["condition_state", "area_m2"]],
+        on="condition_state",
+        how="outer",
+        suffixes=("_old", "_new"),
+    ).fillna({"area_m2_old": 0.0, "area_m2_new": 0.0})
+    merged["change_m2"] = merged["area_m2_new"] - merged["area_m2_old"]
+    order = {state: i for i, state in enumerate(STATE_MEANINGS)}
+    merged = merged.sort_values("condition_state", key=lambda states: states.map(order)).reset_index(drop=True)
+    return merged.rename(columns={"area_m2_old": "old_m2", "area_m2_new": "new_m2"})

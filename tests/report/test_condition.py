@@ -1,0 +1,148 @@
+"""Element condition states (AASHTO MBEI defect 1130) from a survey's cracks: every rule on a drawn
+deck whose cracks have known widths, the quantities against the surveyed pixels, a decimated read."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from pydantic import ValidationError
+
+from pipeline.config import ConditionConfig, ReportConfig, SeverityConfig
+from pipeline.report import condition
+from pipeline.report.condition import STATE_MEANINGS, assess_condition
+from pipeline.styles import CONDITION_COLOURS
+from tests.conftest import write_mask_survey
+
+X0, Y0 = 400000.0, 5000000.0  # write_mask_survey's top-left corner (EPSG:32633, 1 mm pixels)
+CELL_M2 = 0.25  # 0.5 m cells
+EDGE_CELL_M2 = 0.3 * 0.5  # the last column: surveyed from 2.5 to 2.8 m (nodata beyond)
+
+
+def _line(x1: float, y1: float, x2: float, y2: float) -> shapely.LineString:
+    """A line given in metres east and south of the deck's corner."""
+    return shapely.LineString([(X0 + x1, Y0 - y1), (X0 + x2, Y0 - y2)])
+
+
+def _pieces(*cracks: tuple[shapely.LineString, float]) -> gpd.GeoDataFrame:
+    """The centreline layer's columns: each crack as one piece with its measured width (NaN: unmeasured)."""
+    rows = [
+        {"defect_id": i + 1, "segment": 1, "length_m": line.length, "width_mm": width, "geometry": line}
+        for i, (line, width) in enumerate(cracks)
+    ]
+    return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:32633")
+
+
+@pytest.fixture
+def deck(tmp_path):
+    """A 3 m x 2 m deck at 1 mm (6 x 4 cells of 0.5 m), not surveyed east of 2.8 m, and its cracks:
+    each rule of the condition states in a cell of its own, far enough apart that one crack's
+    spacing window (1.5 m) sees no other rule's crack unless said."""
+    mask = np.zeros((2000, 3000), np.uint8)
+    mask[:, 2800:] = 255
+    folder = write_mask_survey(tmp_path / "deck", mask)
+    pattern = [(_line(0.05, y, 1.45, y), 1.0) for y in (1.55, 1.65, 1.75, 1.85, 1.95)]  # 0.1 m apart
+    cracks = _pieces(
+        (_line(0.05, 0.25, 1.01, 0.25), 1.1),  # moderate width, alone: CS2 in (0,0), (0,1); its 1 cm tip in (0,2)
+        (_line(2.65, 0.05, 2.65, 0.95), 2.0),  # wide: CS3 in (0,5), (1,5)
+        (_line(1.75, 0.55, 1.75, 0.95), 0.5),  # under a 1 mm pixel: CS1 or CS2 in (1,3)
+        (_line(2.25, 1.05, 2.25, 1.45), np.nan),  # no contrast in the image: CS1 to CS3 in (2,4)
+        *pattern,  # moderate widths, heavy pattern cracking: CS3 where the window sees it dense enough
+    )
+    return folder / "mask.tif", cracks
+
+
+def _states(result) -> dict[tuple[int, int], str]:
+    """State per cell, slivers left out: UTM's scale makes a 0.5 m ground cell 0.49986 m of the CRS, so
+    a last row and column of cells hold a sliver of the deck (measured with it, never cracked here)."""
+    return {(r.row, r.col): r.condition_state for r in result.cells.itertuples() if r.surveyed_m2 > 0.01}
+
+
+def test_each_rule_gives_its_state_and_the_areas_add_up_to_the_surveyed_ground(deck):
+    mask, cracks = deck
+    result = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig())
+    states = _states(result)
+    assert len(states) == 24  # every cell has surveyed ground
+    flagged = {cell: state for cell, state in states.items() if state != "CS1"}
+    # the pattern: 5 cracks 0.1 m apart in row 3, columns 0-2 (2.25, 2.5, 2.25 m of crack). Spacing =
+    # ground / crack length over the 3 x 3 cells around a cell: (3,0) 1.0 m² / 4.75 m = 0.21 m and
+    # (3,1) 1.5 / 7.0 = 0.21 m are heavy (< 1 ft: CS3); (3,2) sees 1.5 / 4.75 = 0.32 m: moderate (CS2)
+    assert flagged == {
+        (0, 0): "CS2",
+        (0, 1): "CS2",
+        (0, 5): "CS3",
+        (1, 5): "CS3",
+        (1, 3): "CS1-CS2",
+        (2, 4): "CS1-CS3",
+        (3, 0): "CS3",
+        (3, 1): "CS3",
+        (3, 2): "CS2",
+    }
+    cells = result.cells.set_index(["row", "col"])
+    assert cells.loc[(0, 2), "crack_length_m"] == pytest.approx(0.01, abs=5e-4)  # the tip: measured, not rated
+    assert cells.loc[(0, 0), "spacing_m"] == pytest.approx(1.0 / 0.95, rel=2e-3)  # alone: insignificant spacing
+    assert cells.loc[(3, 1), "spacing_m"] == pytest.approx(1.5 / 7.0, rel=2e-3)
+    assert cells.loc[(3, 0), "spacing_m"] == pytest.approx(1.0 / 4.75, rel=2e-3)
+    assert cells.loc[(3, 2), "spacing_m"] == pytest.approx(1.5 / 4.75, rel=2e-3)
+    assert cells.loc[(0, 5), "max_width_mm"] == 2.0 and np.isnan(cells.loc[(2, 4), "max_width_mm"])
+    assert cells.loc[(1, 1), "surveyed_m2"] == pytest.approx(CELL_M2, rel=1e-3)  # UTM's scale: 0.03 %
+    assert cells.loc[(1, 5), "surveyed_m2"] == pytest.approx(EDGE_CELL_M2, rel=5e-3)
+    # the quantities: every surveyed square metre in exactly one state, CS1-CS3 always listed
+    areas = result.area_by_state
+    assert list(areas) == ["CS1", "CS1-CS2", "CS2", "CS1-CS3", "CS3"]  # MBEI's order, ranges where present
+    assert sum(areas.values()) == pytest.approx(20 * CELL_M2 + 4 * EDGE_CELL_M2, rel=5e-3)
+    assert areas["CS3"] == pytest.approx(2 * CELL_M2 + 2 * EDGE_CELL_M2, rel=5e-3)
+    assert areas["CS2"] == pytest.approx(3 * CELL_M2, rel=1e-3) and areas["CS1-CS3"] == pytest.approx(CELL_M2, rel=1e-3)
+    states_table = result.states.set_index("condition_state")
+    assert states_table["share"].sum() == pytest.approx(1.0)
+    assert states_table.loc["CS2", "area_sqft"] == pytest.approx(3 * CELL_M2 / 0.3048**2, rel=1e-3)
+    assert result.cells.crs.to_epsg() == 32633 and result.cells.geometry.is_valid.all()
+    union = shapely.union_all(result.cells.geometry.values)  # the cells tile the ground: no overlaps, no gaps
+    assert union.area == pytest.approx(result.cells.geometry.area.sum())
+    assert union.bounds == pytest.approx((X0, Y0 - 2, X0 + 3, Y0), abs=1e-3)  # the raster's, to a pixel
+
+
+def test_a_finer_gsd_rates_what_a_coarser_one_cannot(tmp_path):
+    """0.5 mm under 1 mm pixels is a range; the same crack under 0.25 mm pixels is moderate (CS2);
+    0.2 mm under 0.25 mm pixels is insignificant (CS1); 1.6 mm under 2 mm pixels may be anything up to wide."""
+    from rasterio.transform import from_origin
+
+    from tests.conftest import write_raster
+
+    def state(gsd_m: float, width_mm: float) -> str:
+        folder = tmp_path / f"{gsd_m}-{width_mm}"
+        folder.mkdir()
+        side = round(1.0 / gsd_m)
+        write_raster(
+            folder / "mask.tif",
+            np.zeros((1, side, side), np.uint8),
+            transform=from_origin(X0, Y0, gsd_m, gsd_m),
+            nodata=255,
+        )
+        result = assess_condition(
+            folder / "mask.tif", _pieces((_line(0.1, 0.25, 0.4, 0.25), width_mm)), ConditionConfig(), SeverityConfig()
+        )
+        return _states(result)[(0, 0)]
+
+    assert state(0.001, 0.5) == "CS1-CS2"
+    assert state(0.00025, 0.5) == "CS2"
+    assert state(0.00025, 0.2) == "CS1"
+    assert state(0.002, 1.6) == "CS1-CS3"
+
+
+def test_a_decimated_read_of_a_large_mask_keeps_the_quantities(deck, monkeypatch):
+    """The surveyed area comes from a read of at most READ_PX a side (memory flat in raster size)."""
+    mask, cracks = deck
+    exact = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig())
+    monkeypatch.setattr(condition, "READ_PX", 256)  # 12x decimated: 250 x 167 samples
+    coarse = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig())
+    assert _states(coarse) == _states(exact)
+    for state, area in exact.area_by_state.items():
+        assert coarse.area_by_state[state] == pytest.approx(area, rel=0.02, abs=1e-9)
+
+
+def test_states_have_one_colour_each_and_spacing_limits_must_ascend():
+    assert list(CONDITION_COLOURS) == list(STATE_MEANINGS)
+    with pytest.raises(ValidationError, match="heavy <= insignificant"):
+        ReportConfig.model_validate({"condition": {"crack_spacing_m": [0.9, 0.3]}})
