@@ -248,15 +248,25 @@ def report(
     meta_file: MetaFileOption = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="also print report.pdf with headless chromium")] = False,
     paper: Annotated[str, typer.Option(help="paper for --pdf: a4 or letter")] = "a4",
+    elements: Annotated[
+        Path | None,
+        typer.Option(help="the structure's element polygons (any vector file, any CRS): condition states per element"),
+    ] = None,
+    elements_layer: Annotated[str | None, typer.Option(help="layer of --elements (default: its first)")] = None,
+    element_field: Annotated[str, typer.Option(help="field of --elements that names each element")] = "element",
 ) -> None:
     """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html (and .pdf)."""
     from pipeline.job import parse_job
     from pipeline.report.build import report_survey
+    from pipeline.report.elements import ElementsSource
     from pipeline.survey_folder import SurveyFolder
 
     if paper.lower() not in ("a4", "letter"):
         raise MsafError(f"--paper must be a4 or letter, got {paper!r}")
-    summary = report_survey(survey_dir, load_optional_params(params).report, image, job=parse_job(meta, meta_file))
+    structure = ElementsSource(elements, elements_layer, element_field) if elements else None
+    summary = report_survey(
+        survey_dir, load_optional_params(params).report, image, job=parse_job(meta, meta_file), elements=structure
+    )
     if pdf:
         from pipeline.report.pdf import print_pdf
 

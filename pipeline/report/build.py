@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.condition import ConditionStates, assess_condition
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
+from pipeline.report.elements import Elements, ElementsSource, quantities_by_element, read_elements
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
@@ -356,6 +358,17 @@ def _add_condition(
     page.tables.append(
         ("Condition states of the surveyed area (cracking, AASHTO MBEI defect 1130)", _table_html(condition.states))
     )
+    if condition.by_element is not None:
+        page.tables.append(("Condition states per element", _table_html(condition.by_element)))
+        unsurveyed = sorted(set(condition.by_element.loc[condition.by_element["surveyed_m2"] <= 0, "element"]))
+        if unsurveyed:
+            page.notes.append(
+                (
+                    "warning",
+                    f"Element(s) with no surveyed ground (outside the flight or the area of interest): "
+                    f"{', '.join(unsurveyed)}.",
+                )
+            )
     page.notes.append(
         (
             "note",
@@ -379,6 +392,13 @@ def _add_condition(
                 ),
             )
         )
+
+
+def _elements_on(mask_path: Path, source: ElementsSource) -> Elements:
+    """The element polygons in the mask's CRS."""
+    with open_mask(mask_path) as mask:
+        crs = mask.crs
+    return read_elements(source, crs)
 
 
 def _check_unchanged(ortho: Path, record: SurveyRecord) -> None:
@@ -411,27 +431,34 @@ def survey_image(record: SurveyRecord | None, image: Path | None) -> Path | None
 
 
 def report_survey(
-    survey_dir: str | Path, cfg: ReportConfig, image: Path | None = None, job: dict[str, str] | None = None
+    survey_dir: str | Path,
+    cfg: ReportConfig,
+    image: Path | None = None,
+    job: dict[str, str] | None = None,
+    elements: ElementsSource | None = None,
 ) -> ReportResult:
     """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns what it found.
 
     Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
     place); without either they come from the mask, and the report says so. ``job`` adds to (and
     overrides) the job details the survey recorded, for this report and its GeoPackage.
+    ``elements``: the structure's element polygons, whose condition-state quantities are added.
     """
     survey_dir = Path(survey_dir)
     if not survey_dir.is_dir():
         raise MsafError(f"survey folder not found: {survey_dir}")
     with exclusive(survey_dir):
         try:
-            return _report(survey_dir, cfg, image, job or {})
+            return _report(survey_dir, cfg, image, job or {}, elements)
         except Exception as exc:
             if is_disk_full(exc):
                 raise disk_error(exc, survey_dir) from None
             raise
 
 
-def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str]) -> ReportResult:
+def _report(
+    survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str], elements: ElementsSource | None
+) -> ReportResult:
     folder = SurveyFolder(survey_dir)
     mask_path = folder.mask
     record = read_survey_record(survey_dir)
@@ -443,8 +470,11 @@ def _report(survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[s
     if image is None and ortho is not None and record is not None:
         _check_unchanged(ortho, record)
     refuse_losing_review(folder.gpkg)
+    structure = _elements_on(mask_path, elements) if elements else None  # a mistake is one line before any work
     tables = build_defects(mask_path, folder.confidence, class_names, cfg, ortho)
     condition = assess_condition(mask_path, tables.centerlines, cfg.condition, cfg.severity)
+    if structure is not None:
+        condition = replace(condition, by_element=quantities_by_element(condition.cells, structure))
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job), condition)
     page = build_page(tables, record, mask_path, cfg, ortho, job, condition)
     with atomic_output(folder.html) as tmp:

@@ -67,6 +67,7 @@ class ConditionStates:
 
     cells: gpd.GeoDataFrame  # CELL_COLUMNS + geometry, in the mask's CRS
     states: pd.DataFrame  # STATE_COLUMNS, one row per state (CS1, CS2, CS3 always; ranges when present)
+    by_element: pd.DataFrame | None = None  # the same per element of the structure (pipeline.report.elements)
 
     @property
     def area_by_state(self) -> dict[str, float]:

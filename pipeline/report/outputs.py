@@ -117,6 +117,8 @@ def write_tables(
         layers["non_defects"] = tables.non_defects  # joints: context for the map, never defects
     if condition is not None:
         layers |= {"condition_cells": condition.cells, "condition_states": condition.states}
+        if condition.by_element is not None:
+            layers["condition_by_element"] = condition.by_element
     layers |= empty_review_layers(tables.crs)
     write_geopackage(out_dir / SurveyFolder.GPKG, layers, metadata)
     pixel_m = (

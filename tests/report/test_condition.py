@@ -3,6 +3,8 @@ deck whose cracks have known widths, the quantities against the surveyed pixels,
 
 from __future__ import annotations
 
+import re
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -146,3 +148,84 @@ def test_states_have_one_colour_each_and_spacing_limits_must_ascend():
     assert list(CONDITION_COLOURS) == list(STATE_MEANINGS)
     with pytest.raises(ValidationError, match="heavy <= insignificant"):
         ReportConfig.model_validate({"condition": {"crack_spacing_m": [0.9, 0.3]}})
+
+
+def _write_elements(path, polygons: dict[str, shapely.Polygon], crs: str = "EPSG:4326", field: str = "element"):
+    """Element polygons drawn in metres from the deck's corner, saved in ``crs`` (a GIS user's choice)."""
+    frame = gpd.GeoDataFrame({field: list(polygons)}, geometry=list(polygons.values()), crs="EPSG:32633")
+    frame.to_crs(crs).to_file(path, driver="GPKG")
+    return path
+
+
+def _box(x1: float, y1: float, x2: float, y2: float) -> shapely.Polygon:
+    return shapely.box(X0 + x1, Y0 - y2, X0 + x2, Y0 - y1)
+
+
+def test_condition_states_per_element_of_the_structure(deck, tmp_path):
+    """Two spans drawn in WGS 84 split the deck at 1.5 m; a pier cap off the flight has no ground."""
+    from pipeline.report.elements import ElementsSource, quantities_by_element, read_elements
+
+    mask, cracks = deck
+    result = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig())
+    path = _write_elements(
+        tmp_path / "elements.gpkg",
+        {"span 1": _box(0, 0, 1.5, 2), "span 2": _box(1.5, 0, 3, 2), "pier cap": _box(5, 0, 6, 1)},
+    )
+    elements = read_elements(ElementsSource(path), "EPSG:32633")
+    assert elements.names == ["span 1", "span 2", "pier cap"]
+    table = quantities_by_element(result.cells, elements)
+    area = table.set_index(["element", "condition_state"])["area_m2"]
+    # span 1: (0,0), (0,1) and (3,2) CS2, (3,0) and (3,1) CS3, the other 7 of its 12 cells CS1
+    assert area["span 1", "CS2"] == pytest.approx(3 * CELL_M2, abs=2e-3)
+    assert area["span 1", "CS3"] == pytest.approx(2 * CELL_M2, abs=2e-3)
+    assert area["span 1", "CS1"] == pytest.approx(7 * CELL_M2, abs=2e-3)
+    # span 2: (0,5) and (1,5) CS3 (edge cells), (1,3) CS1-CS2, (2,4) CS1-CS3, the rest CS1; to 2.8 m
+    assert area["span 2", "CS3"] == pytest.approx(2 * EDGE_CELL_M2, abs=2e-3)
+    assert area["span 2", "CS1-CS2"] == pytest.approx(CELL_M2, abs=2e-3)
+    assert area["span 2", "CS1-CS3"] == pytest.approx(CELL_M2, abs=2e-3)
+    surveyed = table.groupby("element", sort=False)["surveyed_m2"].first()
+    assert surveyed["span 1"] == pytest.approx(3.0, abs=5e-3) and surveyed["span 2"] == pytest.approx(2.6, abs=5e-3)
+    assert surveyed["pier cap"] == 0 and (table.loc[table["element"] == "pier cap", "area_m2"] == 0).all()
+    assert surveyed.sum() == pytest.approx(result.states["area_m2"].sum(), rel=1e-3)  # the spans tile the deck
+
+
+@pytest.mark.parametrize(
+    ("features", "field", "message"),
+    [
+        ({"span 1": shapely.LineString([(X0, Y0), (X0 + 1, Y0)])}, "element", "must be polygons, found LineString"),
+        ({"span 1": _box(0, 0, 1, 1)}, "name", "no field 'name' names the elements (fields: element)"),
+        ({" ": _box(0, 0, 1, 1)}, "element", "1 polygon(s) have no 'element'"),
+    ],
+)
+def test_elements_a_report_cannot_use_are_one_line(tmp_path, features, field, message):
+    from pipeline.errors import MsafError
+    from pipeline.report.elements import ElementsSource, read_elements
+
+    path = _write_elements(tmp_path / "elements.gpkg", features)
+    with pytest.raises(MsafError, match=re.escape(message)):
+        read_elements(ElementsSource(path, field=field), "EPSG:32633")
+
+
+def test_msaf_report_writes_the_quantities_of_each_element(tmp_path):
+    """The command as an inspector types it; a mistyped field is one line and leaves no report."""
+    import pyogrio
+
+    from tests.conftest import assert_one_line_error, run_msaf
+
+    mask = np.zeros((1000, 2000), np.uint8)
+    mask[249:252, 50:450] = 1  # a 3 mm crack (CS3) in span 1
+    survey = write_mask_survey(tmp_path / "survey", mask)
+    path = _write_elements(
+        tmp_path / "elements.gpkg", {"span 1": _box(0, 0, 1, 1), "span 2": _box(1, 0, 2, 1), "pier": _box(4, 0, 5, 1)}
+    )
+    wrong = run_msaf("report", str(survey), "--elements", str(path), "--element-field", "span")
+    assert_one_line_error(wrong, "no field 'span' names the elements", "--element-field")
+    assert not (survey / "defects.gpkg").exists() and not (survey / "report.html").exists()
+    done = run_msaf("report", str(survey), "--elements", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "condition states (cracking): CS1 1.75 m², CS2 0 m², CS3 0.25 m²" in done.stdout
+    table = pyogrio.read_dataframe(survey / "defects.gpkg", layer="condition_by_element")
+    area = table.set_index(["element", "condition_state"])["area_m2"]
+    assert area["span 1", "CS3"] == pytest.approx(0.25, rel=2e-3) and area["span 2", "CS3"] == 0
+    html = (survey / "report.html").read_text()
+    assert "Condition states per element" in html and "no surveyed ground" in html and "pier" in html

@@ -1,0 +1,74 @@
+"""A structure's elements (deck spans, pier caps, abutments: named polygons drawn once per structure)
+and the condition-state quantities of each, as an element-level inspection files them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.errors import MsafError
+from pipeline.report.condition import STATE_COLUMNS, quantities
+from pipeline.vectors import POLYGONS, read_vectors
+
+ELEMENT_COLUMNS = ["element", "surveyed_m2", *STATE_COLUMNS]
+
+
+@dataclass(frozen=True)
+class ElementsSource:
+    """Where a structure's element polygons are: ``msaf report --elements FILE [--elements-layer L]
+    [--element-field F]``."""
+
+    path: Path
+    layer: str | None = None
+    field: str = "element"
+
+
+@dataclass(frozen=True)
+class Elements:
+    """Named element polygons in the mask's CRS; features sharing a name are one element."""
+
+    names: list[str]
+    geometries: list[BaseGeometry]
+    source: str  # the file they came from, for messages and the report
+
+
+def read_elements(source: ElementsSource, crs: Any) -> Elements:
+    """Element polygons from any vector file in any CRS, named by ``source.field``; one line for each
+    expected mistake (no file, no polygons, no such field, an unnamed polygon)."""
+    path, field = source.path, source.field
+    frame = read_vectors(path, source.layer, crs, "elements")
+    if not len(frame):
+        raise MsafError(f"{path}: no features; draw the structure's elements as polygons with a {field!r} field")
+    kinds = set(frame.geometry.geom_type)
+    if not kinds <= set(POLYGONS):
+        raise MsafError(f"{path}: elements must be polygons, found {', '.join(sorted(kinds - set(POLYGONS)))}")
+    if field not in frame.columns:
+        fields = ", ".join(c for c in frame.columns if c != frame.geometry.name) or "none"
+        raise MsafError(f"{path}: no field {field!r} names the elements (fields: {fields}); pass --element-field")
+    names = frame[field]
+    if names.isna().any() or (names.astype(str).str.strip() == "").any():
+        raise MsafError(
+            f"{path}: {int((names.isna() | (names.astype(str).str.strip() == '')).sum())} polygon(s) "
+            f"have no {field!r}; name every element"
+        )
+    grouped = frame.assign(_name=names.astype(str).str.strip()).groupby("_name", sort=False)
+    return Elements(
+        names=list(grouped.groups),
+        geometries=[shapely.union_all(group.geometry.make_valid().values) for _, group in grouped],
+        source=str(path),
+    )
+
+
+def quantities_by_element(cells: gpd.GeoDataFrame, elements: Elements) -> pd.DataFrame:
+    """Per element and condition state: the surveyed ground of the cells inside it (each cell pro rata)."""
+    frames = []
+    for name, geometry in zip(elements.names, elements.geometries, strict=True):
+        table = quantities(cells, geometry)
+        frames.append(table.assign(element=name, surveyed_m2=float(table["area_m2"].sum())))
+    return pd.concat(frames, ignore_index=True)[ELEMENT_COLUMNS]
