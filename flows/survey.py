@@ -105,6 +105,14 @@ def _summary_artifacts(record: SurveyRecord, summary: ReportResult | None, out: 
     if summary:
         rows = [r | {"defects": summary.by_class.get(r["class"], 0)} for r in rows]
     create_table_artifact(table=rows, key="defect-summary", description="defects and pixels per class")
+    if summary and summary.condition_m2:
+        create_table_artifact(
+            table=[
+                {"condition state": state, "area m²": round(area, 4)} for state, area in summary.condition_m2.items()
+            ],
+            key="condition-states",
+            description="surveyed area per AASHTO condition state (cracking)",
+        )
     links = "\n".join(
         f"- `{Path(out) / name}`"
         for name in (

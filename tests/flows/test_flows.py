@@ -59,6 +59,10 @@ def test_local_flow_matches_the_engine_and_publishes_artifacts(
     assert {"survey-progress", "defect-summary", "survey-outputs"} <= set(artifacts)
     assert float(artifacts["survey-progress"].data) == pytest.approx(100.0)
     assert "mask.tif" in artifacts["survey-outputs"].data
+    states = {row["condition state"]: row["area m²"] for row in json.loads(artifacts["condition-states"].data)}
+    assert list(states)[:1] == ["CS1"] and sum(states.values()) == pytest.approx(
+        sum(outcome.report.condition_m2.values()), abs=1e-3
+    )
 
 
 def test_dask_engine_on_a_local_cluster_gives_the_same_mask(
