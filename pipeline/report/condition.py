@@ -32,6 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ConditionConfig, SeverityConfig
 from pipeline.raster.ground import ground_pixel_size
+from pipeline.report.footprint import mask_footprint
 from pipeline.report.defects import MIN_RESOLVED_PX, below_resolution
 
 READ_PX = 2048  # the mask's valid pixels are counted on a read of at most this many pixels a side
@@ -235,6 +236,10 @@ def assess_condition(
         np.minimum(grid.x0 + (cols + 1) * step_x, bounds.right),
         np.minimum(grid.y0 - rows * step_y, bounds.top),
     )
+    # each cell's outline is its surveyed part: a map never paints ground the flight did not see
+    outlines = shapely.intersection(boxes, mask_footprint(mask_path, crs))
+    traced = ~shapely.is_empty(outlines) & np.isin(shapely.get_type_id(outlines), (3, 6))  # (multi)polygons
+    boxes = np.where(traced, outlines, boxes)  # a sliver the traced footprint missed keeps its box
     cells = gpd.GeoDataFrame(
         {
             "row": rows.astype(np.int64),

@@ -25,8 +25,11 @@ def survey_footprint(survey_dir: Path, crs: pyproj.CRS) -> BaseGeometry | None:
     """The ground a survey imaged (its mask's valid pixels, traced on a decimated read) in ``crs``;
     None when the folder has no mask to read."""
     mask = SurveyFolder(survey_dir).mask
-    if not mask.is_file():
-        return None
+    return mask_footprint(mask, crs) if mask.is_file() else None
+
+
+def mask_footprint(mask: Path, crs: pyproj.CRS) -> BaseGeometry:
+    """The valid pixels of a mask as a polygon in ``crs`` (traced on a read of at most FOOTPRINT_PX a side)."""
     with rasterio.open(mask, driver="GTiff") as ds:
         step = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_PX))
         shape = (max(1, math.ceil(ds.height / step)), max(1, math.ceil(ds.width / step)))

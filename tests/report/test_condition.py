@@ -102,7 +102,9 @@ def test_each_rule_gives_its_state_and_the_areas_add_up_to_the_surveyed_ground(d
     assert result.cells.crs.to_epsg() == 32633 and result.cells.geometry.is_valid.all()
     union = shapely.union_all(result.cells.geometry.values)  # the cells tile the ground: no overlaps, no gaps
     assert union.area == pytest.approx(result.cells.geometry.area.sum())
-    assert union.bounds == pytest.approx((X0, Y0 - 2, X0 + 3, Y0), abs=1e-3)  # the raster's, to a pixel
+    # each cell outlines its surveyed part (the footprint traced on a 3x decimated read: to 3 mm)
+    assert union.bounds == pytest.approx((X0, Y0 - 2, X0 + 2.8, Y0), abs=3e-3)
+    assert union.area == pytest.approx(result.cells["surveyed_m2"].sum(), rel=2e-3)
 
 
 def test_a_finer_gsd_rates_what_a_coarser_one_cannot(tmp_path):
