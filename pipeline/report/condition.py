@@ -32,8 +32,8 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import ConditionConfig, SeverityConfig
 from pipeline.raster.ground import ground_pixel_size
-from pipeline.report.footprint import mask_footprint
 from pipeline.report.defects import MIN_RESOLVED_PX, below_resolution
+from pipeline.report.footprint import mask_footprint
 
 READ_PX = 2048  # the mask's valid pixels are counted on a read of at most this many pixels a side
 MIN_CELL_CRACK = 0.05  # a cell holding less crack than this share of its side (the tip of a crack just
