@@ -208,7 +208,7 @@ def build_page(
     page = Page(
         title=f"Defect report: {Path(record.input.path if record else mask_path.parent).name}",
         subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
-        f"total crack length {defects['length_m'].fillna(0).sum():.4g} m",
+        f"total crack length {defects['length_m'].fillna(0).sum():.4g} m" + _density(defects, condition),
         overview=figures.overview_map(
             ortho,
             bounds,
@@ -341,6 +341,14 @@ def build_page(
             )
             page.chips.append((int(row.defect_id), png, f"#{row.defect_id} {row['class']}, {row.severity}: {detail}"))
     return page
+
+
+def _density(defects: pd.DataFrame, condition: ConditionStates | None) -> str:
+    """The surveyed ground and its crack density (crack metres per square metre), for the subtitle."""
+    if condition is None or not (surveyed := float(condition.states["area_m2"].sum())):
+        return ""
+    length = float(defects["length_m"].fillna(0).sum()) if len(defects) else 0.0
+    return f" over {surveyed:.4g} m² surveyed ({length / surveyed:.3g} m/m²)"
 
 
 def _add_condition(

@@ -157,7 +157,11 @@ def test_condition_states_cover_the_surveyed_ground_of_a_real_survey(reported):
     assert len(cracked) >= 1 and (cracked["cs_max"] >= 2).all()
     lines = gpd.read_file(reported / "defects.gpkg", layer="crack_centerlines")
     assert cells["crack_length_m"].sum() == pytest.approx(lines["length_m"].sum(), rel=1e-6)  # every metre placed
-    assert "Condition states of the surveyed area" in (reported / "report.html").read_text()
+    html = (reported / "report.html").read_text()
+    assert "Condition states of the surveyed area" in html
+    defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
+    density = defects["length_m"].sum() / cells["surveyed_m2"].sum()  # crack metres per square metre, in the subtitle
+    assert f"over {cells['surveyed_m2'].sum():.4g} m² surveyed ({density:.3g} m/m²)" in html
 
 
 def _signed_area(ring: list[list[float]]) -> float:
