@@ -441,6 +441,15 @@ class ConditionConfig(_Strict):
         return self
 
 
+class ElementsConfig(_Strict):
+    """A structure's element polygons (deck spans, pier caps...), whose condition states a report
+    adds per element: any vector file in any CRS, each polygon named in ``field``."""
+
+    path: Path = Field(description="vector file of the element polygons (relative to params.yaml)")
+    layer: str | None = Field(None, description="its layer (default: the first)")
+    field: str = Field("element", description="the field that names each element")
+
+
 class ReportConfig(_Strict):
     """Vectorising, measuring and reporting defects."""
 
@@ -466,6 +475,9 @@ class ReportConfig(_Strict):
     )
     severity: SeverityConfig = Field(default_factory=SeverityConfig)
     condition: ConditionConfig = Field(default_factory=ConditionConfig)
+    elements: ElementsConfig | None = Field(
+        None, description="element polygons: condition states per element in every report (msaf report --elements)"
+    )
     chips: int = Field(8, ge=0, description="defect image chips in the HTML report")
     match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")
     change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")
@@ -528,6 +540,8 @@ class Params(_Strict):
         if copy.train.distill.teacher not in (*INIT_KEYWORDS, "init"):
             copy.train.distill.teacher = str(change(Path(copy.train.distill.teacher)))
         copy.survey.model = change(Path(copy.survey.model))
+        if copy.report.elements is not None:
+            copy.report.elements.path = change(Path(copy.report.elements.path))
         return copy
 
     def resolve_paths(self, base: Path) -> Params:

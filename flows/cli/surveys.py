@@ -256,14 +256,14 @@ def report(
     element_field: Annotated[str, typer.Option(help="field of --elements that names each element")] = "element",
 ) -> None:
     """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html (and .pdf)."""
+    from pipeline.config import ElementsConfig
     from pipeline.job import parse_job
     from pipeline.report.build import report_survey
-    from pipeline.report.elements import ElementsSource
     from pipeline.survey_folder import SurveyFolder
 
     if paper.lower() not in ("a4", "letter"):
         raise MsafError(f"--paper must be a4 or letter, got {paper!r}")
-    structure = ElementsSource(elements, elements_layer, element_field) if elements else None
+    structure = ElementsConfig(path=elements, layer=elements_layer, field=element_field) if elements else None
     summary = report_survey(
         survey_dir, load_optional_params(params).report, image, job=parse_job(meta, meta_file), elements=structure
     )

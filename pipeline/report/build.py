@@ -13,7 +13,7 @@ import rasterio
 
 from pipeline import fingerprint, styles
 from pipeline.class_ids import NO_CLASS
-from pipeline.config import ReportConfig
+from pipeline.config import ElementsConfig, ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.job import job_rows
@@ -22,7 +22,7 @@ from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.condition import ConditionStates, assess_condition
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
-from pipeline.report.elements import Elements, ElementsSource, quantities_by_element, read_elements
+from pipeline.report.elements import Elements, quantities_by_element, read_elements
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
@@ -402,7 +402,7 @@ def _add_condition(
         )
 
 
-def _elements_on(mask_path: Path, source: ElementsSource) -> Elements:
+def _elements_on(mask_path: Path, source: ElementsConfig) -> Elements:
     """The element polygons in the mask's CRS."""
     with open_mask(mask_path) as mask:
         crs = mask.crs
@@ -443,21 +443,22 @@ def report_survey(
     cfg: ReportConfig,
     image: Path | None = None,
     job: dict[str, str] | None = None,
-    elements: ElementsSource | None = None,
+    elements: ElementsConfig | None = None,
 ) -> ReportResult:
     """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns what it found.
 
     Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
     place); without either they come from the mask, and the report says so. ``job`` adds to (and
     overrides) the job details the survey recorded, for this report and its GeoPackage.
-    ``elements``: the structure's element polygons, whose condition-state quantities are added.
+    ``elements`` (else ``cfg.elements``): the structure's element polygons, whose condition-state
+    quantities are added.
     """
     survey_dir = Path(survey_dir)
     if not survey_dir.is_dir():
         raise MsafError(f"survey folder not found: {survey_dir}")
     with exclusive(survey_dir):
         try:
-            return _report(survey_dir, cfg, image, job or {}, elements)
+            return _report(survey_dir, cfg, image, job or {}, elements or cfg.elements)
         except Exception as exc:
             if is_disk_full(exc):
                 raise disk_error(exc, survey_dir) from None
@@ -465,7 +466,7 @@ def report_survey(
 
 
 def _report(
-    survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str], elements: ElementsSource | None
+    survey_dir: Path, cfg: ReportConfig, image: Path | None, job: dict[str, str], elements: ElementsConfig | None
 ) -> ReportResult:
     folder = SurveyFolder(survey_dir)
     mask_path = folder.mask

@@ -4,7 +4,6 @@ and the condition-state quantities of each, as an element-level inspection files
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -12,21 +11,12 @@ import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.config import ElementsConfig
 from pipeline.errors import MsafError
 from pipeline.report.condition import STATE_COLUMNS, quantities
 from pipeline.vectors import POLYGONS, read_vectors
 
 ELEMENT_COLUMNS = ["element", "surveyed_m2", *STATE_COLUMNS]
-
-
-@dataclass(frozen=True)
-class ElementsSource:
-    """Where a structure's element polygons are: ``msaf report --elements FILE [--elements-layer L]
-    [--element-field F]``."""
-
-    path: Path
-    layer: str | None = None
-    field: str = "element"
 
 
 @dataclass(frozen=True)
@@ -38,7 +28,7 @@ class Elements:
     source: str  # the file they came from, for messages and the report
 
 
-def read_elements(source: ElementsSource, crs: Any) -> Elements:
+def read_elements(source: ElementsConfig, crs: Any) -> Elements:
     """Element polygons from any vector file in any CRS, named by ``source.field``; one line for each
     expected mistake (no file, no polygons, no such field, an unnamed polygon)."""
     path, field = source.path, source.field

@@ -7,11 +7,12 @@ import re
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from pydantic import ValidationError
 
-from pipeline.config import ConditionConfig, ReportConfig, SeverityConfig
+from pipeline.config import ConditionConfig, ElementsConfig, ReportConfig, SeverityConfig
 from pipeline.report import condition
 from pipeline.report.condition import STATE_MEANINGS, assess_condition
 from pipeline.styles import CONDITION_COLOURS
@@ -165,7 +166,7 @@ def _box(x1: float, y1: float, x2: float, y2: float) -> shapely.Polygon:
 
 def test_condition_states_per_element_of_the_structure(deck, tmp_path):
     """Two spans drawn in WGS 84 split the deck at 1.5 m; a pier cap off the flight has no ground."""
-    from pipeline.report.elements import ElementsSource, quantities_by_element, read_elements
+    from pipeline.report.elements import quantities_by_element, read_elements
 
     mask, cracks = deck
     result = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig())
@@ -173,7 +174,7 @@ def test_condition_states_per_element_of_the_structure(deck, tmp_path):
         tmp_path / "elements.gpkg",
         {"span 1": _box(0, 0, 1.5, 2), "span 2": _box(1.5, 0, 3, 2), "pier cap": _box(5, 0, 6, 1)},
     )
-    elements = read_elements(ElementsSource(path), "EPSG:32633")
+    elements = read_elements(ElementsConfig(path=path), "EPSG:32633")
     assert elements.names == ["span 1", "span 2", "pier cap"]
     table = quantities_by_element(result.cells, elements)
     area = table.set_index(["element", "condition_state"])["area_m2"]
@@ -201,11 +202,11 @@ def test_condition_states_per_element_of_the_structure(deck, tmp_path):
 )
 def test_elements_a_report_cannot_use_are_one_line(tmp_path, features, field, message):
     from pipeline.errors import MsafError
-    from pipeline.report.elements import ElementsSource, read_elements
+    from pipeline.report.elements import read_elements
 
     path = _write_elements(tmp_path / "elements.gpkg", features)
     with pytest.raises(MsafError, match=re.escape(message)):
-        read_elements(ElementsSource(path, field=field), "EPSG:32633")
+        read_elements(ElementsConfig(path=path, field=field), "EPSG:32633")
 
 
 def test_msaf_report_writes_the_quantities_of_each_element(tmp_path):
@@ -231,3 +232,13 @@ def test_msaf_report_writes_the_quantities_of_each_element(tmp_path):
     assert area["span 1", "CS3"] == pytest.approx(0.25, rel=2e-3) and area["span 2", "CS3"] == 0
     html = (survey / "report.html").read_text()
     assert "Condition states per element" in html and "no surveyed ground" in html and "pier" in html
+    # the same elements named once in params.yaml (relative to it): every report has them, the
+    # survey's own and the scheduled inbox's included
+    from pipeline.config import load_params
+    from pipeline.report.build import report_survey
+
+    (tmp_path / "params.yaml").write_text("report:\n  elements: {path: elements.gpkg}\n")
+    (survey / "defects.gpkg").unlink()
+    report_survey(survey, load_params(tmp_path / "params.yaml").report)
+    again = pyogrio.read_dataframe(survey / "defects.gpkg", layer="condition_by_element")
+    pd.testing.assert_frame_equal(again, table)
