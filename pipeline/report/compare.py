@@ -24,6 +24,7 @@ words.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
 from pipeline.report.condition import condition_change, quantities
+from pipeline.report.elements import read_elements
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
@@ -115,13 +117,28 @@ def _condition_cells(survey_dir: Path, cfg: ReportConfig) -> gpd.GeoDataFrame | 
     return load_defects(survey_dir, cfg, "condition_cells")
 
 
+@dataclass(frozen=True)
+class ConditionComparison:
+    """Both epochs' area per condition state on the ground both imaged, and per element when the
+    params name the structure's elements (``report.elements``)."""
+
+    whole: pd.DataFrame
+    by_element: pd.DataFrame | None = None
+
+    @property
+    def change_m2(self) -> dict[str, float]:
+        """Square metres gained (lost: negative) per condition state on the common ground."""
+        states, change = self.whole["condition_state"].astype(str), self.whole["change_m2"].astype(float)
+        return dict(zip(states, change, strict=True))
+
+
 def _compare_condition(
     old_dir: Path,
     new_dir: Path,
     cfg: ReportConfig,
     crs: pyproj.CRS,
     common: Callable[[pyproj.CRS], BaseGeometry | None],
-) -> pd.DataFrame | str:
+) -> ConditionComparison | str:
     """Each epoch's area per condition state on the ground both imaged, side by side; or why not."""
     old, new = _condition_cells(old_dir, cfg), _condition_cells(new_dir, cfg)
     if old is None or new is None:
@@ -131,7 +148,20 @@ def _compare_condition(
             "existed; re-run `msaf report` on it."
         )
     ground = common(crs)
-    return condition_change(quantities(old.to_crs(crs), ground), quantities(new.to_crs(crs), ground))
+    old, new = old.to_crs(crs), new.to_crs(crs)
+
+    def change(within: BaseGeometry | None) -> pd.DataFrame:
+        return condition_change(quantities(old, within), quantities(new, within))
+
+    if cfg.elements is None:
+        return ConditionComparison(change(ground))
+    elements = read_elements(cfg.elements, crs)
+    per_element = [
+        change(shapely.intersection(shape, ground) if ground is not None else shape).assign(element=name)
+        for name, shape in zip(elements.names, elements.geometries, strict=True)
+    ]
+    table = pd.concat(per_element, ignore_index=True)
+    return ConditionComparison(change(ground), table[["element", *table.columns.drop("element")]])
 
 
 def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
@@ -450,8 +480,10 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
     condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)
     layers: dict[str, gpd.GeoDataFrame | pd.DataFrame] = {"changes": changes, "summary": summary}
-    if isinstance(condition, pd.DataFrame):
-        layers["condition_change"] = condition
+    if isinstance(condition, ConditionComparison):
+        layers["condition_change"] = condition.whole
+        if condition.by_element is not None:
+            layers["condition_change_by_element"] = condition.by_element
     write_geopackage(out_dir / CHANGES_GPKG, layers)
     write_geojson(out_dir / CHANGES_GEOJSON, changes, "changes")
     with atomic_output(out_dir / CHANGES_CSV) as tmp:
@@ -497,13 +529,20 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
                 "structure. Survey both epochs with the same model and settings to compare them.",
             )
         )
-    if isinstance(condition, pd.DataFrame):
+    if isinstance(condition, ConditionComparison):
         page.tables.append(
             (
                 "Condition states (cracking) on the ground both surveys imaged, m²",
-                condition.to_html(index=False, border=0, float_format="{:,.4g}".format),
+                condition.whole.to_html(index=False, border=0, float_format="{:,.4g}".format),
             )
         )
+        if condition.by_element is not None:
+            page.tables.append(
+                (
+                    "Condition states per element on the ground both surveys imaged, m²",
+                    condition.by_element.to_html(index=False, border=0, float_format="{:,.4g}".format),
+                )
+            )
     else:
         page.notes.append(("note", condition))
     if len(changes):
@@ -520,11 +559,7 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
         "changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
         "outputs": list(CHANGE_OUTPUTS),
         "method_differences": differences,
-        "condition_change_m2": (
-            dict(zip(condition["condition_state"].astype(str), condition["change_m2"].astype(float), strict=True))
-            if isinstance(condition, pd.DataFrame)
-            else {}
-        ),
+        "condition_change_m2": condition.change_m2 if isinstance(condition, ConditionComparison) else {},
     }
 
 

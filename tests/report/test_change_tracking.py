@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from pipeline.config import ReportConfig
+from pipeline.config import ElementsConfig, ReportConfig
 from pipeline.report.compare import compare_surveys
 from tests.conftest import write_mask_survey
 
@@ -267,3 +267,31 @@ def test_condition_states_are_compared_on_the_ground_both_surveys_imaged(tmp_pat
     assert again["changes"] == result["changes"] and again["condition_change_m2"] == {}
     html = (tmp_path / "again" / "report.html").read_text()
     assert "Condition states not compared" in html and "re-run `msaf report`" in html
+
+
+def test_condition_states_per_element_are_compared_when_the_params_name_the_elements(tmp_path):
+    """report.elements: the change per span, on the ground both epochs imaged."""
+    import pyogrio
+    import shapely
+
+    old = np.zeros((1000, 2000), np.uint8)
+    old[249:252, 50:450] = 1  # in span 1 both years
+    new = old.copy()
+    new[749:752, 1550:1950] = 1  # new in span 2
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "new", new)
+    spans = gpd.GeoDataFrame(
+        {"element": ["span 1", "span 2"]},
+        geometry=[shapely.box(400000, 4999999, 400001, 5000000), shapely.box(400001, 4999999, 400002, 5000000)],
+        crs="EPSG:32633",
+    )
+    spans.to_file(tmp_path / "spans.gpkg")
+    cfg = CFG.model_copy(update={"elements": ElementsConfig(path=tmp_path / "spans.gpkg")})
+    compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
+    table = pyogrio.read_dataframe(tmp_path / "changes" / "changes.gpkg", layer="condition_change_by_element")
+    change = table.set_index(["element", "condition_state"])["change_m2"]
+    assert change["span 1", "CS3"] == pytest.approx(0, abs=1e-9) and change["span 2", "CS3"] == pytest.approx(
+        0.25, rel=2e-3
+    )
+    assert change["span 2", "CS1"] == pytest.approx(-0.25, rel=2e-3)
+    assert "Condition states per element" in (tmp_path / "changes" / "report.html").read_text()
