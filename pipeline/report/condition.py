@@ -44,8 +44,8 @@ STATE_MEANINGS = {
     "CS1": "good: no cracks, or insignificant ones (narrow and widely spaced)",
     "CS1-CS2": "good or fair: a crack narrower than a pixel, which this GSD cannot rate",
     "CS2": "fair: moderate-width cracks or moderate spacing (unsealed)",
-    "CS1-CS3": "good to poor: a crack the image shows without measurable width",
-    "CS2-CS3": "fair or poor: moderate spacing, and a width this GSD cannot rate",
+    "CS1-CS3": "good to poor: a crack whose width the image or this GSD cannot rate",
+    "CS2-CS3": "fair or poor: a crack whose width the image or this GSD cannot rate",
     "CS3": "poor: wide cracks or heavy pattern (map) cracking",
 }
 CELL_COLUMNS = [
