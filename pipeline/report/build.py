@@ -386,7 +386,8 @@ def _add_condition(
             f"{insignificant:g} m insignificant, {heavy:g}-{insignificant:g} m moderate, < {heavy:g} m heavy "
             "pattern cracking). A range (e.g. CS1-CS2) is a width this GSD cannot rate. Cracks are taken as "
             "unsealed; CS4 (structural review) and other defects (spalls, efflorescence) are the inspector's "
-            "to add. Layer condition_cells in defects.gpkg.",
+            "to add. The quantities are as complete as the crack map: ground under a crack the model missed "
+            "stays CS1, so review the map (layer condition_cells in defects.gpkg).",
         )
     )
     flagged = condition.cells[condition.cells["condition_state"] != "CS1"]
