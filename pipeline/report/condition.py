@@ -95,18 +95,21 @@ class _Grid:
         return np.clip(row, 0, self.rows - 1), np.clip(col, 0, self.cols - 1), inside
 
 
-def _width_states(width_mm: float, gsd_mm: float, severity: SeverityConfig) -> tuple[int, int]:
-    """(best, worst) state a crack of this measured width can be in, by width alone."""
+def _width_states(widths_mm: np.ndarray, gsd_mm: float, severity: SeverityConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(best, worst) state each crack piece can be in by its measured width alone: one state where
+    the width is rated, a range where it is narrower than a pixel that is wider than the lowest
+    threshold (at most a pixel wide) or unmeasured (NaN: no contrast in the image)."""
     low, high = severity.crack_width_mm
 
-    def state(width: float) -> int:
-        return GOOD if width < low else POOR if width > high else FAIR
+    def state(width: np.ndarray) -> np.ndarray:
+        return np.where(width < low, GOOD, np.where(width > high, POOR, FAIR))
 
-    if math.isnan(width_mm):  # unmeasured: no contrast in the image
-        return GOOD, POOR
-    if below_resolution(width_mm, gsd_mm, low):  # at most a pixel wide, maybe under the lowest threshold
-        return GOOD, state(gsd_mm * MIN_RESOLVED_PX)
-    return state(width_mm), state(width_mm)
+    best, worst = state(widths_mm), state(widths_mm)
+    below = below_resolution(widths_mm, gsd_mm, low)
+    best[below], worst[below] = GOOD, state(np.asarray(gsd_mm * MIN_RESOLVED_PX))
+    unmeasured = np.isnan(widths_mm)
+    best[unmeasured], worst[unmeasured] = GOOD, POOR
+    return best, worst
 
 
 def _surveyed_area(mask: rasterio.DatasetReader, grid: _Grid, pixel_m2: float) -> np.ndarray:
@@ -177,9 +180,9 @@ def _crack_cells(
     row, col, piece, part_m = row[keep], col[keep], piece[keep], part_m[keep]
     np.add.at(length, (row, col), part_m)
     widths = lines["width_mm"].to_numpy(dtype=float)
-    states = np.array([_width_states(w, gsd_mm, severity) for w in widths], dtype=np.int64).reshape(-1, 2)
-    np.maximum.at(best, (row, col), states[piece, 0])
-    np.maximum.at(worst, (row, col), states[piece, 1])
+    piece_best, piece_worst = _width_states(widths, gsd_mm, severity)
+    np.maximum.at(best, (row, col), piece_best[piece])
+    np.maximum.at(worst, (row, col), piece_worst[piece])
     measured = ~np.isnan(widths[piece])
     np.fmax.at(widest, (row[measured], col[measured]), widths[piece][measured])
     return length, widest, best, worst
@@ -237,9 +240,12 @@ def assess_condition(
         np.minimum(grid.y0 - rows * step_y, bounds.top),
     )
     # each cell's outline is its surveyed part: a map never paints ground the flight did not see
-    outlines = shapely.intersection(boxes, mask_footprint(mask_path, crs))
+    footprint = mask_footprint(mask_path, crs)
+    shapely.prepare(footprint)
+    edge = ~shapely.contains_properly(footprint, boxes)  # only cells on the footprint's edge are cut
+    outlines = shapely.intersection(boxes[edge], footprint)
     traced = ~shapely.is_empty(outlines) & np.isin(shapely.get_type_id(outlines), (3, 6))  # (multi)polygons
-    boxes = np.where(traced, outlines, boxes)  # a sliver the traced footprint missed keeps its box
+    boxes[np.flatnonzero(edge)[traced]] = outlines[traced]  # a sliver the traced footprint missed keeps its box
     cells = gpd.GeoDataFrame(
         {
             "row": rows.astype(np.int64),

@@ -210,11 +210,11 @@ def severity_of(
     return rate(area_m2, cfg.area_m2)
 
 
-def below_resolution(width_mm: float, gsd_mm: float | None, lowest_threshold_mm: float) -> bool:
-    """A width narrower than one pixel, where a pixel is wider than the lowest width threshold: the
-    pixels cannot tell on which side of that threshold the crack is."""
+def below_resolution(width_mm: Any, gsd_mm: float | None, lowest_threshold_mm: float) -> Any:
+    """A width (or an array of them) narrower than one pixel, where a pixel is wider than the lowest
+    width threshold: the pixels cannot tell on which side of that threshold the crack is."""
     resolved_mm = (gsd_mm or 0.0) * MIN_RESOLVED_PX
-    return gsd_mm is not None and width_mm < resolved_mm and resolved_mm > lowest_threshold_mm
+    return (np.asarray(width_mm) < resolved_mm) & (gsd_mm is not None and resolved_mm > lowest_threshold_mm)
 
 
 def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict[str, Any]]:

@@ -242,3 +242,26 @@ def test_msaf_report_writes_the_quantities_of_each_element(tmp_path):
     report_survey(survey, load_params(tmp_path / "params.yaml").report)
     again = pyogrio.read_dataframe(survey / "defects.gpkg", layer="condition_by_element")
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_the_condition_bench_runs(tmp_path):
+    """bench/condition_speed.py on a small mask: it cannot rot."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "speed.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "condition_speed.py"), "--sizes", "1024", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (
+        row["size"] == 1024 and row["pieces"] == int(1.5 * 1.024**2 / 0.02) and row["cells"] == 8
+    )  # 3 x 3, the corner the disc misses
+    assert row["condition_s"] > 0 and row["ratio"] == pytest.approx(row["condition_s"] / row["footprint_s"], rel=0.05)
