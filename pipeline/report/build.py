@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
@@ -251,7 +252,7 @@ def build_page(
         )
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
     if condition is not None:
-        _add_condition(page, condition, cfg, ortho, bounds, metres_per_unit)
+        _add_condition(page, condition, cfg, ortho, bounds, metres_per_unit, tables.centerlines)
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
         page.tables.append(
@@ -358,6 +359,7 @@ def _add_condition(
     ortho: Path | None,
     bounds: tuple[float, float, float, float],
     metres_per_unit: float,
+    centerlines: gpd.GeoDataFrame | None = None,
 ) -> None:
     """The element quantities by condition state (cracking), how they were made, and their map."""
     spec = cfg.condition
@@ -391,13 +393,20 @@ def _add_condition(
         )
     )
     flagged = condition.cells[condition.cells["condition_state"] != "CS1"]
-    if len(flagged):
+    if len(flagged):  # CS1 cells are left clear: the orthomosaic shows through them
         colours = {s: c for s, c in styles.CONDITION_COLOURS.items() if s != "CS1"}
         page.figures.append(
             (
                 "condition states",
                 figures.overview_map(
-                    ortho, bounds, flagged, "condition_state", colours, metres_per_unit, "Condition states (cracking)"
+                    ortho,
+                    bounds,
+                    flagged,
+                    "condition_state",
+                    colours,
+                    metres_per_unit,
+                    "Condition states (cracking; CS1 left clear)",
+                    lines=centerlines.geometry if centerlines is not None else None,
                 ),
             )
         )

@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.errors import MsafError
 from pipeline.raster.source import bit_depth_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
+from pipeline.styles import CENTERLINE_COLOUR
 
 SURVEYED_COLOUR = "#00e5ff"  # cyan: apart from every severity and class colour, seen on grey and green
 SURVEYED_LABEL = "surveyed area"
@@ -105,10 +106,11 @@ def overview_map(
     metres_per_unit: float,
     title: str,
     surveyed: BaseGeometry | None = None,
+    lines: gpd.GeoSeries | None = None,
 ) -> bytes:
     """Orthomosaic thumbnail with defect outlines coloured by ``colour_column``, legend, scale bar, north
     arrow; ``surveyed`` (the area of interest a survey kept to) outlined dashed, so ground outside it
-    does not read as ground without defects."""
+    does not read as ground without defects; ``lines`` (crack centrelines) drawn thin on top."""
     minx, miny, maxx, maxy = bounds
     aspect = (maxy - miny) / max(maxx - minx, 1e-12)
     fig, ax = plt.subplots(figsize=(9, max(3.0, min(12.0, 9 * aspect))))
@@ -123,6 +125,9 @@ def overview_map(
             subset.boundary.plot(ax=ax, color=colour, linewidth=1.2)
             subset.plot(ax=ax, color=colour, alpha=0.35)
     handles: list[Artist] = [Patch(color=c, label=v) for v, c in colours.items()]
+    if lines is not None and len(lines):
+        lines.plot(ax=ax, color=CENTERLINE_COLOUR, linewidth=0.6)
+        handles.append(Line2D([], [], color=CENTERLINE_COLOUR, label="crack centrelines"))
     if surveyed is not None and not surveyed.is_empty:
         gpd.GeoSeries([surveyed]).boundary.plot(ax=ax, color=SURVEYED_COLOUR, linewidth=1.5, linestyle="--")
         handles.append(Line2D([], [], color=SURVEYED_COLOUR, linestyle="--", label=SURVEYED_LABEL))
