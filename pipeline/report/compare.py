@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -456,6 +457,7 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
     _refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
 
+    @cache  # asked by the matching and by the condition states: each footprint is traced once
     def both_imaged(crs: pyproj.CRS) -> BaseGeometry | None:
         footprints = [survey_footprint(folder, crs) for folder in (old_dir, new_dir)]
         if any(f is None for f in footprints):

@@ -191,7 +191,8 @@ def _crack_cells(
 def _spacing_states(
     length: np.ndarray, surveyed: np.ndarray, grid: _Grid, cfg: ConditionConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(crack spacing m, state by spacing) of each cracked cell: ground / crack length over the window."""
+    """(crack spacing m, state by spacing) of each cell with crack: ground / crack length over the
+    window; a cell without (NaN spacing) is GOOD."""
     cells = max(1, round(cfg.spacing_window_m / cfg.cell_m))
     cells += 1 - cells % 2  # odd: centred on the cell
     window_length = uniform_filter(length, cells, mode="constant") * cells**2
@@ -199,8 +200,7 @@ def _spacing_states(
     with np.errstate(divide="ignore", invalid="ignore"):
         spacing = np.where(length > 0, window_ground / window_length, np.nan)
     heavy, insignificant = cfg.crack_spacing_m
-    state = np.where(spacing < heavy, POOR, np.where(spacing <= insignificant, FAIR, GOOD))
-    return spacing, np.where(length > 0, state, GOOD)
+    return spacing, np.where(spacing < heavy, POOR, np.where(spacing <= insignificant, FAIR, GOOD))
 
 
 def _label(best: int, worst: int) -> str:

@@ -25,7 +25,6 @@ class Elements:
 
     names: list[str]
     geometries: list[BaseGeometry]
-    source: str  # the file they came from, for messages and the report
 
 
 def read_elements(source: ElementsConfig, crs: Any) -> Elements:
@@ -41,17 +40,13 @@ def read_elements(source: ElementsConfig, crs: Any) -> Elements:
     if field not in frame.columns:
         fields = ", ".join(c for c in frame.columns if c != frame.geometry.name) or "none"
         raise MsafError(f"{path}: no field {field!r} names the elements (fields: {fields}); pass --element-field")
-    names = frame[field]
-    if names.isna().any() or (names.astype(str).str.strip() == "").any():
-        raise MsafError(
-            f"{path}: {int((names.isna() | (names.astype(str).str.strip() == '')).sum())} polygon(s) "
-            f"have no {field!r}; name every element"
-        )
-    grouped = frame.assign(_name=names.astype(str).str.strip()).groupby("_name", sort=False)
+    names = frame[field].astype(str).str.strip()
+    if unnamed := int((frame[field].isna() | (names == "")).sum()):
+        raise MsafError(f"{path}: {unnamed} polygon(s) have no {field!r}; name every element")
+    grouped = frame.assign(_name=names).groupby("_name", sort=False)
     return Elements(
         names=list(grouped.groups),
         geometries=[shapely.union_all(group.geometry.make_valid().values) for _, group in grouped],
-        source=str(path),
     )
 
 
