@@ -61,7 +61,12 @@ def main() -> None:
         model, meta = load_checkpoint(path, torch.device("cpu"))
         groups = {
             name: predict_items(
-                model, relabel(items, manifest.class_names, meta.class_names), meta.mean, meta.std, torch.device("cpu")
+                model,
+                relabel(items, manifest.class_names, meta.class_names),
+                meta.mean,
+                meta.std,
+                torch.device("cpu"),
+                exposure_floor=meta.exposure_floor,
             )
             for name, items in sets.items()
         }

@@ -45,6 +45,9 @@ def main() -> None:
         help="the network's arithmetic (survey.precision)",
     )
     parser.add_argument("--scales", default="1", help="views averaged per tile (survey.scales), e.g. 1,2")
+    parser.add_argument(
+        "--exposure-floor", type=float, default=None, help="lift tiles darker than this (default: the model's)"
+    )
     args = parser.parse_args()
     scales = parse_scales(args.scales)
 
@@ -60,6 +63,7 @@ def main() -> None:
                 overlap=args.overlap,
                 precision=args.precision,
                 scales=scales,
+                exposure_floor=args.exposure_floor,
             )
             summary, mpix_per_s = survey_set(entry, args.model, manifest.classes, args.size, Path(tmp), args.seed, cfg)
             results[entry.name] = summary.to_json() | {"mpix_per_s": mpix_per_s, "photos": len(entry.val)}
@@ -94,6 +98,7 @@ def main() -> None:
                 "precision": args.precision,
                 "scales": list(scales),
                 "thresholds": meta.thresholds_at(scales),
+                "exposure_floor": meta.exposure_floor if args.exposure_floor is None else args.exposure_floor,
                 "sets": results,
             },
         )

@@ -162,7 +162,9 @@ def run_naive(ortho: Path, model: Path, tile: int, overlap: int, device: str) ->
         for t in grid.tiles_touching(Box(0, 0, ds.height, ds.width)):
             pixels = ds.read((1, 2, 3), window=t.window).transpose(1, 2, 0)
             with torch.inference_mode():
-                logits = net(normalise(torch.from_numpy(pixels[None].copy()).to(dev), meta.mean, meta.std))
+                logits = net(
+                    normalise(torch.from_numpy(pixels[None].copy()).to(dev), meta.mean, meta.std, meta.exposure_floor)
+                )
             scores[:, t.row0 : t.row1, t.col0 : t.col1] += logits.softmax(1)[0].double().cpu().numpy()
         mask = scores.argmax(0).astype(np.uint8)
         profile = ds.profile | {"count": 1, "dtype": "uint8", "compress": "deflate", "photometric": "minisblack"}

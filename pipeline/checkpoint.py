@@ -65,6 +65,13 @@ class ModelMetadata(BaseModel):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     gsd_m: float | None = None
+    exposure_floor: float = Field(
+        0.0,
+        ge=0.0,
+        le=255.0,
+        description="tiles darker than this mean luminance (0-255) are brightened to it before the network"
+        " (pipeline.inference.predict.lift_shadows); chosen by measurement for this model; 0: none",
+    )
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="calibrated decision thresholds (pipeline.inference.decision)"
     )

@@ -268,6 +268,13 @@ class TrainConfig(_Strict):
         " bf16 (AVX512_BF16/AMX): ~1.7x faster steps. Validation always scores in fp32, as evaluation does",
     )
     seed: int = 0
+    exposure_floor: float = Field(
+        0.0,
+        ge=0.0,
+        le=255.0,
+        description="crops darker than this mean luminance (0-255) are brightened to it, in training, validation and"
+        " the saved model's surveys (pipeline.inference.predict.lift_shadows); 0: none",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     focus: float = Field(0.0, ge=0.0, le=1.0, description="share of crops centred on a labelled non-background pixel")
@@ -365,6 +372,13 @@ class SurveyConfig(_Strict):
         " (AVX512_BF16/AMX): ~2x faster, a slightly different mask (README)",
     )
     gdal_cache_mb: int = Field(128, ge=16, description="GDAL block cache cap; keeps peak memory flat")
+    exposure_floor: float | None = Field(
+        None,
+        ge=0.0,
+        le=255.0,
+        description="tiles darker than this mean luminance (0-255) are brightened to it before the network (a"
+        " shadow shown as the lit concrete the model learnt from); None: the model's own (its metadata); 0: off",
+    )
     resample: Literal["auto", "off"] = Field(
         "auto", description="auto: infer at the model's working GSD, write on the input's grid; off: as it is"
     )
@@ -431,6 +445,18 @@ class ConditionConfig(_Strict):
     )
     crack_spacing_m: tuple[float, float] = Field(
         (1.0 * FOOT_M, 3.0 * FOOT_M), description="heavy below the first, insignificant above the second"
+    )
+    min_luminance: float = Field(
+        20.0,
+        ge=0.0,
+        le=255.0,
+        description="a cell darker than this mean luminance (0-255) cannot show a crack: its state is a range to CS3",
+    )
+    max_clipped_share: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="a cell with more than this share of clipped (white) pixels cannot show a crack: a range to CS3",
     )
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from pipeline.data import LabelledImage, Pair, class_lut, find_pairs, load_label
 from pipeline.inference.decision import Thresholds, decide
 from pipeline.inference.device import resolve_device
 from pipeline.inference.predict import predict_probabilities
-from pipeline.inference.scales import SINGLE, Scales
+from pipeline.inference.scales import SINGLE, Scales, parse_scales
 from pipeline.metrics import SegmentationMetrics
 from pipeline.metrics.summary import EvaluationSummary, MetricsSummary
 
@@ -32,13 +32,16 @@ def predict_items(
     std: Sequence[float],
     device: torch.device,
     scales: Scales = SINGLE,
+    exposure_floor: float = 0.0,
 ) -> Scored:
     """Whole-image class probabilities of each item (float16: memory for many validation photos),
-    averaged over the views ``scales`` as a survey with ``survey.scales`` averages them."""
+    averaged over the views ``scales`` as a survey with ``survey.scales`` averages them, each image
+    lifted to ``exposure_floor`` when darker (``pipeline.inference.predict.lift_shadows``)."""
     was_training = model.training
     model.eval()
     scored = [
-        (predict_probabilities(model, item.image, mean, std, device, scales).astype(np.float16), item) for item in items
+        (predict_probabilities(model, item.image, mean, std, device, scales, exposure_floor).astype(np.float16), item)
+        for item in items
     ]
     model.train(was_training)
     return scored
@@ -215,7 +218,10 @@ def evaluate_sets(
     (``ModelMetadata.thresholds_at``: what a survey with them decides by)."""
     model, meta = loaded or load_checkpoint(checkpoint, resolve_device(device))
     dev = next(model.parameters()).device
-    groups = {name: predict_items(model, items, meta.mean, meta.std, dev, scales) for name, items in sets.items()}
+    groups = {
+        name: predict_items(model, items, meta.mean, meta.std, dev, scales, meta.exposure_floor)
+        for name, items in sets.items()
+    }
     summary = evaluate_groups(
         groups,
         meta.class_names,
@@ -236,8 +242,35 @@ def calibrate_views(
     """The model's calibrated classes (``meta.thresholds``) calibrated again for a survey that averages
     the views ``scales``, on these labelled sets; and the scores under those thresholds."""
     dev = next(model.parameters()).device
-    groups = {name: predict_items(model, items, meta.mean, meta.std, dev, scales) for name, items in sets.items()}
+    groups = {
+        name: predict_items(model, items, meta.mean, meta.std, dev, scales, meta.exposure_floor)
+        for name, items in sets.items()
+    }
     calibrated = list(meta.thresholds)
     thresholds = calibrate_classes(groups, meta.class_names, calibrated, tolerance_px)
     summary = evaluate_groups(groups, meta.class_names, tolerance_px, thresholds, calibrated or meta.class_names[1:])
     return thresholds, summary
+
+
+def with_exposure_floor(
+    model: torch.nn.Module,
+    meta: ModelMetadata,
+    sets: Mapping[str, Sequence[LabelledImage]],
+    floor: float,
+    tolerance_px: float = 2,
+) -> tuple[ModelMetadata, EvaluationSummary]:
+    """The metadata with a new exposure floor and every threshold calibrated again under it (the
+    single view's and each multi-scale survey's the model holds: lifted images give other
+    probabilities); and the single view's scores under it. The weights are unchanged."""
+    lifted = meta.model_copy(update={"exposure_floor": floor})
+    thresholds, summary = calibrate_views(model, lifted, sets, SINGLE, tolerance_px)
+    lifted = lifted.model_copy(update={"thresholds": thresholds})
+    by_views, scores = dict(meta.scale_thresholds), dict(meta.metrics.get("views", {}))
+    for key in meta.scale_thresholds:
+        by_views[key], views_summary = calibrate_views(model, lifted, sets, parse_scales(key), tolerance_px)
+        scores[key] = views_summary.to_json()
+    metrics = meta.metrics | {"val": meta.metrics.get("val", {}) | summary.to_json()}
+    if scores:
+        metrics["views"] = scores
+    updated = lifted.model_copy(update={"scale_thresholds": by_views, "metrics": metrics})
+    return type(meta).model_validate(updated.model_dump()), summary

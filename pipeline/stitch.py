@@ -268,6 +268,7 @@ class Stitcher:
             tta=prepared.cfg.tta,
             scales=list(prepared.cfg.scales),
             thresholds=meta.thresholds_at(prepared.cfg.scales),
+            exposure_floor=prepared.exposure_floor,
             compile=prepared.cfg.compile,
             workers=prepared.cfg.workers,
             readers=prepared.cfg.reader_threads,

@@ -267,6 +267,11 @@ class PreparedSurvey:
     views: Scales = SINGLE  # the views on the working grid (cfg.scales are relative to the model's GSD)
 
     @property
+    def exposure_floor(self) -> float:
+        """The luminance dark tiles are lifted to: the survey's setting, else the model's own."""
+        return self.cfg.exposure_floor if self.cfg.exposure_floor is not None else self.meta.exposure_floor
+
+    @property
     def regridded_views(self) -> Scales | None:
         """The views on the working grid where they are not the asked scales (a finer input's finest
         view on its own pixels: ``views_on_grid``); None otherwise. Recorded, tagged and keyed."""
@@ -317,6 +322,7 @@ class PreparedSurvey:
             | ({"scales": scales_key(self.cfg.scales)} if self.cfg.scales != SINGLE else {})
             | ({"views": scales_key(self.regridded_views)} if self.regridded_views else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
+            | ({"exposure_floor": repr(self.exposure_floor)} if self.exposure_floor != self.meta.exposure_floor else {})
             | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
             sort_keys=True,
         )
@@ -482,6 +488,7 @@ def infer_blocks(
                 thresholds=meta.decision_for(cfg.scales),
                 bf16=resolve_precision(cfg.precision, device) == "bf16",
                 prepared=True,
+                exposure_floor=prepared.exposure_floor,
             )
             for _ in range(cfg.workers)
         ]

@@ -118,6 +118,7 @@ class SurveyRecord(_Record):
     tta: bool
     scales: list[float] = Field(default_factory=lambda: [1.0])  # the views averaged (survey.scales)
     thresholds: dict[str, float] | None = None  # the decision's calibrated thresholds; None: not recorded (older)
+    exposure_floor: float | None = None  # tiles darker than this luminance were lifted to it; None: not recorded
     compile: bool
     precision: Literal["fp32", "bf16"] | None = None  # the network's arithmetic; None: recorded before the setting
     workers: int

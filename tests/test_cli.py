@@ -116,6 +116,8 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
             "out",
             "--device",
             "cpu",
+            "--exposure-floor",
+            "150",
             "--meta",
             "structure_id=BR-7",
             "--meta",
@@ -137,6 +139,7 @@ def test_survey_from_any_folder_uses_the_shipped_model_and_leaves_only_its_outpu
     assert record["model"]["classes"] == ["background", "crack", "joint"]
     assert record["job"] == {"structure_id": "BR-7", "flight_date": "2026-06-14"}
     assert record["precision"] == "fp32"  # auto on a CPU
+    assert record["exposure_floor"] == 150.0  # the flag over the shipped model's own 170
     from pipeline.inference.device import cpu_has_native_bf16
 
     assert ("--precision bf16 surveys ~1.7x faster" in result.stdout) == cpu_has_native_bf16()

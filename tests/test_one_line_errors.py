@@ -36,6 +36,7 @@ MODEL_CASES = {
     "views_unsorted": ({"scale_thresholds": {"2,1": {"crack": 0.4}}}, "keyed by sorted scales such as '1,2'"),
     "views_threshold_0": ({"scale_thresholds": {"1,2": {"crack": 0.0}}}, "the crack threshold must be a probability"),
     "views_unknown_class": ({"scale_thresholds": {"1,2": {"spall": 0.4}}}, "a threshold for 'spall'"),
+    "exposure_floor_300": ({"exposure_floor": 300.0}, "exposure_floor: Input should be less than or equal to 255"),
 }
 
 

@@ -51,6 +51,10 @@ def survey(
     precision: Annotated[
         str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on a CPU), fp32, or bf16 (a CPU with native bf16)")
     ] = None,
+    exposure_floor: Annotated[
+        float | None,
+        typer.Option(help="lift tiles darker than this mean luminance (0-255) to it; 0: off (default: the model's)"),
+    ] = None,
     with_report: Annotated[bool, typer.Option("--report/--no-report", help="write the defect report too")] = True,
     assume_crs: Annotated[str | None, typer.Option(help="CRS for a raster that has none, e.g. EPSG:32633")] = None,
     aoi: Annotated[
@@ -87,6 +91,7 @@ def survey(
         "tta": tta,
         "scales": parse_views(scales) if scales is not None else None,
         "precision": precision,
+        "exposure_floor": exposure_floor,
         "allow_vrt": allow_vrt,
         "allow_remote": allow_remote,
     }

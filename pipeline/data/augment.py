@@ -10,6 +10,7 @@ import numpy as np
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import AugmentConfig
 from pipeline.data.labelled import LabelledImage
+from pipeline.raster.luminance import LUMA
 
 
 def _random_crop(
@@ -150,7 +151,7 @@ def _photometric(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator
         mean = out.mean()
         out = (out - mean) * rng.uniform(1 - aug.contrast, 1 + aug.contrast) + mean
     if aug.saturation:
-        gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        gray = out @ np.array(LUMA, dtype=np.float32)
         out = (out - gray[..., None]) * rng.uniform(1 - aug.saturation, 1 + aug.saturation) + gray[..., None]
     return np.clip(out, 0, 255)
 

@@ -81,6 +81,7 @@ class TileRunner:
         thresholds: Thresholds = (),
         bf16: bool | None = None,
         prepared: bool = False,
+        exposure_floor: float = 0.0,
     ) -> None:
         self.device = device
         self.bf16 = bf16
@@ -94,7 +95,7 @@ class TileRunner:
         self.model = model if prepared else inference_network(model, device)
         memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.forward = torch.compile(self.model) if compile else self.model
-        self.standardise = Standardise(mean, std, device)
+        self.standardise = Standardise(mean, std, device, exposure_floor)
         self.mean = self.standardise.mean  # what padding and fully nodata tiles are filled with (scales to 0)
         self._inputs = torch.zeros((batch, 3, *tile_shape), device=device).contiguous(memory_format=memory_format)
         self._weights: dict[tuple[bool, ...], torch.Tensor] = {}

@@ -14,14 +14,14 @@ import rasterio
 
 from pipeline import fingerprint, styles
 from pipeline.class_ids import NO_CLASS
-from pipeline.config import ElementsConfig, ReportConfig
+from pipeline.config import ConditionConfig, ElementsConfig, ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.job import job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
-from pipeline.report.condition import ConditionStates, assess_condition
+from pipeline.report.condition import NOT_CHECKED, OVEREXPOSED, TOO_DARK, ConditionStates, assess_condition
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.elements import Elements, quantities_by_element, read_elements
 from pipeline.report.footprint import survey_footprint
@@ -392,6 +392,7 @@ def _add_condition(
             "stays CS1, so review the map (layer condition_cells in defects.gpkg).",
         )
     )
+    page.notes.extend(_exposure_notes(condition, spec))
     flagged = condition.cells[condition.cells["condition_state"] != "CS1"]
     if len(flagged):  # CS1 cells are left clear: the orthomosaic shows through them
         colours = {s: c for s, c in styles.CONDITION_COLOURS.items() if s != "CS1"}
@@ -410,6 +411,25 @@ def _add_condition(
                 ),
             )
         )
+
+
+def _exposure_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tuple[str, str]]:
+    """What the orthomosaic's exposure leaves unrated: ground too dark or too clipped to show a crack."""
+    areas = condition.area_by_exposure
+    if areas.get(NOT_CHECKED, 0.0) and len(areas) == 1:
+        return [("note", "Exposure not checked (no orthomosaic): a shadow or glare that hid cracks is rated CS1.")]
+    dark, bright = areas.get(TOO_DARK, 0.0), areas.get(OVEREXPOSED, 0.0)
+    if not dark and not bright:
+        return []
+    parts = [f"{dark:.3g} m² too dark (mean luminance < {spec.min_luminance:g} of 255)"] if dark else []
+    parts += [f"{bright:.3g} m² overexposed (over {spec.max_clipped_share:.0%} of pixels clipped)"] if bright else []
+    return [
+        (
+            "warning",
+            f"{' and '.join(parts)} of the surveyed ground cannot show a crack: those cells are rated as a "
+            "range up to CS3 (condition_cells, column exposure). Re-fly them with more light or less exposure.",
+        )
+    ]
 
 
 def _elements_on(mask_path: Path, source: ElementsConfig) -> Elements:
@@ -491,7 +511,7 @@ def _report(
     refuse_losing_review(folder.gpkg)
     structure = _elements_on(mask_path, elements) if elements else None  # a mistake is one line before any work
     tables = build_defects(mask_path, folder.confidence, class_names, cfg, ortho)
-    condition = assess_condition(mask_path, tables.centerlines, cfg.condition, cfg.severity)
+    condition = assess_condition(mask_path, tables.centerlines, cfg.condition, cfg.severity, ortho)
     if structure is not None:
         condition = replace(condition, by_element=quantities_by_element(condition.cells, structure))
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job), condition)

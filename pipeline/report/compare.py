@@ -567,7 +567,8 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
 
 def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> list[str]:
     """What differs in how two surveys were made (model, views, flips, decision thresholds, the GSD
-    the model saw), each as "what: old -> new"; empty when the same or when a record is missing."""
+    the model saw, the shadow lift's floor), each as "what: old -> new"; empty when the same or when a
+    record is missing."""
     if old is None or new is None:
         return []
 
@@ -588,4 +589,6 @@ def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> li
     }
     if old.thresholds is not None and new.thresholds is not None:  # recorded by both (this release on)
         aspects["thresholds"] = thresholds
+    if old.exposure_floor is not None and new.exposure_floor is not None:
+        aspects["exposure floor"] = lambda r: f"{r.exposure_floor:g}"
     return [f"{what}: {show(old)} -> {show(new)}" for what, show in aspects.items() if show(old) != show(new)]

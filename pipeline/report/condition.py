@@ -7,11 +7,12 @@ heavy pattern cracking). The surveyed ground is cut into square cells (``conditi
 cell takes the worse of the widest crack in it and the spacing of the cracks around it (ground
 area / crack length over a ``spacing_window_m`` square: the spacing of parallel cracks of that
 density). A width the pixels cannot rate (narrower than a pixel that is wider than the lowest
-threshold, or unmeasured) gives a range of states, never a guessed one. CS4 (a structural review
-is warranted) and sealing are an inspector's call and are never assigned.
+threshold, or unmeasured) gives a range of states, never a guessed one; so does ground too dark or
+too clipped to show a crack (``pipeline.report.exposure``). CS4 (a structural review is warranted)
+and sealing are an inspector's call and are never assigned.
 
-Memory is flat in raster size: the mask is read decimated (at most ``READ_PX`` a side) for the
-surveyed area, and the cracks come from the centreline layer.
+Memory is flat in raster size: the mask (and the orthomosaic's exposure) is read decimated (at
+most ``READ_PX`` a side) for the surveyed area, and the cracks come from the centreline layer.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from pipeline.class_ids import NO_CLASS
 from pipeline.config import ConditionConfig, SeverityConfig
 from pipeline.raster.ground import ground_pixel_size
 from pipeline.report.defects import MIN_RESOLVED_PX, below_resolution
+from pipeline.report.exposure import exposure_samples
 from pipeline.report.footprint import mask_footprint
 
-READ_PX = 2048  # the mask's valid pixels are counted on a read of at most this many pixels a side
+READ_PX = 2048  # the mask's valid pixels (and the image's exposure) are read at most this many pixels a side
 MIN_CELL_CRACK = 0.05  # a cell holding less crack than this share of its side (the tip of a crack just
 # across a cell line) keeps its state; the tip still counts in its neighbours' spacing
 SQFT_PER_M2 = 1 / 0.3048**2
@@ -44,10 +46,13 @@ STATE_MEANINGS = {
     "CS1": "good: no cracks, or insignificant ones (narrow and widely spaced)",
     "CS1-CS2": "good or fair: a crack narrower than a pixel, which this GSD cannot rate",
     "CS2": "fair: moderate-width cracks or moderate spacing (unsealed)",
-    "CS1-CS3": "good to poor: a crack whose width the image or this GSD cannot rate",
-    "CS2-CS3": "fair or poor: a crack whose width the image or this GSD cannot rate",
+    "CS1-CS3": "good to poor: a crack whose width the image or this GSD cannot rate, or ground too dark or"
+    " overexposed to show cracks",
+    "CS2-CS3": "fair or poor: a crack whose width the image or this GSD cannot rate, or ground too dark or"
+    " overexposed to show all its cracks",
     "CS3": "poor: wide cracks or heavy pattern (map) cracking",
 }
+EXPOSURE_OK, TOO_DARK, OVEREXPOSED, NOT_CHECKED = "ok", "too dark", "overexposed", "not checked"
 CELL_COLUMNS = [
     "row",
     "col",
@@ -58,6 +63,9 @@ CELL_COLUMNS = [
     "condition_state",
     "cs_min",
     "cs_max",
+    "exposure",
+    "luminance",
+    "clipped_share",
 ]
 STATE_COLUMNS = ["condition_state", "meaning", "area_m2", "area_sqft", "share", "cells"]
 
@@ -69,6 +77,12 @@ class ConditionStates:
     cells: gpd.GeoDataFrame  # CELL_COLUMNS + geometry, in the mask's CRS
     states: pd.DataFrame  # STATE_COLUMNS, one row per state (CS1, CS2, CS3 always; ranges when present)
     by_element: pd.DataFrame | None = None  # the same per element of the structure (pipeline.report.elements)
+
+    @property
+    def area_by_exposure(self) -> dict[str, float]:
+        """Surveyed square metres per exposure verdict (ok, too dark, overexposed, not checked)."""
+        areas = self.cells.groupby("exposure")["surveyed_m2"].sum()
+        return {str(verdict): float(area) for verdict, area in areas.items()}
 
     @property
     def area_by_state(self) -> dict[str, float]:
@@ -112,25 +126,57 @@ def _width_states(widths_mm: np.ndarray, gsd_mm: float, severity: SeverityConfig
     return best, worst
 
 
-def _surveyed_area(mask: rasterio.DatasetReader, grid: _Grid, pixel_m2: float) -> np.ndarray:
-    """Ground square metres of valid (surveyed) pixels per cell, counted on a decimated read: the grid
-    is axis-aligned, so each read column falls in one cell column and each row in one cell row, and
-    the count is two small matrix products (no per-pixel index arrays)."""
-    step = max(1, math.ceil(max(mask.width, mask.height) / READ_PX))
-    shape = (max(1, math.ceil(mask.height / step)), max(1, math.ceil(mask.width / step)))
-    valid = (mask.read(1, out_shape=shape, resampling=Resampling.nearest) != NO_CLASS).astype(np.float32)
-    transform = mask.transform @ mask.transform.scale(mask.width / shape[1], mask.height / shape[0])
-    x = transform.c + (np.arange(shape[1]) + 0.5) * transform.a
-    y = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
-    row, col, _ = grid.index(np.full(shape[0], grid.x0), y)
-    _, col, _ = grid.index(x, np.full(shape[1], grid.y0))
-    in_col = np.zeros((shape[1], grid.cols), np.float32)
-    in_col[np.arange(shape[1]), col] = 1
-    in_row = np.zeros((grid.rows, shape[0]), np.float32)
-    in_row[row, np.arange(shape[0])] = 1
-    counts = in_row @ (valid @ in_col)
-    sample_m2 = pixel_m2 * (mask.width / shape[1]) * (mask.height / shape[0])
-    return np.rint(counts).astype(np.float64) * sample_m2
+@dataclass(frozen=True)
+class _Samples:
+    """A decimated read of the raster (at most READ_PX a side) mapped onto the grid: the grid is
+    axis-aligned, so each read column falls in one cell column and each row in one cell row, and
+    a per-cell sum is two small matrix products (no per-pixel index arrays)."""
+
+    shape: tuple[int, int]  # (rows, cols) of the read
+    in_row: np.ndarray  # (grid rows, read rows): 1 where a read row lies in a cell row
+    in_col: np.ndarray  # (read cols, grid cols)
+    sample_m2: float  # ground per sample
+
+    @classmethod
+    def of(cls, mask: rasterio.DatasetReader, grid: _Grid, pixel_m2: float) -> _Samples:
+        step = max(1, math.ceil(max(mask.width, mask.height) / READ_PX))
+        shape = (max(1, math.ceil(mask.height / step)), max(1, math.ceil(mask.width / step)))
+        transform = mask.transform @ mask.transform.scale(mask.width / shape[1], mask.height / shape[0])
+        x = transform.c + (np.arange(shape[1]) + 0.5) * transform.a
+        y = transform.f + (np.arange(shape[0]) + 0.5) * transform.e
+        row, _, _ = grid.index(np.full(shape[0], grid.x0), y)
+        _, col, _ = grid.index(x, np.full(shape[1], grid.y0))
+        in_col = np.zeros((shape[1], grid.cols), np.float32)
+        in_col[np.arange(shape[1]), col] = 1
+        in_row = np.zeros((grid.rows, shape[0]), np.float32)
+        in_row[row, np.arange(shape[0])] = 1
+        sample_m2 = pixel_m2 * (mask.width / shape[1]) * (mask.height / shape[0])
+        return cls(shape, in_row, in_col, sample_m2)
+
+    def per_cell(self, values: np.ndarray) -> np.ndarray:
+        """The sum of a (read rows, read cols) array over each cell (float64)."""
+        return (self.in_row @ (values.astype(np.float32) @ self.in_col)).astype(np.float64)
+
+
+def _exposure(
+    image: Path | None, samples: _Samples, valid: np.ndarray, cfg: ConditionConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: mean luminance, share of clipped pixels (NaN without an image) and the exposure
+    verdict (EXPOSURE_OK, TOO_DARK, OVEREXPOSED or NOT_CHECKED) of its surveyed pixels."""
+    shape = samples.in_row.shape[0], samples.in_col.shape[1]
+    if image is None:
+        return np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, NOT_CHECKED, object)
+    seen = exposure_samples(image, samples.shape)
+    usable = valid & seen.valid
+    count = samples.per_cell(usable)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        luminance = samples.per_cell(np.where(usable, seen.luminance, 0)) / count
+        clipped = samples.per_cell(usable & seen.clipped) / count
+    verdict = np.full(shape, EXPOSURE_OK, object)
+    verdict[clipped > cfg.max_clipped_share] = OVEREXPOSED
+    verdict[luminance < cfg.min_luminance] = TOO_DARK
+    verdict[count == 0] = NOT_CHECKED
+    return luminance, clipped, verdict
 
 
 def _split_at_cell_lines(start: np.ndarray, end: np.ndarray, grid: _Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -208,9 +254,15 @@ def _label(best: int, worst: int) -> str:
 
 
 def assess_condition(
-    mask_path: Path, centerlines: gpd.GeoDataFrame, cfg: ConditionConfig, severity: SeverityConfig
+    mask_path: Path,
+    centerlines: gpd.GeoDataFrame,
+    cfg: ConditionConfig,
+    severity: SeverityConfig,
+    image: Path | None = None,
 ) -> ConditionStates:
-    """The condition state of every cell of surveyed ground, and the area in each state."""
+    """The condition state of every cell of surveyed ground, and the area in each state. With the
+    orthomosaic (``image``, on the mask's grid), a cell too dark or too clipped to show a crack
+    can be in a worse state than its cracks say: its state is a range up to CS3."""
     with rasterio.open(mask_path, driver="GTiff") as mask:
         centre = ground_pixel_size(mask.crs, mask.transform, mask.width / 2, mask.height / 2)
         units_x, units_y = abs(mask.transform.a), abs(mask.transform.e)
@@ -223,14 +275,18 @@ def assess_condition(
             max(1, math.ceil(mask.height * units_y / step_y - 1e-9)),
             max(1, math.ceil(mask.width * units_x / step_x - 1e-9)),
         )
-        surveyed = _surveyed_area(mask, grid, centre.area_m2)
+        samples = _Samples.of(mask, grid, centre.area_m2)
+        valid = mask.read(1, out_shape=samples.shape, resampling=Resampling.nearest) != NO_CLASS
         bounds, crs = mask.bounds, mask.crs
+    surveyed = np.rint(samples.per_cell(valid)) * samples.sample_m2
+    luminance, clipped, exposure = _exposure(image, samples, valid, cfg)
     gsd_mm = centre.mean_m * 1000
     length, widest, width_best, width_worst = _crack_cells(centerlines, grid, gsd_mm, severity)
     spacing, spacing_state = _spacing_states(length, surveyed, grid, cfg)
     cracked = length >= MIN_CELL_CRACK * cfg.cell_m
     best = np.where(cracked, np.maximum(spacing_state, width_best), GOOD)
     worst = np.where(cracked, np.maximum(spacing_state, width_worst), GOOD)
+    worst[(exposure == TOO_DARK) | (exposure == OVEREXPOSED)] = POOR  # a crack there may not show
     rows, cols = np.nonzero(surveyed > 0)
     labels = [_label(b, w) for b, w in zip(best[rows, cols], worst[rows, cols], strict=True)]
     boxes = shapely.box(
@@ -257,6 +313,9 @@ def assess_condition(
             "condition_state": labels,
             "cs_min": best[rows, cols].astype(np.int64),
             "cs_max": worst[rows, cols].astype(np.int64),
+            "exposure": exposure[rows, cols].astype(str),
+            "luminance": luminance[rows, cols],
+            "clipped_share": clipped[rows, cols],
         },
         geometry=boxes,
         crs=crs,

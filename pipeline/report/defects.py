@@ -16,6 +16,7 @@ from rasterio.warp import transform as warp_transform
 from pipeline.config import ReportConfig, SeverityConfig
 from pipeline.errors import MsafError
 from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
+from pipeline.raster.luminance import grey_levels
 from pipeline.raster.source import rgb_bands
 from pipeline.raster.trust import driver_for
 from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
@@ -26,7 +27,6 @@ from pipeline.report.width import (
     WIDTH_UNMEASURED,
     CoreModel,
     Darkness,
-    grey_levels,
     measure_darkness,
 )
 from pipeline.review import REVIEW_FIELD, UNREVIEWED

@@ -111,14 +111,6 @@ class CoreModel:
         return mean, chunks, WIDTH_FROM_IMAGE if exact else WIDTH_UPPER_BOUND
 
 
-def grey_levels(rgb: np.ndarray) -> np.ndarray:
-    """Luminance (Rec. 601) of (bands, H, W) pixels; a single band is used as it is."""
-    data = rgb.astype(np.float64)
-    if data.shape[0] >= 3:
-        return 0.299 * data[0] + 0.587 * data[1] + 0.114 * data[2]
-    return data[0]
-
-
 def _band_and_ring(
     grey: np.ndarray, reach: np.ndarray, usable: np.ndarray, darkest: float
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,15 @@ with warnings.catch_warnings():
             images = model_input if isinstance(model_input, list) else [model_input]
             device = torch.device("cpu")
             out = [
-                predict_classes(self.model, np.asarray(img, np.uint8), self.meta.mean, self.meta.std, device)
+                predict_classes(
+                    self.model,
+                    np.asarray(img, np.uint8),
+                    self.meta.mean,
+                    self.meta.std,
+                    device,
+                    self.meta.decision,
+                    exposure_floor=self.meta.exposure_floor,
+                )
                 for img in images
             ]
             return out if isinstance(model_input, list) else out[0]

@@ -41,6 +41,7 @@ class Teacher:
     std: tuple[float, ...]
     sha256: str
     cfg: DistillConfig
+    exposure_floor: float = 0.0
 
     @classmethod
     def load(cls, path: Path, cfg: DistillConfig, class_names: list[str], device: torch.device) -> Teacher:
@@ -53,7 +54,7 @@ class Teacher:
             )
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        return cls(model, tuple(metadata.mean), tuple(metadata.std), file_sha256(path), cfg)
+        return cls(model, tuple(metadata.mean), tuple(metadata.std), file_sha256(path), cfg, metadata.exposure_floor)
 
     def taught(self, sources: list[str]) -> np.ndarray:
         """(N,) bool: the crops whose data set is distilled."""
@@ -74,7 +75,7 @@ class Teacher:
         if not bool(chosen.any()):
             return student.sum() * 0.0
         with torch.no_grad(), autocast_for(student.device, bf16):
-            inputs = normalise(images[chosen], self.mean, self.std)
+            inputs = normalise(images[chosen], self.mean, self.std, self.exposure_floor)
             if self.cfg.scales == SINGLE:
                 teacher = self.model(inputs).float()
             else:  # the mean of its views as log-probabilities: logits whose softmax is that mean

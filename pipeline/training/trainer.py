@@ -215,7 +215,12 @@ def validate(
 ) -> EvaluationSummary:
     """Per-set validation metrics with the decision thresholds calibrated on these images."""
     names = params.data.class_names
-    groups = {name: predict_items(model, items, mean, std, device) for name, items in data.val_sets.items() if items}
+    floor = params.train.exposure_floor
+    groups = {
+        name: predict_items(model, items, mean, std, device, exposure_floor=floor)
+        for name, items in data.val_sets.items()
+        if items
+    }
     thresholds = calibrate_classes(groups, names, params.train.calibrate, params.evaluate.tolerance_px)
     return evaluate_groups(groups, names, params.evaluate.tolerance_px, thresholds, params.train.calibrate)
 
@@ -320,7 +325,7 @@ def train_model(
                 group["lr"] = lr
             batch = next(batches)
             images = torch.from_numpy(batch.images).to(device)
-            x = normalise(images, mean, std)
+            x = normalise(images, mean, std, cfg.exposure_floor)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, bf16):
@@ -381,6 +386,7 @@ def train_model(
         mean=mean,
         std=std,
         gsd_m=params.data.gsd_m,
+        exposure_floor=cfg.exposure_floor,
         thresholds=best_metrics.thresholds,
         metrics={"val": best_metrics.to_json()},
         data_fingerprint=data.fingerprint,

@@ -200,7 +200,7 @@ def test_cracks_without_centrelines_are_rated_in_the_same_words_as_with_them():
 
 
 def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_path, surveyed):
-    """Another model, other views or other thresholds move thin edges: the change report says so
+    """Another model, other views, thresholds or shadow lift move thin edges: the change report says so
     (views 1 against 1,2 moved 0.1-5 % of a mask's pixels), and says nothing for two epochs made alike."""
     import shutil
 
@@ -212,18 +212,23 @@ def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_
         shutil.copytree(surveyed, folder)
     record = json.loads((other / "survey.json").read_text())
     before = ", ".join(f"{n} {t:g}" for n, t in sorted(record["thresholds"].items())) or "argmax"
-    record |= {"scales": [1.0, 2.0], "thresholds": {"crack": 0.4}}
+    floor = record["exposure_floor"]
+    record |= {"scales": [1.0, 2.0], "thresholds": {"crack": 0.4}, "exposure_floor": floor + 170}
     (other / "survey.json").write_text(json.dumps(record))
 
     same = compare_surveys(old, alike, tmp_path / "same", ReportConfig(min_area_m2=0))
     assert same["method_differences"] == []
     assert "not made the same way" not in (tmp_path / "same" / "report.html").read_text()
     changed = compare_surveys(old, other, tmp_path / "changed", ReportConfig(min_area_m2=0))
-    assert changed["method_differences"] == ["views: 1 -> 1,2", f"thresholds: {before} -> crack 0.4"]
+    assert changed["method_differences"] == [
+        "views: 1 -> 1,2",
+        f"thresholds: {before} -> crack 0.4",
+        f"exposure floor: {floor:g} -> {floor + 170:g}",
+    ]
     page = (tmp_path / "changed" / "report.html").read_text()
     assert "not made the same way (views: 1 -&gt; 1,2; thresholds:" in page
 
-    older = read_survey_record(old).model_copy(update={"thresholds": None})  # a survey.json from before the field
+    older = read_survey_record(old).model_copy(update={"thresholds": None, "exposure_floor": None})  # from before
     assert method_differences(older, read_survey_record(other)) == ["views: 1 -> 1,2"]
     assert method_differences(None, read_survey_record(other)) == []
 

@@ -265,3 +265,77 @@ def test_the_condition_bench_runs(tmp_path):
         row["size"] == 1024 and row["pieces"] == int(1.5 * 1.024**2 / 0.02) and row["cells"] == 8
     )  # 3 x 3, the corner the disc misses
     assert row["condition_s"] > 0 and row["ratio"] == pytest.approx(row["condition_s"] / row["footprint_s"], rel=0.05)
+
+
+def _deck_photo(path, mask_path, light: dict[tuple[int, int], float], seed: int = 0):
+    """A photo of the deck on the mask's grid: textured concrete (luminance ~150), each 0.5 m cell in
+    ``light`` under that share of the light (a shadow: 0.08; glare: 3, clipped at white), then
+    sensor noise and JPEG (q85), as a drone orthomosaic stores it."""
+    import rasterio
+    from scipy.ndimage import gaussian_filter
+
+    from tests.conftest import write_raster
+
+    with rasterio.open(mask_path) as mask:
+        height, width, transform = mask.height, mask.width, mask.transform
+    rng = np.random.default_rng(seed)
+    grey = 150 + gaussian_filter(rng.normal(0, 25, (height, width)), 1.5)
+    gain = np.ones((height, width))
+    for (row, col), share in light.items():
+        gain[row * 500 : (row + 1) * 500, col * 500 : (col + 1) * 500] = share
+    rgb = np.stack([grey * 1.02, grey, grey * 0.95]) * gain + rng.normal(0, 2, (3, height, width))
+    data = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return write_raster(
+        path, data, transform=transform, compress="jpeg", jpeg_quality=85, tiled=True, blockxsize=256, blockysize=256
+    )
+
+
+def test_ground_too_dark_or_clipped_to_show_a_crack_is_not_called_good(deck, tmp_path, monkeypatch):
+    """A crack-free cell in deep shadow or under glare may hide anything up to a wide crack: CS1-CS3;
+    a cracked one keeps what was found as its best state (CS2 -> CS2-CS3; CS3 stays CS3); lit cells
+    are as without the photo; without a photo nothing is checked. A decimated read gives the same."""
+    mask, cracks = deck
+    light = {(1, 0): 0.08, (2, 1): 3.0, (0, 0): 0.08, (0, 5): 0.08, (2, 2): 0.3}
+    photo = _deck_photo(tmp_path / "deck.tif", mask, light)
+    plain = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig())
+    seen = assess_condition(mask, cracks, ConditionConfig(), SeverityConfig(), photo)
+    before, after = _states(plain), _states(seen)
+    assert {cell: state for cell, state in after.items() if state != before[cell]} == {
+        (1, 0): "CS1-CS3",  # a tenth of the light: luminance ~12, under the 20 limit
+        (2, 1): "CS1-CS3",  # glare: all but the darkest pores clipped
+        (0, 0): "CS2-CS3",  # its moderate crack found, a wider one could hide in the shadow
+    }
+    assert before[(0, 5)] == after[(0, 5)] == "CS3"  # nothing is worse than what was found
+    assert after[(2, 2)] == "CS1"  # a third of the light (luminance ~45) shows cracks: lifted, surveyed
+    cells = seen.cells.set_index(["row", "col"])
+    assert cells.loc[(1, 0), "exposure"] == "too dark" and cells.loc[(2, 1), "exposure"] == "overexposed"
+    assert cells.loc[(1, 1), "exposure"] == "ok" and cells.loc[(1, 1), "luminance"] == pytest.approx(150, abs=5)
+    assert cells.loc[(1, 0), "luminance"] == pytest.approx(12, abs=2)
+    assert cells.loc[(2, 1), "clipped_share"] > 0.95 and cells.loc[(1, 1), "clipped_share"] < 0.01
+    assert set(plain.cells["exposure"]) == {"not checked"} and plain.cells["luminance"].isna().all()
+    assert sum(seen.area_by_state.values()) == pytest.approx(sum(plain.area_by_state.values()))
+    monkeypatch.setattr(condition, "READ_PX", 256)  # 12x decimated: the verdicts hold
+    assert _states(assess_condition(mask, cracks, ConditionConfig(), SeverityConfig(), photo)) == after
+
+
+def test_msaf_report_names_the_ground_it_could_not_rate_for_its_exposure(tmp_path):
+    """Through the command, with the orthomosaic: the cells of a shadowed span are CS1-CS3 in
+    defects.gpkg, and the page warns with the area; without the image it says exposure was not checked."""
+    import pyogrio
+
+    from tests.conftest import run_msaf
+
+    mask = np.zeros((1000, 2000), np.uint8)
+    survey = write_mask_survey(tmp_path / "survey", mask)
+    photo = _deck_photo(tmp_path / "deck.tif", survey / "mask.tif", {(0, 0): 0.05, (1, 0): 0.05})
+    done = run_msaf("report", str(survey), "--image", str(photo))
+    assert done.returncode == 0, done.stderr
+    assert "condition states (cracking): CS1 1.5 m², CS2 0 m², CS1-CS3 0.5 m², CS3 0 m²" in done.stdout
+    cells = pyogrio.read_dataframe(survey / "defects.gpkg", layer="condition_cells")
+    assert sorted(cells.loc[cells["exposure"] == "too dark", "col"]) == [0, 0]
+    assert "0.5 m² too dark (mean luminance &lt; 20 of 255)" in (survey / "report.html").read_text()
+    for name in ("defects.gpkg", "defects.geojson", "defects.csv", "defects.parquet", "report.html"):
+        (survey / name).unlink(missing_ok=True)
+    plain = run_msaf("report", str(survey))
+    assert plain.returncode == 0, plain.stderr
+    assert "Exposure not checked (no orthomosaic)" in (survey / "report.html").read_text()

@@ -115,9 +115,11 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
         calibrate=["crack"],
         calibrate_scales=[[2, 1]],
         loss={"dice_weight": 0.5, "skeleton_weight": 0.5},
+        exposure_floor=170.0,  # the photos (~130) are lifted in training, validation and evaluation alike
     )
     result = train_model(params)
     meta = read_metadata(result.checkpoint)
+    assert meta.exposure_floor == 170.0
     val = meta.validation()
     assert val is not None and val.epoch in (1, 2)
     assert set(meta.thresholds) == {"crack"} and meta.thresholds["crack"] in THRESHOLD_GRID
@@ -186,3 +188,16 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
     assert read_metadata(copy).thresholds == meta.thresholds
     stored, copied = load_file(str(result.checkpoint)), load_file(str(copy))
     assert stored.keys() == copied.keys() and all(torch.equal(stored[k], copied[k]) for k in stored)
+    # `msaf models exposure` gives a copy without the floor (and with a wrong threshold) the floor back and
+    # calibrates every threshold again under it: training's own, the single view's and the views'
+    floorless = tmp_path / "floorless.safetensors"
+    save_metadata(
+        result.checkpoint, floorless, meta.model_copy(update={"exposure_floor": 0.0, "thresholds": {"crack": 0.9}})
+    )
+    lifted = tmp_path / "lifted.safetensors"
+    printed = msaf_run("models", "exposure", "--model", str(floorless), "--manifest", manifest, "--floor", "170",
+                       "--out", str(lifted), "--device", "cpu").stdout  # fmt: skip
+    relifted = read_metadata(lifted)
+    assert relifted.exposure_floor == 170.0 and "floor 0 vs 170" in printed
+    assert relifted.thresholds == meta.thresholds and relifted.scale_thresholds == meta.scale_thresholds
+    assert relifted.validation().score == pytest.approx(val.score, abs=1e-9)
