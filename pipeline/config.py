@@ -185,6 +185,13 @@ class AugmentConfig(_Strict):
     scale: tuple[float, float] = Field(
         (1.0, 1.0), description="crop rescale range (log-uniform), e.g. (0.5, 2.0): the model sees many GSDs"
     )
+    shadow: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of crops taken in a shadow: 0.05-0.5x the light with sensor noise (sigma 1-3 grey"
+        " levels) before the other camera effects; with train.exposure_floor the lift shows them as a survey does",
+    )
     blur: float = Field(0.0, ge=0.0, le=1.0, description="share of crops blurred (Gaussian, sigma 0.3-1.5 px)")
     noise: float = Field(0.0, ge=0.0, le=1.0, description="share of crops with sensor noise (sigma 1-8 grey levels)")
     jpeg: float = Field(0.0, ge=0.0, le=1.0, description="share of crops JPEG-recompressed (quality 30-90)")

@@ -93,10 +93,14 @@ def resize_pair(image: np.ndarray, labels: np.ndarray, shape: tuple[int, int]) -
 
 
 def _degrade(image: np.ndarray, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Camera effects other surveys have: lens/motion blur, sensor noise, JPEG recompression."""
+    """Camera effects other surveys have: a shadow (less light, and the sensor noise a dark exposure
+    carries), lens/motion blur, sensor noise, JPEG recompression."""
     from PIL import Image
 
     out = image
+    if aug.shadow and rng.random() < aug.shadow:
+        light = float(np.exp(rng.uniform(np.log(0.05), np.log(0.5))))
+        out = out.astype(np.float32) * light + rng.normal(0.0, rng.uniform(1.0, 3.0), out.shape).astype(np.float32)
     if aug.blur and rng.random() < aug.blur:
         from scipy.ndimage import gaussian_filter
 

@@ -97,6 +97,33 @@ def test_a_coarser_flight_fades_a_thin_crack_where_its_label_stays():
     np.testing.assert_array_equal(coarse.batch(1, np.random.default_rng(3)).images[0], b_img[3])
 
 
+def test_a_shadowed_crop_is_darker_and_noisier_and_the_lift_shows_its_crack_again():
+    """A crop taken in a shadow keeps its labels and its crack, at 0.05-0.5x the light with sensor
+    noise; lifted to the floor (as training and surveys lift it) it is as light as the lit crop again,
+    with the crack still a dark line; the same seed gives the same crop."""
+    import torch
+
+    from pipeline.inference.predict import lift_shadows
+    from pipeline.raster.luminance import LUMA
+
+    photo = line_photo(joint=False)
+    plain = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF), focus=1.0)
+    shaded = CropSampler({"s": [photo]}, 128, AugmentConfig(**OFF, shadow=1.0), focus=1.0)
+    a_img, a_lab = (np.concatenate([plain.batch(1, np.random.default_rng(s))[k] for s in range(4)]) for k in (0, 1))
+    b_img, b_lab = (np.concatenate([shaded.batch(1, np.random.default_rng(s))[k] for s in range(4)]) for k in (0, 1))
+    assert np.array_equal(a_lab, b_lab)
+    crack, ground = a_lab == 1, a_lab == 0
+    for lit, dark, on, off in zip(a_img.mean(-1), b_img.mean(-1), crack, ground, strict=True):
+        light = dark[off].mean() / lit[off].mean()
+        assert 0.04 < light < 0.52  # 160 -> 8-80
+        assert dark[off].std() > 0.5  # sensor noise where the lit crop is flat
+        assert dark[on].mean() < dark[off].mean() * 0.5  # the crack is still there, as dark relative
+    lifted = lift_shadows(torch.from_numpy(b_img).permute(0, 3, 1, 2).float().clone(), 160.0, torch.tensor(LUMA))
+    grey = lifted.mean(1).numpy()
+    assert np.allclose([g[off].mean() for g, off in zip(grey, ground, strict=True)], 160 * 0.99, rtol=0.05)
+    np.testing.assert_array_equal(shaded.batch(1, np.random.default_rng(3)).images[0], b_img[3])
+
+
 def test_scale_range_must_be_ordered():
     with pytest.raises(ValueError, match=r"augment\.scale"):
         AugmentConfig(scale=(2.0, 0.5))
