@@ -217,11 +217,7 @@ def evaluate_sets(
     """Score a checkpoint per data set with its calibrated decision rule for the views ``scales``
     (``ModelMetadata.thresholds_at``: what a survey with them decides by)."""
     model, meta = loaded or load_checkpoint(checkpoint, resolve_device(device))
-    dev = next(model.parameters()).device
-    groups = {
-        name: predict_items(model, items, meta.mean, meta.std, dev, scales, meta.exposure_floor)
-        for name, items in sets.items()
-    }
+    groups = predict_sets(model, meta, sets, scales)
     summary = evaluate_groups(
         groups,
         meta.class_names,
@@ -230,6 +226,17 @@ def evaluate_sets(
         list(meta.thresholds) or meta.class_names[1:],
     )
     return summary.model_copy(update={"model": str(checkpoint)})
+
+
+def predict_sets(
+    model: torch.nn.Module, meta: ModelMetadata, sets: Mapping[str, Sequence[LabelledImage]], scales: Scales
+) -> dict[str, Scored]:
+    """Each set's items predicted as the model's metadata says (its input scaling and exposure floor)."""
+    dev = next(model.parameters()).device
+    return {
+        name: predict_items(model, items, meta.mean, meta.std, dev, scales, meta.exposure_floor)
+        for name, items in sets.items()
+    }
 
 
 def calibrate_views(
@@ -241,11 +248,7 @@ def calibrate_views(
 ) -> tuple[dict[str, float], EvaluationSummary]:
     """The model's calibrated classes (``meta.thresholds``) calibrated again for a survey that averages
     the views ``scales``, on these labelled sets; and the scores under those thresholds."""
-    dev = next(model.parameters()).device
-    groups = {
-        name: predict_items(model, items, meta.mean, meta.std, dev, scales, meta.exposure_floor)
-        for name, items in sets.items()
-    }
+    groups = predict_sets(model, meta, sets, scales)
     calibrated = list(meta.thresholds)
     thresholds = calibrate_classes(groups, meta.class_names, calibrated, tolerance_px)
     summary = evaluate_groups(groups, meta.class_names, tolerance_px, thresholds, calibrated or meta.class_names[1:])

@@ -10,6 +10,10 @@ import typer
 from rich.table import Table
 
 if TYPE_CHECKING:
+    import torch
+
+    from pipeline.checkpoint import ModelMetadata
+    from pipeline.data import LabelledImage
     from pipeline.metrics.summary import EvaluationSummary
     from pipeline.tracking.gate import GateVerdict
 
@@ -90,33 +94,62 @@ def models_export(
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]})")
 
 
+TunedOn = Annotated[Path, typer.Option(help="prepared manifest: its held-back photos are what it is tuned on")]
+CopyOut = Annotated[Path, typer.Option(help="checkpoint to write (the same weights; may be --model)")]
+SplitOption = Annotated[str, typer.Option(help="manifest split: val, train or all")]
+ToleranceOption = Annotated[float, typer.Option(help="tolerance (px) for the thin-structure F1")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+
+
+def _held_back(
+    model: Path, manifest: Path, split: str, device: str
+) -> tuple[torch.nn.Module, ModelMetadata, dict[str, list[LabelledImage]]]:
+    """The model (on ``device``) and the manifest's labelled sets it is calibrated on."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.data.manifest import load_manifest
+    from pipeline.errors import MsafError
+    from pipeline.inference.device import resolve_device
+
+    if split not in ("val", "train", "all"):
+        raise MsafError(f"--split must be val, train or all, got {split!r}")
+    network, meta = load_checkpoint(model, resolve_device(device))
+    return network, meta, load_manifest(manifest).load(split)
+
+
+def _print_scores(title: str, before: tuple[str, EvaluationSummary], after: tuple[str, EvaluationSummary]) -> None:
+    """Per-set scores of a model before and after a calibration, side by side."""
+    table = Table(title=title)
+    for column in ("set", f"score: {before[0]}", f"score: {after[0]}"):
+        table.add_column(column)
+    for name, part in after[1].sets.items():
+        table.add_row(name, fmt(before[1].sets[name].score), fmt(part.score))
+    table.add_row("mean", fmt(before[1].score), fmt(after[1].score))
+    console.print(table)
+    console.print("score: tolerant F1 of the calibrated classes (the training's selection score)")
+
+
 @models_app.command("calibrate")
 @user_errors
 def models_calibrate(
     model: Annotated[Path, typer.Option(help="checkpoint to calibrate")],
-    manifest: Annotated[Path, typer.Option(help="prepared manifest: its held-back photos are what it is tuned on")],
+    manifest: TunedOn,
     scales: Annotated[str, typer.Option(help="the survey's views (survey.scales), e.g. 1,2")],
-    out: Annotated[Path, typer.Option(help="checkpoint to write (the same weights; may be --model)")],
-    split: Annotated[str, typer.Option(help="manifest split: val, train or all")] = "val",
-    tolerance: Annotated[float, typer.Option(help="tolerance (px) for the thin-structure F1")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    out: CopyOut,
+    split: SplitOption = "val",
+    tolerance: ToleranceOption = 2,
+    device: DeviceOption = "auto",
 ) -> None:
     """Calibrate a model's decision thresholds for a multi-scale survey (--scales) on held-back photos;
     write a copy holding them beside its single-view ones (weights unchanged)."""
-    from pipeline.checkpoint import load_checkpoint, save_metadata
-    from pipeline.data.manifest import load_manifest
+    from pipeline.checkpoint import save_metadata
     from pipeline.errors import MsafError
     from pipeline.evaluate import calibrate_views, evaluate_sets
-    from pipeline.inference.device import resolve_device
     from pipeline.inference.scales import SINGLE, scales_key
 
     views = parse_views(scales)
     if views == SINGLE:
         raise MsafError("--scales 1 is the single view, calibrated in training; give the survey's views, e.g. 1,2")
-    if split not in ("val", "train", "all"):
-        raise MsafError(f"--split must be val, train or all, got {split!r}")
-    network, meta = load_checkpoint(model, resolve_device(device))
-    sets = load_manifest(manifest).load(split)
+    network, meta, sets = _held_back(model, manifest, split, device)
     single = evaluate_sets(model, sets, tolerance_px=tolerance, loaded=(network, meta))
     thresholds, summary = calibrate_views(network, meta, sets, views, tolerance)
     key = scales_key(views)
@@ -127,14 +160,8 @@ def models_calibrate(
         }
     )
     sha = save_metadata(model, out, type(meta).model_validate(calibrated.model_dump()))
-    table = Table(title=f"{model.name} on {manifest} ({split}): one view vs views {key}")
-    for column in ("set", "score: one view", f"score: views {key}"):
-        table.add_column(column)
-    for name, part in summary.sets.items():
-        table.add_row(name, fmt(single.sets[name].score), fmt(part.score))
-    table.add_row("mean", fmt(single.score), fmt(summary.score))
-    console.print(table)
-    console.print("score: tolerant F1 of the calibrated classes (the training's selection score)")
+    title = f"{model.name} on {manifest} ({split}): one view vs views {key}"
+    _print_scores(title, ("one view", single), (f"views {key}", summary))
     console.print(f"thresholds: one view {meta.thresholds}, views {key} {thresholds}")
     console.print(f"wrote {out} (sha256 {sha[:12]})")
 
@@ -143,38 +170,29 @@ def models_calibrate(
 @user_errors
 def models_exposure(
     model: Annotated[Path, typer.Option(help="checkpoint to set the floor of")],
-    manifest: Annotated[Path, typer.Option(help="prepared manifest: its held-back photos are what it is tuned on")],
+    manifest: TunedOn,
     floor: Annotated[float, typer.Option(help="mean luminance (0-255) dark tiles are lifted to; 0: none")],
-    out: Annotated[Path, typer.Option(help="checkpoint to write (the same weights; may be --model)")],
-    split: Annotated[str, typer.Option(help="manifest split: val, train or all")] = "val",
-    tolerance: Annotated[float, typer.Option(help="tolerance (px) for the thin-structure F1")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    out: CopyOut,
+    split: SplitOption = "val",
+    tolerance: ToleranceOption = 2,
+    device: DeviceOption = "auto",
 ) -> None:
     """Set a model's exposure floor (tiles darker are lifted to it before the network) and calibrate
     its thresholds again under it on held-back photos; write a copy (weights unchanged)."""
-    from pipeline.checkpoint import load_checkpoint, save_metadata
-    from pipeline.data.manifest import load_manifest
+    from pipeline.checkpoint import save_metadata
     from pipeline.errors import MsafError
     from pipeline.evaluate import evaluate_sets, with_exposure_floor
-    from pipeline.inference.device import resolve_device
 
     if not 0 <= floor <= 255:
         raise MsafError(f"--floor is a mean luminance from 0 to 255, got {floor:g}")
-    if split not in ("val", "train", "all"):
-        raise MsafError(f"--split must be val, train or all, got {split!r}")
-    network, meta = load_checkpoint(model, resolve_device(device))
-    sets = load_manifest(manifest).load(split)
+    network, meta, sets = _held_back(model, manifest, split, device)
     before = evaluate_sets(model, sets, tolerance_px=tolerance, loaded=(network, meta))
     lifted, after = with_exposure_floor(network, meta, sets, floor, tolerance)
     sha = save_metadata(model, out, lifted)
-    table = Table(title=f"{model.name} on {manifest} ({split}): floor {meta.exposure_floor:g} vs {floor:g}")
-    for column in ("set", f"score: floor {meta.exposure_floor:g}", f"score: floor {floor:g}"):
-        table.add_column(column)
-    for name, part in after.sets.items():
-        table.add_row(name, fmt(before.sets[name].score), fmt(part.score))
-    table.add_row("mean", fmt(before.score), fmt(after.score))
-    console.print(table)
-    console.print("score: tolerant F1 of the calibrated classes (the training's selection score)")
+    was = f"floor {meta.exposure_floor:g}"
+    _print_scores(
+        f"{model.name} on {manifest} ({split}): {was} vs {floor:g}", (was, before), (f"floor {floor:g}", after)
+    )
     console.print(f"thresholds: one view {meta.thresholds} -> {lifted.thresholds}; views {lifted.scale_thresholds}")
     console.print(f"wrote {out} (sha256 {sha[:12]})")
 

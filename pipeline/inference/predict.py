@@ -44,10 +44,9 @@ def lift_shadows(batch: torch.Tensor, floor: float, luma: torch.Tensor) -> torch
     mosaic) because its training photos are lit; lifted, the shadow looks like them
     (README: "Shadows and glare"). Images at or above the floor are not touched, bit for bit."""
     level = torch.einsum("nchw,c->n", batch, luma.view(-1)).div_(batch.shape[2] * batch.shape[3])
-    gain = floor / level.clamp_(min=floor / MAX_LIFT)
-    for i in torch.nonzero(gain > 1.0).flatten().tolist():  # the usual batch has none
-        batch[i].mul_(gain[i]).clamp_(max=255.0)
-    return batch
+    gain = (floor / level.clamp_(min=floor / MAX_LIFT)).clamp_(min=1.0)
+    # branch-free (no device sync on a GPU): x * 1.0 is x exactly, and 0..255 pixels never reach the clip
+    return batch.mul_(gain.view(-1, 1, 1, 1)).clamp_(max=255.0)
 
 
 def normalise(

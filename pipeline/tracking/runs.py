@@ -125,6 +125,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
                 "device": record.device,
                 "scales": scales_key(record.scales),
                 **{f"threshold.{name}": t for name, t in (record.thresholds or {}).items()},
+                **({"exposure_floor": record.exposure_floor} if record.exposure_floor is not None else {}),
                 **(
                     {"aoi": record.area_of_interest.path, "aoi.fingerprint": record.area_of_interest.fingerprint}
                     if record.area_of_interest

@@ -132,6 +132,7 @@ def test_survey_run_is_logged_with_artifacts(project, surveyed):
     assert {k: float(v) for k, v in run.data.params.items() if k.startswith("threshold.")} == {
         f"threshold.{name}": t for name, t in (record.thresholds or {}).items()
     }
+    assert float(run.data.params["exposure_floor"]) == record.exposure_floor
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert "survey.json" in artifacts
     assert mlflow.get_experiment(run.info.experiment_id).name == "surveys"
