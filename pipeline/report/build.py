@@ -122,7 +122,8 @@ def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
 
 
 def _views(record: SurveyRecord) -> str:
-    """How each tile was seen and decided: its views (survey.scales), flips, the decision's thresholds."""
+    """How each tile was seen and decided: its views (survey.scales), flips, the shadow lift, the
+    decision's thresholds."""
     scales = " and ".join(f"{s:g}x" for s in record.scales)
     if record.tiling.views and record.input.gsd_m:
         on_grid = " and ".join(f"{v:g}x" for v in record.tiling.views)
@@ -131,7 +132,8 @@ def _views(record: SurveyRecord) -> str:
     if record.thresholds is None:
         return f"{scales}{flips}"
     rule = ", ".join(f"{name} at p >= {t:g}" for name, t in record.thresholds.items()) or "the most probable class"
-    return f"{scales}{flips}; decided: {rule}"
+    lift = f"; tiles darker than luminance {record.exposure_floor:g} lifted to it" if record.exposure_floor else ""
+    return f"{scales}{flips}{lift}; decided: {rule}"
 
 
 def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -> list[tuple[str, str]]:

@@ -109,3 +109,29 @@ def test_a_shadowed_survey_finds_its_cracks_with_the_shipped_models_floor(tmp_pa
     assert scores["shadow, no lift"] < 0.3
     assert scores["shadow"] > 0.8 and scores["lit"] > 0.8
     assert abs(scores["shadow"] - scores["lit"]) < 0.05
+
+
+def test_a_lifted_survey_is_exact_for_any_block_size_keyed_and_reported(tmp_path, crack_mosaic):
+    """Each tile is lifted by its own pixels, so the mask does not depend on how the raster is cut; the
+    floor keys a resume's blocks (the model's own floor given explicitly is the same survey), and the
+    report's provenance says how tiles were lifted."""
+    from pipeline.config import ReportConfig, SurveyConfig
+    from pipeline.locations import shipped_model
+    from pipeline.report.build import report_survey
+    from pipeline.survey import prepare_survey, run_survey
+
+    dark = _darkened(crack_mosaic[0], tmp_path / "dark.tif", 0.3)
+    cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
+    run_survey(dark, tmp_path / "whole", cfg.model_copy(update={"block": 4096}), model_path=shipped_model())
+    cut = cfg.model_copy(update={"block": 200, "workers": 2, "readers": 2})
+    run_survey(dark, tmp_path / "cut", cut, model_path=shipped_model())
+    for name in ("mask.tif", "confidence.tif"):
+        with rasterio.open(tmp_path / "whole" / name) as a, rasterio.open(tmp_path / "cut" / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    keys = [
+        prepare_survey(dark, tmp_path / "k", cfg.model_copy(update=update), model_path=shipped_model()).key
+        for update in ({}, {"exposure_floor": 170.0}, {"exposure_floor": 0.0})
+    ]
+    assert keys[0] == keys[1] != keys[2]
+    report_survey(tmp_path / "whole", ReportConfig())
+    assert "tiles darker than luminance 170 lifted to it" in (tmp_path / "whole" / "report.html").read_text()
