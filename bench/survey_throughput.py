@@ -85,7 +85,17 @@ def run_model_only(
         pixels = ds.read((1, 2, 3))  # every real tile, decoded before the clock starts
     tiles = grid.tiles_touching(Box(0, 0, height, width))
     bf16 = resolve_precision(precision, dev) == "bf16"
-    runner = TileRunner(net, meta.mean, meta.std, dev, batch, grid.tile_shape, bf16=bf16, scales=scales)
+    runner = TileRunner(
+        net,
+        meta.mean,
+        meta.std,
+        dev,
+        batch,
+        grid.tile_shape,
+        bf16=bf16,
+        scales=scales,
+        exposure_floor=meta.exposure_floor,
+    )
     # the real tiles (data-dependent costs such as subnormal activations count), uint8 on the device
     on_device = torch.stack(
         [runner._upload(pixels[(slice(None), *t.relative_to(Box(0, 0, height, width)))]) for t in tiles]
