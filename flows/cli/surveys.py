@@ -304,6 +304,9 @@ def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:
     if summary.condition_m2:
         areas = ", ".join(f"{state} {area:.3g} m²" for state, area in summary.condition_m2.items())
         console.print(f"condition states (cracking): {areas}")
+    if summary.unrated_m2:
+        unrated = " and ".join(f"{area:.3g} m² {verdict}" for verdict, area in summary.unrated_m2.items())
+        console.print(f"cannot show a crack: {unrated} (rated up to CS3; re-fly with more light or less exposure)")
     console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary.outputs.values())}")
 
 

@@ -531,5 +531,6 @@ def _report(
         by_class={k: int(v) for k, v in counts.items()},
         non_defects={k: int(v) for k, v in context.items()},
         condition_m2=condition.area_by_state,
+        unrated_m2={k: v for k, v in condition.area_by_exposure.items() if k in (TOO_DARK, OVEREXPOSED) and v > 0},
         outputs=outputs | {"html": SurveyFolder.HTML},
     )

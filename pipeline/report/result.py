@@ -14,4 +14,5 @@ class ReportResult(BaseModel):
     by_class: dict[str, int]  # defects per defect class
     non_defects: dict[str, int]  # outlines per non-defect class (joints): context, never counted
     condition_m2: dict[str, float] = Field(default_factory=dict)  # surveyed area per condition state (cracking)
+    unrated_m2: dict[str, float] = Field(default_factory=dict)  # too dark / overexposed to show a crack: up to CS3
     outputs: dict[str, str]  # kind -> file name in the survey folder

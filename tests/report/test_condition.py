@@ -331,6 +331,7 @@ def test_msaf_report_names_the_ground_it_could_not_rate_for_its_exposure(tmp_pat
     done = run_msaf("report", str(survey), "--image", str(photo))
     assert done.returncode == 0, done.stderr
     assert "condition states (cracking): CS1 1.5 m², CS2 0 m², CS1-CS3 0.5 m², CS3 0 m²" in done.stdout
+    assert "cannot show a crack: 0.5 m² too dark (rated up to CS3" in done.stdout
     cells = pyogrio.read_dataframe(survey / "defects.gpkg", layer="condition_cells")
     assert sorted(cells.loc[cells["exposure"] == "too dark", "col"]) == [0, 0]
     assert "0.5 m² too dark (mean luminance &lt; 20 of 255)" in (survey / "report.html").read_text()
@@ -339,3 +340,4 @@ def test_msaf_report_names_the_ground_it_could_not_rate_for_its_exposure(tmp_pat
     plain = run_msaf("report", str(survey))
     assert plain.returncode == 0, plain.stderr
     assert "Exposure not checked (no orthomosaic)" in (survey / "report.html").read_text()
+    assert "cannot show a crack" not in plain.stdout
