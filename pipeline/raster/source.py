@@ -253,6 +253,18 @@ def _sample(ds: rasterio.DatasetReader) -> tuple[np.ndarray, np.ndarray]:
     return data, valid
 
 
+_FILE_SCALES: dict[tuple[str, float], tuple[tuple[float, float], ...]] = {}
+
+
+def file_bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
+    """``bit_depth_scale`` of a local file, once per file version: a report's pictures and its
+    exposure check both read the orthomosaic on the survey's 8-bit scale."""
+    key = (ds.name, Path(ds.name).stat().st_mtime)
+    if key not in _FILE_SCALES:
+        _FILE_SCALES[key] = bit_depth_scale(ds)
+    return _FILE_SCALES[key]
+
+
 def bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
     """[0, 2^bits - 1] from NBITS metadata or the data's top (99.99th percentile); [0, 1] for floats within it.
 

@@ -417,12 +417,12 @@ def _add_condition(
 
 def _exposure_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tuple[str, str]]:
     """What the orthomosaic's exposure leaves unrated: ground too dark or too clipped to show a crack."""
-    areas = condition.area_by_exposure
-    if areas.get(NOT_CHECKED, 0.0) and len(areas) == 1:
+    if set(condition.area_by_exposure) == {NOT_CHECKED}:
         return [("note", "Exposure not checked (no orthomosaic): a shadow or glare that hid cracks is rated CS1.")]
-    dark, bright = areas.get(TOO_DARK, 0.0), areas.get(OVEREXPOSED, 0.0)
-    if not dark and not bright:
+    unrated = condition.unrated_m2
+    if not unrated:
         return []
+    dark, bright = unrated.get(TOO_DARK, 0.0), unrated.get(OVEREXPOSED, 0.0)
     parts = [f"{dark:.3g} m² too dark (mean luminance < {spec.min_luminance:g} of 255)"] if dark else []
     parts += [f"{bright:.3g} m² overexposed (over {spec.max_clipped_share:.0%} of pixels clipped)"] if bright else []
     return [
@@ -531,6 +531,6 @@ def _report(
         by_class={k: int(v) for k, v in counts.items()},
         non_defects={k: int(v) for k, v in context.items()},
         condition_m2=condition.area_by_state,
-        unrated_m2={k: v for k, v in condition.area_by_exposure.items() if k in (TOO_DARK, OVEREXPOSED) and v > 0},
+        unrated_m2=condition.unrated_m2,
         outputs=outputs | {"html": SurveyFolder.HTML},
     )

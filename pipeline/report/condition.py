@@ -85,6 +85,12 @@ class ConditionStates:
         return {str(verdict): float(area) for verdict, area in areas.items()}
 
     @property
+    def unrated_m2(self) -> dict[str, float]:
+        """Square metres too dark or overexposed to show a crack, by verdict (only those with ground)."""
+        areas = self.area_by_exposure
+        return {verdict: areas[verdict] for verdict in (TOO_DARK, OVEREXPOSED) if areas.get(verdict, 0.0) > 0}
+
+    @property
     def area_by_state(self) -> dict[str, float]:
         """Square metres per condition state (the report's summary, MLflow's metrics)."""
         return dict(zip(self.states["condition_state"].astype(str), self.states["area_m2"].astype(float), strict=True))

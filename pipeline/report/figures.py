@@ -20,7 +20,7 @@ from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import MsafError
-from pipeline.raster.source import bit_depth_scale, rgb_bands, to_uint8
+from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
 from pipeline.styles import CENTERLINE_COLOUR
 
@@ -35,17 +35,6 @@ def _png(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-_SCALES: dict[tuple[str, float], tuple[tuple[float, float], ...]] = {}
-
-
-def _display_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
-    """The survey's default scaling of non-8-bit data (the picture the model saw), once per file."""
-    key = (ds.name, Path(ds.name).stat().st_mtime)
-    if key not in _SCALES:
-        _SCALES[key] = bit_depth_scale(ds)
-    return _SCALES[key]
-
-
 def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max_side: int) -> np.ndarray | None:
     """A decimated RGB read of the orthomosaic (overviews are used when present)."""
     if path is None or not Path(path).is_file():
@@ -57,7 +46,7 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
             rgb = ds.read(rgb_bands(ds), out_shape=(3, *shape), resampling=Resampling.average)
             valid = ds.dataset_mask(out_shape=shape) > 0
             if rgb.dtype != np.uint8:
-                rgb = to_uint8(rgb, _display_scale(ds)) if valid.any() else np.zeros(rgb.shape, np.uint8)
+                rgb = to_uint8(rgb, file_bit_depth_scale(ds)) if valid.any() else np.zeros(rgb.shape, np.uint8)
     except (rasterio.errors.RasterioError, MsafError):
         return None
     rgba = np.dstack([rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)])
@@ -154,7 +143,7 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
             (1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0, resampling=Resampling.average
         )
         if rgb.dtype != np.uint8:
-            rgb = to_uint8(rgb, _display_scale(ds))
+            rgb = to_uint8(rgb, file_bit_depth_scale(ds))
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(rgb.transpose(1, 2, 0), extent=(minx, maxx, miny, maxy))
     gpd.GeoSeries([geometry]).boundary.plot(ax=ax, color=colour, linewidth=1.5)
