@@ -23,6 +23,7 @@ import rasterio
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.class_ids import NO_CLASS
 from pipeline.config import SurveyConfig
 from pipeline.data.manifest import load_manifest
 from pipeline.fsutil import write_json
@@ -76,7 +77,7 @@ def main() -> None:
                 with rasterio.open(out / "mask.tif") as mask:
                     crack = score_mask(mask.read(1), expected, names).classes["crack"]
                 with rasterio.open(source) as image:
-                    stats = exposure_statistics(image.read(), expected != 255)
+                    stats = exposure_statistics(image.read(), expected != NO_CLASS)
                 results.setdefault(entry.name, {})[str(gain)] = {
                     "tol_f1": crack.tol_f1,
                     "tol_recall": crack.tol_recall,
