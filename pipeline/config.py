@@ -483,6 +483,23 @@ class ElementsConfig(_Strict):
     field: str = Field("element", description="the field that names each element")
 
 
+class RegistrationConfig(_Strict):
+    """msaf compare: how the new survey is aligned onto the old one before their defects are matched.
+
+    Two flights' orthomosaics of one structure are rarely on the same ground to the millimetre
+    (GNSS without ground control: centimetres to metres), while cracks are matched within
+    ``match_distance_m``. ``auto`` measures the translation between the two orthomosaics (phase
+    correlation, coarse to fine, checked by independent windows) and moves the new survey's defects
+    by it; ``off`` compares them where they are.
+    """
+
+    mode: Literal["auto", "off"] = Field("auto", description="auto: align the epochs from their orthomosaics; off: as they lie")
+    max_shift_m: float = Field(
+        1.0, gt=0, description="a larger measured offset is not applied (another structure, or ground too alike)"
+    )
+    min_windows: int = Field(3, ge=1, description="independent windows that must agree on the shift to apply it")
+
+
 class ReportConfig(_Strict):
     """Vectorising, measuring and reporting defects."""
 
@@ -513,6 +530,7 @@ class ReportConfig(_Strict):
     )
     chips: int = Field(8, ge=0, description="defect image chips in the HTML report")
     match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")
 
 

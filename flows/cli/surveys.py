@@ -286,11 +286,35 @@ def compare(
     new_survey: Annotated[Path, typer.Argument(help="later survey folder")],
     out: Annotated[Path, typer.Option(help="folder for changes.gpkg/.geojson/.csv and report.html")],
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+    old_image: Annotated[
+        Path | None,
+        typer.Option(
+            help="the earlier survey's orthomosaic, to register the epochs (default: its input, if still there)"
+        ),
+    ] = None,
+    new_image: Annotated[
+        Path | None,
+        typer.Option(
+            help="the later survey's orthomosaic, to register the epochs (default: its input, if still there)"
+        ),
+    ] = None,
+    registration: Annotated[
+        str | None,
+        typer.Option(
+            help="auto: move the later survey onto the earlier by their orthomosaics' offset; off: as they lie"
+        ),
+    ] = None,
 ) -> None:
-    """Match the defects of two surveys and classify each as new, grown, unchanged, shrunk or not found."""
+    """Register two surveys, match their defects and classify each as new, grown, unchanged, shrunk or not found."""
     from pipeline.report.compare import compare_surveys
 
-    result = compare_surveys(old_survey, new_survey, out, load_optional_params(params).report)
+    cfg = load_optional_params(params).report
+    if registration is not None:
+        if registration not in ("auto", "off"):
+            raise MsafError(f"--registration must be auto or off, got {registration!r}")
+        cfg = cfg.model_copy(update={"registration": cfg.registration.model_copy(update={"mode": registration})})
+    result = compare_surveys(old_survey, new_survey, out, cfg, old_image, new_image)
+    console.print(f"registration: {result['registration'].summary()}")
     console.print(", ".join(f"{count} {status}" for status, count in result["changes"].items()))
     console.print(f"wrote {', '.join(str(out / f) for f in result['outputs'])}")
 

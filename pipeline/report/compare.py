@@ -56,6 +56,7 @@ from pipeline.report.elements import read_elements
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
+from pipeline.report.registration import Registration, register_epochs
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -139,8 +140,10 @@ def _compare_condition(
     cfg: ReportConfig,
     crs: pyproj.CRS,
     common: Callable[[pyproj.CRS], BaseGeometry | None],
+    registration: Registration,
 ) -> ConditionComparison | str:
-    """Each epoch's area per condition state on the ground both imaged, side by side; or why not."""
+    """Each epoch's area per condition state on the ground both imaged, side by side (the new
+    epoch's cells moved onto the old survey); or why not."""
     old, new = _condition_cells(old_dir, cfg), _condition_cells(new_dir, cfg)
     if old is None or new is None:
         missing = " and ".join(str(folder) for folder, frame in ((old_dir, old), (new_dir, new)) if frame is None)
@@ -149,7 +152,7 @@ def _compare_condition(
             "existed; re-run `msaf report` on it."
         )
     ground = common(crs)
-    old, new = old.to_crs(crs), new.to_crs(crs)
+    old, new = old.to_crs(crs), registration.move(new.to_crs(crs))
 
     def change(within: BaseGeometry | None) -> pd.DataFrame:
         return condition_change(quantities(old, within), quantities(new, within))
@@ -444,44 +447,72 @@ def _refuse_survey_folder(out_dir: Path) -> None:
         )
 
 
-def compare_surveys(old_dir: str | Path, new_dir: str | Path, out_dir: str | Path, cfg: ReportConfig) -> dict[str, Any]:
-    """Write changes.gpkg (changes + summary), changes.geojson, changes.csv and report.html into ``out_dir``.
+def compare_surveys(
+    old_dir: str | Path,
+    new_dir: str | Path,
+    out_dir: str | Path,
+    cfg: ReportConfig,
+    old_image: Path | None = None,
+    new_image: Path | None = None,
+) -> dict[str, Any]:
+    """Write changes.gpkg (changes, summary, registration), .geojson, .csv and report.html into ``out_dir``.
+
+    The new survey is first moved onto the old one by the offset measured between their
+    orthomosaics (``old_image``/``new_image``, else each survey's input if still in place;
+    ``report.registration``).
 
     The surveys are only read: GDAL's .aux.xml side files (statistics, masks) are never written
     beside them (``GDAL_PAM_ENABLED=NO``)."""
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-        return _compare(Path(old_dir), Path(new_dir), Path(out_dir), cfg)
+        return _compare(Path(old_dir), Path(new_dir), Path(out_dir), cfg, old_image, new_image)
 
 
-def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> dict[str, Any]:
+def _compare(
+    old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig, old_image: Path | None, new_image: Path | None
+) -> dict[str, Any]:
     _refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
+    old_record, new_record = read_survey_record(old_dir), read_survey_record(new_dir)
+    old_ortho, new_ortho = survey_image(old_record, old_image), survey_image(new_record, new_image)
+    crs = _working_crs(old if len(old) else new)
 
-    @cache  # asked by the matching and by the condition states: each footprint is traced once
-    def both_imaged(crs: pyproj.CRS) -> BaseGeometry | None:
-        footprints = [survey_footprint(folder, crs) for folder in (old_dir, new_dir)]
-        if any(f is None for f in footprints):
+    @cache  # asked by the registration, the matching and the condition states: traced once
+    def footprints(crs: pyproj.CRS) -> tuple[BaseGeometry, BaseGeometry] | None:
+        traced = survey_footprint(old_dir, crs), survey_footprint(new_dir, crs)
+        if traced[0] is None or traced[1] is None:
             return None
-        common = shapely.intersection(*footprints)
-        if common.is_empty or common.area <= 0:
+        if shapely.intersection(*traced).area <= 0:
             raise MsafError(
                 f"{old_dir} and {new_dir} image no common ground (their footprints do not overlap: another "
                 "structure, an empty survey or a wrong CRS); compare two surveys of the same structure"
             )
-        return common
+        return traced
+
+    traced = footprints(crs)
+    registration = register_epochs(
+        old_ortho, new_ortho, crs, shapely.intersection(*traced) if traced else None, cfg.registration
+    )
+
+    def both_imaged(crs: pyproj.CRS) -> BaseGeometry | None:
+        traced = footprints(crs)
+        return None if traced is None else shapely.intersection(traced[0], registration.move_geometry(traced[1], crs))
 
     changes = match_defects(
         old,
-        new,
+        registration.move(new.to_crs(crs)),
         cfg,
         load_defects(old_dir, cfg, "crack_centerlines"),
-        load_defects(new_dir, cfg, "crack_centerlines"),
+        registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs)),
         both_imaged,
     )
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
-    condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged)
+    condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged, registration)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)
-    layers: dict[str, gpd.GeoDataFrame | pd.DataFrame] = {"changes": changes, "summary": summary}
+    layers: dict[str, gpd.GeoDataFrame | pd.DataFrame] = {
+        "changes": changes,
+        "summary": summary,
+        "registration": pd.DataFrame([registration.as_row()]),
+    }
     if isinstance(condition, ConditionComparison):
         layers["condition_change"] = condition.whole
         if condition.by_element is not None:
@@ -490,9 +521,8 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
     write_geojson(out_dir / CHANGES_GEOJSON, changes, "changes")
     with atomic_output(out_dir / CHANGES_CSV) as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
-    record = read_survey_record(new_dir)
-    differences = method_differences(read_survey_record(old_dir), record)
-    ortho = survey_image(record, None)
+    differences = method_differences(old_record, new_record)
+    ortho = old_ortho if old_ortho or registration.applied else new_ortho  # the changes lie on the old survey
     bounds = tuple(changes.total_bounds) if len(changes) else tuple(new.to_crs(changes.crs).total_bounds)
     if not np.isfinite(bounds).all():  # two defect-free surveys: the map shows the new survey's extent
         bounds = _survey_bounds(new_dir, changes.crs)
@@ -518,6 +548,7 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
             "old survey": str(old_dir),
             "new survey": str(new_dir),
             "working CRS": changes.crs.to_string(),
+            "registration": registration.summary(),
             "match distance": f"{cfg.match_distance_m} m",
             "change tolerance": f"{cfg.change_tolerance:.0%}",
         },
@@ -531,6 +562,7 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
                 "structure. Survey both epochs with the same model and settings to compare them.",
             )
         )
+    page.notes.extend(_registration_notes(registration, cfg))
     if isinstance(condition, ConditionComparison):
         page.tables.append(
             (
@@ -562,7 +594,32 @@ def _compare(old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig) -> 
         "outputs": list(CHANGE_OUTPUTS),
         "method_differences": differences,
         "condition_change_m2": condition.change_m2 if isinstance(condition, ConditionComparison) else {},
+        "registration": registration,
     }
+
+
+def _registration_notes(registration: Registration, cfg: ReportConfig) -> list[tuple[str, str]]:
+    """What the reader of a change report must know about how the epochs were aligned."""
+    tolerance_mm = cfg.match_distance_m * 1000
+    if registration.method == "none":
+        return [
+            (
+                "warning",
+                f"The surveys were compared as they lie, not registered: {registration.note}. Cracks are matched "
+                f"within {tolerance_mm:.3g} mm; if the two flights are further apart than that, unchanged cracks "
+                "come out as new and not found.",
+            )
+        ]
+    if registration.applied and registration.spread_m > cfg.match_distance_m / 2:
+        return [
+            (
+                "warning",
+                f"The orthomosaics' windows disagree on the shift by {registration.spread_m * 1000:.3g} mm (RMS): the "
+                "epochs differ by more than a translation (a rotation, a scale or a warped orthomosaic), and "
+                f"changes near the {tolerance_mm:.3g} mm tolerance may be registration, not the structure.",
+            )
+        ]
+    return []
 
 
 def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> list[str]:

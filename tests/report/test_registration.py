@@ -1,0 +1,194 @@
+"""Epoch registration: two flights of one wall, the second off by a known offset and flown in other
+light (gamma, gain, blur, sensor noise, JPEG), found again to a fraction of a pixel; another wall and
+an offset beyond the limit are refused with the reason; `msaf compare` matches cracks only after it."""
+
+import io
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import pytest
+import rasterio
+import shapely
+from PIL import Image, ImageFilter
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+from scipy.ndimage import shift as shift_image
+
+from pipeline.config import RegistrationConfig
+from pipeline.report.registration import register_epochs
+from tests.conftest import UAV75, assert_one_line_error, run_msaf, write_mask_survey, write_raster
+from tests.report.test_change_tracking import _old_epoch
+
+ORIGIN = (400000.0, 5000000.0)  # write_mask_survey's grid: EPSG:32633, 1 mm pixels
+UTM = pyproj.CRS("EPSG:32633")
+
+
+def _wall(first: int, rows: int = 3, cols: int = 4) -> np.ndarray:
+    """A concrete wall of rows x cols real drone photos (UAV75), (H, W, 3)."""
+    photos = sorted((UAV75 / "images").glob("*.jpg"))[first : first + rows * cols]
+    tiles = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
+    return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)])
+
+
+def _reflown(rgb: np.ndarray, east_px: float, north_px: float, seed: int = 0) -> np.ndarray:
+    """The same ground from another flight: every feature ``east_px``/``north_px`` away (sub-pixel,
+    cubic), in other light (gamma 1.3, gain 0.8, +20), blurred (sigma 0.8 px), noisy (sigma 3) and
+    JPEG-compressed (quality 70)."""
+    moved = np.stack(
+        [shift_image(rgb[..., b].astype(float), (-north_px, east_px), order=3, mode="nearest") for b in range(3)], -1
+    )
+    lit = 255 * (np.clip(moved, 0, 255) / 255) ** 1.3 * 0.8 + 20
+    blurred = Image.fromarray(np.clip(lit, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8))
+    noisy = np.asarray(blurred).astype(float) + np.random.default_rng(seed).normal(0, 3, lit.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=70)
+    return np.asarray(Image.open(buffer))
+
+
+def _ortho(path: Path, rgb: np.ndarray, origin=ORIGIN, crs: str = "EPSG:32633", res: float = 0.001) -> Path:
+    return write_raster(
+        path, rgb.transpose(2, 0, 1), crs=crs, transform=from_origin(*origin, res, res), photometric="RGB"
+    )
+
+
+def _bounds(path: Path) -> shapely.Polygon:
+    with rasterio.open(path) as ds:
+        return shapely.box(*ds.bounds)
+
+
+@pytest.fixture(scope="module")
+def wall(tmp_path_factory) -> Path:
+    return _ortho(tmp_path_factory.mktemp("wall") / "old.tif", _wall(0))
+
+
+def _to_web_mercator(path: Path) -> Path:
+    out_path = path.with_name("mercator.tif")
+    with rasterio.open(path) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height, *src.bounds)
+        out = np.zeros((3, height, width), np.uint8)
+        reproject(
+            src.read(),
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=transform,
+            dst_crs="EPSG:3857",
+            resampling=Resampling.bilinear,
+        )
+    return write_raster(out_path, out, crs="EPSG:3857", transform=transform)
+
+
+@pytest.mark.parametrize(
+    ("east_px", "north_px", "georeferenced_off_m", "web_mercator"),
+    [
+        (63.4, -27.8, (0.0, 0.0), False),  # 69 mm: GNSS with ground control
+        (0.3, 0.6, (0.4, -0.25), False),  # 0.47 m: a flight without ground control
+        (63.4, -27.8, (0.0, 0.0), True),  # the second flight delivered in another CRS
+    ],
+)
+def test_a_reflown_wall_is_registered_to_a_fifth_of_a_pixel(
+    tmp_path, wall, east_px, north_px, georeferenced_off_m, web_mercator
+):
+    origin = (ORIGIN[0] + georeferenced_off_m[0], ORIGIN[1] + georeferenced_off_m[1])
+    new = _ortho(tmp_path / "new.tif", _reflown(_wall(0), east_px, north_px), origin)
+    if web_mercator:
+        new = _to_web_mercator(new)
+    found = register_epochs(wall, new, UTM, _bounds(wall), RegistrationConfig())
+    assert found.applied, found.note
+    assert found.method == "orthomosaics" and found.agreeing >= 3
+    # every feature lies (east_px mm + offset) east of where it was: the new survey moves back by that
+    assert found.east_m == pytest.approx(-(east_px / 1000 + georeferenced_off_m[0]), abs=2e-4)
+    assert found.north_m == pytest.approx(-(north_px / 1000 + georeferenced_off_m[1]), abs=2e-4)
+    assert found.spread_m < 3e-4
+
+
+@pytest.mark.parametrize(
+    ("name", "shift_px", "max_shift_m"),
+    [("webodm_orthophoto.tif", (1.3, 0.6), 2.0), ("deepforest_OSBS_029.tif", (2.7, -1.4), 1.0)],
+)
+def test_real_orthophotos_are_registered_to_a_fifth_of_a_pixel(tmp_path, name, shift_px, max_shift_m):
+    """The project's two real orthophotos (alpha footprint / nodata 255, 0.5 m / 0.1 m, UTM 15 / 17),
+    the second epoch made from each as above."""
+    source = Path(__file__).parents[2] / "data" / "sources" / "ortho" / name
+    with rasterio.open(source) as src:
+        data, profile, res = src.read(), src.profile, src.res
+    moved = _reflown(data[:3].transpose(1, 2, 0), *shift_px).transpose(2, 0, 1)
+    epoch = np.concatenate([moved, data[3:]]) if len(data) == 4 else np.where(data == 255, 255, moved)
+    with rasterio.open(tmp_path / name, "w", **profile) as dst:
+        dst.write(epoch)
+    found = register_epochs(
+        source,
+        tmp_path / name,
+        pyproj.CRS(profile["crs"]),
+        _bounds(source),
+        RegistrationConfig(max_shift_m=max_shift_m),
+    )
+    assert found.applied, found.note
+    assert found.east_m == pytest.approx(-shift_px[0] * res[0], abs=0.2 * res[0])
+    assert found.north_m == pytest.approx(-shift_px[1] * res[1], abs=0.2 * res[1])
+
+
+def test_another_wall_is_not_registered_and_the_report_says_why(tmp_path, wall):
+    other = _ortho(tmp_path / "other.tif", _wall(12))
+    found = register_epochs(wall, other, UTM, _bounds(wall), RegistrationConfig(max_shift_m=5.0))
+    assert not found.applied and found.method == "none"
+    assert "agree on a shift" in found.note and found.agreeing < 3
+
+
+def test_an_offset_beyond_the_limit_is_refused(tmp_path, wall):
+    far = _ortho(tmp_path / "far.tif", _reflown(_wall(0), 0, 0), (ORIGIN[0] + 0.4, ORIGIN[1] - 0.25))
+    found = register_epochs(wall, far, UTM, _bounds(wall), RegistrationConfig(max_shift_m=0.3))
+    assert not found.applied and found.east_m == 0.0
+    assert "0.472 m away, beyond report.registration.max_shift_m (0.3 m)" in found.note
+    off = register_epochs(wall, far, UTM, _bounds(wall), RegistrationConfig(mode="off"))
+    assert not off.applied and off.method == "off"
+
+
+@pytest.mark.slow  # four `msaf compare` processes
+def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
+    """The one-of-each epochs (tests/report/test_change_tracking.py), the second flight 43 mm off
+    (37 mm east, 21 mm north) with its orthomosaic: registered, each change is found as on a perfect
+    grid; compared as they lie (--registration off), every crack is new and not found."""
+    old_mask = _old_epoch()
+    new_mask = old_mask.copy()
+    new_mask[50:53, 220:320] = 1  # A extended
+    new_mask[148:155, 20:220] = 1  # B widened
+    new_mask[300:303, :] = 0  # R repaired
+    new_mask[90:93, 100:450] = 1  # N new
+    new_mask = np.roll(new_mask, (-21, 37), axis=(0, 1))  # the second flight's ground, 21 mm north, 37 east
+    write_mask_survey(tmp_path / "old", old_mask)
+    write_mask_survey(tmp_path / "new", new_mask)
+    height, width = old_mask.shape
+    old_image = _ortho(tmp_path / "old.tif", _wall(0)[:height, :width])
+    new_image = _ortho(tmp_path / "new.tif", _reflown(_wall(0), 37, 21)[:height, :width])
+    params = tmp_path / "params.yaml"
+    params.write_text("report:\n  min_area_m2: 0\n  match_distance_m: 0.01\n")
+    common = ["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--params", str(params)]
+    images = ["--old-image", str(old_image), "--new-image", str(new_image)]
+
+    registered = run_msaf(*common, "--out", str(tmp_path / "registered"), *images)
+    assert registered.returncode == 0, registered.stderr
+    assert "registration: new survey moved -37.0 mm east, -21.0 mm north onto the old one" in registered.stdout
+    assert "1 new, 1 extended, 1 widened, 0 grown, 2 unchanged, 0 shrunk, 1 not found (repaired?)" in registered.stdout
+    row = gpd.read_file(tmp_path / "registered" / "changes.gpkg", layer="registration").iloc[0]
+    assert bool(row["applied"]) and row["shift_east_m"] == pytest.approx(-0.037, abs=2e-4)
+    html = (tmp_path / "registered" / "report.html").read_text()
+    assert "new survey moved -37.0 mm east" in html and "compared as they lie" not in html
+
+    as_they_lie = run_msaf(*common, "--out", str(tmp_path / "as_they_lie"), *images, "--registration", "off")
+    assert as_they_lie.returncode == 0, as_they_lie.stderr
+    assert "registration: not registered: report.registration.mode is off" in as_they_lie.stdout
+    changes = gpd.read_file(tmp_path / "as_they_lie" / "changes.gpkg", layer="changes")
+    cracks = changes[changes["class"] == "crack"]
+    assert "unchanged" not in set(cracks["status"]) and (cracks["status"] == "new").sum() >= 4
+
+    without_images = run_msaf(*common, "--out", str(tmp_path / "without_images"))
+    assert "not registered: the old and new survey's orthomosaic is not in place" in without_images.stdout
+    assert "compared as they lie, not registered" in (tmp_path / "without_images" / "report.html").read_text()
+
+    assert_one_line_error(
+        run_msaf(*common, "--out", str(tmp_path / "x"), "--registration", "sideways"),
+        "--registration must be auto or off",
+    )
