@@ -493,7 +493,9 @@ class RegistrationConfig(_Strict):
     by it; ``off`` compares them where they are.
     """
 
-    mode: Literal["auto", "off"] = Field("auto", description="auto: align the epochs from their orthomosaics; off: as they lie")
+    mode: Literal["auto", "off"] = Field(
+        "auto", description="auto: align the epochs from their orthomosaics; off: as they lie"
+    )
     max_shift_m: float = Field(
         1.0, gt=0, description="a larger measured offset is not applied (another structure, or ground too alike)"
     )

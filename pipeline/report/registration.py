@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -48,7 +49,7 @@ from pipeline.raster.luminance import grey_levels
 from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
 
-COARSE_PX = 1024  # the whole common ground is first matched on a grid at most this many pixels a side
+COARSE_PX = 512  # the whole common ground is first matched on a grid at most this many pixels a side
 WINDOW_PX = 512  # side of a window at the finer levels
 MIN_WINDOW_PX = 64  # common ground narrower than two such windows cannot be checked
 LEVEL_STEP = 16  # each finer level's pixel is this much smaller (the coarser level is good to ~1 px)
@@ -205,6 +206,12 @@ def _texture(luminance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.n
     return detail.astype(np.float32), inner
 
 
+@cache
+def _hann(size: int) -> np.ndarray:
+    """The taper that keeps a window's edges out of its phase correlation (made once per size)."""
+    return taper("hann", (size, size)).astype(np.float32)
+
+
 def _levels(fine: float, extent: float) -> list[float]:
     """Pixel sizes from the whole-ground grid down to ``fine``; at least one window level."""
     levels = [max(fine, extent / COARSE_PX)]
@@ -288,7 +295,7 @@ def register_epochs(
             after, after_valid = new.read(grid.moved(-east, -north))
             if before_valid.mean() < MIN_VALID_SHARE or after_valid.mean() < MIN_VALID_SHARE:
                 continue
-            hann = taper("hann", grid.shape)
+            hann = _hann(size)
             (dr, dc), _, _ = phase_cross_correlation(
                 _texture(before, before_valid)[0] * hann,
                 _texture(after, after_valid)[0] * hann,
