@@ -495,7 +495,7 @@ def _compare(
 
     def both_imaged(crs: pyproj.CRS) -> BaseGeometry | None:
         traced = footprints(crs)
-        return None if traced is None else shapely.intersection(traced[0], registration.move_geometry(traced[1], crs))
+        return None if traced is None else shapely.intersection(traced[0], registration.move_geometry(traced[1]))
 
     changes = match_defects(
         old,

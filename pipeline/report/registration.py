@@ -10,11 +10,12 @@ Coarse to fine, in the working CRS: the ground both surveys imaged is read onto 
 COARSE_PX a side and matched whole (masked normalised cross-correlation, so nodata and the edges of
 the footprints do not pull); then, at levels LEVEL_STEP times finer down to the coarser
 orthomosaic's pixel, windows spread over the common ground are matched one by one (phase
-correlation, sub-pixel) and the mean of those that agree moves the estimate. The windows are the
-check: the shift is applied only when ``min_windows`` of them, and at least half, agree within
-AGREE_PX; their spread is reported, since a rotation or scale difference between the epochs shows
-there and not in the mean. Lighting differs between flights, so images are compared high-passed
-(the low frequencies are the sun and the exposure, not the ground).
+correlation, sub-pixel), and a similarity transform (shift, rotation, scale: two orthomosaics of one
+structure processed apart differ by a little of each, and 0.1° is 35 mm at the end of a 20 m span)
+is fitted to the windows that agree. The windows are the check: the transform is applied only when
+``min_windows`` of them, and at least half, agree within AGREE_PX; the residual is reported.
+Lighting differs between flights, so images are compared high-passed (the low frequencies are the
+sun and the exposure, not the ground).
 
 Memory is flat in raster size: every read is a window, decimated to its grid.
 """
@@ -54,7 +55,11 @@ WINDOW_PX = 512  # side of a window at the finer levels
 MIN_WINDOW_PX = 64  # common ground narrower than two such windows cannot be checked
 LEVEL_STEP = 16  # each finer level's pixel is this much smaller (the coarser level is good to ~1 px)
 WINDOWS = 16  # windows spread over the common ground per level
-AGREE_PX = 1.5  # windows within this distance of their median agree
+AGREE_PX = 1.5  # windows the transform fits within this distance agree
+LOOSE = 8  # the first fit starts from the windows within LOOSE * AGREE_PX of the median shift
+MAX_ROTATION_DEG = 2.0  # orthomosaics are north-up: a larger turn (or scale change) is another product
+MAX_SCALE_CHANGE = 0.02
+UNMOVED = Affine.identity()
 MIN_VALID_SHARE = 0.9  # a window must be imaged in both epochs over this share of it
 UPSAMPLE = 20  # phase correlation's sub-pixel resolution: 1/20 px
 HIGH_PASS_PX = 8.0  # Gaussian sigma of the lighting removed before matching
@@ -62,45 +67,57 @@ HIGH_PASS_PX = 8.0  # Gaussian sigma of the lighting removed before matching
 
 @dataclass(frozen=True)
 class Registration:
-    """How the new survey was moved onto the old one: east and north in ground metres."""
+    """How the new survey was moved onto the old one: a similarity transform (shift, rotation,
+    scale) in the working CRS, and what it amounts to at the centre of the common ground."""
 
-    east_m: float = 0.0
+    transform: Affine = UNMOVED  # new survey -> old survey, working CRS units
+    east_m: float = 0.0  # the shift at the centre of the common ground, ground metres
     north_m: float = 0.0
+    rotation_deg: float = 0.0  # anticlockwise
+    scale: float = 1.0
     applied: bool = False
     method: str = "off"  # "orthomosaics" when measured; "off" when not asked; "none" when it could not be
     windows: int = 0  # windows matched at the finest level
-    agreeing: int = 0
-    spread_m: float = math.nan  # RMS distance of the agreeing windows from their mean
-    note: str = ""  # why it was not applied, or what to watch
+    agreeing: int = 0  # of them, those the transform fits within AGREE_PX
+    spread_m: float = math.nan  # RMS distance of the agreeing windows from the transform
+    note: str = ""  # why it was not applied
 
     @property
     def offset_m(self) -> float:
-        """How far the new survey was moved (or would have been), ground metres."""
+        """How far the centre of the common ground was moved (or would have been), ground metres."""
         return math.hypot(self.east_m, self.north_m)
 
     def summary(self) -> str:
         """One line for the report and the CLI."""
-        if self.applied:
-            return (
-                f"new survey moved {self.east_m * 1000:+.1f} mm east, {self.north_m * 1000:+.1f} mm north onto the "
-                f"old one ({self.offset_m * 1000:.1f} mm; {self.agreeing} of {self.windows} orthomosaic windows agree, "
-                f"spread {self.spread_m * 1000:.1f} mm)"
-            )
-        return f"not registered: {self.note}" if self.note else "not registered"
+        if not self.applied:
+            return f"not registered: {self.note}" if self.note else "not registered"
+        turned = (
+            f", turned {self.rotation_deg:+.3f}° and scaled {(self.scale - 1) * 1e6:+.0f} ppm"
+            if abs(self.rotation_deg) >= 0.0005 or abs(self.scale - 1) >= 5e-6
+            else ""
+        )
+        return (
+            f"new survey moved {self.east_m * 1000:+.1f} mm east, {self.north_m * 1000:+.1f} mm north{turned} onto "
+            f"the old one ({self.offset_m * 1000:.1f} mm at the centre; {self.agreeing} of {self.windows} orthomosaic "
+            f"windows agree, residual {self.spread_m * 1000:.1f} mm)"
+        )
 
     def move(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-        """``frame`` (in a projected CRS) moved onto the old survey; unchanged when not applied."""
+        """``frame`` (in the working CRS it was measured in) moved onto the old survey; as it is when
+        not applied."""
         if not self.applied or not len(frame):
             return frame
-        units = 1 / linear_unit_m(frame.crs)
-        return frame.set_geometry(frame.geometry.translate(self.east_m * units, self.north_m * units))
+        return frame.set_geometry(frame.geometry.affine_transform(self._matrix()))
 
-    def move_geometry(self, geometry: BaseGeometry | None, crs: pyproj.CRS) -> BaseGeometry | None:
-        """A geometry in ``crs`` moved onto the old survey."""
+    def move_geometry(self, geometry: BaseGeometry | None) -> BaseGeometry | None:
+        """A geometry in the working CRS moved onto the old survey."""
         if geometry is None or not self.applied:
             return geometry
-        units = 1 / linear_unit_m(crs)
-        return shapely.affinity.translate(geometry, self.east_m * units, self.north_m * units)
+        return shapely.affinity.affine_transform(geometry, self._matrix())
+
+    def _matrix(self) -> list[float]:
+        t = self.transform
+        return [t.a, t.b, t.d, t.e, t.c, t.f]  # shapely's order
 
     def as_row(self) -> dict[str, object]:
         """The registration as one table row (changes.gpkg's ``registration`` layer)."""
@@ -110,11 +127,52 @@ class Registration:
             "shift_east_m": self.east_m,
             "shift_north_m": self.north_m,
             "offset_m": self.offset_m,
+            "rotation_deg": self.rotation_deg,
+            "scale": self.scale,
             "windows": self.windows,
             "agreeing": self.agreeing,
             "spread_m": self.spread_m,
             "note": self.note,
         }
+
+
+def _fit(new: np.ndarray, old: np.ndarray) -> Affine:
+    """The similarity transform taking ``new`` points onto ``old`` (least squares about their
+    centroid); a plain shift from fewer than 4 points."""
+    centre = old.mean(axis=0)
+    p, q = new - centre, old - centre
+    if len(p) >= 4:
+        rows = np.zeros((2 * len(p), 4))
+        rows[0::2] = np.column_stack([p[:, 0], -p[:, 1], np.ones(len(p)), np.zeros(len(p))])
+        rows[1::2] = np.column_stack([p[:, 1], p[:, 0], np.zeros(len(p)), np.ones(len(p))])
+        a, b, tx, ty = np.linalg.lstsq(rows, q.ravel(), rcond=None)[0]
+    else:
+        (a, b), (tx, ty) = (1.0, 0.0), (q - p).mean(axis=0)
+    around = Affine.translation(*centre)
+    return around @ Affine(a, -b, tx, b, a, ty) @ ~around
+
+
+def _apply(transform: Affine, points: np.ndarray) -> np.ndarray:
+    x, y = transform @ (points[:, 0], points[:, 1])
+    return np.column_stack([x, y])
+
+
+def _robust_fit(new: np.ndarray, old: np.ndarray, tolerance: float) -> tuple[Affine, np.ndarray]:
+    """The transform most windows agree on, and which agree (within ``tolerance``): started from the
+    windows near the median shift (a window without texture matches anywhere), refitted on the
+    windows the transform fits."""
+    moved = old - new
+    keep = np.hypot(*(moved - np.median(moved, axis=0)).T) <= LOOSE * tolerance
+    transform = Affine.identity()
+    for _ in range(5):
+        if not keep.any():
+            break
+        transform = _fit(new[keep], old[keep])
+        fits = np.hypot(*(_apply(transform, new) - old).T) <= tolerance
+        if (fits == keep).all():
+            break
+        keep = fits
+    return transform, keep
 
 
 @dataclass(frozen=True)
@@ -244,9 +302,9 @@ def register_epochs(
     common: BaseGeometry | None,
     cfg: RegistrationConfig,
 ) -> Registration:
-    """The shift that puts the new survey on the old one, measured on their orthomosaics in ``crs``
-    (projected), within the ground both imaged; not applied, with the reason, when it cannot be
-    measured or checked."""
+    """The transform (shift, rotation, scale) that puts the new survey on the old one, measured on
+    their orthomosaics in ``crs`` (projected) within the ground both imaged; not applied, with the
+    reason, when it cannot be measured or checked."""
     if cfg.mode == "off":
         return Registration(note="report.registration.mode is off")
     missing = [name for name, path in (("old", old_image), ("new", new_image)) if path is None]
@@ -279,35 +337,43 @@ def register_epochs(
     (rows, cols), _, _ = phase_cross_correlation(
         reference, moving, reference_mask=reference_valid, moving_mask=moving_valid, overlap_ratio=0.3
     )
-    east, north = cols * levels[0], -rows * levels[0]
+    transform = Affine.translation(cols * levels[0], -rows * levels[0])
+    centre = common.centroid.coords[0]
+
+    def offset(transform: Affine) -> float:
+        x, y = transform @ centre
+        return math.hypot(x - centre[0], y - centre[1])
+
     windows = agreeing = 0
     spread = math.nan
     for res in levels[1:]:
-        if math.hypot(east, north) > limit:
+        if offset(transform) > limit:
             break
         size = min(WINDOW_PX, math.floor(min(right - left, top - bottom) / res / 2))
         if size < MIN_WINDOW_PX:
             return refused("the common ground is too small to check a shift on independent windows")
-        residuals = []
+        new_points, old_points = [], []
         for x, y in _window_centres(common, size * res):
             grid = _Grid.centred(x, y, size, res)
+            seen_x, seen_y = ~transform @ (x, y)  # where the new survey shows this ground
             before, before_valid = old.read(grid)
-            after, after_valid = new.read(grid.moved(-east, -north))
+            after, after_valid = new.read(grid.moved(seen_x - x, seen_y - y))
             if before_valid.mean() < MIN_VALID_SHARE or after_valid.mean() < MIN_VALID_SHARE:
                 continue
-            hann = _hann(size)
             (dr, dc), _, _ = phase_cross_correlation(
-                _texture(before, before_valid)[0] * hann,
-                _texture(after, after_valid)[0] * hann,
+                _texture(before, before_valid)[0] * _hann(size),
+                _texture(after, after_valid)[0] * _hann(size),
                 upsample_factor=UPSAMPLE,
             )
-            residuals.append((dc, -dr))
-        windows = len(residuals)
+            # the new survey's point of (x, y); in float64 (the shift comes in float32, a UTM northing does not fit)
+            new_points.append((seen_x - float(dc) * res, seen_y + float(dr) * res))
+            old_points.append((x, y))
+        windows = len(new_points)
         if not windows:
             return refused(f"no window at {res * metres * 1000:.3g} mm/px is imaged in both orthomosaics")
-        found = np.array(residuals)
-        near = np.hypot(*(found - np.median(found, axis=0)).T) <= AGREE_PX
-        agreeing = int(near.sum())
+        found_new, found_old = np.array(new_points), np.array(old_points)
+        transform, fits = _robust_fit(found_new, found_old, AGREE_PX * res)
+        agreeing = int(fits.sum())
         if agreeing < max(cfg.min_windows, math.ceil(windows / 2)):
             return refused(
                 f"only {agreeing} of {windows} windows at {res * metres * 1000:.3g} mm/px agree on a shift "
@@ -315,17 +381,27 @@ def register_epochs(
                 windows,
                 agreeing,
             )
-        mean = found[near].mean(axis=0)
-        east, north = east + mean[0] * res, north + mean[1] * res
-        spread = float(np.sqrt(((found[near] - mean) ** 2).sum(axis=1).mean()) * res)
-    if math.hypot(east, north) > limit:
+        misfit = _apply(transform, found_new[fits]) - found_old[fits]
+        spread = float(np.sqrt((misfit**2).sum(axis=1).mean()))
+    if offset(transform) > limit:
         return refused(
-            f"the best match lies {math.hypot(east, north) * metres:.3g} m away, beyond "
+            f"the best match lies {offset(transform) * metres:.3g} m away, beyond "
             f"report.registration.max_shift_m ({cfg.max_shift_m} m)"
         )
+    rotation = math.degrees(math.atan2(transform.d, transform.a))
+    scale = math.hypot(transform.a, transform.d)
+    if abs(rotation) > MAX_ROTATION_DEG or abs(scale - 1) > MAX_SCALE_CHANGE:
+        return refused(
+            f"the orthomosaics differ by a turn of {rotation:.2f}° and a scale of {scale:.4f}: not two north-up "
+            "orthomosaics of the same ground"
+        )
+    moved_x, moved_y = transform @ centre
     return Registration(
-        east_m=float(east * metres),
-        north_m=float(north * metres),
+        transform=transform,
+        east_m=float((moved_x - centre[0]) * metres),
+        north_m=float((moved_y - centre[1]) * metres),
+        rotation_deg=rotation,
+        scale=scale,
         applied=True,
         method="orthomosaics",
         windows=windows,
