@@ -614,9 +614,9 @@ def _registration_notes(registration: Registration, cfg: ReportConfig) -> list[t
         return [
             (
                 "warning",
-                f"The orthomosaics' windows disagree on the shift by {registration.spread_m * 1000:.3g} mm (RMS): the "
-                "epochs differ by more than a translation (a rotation, a scale or a warped orthomosaic), and "
-                f"changes near the {tolerance_mm:.3g} mm tolerance may be registration, not the structure.",
+                f"The orthomosaics' windows lie {registration.spread_m * 1000:.3g} mm (RMS) from the fitted shift, "
+                "turn and scale: one of the epochs is warped (another surface model, a rolling shutter), and changes "
+                f"near the {tolerance_mm:.3g} mm tolerance may be registration, not the structure.",
             )
         ]
     return []

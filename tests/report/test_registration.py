@@ -17,7 +17,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from scipy.ndimage import map_coordinates
 from scipy.ndimage import shift as shift_image
 
-from pipeline.config import RegistrationConfig
+from pipeline.config import RegistrationConfig, ReportConfig
 from pipeline.report.registration import register_epochs
 from tests.conftest import UAV75, assert_one_line_error, run_msaf, write_mask_survey, write_raster
 from tests.report.test_change_tracking import _old_epoch
@@ -257,3 +257,19 @@ def test_the_registration_bench_runs_and_finds_its_offset(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["size"] == 2048 and row["applied"] and row["agreeing"] >= 3 and row["error_mm"] < 0.3
     assert row["ratio"] == pytest.approx(row["registration_s"] / row["full_read_s"], rel=0.05)
+
+
+def test_the_change_report_warns_when_the_windows_leave_a_residual_near_the_tolerance():
+    """On a coarse orthomosaic the windows may agree within 1.5 px and still lie centimetres from the
+    fitted transform: the reader is told, as when the epochs could not be registered at all."""
+    from pipeline.report.compare import _registration_notes
+    from pipeline.report.registration import Registration
+
+    cfg = ReportConfig(match_distance_m=0.02)
+    warped = Registration(applied=True, method="orthomosaics", windows=9, agreeing=9, spread_m=0.012)
+    ((level, text),) = _registration_notes(warped, cfg)
+    assert level == "warning" and "12 mm (RMS) from the fitted shift" in text and "20 mm tolerance" in text
+    assert _registration_notes(Registration(applied=True, method="orthomosaics", spread_m=0.009), cfg) == []
+    assert _registration_notes(Registration(), cfg) == []  # off: said in the provenance only
+    ((level, text),) = _registration_notes(Registration(method="none", note="no common ground to match"), cfg)
+    assert level == "warning" and "compared as they lie, not registered: no common ground to match" in text
