@@ -3,6 +3,11 @@
 The inbox is untrusted: a symlink pointing out of it is never followed, a file still being written
 (changed in the last ``settle_seconds``, or named ``*.part``) waits for the next run, and a file
 that fails is recorded in the ledger (``.failed``, with the reason) while the others go on.
+
+An orthomosaic's job details may lie beside it as ``<name>.yaml`` (``structure_id``, ``flight_date``,
+...: what ``--meta-file`` takes). Each new survey is compared with the latest earlier survey of the
+same ground in ``out`` (``pipeline.report.epochs``) into ``out/changes/<old>--<new>``; a comparison
+that fails is logged and recorded, and never fails the survey.
 """
 
 from __future__ import annotations
@@ -17,11 +22,17 @@ from prefect import flow, get_run_logger
 import flows  # noqa: F401  (telemetry defaults)
 from flows.ledger import Ledger
 from flows.survey import survey_flow
-from pipeline.config import load_params_or_defaults
+from pipeline.config import Params, load_params_or_defaults
+from pipeline.errors import MsafError
+from pipeline.job import parse_job
+from pipeline.report.compare import compare_surveys
+from pipeline.report.epochs import previous_epoch
 from pipeline.survey_folder import LOCK_NAME
 from pipeline.survey_plan import SurveyRequest
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
+JOB_SUFFIXES = (".yaml", ".yml")
+CHANGES = "changes"  # out/changes/<old>--<new>: each survey against the one before it
 
 
 def arrivals(inbox: Path, settle_seconds: float) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -43,6 +54,37 @@ def arrivals(inbox: Path, settle_seconds: float) -> tuple[list[Path], list[tuple
             continue
         ready.append(path)
     return ready, skipped
+
+
+def job_beside(path: Path, inbox: Path) -> dict[str, str]:
+    """The job details in ``<name>.yaml`` beside an orthomosaic (none: no file); one kept in the
+    inbox like the orthomosaic itself."""
+    for suffix in JOB_SUFFIXES:
+        sidecar = path.with_suffix(suffix)
+        if sidecar.is_file():
+            if not sidecar.resolve().is_relative_to(inbox.resolve()):
+                raise MsafError(f"{sidecar.name} links outside the inbox; put the job details in the inbox itself")
+            return parse_job([], sidecar)
+    return {}
+
+
+def compare_with_previous(survey: Path, out: Path, params: Params) -> dict[str, str]:
+    """Compare a new survey with the latest earlier one of the same ground in ``out``: what the
+    ledger records of it (nothing when there is none before it)."""
+    surveys = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != CHANGES]
+    before = previous_epoch(survey, surveys)
+    if before is None:
+        return {}
+    changes = out / CHANGES / f"{before.name}--{survey.name}"
+    try:
+        result = compare_surveys(before, survey, changes, params.report)
+    except Exception as exc:  # the survey stands whatever its comparison does
+        return {"compared_with": str(before), "changes_error": f"{type(exc).__name__}: {exc}"[:500]}
+    return {
+        "compared_with": str(before),
+        "changes": str(changes),
+        "registration": result["registration"].summary(),
+    }
 
 
 def _drop_if_empty(folder: Path) -> None:
@@ -83,20 +125,44 @@ def inbox_flow(
                 continue
             target = out_dir / f"{path.stem}-{key[:8]}"
             try:
-                request = SurveyRequest(ortho=str(path), out=str(target), params=params, model=model, track=track)
+                request = SurveyRequest(
+                    ortho=str(path),
+                    out=str(target),
+                    params=params,
+                    model=model,
+                    track=track,
+                    job=job_beside(path, inbox_dir),
+                )
                 outcome = survey_flow(request=request)
             except Exception as exc:  # one bad file never stops the others
                 ledger.fail(key, {"source": str(path), "error": f"{type(exc).__name__}: {exc}"[:500]})
                 logger.error("failed %s: %s", path.name, exc)
                 _drop_if_empty(target)
                 continue
+            compared = compare_with_previous(target, out_dir, params) if outcome.report else {}
+            if "changes_error" in compared:
+                logger.warning(
+                    "%s: no change report against %s: %s",
+                    path.name,
+                    compared["compared_with"],
+                    compared["changes_error"],
+                )
+            elif compared:
+                logger.info(
+                    "%s compared with %s -> %s (%s)",
+                    path.name,
+                    compared["compared_with"],
+                    compared["changes"],
+                    compared["registration"],
+                )
             ledger.finish(
                 key,
                 {
                     "source": str(path),
                     "survey": str(target),
                     "defects": outcome.report.defects if outcome.report else None,
-                },
+                }
+                | compared,
             )
             logger.info("processed %s -> %s", path.name, target)
             processed.append(str(target))

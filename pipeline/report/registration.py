@@ -153,8 +153,9 @@ def _fit(new: np.ndarray, old: np.ndarray) -> Affine:
 
 
 def _apply(transform: Affine, points: np.ndarray) -> np.ndarray:
-    x, y = transform @ (points[:, 0], points[:, 1])
-    return np.column_stack([x, y])
+    """``transform`` applied to (n, 2) points."""
+    x, y, t = points[:, 0], points[:, 1], transform
+    return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
 
 
 def _robust_fit(new: np.ndarray, old: np.ndarray, tolerance: float) -> tuple[Affine, np.ndarray]:

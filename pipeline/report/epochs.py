@@ -1,0 +1,93 @@
+"""Which earlier survey a new one is compared with: the latest survey of the same ground before it.
+
+The scheduled inbox compares each new survey with the one before it, so a team that drops every
+flight of a structure into one inbox gets the change report without asking for it. The same
+ground: the same ``structure_id`` when both surveys' job details name one, else footprints that
+overlap over at least ``min_overlap`` of the smaller. Before: by ``flight_date`` where a survey
+gives one, else by when it was surveyed (ISO text either way, so a date and a time compare).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import pyproj
+import rasterio
+
+from pipeline.errors import MsafError
+from pipeline.report.footprint import survey_footprint
+from pipeline.survey_folder import SurveyFolder
+from pipeline.survey_record import SurveyRecord, read_survey_record
+
+MIN_OVERLAP = 0.5  # footprints sharing this much of the smaller one are the same ground
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """A finished survey folder and its record."""
+
+    folder: Path
+    record: SurveyRecord
+
+    @property
+    def when(self) -> str:
+        """The flight date when the job gives one, else when the survey ran (ISO text)."""
+        return self.record.job.get("flight_date") or self.record.created_utc
+
+    @property
+    def structure(self) -> str | None:
+        """The structure the job names, if any."""
+        return self.record.job.get("structure_id") or None
+
+
+def _epoch(folder: Path) -> Epoch | None:
+    """The folder as an epoch; None when it is not a finished, readable survey."""
+    if not SurveyFolder(folder).mask.is_file():
+        return None
+    try:
+        record = read_survey_record(folder)
+    except MsafError:
+        return None
+    return Epoch(folder, record) if record is not None else None
+
+
+def _area_crs(mask: Path) -> pyproj.CRS:
+    """A CRS to measure footprint areas in: the mask's own when projected, else its UTM zone."""
+    with rasterio.open(mask) as ds:
+        crs, bounds = pyproj.CRS(ds.crs), ds.bounds
+    if crs.is_projected:
+        return crs
+    frame = gpd.GeoDataFrame(geometry=gpd.GeoSeries.from_xy([bounds.left], [bounds.bottom], crs=crs))
+    return frame.estimate_utm_crs()
+
+
+def _same_ground(new: Epoch, old: Epoch, min_overlap: float) -> bool:
+    if new.structure and old.structure:
+        return new.structure == old.structure
+    crs = _area_crs(SurveyFolder(new.folder).mask)
+    a, b = survey_footprint(new.folder, crs), survey_footprint(old.folder, crs)
+    if a is None or b is None or a.is_empty or b.is_empty:
+        return False
+    return a.intersection(b).area >= min_overlap * min(a.area, b.area)
+
+
+def previous_epoch(new_dir: Path, folders: Iterable[Path], min_overlap: float = MIN_OVERLAP) -> Path | None:
+    """The latest survey among ``folders`` of the same ground as ``new_dir``, flown before it; None
+    when there is none (or ``new_dir`` is not a finished survey)."""
+    new = _epoch(Path(new_dir))
+    if new is None:
+        return None
+    earlier = [
+        epoch
+        for folder in folders
+        if Path(folder).resolve() != Path(new_dir).resolve()
+        and (epoch := _epoch(Path(folder))) is not None
+        and epoch.when < new.when
+    ]
+    for epoch in sorted(earlier, key=lambda e: e.when, reverse=True):
+        if _same_ground(new, epoch, min_overlap):
+            return epoch.folder
+    return None
