@@ -305,14 +305,16 @@ def test_inbox_keeps_untrusted_files_in_their_box_and_goes_on_after_a_failure(pr
     assert recorded == {"a.tif", "b.tif"}  # escape.tif and arriving.tif were never touched
     assert not any("secret" in p.name or "escape" in p.name for p in out.iterdir())
     # refused files leave no survey folder behind: only the two surveys and the ledger
-    assert sorted(p.name.split("-")[0] for p in out.iterdir()) == [".ledger", "a", "b"]
+    # (and the change report of b against a: the same ground)
+    assert sorted(p.name.split("-")[0] for p in out.iterdir()) == [".ledger", "a", "b", "changes"]
 
 
 def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, tmp_path, tiny_model):
-    """One inbox, four flights: a deck in 2025 and in 2026 (job details beside each; the second 37 mm
-    east and 21 mm north of the first, in other light), a pier of another structure, and a file whose
-    job details are wrong. The 2026 deck is compared with the 2025 one, registered on the two
-    orthomosaics; the first deck and the pier with nothing; the bad file fails with the reason."""
+    """One inbox, three flights: a deck in 2025 and in 2026 (job details beside each; the second 37 mm
+    east and 21 mm north of the first, in other light) and a file whose job details are wrong. The
+    2026 deck is compared with the 2025 one, registered on the two orthomosaics; the first deck with
+    nothing; the bad file fails with the reason. (Which earlier survey is chosen, by structure, date
+    and footprint: tests/report/test_epochs.py.)"""
     from flows.inbox import inbox_flow
     from flows.ledger import Ledger
     from pipeline.survey_record import read_survey_record
@@ -323,11 +325,9 @@ def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, 
     wall = _wall(0)[:420, :520]
     _ortho(inbox / "deck-2025.tif", wall)
     _ortho(inbox / "deck-2026.tif", _reflown(_wall(0), 37, 21)[:420, :520])
-    _ortho(inbox / "pier-2026.tif", _wall(12)[:420, :520], origin=(401000.0, 5000000.0))
     _ortho(inbox / "bad.tif", wall[::-1].copy())  # other bytes: the ledger keys files by content
     (inbox / "deck-2025.yaml").write_text("structure_id: BR-7\nflight_date: 2025-06-01\n")
     (inbox / "deck-2026.yaml").write_text("structure_id: BR-7\nflight_date: 2026-06-01\n")
-    (inbox / "pier-2026.yml").write_text("structure_id: BR-8\nflight_date: 2026-06-02\n")
     (inbox / "bad.yaml").write_text("flight_date: 2026-13-45\n")
     processed = inbox_flow(
         inbox=str(inbox),
@@ -338,16 +338,12 @@ def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, 
         track=False,
         settle_seconds=0,
     )
-    assert sorted(Path(p).name.split("-")[0] + Path(p).name.split("-")[1] for p in processed) == [
-        "deck2025",
-        "deck2026",
-        "pier2026",
-    ]
+    assert sorted(Path(p).name.split("-")[1] for p in processed) == ["2025", "2026"]
     ledger = Ledger(out / ".ledger")
     done = {Path(d["source"]).stem: d for d in ledger.done()}
     (failed,) = ledger.failed()
     assert Path(failed["source"]).name == "bad.tif" and "bad.yaml: month must be in 1..12" in failed["error"]
-    assert "compared_with" not in done["deck-2025"] and "compared_with" not in done["pier-2026"]
+    assert "compared_with" not in done["deck-2025"]
     deck = done["deck-2026"]
     assert deck["compared_with"] == done["deck-2025"]["survey"], deck
     assert deck["registration"].startswith("new survey moved -37.0 mm east, -21."), deck["registration"]
