@@ -23,8 +23,9 @@ words.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -230,6 +231,47 @@ def _found(matched_m: float, length_m: float, floor_m: float) -> bool:
     return matched_m >= min(floor_m, 0.5 * length_m)
 
 
+@dataclass(frozen=True)
+class WidthComparison:
+    """How the two flights measure the same cracks' widths: the median difference over every matched
+    centreline piece (the flights' optics: focus, light, GSD; a year of cracking moves few cracks)
+    and the spread of a piece's difference about it (the widths' noise)."""
+
+    pairs: int = 0  # matched centreline pieces with a width in both surveys
+    bias_mm: float = 0.0  # new - old, median; 0 with fewer than MIN_BIAS_PAIRS pieces
+    noise_mm: float = 0.0  # robust standard deviation (1.4826 MAD) of a piece's difference
+
+    def uncertainty_mm(self, pieces: int) -> float:
+        """The standard error of the median of ``pieces`` differences."""
+        return 1.2533 * self.noise_mm / math.sqrt(pieces) if pieces else math.inf
+
+
+MIN_BIAS_PAIRS = 20  # matched pieces needed to measure the flights' width difference and noise
+WIDTH_BIAS_NOTE_MM = 0.1  # a larger difference between the flights is pointed out in the change report
+WIDENING_SIGMAS = 3.0  # a crack widened when its widening exceeds this many standard errors too
+
+
+def _width_pairs(new_lines: gpd.GeoDataFrame, old_lines: gpd.GeoDataFrame, distance: float) -> gpd.GeoDataFrame:
+    """Each matched new centreline piece with its nearest old piece (widths ``width_mm_new``/``_old``)."""
+    followed = new_lines[new_lines["covered"] > 0.5]
+    if not len(followed) or not len(old_lines):
+        return gpd.GeoDataFrame(
+            {"defect_id_new": [], "defect_id_old": [], "width_mm_new": [], "width_mm_old": []}, geometry=[]
+        )
+    return gpd.sjoin_nearest(
+        followed, old_lines[["defect_id", "width_mm", "geometry"]], max_distance=distance, lsuffix="new", rsuffix="old"
+    )
+
+
+def _width_comparison(pairs: gpd.GeoDataFrame) -> WidthComparison:
+    differences = (pairs["width_mm_new"] - pairs["width_mm_old"]).to_numpy(float)
+    differences = differences[np.isfinite(differences)]
+    if len(differences) < MIN_BIAS_PAIRS:
+        return WidthComparison(pairs=len(differences))
+    bias = float(np.median(differences))
+    return WidthComparison(len(differences), bias, float(1.4826 * np.median(np.abs(differences - bias))))
+
+
 def _crack_rows(
     old: gpd.GeoDataFrame,
     new: gpd.GeoDataFrame,
@@ -237,51 +279,52 @@ def _crack_rows(
     new_lines: gpd.GeoDataFrame,
     cfg: ReportConfig,
     crs: pyproj.CRS,
-) -> list[dict]:
-    """Per new crack: new / extended / widened / unchanged; per cluster of lost old cracks: not found."""
+) -> tuple[list[dict], WidthComparison]:
+    """Per new crack: new / extended / widened / unchanged; per cluster of lost old cracks: not found.
+
+    A crack is widened when the median widening of its matched pieces, less the flights' own
+    difference (``WidthComparison``), exceeds both ``change_tolerance`` of its width and
+    WIDENING_SIGMAS standard errors of that median: two flights of unchanged ground read widths
+    differently (a blurrier flight reads every crack wider), and without this most cracks of a
+    reflown structure came out widened (bench/change_stability.py).
+    """
     units = 1 / linear_unit_m(crs)
     distance = cfg.match_distance_m * units
     floor_m = 2 * cfg.match_distance_m
     new_lines = new_lines.assign(covered=_covered(new_lines, old_lines, distance))
     old_lines = old_lines.assign(covered=_covered(old_lines, new_lines, distance))
+    pairs = _width_pairs(new_lines, old_lines, distance)
+    widths = _width_comparison(pairs)
     rows = []
     for defect_id, pieces in new_lines.groupby("defect_id", sort=True):
         crack = new[new["defect_id"] == defect_id]
         matched_m = float((pieces["length_m"] * pieces["covered"]).sum())
         added_m = float((pieces["length_m"] * (1 - pieces["covered"])).sum())
-        followed = gpd.GeoDataFrame(pieces[pieces["covered"] > 0.5], crs=crs)
-        near = (
-            gpd.sjoin_nearest(
-                followed,
-                old_lines[["defect_id", "width_mm", "geometry"]],
-                max_distance=distance,
-                lsuffix="new",
-                rsuffix="old",
-            )
-            if len(followed) and len(old_lines)
-            else followed
-        )
-        olds = old[old["defect_id"].isin(near.get("defect_id_old", pd.Series(dtype=int)))]
-        widening = float(np.median(near["width_mm_new"] - near["width_mm_old"])) if "width_mm_old" in near else 0.0
-        old_width = float(np.median(near["width_mm_old"])) if "width_mm_old" in near else np.nan
+        near = pairs[pairs["defect_id_new"] == defect_id]
+        olds = old[old["defect_id"].isin(near["defect_id_old"])]
+        differences = (near["width_mm_new"] - near["width_mm_old"]).to_numpy(float)
+        differences = differences[np.isfinite(differences)]
+        change = float(np.median(differences)) if len(differences) else 0.0
+        widening = change - widths.bias_mm if len(differences) else 0.0
+        uncertainty = widths.uncertainty_mm(len(differences))
+        old_width = float(np.median(near["width_mm_old"])) if len(near) else np.nan
         if not _found(matched_m, matched_m + added_m, floor_m):
             status = ChangeStatus.NEW.value
         elif added_m > max(cfg.change_tolerance * matched_m, floor_m):
             status = ChangeStatus.EXTENDED.value
-        elif widening > cfg.change_tolerance * old_width:
+        elif widening > max(cfg.change_tolerance * old_width, WIDENING_SIGMAS * uncertainty):
             status = ChangeStatus.WIDENED.value
         else:
             status = ChangeStatus.UNCHANGED.value
-        rows.append(
-            _crack_row(
-                status,
-                crack,
-                olds,
-                added_m if status != ChangeStatus.NEW else matched_m + added_m,
-                widening,
-                crack.geometry.union_all(),
-            )
+        row = _crack_row(
+            status,
+            crack,
+            olds,
+            added_m if status != ChangeStatus.NEW else matched_m + added_m,
+            change,
+            crack.geometry.union_all(),
         )
+        rows.append(row | {"widening_mm": widening, "widening_se_mm": uncertainty if len(differences) else np.nan})
     lost = old[
         old["defect_id"].isin(
             old_lines.groupby("defect_id").filter(
@@ -318,7 +361,7 @@ def _crack_rows(
                     members.geometry.union_all(),
                 )
             )
-    return rows
+    return rows, widths
 
 
 def _crack_row(
@@ -342,6 +385,14 @@ def _crack_row(
     }
 
 
+@dataclass(frozen=True)
+class ChangeMatch:
+    """The changes between two surveys and how the flights measure the same cracks' widths."""
+
+    changes: gpd.GeoDataFrame
+    widths: WidthComparison
+
+
 def match_defects(
     old: gpd.GeoDataFrame,
     new: gpd.GeoDataFrame,
@@ -349,8 +400,9 @@ def match_defects(
     old_lines: gpd.GeoDataFrame | None = None,
     new_lines: gpd.GeoDataFrame | None = None,
     coverage: Callable[[pyproj.CRS], BaseGeometry | None] | None = None,
-) -> gpd.GeoDataFrame:
-    """One row per change, with its status and measures, in the working CRS.
+) -> ChangeMatch:
+    """One row per change, with its status and measures, in the working CRS; and how the flights
+    measure the same cracks' widths.
 
     Cracks are compared along their centreline segments (``old_lines``/``new_lines``, the
     crack_centerlines layers); without them, and for every other class, defects are grouped by area.
@@ -360,10 +412,11 @@ def match_defects(
     crs = _working_crs(old if len(old) else new)
     old_w, new_w = old.to_crs(crs), new.to_crs(crs)
     crack_rows: list[dict] = []
+    widths = WidthComparison()
     if old_lines is not None and new_lines is not None:
         cracks_old = old_w["class"].isin(cfg.crack_classes)
         cracks_new = new_w["class"].isin(cfg.crack_classes)
-        crack_rows = _crack_rows(
+        crack_rows, widths = _crack_rows(
             old_w[cracks_old], new_w[cracks_new], old_lines.to_crs(crs), new_lines.to_crs(crs), cfg, crs
         )
         old_w = old_w[~cracks_old].reset_index(drop=True)
@@ -426,7 +479,7 @@ def match_defects(
         changes = changes.assign(_o=order, _y=-changes.geometry.bounds["maxy"], _x=changes.geometry.bounds["minx"])
         changes = changes.sort_values(["_o", "_y", "_x"]).drop(columns=["_o", "_y", "_x"]).reset_index(drop=True)
     changes.insert(0, "change_id", np.arange(1, len(changes) + 1))
-    return changes
+    return ChangeMatch(changes, widths)
 
 
 def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, float, float]:
@@ -497,7 +550,7 @@ def _compare(
         traced = footprints(crs)
         return None if traced is None else shapely.intersection(traced[0], registration.move_geometry(traced[1]))
 
-    changes = match_defects(
+    matched = match_defects(
         old,
         registration.move(new.to_crs(crs)),
         cfg,
@@ -505,6 +558,7 @@ def _compare(
         registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs)),
         both_imaged,
     )
+    changes, widths = matched.changes, matched.widths
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged, registration)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)
@@ -512,6 +566,7 @@ def _compare(
         "changes": changes,
         "summary": summary,
         "registration": pd.DataFrame([registration.as_row()]),
+        "width_comparison": pd.DataFrame([asdict(widths)]),
     }
     if isinstance(condition, ConditionComparison):
         layers["condition_change"] = condition.whole
@@ -549,6 +604,7 @@ def _compare(
             "new survey": str(new_dir),
             "working CRS": changes.crs.to_string(),
             "registration": registration.summary(),
+            "crack widths, new - old": _width_summary(widths),
             "match distance": f"{cfg.match_distance_m} m",
             "change tolerance": f"{cfg.change_tolerance:.0%}",
         },
@@ -563,6 +619,17 @@ def _compare(
             )
         )
     page.notes.extend(_registration_notes(registration, cfg))
+    if widths.pairs >= MIN_BIAS_PAIRS and abs(widths.bias_mm) >= WIDTH_BIAS_NOTE_MM:
+        page.notes.append(
+            (
+                "note",
+                f"The new flight reads the same cracks {abs(widths.bias_mm):.2f} mm "
+                f"{'wider' if widths.bias_mm > 0 else 'narrower'} (median over {widths.pairs} matched "
+                "centreline pieces): the flights' optics differ (focus, light, GSD), not the cracks. Widening "
+                f"is judged beyond this difference and the widths' noise ({widths.noise_mm:.2f} mm per piece); "
+                "compare the two reports' widths with it in mind.",
+            )
+        )
     if isinstance(condition, ConditionComparison):
         page.tables.append(
             (
@@ -595,7 +662,17 @@ def _compare(
         "method_differences": differences,
         "condition_change_m2": condition.change_m2 if isinstance(condition, ConditionComparison) else {},
         "registration": registration,
+        "widths": widths,
     }
+
+
+def _width_summary(widths: WidthComparison) -> str:
+    if widths.pairs < MIN_BIAS_PAIRS:
+        return f"not measured ({widths.pairs} matched centreline pieces with widths; {MIN_BIAS_PAIRS} needed)"
+    return (
+        f"{widths.bias_mm:+.2f} mm median over {widths.pairs} matched centreline pieces, noise "
+        f"{widths.noise_mm:.2f} mm per piece: widening is judged beyond both"
+    )
 
 
 def _registration_notes(registration: Registration, cfg: ReportConfig) -> list[tuple[str, str]]:

@@ -189,7 +189,7 @@ def test_cracks_without_centrelines_are_rated_in_the_same_words_as_with_them():
             spall | {"area_m2": 0.02, "geometry": box(500003, 5000000, 500003.1, 5000000.2)},
         ]
     )
-    changes = match_defects(old, new, ReportConfig(min_area_m2=0, match_distance_m=0.01))
+    changes = match_defects(old, new, ReportConfig(min_area_m2=0, match_distance_m=0.01)).changes
     assert sorted(zip(changes["class"], changes["status"], strict=True)) == [
         ("crack", "extended"),
         ("crack", "unchanged"),
@@ -300,3 +300,26 @@ def test_condition_states_per_element_are_compared_when_the_params_name_the_elem
     )
     assert change["span 2", "CS1"] == pytest.approx(-0.25, rel=2e-3)
     assert "Condition states per element" in (tmp_path / "changes" / "report.html").read_text()
+
+
+def test_a_flight_that_reads_every_crack_wider_widens_only_the_crack_that_widened(tmp_path):
+    """Two flights measure the same cracks' widths differently (a blurrier one reads every crack
+    wider): six cracks read 1 mm wider in the second survey and one of them 5 mm wider. Only that one
+    is widened; the flights' difference is measured (+1 mm over the matched pieces) and reported."""
+    old = np.zeros((420, 520), np.uint8)
+    new = old.copy()
+    for k, top in enumerate(range(40, 400, 60)):
+        old[top : top + 3, 40:460] = 1
+        new[top : top + (8 if k == 2 else 4), 40:460] = 1  # 4 mm: the flight; 8 mm: the crack too
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "new", new)
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
+    assert _statuses(result) == {"widened": 1, "unchanged": 5}
+    assert result["widths"].bias_mm == pytest.approx(1.0, abs=0.05) and result["widths"].pairs >= 20
+    changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
+    assert changes.loc["widened", "widening_mm"] == pytest.approx(4.0, abs=0.5)
+    assert changes.loc["widened", "delta_max_width_mm"] == pytest.approx(5.0, abs=0.5)  # as measured
+    table = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="width_comparison")
+    assert table.loc[0, "bias_mm"] == pytest.approx(1.0, abs=0.05)
+    html = (tmp_path / "changes" / "report.html").read_text()
+    assert "The new flight reads the same cracks 1.00 mm wider" in html
