@@ -17,12 +17,14 @@ SEVERITY_COLOURS = {
 }
 STATUS_COLOURS = {
     "new": "#d7191c",
+    "missed before (visible then)": "#f4a582",
     "extended": "#e66101",
     "widened": "#b2182b",
     "grown": "#f08a24",
     "unchanged": "#2c7bb6",
     "shrunk": "#1a9641",
     "not found (repaired?)": "#7b3294",
+    "not detected (still visible)": "#c2a5cf",
     "not covered": "#bdbdbd",
 }
 CONDITION_COLOURS = {  # AASHTO condition states: good to poor, ranges between their ends

@@ -50,6 +50,7 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.inference.scales import scales_key
 from pipeline.raster.ground import linear_unit_m
+from pipeline.raster.ground_image import GroundImage
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
 from pipeline.report.condition import condition_change, quantities
@@ -58,6 +59,7 @@ from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
 from pipeline.report.registration import Registration, register_epochs
+from pipeline.report.visibility import line_contrast, still_visible
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -66,12 +68,14 @@ class ChangeStatus(StrEnum):
     """What happened to a defect between two surveys: one vocabulary for cracks and areas."""
 
     NEW = "new"
+    MISSED_BEFORE = "missed before (visible then)"  # a new crack whose line the old orthomosaic shows
     EXTENDED = "extended"  # a crack: longer
     WIDENED = "widened"  # a crack: wider along the part that matches
     GROWN = "grown"  # an area defect: larger
     UNCHANGED = "unchanged"
     SHRUNK = "shrunk"
     NOT_FOUND = "not found (repaired?)"
+    NOT_DETECTED = "not detected (still visible)"  # not found, but its line shows in the new orthomosaic
     NOT_COVERED = "not covered"  # outside the ground both surveys imaged: neither new nor repaired
 
 
@@ -474,12 +478,66 @@ def match_defects(
             changes.geometry, coverage(crs)
         )
         changes.loc[unseen, "status"] = NOT_COVERED
+    return ChangeMatch(_numbered(changes), widths)
+
+
+def _numbered(changes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Changes in the order of STATUSES, then north to south and west to east, numbered from 1."""
+    changes = changes.drop(columns="change_id", errors="ignore")
     if len(changes):
         order = changes["status"].map({s: i for i, s in enumerate(STATUSES)})
         changes = changes.assign(_o=order, _y=-changes.geometry.bounds["maxy"], _x=changes.geometry.bounds["minx"])
         changes = changes.sort_values(["_o", "_y", "_x"]).drop(columns=["_o", "_y", "_x"]).reset_index(drop=True)
     changes.insert(0, "change_id", np.arange(1, len(changes) + 1))
-    return ChangeMatch(changes, widths)
+    return changes
+
+
+def _ids(text: object) -> list[int]:
+    """The defect ids of an ``old_ids``/``new_ids`` cell."""
+    return [int(part) for part in str(text or "").split(",") if part.strip()]
+
+
+def _seen_in_images(
+    changes: gpd.GeoDataFrame,
+    old_lines: gpd.GeoDataFrame,
+    new_lines: gpd.GeoDataFrame,
+    registration: Registration,
+    images: tuple[Path, Path],
+    cfg: ReportConfig,
+) -> gpd.GeoDataFrame:
+    """New and not-found cracks re-read in both orthomosaics (``pipeline.report.visibility``): one the
+    new survey missed whose line still shows is "not detected (still visible)", a new one whose line
+    the old image already showed "missed before (visible then)"; each gets both images' line contrast.
+    ``old_lines`` and ``new_lines`` lie in the old survey's frame (the working CRS)."""
+    crs = changes.crs
+    checked = changes["class"].isin(cfg.crack_classes) & changes["status"].isin((NOT_FOUND, ChangeStatus.NEW.value))
+    pieces = [
+        (old_lines if row.status == NOT_FOUND else new_lines)
+        .loc[
+            lambda lines, row=row: lines["defect_id"].isin(
+                _ids(row.old_ids if row.status == NOT_FOUND else row.new_ids)
+            )
+        ]
+        .assign(change_id=row.change_id)
+        for row in changes[checked].itertuples()
+    ]
+    changes = changes.assign(line_contrast_old=np.nan, line_contrast_new=np.nan)
+    pieces = [p for p in pieces if len(p)]
+    if not pieces:
+        return changes
+    lines = gpd.GeoDataFrame(pd.concat(pieces, ignore_index=True), crs=crs)
+    old_image, new_image = GroundImage(images[0], crs), GroundImage(images[1], crs)
+    pixel = max(old_image.pixel(), new_image.pixel())
+    in_old = line_contrast(old_image, lines, "change_id", pixel)
+    in_new = line_contrast(new_image, registration.move_back(lines), "change_id", pixel)
+    changes["line_contrast_old"] = changes["change_id"].map(in_old).astype(float)
+    changes["line_contrast_new"] = changes["change_id"].map(in_new).astype(float)
+    for index, row in changes[checked].iterrows():
+        if row["status"] == NOT_FOUND and still_visible(in_new[row["change_id"]], in_old[row["change_id"]]):
+            changes.loc[index, "status"] = ChangeStatus.NOT_DETECTED.value
+        elif row["status"] == ChangeStatus.NEW and still_visible(in_old[row["change_id"]], in_new[row["change_id"]]):
+            changes.loc[index, "status"] = ChangeStatus.MISSED_BEFORE.value
+    return _numbered(changes)
 
 
 def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, float, float]:
@@ -550,15 +608,14 @@ def _compare(
         traced = footprints(crs)
         return None if traced is None else shapely.intersection(traced[0], registration.move_geometry(traced[1]))
 
-    matched = match_defects(
-        old,
-        registration.move(new.to_crs(crs)),
-        cfg,
-        load_defects(old_dir, cfg, "crack_centerlines"),
-        registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs)),
-        both_imaged,
-    )
+    old_lines = load_defects(old_dir, cfg, "crack_centerlines")
+    new_lines = registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs))
+    matched = match_defects(old, registration.move(new.to_crs(crs)), cfg, old_lines, new_lines, both_imaged)
     changes, widths = matched.changes, matched.widths
+    if old_ortho is not None and new_ortho is not None and len(changes):
+        changes = _seen_in_images(
+            changes, old_lines.to_crs(changes.crs), new_lines, registration, (old_ortho, new_ortho), cfg
+        )
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged, registration)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)

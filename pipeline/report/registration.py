@@ -30,14 +30,9 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pyproj
-import rasterio
 import shapely
 import shapely.affinity
 from affine import Affine
-from rasterio.enums import Resampling
-from rasterio.transform import array_bounds
-from rasterio.warp import calculate_default_transform, reproject, transform_bounds
-from rasterio.windows import Window, from_bounds
 from scipy.ndimage import binary_erosion, gaussian_filter
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
@@ -46,9 +41,7 @@ from skimage.registration import phase_cross_correlation
 
 from pipeline.config import RegistrationConfig
 from pipeline.raster.ground import linear_unit_m
-from pipeline.raster.luminance import grey_levels
-from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
-from pipeline.raster.trust import driver_for
+from pipeline.raster.ground_image import GroundGrid, GroundImage
 
 COARSE_PX = 512  # the whole common ground is first matched on a grid at most this many pixels a side
 WINDOW_PX = 512  # side of a window at the finer levels
@@ -56,6 +49,7 @@ MIN_WINDOW_PX = 64  # common ground narrower than two such windows cannot be che
 LEVEL_STEP = 16  # each finer level's pixel is this much smaller (the coarser level is good to ~1 px)
 WINDOWS = 16  # windows spread over the common ground per level
 AGREE_PX = 1.5  # windows the transform fits within this distance agree
+SHIFT_FITS_PX = 0.5  # RMS misfit of a plain shift below which no turn or scale is fitted
 LOOSE = 8  # the first fit starts from the windows within LOOSE * AGREE_PX of the median shift
 MAX_ROTATION_DEG = 2.0  # orthomosaics are north-up: a larger turn (or scale change) is another product
 MAX_SCALE_CHANGE = 0.02
@@ -109,6 +103,13 @@ class Registration:
             return frame
         return frame.set_geometry(frame.geometry.affine_transform(self._matrix()))
 
+    def move_back(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        """``frame`` (in the old survey's frame) where the new survey has it: the inverse of ``move``."""
+        if not self.applied or not len(frame):
+            return frame
+        back = ~self.transform
+        return frame.set_geometry(frame.geometry.affine_transform([back.a, back.b, back.d, back.e, back.c, back.f]))
+
     def move_geometry(self, geometry: BaseGeometry | None) -> BaseGeometry | None:
         """A geometry in the working CRS moved onto the old survey."""
         if geometry is None or not self.applied:
@@ -161,7 +162,8 @@ def _apply(transform: Affine, points: np.ndarray) -> np.ndarray:
 def _robust_fit(new: np.ndarray, old: np.ndarray, tolerance: float) -> tuple[Affine, np.ndarray]:
     """The transform most windows agree on, and which agree (within ``tolerance``): started from the
     windows near the median shift (a window without texture matches anywhere), refitted on the
-    windows the transform fits."""
+    windows the transform fits. A shift alone where it fits the agreeing windows as well as
+    SHIFT_FITS_PX (a turn and scale fitted to noise would only add error away from the windows)."""
     moved = old - new
     keep = np.hypot(*(moved - np.median(moved, axis=0)).T) <= LOOSE * tolerance
     transform = Affine.identity()
@@ -173,83 +175,12 @@ def _robust_fit(new: np.ndarray, old: np.ndarray, tolerance: float) -> tuple[Aff
         if (fits == keep).all():
             break
         keep = fits
+    if keep.any():
+        shift = Affine.translation(*(old[keep] - new[keep]).mean(axis=0))
+        misfit = np.hypot(*(_apply(shift, new[keep]) - old[keep]).T)
+        if np.sqrt((misfit**2).mean()) <= SHIFT_FITS_PX / AGREE_PX * tolerance:
+            transform = shift
     return transform, keep
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """A north-up grid of the working CRS: where an image is read to be matched."""
-
-    transform: Affine
-    shape: tuple[int, int]  # rows, cols
-
-    @classmethod
-    def centred(cls, x: float, y: float, size: int, res: float) -> _Grid:
-        return cls(Affine(res, 0, x - size * res / 2, 0, -res, y + size * res / 2), (size, size))
-
-    @property
-    def res(self) -> float:
-        return self.transform.a
-
-    def moved(self, east: float, north: float) -> _Grid:
-        """The grid whose pixel (r, c) lies (east, north) from this one's."""
-        return _Grid(Affine.translation(east, north) @ self.transform, self.shape)
-
-    def box(self) -> BaseGeometry:
-        return shapely.box(*array_bounds(*self.shape, self.transform))
-
-
-@dataclass(frozen=True)
-class _Image:
-    """One epoch's orthomosaic, matched in the working CRS."""
-
-    path: Path
-    crs: pyproj.CRS
-
-    def pixel(self) -> float:
-        """The image's pixel, in working CRS units."""
-        with rasterio.open(self.path, driver=driver_for(str(self.path), "vrt")) as src:
-            transform, _, _ = calculate_default_transform(src.crs, self.crs, src.width, src.height, *src.bounds)
-        return max(abs(transform.a), abs(transform.e))
-
-    def read(self, grid: _Grid) -> tuple[np.ndarray, np.ndarray]:
-        """Luminance (float32) and validity on ``grid``: the source window read decimated to about
-        the grid's pixel, then warped onto it (bilinear)."""
-        empty = np.zeros(grid.shape, np.float32), np.zeros(grid.shape, bool)
-        with rasterio.open(self.path, driver=driver_for(str(self.path), "vrt")) as src:
-            left, bottom, right, top = transform_bounds(
-                self.crs, src.crs, *array_bounds(*grid.shape, grid.transform), densify_pts=21
-            )
-            wanted = from_bounds(left, bottom, right, top, transform=src.transform)
-            col0, row0 = max(0, math.floor(wanted.col_off)), max(0, math.floor(wanted.row_off))
-            col1 = min(src.width, math.ceil(wanted.col_off + wanted.width))
-            row1 = min(src.height, math.ceil(wanted.row_off + wanted.height))
-            if col1 <= col0 or row1 <= row0:
-                return empty
-            window = Window(col0, row0, col1 - col0, row1 - row0)
-            step = max(1, math.floor(wanted.width / grid.shape[1]))
-            shape = (max(1, math.ceil(window.height / step)), max(1, math.ceil(window.width / step)))
-            band_numbers = rgb_bands(src) if src.count >= 3 else (1,)
-            bands = src.read(
-                band_numbers, window=window, out_shape=(len(band_numbers), *shape), resampling=Resampling.average
-            )
-            valid = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
-            if bands.dtype != np.uint8:
-                bands = to_uint8(bands, file_bit_depth_scale(src))
-            read_transform = src.window_transform(window) @ Affine.scale(
-                window.width / shape[1], window.height / shape[0]
-            )
-            source_crs = src.crs
-        luminance, on_grid = empty[0].copy(), np.zeros(grid.shape, np.uint8)
-        common = {
-            "src_transform": read_transform,
-            "src_crs": source_crs,
-            "dst_transform": grid.transform,
-            "dst_crs": self.crs,
-        }
-        reproject(grey_levels(bands).astype(np.float32), luminance, resampling=Resampling.bilinear, **common)
-        reproject(valid.astype(np.uint8), on_grid, resampling=Resampling.nearest, dst_nodata=0, **common)
-        return luminance, on_grid.astype(bool)
 
 
 def _texture(luminance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,7 +248,7 @@ def register_epochs(
     assert old_image is not None and new_image is not None
     if common is None or common.is_empty:
         return Registration(method="none", note="no common ground to match")
-    old, new = _Image(old_image, crs), _Image(new_image, crs)
+    old, new = GroundImage(old_image, crs), GroundImage(new_image, crs)
     fine = max(old.pixel(), new.pixel())
     left, bottom, right, top = common.bounds
     levels = _levels(fine, max(right - left, top - bottom))
@@ -327,10 +258,7 @@ def register_epochs(
     def refused(note: str, windows: int = 0, agreeing: int = 0) -> Registration:
         return Registration(method="none", windows=windows, agreeing=agreeing, note=note)
 
-    coarse = _Grid(
-        Affine(levels[0], 0, left, 0, -levels[0], top),
-        (max(1, math.ceil((top - bottom) / levels[0])), max(1, math.ceil((right - left) / levels[0]))),
-    )
+    coarse = GroundGrid.covering((left, bottom, right, top), levels[0])
     reference, reference_valid = _texture(*old.read(coarse))
     moving, moving_valid = _texture(*new.read(coarse))
     if reference_valid.sum() < MIN_WINDOW_PX**2 or moving_valid.sum() < MIN_WINDOW_PX**2:
@@ -355,7 +283,7 @@ def register_epochs(
             return refused("the common ground is too small to check a shift on independent windows")
         new_points, old_points = [], []
         for x, y in _window_centres(common, size * res):
-            grid = _Grid.centred(x, y, size, res)
+            grid = GroundGrid.centred(x, y, size, res)
             seen_x, seen_y = ~transform @ (x, y)  # where the new survey shows this ground
             before, before_valid = old.read(grid)
             after, after_valid = new.read(grid.moved(seen_x - x, seen_y - y))

@@ -260,12 +260,14 @@ def test_change_tracking_on_known_changes(tmp_path):
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
     assert result["changes"] == {
         "new": 1,
+        "missed before (visible then)": 0,  # no orthomosaics to look in
         "extended": 1,
         "widened": 0,
         "grown": 0,
         "unchanged": 1,
         "shrunk": 1,
         "not found (repaired?)": 1,
+        "not detected (still visible)": 0,
         "not covered": 0,  # both surveys imaged the same ground
     }
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
