@@ -37,6 +37,7 @@ from pipeline.survey_accuracy import compose_val_mosaic
 GEOREFERENCE_OFFSET_M = (0.083, -0.041)
 PIXEL_PHASE = (0.4, -0.3)  # east, north px
 FALSE_ALARMS = ("new", "extended", "widened", "not found (repaired?)")
+MISSED = ("not detected (still visible)", "missed before (visible then)")  # told apart by the images
 
 
 def fly_again(ortho: Path, out: Path, seed: int = 0) -> None:
@@ -66,7 +67,7 @@ def false_alarms(changes_dir: Path, old_total_m: float, new_total_m: float) -> d
     lost_m = float(cracks.loc[cracks["status"] == "not found (repaired?)", "old_length_m"].sum())
     grown_m = float(cracks.loc[cracks["status"] == "extended", "delta_length_m"].sum())
     return {
-        **{f"count_{status}": int(counts.get(status, 0)) for status in (*FALSE_ALARMS, "unchanged")},
+        **{f"count_{status}": int(counts.get(status, 0)) for status in (*FALSE_ALARMS, *MISSED, "unchanged")},
         "new_share": new_m / new_total_m if new_total_m else float("nan"),
         "not_found_share": lost_m / old_total_m if old_total_m else float("nan"),
         "extended_share": grown_m / old_total_m if old_total_m else float("nan"),
@@ -125,6 +126,7 @@ def main() -> None:
         "extended",
         "widened",
         "not found",
+        "not detected / missed before",
         "new length",
         "not-found length",
     ):
@@ -141,6 +143,7 @@ def main() -> None:
                 str(row["count_extended"]),
                 str(row["count_widened"]),
                 str(row["count_not found (repaired?)"]),
+                f"{row['count_not detected (still visible)']} / {row['count_missed before (visible then)']}",
                 f"{row['new_share']:.1%}",
                 f"{row['not_found_share']:.1%}",
             )

@@ -14,7 +14,10 @@ matched, the rest is added. Per new crack:
 * unchanged otherwise.
 
 Old cracks none of whose centreline is found again are "not found (repaired?)", one item per
-cluster of pieces. Other classes are matched as areas: a new defect matches an old one of the same
+cluster of pieces. Where both orthomosaics are at hand, new and not-found cracks are looked for in
+them (``pipeline.report.visibility``): a not-found crack whose line the new image still shows is
+"not detected (still visible)", a new one the old image already showed "missed before (visible
+then)". Other classes are matched as areas: a new defect matches an old one of the same
 class within the tolerance, matches are grouped (merges and splits) and rated new / grown /
 unchanged / shrunk / not found by area (a crack from a report without centrelines: new /
 extended / widened / unchanged / shrunk / not found by length and width). ``ChangeStatus`` owns the
