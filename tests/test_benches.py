@@ -1,0 +1,65 @@
+"""The accuracy benches that need a data manifest run on a tiny one, so they cannot rot: the change
+stability of two flights of unchanged ground and the exposure robustness."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.data.manifest import build_manifest, save_manifest
+from tests.conftest import REPO, write_two_set_params
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory, cfd_dir, uav_dir):
+    root = tmp_path_factory.mktemp("manifest")
+    path = root / "manifest.json"
+    save_manifest(build_manifest(write_two_set_params(root, cfd_dir, uav_dir).data), path)
+    return path
+
+
+def _bench(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / name), *args], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+
+
+def test_the_change_stability_bench_registers_each_set_and_counts_every_status(tmp_path, tiny_model, tiny_manifest):
+    out = tmp_path / "stability.json"
+    done = _bench(
+        "change_stability.py",
+        "--model",
+        str(tiny_model),
+        "--manifest",
+        str(tiny_manifest),
+        "--size",
+        "384",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sets = json.loads(out.read_text())["sets"]
+    assert set(sets) == {"cfd", "uav"}
+    for result in sets.values():
+        shift = result["registration"]
+        assert shift["applied"], shift["note"]
+        assert shift["shift_east_m"] == pytest.approx(-0.0834, abs=5e-4)
+        assert shift["shift_north_m"] == pytest.approx(0.0413, abs=5e-4)
+        assert {"count_unchanged", "count_not detected (still visible)"} <= set(result["registered"])
+        assert result["as_they_lie"]["count_unchanged"] <= result["registered"]["count_unchanged"]
+
+
+def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, tiny_manifest):
+    out = tmp_path / "exposure.json"
+    done = _bench(
+        "exposure_robustness.py",
+        *("--model", str(tiny_model), "--manifest", str(tiny_manifest), "--size", "384", "--out", str(out)),
+        *("--gains", "0.1", "1.0"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sets = json.loads(out.read_text())["sets"]
+    assert set(sets) == {"cfd", "uav"}
+    for rows in sets.values():
+        assert rows["0.1"]["mean_luminance"] < 0.2 * rows["1.0"]["mean_luminance"]
+        assert all(0.0 <= row["tol_f1"] <= 1.0 or row["tol_f1"] != row["tol_f1"] for row in rows.values())
