@@ -304,19 +304,29 @@ def compare(
             help="auto: move the later survey onto the earlier by their orthomosaics' offset; off: as they lie"
         ),
     ] = None,
+    pdf: Annotated[bool, typer.Option("--pdf", help="also print report.pdf (needs Chromium)")] = False,
+    paper: Annotated[str, typer.Option(help="paper for --pdf: a4 or letter")] = "a4",
 ) -> None:
     """Register two surveys, match their defects and classify each as new, grown, unchanged, shrunk or not found."""
     from pipeline.report.compare import compare_surveys
 
+    if paper.lower() not in ("a4", "letter"):
+        raise MsafError(f"--paper must be a4 or letter, got {paper!r}")
     cfg = load_optional_params(params).report
     if registration is not None:
         if registration not in ("auto", "off"):
             raise MsafError(f"--registration must be auto or off, got {registration!r}")
         cfg = cfg.model_copy(update={"registration": cfg.registration.model_copy(update={"mode": registration})})
     result = compare_surveys(old_survey, new_survey, out, cfg, old_image, new_image)
+    outputs = list(result["outputs"])
+    if pdf:
+        from pipeline.report.pdf import print_pdf
+        from pipeline.survey_folder import SurveyFolder
+
+        outputs.append(print_pdf(out / SurveyFolder.HTML, out / SurveyFolder.PDF, paper).name)
     console.print(f"registration: {result['registration'].summary()}")
     console.print(", ".join(f"{count} {status}" for status, count in result["changes"].items()))
-    console.print(f"wrote {', '.join(str(out / f) for f in result['outputs'])}")
+    console.print(f"wrote {', '.join(str(out / f) for f in outputs)}")
 
 
 def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:

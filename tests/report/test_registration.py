@@ -211,8 +211,9 @@ def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
     common = ["compare", str(tmp_path / "old"), str(tmp_path / "new"), "--params", str(params)]
     images = ["--old-image", str(old_image), "--new-image", str(new_image)]
 
-    registered = run_msaf(*common, "--out", str(tmp_path / "registered"), *images)
+    registered = run_msaf(*common, "--out", str(tmp_path / "registered"), *images, "--pdf", "--paper", "letter")
     assert registered.returncode == 0, registered.stderr
+    assert (tmp_path / "registered" / "report.pdf").read_bytes().startswith(b"%PDF")  # filed as the survey's is
     assert "registration: new survey moved -37.0 mm east, -21." in registered.stdout
     assert (
         "1 new, 0 missed before (visible then), 1 extended, 1 widened, 0 grown, 2 unchanged, 0 shrunk, "
