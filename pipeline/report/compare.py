@@ -603,8 +603,14 @@ def _compare(
         return traced
 
     traced = footprints(crs)
+    masks = SurveyFolder(old_dir).mask, SurveyFolder(new_dir).mask
     registration = register_epochs(
-        old_ortho, new_ortho, crs, shapely.intersection(*traced) if traced else None, cfg.registration
+        old_ortho,
+        new_ortho,
+        crs,
+        shapely.intersection(*traced) if traced else None,
+        cfg.registration,
+        masks if all(mask.is_file() for mask in masks) else None,
     )
 
     def both_imaged(crs: pyproj.CRS) -> BaseGeometry | None:

@@ -23,7 +23,7 @@ Memory is flat in raster size: every read is a window, decimated to its grid.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -55,6 +55,7 @@ MAX_ROTATION_DEG = 2.0  # orthomosaics are north-up: a larger turn (or scale cha
 MAX_SCALE_CHANGE = 0.02
 UNMOVED = Affine.identity()
 MIN_VALID_SHARE = 0.9  # a window must be imaged in both epochs over this share of it
+MIN_TEXTURE = 0.1  # and hold texture in both, at least this share of the level's typical window
 UPSAMPLE = 20  # phase correlation's sub-pixel resolution: 1/20 px
 HIGH_PASS_PX = 8.0  # Gaussian sigma of the lighting removed before matching
 
@@ -70,7 +71,7 @@ class Registration:
     rotation_deg: float = 0.0  # anticlockwise
     scale: float = 1.0
     applied: bool = False
-    method: str = "off"  # "orthomosaics" when measured; "off" when not asked; "none" when it could not be
+    method: str = "off"  # "orthomosaics" or "masks" when measured; "off" when not asked; "none" when it could not be
     windows: int = 0  # windows matched at the finest level
     agreeing: int = 0  # of them, those the transform fits within AGREE_PX
     spread_m: float = math.nan  # RMS distance of the agreeing windows from the transform
@@ -92,8 +93,9 @@ class Registration:
         )
         return (
             f"new survey moved {self.east_m * 1000:+.1f} mm east, {self.north_m * 1000:+.1f} mm north{turned} onto "
-            f"the old one ({self.offset_m * 1000:.1f} mm at the centre; {self.agreeing} of {self.windows} orthomosaic "
-            f"windows agree, residual {self.spread_m * 1000:.1f} mm)"
+            f"the old one ({self.offset_m * 1000:.1f} mm at the centre; {self.agreeing} of {self.windows} "
+            f"{'orthomosaic' if self.method == 'orthomosaics' else 'defect-mask'} windows agree, residual "
+            f"{self.spread_m * 1000:.1f} mm)"
         )
 
     def move(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -183,17 +185,18 @@ def _robust_fit(new: np.ndarray, old: np.ndarray, tolerance: float) -> tuple[Aff
     return transform, keep
 
 
-def _texture(luminance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """High-passed, normalised luminance (zero off the ground) and the ground left after the filter's
-    edge is trimmed: lighting differs between flights, the ground's texture does not."""
+def _texture(luminance: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """High-passed, normalised luminance (zero off the ground), the ground left after the filter's
+    edge is trimmed, and how much texture there was (the high-pass's standard deviation): lighting
+    differs between flights, the ground's texture does not."""
     if not valid.any():
-        return np.zeros_like(luminance), valid
+        return np.zeros_like(luminance), valid, 0.0
     filled = np.where(valid, luminance, luminance[valid].mean())
     detail = luminance - gaussian_filter(filled, HIGH_PASS_PX)
     inner = binary_erosion(valid, iterations=2)
-    spread = detail[inner].std() if inner.any() else 0.0
+    spread = float(detail[inner].std()) if inner.any() else 0.0
     detail = np.where(inner, detail / spread if spread > 0 else 0.0, 0.0)
-    return detail.astype(np.float32), inner
+    return detail.astype(np.float32), inner, spread
 
 
 @cache
@@ -233,22 +236,35 @@ def register_epochs(
     crs: pyproj.CRS,
     common: BaseGeometry | None,
     cfg: RegistrationConfig,
+    masks: tuple[Path, Path] | None = None,
 ) -> Registration:
     """The transform (shift, rotation, scale) that puts the new survey on the old one, measured on
     their orthomosaics in ``crs`` (projected) within the ground both imaged; not applied, with the
-    reason, when it cannot be measured or checked."""
+    reason, when it cannot be measured or checked.
+
+    Without both orthomosaics it is measured on the surveys' ``masks`` (old, new) where given: the
+    cracks and joints both flights found are texture enough on a cracked or jointed wall, and the
+    windows' agreement refuses it on ground with too few (a sound deck)."""
     if cfg.mode == "off":
         return Registration(note="report.registration.mode is off")
-    missing = [name for name, path in (("old", old_image), ("new", new_image)) if path is None]
-    if missing:
-        return Registration(
-            method="none",
-            note=f"the {' and '.join(missing)} survey's orthomosaic is not in place (pass --old-image / --new-image)",
-        )
-    assert old_image is not None and new_image is not None
     if common is None or common.is_empty:
         return Registration(method="none", note="no common ground to match")
-    old, new = GroundImage(old_image, crs), GroundImage(new_image, crs)
+    missing = [name for name, path in (("old", old_image), ("new", new_image)) if path is None]
+    if not missing:
+        assert old_image is not None and new_image is not None
+        return _measure(GroundImage(old_image, crs), GroundImage(new_image, crs), common, cfg, "orthomosaics")
+    why = f"the {' and '.join(missing)} survey's orthomosaic is not in place (pass --old-image / --new-image)"
+    if masks is None:
+        return Registration(method="none", note=why)
+    found = _measure(GroundImage(masks[0], crs), GroundImage(masks[1], crs), common, cfg, "masks")
+    return found if found.applied else replace(found, note=f"{found.note}; on the defect masks, as {why}")
+
+
+def _measure(
+    old: GroundImage, new: GroundImage, common: BaseGeometry, cfg: RegistrationConfig, method: str
+) -> Registration:
+    """``register_epochs`` on two images of the ground (orthomosaics, or defect masks)."""
+    crs = old.crs
     fine = max(old.pixel(), new.pixel())
     left, bottom, right, top = common.bounds
     levels = _levels(fine, max(right - left, top - bottom))
@@ -259,8 +275,8 @@ def register_epochs(
         return Registration(method="none", windows=windows, agreeing=agreeing, note=note)
 
     coarse = GroundGrid.covering((left, bottom, right, top), levels[0])
-    reference, reference_valid = _texture(*old.read(coarse))
-    moving, moving_valid = _texture(*new.read(coarse))
+    reference, reference_valid, _ = _texture(*old.read(coarse))
+    moving, moving_valid, _ = _texture(*new.read(coarse))
     if reference_valid.sum() < MIN_WINDOW_PX**2 or moving_valid.sum() < MIN_WINDOW_PX**2:
         return refused("the orthomosaics have too little common ground to match")
     (rows, cols), _, _ = phase_cross_correlation(
@@ -281,25 +297,32 @@ def register_epochs(
         size = min(WINDOW_PX, math.floor(min(right - left, top - bottom) / res / 2))
         if size < MIN_WINDOW_PX:
             return refused("the common ground is too small to check a shift on independent windows")
-        new_points, old_points = [], []
+        candidates = []
         for x, y in _window_centres(common, size * res):
             grid = GroundGrid.centred(x, y, size, res)
             seen_x, seen_y = ~transform @ (x, y)  # where the new survey shows this ground
             before, before_valid = old.read(grid)
             after, after_valid = new.read(grid.moved(seen_x - x, seen_y - y))
-            if before_valid.mean() < MIN_VALID_SHARE or after_valid.mean() < MIN_VALID_SHARE:
+            if before_valid.mean() >= MIN_VALID_SHARE and after_valid.mean() >= MIN_VALID_SHARE:
+                candidates.append(
+                    ((x, y), (seen_x, seen_y), _texture(before, before_valid), _texture(after, after_valid))
+                )
+        # a window without texture in either epoch matches anywhere: an empty stretch of a defect
+        # mask, a uniform surface; left out rather than let it agree with whatever was estimated
+        typical = np.percentile([min(a[2], b[2]) for *_, a, b in candidates], 75) if candidates else 0.0
+        new_points, old_points = [], []
+        for (x, y), (seen_x, seen_y), before_texture, after_texture in candidates:
+            if min(before_texture[2], after_texture[2]) <= MIN_TEXTURE * typical:
                 continue
             (dr, dc), _, _ = phase_cross_correlation(
-                _texture(before, before_valid)[0] * _hann(size),
-                _texture(after, after_valid)[0] * _hann(size),
-                upsample_factor=UPSAMPLE,
+                before_texture[0] * _hann(size), after_texture[0] * _hann(size), upsample_factor=UPSAMPLE
             )
             # the new survey's point of (x, y); in float64 (the shift comes in float32, a UTM northing does not fit)
             new_points.append((seen_x - float(dc) * res, seen_y + float(dr) * res))
             old_points.append((x, y))
         windows = len(new_points)
         if not windows:
-            return refused(f"no window at {res * metres * 1000:.3g} mm/px is imaged in both orthomosaics")
+            return refused(f"no window at {res * metres * 1000:.3g} mm/px is imaged, with texture, in both epochs")
         found_new, found_old = np.array(new_points), np.array(old_points)
         transform, fits = _robust_fit(found_new, found_old, AGREE_PX * res)
         agreeing = int(fits.sum())
@@ -332,7 +355,7 @@ def register_epochs(
         rotation_deg=rotation,
         scale=scale,
         applied=True,
-        method="orthomosaics",
+        method=method,
         windows=windows,
         agreeing=agreeing,
         spread_m=spread * metres,

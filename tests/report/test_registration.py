@@ -236,9 +236,9 @@ def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
 
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.01)
     without_images = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "without_images", cfg)
-    assert (
-        without_images["registration"].note
-        == "the old and new survey's orthomosaic is not in place (pass --old-image / --new-image)"
+    # the masks' few straight lines do not agree on a shift in enough windows: compared as they lie
+    assert without_images["registration"].note.endswith(
+        "on the defect masks, as the old and new survey's orthomosaic is not in place (pass --old-image / --new-image)"
     )
     assert "compared as they lie, not registered" in (tmp_path / "without_images" / "report.html").read_text()
 
@@ -283,3 +283,39 @@ def test_the_change_report_warns_when_the_windows_leave_a_residual_near_the_tole
     assert _registration_notes(Registration(), cfg) == []  # off: said in the provenance only
     ((level, text),) = _registration_notes(Registration(method="none", note="no common ground to match"), cfg)
     assert level == "warning" and "compared as they lie, not registered: no common ground to match" in text
+
+
+def test_without_orthomosaics_the_epochs_are_registered_on_their_defect_masks(tmp_path, crack_mosaic):
+    """Orthomosaics are archived apart from the surveys: the cracks both masks hold register them
+    (here the crack mosaic's truth as both epochs' masks, the second georeferenced 37 mm east and
+    21 mm south), and masks of other ground are refused with the reason."""
+    import json
+
+    from affine import Affine
+
+    from pipeline.report.compare import compare_surveys
+
+    _, truth = crack_mosaic
+    with rasterio.open(truth) as src:
+        cracks, transform, crs = src.read(1), src.transform, src.crs
+    tags = {"MSAF_CLASSES": json.dumps(["background", "crack", "joint"])}
+    for name, data, (east, north) in (
+        ("old", cracks, (0.0, 0.0)),
+        ("new", cracks, (0.037, -0.021)),
+        ("other", cracks[::-1, ::-1].copy(), (0.0, 0.0)),
+    ):
+        (tmp_path / name).mkdir()
+        moved = Affine.translation(east, north) @ transform
+        write_raster(tmp_path / name / "mask.tif", data[None], crs=crs, transform=moved, nodata=255, tags=tags)
+    cfg = ReportConfig(min_area_m2=0, match_distance_m=0.01)
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
+    found = result["registration"]
+    assert found.applied and found.method == "masks", found.note
+    assert found.east_m == pytest.approx(-0.037, abs=3e-4) and found.north_m == pytest.approx(0.021, abs=3e-4)
+    assert "defect-mask windows agree" in found.summary()
+    assert {status for status, n in result["changes"].items() if n} == {"unchanged"}  # the same cracks
+    other = compare_surveys(tmp_path / "old", tmp_path / "other", tmp_path / "other-changes", cfg)["registration"]
+    assert (
+        not other.applied
+        and "on the defect masks, as the old and new survey's orthomosaic is not in place" in other.note
+    )
