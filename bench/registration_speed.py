@@ -17,14 +17,13 @@ import argparse
 import json
 import math
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pyproj
 import rasterio
 import shapely
+from condition_speed import measured  # beside this script: timed, then traced alone
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
@@ -81,19 +80,6 @@ def full_read(path: Path) -> None:
     with rasterio.open(path) as ds:
         for _, window in ds.block_windows(1):
             ds.read(window=window)
-
-
-def measured(step) -> tuple[float, float]:
-    """(seconds, peak MB allocated during the step): timed in a run of its own, as tracemalloc slows
-    every allocation it traces."""
-    started = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - started
-    tracemalloc.start()
-    step()
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    return seconds, peak
 
 
 def main() -> None:
