@@ -4,7 +4,10 @@ Two flights' orthomosaics are rarely on the same ground to the millimetre: witho
 they can be centimetres to metres apart, while cracks are matched within ``match_distance_m`` (2 cm).
 Unaligned, every crack would be "new" and every old one "not found". The offset is measured on the
 orthomosaics themselves (the texture of the concrete, its stains and formwork marks, is the same
-ground in both flights), never on the defect maps, whose differences are what the comparison is for.
+ground in both flights), not on the defect maps, whose differences are what the comparison is for;
+only where the orthomosaics are not in place are the two defect masks matched instead (the cracks
+and joints both flights found are texture enough on a cracked or jointed wall, and where they are
+not, the windows do not agree and nothing is applied).
 
 Coarse to fine, in the working CRS: the ground both surveys imaged is read onto one grid of at most
 COARSE_PX a side and matched whole (masked normalised cross-correlation, so nodata and the edges of
