@@ -36,15 +36,21 @@ def _png(fig: plt.Figure) -> bytes:
 
 
 def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max_side: int) -> np.ndarray | None:
-    """A decimated RGB read of the orthomosaic (overviews are used when present)."""
+    """A decimated RGBA read of the orthomosaic over exactly ``bounds`` (its CRS; overviews are used
+    when present; ground beyond the raster transparent): the map draws it with those bounds as its
+    extent, so a map of part of the raster (a change report's changes) shows that part, not the
+    whole raster squeezed into it."""
     if path is None or not Path(path).is_file():
         return None
     try:
         with rasterio.open(path, driver=driver_for(str(path), "vrt")) as ds:
-            scale = max(ds.width, ds.height) / max_side
-            shape = (max(1, int(ds.height / max(scale, 1))), max(1, int(ds.width / max(scale, 1))))
-            rgb = ds.read(rgb_bands(ds), out_shape=(3, *shape), resampling=Resampling.average)
-            valid = ds.dataset_mask(out_shape=shape) > 0
+            window = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
+            scale = max(window.width, window.height) / max_side
+            shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))
+            rgb = ds.read(
+                rgb_bands(ds), window=window, out_shape=(3, *shape), boundless=True, resampling=Resampling.average
+            )
+            valid = ds.dataset_mask(window=window, out_shape=shape, boundless=True) > 0
             if rgb.dtype != np.uint8:
                 rgb = to_uint8(rgb, file_bit_depth_scale(ds)) if valid.any() else np.zeros(rgb.shape, np.uint8)
     except (rasterio.errors.RasterioError, MsafError):

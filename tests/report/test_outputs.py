@@ -19,7 +19,7 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
 from pipeline.report.compare import compare_surveys
-from tests.conftest import run_msaf, write_mask_survey
+from tests.conftest import run_msaf, write_mask_survey, write_raster
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -478,3 +478,21 @@ def test_a_survey_folder_from_before_blake3_fingerprints_is_still_checked(tmp_pa
         else:
             with pytest.raises(MsafError, match="has changed since it was surveyed"):
                 report_survey(folder, ReportConfig())
+
+
+def test_a_map_of_part_of_the_orthomosaic_shows_that_part_and_nothing_beyond_it(tmp_path):
+    """A change report maps only the changes' extent: its picture is that window of the orthomosaic
+    (the whole raster used to be squeezed into it, the cracks drawn beside their own picture)."""
+    from rasterio.transform import from_origin
+
+    from pipeline.report.figures import _thumbnail
+
+    halves = np.zeros((3, 100, 200), np.uint8)
+    halves[:, :, 100:] = 255  # west half black, east half white
+    ortho = write_raster(tmp_path / "halves.tif", halves, transform=from_origin(0, 100, 1, 1))
+    east = _thumbnail(ortho, (100, 0, 200, 100), 1400)
+    assert east.shape == (100, 100, 4) and east[..., :3].min() == 255 and east[..., 3].min() == 255
+    beyond = _thumbnail(ortho, (150, 50, 250, 100), 1400)  # half of it east of the raster
+    assert beyond.shape == (50, 100, 4) and beyond[:, :50, 3].min() == 255 and beyond[:, 50:, 3].max() == 0
+    whole = _thumbnail(ortho, (0, 0, 200, 100), 100)  # decimated to 100 px a side
+    assert whole.shape == (50, 100, 4) and whole[:, :50, 0].max() == 0 and whole[:, 50:, 0].min() == 255
