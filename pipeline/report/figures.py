@@ -47,15 +47,26 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
             window = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
             scale = max(window.width, window.height) / max_side
             shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))
-            rgb = ds.read(
-                rgb_bands(ds), window=window, out_shape=(3, *shape), boundless=True, resampling=Resampling.average
-            )
-            valid = ds.dataset_mask(window=window, out_shape=shape, boundless=True) > 0
+            rgba = np.zeros((*shape, 4), np.uint8)
+            # the part of the window on the raster, read on its own (a boundless read bypasses overviews)
+            col0, row0 = max(0.0, window.col_off), max(0.0, window.row_off)
+            col1 = min(float(ds.width), window.col_off + window.width)
+            row1 = min(float(ds.height), window.row_off + window.height)
+            out_cols = [round((c - window.col_off) / window.width * shape[1]) for c in (col0, col1)]
+            out_rows = [round((r - window.row_off) / window.height * shape[0]) for r in (row0, row1)]
+            if out_cols[1] <= out_cols[0] or out_rows[1] <= out_rows[0]:
+                return rgba
+            inside = rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
+            part = (out_rows[1] - out_rows[0], out_cols[1] - out_cols[0])
+            rgb = ds.read(rgb_bands(ds), window=inside, out_shape=(3, *part), resampling=Resampling.average)
+            valid = ds.dataset_mask(window=inside, out_shape=part) > 0
             if rgb.dtype != np.uint8:
                 rgb = to_uint8(rgb, file_bit_depth_scale(ds)) if valid.any() else np.zeros(rgb.shape, np.uint8)
     except (rasterio.errors.RasterioError, MsafError):
         return None
-    rgba = np.dstack([rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)])
+    rgba[out_rows[0] : out_rows[1], out_cols[0] : out_cols[1]] = np.dstack(
+        [rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)]
+    )
     return rgba
 
 
