@@ -104,26 +104,22 @@ class Registration:
     def move(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         """``frame`` (in the working CRS it was measured in) moved onto the old survey; as it is when
         not applied."""
-        if not self.applied or not len(frame):
-            return frame
-        return frame.set_geometry(frame.geometry.affine_transform(self._matrix()))
+        return self._moved(frame, self.transform)
 
     def move_back(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         """``frame`` (in the old survey's frame) where the new survey has it: the inverse of ``move``."""
-        if not self.applied or not len(frame):
-            return frame
-        back = ~self.transform
-        return frame.set_geometry(frame.geometry.affine_transform([back.a, back.b, back.d, back.e, back.c, back.f]))
+        return self._moved(frame, ~self.transform)
 
     def move_geometry(self, geometry: BaseGeometry | None) -> BaseGeometry | None:
         """A geometry in the working CRS moved onto the old survey."""
         if geometry is None or not self.applied:
             return geometry
-        return shapely.affinity.affine_transform(geometry, self._matrix())
+        return shapely.affinity.affine_transform(geometry, _shapely_order(self.transform))
 
-    def _matrix(self) -> list[float]:
-        t = self.transform
-        return [t.a, t.b, t.d, t.e, t.c, t.f]  # shapely's order
+    def _moved(self, frame: gpd.GeoDataFrame, transform: Affine) -> gpd.GeoDataFrame:
+        if not self.applied or not len(frame):
+            return frame
+        return frame.set_geometry(frame.geometry.affine_transform(_shapely_order(transform)))
 
     def as_row(self) -> dict[str, object]:
         """The registration as one table row (changes.gpkg's ``registration`` layer)."""
@@ -140,6 +136,11 @@ class Registration:
             "spread_m": self.spread_m,
             "note": self.note,
         }
+
+
+def _shapely_order(transform: Affine) -> list[float]:
+    """An affine transform as shapely's ``affine_transform`` takes it: [a, b, d, e, xoff, yoff]."""
+    return [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
 
 
 def _fit(new: np.ndarray, old: np.ndarray) -> Affine:
