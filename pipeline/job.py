@@ -8,6 +8,7 @@ checked (a flight date must be a date); other keys are kept as given.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,7 @@ KNOWN_KEYS = {
     "inspector": "inspector",
     "flight_date": "flight date",
     "notes": "notes",
+    "axis_deg": "structure axis (° from grid north)",
 }
 
 
@@ -58,7 +60,29 @@ def validate_job(job: dict[str, str]) -> dict[str, str]:
             job["flight_date"] = dt.date.fromisoformat(date).isoformat()
         except ValueError:
             raise MsafError(f"flight_date {date!r} is not a date; use YYYY-MM-DD") from None
+    if axis := job.get("axis_deg"):
+        job["axis_deg"] = f"{_degrees(axis):g}"
     return job
+
+
+def _degrees(text: str) -> float:
+    """A structure's axis in degrees clockwise from grid north, folded into [0, 180)."""
+    try:
+        degrees = float(text)
+    except ValueError:
+        degrees = math.nan
+    if not math.isfinite(degrees):
+        raise MsafError(
+            f"axis_deg {text!r} is not a number; give the structure's axis (a deck: the direction of traffic) "
+            "in degrees clockwise from grid north, e.g. axis_deg=72"
+        )
+    return degrees % 180
+
+
+def job_axis(job: dict[str, str]) -> float | None:
+    """The structure's axis the job gives (``axis_deg``), if any: cracks outside every element are
+    typed by it."""
+    return _degrees(job["axis_deg"]) if job.get("axis_deg") else None
 
 
 def job_rows(job: dict[str, str]) -> dict[str, str]:

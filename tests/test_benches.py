@@ -63,3 +63,21 @@ def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, ti
     for rows in sets.values():
         assert rows["0.1"]["mean_luminance"] < 0.2 * rows["1.0"]["mean_luminance"]
         assert all(0.0 <= row["tol_f1"] <= 1.0 or row["tol_f1"] != row["tol_f1"] for row in rows.values())
+
+
+def test_the_crack_type_bench_types_truth_and_survey_alike(tmp_path, tiny_model, tiny_manifest):
+    """Every found metre of true centreline is in the confusion table exactly once."""
+    out = tmp_path / "types.json"
+    done = _bench(
+        "crack_types.py",
+        *("--model", str(tiny_model), "--manifest", str(tiny_manifest), "--size", "384", "--out", str(out)),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sets = json.loads(out.read_text())["sets"]
+    assert set(sets) == {"cfd", "uav"}
+    for result in sets.values():
+        assert result["true_cracks"] > 0 and result["true_length_m"] > 0
+        assert 0.0 <= result["found_share"] <= 1.0
+        confused = sum(sum(row.values()) for row in result["confusion_m"].values())
+        assert confused == pytest.approx(result["found_share"] * result["true_length_m"], rel=1e-3, abs=1e-3)
+        assert sum(result["true_length_by_type_m"].values()) == pytest.approx(result["true_length_m"], abs=1e-2)

@@ -16,12 +16,15 @@ from functools import lru_cache
 from typing import Any
 
 from pyproj import CRS as ProjCRS
-from pyproj import Geod, Transformer
+from pyproj import Geod, Proj, Transformer
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
 from rasterio.crs import CRS
 
 from pipeline.errors import MsafError
 
 STRONG_DISTORTION = 0.02  # a CRS whose metres differ from ground metres by more than 2 % here
+TRUE_SCALE = 0.01  # a projected CRS within 1 % of ground metres is measured in as it is
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,23 @@ def scale_error(crs: CRS, transform, ground: PixelSize) -> float:
     if nominal is None:
         return 0.0
     return nominal.mean_m / ground.mean_m - 1
+
+
+def working_crs(crs: Any, bounds: tuple[float, float, float, float]) -> ProjCRS:
+    """A CRS whose metres are ground metres over ``bounds`` (left, bottom, right, top in ``crs``), for
+    distances and areas between geometries: ``crs`` itself when it is projected with near-true
+    scale there, else the WGS 84 UTM zone of the centre (for a geographic CRS, or Web Mercator whose
+    metres are 1/cos(latitude) ground metres). A CRS without a datum is kept as it is."""
+    own = ProjCRS.from_user_input(crs)
+    try:
+        transformer, _ = _geodesy(own.to_wkt())
+    except MsafError:
+        return own
+    left, bottom, right, top = bounds
+    lon, lat = transformer.transform((left + right) / 2, (bottom + top) / 2)
+    if own.is_projected:
+        factors = Proj(own).get_factors(lon, lat)
+        if abs(factors.meridional_scale - 1) < TRUE_SCALE and abs(factors.parallel_scale - 1) < TRUE_SCALE:
+            return own
+    zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
+    return ProjCRS.from_epsg(zones[0].code) if zones else own

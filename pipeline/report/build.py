@@ -17,11 +17,12 @@ from pipeline.class_ids import NO_CLASS
 from pipeline.config import ConditionConfig, ElementsConfig, ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
-from pipeline.job import job_rows
+from pipeline.job import job_axis, job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.condition import NOT_CHECKED, OVEREXPOSED, TOO_DARK, ConditionStates, assess_condition
+from pipeline.report.crack_types import StructureAxes, types_table
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.elements import Elements, quantities_by_element, read_elements
 from pipeline.report.footprint import survey_footprint
@@ -189,6 +190,17 @@ def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -
     return notes
 
 
+def _types_caption(axes: StructureAxes | None) -> str:
+    """The crack-type table's caption: what the directions are measured against."""
+    described = axes.described() if axes is not None else []
+    if not described:
+        return (
+            "Cracks by type (no axis given: straight cracks are 'linear'; give the structure's axis as job "
+            "detail axis_deg, or elements, to name them transverse, longitudinal or diagonal)"
+        )
+    return f"Cracks by type (axes: {'; '.join(described)})"
+
+
 def build_page(
     tables: DefectTables,
     record: SurveyRecord | None,
@@ -197,8 +209,10 @@ def build_page(
     ortho: Path | None = None,
     job: dict[str, Any] | None = None,
     condition: ConditionStates | None = None,
+    axes: StructureAxes | None = None,
 ) -> Page:
-    """The report page; the picture comes from ``ortho`` (already checked by ``survey_image``), if any."""
+    """The report page; the picture comes from ``ortho`` (already checked by ``survey_image``), if any.
+    ``axes``: the element and structure axes the crack types were read against."""
     defects = tables.defects
     with rasterio.open(mask_path) as mask:
         bounds = tuple(mask.bounds)
@@ -286,11 +300,13 @@ def build_page(
         "length_m",
         "mean_width_mm",
         "max_width_mm",
-        "orientation_deg",
+        "crack_type",
         "mean_confidence",
         "lon",
         "lat",
     ]
+    if (defects["element"] != "").any():
+        columns.insert(3, "element")
     page.tables.append(("Most severe defects", _table_html(ranked[columns].head(25))))
     if class_colours and len(class_colours) > 1:
         page.figures.append(
@@ -302,6 +318,8 @@ def build_page(
             )
         )
     cracks = defects[defects["class"].isin(cfg.crack_classes)]
+    if len(cracks):
+        page.tables.append((_types_caption(axes), _table_html(types_table(cracks))))
     unmeasured = cracks[cracks["severity"] == UNMEASURED]
     if len(unmeasured):
         page.tables.append(
@@ -512,12 +530,13 @@ def _report(
         _check_unchanged(ortho, record)
     refuse_losing_review(folder.gpkg)
     structure = _elements_on(mask_path, elements) if elements else None  # a mistake is one line before any work
-    tables = build_defects(mask_path, folder.confidence, class_names, cfg, ortho)
+    axes = StructureAxes.of(structure, job_axis(job))
+    tables = build_defects(mask_path, folder.confidence, class_names, cfg, ortho, axes)
     condition = assess_condition(mask_path, tables.centerlines, cfg.condition, cfg.severity, ortho)
     if structure is not None:
         condition = replace(condition, by_element=quantities_by_element(condition.cells, structure))
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job), condition)
-    page = build_page(tables, record, mask_path, cfg, ortho, job, condition)
+    page = build_page(tables, record, mask_path, cfg, ortho, job, condition, axes)
     with atomic_output(folder.html) as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}

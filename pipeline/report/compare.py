@@ -52,7 +52,7 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.inference.scales import scales_key
-from pipeline.raster.ground import linear_unit_m
+from pipeline.raster.ground import linear_unit_m, working_crs
 from pipeline.raster.ground_image import GroundImage
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
@@ -177,14 +177,8 @@ def _compare_condition(
 
 
 def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
-    """The frame's own CRS when it is projected with near-true scale there, else its UTM zone
-    (a geographic CRS, or Web Mercator whose metres are 1/cos(latitude) ground metres)."""
-    if frame.crs.is_projected and len(frame):
-        lon, lat = frame.to_crs("EPSG:4326").geometry.union_all().centroid.coords[0]
-        factors = pyproj.Proj(frame.crs).get_factors(lon, lat)
-        if abs(factors.meridional_scale - 1) < 0.01 and abs(factors.parallel_scale - 1) < 0.01:
-            return frame.crs
-    return frame.estimate_utm_crs() if len(frame) else frame.crs
+    """Where two reports' defects are compared: ground metres over the frame (``working_crs``)."""
+    return working_crs(frame.crs, tuple(frame.total_bounds)) if len(frame) else frame.crs
 
 
 def _status(old: pd.DataFrame, new: pd.DataFrame, is_crack: bool, tolerance: float) -> str:

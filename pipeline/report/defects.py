@@ -19,6 +19,7 @@ from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
 from pipeline.raster.luminance import grey_levels
 from pipeline.raster.source import rgb_bands
 from pipeline.raster.trust import driver_for
+from pipeline.report.crack_types import CrackShape, StructureAxes, crack_type
 from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import vectorize
 from pipeline.report.width import (
@@ -59,6 +60,9 @@ class Defect:
     max_width_mm: float = math.nan
     width_method: str | None = None
     orientation_deg: float = math.nan
+    crack_type: str | None = None  # transverse / longitudinal / diagonal / map / irregular / linear
+    angle_to_axis_deg: float = math.nan
+    element: str = ""  # the element holding most of it ("" outside every element, or none given)
     mean_confidence: float = math.nan
     lon: float = math.nan  # filled for all defects at once (one reprojection)
     lat: float = math.nan
@@ -68,12 +72,15 @@ class Defect:
         "defect_id",
         "class",
         "severity",
+        "element",
         "area_m2",
         "length_m",
         "mean_width_mm",
         "max_width_mm",
         "width_method",
         "orientation_deg",
+        "crack_type",
+        "angle_to_axis_deg",
         "mean_confidence",
         "pixels",
         "centroid_x",
@@ -272,6 +279,7 @@ def build_defects(
     class_names: list[str],
     cfg: ReportConfig,
     image_path: Path | None = None,
+    structure: StructureAxes | None = None,
 ) -> DefectTables:
     """Vectorise the mask's defect classes, measure each defect in ground units, rate its severity.
 
@@ -279,7 +287,9 @@ def build_defects(
     cracks, counted or rated, and classes that are neither (background) are skipped. Each defect
     is measured with the ground size of a pixel at its own location (geodesic: true metres in any
     CRS); crack widths come from ``image_path`` (the orthomosaic) when given, else from the mask.
+    ``structure``: the elements each defect is placed in and the axes its crack type is read against.
     """
+    where = structure or StructureAxes.of(None)
     records: list[Defect] = []
     pending: list[_PendingCrack] = []
     others: list[dict[str, Any]] = []
@@ -328,11 +338,16 @@ def build_defects(
                     mean_confidence=mean_conf,
                 )
                 records.append(record)
+                record.element, axis = where.locate(component.geometry)
                 if name not in cfg.crack_classes:
                     record.severity = severity_of(name, area, None, cfg.crack_classes, cfg.severity)
                     continue
                 crack = measure_crack(pixels, window_transform, size)
                 record.length_m, record.orientation_deg = crack.length_m, crack.orientation_deg
+                kind, record.angle_to_axis_deg = crack_type(
+                    CrackShape(crack.orientation_deg, crack.spread, crack.cells), axis
+                )
+                record.crack_type = kind.value
                 darkness = None
                 if image is not None:
                     labels = mask.read(1, window=window)

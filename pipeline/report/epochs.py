@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 import pyproj
 import rasterio
 
 from pipeline.errors import MsafError
+from pipeline.raster.ground import working_crs
 from pipeline.report.footprint import survey_footprint
 from pipeline.survey_folder import SurveyFolder
 from pipeline.survey_record import SurveyRecord, read_survey_record
@@ -55,13 +55,9 @@ def _epoch(folder: Path) -> Epoch | None:
 
 
 def _area_crs(mask: Path) -> pyproj.CRS:
-    """A CRS to measure footprint areas in: the mask's own when projected, else its UTM zone."""
+    """A CRS to measure footprint areas in: ground metres over the mask (``working_crs``)."""
     with rasterio.open(mask) as ds:
-        crs, bounds = pyproj.CRS(ds.crs), ds.bounds
-    if crs.is_projected:
-        return crs
-    frame = gpd.GeoDataFrame(geometry=gpd.GeoSeries.from_xy([bounds.left], [bounds.bottom], crs=crs))
-    return frame.estimate_utm_crs()
+        return working_crs(ds.crs, tuple(ds.bounds))
 
 
 def _same_ground(new: Epoch, old: Epoch, min_overlap: float) -> bool:

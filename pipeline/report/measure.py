@@ -37,6 +37,8 @@ class CrackMeasure:
     mean_width_mm: float
     max_width_mm: float
     orientation_deg: float
+    spread: float  # across / along the main axis of the centreline (0 straight, 1 no direction)
+    cells: int  # closed blocks of intact surface the crack runs around (a network: map cracking)
     centerline: MultiLineString
     skeleton: np.ndarray
     chunk_of: np.ndarray  # chunk id per window pixel on the skeleton, -1 elsewhere
@@ -244,7 +246,7 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
-    orientation = _orientation(rows, cols, size)
+    orientation, spread = _orientation(rows, cols, size)
     linked = {pixel for edge in edges for pixel in edge}
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         if (r, c) not in linked:  # a blob that thins to a lone pixel: a one-pixel line along the main axis
@@ -261,6 +263,8 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         mean_width,
         float(max(widths_mm.max(), mean_width)),
         orientation,
+        spread,
+        _enclosed_cells(pixels),
         centerline,
         skeleton,
         chunk_of,
@@ -270,15 +274,24 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     )
 
 
-def _orientation(rows: np.ndarray, cols: np.ndarray, size: PixelSize) -> float:
-    """Azimuth (degrees, 0 = north, clockwise, in [0, 180)) of the main axis of skeleton pixels."""
+def _orientation(rows: np.ndarray, cols: np.ndarray, size: PixelSize) -> tuple[float, float]:
+    """Azimuth (degrees, 0 = north, clockwise, in [0, 180)) of the main axis of skeleton pixels, and
+    their spread: the extent across that axis over the extent along it (0 for a straight line)."""
     points = np.column_stack([cols * size.x_m, -rows * size.y_m])
     if len(points) < 2:
-        return 0.0
+        return 0.0, 0.0
     centred = points - points.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     east, north = vt[0]
-    return math.degrees(math.atan2(east, north)) % 180
+    spread = float(singular[1] / singular[0]) if len(singular) > 1 and singular[0] > 0 else 0.0
+    return math.degrees(math.atan2(east, north)) % 180, spread
+
+
+def _enclosed_cells(pixels: np.ndarray) -> int:
+    """Background regions the crack closes in (4-connected, so a diagonal step of the 8-connected
+    crack closes them); the specks a wide crack holds are filled before this is called."""
+    _, regions = ndimage.label(~np.pad(pixels, 1))
+    return max(regions - 1, 0)  # the padded border joins everything outside into one region
 
 
 def _pixel_line(row: int, col: int, azimuth: float, window_transform: Affine) -> LineString:

@@ -77,6 +77,9 @@ def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
         "mean_width_mm",
         "max_width_mm",
         "orientation_deg",
+        "crack_type",
+        "angle_to_axis_deg",
+        "element",
         "mean_confidence",
         "lon",
         "lat",
@@ -84,6 +87,7 @@ def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
         "bbox_minx",
     ):
         assert column in defects.columns
+    assert set(defects["crack_type"]) <= {"linear", "irregular", "map"}  # no axis given: no direction named
     assert (defects["review"] == "unreviewed").all()  # every defect waits for an inspector
     unmeasured = defects["width_method"] == "none"  # no contrast in the image: no width, no rating
     assert (defects.loc[unmeasured, "severity"] == "unmeasured").all() and defects.loc[
