@@ -516,6 +516,9 @@ class ReportConfig(_Strict):
 
     strip_rows: int = Field(2048, ge=1, description="mask rows vectorised at a time (memory bound)")
     min_area_m2: float = Field(2e-5, ge=0, description="smaller defects are dropped (20 px at 1 mm GSD)")
+    link_gap_m: float = Field(
+        0.02, ge=0, description="pieces of mask whose ends face each other across this gap are one crack (0: off)"
+    )
     simplify_m: float = Field(0.0005, ge=0, description="polygon simplification tolerance, ground units")
     crack_classes: list[str] = Field(default_factory=lambda: ["crack"])
     defect_classes: list[str] | None = Field(

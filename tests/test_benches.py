@@ -66,18 +66,24 @@ def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, ti
 
 
 def test_the_crack_type_bench_types_truth_and_survey_alike(tmp_path, tiny_model, tiny_manifest):
-    """Every found metre of true centreline is in the confusion table exactly once."""
+    """Every found metre of true centreline is in the confusion table exactly once; linking only
+    ever joins pieces."""
     out = tmp_path / "types.json"
     done = _bench(
         "crack_types.py",
         *("--model", str(tiny_model), "--manifest", str(tiny_manifest), "--size", "384", "--out", str(out)),
+        *("--link-gaps", "0", "0.02"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     sets = json.loads(out.read_text())["sets"]
     assert set(sets) == {"cfd", "uav"}
-    for result in sets.values():
-        assert result["true_cracks"] > 0 and result["true_length_m"] > 0
-        assert 0.0 <= result["found_share"] <= 1.0
-        confused = sum(sum(row.values()) for row in result["confusion_m"].values())
-        assert confused == pytest.approx(result["found_share"] * result["true_length_m"], rel=1e-3, abs=1e-3)
-        assert sum(result["true_length_by_type_m"].values()) == pytest.approx(result["true_length_m"], abs=1e-2)
+    for by_gap in sets.values():
+        assert set(by_gap) == {"0", "0.02"}
+        assert by_gap["0"]["survey_cracks"] == by_gap["0"]["survey_pieces"] and by_gap["0"]["linked_cracks"] == 0
+        assert by_gap["0.02"]["survey_cracks"] <= by_gap["0.02"]["survey_pieces"]
+        for result in by_gap.values():
+            assert result["true_cracks"] > 0 and result["true_length_m"] > 0
+            assert 0.0 <= result["found_share"] <= 1.0
+            confused = sum(sum(row.values()) for row in result["confusion_m"].values())
+            assert confused == pytest.approx(result["found_share"] * result["true_length_m"], rel=1e-3, abs=1e-3)
+            assert sum(result["true_length_by_type_m"].values()) == pytest.approx(result["true_length_m"], abs=1e-2)

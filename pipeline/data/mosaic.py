@@ -52,6 +52,15 @@ def _layout(width: int, height: int, cell_h: int, cell_w: int, n_photos: int, rn
     return cells
 
 
+def cell_index(width: int, height: int, cell_h: int, cell_w: int, n_photos: int, seed: int) -> np.ndarray:
+    """Which cell of ``compose_mosaic``'s layout (same size, photo size, count and seed) each pixel
+    shows (int32): two pixels in different cells are on different pieces of wall, however close."""
+    index = np.full((height, width), -1, np.int32)
+    for k, cell in enumerate(_layout(width, height, cell_h, cell_w, n_photos, np.random.default_rng(seed))):
+        index[max(cell.row0, 0) : cell.row0 + cell_h, max(cell.col0, 0) : cell.col0 + cell_w] = k
+    return index
+
+
 def _footprint_rows(r0: int, r1: int, width: int, height: int, harmonics: np.ndarray) -> np.ndarray:
     """Boolean footprint for canvas rows [r0, r1): inside a blob whose radius wobbles with angle."""
     ys, xs = np.mgrid[r0:r1, 0:width].astype(np.float32)

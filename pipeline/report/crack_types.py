@@ -154,7 +154,8 @@ class StructureAxes:
 
 
 def types_table(cracks: pd.DataFrame) -> pd.DataFrame:
-    """Cracks per type (and element, when any crack lies in one): count, length, widest width."""
+    """Cracks per type (and element, when any crack lies in one): cracks (pieces of mask linked into
+    one, ``crack_id``), pieces, length, widest width."""
     typed = cracks[cracks["crack_type"].notna()]
     keys = ["crack_type"]
     if (typed["element"] != "").any():
@@ -162,6 +163,11 @@ def types_table(cracks: pd.DataFrame) -> pd.DataFrame:
         keys = ["element", "crack_type"]
     return (
         typed.groupby(keys, sort=True)
-        .agg(count=("defect_id", "size"), length_m=("length_m", "sum"), max_width_mm=("max_width_mm", "max"))
+        .agg(
+            cracks=("crack_id", "nunique"),
+            pieces=("defect_id", "size"),
+            length_m=("length_m", "sum"),
+            max_width_mm=("max_width_mm", "max"),
+        )
         .reset_index()
     )

@@ -19,8 +19,16 @@ from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
 from pipeline.raster.luminance import grey_levels
 from pipeline.raster.source import rgb_bands
 from pipeline.raster.trust import driver_for
-from pipeline.report.crack_types import CrackShape, StructureAxes, crack_type
-from pipeline.report.measure import CHUNK_PX, CrackMeasure, defect_window, measure_crack, rasterize_defect
+from pipeline.report.crack_types import Axis, CrackShape, StructureAxes, crack_type
+from pipeline.report.linking import PieceEnd, link_pieces
+from pipeline.report.measure import (
+    CHUNK_PX,
+    CrackMeasure,
+    defect_window,
+    main_axis,
+    measure_crack,
+    rasterize_defect,
+)
 from pipeline.report.vectorize import vectorize
 from pipeline.report.width import (
     REACH_PX,
@@ -63,6 +71,7 @@ class Defect:
     crack_type: str | None = None  # transverse / longitudinal / diagonal / map / irregular / linear
     angle_to_axis_deg: float = math.nan
     element: str = ""  # the element holding most of it ("" outside every element, or none given)
+    crack_id: int = 0  # the crack this piece of mask is part of (its first piece's defect_id); 0: not a crack
     mean_confidence: float = math.nan
     lon: float = math.nan  # filled for all defects at once (one reprojection)
     lat: float = math.nan
@@ -79,6 +88,7 @@ class Defect:
         "max_width_mm",
         "width_method",
         "orientation_deg",
+        "crack_id",
         "crack_type",
         "angle_to_axis_deg",
         "mean_confidence",
@@ -198,6 +208,22 @@ class _PendingCrack:
     measure: CrackMeasure
     size: PixelSize
     darkness: Darkness | None
+    offset: tuple[int, int]  # (row, col) of its window in the raster
+    axis: Axis | None  # what its type is read against (its element's, else the job's)
+
+    @property
+    def skeleton_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) of its centreline pixels in the raster."""
+        rows, cols = np.nonzero(self.measure.skeleton)
+        return rows + self.offset[0], cols + self.offset[1]
+
+    def piece_ends(self) -> list[PieceEnd]:
+        """Its centreline's ends in the raster's pixels."""
+        row0, col0 = self.offset
+        return [
+            PieceEnd(self.record.defect_id, end.col + col0, end.row + row0, end.d_col, end.d_row)
+            for end in self.measure.ends
+        ]
 
 
 def severity_of(
@@ -222,6 +248,28 @@ def below_resolution(width_mm: Any, gsd_mm: float | None, lowest_threshold_mm: f
     width threshold: the pixels cannot tell on which side of that threshold the crack is."""
     resolved_mm = (gsd_mm or 0.0) * MIN_RESOLVED_PX
     return (np.asarray(width_mm) < resolved_mm) & (gsd_mm is not None and resolved_mm > lowest_threshold_mm)
+
+
+def _link_and_type(pending: list[_PendingCrack], gap_m: float) -> None:
+    """Link the pieces of each crack across gaps up to ``gap_m`` (``crack_id``) and type each crack
+    as a whole: its pieces' centreline pixels together, against the axis of its largest piece."""
+    if not pending:
+        return
+    gap_px = gap_m / float(np.mean([item.size.mean_m for item in pending]))
+    ends = [end for item in pending for end in item.piece_ends()]
+    crack_of = link_pieces(ends, [item.record.defect_id for item in pending], gap_px)
+    groups: dict[int, list[_PendingCrack]] = {}
+    for item in pending:
+        item.record.crack_id = crack_of[item.record.defect_id]
+        groups.setdefault(item.record.crack_id, []).append(item)
+    for items in groups.values():
+        rows, cols = (np.concatenate(parts) for parts in zip(*(item.skeleton_pixels for item in items), strict=True))
+        largest = max(items, key=lambda item: item.record.pixels)
+        orientation, spread = main_axis(rows, cols, largest.size)
+        cells = sum(item.measure.cells for item in items)
+        kind, angle = crack_type(CrackShape(orientation, spread, cells), largest.axis)
+        for item in items:
+            item.record.crack_type, item.record.angle_to_axis_deg = kind.value, angle
 
 
 def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict[str, Any]]:
@@ -344,10 +392,6 @@ def build_defects(
                     continue
                 crack = measure_crack(pixels, window_transform, size)
                 record.length_m, record.orientation_deg = crack.length_m, crack.orientation_deg
-                kind, record.angle_to_axis_deg = crack_type(
-                    CrackShape(crack.orientation_deg, crack.spread, crack.cells), axis
-                )
-                record.crack_type = kind.value
                 darkness = None
                 if image is not None:
                     labels = mask.read(1, window=window)
@@ -360,12 +404,14 @@ def build_defects(
                         crack.chunk_length_px,
                         crack.length_px,
                     )
-                pending.append(_PendingCrack(record, crack, size, darkness))
+                offset = (int(window.row_off), int(window.col_off))
+                pending.append(_PendingCrack(record, crack, size, darkness, offset, axis))
         finally:
             for dataset in (confidence, image):
                 if dataset is not None:
                     dataset.close()
         crs = mask.crs
+    _link_and_type(pending, cfg.link_gap_m)
     lines = _finish_cracks(pending, cfg, image is not None)
     defects = gpd.GeoDataFrame(
         [r.row() for r in records], columns=[*DEFECT_COLUMNS, "geometry"], geometry="geometry", crs=crs
@@ -373,7 +419,7 @@ def build_defects(
     if len(defects):
         lon, lat = warp_transform(crs, "EPSG:4326", defects["centroid_x"].tolist(), defects["centroid_y"].tolist())
         defects["lon"], defects["lat"] = lon, lat
-    defects = defects.astype({"defect_id": "int64", "pixels": "int64"})
+    defects = defects.astype({"defect_id": "int64", "pixels": "int64", "crack_id": "int64"})
     centerlines = gpd.GeoDataFrame(lines, columns=CENTERLINE_COLUMNS, geometry="geometry", crs=crs)
     non_defects = gpd.GeoDataFrame(
         others, columns=["class", "area_m2", "pixels", "geometry"], geometry="geometry", crs=crs

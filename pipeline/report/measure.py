@@ -30,6 +30,17 @@ STAIRCASE_PX = 0.75  # a pixel chain's length is measured along it simplified by
 
 
 @dataclass(frozen=True)
+class CrackEnd:
+    """Where a crack's centreline stops, in its window's pixels: the tip (column, row of the point,
+    carried out to the mask's edge) and the unit direction the crack runs out of it."""
+
+    col: float
+    row: float
+    d_col: float
+    d_row: float
+
+
+@dataclass(frozen=True)
 class CrackMeasure:
     """Centreline, length and mask-based width profile of one crack, cut into chunks of ~CHUNK_PX."""
 
@@ -45,6 +56,7 @@ class CrackMeasure:
     chunk_length_px: np.ndarray
     chunk_width_mm: np.ndarray  # mask-based width per chunk
     chunk_lines: list[MultiLineString]
+    ends: list[CrackEnd]
 
     @property
     def length_px(self) -> float:
@@ -181,7 +193,7 @@ def prune_spurs(skeleton: np.ndarray, pixels: np.ndarray, rounds: int = 16) -> n
 def _end_extensions(
     pixels: np.ndarray, skeleton: np.ndarray, edges: list
 ) -> list[tuple[tuple[int, int], tuple[float, float], float]]:
-    """(end pixel, unit direction (rows, cols), px) that carry each centreline end out to the mask's edge.
+    """(end pixel, unit direction (rows, cols), px >= 0) that carry each centreline end out to the mask's edge.
 
     Thinning stops half a width short of each end of a crack: a 3 px crack loses ~3 px of length,
     a wide region most of its own (and where it stops depends on pixel noise). Each end is carried
@@ -203,8 +215,8 @@ def _end_extensions(
         steps = (end[0] - path[-1][0], end[1] - path[-1][1])
         norm = math.hypot(*steps)
         reach = float(distance[end[0] + 1, end[1] + 1]) - 0.5  # from the end pixel's centre to the mask's edge
-        if norm > 0 and reach > 0:
-            extensions.append((end, (steps[0] / norm, steps[1] / norm), reach))
+        if norm > 0:
+            extensions.append((end, (steps[0] / norm, steps[1] / norm), max(reach, 0.0)))
     return extensions
 
 
@@ -229,8 +241,11 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     chunk_pixels: list[list[LineString]] = [[] for _ in range(chunks)]  # in (col, row) pixel centres
     for (r0, c0), (r1, c1) in edges:
         chunk_pixels[min(chunk_of[r0, c0], chunk_of[r1, c1])].append(LineString([(c0, r0), (c1, r1)]))
-    for (r, c), (dr, dc), reach in _end_extensions(pixels, skeleton, edges):
-        chunk_pixels[chunk_of[r, c]].append(LineString([(c, r), (c + dc * reach, r + dr * reach)]))
+    extensions = _end_extensions(pixels, skeleton, edges)
+    ends = [CrackEnd(c + 0.5 + dc * reach, r + 0.5 + dr * reach, dc, dr) for (r, c), (dr, dc), reach in extensions]
+    for (r, c), (dr, dc), reach in extensions:
+        if reach > 0:
+            chunk_pixels[chunk_of[r, c]].append(LineString([(c, r), (c + dc * reach, r + dr * reach)]))
     chunk_length_px = np.zeros(chunks)
     chunk_segments: list[list[LineString]] = [[] for _ in range(chunks)]
     length = 0.0
@@ -246,7 +261,7 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
-    orientation, spread = _orientation(rows, cols, size)
+    orientation, spread = main_axis(rows, cols, size)
     linked = {pixel for edge in edges for pixel in edge}
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         if (r, c) not in linked:  # a blob that thins to a lone pixel: a one-pixel line along the main axis
@@ -271,10 +286,11 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         chunk_length_px,
         chunk_width_mm,
         [_as_multiline(lines) for lines in chunk_segments],
+        ends,
     )
 
 
-def _orientation(rows: np.ndarray, cols: np.ndarray, size: PixelSize) -> tuple[float, float]:
+def main_axis(rows: np.ndarray, cols: np.ndarray, size: PixelSize) -> tuple[float, float]:
     """Azimuth (degrees, 0 = north, clockwise, in [0, 180)) of the main axis of skeleton pixels, and
     their spread: the extent across that axis over the extent along it (0 for a straight line)."""
     points = np.column_stack([cols * size.x_m, -rows * size.y_m])
