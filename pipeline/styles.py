@@ -35,6 +35,15 @@ CONDITION_COLOURS = {  # AASHTO condition states: good to poor, ranges between t
     "CS2-CS3": "#f08a24",
     "CS3": "#d7191c",
 }
+CRACK_TYPE_COLOURS = {  # the crack_type column (pipeline.report.crack_types.CrackType)
+    "transverse": "#d7191c",
+    "longitudinal": "#2c7bb6",
+    "diagonal": "#f08a24",
+    "map": "#7b3294",
+    "irregular": "#8c510a",
+    "linear": "#4d4d4d",
+}
+ELEMENT_COLOUR = "#1b1b1b"
 CLASS_PALETTE = ["#d7191c", "#2b83ba", "#fdae61", "#abdda4", "#7b3294", "#008837"]
 KNOWN_CLASS_COLOURS = {"crack": "#d7191c", "spall": "#f08a24", "joint": "#8c8cb4"}
 MUTED_CLASSES = {"joint"}  # built lines: drawn faintly, never mistaken for defects

@@ -25,6 +25,7 @@ from pipeline.report.condition import NOT_CHECKED, OVEREXPOSED, TOO_DARK, Condit
 from pipeline.report.crack_types import StructureAxes, types_table
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.elements import Elements, quantities_by_element, read_elements
+from pipeline.report.figures import MapLabel
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_tables
@@ -35,6 +36,7 @@ from pipeline.survey_folder import REPORT_OUTPUTS, SurveyFolder, exclusive, refu
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+MOST_SEVERE = 25  # defects named in the "Most severe" table and by id on the overview map
 
 
 def _gpkg_metadata(record: SurveyRecord | None, job: dict[str, Any]) -> dict[str, str]:
@@ -190,6 +192,12 @@ def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -
     return notes
 
 
+def _most_severe(defects: pd.DataFrame, count: int = MOST_SEVERE) -> pd.DataFrame:
+    """The ``count`` most severe defects, worst first (by severity, then area)."""
+    ranked = defects.assign(rank=defects["severity"].map(SEVERITY_RANK))
+    return ranked.sort_values(["rank", "area_m2"], ascending=False).head(count)
+
+
 def _types_caption(axes: StructureAxes | None) -> str:
     """The crack-type table's caption: what the directions are measured against."""
     described = axes.described() if axes is not None else []
@@ -235,6 +243,7 @@ def build_page(
             metres_per_unit,
             "Defects by severity",
             surveyed=survey_footprint(mask_path.parent, crs) if record and record.area_of_interest else None,
+            labels=[MapLabel(str(row.defect_id), row.geometry) for row in _most_severe(defects).itertuples()],
         ),
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
@@ -300,9 +309,7 @@ def build_page(
     )
     per_severity = tables.summary[tables.summary["count"] > 0]
     page.tables += [("Per class", _table_html(per_class)), ("Per class and severity", _table_html(per_severity))]
-    ranked = defects.assign(rank=defects["severity"].map(SEVERITY_RANK)).sort_values(
-        ["rank", "area_m2"], ascending=False
-    )
+    ranked = _most_severe(defects)
     columns = [
         "defect_id",
         "class",
@@ -318,7 +325,7 @@ def build_page(
     ]
     if (defects["element"] != "").any():
         columns.insert(3, "element")
-    page.tables.append(("Most severe defects", _table_html(ranked[columns].head(25))))
+    page.tables.append(("Most severe defects (their ids are on the map)", _table_html(ranked[columns])))
     if class_colours and len(class_colours) > 1:
         page.figures.append(
             (
@@ -331,6 +338,22 @@ def build_page(
     cracks = defects[defects["class"].isin(cfg.crack_classes)]
     if len(cracks):
         page.tables.append((_types_caption(axes), _table_html(types_table(cracks))))
+        outlines = [MapLabel(n, g) for n, g in zip(axes.names, axes.geometries, strict=True)] if axes else []
+        page.figures.append(
+            (
+                "cracks by type",
+                figures.overview_map(
+                    ortho,
+                    bounds,
+                    cracks,
+                    "crack_type",
+                    {t: c for t, c in styles.CRACK_TYPE_COLOURS.items() if (cracks["crack_type"] == t).any()},
+                    metres_per_unit,
+                    "Cracks by type",
+                    outlines=outlines,
+                ),
+            )
+        )
     unmeasured = cracks[cracks["severity"] == UNMEASURED]
     if len(unmeasured):
         page.tables.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -13,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
+from matplotlib import patheffects
 from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -22,7 +24,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.errors import MsafError
 from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
-from pipeline.styles import CENTERLINE_COLOUR
+from pipeline.styles import CENTERLINE_COLOUR, ELEMENT_COLOUR
 
 SURVEYED_COLOUR = "#00e5ff"  # cyan: apart from every severity and class colour, seen on grey and green
 SURVEYED_LABEL = "surveyed area"
@@ -103,6 +105,27 @@ def _scale_bar(ax: plt.Axes, bounds: tuple[float, float, float, float], metres_p
     )
 
 
+@dataclass(frozen=True)
+class MapLabel:
+    """Text to write on a map at a geometry (a defect's id, an element's name)."""
+
+    text: str
+    geometry: BaseGeometry
+
+
+def _label(ax: plt.Axes, text: str, point: BaseGeometry, size: int) -> None:
+    """Text on a map, legible over any picture (a white halo)."""
+    ax.annotate(
+        text,
+        xy=(point.x, point.y),
+        xytext=(3, 3),
+        textcoords="offset points",
+        fontsize=size,
+        color="black",
+        path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")],
+    )
+
+
 def overview_map(
     ortho: Path | None,
     bounds: tuple[float, float, float, float],
@@ -113,10 +136,14 @@ def overview_map(
     title: str,
     surveyed: BaseGeometry | None = None,
     lines: gpd.GeoSeries | None = None,
+    labels: list[MapLabel] | None = None,
+    outlines: list[MapLabel] | None = None,
 ) -> bytes:
     """Orthomosaic thumbnail with defect outlines coloured by ``colour_column``, legend, scale bar, north
     arrow; ``surveyed`` (the area of interest a survey kept to) outlined dashed, so ground outside it
-    does not read as ground without defects; ``lines`` (crack centrelines) drawn thin on top."""
+    does not read as ground without defects; ``lines`` (crack centrelines) drawn thin on top;
+    ``labels`` (defect ids the tables name) at their defects; ``outlines`` (the structure's elements)
+    drawn and named."""
     minx, miny, maxx, maxy = bounds
     aspect = (maxy - miny) / max(maxx - minx, 1e-12)
     fig, ax = plt.subplots(figsize=(9, max(3.0, min(12.0, 9 * aspect))))
@@ -137,6 +164,13 @@ def overview_map(
     if surveyed is not None and not surveyed.is_empty:
         gpd.GeoSeries([surveyed]).boundary.plot(ax=ax, color=SURVEYED_COLOUR, linewidth=1.5, linestyle="--")
         handles.append(Line2D([], [], color=SURVEYED_COLOUR, linestyle="--", label=SURVEYED_LABEL))
+    for outline in outlines or []:
+        gpd.GeoSeries([outline.geometry]).boundary.plot(ax=ax, color=ELEMENT_COLOUR, linewidth=1.0, linestyle=":")
+        _label(ax, outline.text, outline.geometry.representative_point(), 9)
+    if outlines:
+        handles.append(Line2D([], [], color=ELEMENT_COLOUR, linestyle=":", label="elements"))
+    for label in labels or []:
+        _label(ax, label.text, label.geometry.representative_point(), 7)
     ax.set_xlim(minx, maxx)
     ax.set_ylim(miny, maxy)
     ax.set_title(title)

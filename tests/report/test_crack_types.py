@@ -181,3 +181,11 @@ def test_an_element_field_and_the_job_name_the_axis_in_msaf_report(deck, tmp_pat
         "Cracks by type (axes: span 1: 0° from grid north (its field axis_deg); "
         "outside the elements: 90° from grid north (job detail axis_deg))" in html
     )
+    assert 'alt="cracks by type"' in html  # the map of them, the span outlined and named
+
+
+def test_every_crack_type_has_a_colour():
+    from pipeline.styles import CRACK_TYPE_COLOURS
+
+    assert list(CRACK_TYPE_COLOURS) == [t.value for t in CrackType]
+    assert len(set(CRACK_TYPE_COLOURS.values())) == len(CRACK_TYPE_COLOURS)
