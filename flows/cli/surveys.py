@@ -333,6 +333,9 @@ def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:
     if summary.defects:
         by_class = ", ".join(f"{name} {count}" for name, count in summary.by_class.items())
         console.print(f"{summary.defects} defects ({by_class})")
+        if summary.cracks_by_type:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in summary.cracks_by_type.items())
+            console.print(f"cracks by type: {kinds}")
     else:
         console.print("no defects found")
     if summary.condition_m2:

@@ -22,7 +22,7 @@ from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.condition import NOT_CHECKED, OVEREXPOSED, TOO_DARK, ConditionStates, assess_condition
-from pipeline.report.crack_types import StructureAxes, types_table
+from pipeline.report.crack_types import StructureAxes, cracks_by_type, types_table
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.elements import Elements, quantities_by_element, read_elements
 from pipeline.report.figures import MapLabel
@@ -582,6 +582,7 @@ def _report(
     return ReportResult(
         defects=len(tables.defects),
         by_class={k: int(v) for k, v in counts.items()},
+        cracks_by_type=cracks_by_type(tables.defects),
         non_defects={k: int(v) for k, v in context.items()},
         condition_m2=condition.area_by_state,
         unrated_m2=condition.unrated_m2,

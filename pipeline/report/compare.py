@@ -58,6 +58,7 @@ from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
 from pipeline.report.condition import condition_change, quantities
 from pipeline.report.elements import read_elements
+from pipeline.report.epochs import FlightInterval, flight_interval
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
@@ -179,6 +180,18 @@ def _compare_condition(
 def _working_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:
     """Where two reports' defects are compared: ground metres over the frame (``working_crs``)."""
     return working_crs(frame.crs, tuple(frame.total_bounds)) if len(frame) else frame.crs
+
+
+RATE_COLUMNS = {"delta_length_m": "delta_length_m_per_year", "widening_mm": "widening_mm_per_year"}
+
+
+def with_rates(changes: gpd.GeoDataFrame, interval: FlightInterval | None) -> gpd.GeoDataFrame:
+    """Growth per year between the flights (length added, widening beyond the flights' difference):
+    how fast a crack is moving, which an owner schedules the next inspection by. Empty without both
+    flight dates, or when the new flight is not later than the old."""
+    years = interval.years if interval is not None and interval.days > 0 else math.nan
+    rates = {rate: changes[change] / years if change in changes else math.nan for change, rate in RATE_COLUMNS.items()}
+    return changes.assign(**rates)
 
 
 def _status(old: pd.DataFrame, new: pd.DataFrame, is_crack: bool, tolerance: float) -> str:
@@ -619,6 +632,8 @@ def _compare(
         changes = _seen_in_images(
             changes, old_lines.to_crs(changes.crs), new_lines, registration, (old_ortho, new_ortho), cfg
         )
+    interval = flight_interval(old_record, new_record)
+    changes = with_rates(changes, interval)
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged, registration)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)
@@ -664,6 +679,7 @@ def _compare(
             "new survey": str(new_dir),
             "working CRS": changes.crs.to_string(),
             "registration": registration.summary(),
+            "between the flights": interval.describe() if interval else "unknown (give both surveys a flight_date)",
             "crack widths, new - old": _width_summary(widths),
             "match distance": f"{cfg.match_distance_m} m",
             "change tolerance": f"{cfg.change_tolerance:.0%}",

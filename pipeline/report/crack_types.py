@@ -171,3 +171,10 @@ def types_table(cracks: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
+
+
+def cracks_by_type(defects: pd.DataFrame) -> dict[str, int]:
+    """How many cracks (pieces linked into one) of each type, in the order of ``CrackType``."""
+    typed = defects[defects["crack_type"].notna() & (defects["crack_id"] > 0)]
+    counts = typed.groupby("crack_type")["crack_id"].nunique()
+    return {kind.value: int(counts[kind.value]) for kind in CrackType if kind.value in counts.index}

@@ -9,6 +9,7 @@ gives one, else by when it was surveyed (ISO text either way, so a date and a ti
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,35 @@ from pipeline.survey_folder import SurveyFolder
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
 MIN_OVERLAP = 0.5  # footprints sharing this much of the smaller one are the same ground
+DAYS_PER_YEAR = 365.25
+
+
+@dataclass(frozen=True)
+class FlightInterval:
+    """The time between two surveys' flights, from their job details' flight dates."""
+
+    old_date: str
+    new_date: str
+    days: int
+
+    @property
+    def years(self) -> float:
+        """The interval in years (of 365.25 days)."""
+        return self.days / DAYS_PER_YEAR
+
+    def describe(self) -> str:
+        """E.g. '412 days (2025-10-20 -> 2026-12-05)'."""
+        return f"{self.days} days ({self.old_date} → {self.new_date})"
+
+
+def flight_interval(old: SurveyRecord | None, new: SurveyRecord | None) -> FlightInterval | None:
+    """Days from the old survey's flight to the new one's; None unless both give a flight_date (when
+    a survey ran says nothing about when it was flown)."""
+    dates = [record.job.get("flight_date") if record is not None else None for record in (old, new)]
+    if not dates[0] or not dates[1]:
+        return None
+    old_date, new_date = (dt.date.fromisoformat(str(date)[:10]) for date in dates)
+    return FlightInterval(old_date.isoformat(), new_date.isoformat(), (new_date - old_date).days)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ class ReportResult(BaseModel):
     defects: int
     by_class: dict[str, int]  # defects per defect class
     non_defects: dict[str, int]  # outlines per non-defect class (joints): context, never counted
+    cracks_by_type: dict[str, int] = Field(default_factory=dict)  # cracks (pieces linked into one) per crack type
     condition_m2: dict[str, float] = Field(default_factory=dict)  # surveyed area per condition state (cracking)
     unrated_m2: dict[str, float] = Field(default_factory=dict)  # too dark / overexposed to show a crack: up to CS3
     outputs: dict[str, str]  # kind -> file name in the survey folder

@@ -144,6 +144,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
         if report:
             metrics |= {"defects": report.defects, **{f"defects.{k}": v for k, v in report.by_class.items()}}
             metrics |= {f"condition_m2.{state}": area for state, area in report.condition_m2.items()}
+            metrics |= {f"cracks.{kind}": count for kind, count in report.cracks_by_type.items()}
             metrics |= {f"unrated_m2.{verdict.replace(' ', '_')}": area for verdict, area in report.unrated_m2.items()}
         mlflow.log_metrics(metrics)
         for name in (SurveyFolder.RECORD, SurveyFolder.HTML, SurveyFolder.GEOJSON, SurveyFolder.CSV):

@@ -323,3 +323,36 @@ def test_a_flight_that_reads_every_crack_wider_widens_only_the_crack_that_widene
     assert table.loc[0, "bias_mm"] == pytest.approx(1.0, abs=0.05)
     html = (tmp_path / "changes" / "report.html").read_text()
     assert "The new flight reads the same cracks 1.00 mm wider" in html
+
+
+def test_growth_per_year_comes_from_the_two_flight_dates(tmp_path, surveyed):
+    """A crack 0.2 m longer after 365 days grows by its added length per 365/365.25 of a year; without a
+    flight date on both surveys there is no rate (when a survey ran says nothing about the flight)."""
+    import pandas as pd
+
+    from pipeline.report.epochs import flight_interval
+    from pipeline.survey_record import read_survey_record
+
+    template = json.loads((surveyed / "survey.json").read_text())
+    template["input"]["path"] = str(tmp_path / "flown-and-deleted.tif")  # widths from the masks
+    old, new = np.zeros((300, 900), np.uint8), np.zeros((300, 900), np.uint8)
+    old[148:151, 50:450] = 1
+    new[148:151, 50:650] = 1
+    for name, mask, date in (("old", old, "2025-06-01"), ("new", new, "2026-06-01"), ("undated", new, "")):
+        folder = write_mask_survey(tmp_path / name, mask)
+        (folder / "survey.json").write_text(json.dumps(template | {"job": {"flight_date": date} if date else {}}))
+    interval = flight_interval(read_survey_record(tmp_path / "old"), read_survey_record(tmp_path / "new"))
+    assert interval is not None and interval.days == 365 and interval.describe() == "365 days (2025-06-01 → 2026-06-01)"
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
+    assert _statuses(result) == {"extended": 1}
+    changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes")
+    assert changes.loc[0, "delta_length_m"] == pytest.approx(0.19, abs=0.01)  # beyond the 10 mm match distance
+    assert changes.loc[0, "delta_length_m_per_year"] == pytest.approx(changes.loc[0, "delta_length_m"] * 365.25 / 365)
+    assert "365 days (2025-06-01 → 2026-06-01)" in (tmp_path / "changes" / "report.html").read_text()
+    undated = compare_surveys(tmp_path / "old", tmp_path / "undated", tmp_path / "undated-changes", CFG)
+    assert _statuses(undated) == {"extended": 1}
+    rates = pd.read_csv(tmp_path / "undated-changes" / "changes.csv")[
+        ["delta_length_m_per_year", "widening_mm_per_year"]
+    ]
+    assert rates.isna().all().all()
+    assert "unknown (give both surveys a flight_date)" in (tmp_path / "undated-changes" / "report.html").read_text()

@@ -167,6 +167,7 @@ def test_an_element_field_and_the_job_name_the_axis_in_msaf_report(deck, tmp_pat
     assert not (survey / "report.html").exists()
     done = run_msaf("report", str(survey), "--elements", str(tmp_path / "span.gpkg"), "--meta", "axis_deg=90")
     assert done.returncode == 0, done.stderr
+    assert "cracks by type: 1 transverse, 1 longitudinal, 1 diagonal, 1 map, 1 irregular" in done.stdout
     defects = gpd.read_file(survey / "defects.gpkg", layer="defects")
     found = _by_place(defects)
     assert found["north-south"][0] == "longitudinal"  # in span 1, whose traffic runs north

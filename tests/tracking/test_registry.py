@@ -120,12 +120,23 @@ def test_survey_run_is_logged_with_artifacts(project, surveyed):
     from pipeline.report.result import ReportResult
 
     condition = {"CS1": 0.3, "CS1-CS2": 0.01, "CS2": 0.02, "CS3": 0.0}
-    report = ReportResult(defects=7, by_class={"crack": 7}, non_defects={}, condition_m2=condition, outputs={})
+    report = ReportResult(
+        defects=7,
+        by_class={"crack": 7},
+        non_defects={},
+        cracks_by_type={"transverse": 4, "map": 1},
+        condition_m2=condition,
+        outputs={},
+    )
     run_id = log_survey(record, surveyed, report)
     run = mlflow.get_run(run_id)
     assert run.data.metrics["defects"] == 7 and run.data.metrics["mpix_per_s"] > 0
     assert {k: v for k, v in run.data.metrics.items() if k.startswith("condition_m2.")} == {
         f"condition_m2.{state}": area for state, area in condition.items()
+    }
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("cracks.")} == {
+        "cracks.transverse": 4,
+        "cracks.map": 1,
     }
     assert run.data.params["model.sha256"] == record.model.sha256
     assert run.data.params["scales"] == "1"  # the views, and the thresholds the mask was decided by
