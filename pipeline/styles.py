@@ -224,3 +224,20 @@ def layer_style(layer: str) -> tuple[str, str] | None:
     kind, colours, field, alpha, width = specs[layer]
     value_maps = {REVIEW_FIELD: REVIEW_STATES} if layer == "defects" else None
     return qml(kind, colours, field, alpha, width, value_maps), sld(layer, kind, colours, field, alpha, width)
+
+
+def other_styles(layer: str) -> list[tuple[str, str, str]]:
+    """(name, QML, SLD) of a layer's styles besides its default, for QGIS's Style > Load Style > From
+    Database: the defects by crack type (``crack_type``)."""
+    from pipeline.review import REVIEW_FIELD, REVIEW_STATES
+
+    if layer != "defects":
+        return []
+    value_maps = {REVIEW_FIELD: REVIEW_STATES}
+    return [
+        (
+            "crack type",
+            qml("fill", CRACK_TYPE_COLOURS, "crack_type", 190, 0.4, value_maps),
+            sld(layer, "fill", CRACK_TYPE_COLOURS, "crack_type", 190, 0.4),
+        )
+    ]

@@ -378,12 +378,22 @@ def _crack_rows(
     return rows, widths
 
 
+def _longest_type(cracks: pd.DataFrame) -> str | None:
+    """The crack type of the longest of a group of crack pieces (None from a report that predates types)."""
+    if "crack_type" not in cracks or not len(cracks):
+        return None
+    longest = int(np.argmax(cracks["length_m"].fillna(0).to_numpy()))
+    kind = cracks["crack_type"].iloc[longest]
+    return str(kind) if isinstance(kind, str) else None
+
+
 def _crack_row(
     status: str, news: pd.DataFrame, olds: pd.DataFrame, delta_length: float, widening: float, geometry
 ) -> dict:
     return {
         "status": status,
         "class": (news if len(news) else olds)["class"].iloc[0],
+        "crack_type": _longest_type(news if len(news) else olds),
         "old_ids": ",".join(str(i) for i in olds["defect_id"]),
         "new_ids": ",".join(str(i) for i in news["defect_id"]),
         "old_area_m2": _total(olds, "area_m2"),
@@ -463,6 +473,7 @@ def match_defects(
         row = {
             "status": status,
             "class": name,
+            "crack_type": _longest_type(reference) if is_crack else None,
             "old_ids": ",".join(str(i) for i in olds["defect_id"]),
             "new_ids": ",".join(str(i) for i in news["defect_id"]),
             "old_area_m2": _total(olds, "area_m2"),

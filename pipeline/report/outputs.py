@@ -16,7 +16,7 @@ from pipeline.fsutil import atomic_output
 from pipeline.report.condition import ConditionStates
 from pipeline.report.defects import DefectTables
 from pipeline.review import REVIEW_LAYERS, empty_review_layers
-from pipeline.styles import layer_style
+from pipeline.styles import layer_style, other_styles
 from pipeline.survey_folder import SurveyFolder
 
 PROJECTED_COLUMNS = ["centroid_x", "centroid_y", "bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy"]
@@ -59,13 +59,18 @@ def _store_styles(path: Path, layers: list[str]) -> None:
             "INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
             "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles')"
         )
-        for name, (qml, sld) in styled:
-            con.execute(
-                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
-                "styleName, styleQML, styleSLD, useAsDefault, description, owner) "
-                "VALUES ('', '', ?, 'geom', ?, ?, ?, 1, 'msaf-pipeline default style', '')",
-                (name, name, qml, sld),
-            )
+        rows = [(name, name, qml, sld, 1, "msaf-pipeline default style") for name, (qml, sld) in styled]
+        rows += [
+            (name, style, qml, sld, 0, f"msaf-pipeline: {style}")
+            for name, _ in styled
+            for style, qml, sld in other_styles(name)
+        ]
+        con.executemany(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+            "styleName, styleQML, styleSLD, useAsDefault, description, owner) "
+            "VALUES ('', '', ?, 'geom', ?, ?, ?, ?, ?, '')",
+            rows,
+        )
     con.close()
 
 

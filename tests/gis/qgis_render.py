@@ -21,6 +21,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtXml import QDomDocument
 
 
 def main() -> None:
@@ -41,6 +42,21 @@ def main() -> None:
     if renderer.type() == "categorizedSymbol":
         info["defects_field"] = renderer.classAttribute()
         info["defects_categories"] = {c.value(): c.symbol().color().name() for c in renderer.categories()}
+    # the defects' other style, by crack type: listed and loaded as QGIS's Load Style > From Database does
+    _, ids, names, _, _ = defects.listStylesInDatabase()
+    info["defects_styles"] = list(names)
+    if "crack type" in names:
+        by_type = QgsVectorLayer(f"{gpkg}|layername=defects", "defects by type", "ogr")
+        style, _ = by_type.getStyleFromDatabase(ids[list(names).index("crack type")])
+        document = QDomDocument()
+        document.setContent(style)
+        by_type.importNamedStyle(document)
+        type_renderer = by_type.renderer()
+        info["type_style"] = {
+            "renderer": type_renderer.type(),
+            "field": type_renderer.classAttribute() if type_renderer.type() == "categorizedSymbol" else None,
+            "categories": {c.value(): c.symbol().color().name() for c in getattr(type_renderer, "categories", list)()},
+        }
     # the inspector's review: a drop-down on each defect and two empty layers to draw in
     review = defects.fields().indexOf("review")
     setup = defects.editorWidgetSetup(review)

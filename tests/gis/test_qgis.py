@@ -14,7 +14,14 @@ from PIL import Image
 from pipeline.config import ReportConfig
 from pipeline.report.build import report_survey
 from pipeline.review import REVIEW_STATES
-from pipeline.styles import CONDITION_COLOURS, REVIEW_COLOUR, REVIEWED_AREA_COLOUR, SEVERITY_COLOURS, rgb
+from pipeline.styles import (
+    CONDITION_COLOURS,
+    CRACK_TYPE_COLOURS,
+    REVIEW_COLOUR,
+    REVIEWED_AREA_COLOUR,
+    SEVERITY_COLOURS,
+    rgb,
+)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RENDER = Path(__file__).with_name("qgis_render.py")
@@ -50,6 +57,12 @@ def test_qgis_opens_the_outputs_with_their_styles_and_renders_a_map(tmp_path, su
     assert info["defects_renderer"] == "categorizedSymbol" and info["defects_field"] == "severity"
     assert info["defects_categories"] == SEVERITY_COLOURS  # the GeoPackage's default style, applied by QGIS
     assert info["lines_renderer"] == "singleSymbol"
+    assert "crack type" in info["defects_styles"]  # one click away: Style > Load Style > From Database
+    assert info["type_style"] == {
+        "renderer": "categorizedSymbol",
+        "field": "crack_type",
+        "categories": CRACK_TYPE_COLOURS,
+    }
     condition = info["condition"]  # the condition map: one cell per 0.5 m of ground, coloured by state
     assert condition["valid"] and condition["features"] >= 2 and condition["renderer"] == "categorizedSymbol"
     assert condition["field"] == "condition_state" and condition["categories"] == CONDITION_COLOURS

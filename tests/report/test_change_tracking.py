@@ -346,6 +346,7 @@ def test_growth_per_year_comes_from_the_two_flight_dates(tmp_path, surveyed):
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
     assert _statuses(result) == {"extended": 1}
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes")
+    assert changes.loc[0, "crack_type"] == "linear"  # east-west, and no axis given
     assert changes.loc[0, "delta_length_m"] == pytest.approx(0.19, abs=0.01)  # beyond the 10 mm match distance
     assert changes.loc[0, "delta_length_m_per_year"] == pytest.approx(changes.loc[0, "delta_length_m"] * 365.25 / 365)
     assert "365 days (2025-06-01 → 2026-06-01)" in (tmp_path / "changes" / "report.html").read_text()

@@ -114,7 +114,10 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
     with sqlite3.connect(reported / "defects.gpkg") as con:
         rows = con.execute(
             "SELECT f_table_name, f_geometry_column, styleQML, styleSLD, useAsDefault FROM layer_styles"
-            " ORDER BY f_table_name"
+            " WHERE useAsDefault ORDER BY f_table_name"
+        ).fetchall()
+        others = con.execute(
+            "SELECT f_table_name, styleName, styleQML FROM layer_styles WHERE NOT useAsDefault"
         ).fetchall()
         contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
     assert [r[0] for r in rows] == ["condition_cells", "crack_centerlines", "defects", "missed_cracks", "reviewed_area"]
@@ -135,6 +138,10 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
         "false alarm",
     ]
     assert styles["defects"][0].find("defaults/default").get("expression") == "'unreviewed'"
+    # a second style of the defects, by crack type, one click away in QGIS (Load Style > From Database)
+    assert [(name, style) for name, style, _ in others] == [("defects", "crack type")]
+    by_type = ET.fromstring(others[0][2]).find("renderer-v2")
+    assert by_type.get("attr") == "crack_type" and len(list(by_type.iter("category"))) == 6
     condition = styles["condition_cells"][0].find("renderer-v2")
     assert condition.get("attr") == "condition_state"
     assert [c.get("value") for c in condition.iter("category")] == [
