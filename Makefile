@@ -58,10 +58,11 @@ qgis:
 	@test -d /usr/lib/python3/dist-packages/qgis || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis >/dev/null; }
 
 # The full suite, one pytest-xdist worker per core (TEST_WORKERS); a test module stays on one worker
-# (its module fixtures, e.g. the DVC project, are built once and its tests run in order).
+# (its module fixtures, e.g. the DVC project, are built once and its tests run in order), the longest
+# modules first (tests/conftest.py: LONGEST_MODULES; xdist would otherwise order them by test count).
 TEST_WORKERS ?= 2
 test: setup browser qgis
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The inner loop: unit tests on generated fixtures (< 90 s on 2 cores); `make test` stays the full suite.
 test-fast: setup
