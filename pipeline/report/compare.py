@@ -194,6 +194,20 @@ def with_rates(changes: gpd.GeoDataFrame, interval: FlightInterval | None) -> gp
     return changes.assign(**rates)
 
 
+FASTEST = 10  # cracks in the change report's fastest-growing table
+
+
+def fastest_growing(changes: pd.DataFrame, count: int = FASTEST) -> pd.DataFrame:
+    """The cracks growing fastest per year: the longest added length, then the widest widening (beyond
+    the flights' difference); only those that grew in length or width (extended, widened, new)."""
+    growing = changes[(changes["delta_length_m_per_year"] > 0) | (changes["widening_mm_per_year"] > 0)]
+    columns = ["change_id", "status", "crack_type", "delta_length_m_per_year", "widening_mm_per_year", "new_ids"]
+    ranked = growing.sort_values(
+        ["delta_length_m_per_year", "widening_mm_per_year"], ascending=False, na_position="last"
+    )
+    return pd.DataFrame(ranked[[c for c in columns if c in ranked]].head(count))
+
+
 def _status(old: pd.DataFrame, new: pd.DataFrame, is_crack: bool, tolerance: float) -> str:
     """A group of matched defects by total size: a crack (from a report without centrelines) by
     length and width, in the same words as the centreline comparison; an area defect by area."""
@@ -733,6 +747,13 @@ def _compare(
             )
     else:
         page.notes.append(("note", condition))
+    if interval is not None and interval.days > 0 and len(growing := fastest_growing(changes)):
+        page.tables.append(
+            (
+                f"Fastest-growing cracks ({interval.describe()})",
+                growing.to_html(index=False, border=0, float_format="{:,.4g}".format, na_rep=""),
+            )
+        )
     if len(changes):
         columns = [c for c in changes.columns if c != "geometry"]
         page.tables.append(

@@ -349,11 +349,33 @@ def test_growth_per_year_comes_from_the_two_flight_dates(tmp_path, surveyed):
     assert changes.loc[0, "crack_type"] == "linear"  # east-west, and no axis given
     assert changes.loc[0, "delta_length_m"] == pytest.approx(0.19, abs=0.01)  # beyond the 10 mm match distance
     assert changes.loc[0, "delta_length_m_per_year"] == pytest.approx(changes.loc[0, "delta_length_m"] * 365.25 / 365)
-    assert "365 days (2025-06-01 → 2026-06-01)" in (tmp_path / "changes" / "report.html").read_text()
+    page = (tmp_path / "changes" / "report.html").read_text()
+    assert "365 days (2025-06-01 → 2026-06-01)" in page
+    assert "Fastest-growing cracks (365 days (2025-06-01 → 2026-06-01))" in page
     undated = compare_surveys(tmp_path / "old", tmp_path / "undated", tmp_path / "undated-changes", CFG)
     assert _statuses(undated) == {"extended": 1}
     rates = pd.read_csv(tmp_path / "undated-changes" / "changes.csv")[
         ["delta_length_m_per_year", "widening_mm_per_year"]
     ]
     assert rates.isna().all().all()
-    assert "unknown (give both surveys a flight_date)" in (tmp_path / "undated-changes" / "report.html").read_text()
+    undated_page = (tmp_path / "undated-changes" / "report.html").read_text()
+    assert "unknown (give both surveys a flight_date)" in undated_page and "Fastest-growing" not in undated_page
+
+
+def test_the_fastest_growing_cracks_come_first_and_only_growing_ones_are_listed():
+    import pandas as pd
+
+    from pipeline.report.compare import fastest_growing
+
+    changes = pd.DataFrame(
+        {
+            "change_id": [1, 2, 3, 4, 5],
+            "status": ["unchanged", "extended", "widened", "extended", "shrunk"],
+            "crack_type": ["linear", "transverse", "diagonal", "map", "linear"],
+            "delta_length_m_per_year": [0.0, 0.05, 0.0, 0.30, -0.1],
+            "widening_mm_per_year": [0.0, 0.1, 0.4, float("nan"), 0.0],
+            "new_ids": ["1", "2", "3", "4", "5"],
+        }
+    )
+    assert fastest_growing(changes)["change_id"].tolist() == [4, 2, 3]
+    assert fastest_growing(changes, count=1)["crack_type"].tolist() == ["map"]
