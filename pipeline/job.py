@@ -65,18 +65,25 @@ def validate_job(job: dict[str, str]) -> dict[str, str]:
     return job
 
 
-def _degrees(text: str) -> float:
-    """A structure's axis in degrees clockwise from grid north, folded into [0, 180)."""
+def axis_degrees(value: object) -> float | None:
+    """An axis (an undirected line) in degrees clockwise from grid north, folded into [0, 180); None
+    when ``value`` is not a finite number. The one reading of an ``axis_deg``, the job's or an element's."""
     try:
-        degrees = float(text)
-    except ValueError:
-        degrees = math.nan
-    if not math.isfinite(degrees):
+        degrees = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return degrees % 180 if math.isfinite(degrees) else None
+
+
+def _degrees(text: str) -> float:
+    """The job's ``axis_deg``, folded; one line when it is not a number."""
+    degrees = axis_degrees(text)
+    if degrees is None:
         raise MsafError(
             f"axis_deg {text!r} is not a number; give the structure's axis (a deck: the direction of traffic) "
             "in degrees clockwise from grid north, e.g. axis_deg=72"
         )
-    return degrees % 180
+    return degrees
 
 
 def job_axis(job: dict[str, str]) -> float | None:

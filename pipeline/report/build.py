@@ -276,13 +276,12 @@ def build_page(
             )
         )
     page.notes += _measurement_notes(tables, cfg, centre.mean_m * 1000)
-    if len(defects) and (pieces := int((defects["crack_id"] > 0).sum())) > (
-        cracks := int(defects.loc[defects["crack_id"] > 0, "crack_id"].nunique())
-    ):
+    pieces = defects[defects["crack_id"] > 0]
+    if len(pieces) > (linked := pieces["crack_id"].nunique()):
         page.notes.append(
             (
                 "note",
-                f"{pieces} pieces of crack mask are {cracks} cracks: pieces whose ends face each other across "
+                f"{len(pieces)} pieces of crack mask are {linked} cracks: pieces whose ends face each other across "
                 f"up to {cfg.link_gap_m * 1000:g} mm are one crack (column crack_id; report.link_gap_m). "
                 "Each piece keeps its own row, length and width.",
             )

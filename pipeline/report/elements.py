@@ -3,7 +3,6 @@ and the condition-state quantities of each, as an element-level inspection files
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.config import ElementsConfig
 from pipeline.errors import MsafError
+from pipeline.job import axis_degrees
 from pipeline.report.condition import STATE_COLUMNS, quantities
 from pipeline.vectors import POLYGONS, read_vectors
 
@@ -61,16 +61,13 @@ def _axis(group: gpd.GeoDataFrame, path: Any) -> float | None:
     values = values[values.astype(str).str.strip() != ""]
     if not len(values):
         return None
-    try:
-        degrees = float(values.iloc[0])
-    except (TypeError, ValueError):
+    degrees = axis_degrees(values.iloc[0])
+    if degrees is None:
         raise MsafError(
             f"{path}: {AXIS_FIELD} {values.iloc[0]!r} of element {group['_name'].iloc[0]!r} is not a number; "
             "give the axis in degrees clockwise from grid north"
-        ) from None
-    if not math.isfinite(degrees):
-        raise MsafError(f"{path}: {AXIS_FIELD} of element {group['_name'].iloc[0]!r} is not finite")
-    return degrees % 180
+        )
+    return degrees
 
 
 def quantities_by_element(cells: gpd.GeoDataFrame, elements: Elements) -> pd.DataFrame:

@@ -48,7 +48,6 @@ class CrackMeasure:
     mean_width_mm: float
     max_width_mm: float
     orientation_deg: float
-    spread: float  # across / along the main axis of the centreline (0 straight, 1 no direction)
     cells: int  # closed blocks of intact surface the crack runs around (a network: map cracking)
     centerline: MultiLineString
     skeleton: np.ndarray
@@ -261,7 +260,7 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     widths_px = local_widths_px(pixels, skeleton)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
-    orientation, spread = main_axis(rows, cols, size)
+    orientation, _ = main_axis(rows, cols, size)
     linked = {pixel for edge in edges for pixel in edge}
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         if (r, c) not in linked:  # a blob that thins to a lone pixel: a one-pixel line along the main axis
@@ -278,7 +277,6 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
         mean_width,
         float(max(widths_mm.max(), mean_width)),
         orientation,
-        spread,
         _enclosed_cells(pixels),
         centerline,
         skeleton,
