@@ -192,10 +192,10 @@ def _measurement_notes(tables: DefectTables, cfg: ReportConfig, gsd_mm: float) -
     return notes
 
 
-def _most_severe(defects: pd.DataFrame, count: int = MOST_SEVERE) -> pd.DataFrame:
-    """The ``count`` most severe defects, worst first (by severity, then area)."""
+def _by_severity(defects: pd.DataFrame) -> pd.DataFrame:
+    """The defects, worst first (by severity, then area)."""
     ranked = defects.assign(rank=defects["severity"].map(SEVERITY_RANK))
-    return ranked.sort_values(["rank", "area_m2"], ascending=False).head(count)
+    return ranked.sort_values(["rank", "area_m2"], ascending=False)
 
 
 def _types_caption(axes: StructureAxes | None) -> str:
@@ -222,6 +222,7 @@ def build_page(
     """The report page; the picture comes from ``ortho`` (already checked by ``survey_image``), if any.
     ``axes``: the element and structure axes the crack types were read against."""
     defects = tables.defects
+    ranked = _by_severity(defects)  # the worst MOST_SEVERE named on the map and in their table, the first chips
     with rasterio.open(mask_path) as mask:
         bounds = tuple(mask.bounds)
         pixel_units = abs(mask.transform.a)
@@ -243,7 +244,7 @@ def build_page(
             metres_per_unit,
             "Defects by severity",
             surveyed=survey_footprint(mask_path.parent, crs) if record and record.area_of_interest else None,
-            labels=[MapLabel(str(row.defect_id), row.geometry) for row in _most_severe(defects).itertuples()],
+            labels=[MapLabel(str(row.defect_id), row.geometry) for row in ranked.head(MOST_SEVERE).itertuples()],
         ),
         has_defects=bool(len(defects)),
         provenance=_provenance(record, mask_path),
@@ -308,7 +309,6 @@ def build_page(
     )
     per_severity = tables.summary[tables.summary["count"] > 0]
     page.tables += [("Per class", _table_html(per_class)), ("Per class and severity", _table_html(per_severity))]
-    ranked = _most_severe(defects)
     columns = [
         "defect_id",
         "class",
@@ -324,7 +324,9 @@ def build_page(
     ]
     if (defects["element"] != "").any():
         columns.insert(3, "element")
-    page.tables.append(("Most severe defects (their ids are on the map)", _table_html(ranked[columns])))
+    page.tables.append(
+        ("Most severe defects (their ids are on the map)", _table_html(ranked[columns].head(MOST_SEVERE)))
+    )
     if class_colours and len(class_colours) > 1:
         page.figures.append(
             (

@@ -190,3 +190,26 @@ def test_every_crack_type_has_a_colour():
 
     assert list(CRACK_TYPE_COLOURS) == [t.value for t in CrackType]
     assert len(set(CRACK_TYPE_COLOURS.values())) == len(CRACK_TYPE_COLOURS)
+
+
+def test_the_overview_names_the_25_worst_defects_and_the_chips_follow_their_own_count(tmp_path):
+    """30 cracks: the map's labels and the table stop at the 25 most severe, the image chips at
+    report.chips (here 30), not at the table's length."""
+    from rasterio.transform import from_origin
+
+    from pipeline.report.build import report_survey
+    from tests.conftest import write_raster
+
+    mask = np.zeros((600, 1200), np.uint8)
+    for k in range(30):
+        row, col = 40 + 90 * (k // 10), 40 + 110 * (k % 10)
+        mask[row : row + 3, col : col + 60] = 1
+    survey = write_mask_survey(tmp_path / "survey", mask)
+    grey = np.where(mask == 1, 40, 170).astype(np.uint8)
+    ortho = write_raster(tmp_path / "ortho.tif", np.stack([grey] * 3), transform=from_origin(X0, Y0, 0.001, 0.001))
+    report_survey(survey, ReportConfig(chips=30), image=ortho)
+    html = (survey / "report.html").read_text()
+    assert html.count('class="chip"') == 30
+    table = html[html.index("Most severe defects") :]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr") == 1 + 25  # its header and the 25 worst
