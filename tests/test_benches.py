@@ -4,6 +4,7 @@ stability of two flights of unchanged ground and the exposure robustness."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,28 +20,24 @@ def tiny_manifest(tmp_path_factory, cfd_dir, uav_dir):
     return path
 
 
-def _bench(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "bench" / name), *args], capture_output=True, text=True, timeout=300, cwd=REPO
-    )
-
-
-def test_the_change_stability_bench_registers_each_set_and_counts_every_status(tmp_path, tiny_model, tiny_manifest):
-    out = tmp_path / "stability.json"
-    done = _bench(
-        "change_stability.py",
-        "--model",
-        str(tiny_model),
-        "--manifest",
-        str(tiny_manifest),
-        "--size",
-        "384",
-        "--out",
-        str(out),
+def _sets_of(name: str, out: Path, model: Path, manifest: Path, *extra: str) -> dict:
+    """The bench run on the tiny manifest's 384² mosaics: it succeeds and reports both sets."""
+    tiny = ("--model", str(model), "--manifest", str(manifest), "--size", "384", "--out", str(out))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / name), *tiny, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     sets = json.loads(out.read_text())["sets"]
     assert set(sets) == {"cfd", "uav"}
+    return sets
+
+
+def test_the_change_stability_bench_registers_each_set_and_counts_every_status(tmp_path, tiny_model, tiny_manifest):
+    sets = _sets_of("change_stability.py", tmp_path / "stability.json", tiny_model, tiny_manifest)
     for result in sets.values():
         shift = result["registration"]
         assert shift["applied"], shift["note"]
@@ -51,15 +48,9 @@ def test_the_change_stability_bench_registers_each_set_and_counts_every_status(t
 
 
 def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, tiny_manifest):
-    out = tmp_path / "exposure.json"
-    done = _bench(
-        "exposure_robustness.py",
-        *("--model", str(tiny_model), "--manifest", str(tiny_manifest), "--size", "384", "--out", str(out)),
-        *("--gains", "0.1", "1.0"),
+    sets = _sets_of(
+        "exposure_robustness.py", tmp_path / "exposure.json", tiny_model, tiny_manifest, "--gains", "0.1", "1.0"
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    sets = json.loads(out.read_text())["sets"]
-    assert set(sets) == {"cfd", "uav"}
     for rows in sets.values():
         assert rows["0.1"]["mean_luminance"] < 0.2 * rows["1.0"]["mean_luminance"]
         assert all(0.0 <= row["tol_f1"] <= 1.0 or row["tol_f1"] != row["tol_f1"] for row in rows.values())
@@ -68,15 +59,7 @@ def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, ti
 def test_the_crack_type_bench_types_truth_and_survey_alike(tmp_path, tiny_model, tiny_manifest):
     """Every found metre of true centreline is in the confusion table exactly once; linking only
     ever joins pieces."""
-    out = tmp_path / "types.json"
-    done = _bench(
-        "crack_types.py",
-        *("--model", str(tiny_model), "--manifest", str(tiny_manifest), "--size", "384", "--out", str(out)),
-        *("--link-gaps", "0", "0.02"),
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    sets = json.loads(out.read_text())["sets"]
-    assert set(sets) == {"cfd", "uav"}
+    sets = _sets_of("crack_types.py", tmp_path / "types.json", tiny_model, tiny_manifest, "--link-gaps", "0", "0.02")
     for by_gap in sets.values():
         assert set(by_gap) == {"0", "0.02"}
         assert by_gap["0"]["survey_cracks"] == by_gap["0"]["survey_pieces"] and by_gap["0"]["linked_cracks"] == 0
