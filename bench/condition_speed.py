@@ -1,5 +1,7 @@
 """What the condition states cost a report, against tracing the survey's footprint (a step every
-report with an area of interest and every change report already takes), on masks of growing size.
+report with an area of interest and every change report already takes), on masks of growing size;
+and what reading the orthomosaic adds to them (its exposure, decimated, and its blur, in at most
+``MAX_WINDOWS`` full-resolution windows), on a JPEG-tiled orthomosaic of the same size.
 
 A mask COG (nearest overviews, as `msaf survey` writes it) with a round footprint and random crack
 centreline pieces at a fixed density is written per size; each step runs in this process, and the
@@ -24,6 +26,7 @@ import rasterio
 import shapely
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
+from scipy.ndimage import gaussian_filter
 
 from pipeline.config import ConditionConfig, SeverityConfig
 from pipeline.report.condition import assess_condition
@@ -56,6 +59,33 @@ def write_mask(path: Path, size: int) -> None:
             strip = np.where((xx - size / 2) ** 2 + (yy - size / 2) ** 2 > (size / 2) ** 2, 255, 0).astype(np.uint8)
             ds.write(strip, 1, window=rasterio.windows.Window(0, top, size, rows))
         ds.build_overviews([2, 4, 8, 16, 32, 64], Resampling.nearest)
+
+
+def write_ortho(path: Path, size: int, seed: int = 0) -> None:
+    """A ``size``² RGB orthomosaic at 1 mm, textured concrete, JPEG-tiled (256², q85) as drone
+    software writes one, with overviews; written in strips."""
+    rng = np.random.default_rng(seed)
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32633",
+        "transform": from_origin(400000, 5000000, GSD_M, GSD_M),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "jpeg",
+        "jpeg_quality": 85,
+        "photometric": "ycbcr",
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        for top in range(0, size, 1024):
+            rows = min(1024, size - top)
+            grey = np.clip(150 + gaussian_filter(rng.normal(0, 25, (rows, size)), 1.0), 0, 255).astype(np.uint8)
+            ds.write(np.stack([grey] * 3), window=rasterio.windows.Window(0, top, size, rows))
+        ds.build_overviews([2, 4, 8, 16, 32], Resampling.average)
 
 
 def crack_pieces(size: int, seed: int = 0) -> gpd.GeoDataFrame:
@@ -102,6 +132,12 @@ def main() -> None:
                 lambda m=mask, p=pieces: assess_condition(m, p, ConditionConfig(), SeverityConfig())
             )
             cells = len(assess_condition(mask, pieces, ConditionConfig(), SeverityConfig()).cells)
+            ortho = Path(tmp) / f"ortho-{size}.tif"
+            write_ortho(ortho, size)
+            image_s, image_mb = measured(
+                lambda m=mask, p=pieces, o=ortho: assess_condition(m, p, ConditionConfig(), SeverityConfig(), o)
+            )
+            ortho.unlink()
             row = {
                 "size": size,
                 "pieces": len(pieces),
@@ -111,12 +147,16 @@ def main() -> None:
                 "ratio": round(condition_s / footprint_s, 2),
                 "footprint_peak_mb": round(footprint_mb, 1),
                 "condition_peak_mb": round(condition_mb, 1),
+                "with_image_s": round(image_s, 3),
+                "with_image_ratio": round(image_s / condition_s, 2),
+                "with_image_peak_mb": round(image_mb, 1),
             }
             rows.append(row)
             print(
                 f"{size}²: {row['pieces']} pieces, {row['cells']} cells; footprint {footprint_s:.2f} s "
                 f"({footprint_mb:.0f} MB), condition states {condition_s:.2f} s ({condition_mb:.0f} MB): "
-                f"{row['ratio']}x the footprint"
+                f"{row['ratio']}x the footprint; with the orthomosaic's exposure and blur {image_s:.2f} s "
+                f"({image_mb:.0f} MB): {row['with_image_ratio']}x without"
             )
     if args.out:
         args.out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")

@@ -22,6 +22,7 @@ import numpy as np
 import rasterio
 from rich.console import Console
 from rich.table import Table
+from scipy.ndimage import gaussian_filter
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import SurveyConfig
@@ -34,12 +35,15 @@ from pipeline.survey_accuracy import compose_val_mosaic, score_mask
 GAINS = (0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
-def exposed(ortho: Path, gain: float, out: Path, seed: int) -> Path:
-    """The mosaic under ``gain`` times the light, with sensor noise, JPEG-compressed (q85)."""
+def exposed(ortho: Path, gain: float, out: Path, seed: int, blur_px: float = 0.0) -> Path:
+    """The mosaic under ``gain`` times the light (optionally blurred first by a Gaussian of
+    ``blur_px``: defocus), with sensor noise, JPEG-compressed (q85)."""
     rng = np.random.default_rng(seed)
     with rasterio.open(ortho) as src:
         data = src.read().astype(np.float32)
         profile = src.profile
+    if blur_px > 0:
+        data = gaussian_filter(data, (0, blur_px, blur_px))
     data = np.clip(np.rint(data * gain + rng.normal(0, 2, data.shape)), 0, 255).astype(np.uint8)
     profile |= {"compress": "jpeg", "jpeg_quality": 85, "tiled": True, "blockxsize": 256, "blockysize": 256}
     profile.pop("predictor", None)

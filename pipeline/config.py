@@ -465,6 +465,12 @@ class ConditionConfig(_Strict):
         le=1.0,
         description="a cell with more than this share of clipped (white) pixels cannot show a crack: a range to CS3",
     )
+    max_blur_px: float = Field(
+        1.5,
+        gt=0.0,
+        description="a cell whose orthomosaic is blurred beyond this (step-edge sigma, px) cannot show a thin crack:"
+        " a range to CS3",
+    )
 
     @model_validator(mode="after")
     def _ascending(self) -> ConditionConfig:

@@ -1,5 +1,5 @@
 """The accuracy benches that need a data manifest run on a tiny one, so they cannot rot: the change
-stability of two flights of unchanged ground and the exposure robustness."""
+stability of two flights of unchanged ground, the exposure and blur robustness, the crack types."""
 
 import json
 import subprocess
@@ -54,6 +54,14 @@ def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, ti
     for rows in sets.values():
         assert rows["0.1"]["mean_luminance"] < 0.2 * rows["1.0"]["mean_luminance"]
         assert all(0.0 <= row["tol_f1"] <= 1.0 or row["tol_f1"] != row["tol_f1"] for row in rows.values())
+
+
+def test_the_blur_bench_defocuses_scores_and_reads_each_set(tmp_path, tiny_model, tiny_manifest):
+    """The blur read rises with the blur added (the sharpness check sees what the survey was given)."""
+    sets = _sets_of("blur_robustness.py", tmp_path / "blur.json", tiny_model, tiny_manifest, "--sigmas", "0", "3")
+    for rows in sets.values():
+        assert rows["3.0"]["blur_read_px"] > rows["0.0"]["blur_read_px"] + 1.5
+        assert all(0.0 <= row["tol_recall"] <= 1.0 for row in rows.values())
 
 
 def test_the_crack_type_bench_types_truth_and_survey_alike(tmp_path, tiny_model, tiny_manifest):

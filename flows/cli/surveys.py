@@ -343,7 +343,11 @@ def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:
         console.print(f"condition states (cracking): {areas}")
     if summary.unrated_m2:
         unrated = " and ".join(f"{area:.3g} m² {verdict}" for verdict, area in summary.unrated_m2.items())
-        console.print(f"cannot show a crack: {unrated} (rated up to CS3; re-fly with more light or less exposure)")
+        console.print(f"cannot show a crack: {unrated} (rated up to CS3; re-fly it lit, exposed and in focus)")
+    if summary.blur_px is not None:
+        console.print(
+            f"image blur: {summary.blur_px:.2f} px ({summary.blur_mm:.2g} mm) median over the surveyed ground"
+        )
     console.print(f"wrote {', '.join(str(survey_dir / f) for f in summary.outputs.values())}")
 
 

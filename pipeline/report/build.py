@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ from pipeline.job import job_axis, job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
-from pipeline.report.condition import NOT_CHECKED, OVEREXPOSED, TOO_DARK, ConditionStates, assess_condition
+from pipeline.report.condition import (
+    NOT_CHECKED,
+    OVEREXPOSED,
+    TOO_BLURRED,
+    TOO_DARK,
+    ConditionStates,
+    assess_condition,
+)
 from pipeline.report.crack_types import StructureAxes, cracks_by_type, types_table
 from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
 from pipeline.report.elements import Elements, quantities_by_element, read_elements
@@ -447,7 +455,7 @@ def _add_condition(
             "stays CS1, so review the map (layer condition_cells in defects.gpkg).",
         )
     )
-    page.notes.extend(_exposure_notes(condition, spec))
+    page.notes.extend(_image_notes(condition, spec))
     flagged = condition.cells[condition.cells["condition_state"] != "CS1"]
     if len(flagged):  # CS1 cells are left clear: the orthomosaic shows through them
         colours = {s: c for s, c in styles.CONDITION_COLOURS.items() if s != "CS1"}
@@ -468,22 +476,54 @@ def _add_condition(
         )
 
 
-def _exposure_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tuple[str, str]]:
-    """What the orthomosaic's exposure leaves unrated: ground too dark or too clipped to show a crack."""
+def _image_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tuple[str, str]]:
+    """What the orthomosaic leaves unrated: ground too dark, too clipped or too blurred to show a
+    crack; and how sharp the rest is (the thinnest cracks go first as blur grows)."""
     if set(condition.area_by_exposure) == {NOT_CHECKED}:
-        return [("note", "Exposure not checked (no orthomosaic): a shadow or glare that hid cracks is rated CS1.")]
+        return [
+            (
+                "note",
+                "Exposure and sharpness not checked (no orthomosaic): a shadow, glare or blur that hid "
+                "cracks is rated CS1.",
+            )
+        ]
+    notes = []
+    blur_px, blur_mm = condition.median_blur("px"), condition.median_blur("mm")
+    if not math.isnan(blur_px):
+        notes.append(
+            (
+                "note",
+                f"Image sharpness: the orthomosaic's blur over the surveyed ground is {blur_px:.2f} px "
+                f"({blur_mm:.2g} mm; median, step-edge sigma), read cell by cell (condition_cells, columns "
+                f"sharpness and blur_px). Thin cracks go first as blur grows: over {spec.max_blur_px:g} px the "
+                "model finds fewer than half the 1-2 px cracks it finds in a sharp image.",
+            )
+        )
+    plain = condition.too_plain_m2
+    if plain > 0:
+        notes.append(
+            (
+                "note",
+                f"{plain:.3g} m² show too little texture to read their blur (a plain surface, or one defocused "
+                "beyond reading): their state is not widened for blur; look at them in the orthomosaic.",
+            )
+        )
     unrated = condition.unrated_m2
     if not unrated:
-        return []
+        return notes
     dark, bright = unrated.get(TOO_DARK, 0.0), unrated.get(OVEREXPOSED, 0.0)
+    blurred = unrated.get(TOO_BLURRED, 0.0)
     parts = [f"{dark:.3g} m² too dark (mean luminance < {spec.min_luminance:g} of 255)"] if dark else []
     parts += [f"{bright:.3g} m² overexposed (over {spec.max_clipped_share:.0%} of pixels clipped)"] if bright else []
+    parts += [f"{blurred:.3g} m² too blurred (blur over {spec.max_blur_px:g} px)"] if blurred else []
+    columns = " and ".join(column for column, area in (("exposure", dark + bright), ("sharpness", blurred)) if area)
     return [
+        *notes,
         (
             "warning",
             f"{' and '.join(parts)} of the surveyed ground cannot show a crack: those cells are rated as a "
-            "range up to CS3 (condition_cells, column exposure). Re-fly them with more light or less exposure.",
-        )
+            f"range up to CS3 (condition_cells, column {columns}). Re-fly them lit, exposed and in focus.",
+        ),
     ]
 
 
@@ -521,6 +561,10 @@ def survey_image(record: SurveyRecord | None, image: Path | None) -> Path | None
     except MsafError:
         return None
     return Path(location.text)
+
+
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def report_survey(
@@ -587,5 +631,7 @@ def _report(
         non_defects={k: int(v) for k, v in context.items()},
         condition_m2=condition.area_by_state,
         unrated_m2=condition.unrated_m2,
+        blur_px=_or_none(condition.median_blur("px")),
+        blur_mm=_or_none(condition.median_blur("mm")),
         outputs=outputs | {"html": SurveyFolder.HTML},
     )

@@ -8,11 +8,13 @@ cell takes the worse of the widest crack in it and the spacing of the cracks aro
 area / crack length over a ``spacing_window_m`` square: the spacing of parallel cracks of that
 density). A width the pixels cannot rate (narrower than a pixel that is wider than the lowest
 threshold, or unmeasured) gives a range of states, never a guessed one; so does ground too dark or
-too clipped to show a crack (``pipeline.report.exposure``). CS4 (a structural review is warranted)
+too clipped to show a crack (``pipeline.report.exposure``) or too blurred to show a thin one
+(``pipeline.report.sharpness``). CS4 (a structural review is warranted)
 and sealing are an inspector's call and are never assigned.
 
 Memory is flat in raster size: the mask (and the orthomosaic's exposure) is read decimated (at
-most ``READ_PX`` a side) for the surveyed area, and the cracks come from the centreline layer.
+most ``READ_PX`` a side) for the surveyed area, the blur from at most ``MAX_WINDOWS`` small
+full-resolution windows, and the cracks come from the centreline layer.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pipeline.raster.ground import ground_pixel_size
 from pipeline.report.defects import MIN_RESOLVED_PX, below_resolution
 from pipeline.report.exposure import exposure_samples
 from pipeline.report.footprint import mask_footprint
+from pipeline.report.sharpness import blur_per_cell
 
 READ_PX = 2048  # the mask's valid pixels (and the image's exposure) are read at most this many pixels a side
 MIN_CELL_CRACK = 0.05  # a cell holding less crack than this share of its side (the tip of a crack just
@@ -46,13 +49,14 @@ STATE_MEANINGS = {
     "CS1": "good: no cracks, or insignificant ones (narrow and widely spaced)",
     "CS1-CS2": "good or fair: a crack narrower than a pixel, which this GSD cannot rate",
     "CS2": "fair: moderate-width cracks or moderate spacing (unsealed)",
-    "CS1-CS3": "good to poor: a crack whose width the image or this GSD cannot rate, or ground too dark or"
-    " overexposed to show cracks",
-    "CS2-CS3": "fair or poor: a crack whose width the image or this GSD cannot rate, or ground too dark or"
-    " overexposed to show all its cracks",
+    "CS1-CS3": "good to poor: a crack whose width the image or this GSD cannot rate, or ground too dark,"
+    " overexposed or blurred to show cracks",
+    "CS2-CS3": "fair or poor: a crack whose width the image or this GSD cannot rate, or ground too dark,"
+    " overexposed or blurred to show all its cracks",
     "CS3": "poor: wide cracks or heavy pattern (map) cracking",
 }
 EXPOSURE_OK, TOO_DARK, OVEREXPOSED, NOT_CHECKED = "ok", "too dark", "overexposed", "not checked"
+SHARP, TOO_BLURRED, TOO_PLAIN = "ok", "too blurred", "too plain to tell"  # and NOT_CHECKED (no image)
 CELL_COLUMNS = [
     "row",
     "col",
@@ -66,6 +70,9 @@ CELL_COLUMNS = [
     "exposure",
     "luminance",
     "clipped_share",
+    "sharpness",
+    "blur_px",
+    "blur_mm",
 ]
 STATE_COLUMNS = ["condition_state", "meaning", "area_m2", "area_sqft", "share", "cells"]
 
@@ -86,9 +93,30 @@ class ConditionStates:
 
     @property
     def unrated_m2(self) -> dict[str, float]:
-        """Square metres too dark or overexposed to show a crack, by verdict (only those with ground)."""
-        areas = self.area_by_exposure
-        return {verdict: areas[verdict] for verdict in (TOO_DARK, OVEREXPOSED) if areas.get(verdict, 0.0) > 0}
+        """Square metres too dark, overexposed or too blurred to show a crack, by verdict (only those
+        with ground; a cell both dark and blurred counts as dark)."""
+        dark = self.cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
+        areas = self.area_by_exposure | {
+            TOO_BLURRED: float(self.cells.loc[~dark & (self.cells["sharpness"] == TOO_BLURRED), "surveyed_m2"].sum())
+        }
+        return {v: areas[v] for v in (TOO_DARK, OVEREXPOSED, TOO_BLURRED) if areas.get(v, 0.0) > 0}
+
+    @property
+    def too_plain_m2(self) -> float:
+        """Square metres, lit and exposed, whose blur could not be read (too little texture)."""
+        lit = ~self.cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
+        return float(self.cells.loc[lit & (self.cells["sharpness"] == TOO_PLAIN), "surveyed_m2"].sum())
+
+    def median_blur(self, unit: str = "px") -> float:
+        """The orthomosaic's blur over the surveyed ground in ``unit`` (px or mm): the area-weighted
+        median over the cells it was read in (NaN: none)."""
+        read = self.cells[self.cells[f"blur_{unit}"].notna()]
+        if not len(read):
+            return math.nan
+        values = read[f"blur_{unit}"].to_numpy()
+        order = np.argsort(values)
+        weights = np.cumsum(read["surveyed_m2"].to_numpy()[order])
+        return float(values[order][np.searchsorted(weights, weights[-1] / 2)])
 
     @property
     def area_by_state(self) -> dict[str, float]:
@@ -183,6 +211,21 @@ def _exposure(
     verdict[luminance < cfg.min_luminance] = TOO_DARK
     verdict[count == 0] = NOT_CHECKED
     return luminance, clipped, verdict
+
+
+def _sharpness(
+    image: Path | None, centres_px: tuple[np.ndarray, np.ndarray], surveyed: np.ndarray, cfg: ConditionConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell: the orthomosaic's blur (px, NaN where unread) and the verdict (SHARP, TOO_BLURRED,
+    TOO_PLAIN or NOT_CHECKED). ``centres_px``: the image rows and columns of the cells' centres."""
+    if image is None:
+        return np.full(surveyed.shape, np.nan), np.full(surveyed.shape, NOT_CHECKED, object)
+    blur = blur_per_cell(image, *centres_px, surveyed > 0)
+    shape = surveyed.shape
+    verdict = np.full(shape, SHARP, object)
+    verdict[np.isnan(blur)] = TOO_PLAIN
+    verdict[blur > cfg.max_blur_px] = TOO_BLURRED
+    return blur, verdict
 
 
 def _split_at_cell_lines(start: np.ndarray, end: np.ndarray, grid: _Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -284,15 +327,20 @@ def assess_condition(
         samples = _Samples.of(mask, grid, centre.area_m2)
         valid = mask.read(1, out_shape=samples.shape, resampling=Resampling.nearest) != NO_CLASS
         bounds, crs = mask.bounds, mask.crs
+        centres_px = (
+            np.clip((np.arange(grid.rows) + 0.5) * step_y / units_y, 0, mask.height - 1),
+            np.clip((np.arange(grid.cols) + 0.5) * step_x / units_x, 0, mask.width - 1),
+        )
     surveyed = np.rint(samples.per_cell(valid)) * samples.sample_m2
     luminance, clipped, exposure = _exposure(image, samples, valid, cfg)
+    blur, sharpness = _sharpness(image, centres_px, surveyed, cfg)
     gsd_mm = centre.mean_m * 1000
     length, widest, width_best, width_worst = _crack_cells(centerlines, grid, gsd_mm, severity)
     spacing, spacing_state = _spacing_states(length, surveyed, grid, cfg)
     cracked = length >= MIN_CELL_CRACK * cfg.cell_m
     best = np.where(cracked, np.maximum(spacing_state, width_best), GOOD)
     worst = np.where(cracked, np.maximum(spacing_state, width_worst), GOOD)
-    worst[(exposure == TOO_DARK) | (exposure == OVEREXPOSED)] = POOR  # a crack there may not show
+    worst[(exposure == TOO_DARK) | (exposure == OVEREXPOSED) | (sharpness == TOO_BLURRED)] = POOR  # may not show
     rows, cols = np.nonzero(surveyed > 0)
     labels = [_label(b, w) for b, w in zip(best[rows, cols], worst[rows, cols], strict=True)]
     boxes = shapely.box(
@@ -322,6 +370,9 @@ def assess_condition(
             "exposure": exposure[rows, cols].astype(str),
             "luminance": luminance[rows, cols],
             "clipped_share": clipped[rows, cols],
+            "sharpness": sharpness[rows, cols].astype(str),
+            "blur_px": blur[rows, cols],
+            "blur_mm": blur[rows, cols] * gsd_mm,
         },
         geometry=boxes,
         crs=crs,

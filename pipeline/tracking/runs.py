@@ -146,6 +146,7 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
             metrics |= {f"condition_m2.{state}": area for state, area in report.condition_m2.items()}
             metrics |= {f"cracks.{kind}": count for kind, count in report.cracks_by_type.items()}
             metrics |= {f"unrated_m2.{verdict.replace(' ', '_')}": area for verdict, area in report.unrated_m2.items()}
+            metrics |= {"blur_px": report.blur_px} if report.blur_px is not None else {}
         mlflow.log_metrics(metrics)
         for name in (SurveyFolder.RECORD, SurveyFolder.HTML, SurveyFolder.GEOJSON, SurveyFolder.CSV):
             if (survey_dir / name).is_file():
