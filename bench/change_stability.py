@@ -38,6 +38,7 @@ GEOREFERENCE_OFFSET_M = (0.083, -0.041)
 PIXEL_PHASE = (0.4, -0.3)  # east, north px
 FALSE_ALARMS = ("new", "extended", "widened", "not found (repaired?)")
 MISSED = ("not detected (still visible)", "missed before (visible then)")  # told apart by the images
+NOT_SEEN = "not seen (too dark or blurred)"  # where either flight's image could not show a crack
 
 
 def fly_again(ortho: Path, out: Path, seed: int = 0) -> None:
@@ -67,7 +68,7 @@ def false_alarms(changes_dir: Path, old_total_m: float, new_total_m: float) -> d
     lost_m = float(cracks.loc[cracks["status"] == "not found (repaired?)", "old_length_m"].sum())
     grown_m = float(cracks.loc[cracks["status"] == "extended", "delta_length_m"].sum())
     return {
-        **{f"count_{status}": int(counts.get(status, 0)) for status in (*FALSE_ALARMS, *MISSED, "unchanged")},
+        **{f"count_{status}": int(counts.get(status, 0)) for status in (*FALSE_ALARMS, *MISSED, NOT_SEEN, "unchanged")},
         "new_share": new_m / new_total_m if new_total_m else float("nan"),
         "not_found_share": lost_m / old_total_m if old_total_m else float("nan"),
         "extended_share": grown_m / old_total_m if old_total_m else float("nan"),
@@ -127,6 +128,7 @@ def main() -> None:
         "widened",
         "not found",
         "not detected / missed before",
+        "not seen",
         "new length",
         "not-found length",
     ):
@@ -144,6 +146,7 @@ def main() -> None:
                 str(row["count_widened"]),
                 str(row["count_not found (repaired?)"]),
                 f"{row['count_not detected (still visible)']} / {row['count_missed before (visible then)']}",
+                str(row[f"count_{NOT_SEEN}"]),
                 f"{row['new_share']:.1%}",
                 f"{row['not_found_share']:.1%}",
             )

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,9 @@ from scipy.ndimage import gaussian_filter
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.config import SurveyConfig
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import Manifest, load_manifest
 from pipeline.fsutil import write_json
+from pipeline.metrics.summary import ClassMetrics
 from pipeline.report.exposure import exposure_statistics
 from pipeline.survey import run_survey
 from pipeline.survey_accuracy import compose_val_mosaic, score_mask
@@ -52,6 +55,43 @@ def exposed(ortho: Path, gain: float, out: Path, seed: int, blur_px: float = 0.0
     return out
 
 
+@dataclass(frozen=True)
+class SurveyedLevel:
+    """One set's validation mosaic under one level of a degradation, surveyed and scored."""
+
+    set_name: str
+    level: float
+    source: Path  # the degraded mosaic that was surveyed
+    truth: np.ndarray  # the mosaic's truth raster
+    crack: ClassMetrics  # the mask's crack scores against it
+    exposure_floor: float | None  # as the survey recorded it
+
+
+def surveyed_levels(
+    manifest: Manifest,
+    size: int,
+    seed: int,
+    levels: list[float],
+    degrade: Callable[[Path, float, Path], Path],
+    model: Path,
+    cfg: SurveyConfig,
+    work: Path,
+) -> Iterator[SurveyedLevel]:
+    """Each set's validation mosaic (``compose_val_mosaic``) degraded to each level, surveyed with
+    the model and scored: the loop the robustness benches share."""
+    for entry in manifest.sets:
+        ortho, truth, names = compose_val_mosaic(entry, manifest.classes, size, work, seed)
+        with rasterio.open(truth) as reference:
+            expected = reference.read(1)
+        for level in levels:
+            source = degrade(ortho, level, work / f"{entry.name}_{level}.tif")
+            out = work / f"{entry.name}_{level}"
+            record = run_survey(source, out, cfg, model_path=model)
+            with rasterio.open(out / "mask.tif") as mask:
+                crack = score_mask(mask.read(1), expected, names).classes["crack"]
+            yield SurveyedLevel(entry.name, level, source, expected, crack, record.exposure_floor)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
@@ -67,28 +107,30 @@ def main() -> None:
 
     manifest = load_manifest(args.manifest)
     results: dict[str, dict[str, dict[str, float]]] = {}
+    floor = None
+    cfg = SurveyConfig(device="cpu", gsd_policy="ignore", exposure_floor=args.exposure_floor)
     with tempfile.TemporaryDirectory(prefix="msaf-exposure-") as tmp:
-        work = Path(tmp)
-        for entry in manifest.sets:
-            ortho, truth, names = compose_val_mosaic(entry, manifest.classes, args.size, work, args.seed)
-            with rasterio.open(truth) as reference:
-                expected = reference.read(1)
-            for gain in args.gains:
-                source = exposed(ortho, gain, work / f"{entry.name}_{gain}.tif", args.seed)
-                out = work / f"{entry.name}_{gain}"
-                cfg = SurveyConfig(device="cpu", gsd_policy="ignore", exposure_floor=args.exposure_floor)
-                record = run_survey(source, out, cfg, model_path=args.model)
-                with rasterio.open(out / "mask.tif") as mask:
-                    crack = score_mask(mask.read(1), expected, names).classes["crack"]
-                with rasterio.open(source) as image:
-                    stats = exposure_statistics(image.read(), expected != NO_CLASS)
-                results.setdefault(entry.name, {})[str(gain)] = {
-                    "tol_f1": crack.tol_f1,
-                    "tol_recall": crack.tol_recall,
-                    "mean_luminance": stats.mean_luminance,
-                    "clipped_share": stats.clipped_share,
-                }
-                print(entry.name, gain, f"tol-F1 {crack.tol_f1:.3f}", stats, flush=True)
+        levels = surveyed_levels(
+            manifest,
+            args.size,
+            args.seed,
+            args.gains,
+            lambda ortho, gain, out: exposed(ortho, gain, out, args.seed),
+            args.model,
+            cfg,
+            Path(tmp),
+        )
+        for surveyed in levels:
+            with rasterio.open(surveyed.source) as image:
+                stats = exposure_statistics(image.read(), surveyed.truth != NO_CLASS)
+            results.setdefault(surveyed.set_name, {})[str(surveyed.level)] = {
+                "tol_f1": surveyed.crack.tol_f1,
+                "tol_recall": surveyed.crack.tol_recall,
+                "mean_luminance": stats.mean_luminance,
+                "clipped_share": stats.clipped_share,
+            }
+            floor = surveyed.exposure_floor
+            print(surveyed.set_name, surveyed.level, f"tol-F1 {surveyed.crack.tol_f1:.3f}", stats, flush=True)
     table = Table(title=f"crack tolerant F1 / recall on {args.size}² validation mosaics under another exposure")
     for column in ("set", "gain", "tol-F1", "tol recall", "mean luminance", "clipped share"):
         table.add_column(column)
@@ -106,7 +148,7 @@ def main() -> None:
     if args.out:
         write_json(
             args.out,
-            {"model": str(args.model), "size": args.size, "exposure_floor": record.exposure_floor, "sets": results},
+            {"model": str(args.model), "size": args.size, "exposure_floor": floor, "sets": results},
         )
 
 

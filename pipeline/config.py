@@ -466,7 +466,7 @@ class ConditionConfig(_Strict):
         description="a cell with more than this share of clipped (white) pixels cannot show a crack: a range to CS3",
     )
     max_blur_px: float = Field(
-        1.5,
+        2.0,
         gt=0.0,
         description="a cell whose orthomosaic is blurred beyond this (step-edge sigma, px) cannot show a thin crack:"
         " a range to CS3",

@@ -25,6 +25,7 @@ STATUS_COLOURS = {
     "shrunk": "#1a9641",
     "not found (repaired?)": "#7b3294",
     "not detected (still visible)": "#c2a5cf",
+    "not seen (too dark or blurred)": "#737373",
     "not covered": "#bdbdbd",
 }
 CONDITION_COLOURS = {  # AASHTO condition states: good to poor, ranges between their ends

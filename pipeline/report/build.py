@@ -496,7 +496,7 @@ def _image_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tupl
                 f"Image sharpness: the orthomosaic's blur over the surveyed ground is {blur_px:.2f} px "
                 f"({blur_mm:.2g} mm; median, step-edge sigma), read cell by cell (condition_cells, columns "
                 f"sharpness and blur_px). Thin cracks go first as blur grows: over {spec.max_blur_px:g} px the "
-                "model finds fewer than half the 1-2 px cracks it finds in a sharp image.",
+                "model finds under a third of the 1-2 px cracks it finds in a sharp image.",
             )
         )
     plain = condition.too_plain_m2

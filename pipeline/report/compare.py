@@ -17,11 +17,13 @@ Old cracks none of whose centreline is found again are "not found (repaired?)", 
 cluster of pieces. Where both orthomosaics are at hand, new and not-found cracks are looked for in
 them (``pipeline.report.visibility``): a not-found crack whose line the new image still shows is
 "not detected (still visible)", a new one the old image already showed "missed before (visible
-then)". Other classes are matched as areas: a new defect matches an old one of the same
-class within the tolerance, matches are grouped (merges and splits) and rated new / grown /
-unchanged / shrunk / not found by area (a crack from a report without centrelines: new /
-extended / widened / unchanged / shrunk / not found by length and width). ``ChangeStatus`` owns the
-words.
+then)". A new defect where the old orthomosaic could not show one (too dark, overexposed or too
+blurred there: the old report's condition cells), or a lost one where the new could not, is "not
+seen (too dark or blurred)": neither new nor repaired. Other classes are matched as areas: a new
+defect matches an old one of the same class within the tolerance, matches are grouped (merges and
+splits) and rated new / grown / unchanged / shrunk / not found by area (a crack from a report
+without centrelines: new / extended / widened / unchanged / shrunk / not found by length and
+width). ``ChangeStatus`` owns the words.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from pipeline.raster.ground import linear_unit_m, working_crs
 from pipeline.raster.ground_image import GroundImage
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
-from pipeline.report.condition import condition_change, quantities
+from pipeline.report.condition import OVEREXPOSED, TOO_BLURRED, TOO_DARK, condition_change, quantities
 from pipeline.report.elements import read_elements
 from pipeline.report.epochs import FlightInterval, flight_interval
 from pipeline.report.footprint import survey_footprint
@@ -80,6 +82,7 @@ class ChangeStatus(StrEnum):
     SHRUNK = "shrunk"
     NOT_FOUND = "not found (repaired?)"
     NOT_DETECTED = "not detected (still visible)"  # not found, but its line shows in the new orthomosaic
+    NOT_SEEN = "not seen (too dark or blurred)"  # new or not found where the other image could not show it
     NOT_COVERED = "not covered"  # outside the ground both surveys imaged: neither new nor repaired
 
 
@@ -126,6 +129,33 @@ def _condition_cells(survey_dir: Path, cfg: ReportConfig) -> gpd.GeoDataFrame | 
     if "condition_cells" not in pyogrio.list_layers(SurveyFolder(survey_dir).gpkg)[:, 0]:
         return None
     return load_defects(survey_dir, cfg, "condition_cells")
+
+
+def _unrated_ground(survey_dir: Path, cfg: ReportConfig, crs: pyproj.CRS) -> BaseGeometry | None:
+    """The ground a survey's orthomosaic could not show a crack on (its condition cells too dark,
+    overexposed or too blurred), in ``crs``; None where there is none or the report did not read the image."""
+    cells = _condition_cells(survey_dir, cfg)
+    if cells is None:
+        return None
+    unrated = cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
+    if "sharpness" in cells:  # reports before the blur check have exposure only
+        unrated |= cells["sharpness"] == TOO_BLURRED
+    return cells[unrated].to_crs(crs).union_all() if unrated.any() else None
+
+
+def _not_seen(
+    changes: gpd.GeoDataFrame, old_unrated: BaseGeometry | None, new_unrated: BaseGeometry | None
+) -> gpd.GeoDataFrame:
+    """A defect not found that lies mostly where the new orthomosaic could not show it, or a new one
+    where the old could not, is "not seen": the image, not the structure, may be what changed.
+    Both grounds are in the changes' frame."""
+    for status, unrated in ((NOT_FOUND, new_unrated), (ChangeStatus.NEW.value, old_unrated)):
+        rows = changes.index[changes["status"] == status]
+        if unrated is None or not len(rows):
+            continue
+        hidden = ~_outside(changes.geometry.loc[rows], unrated)
+        changes.loc[rows[hidden], "status"] = ChangeStatus.NOT_SEEN.value
+    return _numbered(changes)
 
 
 @dataclass(frozen=True)
@@ -657,6 +687,11 @@ def _compare(
         changes = _seen_in_images(
             changes, old_lines.to_crs(changes.crs), new_lines, registration, (old_ortho, new_ortho), cfg
         )
+    changes = _not_seen(
+        changes,
+        _unrated_ground(old_dir, cfg, changes.crs),
+        registration.move_geometry(_unrated_ground(new_dir, cfg, changes.crs)),
+    )
     interval = flight_interval(old_record, new_record)
     changes = with_rates(changes, interval)
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])

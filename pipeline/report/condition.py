@@ -214,13 +214,18 @@ def _exposure(
 
 
 def _sharpness(
-    image: Path | None, centres_px: tuple[np.ndarray, np.ndarray], surveyed: np.ndarray, cfg: ConditionConfig
+    image: Path | None,
+    centres_px: tuple[np.ndarray, np.ndarray],
+    cell_px: float,
+    surveyed: np.ndarray,
+    cfg: ConditionConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per cell: the orthomosaic's blur (px, NaN where unread) and the verdict (SHARP, TOO_BLURRED,
-    TOO_PLAIN or NOT_CHECKED). ``centres_px``: the image rows and columns of the cells' centres."""
+    TOO_PLAIN or NOT_CHECKED). ``centres_px``: the image rows and columns of the cells' centres;
+    ``cell_px``: a cell's side in pixels."""
     if image is None:
         return np.full(surveyed.shape, np.nan), np.full(surveyed.shape, NOT_CHECKED, object)
-    blur = blur_per_cell(image, *centres_px, surveyed > 0)
+    blur = blur_per_cell(image, *centres_px, surveyed > 0, cell_px)
     shape = surveyed.shape
     verdict = np.full(shape, SHARP, object)
     verdict[np.isnan(blur)] = TOO_PLAIN
@@ -333,7 +338,7 @@ def assess_condition(
         )
     surveyed = np.rint(samples.per_cell(valid)) * samples.sample_m2
     luminance, clipped, exposure = _exposure(image, samples, valid, cfg)
-    blur, sharpness = _sharpness(image, centres_px, surveyed, cfg)
+    blur, sharpness = _sharpness(image, centres_px, min(step_x / units_x, step_y / units_y), surveyed, cfg)
     gsd_mm = centre.mean_m * 1000
     length, widest, width_best, width_worst = _crack_cells(centerlines, grid, gsd_mm, severity)
     spacing, spacing_state = _spacing_states(length, surveyed, grid, cfg)

@@ -279,6 +279,7 @@ def test_change_tracking_on_known_changes(tmp_path):
         "shrunk": 1,
         "not found (repaired?)": 1,
         "not detected (still visible)": 0,
+        "not seen (too dark or blurred)": 0,  # no orthomosaics: no cell rated too dark or blurred
         "not covered": 0,  # both surveys imaged the same ground
     }
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
