@@ -326,6 +326,8 @@ def compare(
         outputs.append(print_pdf(out / SurveyFolder.HTML, out / SurveyFolder.PDF, paper).name)
     console.print(f"registration: {result['registration'].summary()}")
     console.print(", ".join(f"{count} {status}" for status, count in result["changes"].items()))
+    if result["cracks"]:
+        console.print("per crack: " + ", ".join(f"{count} {status}" for status, count in result["cracks"].items()))
     console.print(f"wrote {', '.join(str(out / f) for f in outputs)}")
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,9 @@ from pipeline.raster.ground import linear_unit_m, working_crs
 from pipeline.raster.ground_image import GroundImage
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
+from pipeline.report.change_status import ChangeStatus
 from pipeline.report.condition import OVEREXPOSED, TOO_BLURRED, TOO_DARK, condition_change, quantities
+from pipeline.report.crack_changes import changes_per_crack, ids_of
 from pipeline.report.elements import read_elements
 from pipeline.report.epochs import FlightInterval, flight_interval
 from pipeline.report.footprint import survey_footprint
@@ -68,23 +69,6 @@ from pipeline.report.registration import Registration, register_epochs
 from pipeline.report.visibility import line_contrast, still_visible
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
-
-
-class ChangeStatus(StrEnum):
-    """What happened to a defect between two surveys: one vocabulary for cracks and areas."""
-
-    NEW = "new"
-    MISSED_BEFORE = "missed before (visible then)"  # a new crack whose line the old orthomosaic shows
-    EXTENDED = "extended"  # a crack: longer
-    WIDENED = "widened"  # a crack: wider along the part that matches
-    GROWN = "grown"  # an area defect: larger
-    UNCHANGED = "unchanged"
-    SHRUNK = "shrunk"
-    NOT_FOUND = "not found (repaired?)"
-    NOT_DETECTED = "not detected (still visible)"  # not found, but its line shows in the new orthomosaic
-    NOT_SEEN = "not seen (too dark or blurred)"  # new or not found where the other image could not show it
-    NOT_COVERED = "not covered"  # outside the ground both surveys imaged: neither new nor repaired
-
 
 NOT_FOUND = ChangeStatus.NOT_FOUND.value
 NOT_COVERED = ChangeStatus.NOT_COVERED.value
@@ -231,7 +215,16 @@ def fastest_growing(changes: pd.DataFrame, count: int = FASTEST) -> pd.DataFrame
     """The cracks growing fastest per year: the longest added length, then the widest widening (beyond
     the flights' difference); only those that grew in length or width (extended, widened, new)."""
     growing = changes[(changes["delta_length_m_per_year"] > 0) | (changes["widening_mm_per_year"] > 0)]
-    columns = ["change_id", "status", "crack_type", "delta_length_m_per_year", "widening_mm_per_year", "new_ids"]
+    columns = [
+        "change_id",
+        "crack_id",
+        "status",
+        "crack_type",
+        "pieces",
+        "delta_length_m_per_year",
+        "widening_mm_per_year",
+        "new_ids",
+    ]
     ranked = growing.sort_values(
         ["delta_length_m_per_year", "widening_mm_per_year"], ascending=False, na_position="last"
     )
@@ -557,11 +550,6 @@ def _numbered(changes: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return changes
 
 
-def _ids(text: object) -> list[int]:
-    """The defect ids of an ``old_ids``/``new_ids`` cell."""
-    return [int(part) for part in str(text or "").split(",") if part.strip()]
-
-
 def _seen_in_images(
     changes: gpd.GeoDataFrame,
     old_lines: gpd.GeoDataFrame,
@@ -580,7 +568,7 @@ def _seen_in_images(
         (old_lines if row.status == NOT_FOUND else new_lines)
         .loc[
             lambda lines, row=row: lines["defect_id"].isin(
-                _ids(row.old_ids if row.status == NOT_FOUND else row.new_ids)
+                ids_of(row.old_ids if row.status == NOT_FOUND else row.new_ids)
             )
         ]
         .assign(change_id=row.change_id)
@@ -694,6 +682,7 @@ def _compare(
     )
     interval = flight_interval(old_record, new_record)
     changes = with_rates(changes, interval)
+    cracks = with_rates(changes_per_crack(changes, new, cfg.crack_classes), interval)
     summary = pd.DataFrame([{"status": s, "count": int((changes["status"] == s).sum())} for s in STATUSES])
     condition = _compare_condition(old_dir, new_dir, cfg, changes.crs, both_imaged, registration)
     prepare_output_folder(out_dir, CHANGE_OUTPUTS)
@@ -703,6 +692,8 @@ def _compare(
         "registration": pd.DataFrame([registration.as_row()]),
         "width_comparison": pd.DataFrame([asdict(widths)]),
     }
+    if len(cracks):
+        layers["crack_changes"] = cracks
     if isinstance(condition, ConditionComparison):
         layers["condition_change"] = condition.whole
         if condition.by_element is not None:
@@ -782,7 +773,19 @@ def _compare(
             )
     else:
         page.notes.append(("note", condition))
-    if interval is not None and interval.days > 0 and len(growing := fastest_growing(changes)):
+    rolled = cracks[cracks["pieces"] > 1]
+    if len(rolled):
+        page.tables.append(
+            (
+                f"Changes per crack: {len(rolled)} cracks of several pieces of mask, rated together "
+                "(a piece found again beside a new one is a crack that grew)",
+                pd.DataFrame(rolled.drop(columns="geometry")).to_html(
+                    index=False, border=0, float_format="{:,.4g}".format, na_rep=""
+                ),
+            )
+        )
+    growing = fastest_growing(cracks if len(cracks) else changes)
+    if interval is not None and interval.days > 0 and len(growing):
         page.tables.append(
             (
                 f"Fastest-growing cracks ({interval.describe()})",
@@ -801,6 +804,7 @@ def _compare(
         tmp.write_text(page.render())
     return {
         "changes": {row["status"]: int(row["count"]) for _, row in summary.iterrows()},
+        "cracks": {status: n for status in STATUSES if (n := int((cracks["status"] == status).sum()))},
         "outputs": list(CHANGE_OUTPUTS),
         "method_differences": differences,
         "condition_change_m2": condition.change_m2 if isinstance(condition, ConditionComparison) else {},

@@ -379,3 +379,31 @@ def test_the_fastest_growing_cracks_come_first_and_only_growing_ones_are_listed(
     )
     assert fastest_growing(changes)["change_id"].tolist() == [4, 2, 3]
     assert fastest_growing(changes, count=1)["crack_type"].tolist() == ["map"]
+
+
+def test_a_crack_that_grew_past_a_break_in_its_mask_is_one_extended_crack(tmp_path):
+    """The new survey's mask breaks a grown crack 8 mm past its old tip: piece by piece it reads as an
+    unchanged crack and a new one; the report links the pieces into one crack (crack_id), and per
+    crack it is extended by the new piece's length. A crack that truly appeared stays new, a crack
+    of one unchanged piece stays unchanged, and the lost crack is not a crack of the new survey."""
+    old = _old_epoch()
+    new = old.copy()
+    new[50:53, 228:348] = 1  # A grew 0.128 m, its mask broken 8 mm past the old tip
+    new[300:303, :] = 0  # R repaired
+    new[100:103, 300:450] = 1  # N: a new crack, far from any other
+    write_mask_survey(tmp_path / "old", old)
+    write_mask_survey(tmp_path / "new", new)
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
+    assert _statuses(result) == {"new": 2, "unchanged": 4, "not found (repaired?)": 1}  # piece by piece (S: a spall)
+    assert result["cracks"] == {"extended": 1, "new": 1, "unchanged": 2}  # per crack of the new survey
+    cracks = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="crack_changes")
+    grown = cracks[cracks["pieces"] == 2].iloc[0]
+    assert grown["status"] == "extended" and grown["piece_statuses"] == "new,unchanged"
+    assert grown["delta_length_m"] == pytest.approx(0.12, abs=0.01)
+    assert grown["new_length_m"] == pytest.approx(0.32, abs=0.015)
+    assert grown["old_ids"] != "" and grown["new_ids"].count(",") == 1
+    appeared = cracks[(cracks["status"] == "new")].iloc[0]
+    assert appeared["pieces"] == 1 and appeared["new_length_m"] == pytest.approx(0.15, rel=0.05)
+    assert len(cracks) == 4 and cracks["crack_id"].is_unique
+    page = (tmp_path / "changes" / "report.html").read_text()
+    assert "Changes per crack: 1 cracks of several pieces of mask" in page

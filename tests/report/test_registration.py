@@ -219,6 +219,7 @@ def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
         "1 new, 0 missed before (visible then), 1 extended, 1 widened, 0 grown, 2 unchanged, 0 shrunk, "
         "1 not found (repaired?), 0 not detected (still visible)" in registered.stdout
     )  # the wall photos show no line where the masks' cracks are: new and not found stand
+    assert "per crack: 1 new, 1 extended, 1 widened, 1 unchanged" in registered.stdout  # each crack one piece
     row = gpd.read_file(tmp_path / "registered" / "changes.gpkg", layer="registration").iloc[0]
     assert bool(row["applied"]) and row["shift_east_m"] == pytest.approx(-0.037, abs=2e-4)
     assert row["shift_north_m"] == pytest.approx(-0.021, abs=2e-4) and row["agreeing"] >= 3
