@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import geopandas as gpd
 import numpy as np
@@ -107,7 +108,7 @@ class ConditionStates:
         lit = ~self.cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
         return float(self.cells.loc[lit & (self.cells["sharpness"] == TOO_PLAIN), "surveyed_m2"].sum())
 
-    def median_blur(self, unit: str = "px") -> float:
+    def median_blur(self, unit: Literal["px", "mm"] = "px") -> float:
         """The orthomosaic's blur over the surveyed ground in ``unit`` (px or mm): the area-weighted
         median over the cells it was read in (NaN: none)."""
         read = self.cells[self.cells[f"blur_{unit}"].notna()]
