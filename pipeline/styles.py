@@ -6,6 +6,7 @@ GeoPackage styles always agree.
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 SEVERITY_COLOURS = {
@@ -207,38 +208,67 @@ def sld(
     )
 
 
+class StyleSpec(NamedTuple):
+    """How one layer is drawn: polygons or lines, coloured by ``field`` (a value -> colour map) or in
+    one colour, with its opacity (0-255) and outline width."""
+
+    kind: str  # "fill" or "line"
+    colours: dict[str, str] | str
+    field: str | None = None
+    alpha: int = 190
+    width_mm: float = 0.4
+
+
+DEFECT_FILL = StyleSpec("fill", SEVERITY_COLOURS, "severity")
+CONDITION_FILL = StyleSpec("fill", CONDITION_COLOURS, "condition_state", 90, 0.1)
+SHARPNESS_COLOURS = {  # the condition cells' sharpness column (pipeline.report.condition)
+    "ok": "#1a9641",
+    "too blurred": "#f08a24",
+    "too plain to tell": "#bdbdbd",
+    "not checked": "#ffffff",
+}
+
+
+def _layer_specs() -> dict[str, StyleSpec]:
+    """Each styled layer's default style (the review layers' names come from pipeline.review)."""
+    from pipeline.review import AREA_LAYER, MISSED_LAYER
+
+    return {
+        "defects": DEFECT_FILL,
+        "crack_centerlines": StyleSpec("line", CENTERLINE_COLOUR, None, 255, 0.5),
+        "non_defects": StyleSpec("fill", NON_DEFECT_COLOUR, None, 70, 0.2),
+        "changes": StyleSpec("fill", STATUS_COLOURS, "status"),
+        "crack_changes": StyleSpec("fill", STATUS_COLOURS, "status"),
+        "condition_cells": CONDITION_FILL,
+        MISSED_LAYER: StyleSpec("line", REVIEW_COLOUR, None, 255, 0.6),
+        AREA_LAYER: StyleSpec("fill", REVIEWED_AREA_COLOUR, None, 35, 0.6),
+    }
+
+
+OTHER_SPECS = {  # a layer's styles besides its default: (name, spec)
+    "defects": [("crack type", DEFECT_FILL._replace(colours=CRACK_TYPE_COLOURS, field="crack_type"))],
+    "condition_cells": [("sharpness", CONDITION_FILL._replace(colours=SHARPNESS_COLOURS, field="sharpness"))],
+}
+
+
+def _rendered(layer: str, spec: StyleSpec) -> tuple[str, str]:
+    """(QML, SLD) of a spec; the defects keep their review drop-down in every style."""
+    from pipeline.review import REVIEW_FIELD, REVIEW_STATES
+
+    value_maps = {REVIEW_FIELD: REVIEW_STATES} if layer == "defects" else None
+    return (
+        qml(spec.kind, spec.colours, spec.field, spec.alpha, spec.width_mm, value_maps),
+        sld(layer, spec.kind, spec.colours, spec.field, spec.alpha, spec.width_mm),
+    )
+
+
 def layer_style(layer: str) -> tuple[str, str] | None:
     """(QML, SLD) for a layer msaf writes, or None for plain tables."""
-    from pipeline.review import AREA_LAYER, MISSED_LAYER, REVIEW_FIELD, REVIEW_STATES
-
-    specs: dict[str, tuple[str, dict[str, str] | str, str | None, int, float]] = {
-        "defects": ("fill", SEVERITY_COLOURS, "severity", 190, 0.4),
-        "crack_centerlines": ("line", CENTERLINE_COLOUR, None, 255, 0.5),
-        "non_defects": ("fill", NON_DEFECT_COLOUR, None, 70, 0.2),
-        "changes": ("fill", STATUS_COLOURS, "status", 190, 0.4),
-        "condition_cells": ("fill", CONDITION_COLOURS, "condition_state", 90, 0.1),
-        MISSED_LAYER: ("line", REVIEW_COLOUR, None, 255, 0.6),
-        AREA_LAYER: ("fill", REVIEWED_AREA_COLOUR, None, 35, 0.6),
-    }
-    if layer not in specs:
-        return None
-    kind, colours, field, alpha, width = specs[layer]
-    value_maps = {REVIEW_FIELD: REVIEW_STATES} if layer == "defects" else None
-    return qml(kind, colours, field, alpha, width, value_maps), sld(layer, kind, colours, field, alpha, width)
+    spec = _layer_specs().get(layer)
+    return None if spec is None else _rendered(layer, spec)
 
 
 def other_styles(layer: str) -> list[tuple[str, str, str]]:
     """(name, QML, SLD) of a layer's styles besides its default, for QGIS's Style > Load Style > From
-    Database: the defects by crack type (``crack_type``)."""
-    from pipeline.review import REVIEW_FIELD, REVIEW_STATES
-
-    if layer != "defects":
-        return []
-    value_maps = {REVIEW_FIELD: REVIEW_STATES}
-    return [
-        (
-            "crack type",
-            qml("fill", CRACK_TYPE_COLOURS, "crack_type", 190, 0.4, value_maps),
-            sld(layer, "fill", CRACK_TYPE_COLOURS, "crack_type", 190, 0.4),
-        )
-    ]
+    Database: the defects by crack type (``crack_type``), the condition cells by sharpness."""
+    return [(name, *_rendered(layer, spec)) for name, spec in OTHER_SPECS.get(layer, [])]

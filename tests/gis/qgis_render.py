@@ -24,6 +24,29 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
 
+def _renderer_info(layer) -> dict:
+    renderer = layer.renderer()
+    categorized = renderer.type() == "categorizedSymbol"
+    return {
+        "renderer": renderer.type(),
+        "field": renderer.classAttribute() if categorized else None,
+        "categories": {c.value(): c.symbol().color().name() for c in renderer.categories()} if categorized else {},
+    }
+
+
+def _database_style(gpkg: str, layer_name: str, style_name: str) -> dict | None:
+    """A layer opened afresh with one of its styles in the GeoPackage loaded (None: no such style)."""
+    layer = QgsVectorLayer(f"{gpkg}|layername={layer_name}", f"{layer_name} by {style_name}", "ogr")
+    _, ids, names, _, _ = layer.listStylesInDatabase()
+    if style_name not in names:
+        return None
+    style, _ = layer.getStyleFromDatabase(ids[list(names).index(style_name)])
+    document = QDomDocument()
+    document.setContent(style)
+    layer.importNamedStyle(document)
+    return _renderer_info(layer)
+
+
 def main() -> None:
     ortho_path, mask_path, gpkg, out = sys.argv[1:5]
     QgsApplication.setPrefixPath("/usr", True)
@@ -42,21 +65,12 @@ def main() -> None:
     if renderer.type() == "categorizedSymbol":
         info["defects_field"] = renderer.classAttribute()
         info["defects_categories"] = {c.value(): c.symbol().color().name() for c in renderer.categories()}
-    # the defects' other style, by crack type: listed and loaded as QGIS's Load Style > From Database does
-    _, ids, names, _, _ = defects.listStylesInDatabase()
+    # the other styles, listed and loaded as QGIS's Load Style > From Database does: defects by crack
+    # type, condition cells by sharpness
+    _, _, names, _, _ = defects.listStylesInDatabase()
     info["defects_styles"] = list(names)
-    if "crack type" in names:
-        by_type = QgsVectorLayer(f"{gpkg}|layername=defects", "defects by type", "ogr")
-        style, _ = by_type.getStyleFromDatabase(ids[list(names).index("crack type")])
-        document = QDomDocument()
-        document.setContent(style)
-        by_type.importNamedStyle(document)
-        type_renderer = by_type.renderer()
-        info["type_style"] = {
-            "renderer": type_renderer.type(),
-            "field": type_renderer.classAttribute() if type_renderer.type() == "categorizedSymbol" else None,
-            "categories": {c.value(): c.symbol().color().name() for c in getattr(type_renderer, "categories", list)()},
-        }
+    info["type_style"] = _database_style(gpkg, "defects", "crack type")
+    info["sharpness_style"] = _database_style(gpkg, "condition_cells", "sharpness")
     # the inspector's review: a drop-down on each defect and two empty layers to draw in
     review = defects.fields().indexOf("review")
     setup = defects.editorWidgetSetup(review)
@@ -74,14 +88,7 @@ def main() -> None:
             "colour": layer.renderer().symbol().color().name(),
         }
     cells = QgsVectorLayer(f"{gpkg}|layername=condition_cells", "condition", "ogr")
-    cell_renderer = cells.renderer()
-    info["condition"] = {
-        "valid": cells.isValid(),
-        "features": cells.featureCount(),
-        "renderer": cell_renderer.type(),
-        "field": cell_renderer.classAttribute() if cell_renderer.type() == "categorizedSymbol" else None,
-        "categories": {c.value(): c.symbol().color().name() for c in getattr(cell_renderer, "categories", list)()},
-    }
+    info["condition"] = {"valid": cells.isValid(), "features": cells.featureCount(), **_renderer_info(cells)}
     info["lines_renderer"] = lines.renderer().type()
     single = lines.renderer().type() == "singleSymbol"
     info["lines_colour"] = lines.renderer().symbol().color().name() if single else None

@@ -20,6 +20,7 @@ from pipeline.styles import (
     REVIEW_COLOUR,
     REVIEWED_AREA_COLOUR,
     SEVERITY_COLOURS,
+    SHARPNESS_COLOURS,
     rgb,
 )
 
@@ -62,6 +63,11 @@ def test_qgis_opens_the_outputs_with_their_styles_and_renders_a_map(tmp_path, su
         "renderer": "categorizedSymbol",
         "field": "crack_type",
         "categories": CRACK_TYPE_COLOURS,
+    }
+    assert info["sharpness_style"] == {  # the condition cells by the image's sharpness, the same way
+        "renderer": "categorizedSymbol",
+        "field": "sharpness",
+        "categories": SHARPNESS_COLOURS,
     }
     condition = info["condition"]  # the condition map: one cell per 0.5 m of ground, coloured by state
     assert condition["valid"] and condition["features"] >= 2 and condition["renderer"] == "categorizedSymbol"

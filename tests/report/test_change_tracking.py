@@ -1,6 +1,7 @@
 """Change tracking that holds: synthetic epoch pairs with one of each change, shifts and reprojections."""
 
 import json
+import sqlite3
 
 import geopandas as gpd
 import numpy as np
@@ -407,3 +408,6 @@ def test_a_crack_that_grew_past_a_break_in_its_mask_is_one_extended_crack(tmp_pa
     assert len(cracks) == 4 and cracks["crack_id"].is_unique
     page = (tmp_path / "changes" / "report.html").read_text()
     assert "Changes per crack: 1 cracks of several pieces of mask" in page
+    with sqlite3.connect(tmp_path / "changes" / "changes.gpkg") as con:  # QGIS opens it coloured by status
+        styled = dict(con.execute("SELECT f_table_name, styleQML FROM layer_styles WHERE useAsDefault").fetchall())
+    assert 'attr="status"' in styled["crack_changes"] and 'attr="status"' in styled["changes"]

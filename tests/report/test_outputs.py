@@ -138,10 +138,20 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
         "false alarm",
     ]
     assert styles["defects"][0].find("defaults/default").get("expression") == "'unreviewed'"
-    # a second style of the defects, by crack type, one click away in QGIS (Load Style > From Database)
-    assert [(name, style) for name, style, _ in others] == [("defects", "crack type")]
-    by_type = ET.fromstring(others[0][2]).find("renderer-v2")
-    assert by_type.get("attr") == "crack_type" and len(list(by_type.iter("category"))) == 6
+    # second styles, one click away in QGIS (Load Style > From Database): defects by crack type, cells by sharpness
+    assert sorted((name, style) for name, style, _ in others) == [
+        ("condition_cells", "sharpness"),
+        ("defects", "crack type"),
+    ]
+    other = {style: ET.fromstring(text).find("renderer-v2") for _, style, text in others}
+    assert other["crack type"].get("attr") == "crack_type" and len(list(other["crack type"].iter("category"))) == 6
+    assert other["sharpness"].get("attr") == "sharpness"
+    assert {c.get("value") for c in other["sharpness"].iter("category")} == {
+        "ok",
+        "too blurred",
+        "too plain to tell",
+        "not checked",
+    }
     condition = styles["condition_cells"][0].find("renderer-v2")
     assert condition.get("attr") == "condition_state"
     assert [c.get("value") for c in condition.iter("category")] == [
