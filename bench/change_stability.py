@@ -20,6 +20,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import rasterio
 from affine import Affine
 from PIL import Image, ImageFilter
@@ -60,15 +61,22 @@ def fly_again(ortho: Path, out: Path, seed: int = 0) -> None:
 
 
 def false_alarms(changes_dir: Path, old_total_m: float, new_total_m: float) -> dict[str, float]:
-    """Counts per status and the crack length each false alarm claims, as a share of the crack length."""
+    """Counts per status (piece by piece, and per crack of the second survey: ``per_crack``) and the
+    crack length each false alarm claims, as a share of the crack length."""
     changes = gpd.read_file(changes_dir / "changes.gpkg", layer="changes")
     cracks = changes[changes["class"] == "crack"]
     counts = cracks["status"].value_counts().to_dict()
     new_m = float(cracks.loc[cracks["status"] == "new", "new_length_m"].sum())
     lost_m = float(cracks.loc[cracks["status"] == "not found (repaired?)", "old_length_m"].sum())
     grown_m = float(cracks.loc[cracks["status"] == "extended", "delta_length_m"].sum())
+    per_crack = (
+        gpd.read_file(changes_dir / "changes.gpkg", layer="crack_changes")["status"].value_counts().to_dict()
+        if "crack_changes" in pyogrio.list_layers(changes_dir / "changes.gpkg")[:, 0]
+        else {}
+    )
     return {
         **{f"count_{status}": int(counts.get(status, 0)) for status in (*FALSE_ALARMS, *MISSED, NOT_SEEN, "unchanged")},
+        "per_crack": {str(status): int(n) for status, n in per_crack.items()},
         "new_share": new_m / new_total_m if new_total_m else float("nan"),
         "not_found_share": lost_m / old_total_m if old_total_m else float("nan"),
         "extended_share": grown_m / old_total_m if old_total_m else float("nan"),
