@@ -60,7 +60,7 @@ def fly_again(ortho: Path, out: Path, seed: int = 0) -> None:
         dst.write(noisy.transpose(2, 0, 1))
 
 
-def false_alarms(changes_dir: Path, old_total_m: float, new_total_m: float) -> dict[str, float]:
+def false_alarms(changes_dir: Path, old_total_m: float, new_total_m: float) -> dict[str, float | dict[str, int]]:
     """Counts per status (piece by piece, and per crack of the second survey: ``per_crack``) and the
     crack length each false alarm claims, as a share of the crack length."""
     changes = gpd.read_file(changes_dir / "changes.gpkg", layer="changes")
