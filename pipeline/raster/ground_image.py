@@ -22,7 +22,7 @@ from rasterio.warp import calculate_default_transform, reproject, transform_boun
 from rasterio.windows import Window, from_bounds
 
 from pipeline.raster.luminance import grey_levels
-from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
+from pipeline.raster.source import on_survey_scale, rgb_bands
 from pipeline.raster.trust import driver_for
 
 
@@ -85,8 +85,7 @@ class GroundImage:
                 band_numbers, window=window, out_shape=(len(band_numbers), *shape), resampling=Resampling.average
             )
             valid = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
-            if bands.dtype != np.uint8:
-                bands = to_uint8(bands, file_bit_depth_scale(src))
+            bands = on_survey_scale(src, bands)
             read_transform = src.window_transform(window) @ Affine.scale(
                 window.width / shape[1], window.height / shape[0]
             )

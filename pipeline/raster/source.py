@@ -265,6 +265,13 @@ def file_bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float
     return _FILE_SCALES[key]
 
 
+def on_survey_scale(ds: rasterio.DatasetReader, data: np.ndarray) -> np.ndarray:
+    """Pixels read from a local file on the 8-bit scale the survey saw: as read when 8-bit, else
+    stretched by the file's bit depth (``file_bit_depth_scale``). The report's pictures, its exposure
+    and blur checks and the epochs' registration all read the orthomosaic this way."""
+    return data if data.dtype == np.uint8 else to_uint8(data, file_bit_depth_scale(ds))
+
+
 def bit_depth_scale(ds: rasterio.DatasetReader) -> tuple[tuple[float, float], ...]:
     """[0, 2^bits - 1] from NBITS metadata or the data's top (99.99th percentile); [0, 1] for floats within it.
 

@@ -23,7 +23,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from pipeline.raster.luminance import grey_levels
-from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
+from pipeline.raster.source import on_survey_scale, rgb_bands
 from pipeline.raster.trust import driver_for
 
 CLIP_LEVEL = 250  # a pixel with any band at or above this grey level (of 255) is clipped
@@ -62,8 +62,7 @@ def exposure_samples(image_path: Path, shape: tuple[int, int]) -> ExposureSample
     with rasterio.open(image_path, driver=driver_for(str(image_path), "vrt")) as image:
         bands = image.read(rgb_bands(image), out_shape=(3, *shape), resampling=Resampling.nearest)
         valid = image.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
-        if bands.dtype != np.uint8:
-            bands = to_uint8(bands, file_bit_depth_scale(image))
+        bands = on_survey_scale(image, bands)
     return _samples(bands, valid)
 
 

@@ -22,7 +22,7 @@ from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import MsafError
-from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
+from pipeline.raster.source import file_bit_depth_scale, on_survey_scale, rgb_bands, to_uint8
 from pipeline.raster.trust import driver_for
 from pipeline.styles import CENTERLINE_COLOUR, ELEMENT_COLOUR
 
@@ -193,8 +193,7 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
         rgb = ds.read(
             (1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0, resampling=Resampling.average
         )
-        if rgb.dtype != np.uint8:
-            rgb = to_uint8(rgb, file_bit_depth_scale(ds))
+        rgb = on_survey_scale(ds, rgb)
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(rgb.transpose(1, 2, 0), extent=(minx, maxx, miny, maxy))
     gpd.GeoSeries([geometry]).boundary.plot(ax=ax, color=colour, linewidth=1.5)

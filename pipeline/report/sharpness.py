@@ -23,7 +23,7 @@ from rasterio.windows import Window
 
 from pipeline.raster.luminance import grey_levels
 from pipeline.raster.sharpness import blur_sigma_px
-from pipeline.raster.source import file_bit_depth_scale, rgb_bands, to_uint8
+from pipeline.raster.source import on_survey_scale, rgb_bands
 from pipeline.raster.trust import driver_for
 
 WINDOW_PX = 128  # side of the window that samples a cell's blur (a cell's side where that is less)
@@ -57,13 +57,10 @@ def blur_at(image_path: Path, rows_px: np.ndarray, cols_px: np.ndarray, window_p
     ``window_px`` window around each pixel position, on the 8-bit scale the survey saw."""
     blur = np.full(len(rows_px), np.nan)
     with rasterio.open(image_path, driver=driver_for(str(image_path), "vrt")) as image:
-        bands, scale = rgb_bands(image), None
+        bands = rgb_bands(image)
         for i, (row, col) in enumerate(zip(rows_px, cols_px, strict=True)):
             window = _window_at(float(row), float(col), image, window_px)
-            pixels = image.read(bands, window=window)
-            if pixels.dtype != np.uint8:
-                scale = scale or file_bit_depth_scale(image)
-                pixels = to_uint8(pixels, scale)
+            pixels = on_survey_scale(image, image.read(bands, window=window))
             valid = image.dataset_mask(window=window) > 0
             blur[i] = blur_sigma_px(grey_levels(pixels), valid)
     return blur
@@ -111,7 +108,6 @@ def blur_per_cell(
         warnings.simplefilter("ignore", RuntimeWarning)
         smoothed = np.nanmedian(neighbourhoods, axis=0)
     has_ground = np.zeros((block_rows, block_cols), bool)
-    for block in blocks:
-        has_ground[block] = True
+    has_ground[tuple(np.array(blocks, np.int64).reshape(-1, 2).T)] = True
     smoothed[~has_ground] = np.nan
     return np.repeat(np.repeat(smoothed, stride, axis=0), stride, axis=1)[:rows, :cols]
