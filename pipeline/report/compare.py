@@ -58,7 +58,7 @@ from pipeline.raster.ground_image import GroundImage
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
 from pipeline.report.change_status import ChangeStatus
-from pipeline.report.condition import OVEREXPOSED, TOO_BLURRED, TOO_DARK, condition_change, quantities
+from pipeline.report.condition import cannot_show_cracks, condition_change, quantities
 from pipeline.report.crack_changes import changes_per_crack, ids_of
 from pipeline.report.elements import read_elements
 from pipeline.report.epochs import FlightInterval, flight_interval
@@ -121,9 +121,7 @@ def _unrated_ground(survey_dir: Path, cfg: ReportConfig, crs: pyproj.CRS) -> Bas
     cells = _condition_cells(survey_dir, cfg)
     if cells is None:
         return None
-    unrated = cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
-    if "sharpness" in cells:  # reports before the blur check have exposure only
-        unrated |= cells["sharpness"] == TOO_BLURRED
+    unrated = cannot_show_cracks(cells)
     return cells[unrated].to_crs(crs).union_all() if unrated.any() else None
 
 
@@ -139,7 +137,7 @@ def _not_seen(
             continue
         hidden = ~_outside(changes.geometry.loc[rows], unrated)
         changes.loc[rows[hidden], "status"] = ChangeStatus.NOT_SEEN.value
-    return _numbered(changes)
+    return changes
 
 
 @dataclass(frozen=True)
@@ -590,7 +588,7 @@ def _seen_in_images(
             changes.loc[index, "status"] = ChangeStatus.NOT_DETECTED.value
         elif row["status"] == ChangeStatus.NEW and still_visible(in_old[row["change_id"]], in_new[row["change_id"]]):
             changes.loc[index, "status"] = ChangeStatus.MISSED_BEFORE.value
-    return _numbered(changes)
+    return changes
 
 
 def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, float, float]:
@@ -680,6 +678,7 @@ def _compare(
         _unrated_ground(old_dir, cfg, changes.crs),
         registration.move_geometry(_unrated_ground(new_dir, cfg, changes.crs)),
     )
+    changes = _numbered(changes)  # once, after the images have settled every status
     interval = flight_interval(old_record, new_record)
     changes = with_rates(changes, interval)
     cracks = with_rates(changes_per_crack(changes, new, cfg.crack_classes), interval)
@@ -784,8 +783,8 @@ def _compare(
                 ),
             )
         )
-    growing = fastest_growing(cracks if len(cracks) else changes)
-    if interval is not None and interval.days > 0 and len(growing):
+    ranked = cracks if len(cracks) else changes  # per crack where the new report has crack ids
+    if interval is not None and interval.days > 0 and len(growing := fastest_growing(ranked)):
         page.tables.append(
             (
                 f"Fastest-growing cracks ({interval.describe()})",

@@ -78,6 +78,18 @@ CELL_COLUMNS = [
 STATE_COLUMNS = ["condition_state", "meaning", "area_m2", "area_sqft", "share", "cells"]
 
 
+def badly_exposed(cells: pd.DataFrame) -> pd.Series:
+    """Per condition cell: too dark or overexposed to show a crack."""
+    return cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
+
+
+def cannot_show_cracks(cells: pd.DataFrame) -> pd.Series:
+    """Per condition cell: its orthomosaic cannot show a crack there (too dark, overexposed or too
+    blurred; a report from before the blur check has exposure only)."""
+    unrated = badly_exposed(cells)
+    return unrated | (cells["sharpness"] == TOO_BLURRED) if "sharpness" in cells else unrated
+
+
 @dataclass(frozen=True)
 class ConditionStates:
     """The condition map (one polygon per cell with surveyed ground) and the element quantities."""
@@ -96,16 +108,14 @@ class ConditionStates:
     def unrated_m2(self) -> dict[str, float]:
         """Square metres too dark, overexposed or too blurred to show a crack, by verdict (only those
         with ground; a cell both dark and blurred counts as dark)."""
-        dark = self.cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
-        areas = self.area_by_exposure | {
-            TOO_BLURRED: float(self.cells.loc[~dark & (self.cells["sharpness"] == TOO_BLURRED), "surveyed_m2"].sum())
-        }
+        blurred = cannot_show_cracks(self.cells) & ~badly_exposed(self.cells)
+        areas = self.area_by_exposure | {TOO_BLURRED: float(self.cells.loc[blurred, "surveyed_m2"].sum())}
         return {v: areas[v] for v in (TOO_DARK, OVEREXPOSED, TOO_BLURRED) if areas.get(v, 0.0) > 0}
 
     @property
     def too_plain_m2(self) -> float:
         """Square metres, lit and exposed, whose blur could not be read (too little texture)."""
-        lit = ~self.cells["exposure"].isin((TOO_DARK, OVEREXPOSED))
+        lit = ~badly_exposed(self.cells)
         return float(self.cells.loc[lit & (self.cells["sharpness"] == TOO_PLAIN), "surveyed_m2"].sum())
 
     def median_blur(self, unit: Literal["px", "mm"] = "px") -> float:
