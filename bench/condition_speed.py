@@ -61,25 +61,32 @@ def write_mask(path: Path, size: int) -> None:
         ds.build_overviews([2, 4, 8, 16, 32, 64], Resampling.nearest)
 
 
-def write_ortho(path: Path, size: int, seed: int = 0) -> None:
-    """A ``size``² RGB orthomosaic at 1 mm, textured concrete, JPEG-tiled (256², q85) as drone
-    software writes one, with overviews; written in strips."""
-    rng = np.random.default_rng(seed)
-    profile = {
+def drone_ortho_profile(
+    size: int, origin: tuple[float, float] = (400000.0, 5000000.0), block: int = 256, quality: int = 85
+) -> dict:
+    """A ``size``² RGB GeoTIFF at 1 mm in EPSG:32633, JPEG-tiled (YCbCr) as drone software writes one."""
+    return {
         "driver": "GTiff",
         "width": size,
         "height": size,
         "count": 3,
         "dtype": "uint8",
         "crs": "EPSG:32633",
-        "transform": from_origin(400000, 5000000, GSD_M, GSD_M),
+        "transform": from_origin(*origin, GSD_M, GSD_M),
         "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
+        "blockxsize": block,
+        "blockysize": block,
         "compress": "jpeg",
-        "jpeg_quality": 85,
+        "jpeg_quality": quality,
         "photometric": "ycbcr",
     }
+
+
+def write_ortho(path: Path, size: int, seed: int = 0) -> None:
+    """A ``size``² RGB orthomosaic at 1 mm, textured concrete, JPEG-tiled (256², q85) as drone
+    software writes one, with overviews; written in strips."""
+    rng = np.random.default_rng(seed)
+    profile = drone_ortho_profile(size)
     with rasterio.open(path, "w", **profile) as ds:
         for top in range(0, size, 1024):
             rows = min(1024, size - top)

@@ -23,10 +23,9 @@ import numpy as np
 import pyproj
 import rasterio
 import shapely
-from condition_speed import measured  # beside this script: timed, then traced alone
+from condition_speed import drone_ortho_profile, measured  # beside this script
 from PIL import Image
 from rasterio.enums import Resampling
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from pipeline.config import RegistrationConfig
@@ -43,21 +42,7 @@ def write_epoch(
     path: Path, size: int, photos: list[np.ndarray], origin: tuple[float, float], gamma: float, quality: int
 ) -> None:
     """A ``size``² RGB orthomosaic of real concrete, JPEG-tiled with overviews, written in strips."""
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": "EPSG:32633",
-        "transform": from_origin(*origin, GSD_M, GSD_M),
-        "tiled": True,
-        "blockxsize": CELL,
-        "blockysize": CELL,
-        "compress": "jpeg",
-        "photometric": "ycbcr",
-        "jpeg_quality": quality,
-    }
+    profile = drone_ortho_profile(size, origin, CELL, quality)
     lut = (255 * (np.arange(256) / 255) ** gamma).astype(np.uint8)
     cells = math.ceil(size / CELL)
     rng = np.random.default_rng(0)  # the same ground in both epochs
