@@ -15,7 +15,7 @@ MASONRY_RAW := data/raw/masonry
 
 DEMO_SIZE ?= 4096
 
-.PHONY: setup constraints browser qgis test test-fast bench lint clean data repro demo FORCE
+.PHONY: setup constraints browser qgis cad test test-fast bench lint clean data repro demo FORCE
 
 setup: $(STAMP)
 
@@ -57,11 +57,15 @@ FORCE:
 qgis:
 	@test -d /usr/lib/python3/dist-packages/qgis || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis >/dev/null; }
 
+# The CAD drawing (defects.dxf) is tested in a real CAD program, headless: Debian's librecad.
+cad:
+	@command -v librecad >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends librecad >/dev/null; }
+
 # The full suite, one pytest-xdist worker per core (TEST_WORKERS); a test module stays on one worker
 # (its module fixtures, e.g. the DVC project, are built once and its tests run in order), the longest
 # modules first (tests/conftest.py: LONGEST_MODULES; xdist would otherwise order them by test count).
 TEST_WORKERS ?= 2
-test: setup browser qgis
+test: setup browser qgis cad
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The inner loop: unit tests on generated fixtures (< 90 s on 2 cores); `make test` stays the full suite.

@@ -35,12 +35,13 @@ class SurveyFolder:
     GEOJSON: ClassVar[str] = "defects.geojson"
     CSV: ClassVar[str] = "defects.csv"
     PARQUET: ClassVar[str] = "defects.parquet"
+    DXF: ClassVar[str] = "defects.dxf"  # the defect map for CAD (none for a geographic CRS)
     HTML: ClassVar[str] = "report.html"
     PDF: ClassVar[str] = "report.pdf"
     LOCK: ClassVar[str] = ".msaf.lock"
     BLOCKS: ClassVar[str] = ".msaf-blocks"  # finished blocks waiting for the stitch (kept for a resume)
     SURVEY_OUTPUTS: ClassVar[tuple[str, ...]] = (MASK, f"{MASK}.aux.xml", CONFIDENCE, RECORD)
-    REPORT_OUTPUTS: ClassVar[tuple[str, ...]] = (GPKG, GEOJSON, CSV, PARQUET, HTML)
+    REPORT_OUTPUTS: ClassVar[tuple[str, ...]] = (GPKG, GEOJSON, CSV, PARQUET, DXF, HTML)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "root", Path(root))

@@ -260,7 +260,7 @@ def report(
     elements_layer: Annotated[str | None, typer.Option(help="layer of --elements (default: its first)")] = None,
     element_field: Annotated[str, typer.Option(help="field of --elements that names each element")] = "element",
 ) -> None:
-    """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet and report.html (and .pdf)."""
+    """Vectorise and measure defects; write defects.gpkg/.geojson/.csv/.parquet/.dxf and report.html (and .pdf)."""
     from pipeline.config import ElementsConfig
     from pipeline.job import parse_job
     from pipeline.report.build import report_survey

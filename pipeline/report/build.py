@@ -22,6 +22,7 @@ from pipeline.job import job_axis, job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.trust import is_virtual, locate
 from pipeline.report import figures
+from pipeline.report.cad import write_dxf
 from pipeline.report.condition import (
     NOT_CHECKED,
     OVEREXPOSED,
@@ -574,7 +575,7 @@ def report_survey(
     job: dict[str, str] | None = None,
     elements: ElementsConfig | None = None,
 ) -> ReportResult:
-    """Write defects.gpkg/.geojson/.csv/.parquet and report.html into ``survey_dir``; returns what it found.
+    """Write defects.gpkg/.geojson/.csv/.parquet/.dxf and report.html into ``survey_dir``; returns what it found.
 
     Crack widths are read from ``image`` (or the survey's input orthomosaic when it is still in
     place); without either they come from the mask, and the report says so. ``job`` adds to (and
@@ -615,6 +616,10 @@ def _report(
     if structure is not None:
         condition = replace(condition, by_element=quantities_by_element(condition.cells, structure))
     outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job), condition)
+    with rasterio.open(mask_path) as mask:
+        pixel_size = abs(mask.transform.a)
+    if write_dxf(folder / SurveyFolder.DXF, tables, condition, pixel_size, job):
+        outputs["dxf"] = SurveyFolder.DXF
     page = build_page(tables, record, mask_path, cfg, ortho, job, condition, axes)
     with atomic_output(folder.html) as tmp:
         tmp.write_text(page.render())

@@ -1,6 +1,7 @@
 """Report files: GIS schema, GeoJSON, tables, HTML in a real browser, change tracking, bad input."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -236,6 +237,93 @@ def test_geojson_is_lon_lat_and_tables_match(reported):
     parquet = pd.read_parquet(reported / "defects.parquet")
     assert csv["defect_id"].tolist() == parquet["defect_id"].tolist() == defects["defect_id"].tolist()
     assert np.allclose(csv["area_m2"], defects["area_m2"]) and "geometry_wkt" in csv.columns
+
+
+def test_cad_drawing_holds_the_geopackages_defects_on_their_layers(reported):
+    """defects.dxf read back by GDAL's DXF driver (not the library that wrote it): every outline ring
+    and centreline in the survey's coordinates on its class-and-severity layer, one label per defect."""
+    import ezdxf
+    from shapely.geometry import LineString
+
+    from pipeline.report.cad import APP_ID, centreline_layer, condition_layer, label_text, outline_layer
+
+    doc = ezdxf.readfile(reported / "defects.dxf")
+    assert not doc.audit().has_errors
+    assert (doc.header["$INSUNITS"], doc.header["$MEASUREMENT"]) == (6, 1)  # metres, metric
+    assert doc.header.custom_vars.get("CRS") == "EPSG:32633"
+    defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
+    lines = gpd.read_file(reported / "defects.gpkg", layer="crack_centerlines")
+    cells = gpd.read_file(reported / "defects.gpkg", layer="condition_cells")
+    drawn = gpd.read_file(reported / "defects.dxf", engine="pyogrio")
+    rings = drawn[drawn.geometry.geom_type == "LineString"]
+
+    def ring_lengths(geometries) -> list[float]:
+        return sorted(
+            round(LineString(r.coords).length, 6)
+            for g in geometries
+            for p in getattr(g, "geoms", [g])
+            for r in (p.exterior, *p.interiors)
+        )
+
+    for (name, severity), group in defects.groupby(["class", "severity"]):
+        on_layer = rings[rings["Layer"] == outline_layer(name, severity)]
+        assert sorted(round(g.length, 6) for g in on_layer.geometry) == ring_lengths(group.geometry)
+    assert rings.total_bounds[:2] == pytest.approx(defects.total_bounds[:2], abs=0.5)  # metres, not pixels
+    severity_of = dict(zip(defects["defect_id"], defects["severity"], strict=True))
+    for severity in set(severity_of.values()):
+        ids = [i for i, s in severity_of.items() if s == severity]
+        expected = lines.loc[lines["defect_id"].isin(ids)].length.sum()
+        assert rings[rings["Layer"] == centreline_layer(severity)].length.sum() == pytest.approx(expected, rel=1e-9)
+    for state, group in cells.groupby("condition_state"):  # the condition map, on its own layers (off)
+        assert (rings["Layer"] == condition_layer(state)).sum() == len(group)
+        assert doc.layers.get(condition_layer(state)).is_off()
+    labels = drawn[drawn["Text"].notna() & (drawn["Text"] != "")]
+    assert sorted(labels["Text"]) == sorted(label_text(row) for _, row in defects.iterrows())
+    assert any(text.endswith(" mm") for text in labels["Text"])  # cracks labelled with their width
+    # the key back to the attributes: every outline and centreline names its defect
+    keyed = [e for e in doc.modelspace().query("LWPOLYLINE") if e.has_xdata(APP_ID)]
+    ids = {int(value) for e in keyed for (code, value) in e.get_xdata(APP_ID) if code == 1071}
+    assert ids == set(defects["defect_id"])
+    pieces = sum(len(getattr(g, "geoms", [g])) for g in lines.geometry)  # a multi-line: one polyline a part
+    assert len(keyed) == sum(len(ring_lengths([g])) for g in defects.geometry) + pieces
+
+
+def test_a_cad_program_draws_the_drawing_in_its_layer_colours(reported, tmp_path):
+    """LibreCAD (Debian's librecad, headless) prints defects.dxf: every severity's colour and the black
+    labels are drawn, the frozen condition layers are not, and the cracks keep their shape (the
+    printed extent's aspect is the drawing's). LibreCAD 2.2 places a metre drawing on a page sized
+    in metres, so positions on the page are not compared, only shapes and colours."""
+    import ctypes
+
+    import pypdfium2
+    import pypdfium2.raw as pdfium
+
+    from pipeline.styles import CONDITION_COLOURS, SEVERITY_COLOURS, rgb
+
+    shutil.copy(reported / "defects.dxf", tmp_path / "drawing.dxf")
+    result = subprocess.run(  # dxf2pdf's -o and --paper take no value in 2.2: it writes DIR/drawing.pdf
+        ["librecad", "dxf2pdf", "--fit", "-t", str(tmp_path), str(tmp_path / "drawing.dxf")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"QT_QPA_PLATFORM": "offscreen"},
+    )
+    assert result.returncode == 0 and (tmp_path / "drawing.pdf").is_file(), result.stderr[-2000:]
+    strokes: dict[tuple[int, int, int], list[tuple[float, ...]]] = {}
+    for item in pypdfium2.PdfDocument(tmp_path / "drawing.pdf")[0].get_objects(max_depth=5):
+        colour, box = [ctypes.c_uint() for _ in range(4)], [ctypes.c_float() for _ in range(4)]
+        pdfium.FPDFPageObj_GetStrokeColor(item.raw, *colour)
+        pdfium.FPDFPageObj_GetBounds(item.raw, *box)
+        strokes.setdefault(tuple(c.value for c in colour[:3]), []).append(tuple(v.value for v in box))
+    defects = gpd.read_file(reported / "defects.gpkg", layer="defects")
+    severity_colours = {rgb(SEVERITY_COLOURS[s]) for s in defects["severity"]}
+    cells = gpd.read_file(reported / "defects.gpkg", layer="condition_cells")
+    frozen = {rgb(CONDITION_COLOURS[state]) for state in cells["condition_state"]} - severity_colours
+    assert frozen and severity_colours | {(0, 0, 0)} == set(strokes)  # labels black, nothing frozen drawn
+    drawn = np.array([box for colour in severity_colours for box in strokes[colour]])
+    width, height = drawn[:, 2].max() - drawn[:, 0].min(), drawn[:, 3].max() - drawn[:, 1].min()
+    minx, miny, maxx, maxy = defects.total_bounds
+    assert width / height == pytest.approx((maxx - minx) / (maxy - miny), rel=1e-3)
 
 
 def test_html_report_renders_in_a_real_browser(reported, tmp_path):
