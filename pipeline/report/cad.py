@@ -1,46 +1,60 @@
-"""The defect map as a CAD drawing (``defects.dxf``): bridge engineers mark cracks up on the
-structure's drawings in AutoCAD, BricsCAD or LibreCAD, not in a GIS.
+"""Defect maps as CAD drawings (``defects.dxf``, and ``changes.dxf`` of a comparison): bridge
+engineers mark cracks up on the structure's drawings in AutoCAD, BricsCAD or LibreCAD, not in a GIS.
 
-The drawing is in the survey's CRS and its units (so it lands on an orthomosaic or a site plan
-inserted at their real-world coordinates), one layer per defect class and severity in the GIS
-styles' colours, so a drafter can freeze or re-colour what a drawing needs by layer: defect
-outlines, crack centrelines, a label per defect (its id and width, or area), the joints, and the
-condition cells (frozen until thawed). Each outline and centreline carries its ``defect_id`` (and
-class, severity, widths) as extended data of the application ``MSAF``, the key back to the
-GeoPackage's attributes. A geographic CRS has no drawing: CAD has no degrees.
+A drawing is in the survey's CRS and its units (so it lands on an orthomosaic or a site plan
+inserted at their real-world coordinates), with one layer per class and severity (or per change
+status) in the GIS styles' colours, so a drafter can freeze or re-colour what a drawing needs by
+layer: defect outlines, crack centrelines, a label per defect (its id and width, or area), the
+joints, and the condition cells (frozen until thawed). Each outline and centreline carries its key
+(``defect_id``, ``change_id``) and ratings as extended data of the application ``MSAF``, the way
+back to the GeoPackage's attributes. A geographic CRS has no drawing: CAD has no degrees.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import ezdxf
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 from ezdxf import colors, zoom
-from ezdxf.document import Drawing
 from ezdxf.enums import TextEntityAlignment
 from pyproj import CRS
 
 from pipeline.fsutil import atomic_output
 from pipeline.report.condition import ConditionStates
-from pipeline.report.defects import DefectTables
-from pipeline.styles import CONDITION_COLOURS, NON_DEFECT_COLOUR, SEVERITY_COLOURS, rgb
+from pipeline.report.defects import UNMEASURED, DefectTables
+from pipeline.styles import CONDITION_COLOURS, NON_DEFECT_COLOUR, SEVERITY_COLOURS, STATUS_COLOURS, rgb
 
-APP_ID = "MSAF"  # the extended data's application: defect_id, class, severity, widths
+APP_ID = "MSAF"  # the extended data's application
 LABEL_LAYER = "DEFECT-LABEL"
-LABEL_HEIGHT_PX = 12  # labels about as tall as a wide crack is long in a 12-px stretch: legible at 1:20
+CHANGE_LABEL_LAYER = "CHANGE-LABEL"
+LABEL_HEIGHT_PX = 12  # label text height in pixels of the mask: legible at 1:20 on a 1 mm survey
 INSUNITS = {"metre": 6, "foot": 2, "US survey foot": 21}  # DXF $INSUNITS codes of projected CRS units
+IMPERIAL = {2, 21}
+DEFECT_DATA = ("defect_id", "segment", "class", "severity", "mean_width_mm", "max_width_mm", "width_mm", "length_m")
+CHANGE_DATA = (
+    "change_id",
+    "class",
+    "status",
+    "old_max_width_mm",
+    "new_max_width_mm",
+    "delta_max_width_mm",
+    "delta_length_m",
+)
 
 
 def layer_name(*parts: str) -> str:
-    """A CAD layer name: upper case, words joined by ``_`` and parts by ``-`` (``CRACK-BELOW_RESOLUTION``)."""
-    return "-".join("_".join(str(part).upper().split()) for part in parts)
+    """A CAD layer name: upper case, each part's words joined by ``_`` (anything but letters and
+    digits, which some CAD programs refuse in names), parts by ``-`` (``CRACK-BELOW_RESOLUTION``)."""
+    return "-".join(re.sub(r"[^A-Za-z0-9]+", "_", str(part)).strip("_").upper() for part in parts)
 
 
 def outline_layer(class_name: str, severity: str) -> str:
@@ -58,6 +72,11 @@ def condition_layer(state: str) -> str:
     return layer_name("condition", state)
 
 
+def change_layer(status: str) -> str:
+    """The layer of the changes with one status (``CHANGE-NOT_FOUND_REPAIRED``)."""
+    return layer_name("change", status)
+
+
 def drawing_units(crs: CRS | None) -> int | None:
     """The DXF ``$INSUNITS`` code of a projected CRS's unit (0: unitless), None for a geographic CRS."""
     if crs is None:
@@ -65,64 +84,6 @@ def drawing_units(crs: CRS | None) -> int | None:
     if crs.is_geographic:
         return None
     return INSUNITS.get(crs.axis_info[0].unit_name, 0)
-
-
-def write_dxf(
-    path: Path,
-    tables: DefectTables,
-    condition: ConditionStates | None,
-    pixel_size: float,
-    properties: dict[str, str] | None = None,
-) -> bool:
-    """Write the drawing atomically; False (and nothing written) when the CRS is geographic.
-
-    ``pixel_size``: the mask's pixel in CRS units (sizes the labels); ``properties``: drawing
-    properties (the job's details), stored in the header beside the CRS.
-    """
-    crs = CRS.from_user_input(tables.crs) if tables.crs is not None else None
-    units = drawing_units(crs)
-    if units is None:
-        path.unlink(missing_ok=True)
-        return False
-    doc = ezdxf.new("R2010", units=units)
-    doc.appids.add(APP_ID)
-    doc.header["$MEASUREMENT"] = 0 if units in (2, 21) else 1  # imperial / metric hatch and linetype scales
-    _describe(doc, crs, properties or {})
-    _draw_defects(doc, tables)
-    if tables.non_defects is not None:
-        for class_name, joints in tables.non_defects.groupby("class"):
-            layer = _layer(doc, layer_name(str(class_name)), NON_DEFECT_COLOUR)
-            _polylines(doc, joints.geometry, layer, [None] * len(joints))
-    if condition is not None:
-        for state, cells in condition.cells.groupby("condition_state"):
-            layer = _layer(doc, condition_layer(str(state)), CONDITION_COLOURS.get(str(state), "#bdbdbd"))
-            doc.layers.get(layer).freeze()  # the condition map under a crack map: thaw to show (frozen,
-            doc.layers.get(layer).off()  # not only off: LibreCAD prints layers that are only off)
-            _polylines(doc, cells.geometry, layer, [None] * len(cells))
-    _label(doc, tables.defects, LABEL_HEIGHT_PX * pixel_size)
-    _zoom_to(doc, tables, condition)
-    with atomic_output(path) as tmp:
-        doc.saveas(tmp)
-    return True
-
-
-def _describe(doc: Drawing, crs: CRS | None, properties: dict[str, str]) -> None:
-    """Drawing properties (DWGPROPS): the CRS the coordinates are in, and who made it for what."""
-    doc.header.custom_vars.append("CRS", crs.to_string() if crs is not None else "none (pixel grid)")
-    if crs is not None:
-        doc.header.custom_vars.append("CRS_NAME", crs.name)
-    doc.header.custom_vars.append("GENERATOR", f"msaf-pipeline {version('msaf-pipeline')}")
-    for key, value in properties.items():
-        doc.header.custom_vars.append(key.upper(), str(value))
-
-
-def _layer(doc: Drawing, name: str, colour: str) -> str:
-    """The layer ``name``, made on first use in ``colour`` (true colour, and the nearest ACI colour
-    for CAD programs that show only the 255 indexed ones)."""
-    if name not in doc.layers:
-        layer = doc.layers.add(name, color=nearest_aci(colour))
-        layer.rgb = rgb(colour)
-    return name
 
 
 def nearest_aci(colour: str) -> int:
@@ -134,53 +95,90 @@ def nearest_aci(colour: str) -> int:
     )
 
 
-def _draw_defects(doc: Drawing, tables: DefectTables) -> None:
-    """Outlines by class and severity, centrelines by their crack's severity, each with its extended data."""
-    defects = tables.defects
-    for (class_name, severity), group in defects.groupby(["class", "severity"], sort=False):
-        layer = _layer(doc, outline_layer(str(class_name), str(severity)), SEVERITY_COLOURS[str(severity)])
-        _polylines(doc, group.geometry, layer, [_xdata(row) for row in group.to_dict("records")])
-    lines = tables.centerlines
-    if not len(lines) or not len(defects):
-        return
-    rated = lines.merge(defects[["defect_id", "class", "severity"]], on="defect_id", how="inner")
-    for severity, group in rated.groupby("severity", sort=False):
-        layer = _layer(doc, centreline_layer(str(severity)), SEVERITY_COLOURS[str(severity)])
-        _polylines(doc, group.geometry, layer, [_xdata(row) for row in group.to_dict("records")])
+class CadDrawing:
+    """A DXF drawing being built in one CRS: layers made on first use, each in one colour."""
+
+    def __init__(self, crs: CRS | None, units: int, properties: dict[str, str]) -> None:
+        self.doc = ezdxf.new("R2010", units=units)
+        self.doc.appids.add(APP_ID)
+        self.doc.header["$MEASUREMENT"] = 0 if units in IMPERIAL else 1  # hatch and linetype scales
+        self.space = self.doc.modelspace()
+        self._describe(crs, properties)
+
+    @classmethod
+    def of(cls, crs: Any, properties: dict[str, str] | None = None) -> CadDrawing | None:
+        """A drawing in ``crs`` (any pyproj input; None: a bare pixel grid), None for a geographic CRS."""
+        parsed = CRS.from_user_input(crs) if crs is not None else None
+        units = drawing_units(parsed)
+        return None if units is None else cls(parsed, units, properties or {})
+
+    def _describe(self, crs: CRS | None, properties: dict[str, str]) -> None:
+        """Drawing properties (DWGPROPS): the CRS the coordinates are in, and who made it for what."""
+        custom = self.doc.header.custom_vars
+        custom.append("CRS", crs.to_string() if crs is not None else "none (pixel grid)")
+        if crs is not None:
+            custom.append("CRS_NAME", crs.name)
+        custom.append("GENERATOR", f"msaf-pipeline {version('msaf-pipeline')}")
+        for key, value in properties.items():
+            custom.append(key.upper(), str(value))
+
+    def layer(self, name: str, colour: str, hidden: bool = False) -> str:
+        """The layer ``name``, made on first use in ``colour`` (true colour, and the nearest index
+        colour for programs that show only those); ``hidden``: frozen and off (LibreCAD prints layers
+        that are only off)."""
+        if name not in self.doc.layers:
+            layer = self.doc.layers.add(name, color=nearest_aci(colour))
+            layer.rgb = rgb(colour)
+            if hidden:
+                layer.freeze()
+                layer.off()
+        return name
+
+    def draw(self, frame: pd.DataFrame, layer: str, data: Sequence[str] = ()) -> None:
+        """Each row's geometry on ``layer``: closed polylines for polygon rings (holes too), open ones
+        for lines, each with the row's ``data`` columns as extended data."""
+        rows = frame[list(data)].to_dict("records") if data else [{}] * len(frame)
+        for geometry, row in zip(frame.geometry, rows, strict=True):
+            tags = _extended_data({str(k): v for k, v in row.items()})
+            for points, closed in _paths(geometry):
+                polyline = self.space.add_lwpolyline(points, close=closed, dxfattribs={"layer": layer})
+                if tags:
+                    polyline.set_xdata(APP_ID, tags)
+
+    def label(self, frame: gpd.GeoDataFrame, texts: Sequence[str], layer: str, height: float) -> None:
+        """A text per row beside a point inside its geometry (a centroid can fall outside a curved crack)."""
+        self.layer(layer, "#000000")
+        self.doc.layers.get(layer).color = 7  # black on white paper, white on a dark screen
+        anchors = shapely.point_on_surface(frame.geometry.values)
+        for text, anchor in zip(texts, anchors, strict=True):
+            entity = self.space.add_text(text, height=height, dxfattribs={"layer": layer})
+            entity.set_placement((anchor.x + height / 2, anchor.y), align=TextEntityAlignment.MIDDLE_LEFT)
+
+    def save(self, path: Path, frames: Sequence[gpd.GeoDataFrame | None]) -> None:
+        """Write atomically, opening zoomed on ``frames``: real-world coordinates lie kilometres from the origin."""
+        bounds = [f.total_bounds for f in frames if f is not None and len(f)]
+        if bounds:
+            lower, upper = np.min([b[:2] for b in bounds], axis=0), np.max([b[2:] for b in bounds], axis=0)
+            self.space.reset_extents((*lower, 0.0), (*upper, 0.0))  # saved as $EXTMIN / $EXTMAX
+            zoom.window(self.space, tuple(lower), tuple(upper))
+        with atomic_output(path) as tmp:
+            self.doc.saveas(tmp)
 
 
-XDATA_TEXT = ("class", "severity")
-XDATA_INTEGER = ("defect_id", "segment")
-XDATA_REAL = ("mean_width_mm", "max_width_mm", "width_mm", "length_m")
-
-
-def _xdata(row: dict[str, Any]) -> list[tuple[int, object]]:
-    """A defect's key and ratings as DXF extended data: (1000, name) then its value (1071 integer,
-    1000 text, 1040 real); empty values left out."""
+def _extended_data(row: dict[str, Any]) -> list[tuple[int, object]]:
+    """A row's values as DXF extended data: (1000, name) then the value (1071 integer, 1040 real,
+    1000 text); empty values left out."""
     tags: list[tuple[int, object]] = []
-    kinds: tuple[tuple[tuple[str, ...], int, Callable[[Any], object]], ...] = (
-        (XDATA_INTEGER, 1071, int),
-        (XDATA_TEXT, 1000, str),
-        (XDATA_REAL, 1040, float),
-    )
-    for names, code, kind in kinds:
-        for name in names:
-            value = row.get(name)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                tags += [(1000, name), (code, kind(value))]
+    for name, value in row.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            tags += [(1000, name), (1000, str(value))]
+        elif isinstance(value, (int, np.integer)):
+            tags += [(1000, name), (1071, int(value))]
+        else:
+            tags += [(1000, name), (1040, float(value))]
     return tags
-
-
-def _polylines(
-    doc: Drawing, geometries: Iterable[object], layer: str, xdata: list[list[tuple[int, object]] | None]
-) -> None:
-    """Closed polylines for polygon rings, open ones for lines, on ``layer``, each with its extended data."""
-    space = doc.modelspace()
-    for geometry, tags in zip(geometries, xdata, strict=True):
-        for points, closed in _paths(geometry):
-            polyline = space.add_lwpolyline(points, close=closed, dxfattribs={"layer": layer})
-            if tags is not None:
-                polyline.set_xdata(APP_ID, tags)
 
 
 def _paths(geometry: object) -> Iterator[tuple[list[tuple[float, float]], bool]]:
@@ -200,32 +198,72 @@ def label_text(row: pd.Series) -> str:
     width = row.get("max_width_mm")
     if isinstance(width, float) and not math.isnan(width):
         return f"{row['defect_id']}  {width:.2f} mm"
-    if row.get("severity") == "unmeasured":
+    if row.get("severity") == UNMEASURED:
         return f"{row['defect_id']}  (width not measured)"
     return f"{row['defect_id']}  {row['area_m2']:.4f} m²"
 
 
-def _label(doc: Drawing, defects: gpd.GeoDataFrame, height: float) -> None:
-    """One text per defect beside a point inside it (a centroid can fall outside a curved crack)."""
-    if not len(defects):
-        return
-    layer = _layer(doc, LABEL_LAYER, "#000000")
-    doc.layers.get(layer).color = 7  # black on white paper, white on a dark screen
-    space = doc.modelspace()
-    anchors = shapely.point_on_surface(defects.geometry.values)
-    for (_, row), anchor in zip(defects.iterrows(), anchors, strict=True):
-        text = space.add_text(label_text(row), height=height, dxfattribs={"layer": layer})
-        text.set_placement((anchor.x + height / 2, anchor.y), align=TextEntityAlignment.MIDDLE_LEFT)
+def change_label(row: pd.Series) -> str:
+    """``3  widened +0.12 mm``: the change's id, its status, and how much it grew where it did."""
+    text = f"{row['change_id']}  {row['status']}"
+    widening, lengthening = row.get("delta_max_width_mm"), row.get("delta_length_m")
+    if isinstance(widening, float) and not math.isnan(widening) and widening > 0:
+        text += f" +{widening:.2f} mm"
+    if isinstance(lengthening, float) and not math.isnan(lengthening) and lengthening > 0:
+        text += f" +{lengthening:.3f} m"
+    return text
 
 
-def _zoom_to(doc: Drawing, tables: DefectTables, condition: ConditionStates | None) -> None:
-    """Open on the drawing, not on the origin: real-world coordinates sit kilometres away from it."""
-    frames = [tables.defects, tables.non_defects, condition.cells if condition is not None else None]
-    bounds = [f.total_bounds for f in frames if f is not None and len(f)]
-    if not bounds:
-        return
-    minx, miny = min(b[0] for b in bounds), min(b[1] for b in bounds)
-    maxx, maxy = max(b[2] for b in bounds), max(b[3] for b in bounds)
-    space = doc.modelspace()
-    space.reset_extents((minx, miny, 0.0), (maxx, maxy, 0.0))  # saved as $EXTMIN / $EXTMAX
-    zoom.window(space, (minx, miny), (maxx, maxy))
+def write_dxf(
+    path: Path,
+    tables: DefectTables,
+    condition: ConditionStates | None,
+    pixel_size: float,
+    properties: dict[str, str] | None = None,
+) -> bool:
+    """The survey's defect drawing, written atomically; False (and no drawing left) for a geographic CRS.
+
+    ``pixel_size``: the mask's pixel in CRS units (sizes the labels); ``properties``: the job's
+    details, stored as drawing properties beside the CRS.
+    """
+    drawing = CadDrawing.of(tables.crs, properties)
+    if drawing is None:
+        path.unlink(missing_ok=True)
+        return False
+    defects = tables.defects
+    for (name, severity), group in defects.groupby(["class", "severity"], sort=False):
+        layer = drawing.layer(outline_layer(str(name), str(severity)), SEVERITY_COLOURS[str(severity)])
+        drawing.draw(group, layer, [c for c in DEFECT_DATA if c in group])
+    if len(tables.centerlines) and len(defects):
+        rated = tables.centerlines.merge(defects[["defect_id", "class", "severity"]], on="defect_id")
+        for severity, group in rated.groupby("severity", sort=False):
+            layer = drawing.layer(centreline_layer(str(severity)), SEVERITY_COLOURS[str(severity)])
+            drawing.draw(group, layer, [c for c in DEFECT_DATA if c in group])
+    if tables.non_defects is not None:
+        for name, joints in tables.non_defects.groupby("class"):
+            drawing.draw(joints, drawing.layer(layer_name(str(name)), NON_DEFECT_COLOUR))
+    if condition is not None:
+        for state, cells in condition.cells.groupby("condition_state"):
+            colour = CONDITION_COLOURS.get(str(state), NON_DEFECT_COLOUR)
+            drawing.draw(cells, drawing.layer(condition_layer(str(state)), colour, hidden=True))
+    if len(defects):
+        texts = [label_text(row) for _, row in defects.iterrows()]
+        drawing.label(defects, texts, LABEL_LAYER, LABEL_HEIGHT_PX * pixel_size)
+    drawing.save(path, [defects, tables.non_defects, condition.cells if condition is not None else None])
+    return True
+
+
+def write_change_dxf(path: Path, changes: gpd.GeoDataFrame, pixel_size: float) -> None:
+    """The comparison's drawing: each change's outline on the layer of its status, in the status
+    colours of the change map, labelled with its id, status and growth (compare works in a
+    projected CRS, so there is always one)."""
+    drawing = CadDrawing.of(changes.crs)
+    if drawing is None:
+        raise ValueError(f"changes in a geographic CRS: {changes.crs}")  # compare reprojects before this
+    for status, group in changes.groupby("status", sort=False):
+        layer = drawing.layer(change_layer(str(status)), STATUS_COLOURS.get(str(status), NON_DEFECT_COLOUR))
+        drawing.draw(group, layer, [c for c in CHANGE_DATA if c in group])
+    if len(changes):
+        texts = [change_label(row) for _, row in changes.iterrows()]
+        drawing.label(changes, texts, CHANGE_LABEL_LAYER, LABEL_HEIGHT_PX * pixel_size)
+    drawing.save(path, [changes])

@@ -53,10 +53,11 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.inference.scales import scales_key
-from pipeline.raster.ground import linear_unit_m, working_crs
+from pipeline.raster.ground import ground_sample_distance, linear_unit_m, working_crs
 from pipeline.raster.ground_image import GroundImage
 from pipeline.report import figures
 from pipeline.report.build import report_survey, survey_image
+from pipeline.report.cad import write_change_dxf
 from pipeline.report.change_status import ChangeStatus
 from pipeline.report.condition import cannot_show_cracks, condition_change, quantities
 from pipeline.report.crack_changes import changes_per_crack, ids_of
@@ -73,7 +74,8 @@ from pipeline.survey_record import SurveyRecord, read_survey_record
 NOT_FOUND = ChangeStatus.NOT_FOUND.value
 NOT_COVERED = ChangeStatus.NOT_COVERED.value
 CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV = "changes.gpkg", "changes.geojson", "changes.csv"
-CHANGE_OUTPUTS = (CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV, SurveyFolder.HTML)
+CHANGES_DXF = "changes.dxf"
+CHANGE_OUTPUTS = (CHANGES_GPKG, CHANGES_GEOJSON, CHANGES_CSV, CHANGES_DXF, SurveyFolder.HTML)
 STATUSES = tuple(status.value for status in ChangeStatus)
 
 
@@ -600,6 +602,15 @@ def _survey_bounds(survey_dir: Path, crs: pyproj.CRS) -> tuple[float, float, flo
         return tuple(rasterio.warp.transform_bounds(ds.crs, crs, *ds.bounds))
 
 
+def _pixel_in(survey_dir: Path, crs: pyproj.CRS) -> float:
+    """A survey's ground pixel in ``crs``'s units (1 mm when it has no mask to read): sizes labels."""
+    mask = SurveyFolder(survey_dir).mask
+    if not mask.is_file():
+        return 0.001 / linear_unit_m(crs)
+    with rasterio.open(mask) as ds:
+        return ground_sample_distance(ds.crs, ds.transform, ds.width, ds.height) / linear_unit_m(crs)
+
+
 def _refuse_survey_folder(out_dir: Path) -> None:
     """A change report never goes into a survey folder (either compared one or any other): its
     report.html is that survey's report."""
@@ -617,7 +628,7 @@ def compare_surveys(
     old_image: Path | None = None,
     new_image: Path | None = None,
 ) -> dict[str, Any]:
-    """Write changes.gpkg (changes, summary, registration), .geojson, .csv and report.html into ``out_dir``.
+    """Write changes.gpkg (changes, summary, registration), .geojson, .csv, .dxf and report.html into ``out_dir``.
 
     The new survey is first moved onto the old one by the offset measured between their
     orthomosaics (``old_image``/``new_image``, else each survey's input if still in place;
@@ -701,6 +712,7 @@ def _compare(
     write_geojson(out_dir / CHANGES_GEOJSON, changes, "changes")
     with atomic_output(out_dir / CHANGES_CSV) as tmp:
         pd.DataFrame(changes.drop(columns="geometry")).to_csv(tmp, index=False)
+    write_change_dxf(out_dir / CHANGES_DXF, changes, _pixel_in(old_dir, changes.crs))
     differences = method_differences(old_record, new_record)
     ortho = old_ortho if old_ortho or registration.applied else new_ortho  # the changes lie on the old survey
     bounds = tuple(changes.total_bounds) if len(changes) else tuple(new.to_crs(changes.crs).total_bounds)

@@ -10,6 +10,8 @@ from shapely.geometry import LineString, Polygon
 from pipeline.report.cad import (
     APP_ID,
     centreline_layer,
+    change_label,
+    change_layer,
     drawing_units,
     label_text,
     layer_name,
@@ -93,3 +95,9 @@ def test_layer_names_colours_and_labels():
     spall = pd.Series({"defect_id": 3, "max_width_mm": float("nan"), "severity": "high", "area_m2": 0.03125})
     assert label_text(spall) == "3  0.0312 m²"
     assert label_text(pd.Series(dict(spall) | {"severity": "unmeasured"})) == "3  (width not measured)"
+    nan = float("nan")
+    widened = pd.Series({"change_id": 4, "status": "widened", "delta_max_width_mm": 0.123, "delta_length_m": -0.01})
+    assert change_label(widened) == "4  widened +0.12 mm"
+    new = pd.Series({"change_id": 1, "status": "new", "delta_max_width_mm": nan, "delta_length_m": nan})
+    assert change_label(new) == "1  new"
+    assert change_layer("not seen (too dark or blurred)") == "CHANGE-NOT_SEEN_TOO_DARK_OR_BLURRED"

@@ -19,6 +19,7 @@ from rasterio.transform import from_origin
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
+from pipeline.report.cad import change_layer
 from pipeline.report.compare import compare_surveys
 from tests.conftest import run_msaf, write_mask_survey, write_raster
 
@@ -396,6 +397,18 @@ def test_change_tracking_on_known_changes(tmp_path):
         "shrunk",
         "not found (repaired?)",
     }
+    # the change drawing for CAD: each change on its status's layer, labelled with its growth
+    drawn = gpd.read_file(tmp_path / "changes" / "changes.dxf", engine="pyogrio")
+    outlines = drawn[drawn.geometry.geom_type == "LineString"]
+    assert sorted(outlines["Layer"]) == sorted(change_layer(s) for s in changes.index)
+    assert "CHANGE-NOT_FOUND_REPAIRED" in set(outlines["Layer"])  # '(' and '?' are not for layer names
+    extended = outlines[outlines["Layer"] == "CHANGE-EXTENDED"].geometry.iloc[0]
+    assert extended.length == pytest.approx(changes.loc["extended"].geometry.exterior.length, rel=1e-9)
+    labels = set(drawn["Text"].dropna()) - {""}
+    assert (
+        f"{changes.loc['extended', 'change_id']}  extended +{changes.loc['extended', 'delta_length_m']:.3f} m" in labels
+    )
+    assert len(labels) == len(changes)
 
 
 def test_joints_never_become_defects(tmp_path):
