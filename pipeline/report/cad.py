@@ -12,12 +12,15 @@ back to the GeoPackage's attributes. A geographic CRS has no drawing: CAD has no
 
 from __future__ import annotations
 
+import io
 import math
 import re
-from collections.abc import Iterator, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import ezdxf
 import geopandas as gpd
@@ -25,7 +28,6 @@ import numpy as np
 import pandas as pd
 import shapely
 from ezdxf import colors, zoom
-from ezdxf.enums import TextEntityAlignment
 from pyproj import CRS
 
 from pipeline.fsutil import atomic_output
@@ -95,14 +97,25 @@ def nearest_aci(colour: str) -> int:
     )
 
 
+FIRST_HANDLE = 0x10000  # streamed entities' handles start above every handle of the document's tables
+
+
 class CadDrawing:
-    """A DXF drawing being built in one CRS: layers made on first use, each in one colour."""
+    """A DXF drawing being built in one CRS: layers made on first use, each in one colour.
+
+    ezdxf makes the document (header, layer and style tables, layouts); the entities are streamed
+    as DXF tags into a temporary file as they come and spliced into its ENTITIES section on save:
+    ezdxf keeps ~2.4 kB per entity in memory and spends ~0.13 ms on it, which a large survey's
+    hundred thousand centreline pieces would turn into a quarter of a gigabyte and half a minute
+    (``bench/cad_speed.py``). The tags are those ezdxf writes for the same entities (tested).
+    """
 
     def __init__(self, crs: CRS | None, units: int, properties: dict[str, str]) -> None:
         self.doc = ezdxf.new("R2010", units=units)
         self.doc.appids.add(APP_ID)
         self.doc.header["$MEASUREMENT"] = 0 if units in IMPERIAL else 1  # hatch and linetype scales
         self.space = self.doc.modelspace()
+        self.entities = EntityStream(self.space.block_record_handle)
         self._describe(crs, properties)
 
     @classmethod
@@ -134,25 +147,38 @@ class CadDrawing:
                 layer.off()
         return name
 
-    def draw(self, frame: pd.DataFrame, layer: str, data: Sequence[str] = ()) -> None:
-        """Each row's geometry on ``layer``: closed polylines for polygon rings (holes too), open ones
-        for lines, each with the row's ``data`` columns as extended data."""
-        rows = frame[list(data)].to_dict("records") if data else [{}] * len(frame)
-        for geometry, row in zip(frame.geometry, rows, strict=True):
-            tags = _extended_data({str(k): v for k, v in row.items()})
-            for points, closed in _paths(geometry):
-                polyline = self.space.add_lwpolyline(points, close=closed, dxfattribs={"layer": layer})
-                if tags:
-                    polyline.set_xdata(APP_ID, tags)
+    def draw(
+        self,
+        frame: pd.DataFrame,
+        layer: str,
+        data: Sequence[str] = (),
+        rows: np.ndarray | None = None,
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The geometries of ``frame`` (of its ``rows``, positions; default all) on ``layer``: closed
+        polylines for polygon rings (holes too), open ones for lines, each with its ``data`` values
+        (columns, or ``constants`` for the whole group) as extended data."""
+        given = dict(constants or {})
+        columns = [name for name in data if name not in given and name in frame]
+        named = [name for name in data if name in given or name in columns]  # in the order of ``data``
+        for chunk in _chunks(frame, rows):
+            values = chunk[columns].to_dict("records") if columns else [{}] * len(chunk)
+            tags = [extended_data({name: merged[name] for name in named}) for merged in (v | given for v in values)]
+            for row, points, closed in paths(np.asarray(chunk.geometry.values, dtype=object)):
+                self.entities.polyline(layer, points, closed, tags[row])
 
-    def label(self, frame: gpd.GeoDataFrame, texts: Sequence[str], layer: str, height: float) -> None:
-        """A text per row beside a point inside its geometry (a centroid can fall outside a curved crack)."""
+    def label(
+        self, frame: gpd.GeoDataFrame, text_of: Callable[[dict[str, Any]], str], layer: str, height: float
+    ) -> None:
+        """A text per row (``text_of`` its columns) beside a point inside its geometry (a centroid can
+        fall outside a curved crack)."""
         self.layer(layer, "#000000")
         self.doc.layers.get(layer).color = 7  # black on white paper, white on a dark screen
-        anchors = shapely.point_on_surface(frame.geometry.values)
-        for text, anchor in zip(texts, anchors, strict=True):
-            entity = self.space.add_text(text, height=height, dxfattribs={"layer": layer})
-            entity.set_placement((anchor.x + height / 2, anchor.y), align=TextEntityAlignment.MIDDLE_LEFT)
+        for chunk in _chunks(frame):
+            anchors = shapely.get_coordinates(shapely.point_on_surface(np.asarray(chunk.geometry.values, dtype=object)))
+            rows = pd.DataFrame(chunk.drop(columns=chunk.geometry.name)).to_dict("records")
+            for row, (x, y) in zip(rows, anchors, strict=True):
+                self.entities.text(layer, text_of({str(k): v for k, v in row.items()}), (x + height / 2, y), height)
 
     def save(self, path: Path, frames: Sequence[gpd.GeoDataFrame | None]) -> None:
         """Write atomically, opening zoomed on ``frames``: real-world coordinates lie kilometres from the origin."""
@@ -161,39 +187,124 @@ class CadDrawing:
             lower, upper = np.min([b[:2] for b in bounds], axis=0), np.max([b[2:] for b in bounds], axis=0)
             self.space.reset_extents((*lower, 0.0), (*upper, 0.0))  # saved as $EXTMIN / $EXTMAX
             zoom.window(self.space, tuple(lower), tuple(upper))
-        with atomic_output(path) as tmp:
-            self.doc.saveas(tmp)
+        skeleton = io.StringIO()
+        self.doc.write(skeleton)
+        head, tail = _split_at_entities(skeleton.getvalue(), self.entities.next_handle)
+        with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as out:
+            out.write(head)
+            self.entities.copy_to(out)
+            out.write(tail)
+        self.entities.close()
 
 
-def _extended_data(row: dict[str, Any]) -> list[tuple[int, object]]:
-    """A row's values as DXF extended data: (1000, name) then the value (1071 integer, 1040 real,
-    1000 text); empty values left out."""
-    tags: list[tuple[int, object]] = []
+class EntityStream:
+    """Model space entities as DXF tag text, written to a temporary file as they come."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.next_handle = FIRST_HANDLE
+        # anonymous, so gone when closed: by CadDrawing.save, or by the collector after an error
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
+
+    def _head(self, kind: str, layer: str, subclass: str) -> str:
+        handle, self.next_handle = self.next_handle, self.next_handle + 1
+        return f"  0\n{kind}\n  5\n{handle:X}\n330\n{self.owner}\n100\nAcDbEntity\n  8\n{layer}\n100\n{subclass}\n"
+
+    def polyline(self, layer: str, points: np.ndarray, closed: bool, xdata: str = "") -> None:
+        """An LWPOLYLINE through ``points`` (n x 2), closed or open, with extended data tags ``xdata``."""
+        vertices = "".join(f" 10\n{float(x)!r}\n 20\n{float(y)!r}\n" for x, y in points.tolist())
+        head = self._head("LWPOLYLINE", layer, "AcDbPolyline")
+        self.file.write(f"{head} 90\n{len(points)}\n 70\n{int(closed)}\n{vertices}{xdata}")
+
+    def text(self, layer: str, text: str, anchor: tuple[float, float], height: float) -> None:
+        """A TEXT of ``height`` whose left end's middle is at ``anchor``."""
+        x, y = (repr(float(v)) for v in anchor)
+        self.file.write(
+            f"{self._head('TEXT', layer, 'AcDbText')} 10\n{x}\n 20\n{y}\n 30\n0.0\n 40\n{float(height)!r}\n"
+            f"  1\n{_one_line(text)}\n 72\n0\n 11\n{x}\n 21\n{y}\n 31\n0.0\n100\nAcDbText\n 73\n2\n"
+        )
+
+    def copy_to(self, out: TextIO) -> None:
+        """Everything streamed so far, into ``out``."""
+        self.file.seek(0)
+        shutil.copyfileobj(self.file, out)
+
+    def close(self) -> None:
+        """Drop the streamed entities (the temporary file)."""
+        self.file.close()
+
+
+def _chunks(frame: pd.DataFrame, rows: np.ndarray | None = None, size: int = 4096) -> Iterator[pd.DataFrame]:
+    """``frame``'s ``rows`` (positions; default all) a few thousand at a time: drawing costs memory
+    by the chunk, not by the survey."""
+    positions = np.arange(len(frame)) if rows is None else rows
+    for start in range(0, len(positions), size):
+        yield frame.iloc[positions[start : start + size]]
+
+
+def _groups(frame: pd.DataFrame, keys: str | list[str]) -> Iterator[tuple[Any, np.ndarray]]:
+    """Each value of ``keys`` in ``frame`` with the positions of its rows, in order of appearance
+    (positions, not copies of the rows)."""
+    if len(frame):
+        for key, rows in frame.groupby(keys, sort=False).indices.items():
+            yield key, np.asarray(rows)
+
+
+def _one_line(text: object) -> str:
+    """A DXF tag value: one line."""
+    return " ".join(str(text).splitlines())
+
+
+def _split_at_entities(skeleton: str, handle_seed: int) -> tuple[str, str]:
+    """The document's text before and after the body of its (empty) ENTITIES section, with
+    ``$HANDSEED`` raised past the streamed entities' handles."""
+    seed = re.search(r"\$HANDSEED\n  5\n([0-9A-Fa-f]+)\n", skeleton)
+    if seed is None or int(seed.group(1), 16) > FIRST_HANDLE:
+        raise RuntimeError("the DXF document's own handles reach the streamed entities' range")
+    skeleton = skeleton[: seed.start(1)] + f"{handle_seed:X}" + skeleton[seed.end(1) :]
+    marker = "  0\nSECTION\n  2\nENTITIES\n"
+    cut = skeleton.index(marker) + len(marker)
+    return skeleton[:cut], skeleton[cut:]
+
+
+def extended_data(row: dict[str, Any]) -> str:
+    """A row's values as DXF extended data tags of the application ``MSAF``: (1000, name) then the
+    value (1071 integer, 1040 real, 1000 text); empty values left out, nothing without values."""
+    tags = []
     for name, value in row.items():
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-            tags += [(1000, name), (1000, str(value))]
+            tags.append(f"1000\n{name}\n1000\n{_one_line(value)}\n")
         elif isinstance(value, (int, np.integer)):
-            tags += [(1000, name), (1071, int(value))]
+            tags.append(f"1000\n{name}\n1071\n{int(value)}\n")
         else:
-            tags += [(1000, name), (1040, float(value))]
-    return tags
+            tags.append(f"1000\n{name}\n1040\n{float(value)!r}\n")
+    return f"1001\n{APP_ID}\n" + "".join(tags) if tags else ""
 
 
-def _paths(geometry: object) -> Iterator[tuple[list[tuple[float, float]], bool]]:
-    """Each ring (closed, its repeated last vertex dropped) or line of a shapely geometry, as xy lists."""
-    if geometry is None or shapely.is_empty(geometry):
-        return
-    for part in getattr(geometry, "geoms", [geometry]):
-        if isinstance(part, shapely.Polygon):
-            for ring in (part.exterior, *part.interiors):
-                yield [(x, y) for x, y in ring.coords[:-1]], True
-        elif isinstance(part, shapely.LineString):
-            yield [(x, y) for x, y in part.coords], False
+def paths(geometries: np.ndarray) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """(row, n x 2 vertices, closed) for each polygon ring (its repeated last vertex dropped) and
+    line of an array of shapely geometries, row by row (rings of a row in order), vectorised."""
+    parts, part_row = shapely.get_parts(geometries, return_index=True)
+    kinds = shapely.get_type_id(parts)
+    polygons, lines = kinds == shapely.GeometryType.POLYGON, np.isin(kinds, (1, 2))  # LineString, LinearRing
+    rings, ring_part = shapely.get_rings(parts[polygons], return_index=True)
+    pieces = np.concatenate([rings, parts[lines]])
+    rows = np.concatenate([part_row[polygons][ring_part], part_row[lines]]).astype(int)
+    closed = np.concatenate([np.ones(len(rings), bool), np.zeros(int(lines.sum()), bool)])
+    order = np.argsort(rows, kind="stable")
+    coordinates, piece = shapely.get_coordinates(pieces[order], return_index=True)
+    ends = np.cumsum(np.bincount(piece, minlength=len(pieces)))
+    for k, index in enumerate(order):
+        points = coordinates[(ends[k - 1] if k else 0) : ends[k]]
+        if closed[index]:
+            points = points[:-1]
+        if len(points) >= 2:
+            yield int(rows[index]), points, bool(closed[index])
 
 
-def label_text(row: pd.Series) -> str:
+def label_text(row: Mapping[str, Any]) -> str:
     """``12  0.35 mm`` for a measured crack (its widest width), ``12  0.0310 m²`` for other defects."""
     width = row.get("max_width_mm")
     if isinstance(width, float) and not math.isnan(width):
@@ -203,7 +314,7 @@ def label_text(row: pd.Series) -> str:
     return f"{row['defect_id']}  {row['area_m2']:.4f} m²"
 
 
-def change_label(row: pd.Series) -> str:
+def change_label(row: Mapping[str, Any]) -> str:
     """``3  widened +0.12 mm``: the change's id, its status, and how much it grew where it did."""
     text = f"{row['change_id']}  {row['status']}"
     widening, lengthening = row.get("delta_max_width_mm"), row.get("delta_length_m")
@@ -230,25 +341,25 @@ def write_dxf(
     if drawing is None:
         path.unlink(missing_ok=True)
         return False
-    defects = tables.defects
-    for (name, severity), group in defects.groupby(["class", "severity"], sort=False):
+    defects, lines = tables.defects, tables.centerlines
+    for (name, severity), rows in _groups(defects, ["class", "severity"]):
         layer = drawing.layer(outline_layer(str(name), str(severity)), SEVERITY_COLOURS[str(severity)])
-        drawing.draw(group, layer, [c for c in DEFECT_DATA if c in group])
-    if len(tables.centerlines) and len(defects):
-        rated = tables.centerlines.merge(defects[["defect_id", "class", "severity"]], on="defect_id")
-        for severity, group in rated.groupby("severity", sort=False):
+        drawing.draw(defects, layer, DEFECT_DATA, rows)
+    if len(lines) and len(defects):  # each piece on its crack's severity layer, rated like its crack
+        rating = defects.set_index("defect_id")[["class", "severity"]]
+        rated = pd.DataFrame({k: lines["defect_id"].map(rating[k]) for k in rating.columns}, index=lines.index)
+        for (name, severity), rows in _groups(rated, ["class", "severity"]):
             layer = drawing.layer(centreline_layer(str(severity)), SEVERITY_COLOURS[str(severity)])
-            drawing.draw(group, layer, [c for c in DEFECT_DATA if c in group])
+            drawing.draw(lines, layer, DEFECT_DATA, rows, {"class": name, "severity": severity})
     if tables.non_defects is not None:
-        for name, joints in tables.non_defects.groupby("class"):
-            drawing.draw(joints, drawing.layer(layer_name(str(name)), NON_DEFECT_COLOUR))
+        for name, rows in _groups(tables.non_defects, "class"):
+            drawing.draw(tables.non_defects, drawing.layer(layer_name(str(name)), NON_DEFECT_COLOUR), (), rows)
     if condition is not None:
-        for state, cells in condition.cells.groupby("condition_state"):
+        for state, rows in _groups(condition.cells, "condition_state"):
             colour = CONDITION_COLOURS.get(str(state), NON_DEFECT_COLOUR)
-            drawing.draw(cells, drawing.layer(condition_layer(str(state)), colour, hidden=True))
+            drawing.draw(condition.cells, drawing.layer(condition_layer(str(state)), colour, hidden=True), (), rows)
     if len(defects):
-        texts = [label_text(row) for _, row in defects.iterrows()]
-        drawing.label(defects, texts, LABEL_LAYER, LABEL_HEIGHT_PX * pixel_size)
+        drawing.label(defects, label_text, LABEL_LAYER, LABEL_HEIGHT_PX * pixel_size)
     drawing.save(path, [defects, tables.non_defects, condition.cells if condition is not None else None])
     return True
 
@@ -260,10 +371,9 @@ def write_change_dxf(path: Path, changes: gpd.GeoDataFrame, pixel_size: float) -
     drawing = CadDrawing.of(changes.crs)
     if drawing is None:
         raise ValueError(f"changes in a geographic CRS: {changes.crs}")  # compare reprojects before this
-    for status, group in changes.groupby("status", sort=False):
+    for status, rows in _groups(changes, "status"):
         layer = drawing.layer(change_layer(str(status)), STATUS_COLOURS.get(str(status), NON_DEFECT_COLOUR))
-        drawing.draw(group, layer, [c for c in CHANGE_DATA if c in group])
+        drawing.draw(changes, layer, CHANGE_DATA, rows)
     if len(changes):
-        texts = [change_label(row) for _, row in changes.iterrows()]
-        drawing.label(changes, texts, CHANGE_LABEL_LAYER, LABEL_HEIGHT_PX * pixel_size)
+        drawing.label(changes, change_label, CHANGE_LABEL_LAYER, LABEL_HEIGHT_PX * pixel_size)
     drawing.save(path, [changes])

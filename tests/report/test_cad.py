@@ -2,6 +2,7 @@
 
 import ezdxf
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 from pyproj import CRS
@@ -9,10 +10,14 @@ from shapely.geometry import LineString, Polygon
 
 from pipeline.report.cad import (
     APP_ID,
+    FIRST_HANDLE,
+    LABEL_LAYER,
+    EntityStream,
     centreline_layer,
     change_label,
     change_layer,
     drawing_units,
+    extended_data,
     label_text,
     layer_name,
     nearest_aci,
@@ -101,3 +106,61 @@ def test_layer_names_colours_and_labels():
     new = pd.Series({"change_id": 1, "status": "new", "delta_max_width_mm": nan, "delta_length_m": nan})
     assert change_label(new) == "1  new"
     assert change_layer("not seen (too dark or blurred)") == "CHANGE-NOT_SEEN_TOO_DARK_OR_BLURRED"
+
+
+def test_streamed_entities_are_the_tags_ezdxf_writes_for_them():
+    """The drawing's entities are streamed as text: tag for tag what ezdxf's own entities export
+    (handles aside), so every CAD program that reads ezdxf's drawings reads these."""
+    from ezdxf.enums import TextEntityAlignment
+    from ezdxf.lldxf.tagwriter import TagCollector
+
+    doc = ezdxf.new("R2010")
+    doc.appids.add(APP_ID)
+    space = doc.modelspace()
+    ring = [(500000.087, 4999999.5), (500000.1, 4999999.25), (500000.125, 4999999.0)]
+    polyline = space.add_lwpolyline(ring, close=True, dxfattribs={"layer": "CRACK-HIGH"})
+    values = [(1000, "defect_id"), (1071, 7), (1000, "class"), (1000, "crack"), (1000, "max_width_mm"), (1040, 0.4567)]
+    polyline.set_xdata(APP_ID, values)
+    text = space.add_text("7  0.46 mm", height=0.012, dxfattribs={"layer": LABEL_LAYER})
+    text.set_placement((1.5, 2.25), align=TextEntityAlignment.MIDDLE_LEFT)
+    expected = []
+    for entity in (polyline, text):
+        collector = TagCollector(dxfversion=doc.dxfversion)
+        entity.export_dxf(collector)
+        expected += [(tag.code, tag.value) for tag in collector.tags if tag.code != 5]
+
+    stream = EntityStream(space.block_record_handle)
+    data = extended_data(
+        {"defect_id": np.int64(7), "class": "crack", "mean_width_mm": float("nan"), "max_width_mm": 0.4567}
+    )
+    stream.polyline("CRACK-HIGH", np.array(ring), True, data)
+    stream.text(LABEL_LAYER, "7  0.46 mm", (1.5, 2.25), 0.012)
+    stream.file.seek(0)
+    lines = stream.file.read().splitlines()
+    streamed = [(int(code), value) for code, value in zip(lines[::2], lines[1::2], strict=True) if int(code) != 5]
+    assert [code for code, _ in streamed] == [code for code, _ in expected]
+    for (code, value), (_, want) in zip(streamed, expected, strict=True):
+        assert type(want)(value) == want, code  # the same value, as the type ezdxf gives it
+    handles = [int(value, 16) for code, value in zip(lines[::2], lines[1::2], strict=True) if int(code) == 5]
+    assert handles == [FIRST_HANDLE, FIRST_HANDLE + 1] and stream.next_handle == FIRST_HANDLE + 2
+    stream.close()
+
+
+def test_the_cad_bench_draws_the_same_entities_both_ways(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "cad_speed.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cad_speed.py"), "--defects", "30", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["streamed"]["entities"] == row["entity_by_entity"]["entities"] == 30 * 12  # outline, 10 pieces, label
