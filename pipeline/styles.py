@@ -29,6 +29,12 @@ STATUS_COLOURS = {
     "not seen (too dark or blurred)": "#737373",
     "not covered": "#bdbdbd",
 }
+HISTORY_COLOURS = {  # the trend of a crack over several surveys (pipeline.report.history)
+    "growing": "#d7191c",
+    "stable": "#2c7bb6",
+    "new in the latest survey": "#f08a24",
+    "not in the latest survey": "#7b3294",
+}
 CONDITION_COLOURS = {  # AASHTO condition states: good to poor, ranges between their ends
     "CS1": "#1a9641",
     "CS1-CS2": "#a6d96a",

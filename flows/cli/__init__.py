@@ -13,6 +13,7 @@ for command in (
     surveys.mosaic,
     surveys.report,
     surveys.compare,
+    surveys.history,
     surveys.schedule,
 ):
     app.command()(command)

@@ -1,4 +1,4 @@
-"""`msaf survey`, `mosaic`, `report`, `compare`, `schedule`: processing orthomosaics and reporting."""
+"""`msaf survey`, `mosaic`, `report`, `compare`, `history`, `schedule`: processing orthomosaics and reporting."""
 
 from __future__ import annotations
 
@@ -329,6 +329,23 @@ def compare(
     if result["cracks"]:
         console.print("per crack: " + ", ".join(f"{count} {status}" for status, count in result["cracks"].items()))
     console.print(f"wrote {', '.join(str(out / f) for f in outputs)}")
+
+
+@user_errors
+def history(
+    surveys: Annotated[list[Path], typer.Argument(help="two or more survey folders of one structure (any order)")],
+    out: Annotated[
+        Path, typer.Option(help="folder for history.gpkg/.csv, report.html and pairs/ (each pair's changes)")
+    ],
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
+    """Follow each crack through several surveys: since when, how fast it lengthens and widens."""
+    from pipeline.report.history import crack_history
+
+    result = crack_history(surveys, out, load_optional_params(params).report)
+    trends = ", ".join(f"{count} {trend}" for trend, count in result.trends.items())
+    console.print(f"{result.cracks} cracks over {result.surveys} surveys: {trends}")
+    console.print(f"wrote {', '.join(str(out / f) for f in result.outputs)} and {out / 'pairs'}")
 
 
 def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:

@@ -611,7 +611,7 @@ def _pixel_in(survey_dir: Path, crs: pyproj.CRS) -> float:
         return ground_sample_distance(ds.crs, ds.transform, ds.width, ds.height) / linear_unit_m(crs)
 
 
-def _refuse_survey_folder(out_dir: Path) -> None:
+def refuse_survey_folder(out_dir: Path) -> None:
     """A change report never goes into a survey folder (either compared one or any other): its
     report.html is that survey's report."""
     if any((out_dir / name).exists() for name in SURVEY_OUTPUTS):
@@ -643,7 +643,7 @@ def compare_surveys(
 def _compare(
     old_dir: Path, new_dir: Path, out_dir: Path, cfg: ReportConfig, old_image: Path | None, new_image: Path | None
 ) -> dict[str, Any]:
-    _refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
+    refuse_survey_folder(out_dir)  # before reading anything: OLD itself is the usual slip
     old, new = load_defects(old_dir, cfg), load_defects(new_dir, cfg)
     old_record, new_record = read_survey_record(old_dir), read_survey_record(new_dir)
     old_ortho, new_ortho = survey_image(old_record, old_image), survey_image(new_record, new_image)

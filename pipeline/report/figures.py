@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import rasterio
 from matplotlib import patheffects
 from matplotlib.artist import Artist
@@ -218,4 +219,19 @@ def bars(labels: list[str], values: list[float], ylabel: str, title: str, colour
     ax.bar(labels, values, color=colours)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    return _png(fig)
+
+
+def timelines(epochs: pd.DataFrame, surveys: list[str]) -> bytes:
+    """Each crack's length and widest width survey by survey (``epochs``: crack, survey (1-based),
+    length_m, max_width_mm), one line per crack, the surveys named on the x axis."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for crack, rows in epochs.groupby("crack"):
+        for ax, column in zip(axes, ("length_m", "max_width_mm"), strict=True):
+            ax.plot(rows["survey"], rows[column], marker="o", label=f"crack {crack}")
+    for ax, label in zip(axes, ("length (m)", "widest width (mm)"), strict=True):
+        ax.set_xticks(range(1, len(surveys) + 1), surveys, rotation=20, fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
     return _png(fig)

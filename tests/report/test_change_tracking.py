@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -411,3 +412,60 @@ def test_a_crack_that_grew_past_a_break_in_its_mask_is_one_extended_crack(tmp_pa
     with sqlite3.connect(tmp_path / "changes" / "changes.gpkg") as con:  # QGIS opens it coloured by status
         styled = dict(con.execute("SELECT f_table_name, styleQML FROM layer_styles WHERE useAsDefault").fetchall())
     assert 'attr="status"' in styled["crack_changes"] and 'attr="status"' in styled["changes"]
+
+
+def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveyed):
+    """Three yearly flights given out of order: a crack that lengthens then widens is growing, one
+    that appears in the second flight is stable since, one repaired before the third is lost; each
+    crack's length and width survey by survey, and its growth per year over the two years."""
+    from tests.conftest import run_msaf
+
+    template = json.loads((surveyed / "survey.json").read_text())
+    template["input"]["path"] = str(tmp_path / "flown-and-deleted.tif")  # widths from the masks
+    masks = [np.zeros((300, 900), np.uint8) for _ in range(3)]
+    masks[0][48:51, 50:450] = 1  # A: 0.4 m, 3 mm
+    masks[1][48:51, 50:650] = 1  # A: 0.6 m
+    masks[2][47:52, 50:650] = 1  # A: 0.6 m, 5 mm
+    masks[0][200:203, 600:800] = masks[1][200:203, 600:800] = 1  # C: repaired before the third flight
+    masks[1][120:123, 100:300] = masks[2][120:123, 100:300] = 1  # B: new in the second flight
+    folders = []
+    for mask, date in zip(masks, ("2024-06-01", "2025-06-01", "2026-06-01"), strict=True):
+        folder = write_mask_survey(tmp_path / f"flight-{date[:4]}", mask)
+        (folder / "survey.json").write_text(json.dumps(template | {"job": {"flight_date": date}}))
+        folders.append(str(folder))
+    params = tmp_path / "params.yaml"
+    params.write_text("report:\n  min_area_m2: 0\n  match_distance_m: 0.01\n")
+    out = tmp_path / "history"
+    done = run_msaf("history", folders[2], folders[0], folders[1], "--out", str(out), "--params", str(params))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (
+        "3 cracks over 3 surveys: 1 growing, 1 stable, 0 new in the latest survey, 1 not in the latest survey"
+        in done.stdout
+    )
+    history = gpd.read_file(out / "history.gpkg", layer="crack_history").set_index("trend")
+    grown = history.loc["growing"]
+    assert (grown["first_seen"], grown["last_seen"], grown["seen_in"]) == ("2024-06-01", "2026-06-01", 3)
+    assert (grown["first_length_m"], grown["length_m"]) == pytest.approx((0.4, 0.6), abs=0.01)
+    assert (grown["first_max_width_mm"], grown["max_width_mm"]) == pytest.approx((3, 5), abs=0.5)
+    years = 730 / 365.25
+    assert grown["lengthening_m_per_year"] == pytest.approx((grown["length_m"] - grown["first_length_m"]) / years)
+    assert grown["widening_mm_per_year"] == pytest.approx((grown["max_width_mm"] - grown["first_max_width_mm"]) / years)
+    assert history.loc["stable", "first_seen"] == "2025-06-01" and history.loc["stable", "seen_in"] == 2
+    lost = history.loc["not in the latest survey"]
+    assert lost["last_seen"] == "2025-06-01" and not lost["latest_crack_ids"]
+    assert grown.geometry.bounds == pytest.approx((400000.05, 4999999.948, 400000.65, 4999999.953), abs=0.002)
+    epochs = gpd.read_file(out / "history.gpkg", layer="crack_epochs")
+    assert epochs.groupby("crack")["survey"].apply(list).tolist() == [[1, 2, 3], [2, 3], [1, 2]]
+    assert (out / "history.csv").read_text().splitlines()[0].startswith("crack,survey,survey_name,flown")
+    pairs = sorted(p.name for p in (out / "pairs").iterdir())
+    assert pairs == ["01_flight-2024_to_flight-2025", "02_flight-2025_to_flight-2026"]
+    assert all((out / "pairs" / p / "changes.gpkg").is_file() for p in pairs)
+    page = (out / "report.html").read_text()
+    assert "Crack history: flight-2024 → flight-2026 (3 surveys)" in page and "Crack length and width" in page
+    from pipeline.errors import MsafError
+    from pipeline.report.history import crack_history
+
+    with pytest.raises(MsafError, match="two surveys or more"):
+        crack_history([Path(folders[0])], tmp_path / "one", CFG)
+    with pytest.raises(MsafError, match="given twice"):
+        crack_history([Path(folders[0]), Path(folders[0]) / "."], tmp_path / "twice", CFG)

@@ -1,0 +1,326 @@
+"""A crack's history over several surveys of one structure (``msaf history``).
+
+A bridge is flown every year or two, and what an inspector monitors is each crack across all of
+those flights: since when it is there, how fast it lengthens and widens. ``compare`` answers for
+two surveys; this compares each survey with the one flown before it (each pair's full change
+report under ``pairs/``) and follows every crack through those comparisons: the pieces a
+comparison matched (its ``old_ids`` and ``new_ids``) and the pieces a report linked into one crack
+(``crack_id``) are one crack's, whatever survey they lie in. Per crack and survey: its length
+(summed over its pieces), its widest width and its pieces; per crack: when it was first and last
+seen, its growth per year between those flights, and its trend.
+
+A crack a survey did not find (too dark, blurred, or missed) breaks its line: the crack seen before
+and after the gap counts as one lost and one new. Lost cracks are drawn where their last survey
+saw them (that survey's registration to the latest is not applied).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyproj
+import shapely
+
+from pipeline import styles
+from pipeline.config import ReportConfig
+from pipeline.errors import MsafError
+from pipeline.fsutil import atomic_output
+from pipeline.raster.ground import linear_unit_m
+from pipeline.report import figures
+from pipeline.report.build import survey_image
+from pipeline.report.compare import CHANGES_GPKG, compare_surveys, load_defects, refuse_survey_folder
+from pipeline.report.epochs import DAYS_PER_YEAR
+from pipeline.report.html import Page
+from pipeline.report.outputs import write_geopackage
+from pipeline.survey_folder import SurveyFolder, prepare_output_folder
+from pipeline.survey_record import read_survey_record
+
+HISTORY_GPKG, HISTORY_CSV = "history.gpkg", "history.csv"
+HISTORY_OUTPUTS = (HISTORY_GPKG, HISTORY_CSV, SurveyFolder.HTML)
+PAIRS = "pairs"  # each pair's change report, in a folder of its own
+GROWING, STABLE, NEW_IN_LATEST, LOST = "growing", "stable", "new in the latest survey", "not in the latest survey"
+TRENDS = (GROWING, STABLE, NEW_IN_LATEST, LOST)
+SHOWN = 25  # cracks in the report's table; all are in history.gpkg
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    """What a history found and wrote: the CLI prints it."""
+
+    cracks: int
+    trends: dict[str, int]  # cracks per trend (TRENDS, in order)
+    surveys: int
+    outputs: tuple[str, ...]  # file names in the output folder (and the pairs/ folder beside them)
+
+
+@dataclass(frozen=True)
+class Flight:
+    """One survey of the history: its folder and when it was flown (the job's flight date, else
+    when it was surveyed; None for a survey folder without a record)."""
+
+    folder: Path
+    when: str | None
+    dated: bool  # ``when`` is a flight date, so intervals between flights mean something
+
+    @property
+    def name(self) -> str:
+        """The survey folder's name: what the tables call it."""
+        return self.folder.name
+
+
+def flights_in_order(folders: Sequence[Path]) -> list[Flight]:
+    """The surveys by flight (by when each was surveyed where a flight date is missing); in the
+    order given when any has no record to tell."""
+    resolved = [Path(folder).resolve() for folder in folders]
+    if len(resolved) < 2:
+        raise MsafError("a history needs two surveys or more; for one survey, its report is the history")
+    if len(set(resolved)) < len(resolved):
+        raise MsafError("a survey is given twice; give each survey of the structure once")
+    flights = []
+    for folder in folders:
+        record = read_survey_record(Path(folder)) if Path(folder).is_dir() else None
+        if not SurveyFolder(folder).mask.is_file() and not SurveyFolder(folder).gpkg.is_file():
+            raise MsafError(f"{folder}: neither defects.gpkg nor mask.tif; is this a survey folder?")
+        date = record.job.get("flight_date") if record else None
+        flights.append(Flight(Path(folder), date or (record.created_utc if record else None), bool(date)))
+    if all(flight.when for flight in flights):
+        flights.sort(key=lambda flight: str(flight.when))
+    return flights
+
+
+class _Lineages:
+    """Union-find over (survey index, defect_id): the pieces that are one crack through the surveys."""
+
+    def __init__(self) -> None:
+        self.parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(self, node: tuple[int, int]) -> tuple[int, int]:
+        self.parent.setdefault(node, node)
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def join(self, nodes: Sequence[tuple[int, int]]) -> None:
+        for node in nodes[1:]:
+            self.parent[self.find(node)] = self.find(nodes[0])
+
+
+def _ids(text: object) -> list[int]:
+    """``"3,5"`` -> [3, 5] (a changes row's old_ids / new_ids; empty for none)."""
+    return [int(part) for part in str(text).split(",") if part.strip()] if isinstance(text, str) else []
+
+
+def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -> list[np.ndarray]:
+    """Per survey, the lineage number of each of its crack pieces (rows of ``cracks[k]``), lineages
+    joined by the pieces of one crack (``crack_id``) and by each pair's matches (``changes[k]``:
+    survey k against survey k + 1)."""
+    lineages = _Lineages()
+    for k, frame in enumerate(cracks):
+        for defect_id in frame["defect_id"]:
+            lineages.find((k, int(defect_id)))
+        if "crack_id" in frame:
+            for _, pieces in frame.groupby("crack_id")["defect_id"]:
+                lineages.join([(k, int(i)) for i in pieces])
+    for k, pair in enumerate(changes):
+        known = set(cracks[k]["defect_id"]), set(cracks[k + 1]["defect_id"])
+        for old_ids, new_ids in zip(pair["old_ids"], pair["new_ids"], strict=True):
+            olds = [(k, i) for i in _ids(old_ids) if i in known[0]]
+            news = [(k + 1, i) for i in _ids(new_ids) if i in known[1]]
+            if olds and news:
+                lineages.join(olds + news)
+    roots: dict[tuple[int, int], int] = {}
+    return [
+        np.array([roots.setdefault(lineages.find((k, int(i))), len(roots)) for i in frame["defect_id"]], dtype=int)
+        for k, frame in enumerate(cracks)
+    ]
+
+
+def _years(first: Flight, last: Flight) -> float:
+    """Years between two dated flights; NaN when either is undated or they are the same day."""
+    if not (first.dated and last.dated and first.when and last.when):
+        return math.nan
+    days = (pd.Timestamp(last.when) - pd.Timestamp(first.when)).days
+    return days / DAYS_PER_YEAR if days > 0 else math.nan
+
+
+def _trend(seen: list[int], last: int, first_row: pd.Series, last_row: pd.Series, tolerance: float) -> str:
+    """Growing when its length or widest width grew by more than ``tolerance`` (relative) from its
+    first survey to its last; lost and new by where it was seen."""
+    if seen[-1] != last:
+        return LOST
+    if len(seen) == 1:
+        return NEW_IN_LATEST
+    for column in ("length_m", "max_width_mm"):
+        before, after = float(first_row[column]), float(last_row[column])
+        if math.isfinite(before) and math.isfinite(after) and after > before * (1 + tolerance):
+            return GROWING
+    return STABLE
+
+
+def crack_tables(
+    flights: list[Flight], cracks: list[gpd.GeoDataFrame], lineage: list[np.ndarray], tolerance: float
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """``crack_history`` (one row per crack, in the latest survey's CRS) and ``crack_epochs`` (one row
+    per crack and survey it was seen in)."""
+    crs = cracks[-1].crs
+    rows = []
+    for k, (flight, frame) in enumerate(zip(flights, cracks, strict=True)):
+        if not len(frame):
+            continue
+        per = frame.assign(lineage=lineage[k]).groupby("lineage")
+        sizes = pd.DataFrame(
+            {
+                "length_m": per["length_m"].sum(min_count=1),
+                "max_width_mm": per["max_width_mm"].max(),
+                "pieces": per.size(),
+                "crack_ids": per["crack_id"].agg(lambda ids: ",".join(str(i) for i in sorted(set(ids)))),
+            }
+        )
+        outlines = per["geometry"].agg(lambda shapes: shapely.union_all(shapes.to_numpy()))
+        sizes["geometry"] = gpd.GeoSeries(outlines, crs=frame.crs).to_crs(crs).to_numpy()
+        rows.append(sizes.assign(survey=k + 1, survey_name=flight.name, flown=flight.when).reset_index())
+    epochs = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["lineage", "survey"])
+    last = len(flights)
+    history = []
+    for _, seen in epochs.sort_values(["lineage", "survey"]).groupby("lineage"):
+        first_row, last_row = seen.iloc[0], seen.iloc[-1]
+        surveys = seen["survey"].tolist()
+        years = _years(flights[surveys[0] - 1], flights[surveys[-1] - 1])
+        history.append(
+            {
+                "lineage": seen["lineage"].iloc[0],
+                "trend": _trend(surveys, last, first_row, last_row, tolerance),
+                "latest_crack_ids": last_row["crack_ids"] if surveys[-1] == last else "",
+                "first_seen": flights[surveys[0] - 1].when or flights[surveys[0] - 1].name,
+                "last_seen": flights[surveys[-1] - 1].when or flights[surveys[-1] - 1].name,
+                "seen_in": len(surveys),
+                "first_length_m": first_row["length_m"],
+                "length_m": last_row["length_m"],
+                "first_max_width_mm": first_row["max_width_mm"],
+                "max_width_mm": last_row["max_width_mm"],
+                "lengthening_m_per_year": (last_row["length_m"] - first_row["length_m"]) / years,
+                "widening_mm_per_year": (last_row["max_width_mm"] - first_row["max_width_mm"]) / years,
+                "geometry": last_row["geometry"],
+            }
+        )
+    table = gpd.GeoDataFrame(history, geometry="geometry", crs=crs) if history else _empty_history(crs)
+    order = table["trend"].map({t: i for i, t in enumerate(TRENDS)}) if len(table) else table["trend"]
+    table = table.assign(
+        _o=order, _g=-table["lengthening_m_per_year"].fillna(0) - table["widening_mm_per_year"].fillna(0)
+    )
+    table = table.sort_values(["_o", "_g"]).drop(columns=["_o", "_g"]).reset_index(drop=True)
+    numbers = dict(zip(table["lineage"], range(1, len(table) + 1), strict=True))
+    table.insert(0, "crack", table.pop("lineage").map(numbers))
+    epochs = epochs.assign(crack=epochs["lineage"].map(numbers)) if len(epochs) else epochs.assign(crack=[])
+    columns = ["crack", "survey", "survey_name", "flown", "length_m", "max_width_mm", "pieces", "crack_ids"]
+    return table, pd.DataFrame(epochs.reindex(columns=columns)).sort_values(["crack", "survey"], ignore_index=True)
+
+
+def _empty_history(crs: pyproj.CRS) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"lineage": [], "trend": []}, geometry=gpd.GeoSeries([], crs=crs))
+
+
+def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> HistoryResult:
+    """Compare each survey with the one flown before it (``out_dir/pairs/``) and follow each crack
+    through them: history.gpkg (``crack_history``, ``crack_epochs``, ``surveys``), history.csv
+    (the crack_epochs table) and report.html in ``out_dir``."""
+    out_dir = Path(out_dir)
+    refuse_survey_folder(out_dir)
+    flights = flights_in_order(surveys)
+    prepare_output_folder(out_dir, HISTORY_OUTPUTS)
+    changes = []
+    for k in range(len(flights) - 1):
+        old, new = flights[k], flights[k + 1]
+        pair = out_dir / PAIRS / f"{k + 1:02d}_{old.name}_to_{new.name}"
+        compare_surveys(old.folder, new.folder, pair, cfg)
+        changes.append(gpd.read_file(pair / CHANGES_GPKG, layer="changes", engine="pyogrio"))
+    cracks = []
+    for flight in flights:
+        defects = load_defects(flight.folder, cfg)
+        cracks.append(defects[defects["class"].isin(cfg.crack_classes)].reset_index(drop=True))
+    lineage = follow_cracks(cracks, changes)
+    history, epochs = crack_tables(flights, cracks, lineage, cfg.change_tolerance)
+    surveys_table = pd.DataFrame(
+        [
+            {
+                "survey": k + 1,
+                "survey_name": f.name,
+                "folder": str(f.folder),
+                "flown": f.when,
+                "flight_date": f.dated,
+                "cracks": len(set(lineage[k])),
+                "crack_length_m": float(cracks[k]["length_m"].sum()),
+            }
+            for k, f in enumerate(flights)
+        ]
+    )
+    write_geopackage(
+        out_dir / HISTORY_GPKG, {"crack_history": history, "crack_epochs": epochs, "surveys": surveys_table}
+    )
+    with atomic_output(out_dir / HISTORY_CSV) as tmp:
+        epochs.to_csv(tmp, index=False)
+    page = _page(flights, history, epochs, surveys_table)
+    with atomic_output(out_dir / SurveyFolder.HTML) as tmp:
+        tmp.write_text(page.render())
+    trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
+    return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS)
+
+
+def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame, surveys: pd.DataFrame) -> Page:
+    """The history report: a map of the cracks by trend over the latest orthomosaic, the surveys, the
+    cracks growing fastest, and their length and width survey by survey."""
+    latest = flights[-1].folder
+    ortho = survey_image(read_survey_record(latest), None)
+    crs = history.crs
+    if len(history):
+        minx, miny, maxx, maxy = history.total_bounds
+        pad = max(maxx - minx, maxy - miny, 1e-6) * 0.05
+        bounds = (minx - pad, miny - pad, maxx + pad, maxy + pad)
+    else:
+        bounds = (0.0, 0.0, 1.0, 1.0)
+    units = linear_unit_m(crs) if crs is not None and not crs.is_geographic else 1.0
+    overview = figures.overview_map(
+        ortho,
+        bounds,
+        history,
+        "trend",
+        styles.HISTORY_COLOURS,
+        units,
+        f"Cracks since {flights[0].when or flights[0].name}",
+    )
+    shown = history.drop(columns="geometry").head(SHOWN)
+    tables = [
+        ("Surveys", surveys.drop(columns="folder").to_html(index=False, border=0)),
+        (
+            f"Cracks, growing fastest first (the first {min(SHOWN, len(history))} of {len(history)})",
+            shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"),
+        ),
+    ]
+    growing = history.loc[history["trend"] == GROWING, "crack"].head(10).tolist()
+    plots = []
+    if growing:
+        lines = epochs[epochs["crack"].isin(growing)]
+        plots.append(
+            ("Crack length and width survey by survey", figures.timelines(lines, [f.when or f.name for f in flights]))
+        )
+    trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
+    return Page(
+        title=f"Crack history: {flights[0].name} → {flights[-1].name} ({len(flights)} surveys)",
+        subtitle=", ".join(f"{count} {trend}" for trend, count in trends.items()),
+        overview=overview,
+        has_defects=bool(len(history)),
+        tables=tables,
+        figures=plots,
+        provenance={f"survey {k + 1}": f"{f.folder} ({f.when or 'undated'})" for k, f in enumerate(flights)}
+        | {"pairwise change reports": PAIRS + "/"},
+        notes=[]
+        if all(f.dated for f in flights)
+        else [("note", "Growth per year needs a flight_date on every survey (--meta flight_date=YYYY-MM-DD).")],
+    )
