@@ -297,7 +297,7 @@ def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame
     )
     shown = history.drop(columns="geometry").head(SHOWN)
     tables = [
-        ("Surveys", surveys.drop(columns="folder").to_html(index=False, border=0)),
+        ("Surveys", surveys.drop(columns="folder").to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}")),
         (
             f"Cracks, growing fastest first (the first {min(SHOWN, len(history))} of {len(history)})",
             shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"),
