@@ -245,6 +245,7 @@ def _layer_specs() -> dict[str, StyleSpec]:
         "non_defects": StyleSpec("fill", NON_DEFECT_COLOUR, None, 70, 0.2),
         "changes": StyleSpec("fill", STATUS_COLOURS, "status"),
         "crack_changes": StyleSpec("fill", STATUS_COLOURS, "status"),
+        "crack_history": StyleSpec("fill", HISTORY_COLOURS, "trend"),
         "condition_cells": CONDITION_FILL,
         MISSED_LAYER: StyleSpec("line", REVIEW_COLOUR, None, 255, 0.6),
         AREA_LAYER: StyleSpec("fill", REVIEWED_AREA_COLOUR, None, 35, 0.6),

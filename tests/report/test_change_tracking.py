@@ -418,6 +418,7 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     """Three yearly flights given out of order: a crack that lengthens then widens is growing, one
     that appears in the second flight is stable since, one repaired before the third is lost; each
     crack's length and width survey by survey, and its growth per year over the two years."""
+    from pipeline.styles import HISTORY_COLOURS
     from tests.conftest import run_msaf
 
     template = json.loads((surveyed / "survey.json").read_text())
@@ -454,6 +455,9 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     lost = history.loc["not in the latest survey"]
     assert lost["last_seen"] == "2025-06-01" and not lost["latest_crack_ids"]
     assert grown.geometry.bounds == pytest.approx((400000.05, 4999999.948, 400000.65, 4999999.953), abs=0.002)
+    with sqlite3.connect(out / "history.gpkg") as con:  # QGIS draws the cracks by trend when it opens the layer
+        (qml,) = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'crack_history'").fetchone()
+    assert 'attr="trend"' in qml and all(f'value="{trend}"' in qml for trend in HISTORY_COLOURS)
     epochs = gpd.read_file(out / "history.gpkg", layer="crack_epochs")
     assert epochs.groupby("crack")["survey"].apply(list).tolist() == [[1, 2, 3], [2, 3], [1, 2]]
     assert (out / "history.csv").read_text().splitlines()[0].startswith("crack,survey,survey_name,flown")
