@@ -42,17 +42,22 @@ MISSED = ("not detected (still visible)", "missed before (visible then)")  # tol
 NOT_SEEN = "not seen (too dark or blurred)"  # where either flight's image could not show a crack
 
 
-def fly_again(ortho: Path, out: Path, seed: int = 0) -> None:
-    """The same ground from a second flight (see the module docstring)."""
+def fly_again(
+    ortho: Path,
+    out: Path,
+    seed: int = 0,
+    offset_m: tuple[float, float] = GEOREFERENCE_OFFSET_M,
+    phase: tuple[float, float] = PIXEL_PHASE,
+) -> None:
+    """The same ground from a second flight (see the module docstring); another ``offset_m`` (east,
+    north) and pixel ``phase`` for a third."""
     with rasterio.open(ortho) as src:
         rgb, profile = src.read(), src.profile
-    moved = np.stack(
-        [shift_image(band.astype(float), (-PIXEL_PHASE[1], PIXEL_PHASE[0]), order=3, mode="nearest") for band in rgb]
-    )
+    moved = np.stack([shift_image(band.astype(float), (-phase[1], phase[0]), order=3, mode="nearest") for band in rgb])
     lit = np.clip(255 * (np.clip(moved, 0, 255) / 255) ** 1.2 * 0.85 + 15, 0, 255).astype(np.uint8)
     blurred = np.asarray(Image.fromarray(lit.transpose(1, 2, 0)).filter(ImageFilter.GaussianBlur(0.7)), float)
     noisy = np.clip(blurred + np.random.default_rng(seed).normal(0, 2, blurred.shape), 0, 255).astype(np.uint8)
-    transform = Affine.translation(*GEOREFERENCE_OFFSET_M) @ profile["transform"]
+    transform = Affine.translation(*offset_m) @ profile["transform"]
     profile |= {"transform": transform, "compress": "jpeg", "jpeg_quality": 85, "photometric": "ycbcr"}
     profile |= {"tiled": True, "blockxsize": 256, "blockysize": 256}
     profile.pop("nodata", None)

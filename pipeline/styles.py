@@ -29,11 +29,12 @@ STATUS_COLOURS = {
     "not seen (too dark or blurred)": "#737373",
     "not covered": "#bdbdbd",
 }
-HISTORY_COLOURS = {  # the trend of a crack over several surveys (pipeline.report.history)
+HISTORY_COLOURS = {  # the trend of a crack over several surveys (pipeline.report.history.TRENDS)
     "growing": "#d7191c",
     "stable": "#2c7bb6",
-    "new in the latest survey": "#f08a24",
-    "not in the latest survey": "#7b3294",
+    "new": "#f08a24",
+    "not found (repaired?)": "#7b3294",
+    "not seen in every survey": "#737373",
 }
 CONDITION_COLOURS = {  # AASHTO condition states: good to poor, ranges between their ends
     "CS1": "#1a9641",

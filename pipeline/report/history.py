@@ -7,11 +7,12 @@ report under ``pairs/``) and follows every crack through those comparisons: the 
 comparison matched (its ``old_ids`` and ``new_ids``) and the pieces a report linked into one crack
 (``crack_id``) are one crack's, whatever survey they lie in. Per crack and survey: its length
 (summed over its pieces), its widest width and its pieces; per crack: when it was first and last
-seen, its growth per year between those flights, and its trend.
+seen, its growth per year between those flights, and its trend, from what the comparisons called
+its pieces (``trend``).
 
-A crack a survey did not find (too dark, blurred, or missed) breaks its line: the crack seen before
-and after the gap counts as one lost and one new. Lost cracks are drawn where their last survey
-saw them (that survey's registration to the latest is not applied).
+A crack a survey did not find (missed where the image still shows it, too dark, blurred, or not
+flown) breaks its line into two, each "not seen in every survey". Lost cracks are drawn where their
+last survey saw them (that survey's registration to the latest is not applied).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline.fsutil import atomic_output
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import survey_image
+from pipeline.report.change_status import ChangeStatus
 from pipeline.report.compare import CHANGES_GPKG, compare_surveys, load_defects, refuse_survey_folder
 from pipeline.report.epochs import DAYS_PER_YEAR
 from pipeline.report.html import Page
@@ -44,8 +46,15 @@ from pipeline.survey_record import read_survey_record
 HISTORY_GPKG, HISTORY_CSV = "history.gpkg", "history.csv"
 HISTORY_OUTPUTS = (HISTORY_GPKG, HISTORY_CSV, SurveyFolder.HTML)
 PAIRS = "pairs"  # each pair's change report, in a folder of its own
-GROWING, STABLE, NEW_IN_LATEST, LOST = "growing", "stable", "new in the latest survey", "not in the latest survey"
-TRENDS = (GROWING, STABLE, NEW_IN_LATEST, LOST)
+GROWING, STABLE, NEW, LOST, GAPS = (
+    "growing",  # a comparison along its line found it extended or widened
+    "stable",  # in every survey since it was first seen, never extended or widened
+    "new",  # appeared after the first survey, and the comparison that first saw it found it new
+    "not found (repaired?)",  # not in the latest survey, and the comparison that lost it found it gone
+    "not seen in every survey",  # missed where an image still showed it, too dark or blurred, or not flown
+)
+TRENDS = (GROWING, STABLE, NEW, LOST, GAPS)
+GROWTH = {ChangeStatus.EXTENDED.value, ChangeStatus.WIDENED.value}
 SHOWN = 25  # cracks in the report's table; all are in history.gpkg
 
 
@@ -117,10 +126,20 @@ def _ids(text: object) -> list[int]:
     return [int(part) for part in str(text).split(",") if part.strip()] if isinstance(text, str) else []
 
 
-def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -> list[np.ndarray]:
-    """Per survey, the lineage number of each of its crack pieces (rows of ``cracks[k]``), lineages
-    joined by the pieces of one crack (``crack_id``) and by each pair's matches (``changes[k]``:
-    survey k against survey k + 1)."""
+@dataclass(frozen=True)
+class CrackLines:
+    """The cracks followed through the surveys: per survey, the line (lineage) number of each of its
+    crack pieces; per line, what the comparisons called its pieces."""
+
+    lineage: list[np.ndarray]
+    statuses: dict[int, set[str]]  # every status a comparison gave one of its pieces
+    arrival: dict[int, set[str]]  # the statuses its pieces got where they were first seen (as new pieces)
+    departure: dict[int, set[str]]  # the statuses its pieces got where they were last seen (as old pieces)
+
+
+def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -> CrackLines:
+    """Lines of crack pieces, joined by the pieces of one crack (``crack_id``) and by each pair's
+    matches (``changes[k]``: survey k against survey k + 1), with the statuses of their pieces."""
     lineages = _Lineages()
     for k, frame in enumerate(cracks):
         for defect_id in frame["defect_id"]:
@@ -128,18 +147,37 @@ def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -
         if "crack_id" in frame:
             for _, pieces in frame.groupby("crack_id")["defect_id"]:
                 lineages.join([(k, int(i)) for i in pieces])
+    as_old: dict[tuple[int, int], str] = {}
+    as_new: dict[tuple[int, int], str] = {}
     for k, pair in enumerate(changes):
         known = set(cracks[k]["defect_id"]), set(cracks[k + 1]["defect_id"])
-        for old_ids, new_ids in zip(pair["old_ids"], pair["new_ids"], strict=True):
+        for status, old_ids, new_ids in zip(pair["status"], pair["old_ids"], pair["new_ids"], strict=True):
             olds = [(k, i) for i in _ids(old_ids) if i in known[0]]
             news = [(k + 1, i) for i in _ids(new_ids) if i in known[1]]
+            as_old |= dict.fromkeys(olds, str(status))
+            as_new |= dict.fromkeys(news, str(status))
             if olds and news:
                 lineages.join(olds + news)
     roots: dict[tuple[int, int], int] = {}
-    return [
+    lineage = [
         np.array([roots.setdefault(lineages.find((k, int(i))), len(roots)) for i in frame["defect_id"]], dtype=int)
         for k, frame in enumerate(cracks)
     ]
+    first = {line: k for k in reversed(range(len(cracks))) for line in lineage[k]}
+    last = {line: k for k in range(len(cracks)) for line in lineage[k]}
+    statuses: dict[int, set[str]] = {line: set() for line in first}
+    arrival: dict[int, set[str]] = {line: set() for line in first}
+    departure: dict[int, set[str]] = {line: set() for line in first}
+    for k, frame in enumerate(cracks):
+        for line, defect_id in zip(lineage[k], frame["defect_id"], strict=True):
+            node = (k, int(defect_id))
+            given = {as_old.get(node), as_new.get(node)} - {None}
+            statuses[line] |= given  # type: ignore[arg-type]
+            if k == first[line] and node in as_new:
+                arrival[line].add(as_new[node])
+            if k == last[line] and node in as_old:
+                departure[line].add(as_old[node])
+    return CrackLines(lineage, statuses, arrival, departure)
 
 
 def _years(first: Flight, last: Flight) -> float:
@@ -150,22 +188,21 @@ def _years(first: Flight, last: Flight) -> float:
     return days / DAYS_PER_YEAR if days > 0 else math.nan
 
 
-def _trend(seen: list[int], last: int, first_row: pd.Series, last_row: pd.Series, tolerance: float) -> str:
-    """Growing when its length or widest width grew by more than ``tolerance`` (relative) from its
-    first survey to its last; lost and new by where it was seen."""
-    if seen[-1] != last:
-        return LOST
-    if len(seen) == 1:
-        return NEW_IN_LATEST
-    for column in ("length_m", "max_width_mm"):
-        before, after = float(first_row[column]), float(last_row[column])
-        if math.isfinite(before) and math.isfinite(after) and after > before * (1 + tolerance):
-            return GROWING
+def trend(seen: list[int], surveys: int, statuses: set[str], arrival: set[str], departure: set[str]) -> str:
+    """A line's trend from what the comparisons called its pieces (they weigh a width against its
+    uncertainty and a survey-wide offset; a size rule here would call every flight's noise growth)
+    and from the surveys it was seen in (``seen``: 1-based, of ``surveys``)."""
+    if statuses & GROWTH:
+        return GROWING
+    if seen[-1] != surveys:
+        return LOST if departure == {ChangeStatus.NOT_FOUND.value} else GAPS
+    if seen[0] != 1:
+        return NEW if arrival == {ChangeStatus.NEW.value} else GAPS
     return STABLE
 
 
 def crack_tables(
-    flights: list[Flight], cracks: list[gpd.GeoDataFrame], lineage: list[np.ndarray], tolerance: float
+    flights: list[Flight], cracks: list[gpd.GeoDataFrame], lines: CrackLines
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """``crack_history`` (one row per crack, in the latest survey's CRS) and ``crack_epochs`` (one row
     per crack and survey it was seen in)."""
@@ -174,7 +211,7 @@ def crack_tables(
     for k, (flight, frame) in enumerate(zip(flights, cracks, strict=True)):
         if not len(frame):
             continue
-        per = frame.assign(lineage=lineage[k]).groupby("lineage")
+        per = frame.assign(lineage=lines.lineage[k]).groupby("lineage")
         sizes = pd.DataFrame(
             {
                 "length_m": per["length_m"].sum(min_count=1),
@@ -190,13 +227,14 @@ def crack_tables(
     last = len(flights)
     history = []
     for _, seen in epochs.sort_values(["lineage", "survey"]).groupby("lineage"):
+        line = int(seen["lineage"].iloc[0])
         first_row, last_row = seen.iloc[0], seen.iloc[-1]
         surveys = seen["survey"].tolist()
         years = _years(flights[surveys[0] - 1], flights[surveys[-1] - 1])
         history.append(
             {
-                "lineage": seen["lineage"].iloc[0],
-                "trend": _trend(surveys, last, first_row, last_row, tolerance),
+                "lineage": line,
+                "trend": trend(surveys, last, lines.statuses[line], lines.arrival[line], lines.departure[line]),
                 "latest_crack_ids": last_row["crack_ids"] if surveys[-1] == last else "",
                 "first_seen": flights[surveys[0] - 1].when or flights[surveys[0] - 1].name,
                 "last_seen": flights[surveys[-1] - 1].when or flights[surveys[-1] - 1].name,
@@ -245,8 +283,8 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     for flight in flights:
         defects = load_defects(flight.folder, cfg)
         cracks.append(defects[defects["class"].isin(cfg.crack_classes)].reset_index(drop=True))
-    lineage = follow_cracks(cracks, changes)
-    history, epochs = crack_tables(flights, cracks, lineage, cfg.change_tolerance)
+    lines = follow_cracks(cracks, changes)
+    history, epochs = crack_tables(flights, cracks, lines)
     surveys_table = pd.DataFrame(
         [
             {
@@ -255,7 +293,7 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
                 "folder": str(f.folder),
                 "flown": f.when,
                 "flight_date": f.dated,
-                "cracks": len(set(lineage[k])),
+                "cracks": len(set(lines.lineage[k])),
                 "crack_length_m": float(cracks[k]["length_m"].sum()),
             }
             for k, f in enumerate(flights)

@@ -429,6 +429,8 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     masks[2][47:52, 50:650] = 1  # A: 0.6 m, 5 mm
     masks[0][200:203, 600:800] = masks[1][200:203, 600:800] = 1  # C: repaired before the third flight
     masks[1][120:123, 100:300] = masks[2][120:123, 100:300] = 1  # B: new in the second flight
+    for mask in masks:
+        mask[260:263, 100:500] = 1  # D: the same in every flight
     folders = []
     for mask, date in zip(masks, ("2024-06-01", "2025-06-01", "2026-06-01"), strict=True):
         folder = write_mask_survey(tmp_path / f"flight-{date[:4]}", mask)
@@ -440,7 +442,7 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     done = run_msaf("history", folders[2], folders[0], folders[1], "--out", str(out), "--params", str(params))
     assert done.returncode == 0, done.stderr[-2000:]
     assert (
-        "3 cracks over 3 surveys: 1 growing, 1 stable, 0 new in the latest survey, 1 not in the latest survey"
+        "4 cracks over 3 surveys: 1 growing, 1 stable, 1 new, 1 not found (repaired?), 0 not seen in every survey"
         in done.stdout
     )
     history = gpd.read_file(out / "history.gpkg", layer="crack_history").set_index("trend")
@@ -451,15 +453,16 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     years = 730 / 365.25
     assert grown["lengthening_m_per_year"] == pytest.approx((grown["length_m"] - grown["first_length_m"]) / years)
     assert grown["widening_mm_per_year"] == pytest.approx((grown["max_width_mm"] - grown["first_max_width_mm"]) / years)
-    assert history.loc["stable", "first_seen"] == "2025-06-01" and history.loc["stable", "seen_in"] == 2
-    lost = history.loc["not in the latest survey"]
+    assert history.loc["new", "first_seen"] == "2025-06-01" and history.loc["new", "seen_in"] == 2
+    lost = history.loc["not found (repaired?)"]
     assert lost["last_seen"] == "2025-06-01" and not lost["latest_crack_ids"]
     assert grown.geometry.bounds == pytest.approx((400000.05, 4999999.948, 400000.65, 4999999.953), abs=0.002)
     with sqlite3.connect(out / "history.gpkg") as con:  # QGIS draws the cracks by trend when it opens the layer
         (qml,) = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'crack_history'").fetchone()
     assert 'attr="trend"' in qml and all(f'value="{trend}"' in qml for trend in HISTORY_COLOURS)
     epochs = gpd.read_file(out / "history.gpkg", layer="crack_epochs")
-    assert epochs.groupby("crack")["survey"].apply(list).tolist() == [[1, 2, 3], [2, 3], [1, 2]]
+    assert epochs.groupby("crack")["survey"].apply(list).tolist() == [[1, 2, 3], [1, 2, 3], [2, 3], [1, 2]]
+    assert history.loc["stable", "seen_in"] == 3 and history.loc["stable", "widening_mm_per_year"] == pytest.approx(0)
     assert (out / "history.csv").read_text().splitlines()[0].startswith("crack,survey,survey_name,flown")
     pairs = sorted(p.name for p in (out / "pairs").iterdir())
     assert pairs == ["01_flight-2024_to_flight-2025", "02_flight-2025_to_flight-2026"]
@@ -473,3 +476,30 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
         crack_history([Path(folders[0])], tmp_path / "one", CFG)
     with pytest.raises(MsafError, match="given twice"):
         crack_history([Path(folders[0]), Path(folders[0]) / "."], tmp_path / "twice", CFG)
+
+
+@pytest.mark.parametrize(
+    ("seen", "statuses", "arrival", "departure", "expected"),
+    [
+        ([1, 2, 3], {"unchanged", "widened"}, set(), set(), "growing"),
+        ([1, 2, 3], {"unchanged"}, set(), set(), "stable"),
+        ([2, 3], {"new", "unchanged"}, {"new"}, set(), "new"),
+        ([3], {"missed before (visible then)"}, {"missed before (visible then)"}, set(), "not seen in every survey"),
+        ([1, 2], {"not found (repaired?)"}, set(), {"not found (repaired?)"}, "not found (repaired?)"),
+        ([1], {"not detected (still visible)"}, set(), {"not detected (still visible)"}, "not seen in every survey"),
+        (
+            [1, 2],
+            {"not seen (too dark or blurred)"},
+            set(),
+            {"not seen (too dark or blurred)"},
+            "not seen in every survey",
+        ),
+        ([2, 3], {"extended"}, {"not covered"}, set(), "growing"),
+    ],
+)
+def test_a_cracks_trend_follows_what_the_comparisons_called_its_pieces(seen, statuses, arrival, departure, expected):
+    """Growth only where a comparison found it (it weighs widths against their uncertainty); a line
+    broken where an image still showed the crack, or could not, is not a repair or a new crack."""
+    from pipeline.report.history import trend
+
+    assert trend(seen, 3, statuses, arrival, departure) == expected

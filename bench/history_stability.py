@@ -1,0 +1,108 @@
+"""How much growth `msaf history` reports over three flights of a structure that did not change.
+
+Per data set, its validation photos (never trained on) are composed into a 1-mm orthomosaic and
+flown twice more as `bench/change_stability.py` flies a second flight (another georeference,
+pixel phase, light, blur, noise and JPEG), the third with its own offset and phase; the flights
+are dated a year apart. All three are surveyed with the model and `crack_history` follows every
+crack through them. Every crack is the same crack on all three: a crack called growing, new or not
+found (repaired?) is a false trend, and one "not seen in every survey" a detection gap; each is
+counted and given as a share of crack length (of the latest survey's; of the first survey's for the
+cracks not found since).
+
+    python bench/history_stability.py --model pipeline/assets/msaf-dsnet.safetensors \
+        --manifest data/prepared/manifest.json --size 2048 --out metrics/history_stability.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
+from change_stability import fly_again  # beside this script
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import ReportConfig, SurveyConfig
+from pipeline.data.manifest import load_manifest
+from pipeline.fsutil import write_json
+from pipeline.report.history import GAPS, GROWING, LOST, NEW, STABLE, TRENDS, crack_history
+from pipeline.survey import run_survey
+from pipeline.survey_accuracy import compose_val_mosaic
+
+FLIGHTS = ("2024-06-01", "2025-06-01", "2026-06-01")
+THIRD_OFFSET_M, THIRD_PHASE = (-0.052, 0.067), (-0.25, 0.35)
+
+
+def trend_shares(history_dir: Path) -> dict[str, object]:
+    """Cracks per trend and the crack length of each trend, as a share (of the latest survey's crack
+    length; of the first survey's for the cracks not found since)."""
+    cracks = gpd.read_file(history_dir / "history.gpkg", layer="crack_history")
+    counts = cracks["trend"].value_counts().to_dict()
+    first_m = float(cracks.loc[cracks["first_seen"] == FLIGHTS[0], "first_length_m"].sum())
+    latest = cracks[cracks["last_seen"] == FLIGHTS[-1]]
+    latest_m = float(latest["length_m"].sum())
+
+    def share(trend: str) -> float:
+        if trend == LOST:
+            return float(cracks.loc[cracks["trend"] == LOST, "length_m"].sum()) / first_m if first_m else float("nan")
+        return float(latest.loc[latest["trend"] == trend, "length_m"].sum()) / latest_m if latest_m else float("nan")
+
+    return {
+        "cracks": len(cracks),
+        **{f"count_{trend}": int(counts.get(trend, 0)) for trend in TRENDS},
+        **{
+            f"{key}_share": share(trend)
+            for key, trend in (("growing", GROWING), ("stable", STABLE), ("new", NEW), ("lost", LOST), ("gaps", GAPS))
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("pipeline/assets/msaf-dsnet.safetensors"))
+    parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.json"))
+    parser.add_argument("--size", type=int, default=2048, help="mosaic side in px")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write")
+    args = parser.parse_args()
+    manifest = load_manifest(args.manifest)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="msaf-history-") as tmp:
+        work = Path(tmp)
+        for entry in manifest.sets:
+            if entry.images is None or not entry.val:
+                continue
+            first, _, _ = compose_val_mosaic(entry, manifest.classes, args.size, work, args.seed)
+            orthos = [first, work / f"{entry.name}-2.tif", work / f"{entry.name}-3.tif"]
+            fly_again(first, orthos[1], seed=1)
+            fly_again(first, orthos[2], seed=2, offset_m=THIRD_OFFSET_M, phase=THIRD_PHASE)
+            surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
+            for ortho, folder, date in zip(orthos, surveys, FLIGHTS, strict=True):
+                cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
+                run_survey(ortho, folder, cfg, model_path=args.model, job={"flight_date": date})
+            crack_history(surveys, work / f"{entry.name}-history", ReportConfig())
+            results[entry.name] = trend_shares(work / f"{entry.name}-history")
+    table = Table(
+        title=f"false trends over three flights of unchanged ground ({args.size}² mosaics, {args.model.name})"
+    )
+    for column in ("set", "cracks", *TRENDS, "stable length", "growing length", "new length", "not-found length"):
+        table.add_column(column)
+    for name, row in results.items():
+        table.add_row(
+            name,
+            str(row["cracks"]),
+            *(str(row[f"count_{trend}"]) for trend in TRENDS),
+            f"{row['stable_share']:.1%}",
+            f"{row['growing_share']:.1%}",
+            f"{row['new_share']:.1%}",
+            f"{row['lost_share']:.1%}",
+        )
+    Console().print(table)
+    if args.out:
+        write_json(args.out, {"size": args.size, "model": str(args.model), "flights": FLIGHTS, "sets": results})
+
+
+if __name__ == "__main__":
+    main()
