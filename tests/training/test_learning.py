@@ -59,13 +59,15 @@ def test_overfits_one_real_image_to_high_iou(cfd_subset):
     (item,) = load_labelled(
         find_pairs(cfd_subset / "images", cfd_subset / "masks")[:1], class_lut(load_params_default_classes())
     )
+    pixels, truth = item.image[:, :256].copy(), item.labels[:, :256].copy()  # 320 x 256: half its crack, 60 % the time
+    assert (truth == 1).sum() > 500
     seed_everything(0)
     model = build_model("dsnet-tiny", 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0)
     mean, std = channel_stats([item])
-    image = torch.tensor(item.image).unsqueeze(0)
+    image = torch.tensor(pixels).unsqueeze(0)
     x = normalise(torch.cat([image, image.flip(2)]), mean, std)
-    labels = torch.from_numpy(item.labels).long().unsqueeze(0)
+    labels = torch.from_numpy(truth).long().unsqueeze(0)
     y = torch.cat([labels, labels.flip(2)])
     steps, cfg = 120, LossConfig(dice_weight=0.5)
     model.train()
@@ -77,7 +79,7 @@ def test_overfits_one_real_image_to_high_iou(cfd_subset):
         loss.backward()
         optimizer.step()
     metrics = SegmentationMetrics(["background", "crack"])
-    metrics.update(predict_classes(model.eval(), item.image, mean, std, torch.device("cpu")), item.labels)
+    metrics.update(predict_classes(model.eval(), pixels, mean, std, torch.device("cpu")), truth)
     crack = metrics.compute().classes["crack"]
     assert crack.iou > 0.6, crack
     assert crack.tol_f1 is not None and crack.tol_f1 > 0.95, crack
