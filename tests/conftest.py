@@ -35,17 +35,21 @@ def pytest_configure(config):
 # The longest modules (seconds on 2 cores, measured with --junitxml), run first: `make test` hands
 # whole modules to the workers in this order (--no-loadscope-reorder), so no long module starts last
 # while the other worker idles; the rest keep their order.
-LONGEST_MODULES = (
-    "tests/test_dvc_pipeline.py",  # 182 s
-    "tests/flows/test_flows.py",  # 174
-    "tests/test_one_line_errors.py",  # 123
-    "tests/test_survey.py",  # 98
-    "tests/training/test_learning.py",  # 89
-    "tests/test_gpu_check.py",  # 88
-    "tests/report/test_change_tracking.py",  # 63
-    "tests/test_cli.py",  # 47
-    "tests/report/test_outputs.py",  # 44
-    "tests/report/test_registration.py",  # 43
+LONGEST_MODULES = (  # seconds on 2 cores, two workers (a fresh clone, 2026-12-05)
+    "tests/flows/test_flows.py",  # 197 s
+    "tests/test_dvc_pipeline.py",  # 194
+    "tests/test_one_line_errors.py",  # 115
+    "tests/test_gpu_check.py",  # 87
+    "tests/test_survey.py",  # 86
+    "tests/training/test_learning.py",  # 78
+    "tests/report/test_change_tracking.py",  # 64
+    "tests/report/test_registration.py",  # 54
+    "tests/test_cli.py",  # 45
+    "tests/test_benches.py",  # 45
+    "tests/report/test_outputs.py",  # 41
+    "tests/inference/test_exposure_lift.py",  # 34
+    "tests/test_survey_folder.py",  # 30
+    "tests/tracking/test_registry.py",  # 29
 )
 
 
