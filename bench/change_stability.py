@@ -96,14 +96,19 @@ def crack_length_m(survey: Path) -> float:
     return float(defects.loc[defects["class"] == "crack", "length_m"].sum())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def flights_arguments(doc: str | None) -> argparse.Namespace:
+    """The command line of the benches that fly unchanged ground again (this one, history_stability)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("pipeline/assets/msaf-dsnet.safetensors"))
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.json"))
     parser.add_argument("--size", type=int, default=2048, help="mosaic side in px")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = flights_arguments(__doc__)
     manifest = load_manifest(args.manifest)
     report = ReportConfig()
     as_they_lie = report.model_copy(update={"registration": RegistrationConfig(mode="off")})

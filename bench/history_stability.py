@@ -15,12 +15,11 @@ cracks not found since).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import geopandas as gpd
-from change_stability import fly_again  # beside this script
+from change_stability import flights_arguments, fly_again  # beside this script
 from rich.console import Console
 from rich.table import Table
 
@@ -60,13 +59,7 @@ def trend_shares(history_dir: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("pipeline/assets/msaf-dsnet.safetensors"))
-    parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.json"))
-    parser.add_argument("--size", type=int, default=2048, help="mosaic side in px")
-    parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None, help="JSON to write")
-    args = parser.parse_args()
+    args = flights_arguments(__doc__)
     manifest = load_manifest(args.manifest)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="msaf-history-") as tmp:

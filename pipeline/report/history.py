@@ -37,11 +37,11 @@ from pipeline.report import figures
 from pipeline.report.build import survey_image
 from pipeline.report.change_status import ChangeStatus
 from pipeline.report.compare import CHANGES_GPKG, compare_surveys, load_defects, refuse_survey_folder
-from pipeline.report.epochs import DAYS_PER_YEAR
+from pipeline.report.epochs import Epoch, flight_interval
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geopackage
 from pipeline.survey_folder import SurveyFolder, prepare_output_folder
-from pipeline.survey_record import read_survey_record
+from pipeline.survey_record import SurveyRecord, read_survey_record
 
 HISTORY_GPKG, HISTORY_CSV = "history.gpkg", "history.csv"
 HISTORY_OUTPUTS = (HISTORY_GPKG, HISTORY_CSV, SurveyFolder.HTML)
@@ -70,17 +70,25 @@ class HistoryResult:
 
 @dataclass(frozen=True)
 class Flight:
-    """One survey of the history: its folder and when it was flown (the job's flight date, else
-    when it was surveyed; None for a survey folder without a record)."""
+    """One survey of the history: its folder and its record (None for a folder without one)."""
 
     folder: Path
-    when: str | None
-    dated: bool  # ``when`` is a flight date, so intervals between flights mean something
+    record: SurveyRecord | None
 
     @property
     def name(self) -> str:
         """The survey folder's name: what the tables call it."""
         return self.folder.name
+
+    @property
+    def when(self) -> str | None:
+        """When it was flown (the job's flight date, else when it was surveyed: ``Epoch.when``)."""
+        return Epoch(self.folder, self.record).when if self.record is not None else None
+
+    @property
+    def dated(self) -> bool:
+        """``when`` is a flight date, so intervals between flights mean something."""
+        return self.record is not None and bool(self.record.job.get("flight_date"))
 
 
 def flights_in_order(folders: Sequence[Path]) -> list[Flight]:
@@ -96,8 +104,7 @@ def flights_in_order(folders: Sequence[Path]) -> list[Flight]:
         record = read_survey_record(Path(folder)) if Path(folder).is_dir() else None
         if not SurveyFolder(folder).mask.is_file() and not SurveyFolder(folder).gpkg.is_file():
             raise MsafError(f"{folder}: neither defects.gpkg nor mask.tif; is this a survey folder?")
-        date = record.job.get("flight_date") if record else None
-        flights.append(Flight(Path(folder), date or (record.created_utc if record else None), bool(date)))
+        flights.append(Flight(Path(folder), record))
     if all(flight.when for flight in flights):
         flights.sort(key=lambda flight: str(flight.when))
     return flights
@@ -181,11 +188,10 @@ def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -
 
 
 def _years(first: Flight, last: Flight) -> float:
-    """Years between two dated flights; NaN when either is undated or they are the same day."""
-    if not (first.dated and last.dated and first.when and last.when):
-        return math.nan
-    days = (pd.Timestamp(last.when) - pd.Timestamp(first.when)).days
-    return days / DAYS_PER_YEAR if days > 0 else math.nan
+    """Years between two dated flights (``flight_interval``); NaN when either is undated or they are
+    the same day."""
+    interval = flight_interval(first.record, last.record)
+    return interval.years if interval is not None and interval.days > 0 else math.nan
 
 
 def trend(seen: list[int], surveys: int, statuses: set[str], arrival: set[str], departure: set[str]) -> str:
@@ -314,8 +320,7 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
 def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame, surveys: pd.DataFrame) -> Page:
     """The history report: a map of the cracks by trend over the latest orthomosaic, the surveys, the
     cracks growing fastest, and their length and width survey by survey."""
-    latest = flights[-1].folder
-    ortho = survey_image(read_survey_record(latest), None)
+    ortho = survey_image(flights[-1].record, None)
     crs = history.crs
     if len(history):
         minx, miny, maxx, maxy = history.total_bounds
