@@ -368,6 +368,22 @@ def run_msaf(*args: str, timeout: float = 300, **kwargs):
     return subprocess.run([msaf, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def msaf_in_process(*args: str):
+    """`msaf ARGS` in this process (typer's runner, stdout and stderr captured apart), for the many
+    checks of one code path that need no Python of their own: a result like ``run_msaf``'s. An
+    exception the command let through is raised here (a real process would print its traceback)."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["msaf", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def assert_one_line_error(result, *fragments: str) -> None:
     """Exit 2 with exactly one line on stderr, starting "error:", no traceback, naming each fragment."""
     assert result.returncode == 2, result.stderr

@@ -72,10 +72,11 @@ def _assert_the_dry_checks_numbers(tmp_path, done: subprocess.CompletedProcess) 
 
 def test_a_gpu_check_step_that_fails_is_named_and_the_later_steps_still_run(tmp_path):
     """Code that never ran on CUDA may fail there in one place: the rest of a rare GPU session still counts."""
-    python = tmp_path / "python"  # the interpreter the script runs, failing the survey bench as CUDA might
+    python = tmp_path / "python"  # the interpreter the script runs, failing the survey and engine benches as CUDA might
     python.write_text(
         "#!/bin/sh\n"
-        'case "$1" in *survey_throughput.py) echo "RuntimeError: CUDA error: no kernel image" >&2; exit 1;; esac\n'
+        'case "$1" in *survey_throughput.py|*engine_throughput.py)\n'
+        '  echo "RuntimeError: CUDA error: no kernel image" >&2; exit 1;; esac\n'
         f'exec {sys.executable} "$@"\n'
     )
     python.chmod(0o755)
@@ -89,11 +90,11 @@ def test_a_gpu_check_step_that_fails_is_named_and_the_later_steps_still_run(tmp_
         cwd=tmp_path,
     )
     assert done.returncode == 1
-    assert done.stdout.strip().splitlines()[-1].startswith("gpu_check: failed: survey survey_views naive (the other")
-    assert "no kernel image" in (out / "survey.log").read_text()
-    assert not (out / "survey_throughput.json").exists()
-    assert json.loads((out / "engine_throughput.json").read_text())["results"][0]["mpix_s"] > 0  # ran after it
-    assert json.loads((out / "model_speed.json").read_text())["rows"]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("gpu_check: failed: survey engine survey_views naive (the other")
+    assert all("no kernel image" in (out / f"{step}.log").read_text() for step in ("survey", "engine"))
+    assert not (out / "survey_throughput.json").exists() and not (out / "engine_throughput.json").exists()
+    assert json.loads((out / "model_speed.json").read_text())["rows"]  # ran after them
     assert not (out / "rasters").exists()
 
 

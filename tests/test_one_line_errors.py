@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.checkpoint import METADATA_KEY, read_metadata
 from pipeline.inference.device import cpu_only_torch
-from tests.conftest import assert_one_line_error, cpu_survey
+from tests.conftest import assert_one_line_error, cpu_survey, msaf_in_process
 
 MSAF = str(Path(sys.executable).with_name("msaf"))
 
@@ -44,15 +44,7 @@ MODEL_CASES = {
 def test_a_bad_model_file_is_one_line_before_any_work(tmp_path, tiny_model, crack_mosaic, case):
     changes, expected = MODEL_CASES[case]
     model = _edited_model(tiny_model, tmp_path / "edited.safetensors", **changes)
-    result = subprocess.run(
-        [
-            MSAF,
-            *cpu_survey(crack_mosaic[0], tmp_path / "out", model, "--no-track"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = msaf_in_process(*cpu_survey(crack_mosaic[0], tmp_path / "out", model, "--no-track"))  # one code path
     assert_one_line_error(result, expected)
     assert not (tmp_path / "out" / "mask.tif").exists()
 

@@ -11,7 +11,7 @@ from pipeline.errors import MsafError
 from pipeline.metrics import SegmentationMetrics
 from pipeline.metrics.summary import EvaluationSummary, read_evaluation
 from pipeline.survey_record import RECORD_VERSION, SurveyRecord, read_survey_record
-from tests.conftest import assert_one_line_error, run_msaf
+from tests.conftest import assert_one_line_error, msaf_in_process, run_msaf
 
 
 def test_survey_json_round_trips_through_the_record(surveyed):
@@ -40,7 +40,7 @@ def test_a_foreign_or_newer_record_is_one_line(tmp_path, surveyed, edit, expecte
     (folder / "survey.json").write_text(json.dumps(edit(record)))
     with pytest.raises(MsafError, match=expected):
         read_survey_record(folder)
-    assert_one_line_error(run_msaf("report", str(folder)), expected.split(" (")[0].replace("\\", ""))
+    assert_one_line_error(msaf_in_process("report", str(folder)), expected.split(" (")[0].replace("\\", ""))
 
 
 def _evaluation() -> EvaluationSummary:

@@ -14,7 +14,7 @@ from pipeline.config import ScalingConfig, SurveyConfig
 from pipeline.errors import MsafError
 from pipeline.survey import run_survey
 from pipeline.survey_record import SurveyRecord
-from tests.conftest import SOURCES, cpu_survey, run_msaf, write_raster
+from tests.conftest import SOURCES, cpu_survey, msaf_in_process, run_msaf, write_raster
 
 CPU = {"device": "cpu", "gsd_policy": "ignore", "batch": 4}
 
@@ -375,7 +375,7 @@ def test_bad_input_is_one_clear_line_and_no_output(tmp_path, tiny_model, crack_m
             model = tmp_path / "missing.safetensors"
     else:
         ortho, expected = _bad_inputs(tmp_path, crack_mosaic)[case]
-    result = run_msaf("survey", str(ortho), "--out", str(out), "--model", str(model), "--device", "cpu")
+    result = msaf_in_process("survey", str(ortho), "--out", str(out), "--model", str(model), "--device", "cpu")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr

@@ -17,7 +17,7 @@ from pipeline.config import ReportConfig, SurveyConfig
 from pipeline.report.build import report_survey
 from pipeline.survey import run_survey
 from pipeline.survey_folder import REPORT_OUTPUTS, exclusive
-from tests.conftest import assert_one_line_error, cpu_survey, run_msaf, write_raster
+from tests.conftest import assert_one_line_error, cpu_survey, msaf_in_process, run_msaf, write_raster
 
 CPU = SurveyConfig(device="cpu", gsd_policy="ignore", batch=4)
 
@@ -127,7 +127,7 @@ CASES = {
 def test_a_broken_survey_folder_isassert_one_line_error(tmp_path, surveyed, case):
     folder = _copy_survey(surveyed, tmp_path / "s")
     expected = CASES[case](folder, surveyed)
-    assert_one_line_error(run_msaf("report", str(folder)), expected)
+    assert_one_line_error(msaf_in_process("report", str(folder)), expected)
     assert not (folder / "report.html").exists()
 
 
@@ -137,7 +137,7 @@ def test_an_orthomosaic_in_another_crs_is_refused_for_widths(tmp_path, surveyed,
     shutil.copy(crack_mosaic[0], other)
     with rasterio.open(other, "r+") as ds:
         ds.crs = "EPSG:32634"
-    assert_one_line_error(run_msaf("report", str(folder), "--image", str(other)), "differs from the mask's")
+    assert_one_line_error(msaf_in_process("report", str(folder), "--image", str(other)), "differs from the mask's")
 
 
 def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):

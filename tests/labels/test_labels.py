@@ -21,7 +21,7 @@ from pipeline.metrics import tolerant_counts
 from pipeline.report.defects import build_defects
 from pipeline.report.outputs import write_tables
 from pipeline.review import read_review
-from tests.conftest import assert_one_line_error, run_msaf, write_raster
+from tests.conftest import assert_one_line_error, msaf_in_process, run_msaf, write_raster
 
 CLASSES = ["background", "crack", "joint"]
 
@@ -149,7 +149,7 @@ def test_a_reviewed_survey_gives_exactly_the_expected_labels(tmp_path, surveyed)
     assert record.pixels["crack"] == 400 + 141
 
     # the report will not overwrite the review, and an unreviewed survey has nothing to give
-    result = run_msaf("report", str(folder))
+    result = msaf_in_process("report", str(folder))
     assert_one_line_error(result, "holds an inspector's review", "labels from-survey")
     assert (folder / "defects.gpkg").is_file() and len(read_review(folder / "defects.gpkg").missed) == 1
 

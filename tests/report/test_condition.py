@@ -16,7 +16,7 @@ from pipeline.config import ConditionConfig, ElementsConfig, ReportConfig, Sever
 from pipeline.report import condition
 from pipeline.report.condition import STATE_MEANINGS, assess_condition
 from pipeline.styles import CONDITION_COLOURS
-from tests.conftest import write_mask_survey
+from tests.conftest import msaf_in_process, write_mask_survey
 
 X0, Y0 = 400000.0, 5000000.0  # write_mask_survey's top-left corner (EPSG:32633, 1 mm pixels)
 CELL_M2 = 0.25  # 0.5 m cells
@@ -221,7 +221,7 @@ def test_msaf_report_writes_the_quantities_of_each_element(tmp_path):
     path = _write_elements(
         tmp_path / "elements.gpkg", {"span 1": _box(0, 0, 1, 1), "span 2": _box(1, 0, 2, 1), "pier": _box(4, 0, 5, 1)}
     )
-    wrong = run_msaf("report", str(survey), "--elements", str(path), "--element-field", "span")
+    wrong = msaf_in_process("report", str(survey), "--elements", str(path), "--element-field", "span")
     assert_one_line_error(wrong, "no field 'span' names the elements", "--element-field")
     assert not (survey / "defects.gpkg").exists() and not (survey / "report.html").exists()
     done = run_msaf("report", str(survey), "--elements", str(path))

@@ -30,7 +30,7 @@ from pipeline.report.crack_types import (
 )
 from pipeline.report.defects import build_defects
 from pipeline.report.elements import read_elements
-from tests.conftest import assert_one_line_error, run_msaf, write_mask_survey
+from tests.conftest import assert_one_line_error, msaf_in_process, run_msaf, write_mask_survey
 
 X0, Y0 = 400000.0, 5000000.0  # write_mask_survey's top-left corner (EPSG:32633, 1 mm pixels)
 EAST_WEST = Axis(90.0, AxisSource.JOB)
@@ -162,7 +162,7 @@ def test_an_element_field_and_the_job_name_the_axis_in_msaf_report(deck, tmp_pat
         {"element": ["span 1"], "axis_deg": [0.0]}, geometry=[shapely.box(X0, Y0 - 2, X0 + 1.5, Y0)], crs="EPSG:32633"
     )
     span.to_crs("EPSG:4326").to_file(tmp_path / "span.gpkg")
-    wrong = run_msaf("report", str(survey), "--meta", "axis_deg=along the deck")
+    wrong = msaf_in_process("report", str(survey), "--meta", "axis_deg=along the deck")
     assert_one_line_error(wrong, "axis_deg 'along the deck' is not a number")
     assert not (survey / "report.html").exists()
     done = run_msaf("report", str(survey), "--elements", str(tmp_path / "span.gpkg"), "--meta", "axis_deg=90")

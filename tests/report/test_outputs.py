@@ -21,7 +21,7 @@ from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
 from pipeline.report.cad import change_layer
 from pipeline.report.compare import compare_surveys
-from tests.conftest import run_msaf, write_mask_survey, write_raster
+from tests.conftest import msaf_in_process, run_msaf, write_mask_survey, write_raster
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -442,13 +442,13 @@ def test_empty_mask_reports_no_defects(tmp_path):
 
 def test_bad_survey_folders_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_msaf("report", str(tmp_path / "empty"))
+    result = msaf_in_process("report", str(tmp_path / "empty"))
     assert result.returncode == 2 and "no mask at" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     no_crs = tmp_path / "nocrs"
     no_crs.mkdir()
     with rasterio.open(no_crs / "mask.tif", "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
         dst.write(np.ones((1, 8, 8), np.uint8))
-    result = run_msaf("report", str(no_crs))
+    result = msaf_in_process("report", str(no_crs))
     assert result.returncode == 2 and "has no CRS" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (no_crs / "defects.gpkg").exists() and not (no_crs / "report.html").exists()
     with pytest.raises(MsafError, match=r"neither defects\.gpkg nor mask\.tif"):

@@ -19,7 +19,7 @@ from scipy.ndimage import shift as shift_image
 
 from pipeline.config import RegistrationConfig, ReportConfig
 from pipeline.report.registration import register_epochs
-from tests.conftest import UAV75, assert_one_line_error, run_msaf, write_mask_survey, write_raster
+from tests.conftest import UAV75, assert_one_line_error, msaf_in_process, run_msaf, write_mask_survey, write_raster
 from tests.report.test_change_tracking import _old_epoch
 
 ORIGIN = (400000.0, 5000000.0)  # write_mask_survey's grid: EPSG:32633, 1 mm pixels
@@ -244,7 +244,7 @@ def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
     assert "compared as they lie, not registered" in (tmp_path / "without_images" / "report.html").read_text()
 
     assert_one_line_error(
-        run_msaf(*common, "--out", str(tmp_path / "x"), "--registration", "sideways"),
+        msaf_in_process(*common, "--out", str(tmp_path / "x"), "--registration", "sideways"),
         "--registration must be auto or off",
     )
 
