@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.data.manifest import build_manifest, save_manifest
@@ -83,3 +84,37 @@ def test_the_crack_type_bench_types_truth_and_survey_alike(tmp_path, tiny_model,
             confused = sum(sum(row.values()) for row in result["confusion_m"].values())
             assert confused == pytest.approx(result["found_share"] * result["true_length_m"], rel=1e-3, abs=1e-3)
             assert sum(result["true_length_by_type_m"].values()) == pytest.approx(result["true_length_m"], abs=1e-2)
+
+
+def test_the_widening_bench_widens_a_crack_by_exactly_its_share_of_a_pixel(tmp_path, monkeypatch):
+    """The premise of bench/widening_detection.py: a crack widened by w px gains w px of its own
+    darkness across it (the integral of background - grey, per column), its neighbours lose none,
+    and most cracks are left as they were."""
+    import importlib
+
+    import rasterio
+
+    from tests.conftest import write_raster
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    bench = importlib.import_module("widening_detection")
+    image = np.full((3, 100, 80), 200, np.uint8)
+    truth = np.zeros((1, 100, 80), np.uint8)
+    rows = (10, 28, 46, 64, 82)  # five cracks two pixels wide, 60 grey on 200
+    for top in rows:
+        image[:, top : top + 2, 5:75] = 60
+        truth[0, top : top + 2, 5:75] = 1
+    ortho, truth_path = write_raster(tmp_path / "o.tif", image), write_raster(tmp_path / "t.tif", truth)
+    groups, _ = bench.widen_cracks(ortho, truth_path, crack_id=1, min_length=20, seed=0)
+    with rasterio.open(ortho) as src:
+        widened = src.read().astype(float)
+    gained = {}
+    for top in rows:
+        (group,) = set(groups[top : top + 2, 5:75].ravel())
+        darkness = (200 - widened[:, top - 6 : top + 8, 10:70]).sum(axis=1) / 140  # px of crack, per column
+        gained[top] = (bench.WIDENINGS_PX[group], float(darkness.mean() - 2))
+        assert np.ptp(darkness) < 0.02  # the same all along the crack, in every band
+    assert sorted(w for w, _ in gained.values()) == [0.0, 0.0, 0.0, 0.5, 1.0]  # GROUP_SHARES of five
+    for widening, gain in gained.values():
+        assert gain == pytest.approx(widening, abs=0.02)
+    assert (groups[truth[0] == 0] == -1).all()
