@@ -88,6 +88,8 @@ def false_alarms(changes_dir: Path, old_total_m: float, new_total_m: float) -> d
         "widened_share": float(cracks.loc[cracks["status"] == "widened", "new_length_m"].sum()) / new_total_m
         if new_total_m
         else float("nan"),
+        # what a crack rated unchanged could have widened unseen, the median over the cracks measured
+        "detectable_widening_mm": float(cracks["detectable_widening_mm"].median()),
     }
 
 

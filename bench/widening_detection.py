@@ -79,26 +79,31 @@ def widen_cracks(ortho: Path, truth: Path, crack_id: int, min_length: int, seed:
 
 
 def rated_groups(changes_dir: Path, truth: Path, group_map: np.ndarray) -> list[dict]:
-    """Each crack piece of the second survey the comparison rated: its status, length and the group
-    of the true crack most of it lies on (-1: none)."""
+    """Each crack piece of the second survey the comparison rated: its status, length, the widening
+    it would have been called widened at, and the group of the true crack most of it lies on (-1: none)."""
     changes = gpd.read_file(changes_dir / "changes.gpkg", layer="changes")
     changes = changes[(changes["class"] == "crack") & changes["new_length_m"].notna()]
     with rasterio.open(truth) as src:
         transform, shape, crs = src.transform, src.shape, src.crs
     rows = []
-    for status, length, geometry in zip(
-        changes["status"], changes["new_length_m"], changes.to_crs(crs).geometry, strict=True
+    for status, length, detectable, geometry in zip(
+        changes["status"],
+        changes["new_length_m"],
+        changes["detectable_widening_mm"],
+        changes.to_crs(crs).geometry,
+        strict=True,
     ):
         inside = rasterize([(geometry, 1)], out_shape=shape, transform=transform, all_touched=True).astype(bool)
         groups = group_map[inside]
         groups = groups[groups >= 0]
         group = int(np.bincount(groups).argmax()) if len(groups) else -1
-        rows.append({"status": status, "length_m": float(length), "group": group})
+        rows.append({"status": status, "length_m": float(length), "group": group, "detectable_mm": detectable})
     return rows
 
 
 def shares(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Per group: the crack length rated, and the share of it called widened (and extended, new)."""
+    """Per group: the crack length rated, the share of it called widened (and extended, new), and
+    the median widening its pieces would have been called widened at."""
     result = {}
     for index, widening in enumerate(WIDENINGS_PX):
         mine = [row for row in rows if row["group"] == index]
@@ -106,6 +111,9 @@ def shares(rows: list[dict]) -> dict[str, dict[str, float]]:
         result[f"+{widening:g} px"] = {
             "pieces": len(mine),
             "length_m": total,
+            "detectable_widening_mm": float(np.nanmedian([row["detectable_mm"] for row in mine]))
+            if mine
+            else float("nan"),
             **{
                 f"{status}_share": sum(row["length_m"] for row in mine if row["status"] == status) / total
                 if total
@@ -153,7 +161,17 @@ def main() -> None:
         compare_surveys(*surveys, changes, ReportConfig())
         results[entry.name] = shares(rated_groups(changes, work / f"{entry.name}_truth.tif", group_map))
     table = Table(title=f"cracks called widened, by true widening (share of crack length; {args.model.name})")
-    for column in ("set", "true widening", "pieces", "crack m", "widened", "unchanged", "extended", "new"):
+    for column in (
+        "set",
+        "true widening",
+        "pieces",
+        "crack m",
+        "widened",
+        "unchanged",
+        "extended",
+        "new",
+        "detectable",
+    ):
         table.add_column(column)
     for name, groups in results.items():
         for label, row in groups.items():
@@ -163,6 +181,7 @@ def main() -> None:
                 str(row["pieces"]),
                 f"{row['length_m']:.2f}",
                 *(f"{row[f'{s}_share']:.1%}" for s in ("widened", "unchanged", "extended", "new")),
+                f"{row['detectable_widening_mm']:.2f} mm",
             )
     Console().print(table)
     if args.out:

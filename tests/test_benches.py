@@ -50,6 +50,8 @@ def test_the_change_stability_bench_registers_each_set_and_counts_every_status(t
         assert result["as_they_lie"]["count_unchanged"] <= result["registered"]["count_unchanged"]
         crack_rows = sum(result["registered"]["per_crack"].values())  # one row per crack of the second survey
         assert 0 < crack_rows <= sum(n for k, n in result["registered"].items() if k.startswith("count_"))
+        # what an unchanged crack could have widened unseen: at least change_tolerance (10 %) of a width
+        assert 0 < result["registered"]["detectable_widening_mm"] < 10
 
 
 def test_the_exposure_bench_darkens_and_scores_each_set(tmp_path, tiny_model, tiny_manifest):

@@ -337,7 +337,9 @@ def _crack_rows(
     difference (``WidthComparison``), exceeds both ``change_tolerance`` of its width and
     WIDENING_SIGMAS standard errors of that median: two flights of unchanged ground read widths
     differently (a blurrier flight reads every crack wider), and without this most cracks of a
-    reflown structure came out widened (bench/change_stability.py).
+    reflown structure came out widened (bench/change_stability.py). That threshold is each crack's
+    ``detectable_widening_mm``: a crack rated unchanged may have widened by up to it
+    (bench/widening_detection.py measures how much real widening is found).
     """
     units = 1 / linear_unit_m(crs)
     distance = cfg.match_distance_m * units
@@ -359,11 +361,12 @@ def _crack_rows(
         widening = change - widths.bias_mm if len(differences) else 0.0
         uncertainty = widths.uncertainty_mm(len(differences))
         old_width = float(np.median(near["width_mm_old"])) if len(near) else np.nan
+        detectable = max(cfg.change_tolerance * old_width, WIDENING_SIGMAS * uncertainty)
         if not _found(matched_m, matched_m + added_m, floor_m):
             status = ChangeStatus.NEW.value
         elif added_m > max(cfg.change_tolerance * matched_m, floor_m):
             status = ChangeStatus.EXTENDED.value
-        elif widening > max(cfg.change_tolerance * old_width, WIDENING_SIGMAS * uncertainty):
+        elif widening > detectable:
             status = ChangeStatus.WIDENED.value
         else:
             status = ChangeStatus.UNCHANGED.value
@@ -375,7 +378,15 @@ def _crack_rows(
             change,
             crack.geometry.union_all(),
         )
-        rows.append(row | {"widening_mm": widening, "widening_se_mm": uncertainty if len(differences) else np.nan})
+        measured = bool(len(differences)) and np.isfinite(detectable)
+        rows.append(
+            row
+            | {
+                "widening_mm": widening,
+                "widening_se_mm": uncertainty if len(differences) else np.nan,
+                "detectable_widening_mm": detectable if measured else np.nan,
+            }
+        )
     lost = old[
         old["defect_id"].isin(
             old_lines.groupby("defect_id").filter(
@@ -768,6 +779,7 @@ def _compare(
                 "compare the two reports' widths with it in mind.",
             )
         )
+    page.notes.extend(_detectable_widening_note(changes))
     if isinstance(condition, ConditionComparison):
         page.tables.append(
             (
@@ -822,6 +834,28 @@ def _compare(
         "registration": registration,
         "widths": widths,
     }
+
+
+def _detectable_widening_note(changes: gpd.GeoDataFrame) -> list[tuple[str, str]]:
+    """What "unchanged" leaves open: the widening each crack needed to be told from the noise."""
+    if "detectable_widening_mm" not in changes:
+        return []
+    detectable = changes["detectable_widening_mm"].to_numpy(float)
+    detectable = detectable[np.isfinite(detectable)]
+    if not len(detectable):
+        return []
+    low, middle, high = np.percentile(detectable, [10, 50, 90])
+    return [
+        (
+            "note",
+            f"A crack rated unchanged may still have widened by up to its detectable_widening_mm: "
+            f"{middle:.2f} mm at the median over the {len(detectable)} cracks whose widths both flights "
+            f"measured ({low:.2f}–{high:.2f} mm from the 10th to the 90th percentile). It is the larger of "
+            f"the change tolerance of the crack's width and {WIDENING_SIGMAS:g} standard errors of its "
+            "widening: the widths of the same crack differ between two flights by about this much without "
+            "any change.",
+        )
+    ]
 
 
 def _width_summary(widths: WidthComparison) -> str:

@@ -38,6 +38,7 @@ CRACK_CHANGE_COLUMNS = [
     "new_length_m",
     "delta_length_m",
     "widening_mm",
+    "detectable_widening_mm",
 ]
 
 
@@ -87,6 +88,9 @@ def changes_per_crack(
         statuses = group["status"].astype(str).tolist()
         found = group[group["status"].isin(FOUND_IN_ORDER)]
         widening = found["widening_mm"].to_numpy(float) if "widening_mm" in found else np.array([])
+        detectable = (  # the crack is widened when any piece is: the least any piece would have told
+            found["detectable_widening_mm"].to_numpy(float) if "detectable_widening_mm" in found else np.array([])
+        )
         kind = type_of.get(crack_id)
         rows.append(
             {
@@ -101,6 +105,7 @@ def changes_per_crack(
                 "new_length_m": float(group["new_length_m"].sum()),
                 "delta_length_m": float(group["delta_length_m"].fillna(0.0).sum()),
                 "widening_mm": float(np.nanmax(widening)) if np.isfinite(widening).any() else np.nan,
+                "detectable_widening_mm": float(np.nanmin(detectable)) if np.isfinite(detectable).any() else np.nan,
                 "geometry": group.geometry.union_all(),
             }
         )

@@ -325,6 +325,11 @@ def test_a_flight_that_reads_every_crack_wider_widens_only_the_crack_that_widene
     assert table.loc[0, "bias_mm"] == pytest.approx(1.0, abs=0.05)
     html = (tmp_path / "changes" / "report.html").read_text()
     assert "The new flight reads the same cracks 1.00 mm wider" in html
+    # noiseless widths: what an unchanged crack could have widened unseen is change_tolerance of 3 mm
+    assert changes["detectable_widening_mm"].to_numpy() == pytest.approx([0.3] * 6, abs=0.002)
+    cracks = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="crack_changes")
+    assert cracks["detectable_widening_mm"].to_numpy() == pytest.approx([0.3] * 6, abs=0.002)
+    assert "may still have widened by up to its detectable_widening_mm: 0.30 mm at the median over the 6" in html
 
 
 def test_growth_per_year_comes_from_the_two_flight_dates(tmp_path, surveyed):
