@@ -18,7 +18,8 @@ detection rate, the untouched group's the false alarm rate.
         --manifest data/prepared/manifest.json --size 2048 --out metrics/widening_detection.json
 
 ``--work DIR`` keeps the flights and surveys there and reuses them, so that a change to the rule
-can be measured again in seconds (``--recompare``).
+can be measured again in seconds (``--recompare``). ``--same-band`` also measures the lever the
+rule cannot pull: both flights' widths read over the same band of ground (``same_band_widths``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pipeline.config import ReportConfig, SurveyConfig
 from pipeline.data.manifest import load_manifest
 from pipeline.fsutil import write_json
 from pipeline.report.compare import compare_surveys
+from pipeline.report.defects import build_defects
 from pipeline.survey import run_survey
 from pipeline.survey_accuracy import compose_val_mosaic
 
@@ -84,7 +86,7 @@ def rated_groups(changes_dir: Path, truth: Path, group_map: np.ndarray) -> list[
     changes = gpd.read_file(changes_dir / "changes.gpkg", layer="changes")
     changes = changes[(changes["class"] == "crack") & changes["new_length_m"].notna()]
     with rasterio.open(truth) as src:
-        transform, shape, crs = src.transform, src.shape, src.crs
+        transform, crs = src.transform, src.crs
     rows = []
     for status, length, detectable, geometry in zip(
         changes["status"],
@@ -93,12 +95,67 @@ def rated_groups(changes_dir: Path, truth: Path, group_map: np.ndarray) -> list[
         changes.to_crs(crs).geometry,
         strict=True,
     ):
-        inside = rasterize([(geometry, 1)], out_shape=shape, transform=transform, all_touched=True).astype(bool)
-        groups = group_map[inside]
-        groups = groups[groups >= 0]
-        group = int(np.bincount(groups).argmax()) if len(groups) else -1
+        group = group_of(geometry, group_map, transform)
         rows.append({"status": status, "length_m": float(length), "group": group, "detectable_mm": detectable})
     return rows
+
+
+def group_of(geometry: object, group_map: np.ndarray, transform: object) -> int:
+    """The group of the true crack most of ``geometry`` lies on (-1: none)."""
+    inside = rasterize([(geometry, 1)], out_shape=group_map.shape, transform=transform, all_touched=True)
+    groups = group_map[inside.astype(bool)]
+    groups = groups[groups >= 0]
+    return int(np.bincount(groups).argmax()) if len(groups) else -1
+
+
+def robust_sd(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(1.4826 * np.median(np.abs(values - np.median(values)))) if len(values) else float("nan")
+
+
+def same_band_widths(work: Path, name: str, group_map: np.ndarray) -> dict[str, object]:
+    """The next lever, measured: both flights' widths read over the same band of ground. The first
+    survey's cracks (its mask, skeleton and centreline pieces) are measured in the first image and
+    in the second; the second flight lies on the first's pixel grid (``fly_again`` moves only its
+    georeference, and its pixel phase is part of the flight), so the pieces pair exactly. Per-piece
+    noise of the difference, and per group the median over cracks of each crack's median widening
+    (less the difference over all pieces) and its spread across cracks."""
+    with rasterio.open(work / f"{name}.tif") as first:
+        transform = first.transform
+    second = work / "second_on_first_grid.tif"
+    shutil.copy(work / "second.tif", second)
+    with rasterio.open(second, "r+") as dst:
+        dst.transform = transform
+    names = ["background", "crack", "joint"]
+    cfg = ReportConfig()
+    widths = [
+        build_defects(work / "first" / "mask.tif", None, names, cfg, image_path=image).centerlines.set_index(
+            ["defect_id", "segment"]
+        )["width_mm"]
+        for image in (work / f"{name}.tif", second)
+    ]
+    differences = widths[1] - widths[0]
+    bias = float(np.nanmedian(differences.to_numpy(float)))
+    defects = build_defects(work / "first" / "mask.tif", None, names, cfg).defects.set_index("defect_id")
+    cracks: dict[int, list[float]] = {index: [] for index in range(len(WIDENINGS_PX))}
+    for defect_id, pieces in differences.groupby(level=0):
+        values = pieces.to_numpy(float)
+        values = values[np.isfinite(values)]
+        group = group_of(defects.loc[defect_id, "geometry"], group_map, transform)
+        if len(values) and group >= 0:
+            cracks[group].append(float(np.median(values)) - bias)
+    return {
+        "piece_noise_mm": robust_sd(differences.to_numpy(float)),
+        "bias_mm": bias,
+        "groups": {
+            f"+{WIDENINGS_PX[index]:g} px": {
+                "cracks": len(values),
+                "median_widening_mm": float(np.median(values)) if values else float("nan"),
+                "spread_mm": robust_sd(np.asarray(values)),
+            }
+            for index, values in cracks.items()
+        },
+    }
 
 
 def shares(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -134,6 +191,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=None, help="data sets (default: all with validation photos)")
     parser.add_argument("--work", type=Path, default=Path("bench-out/widening"), help="flights and surveys")
     parser.add_argument("--recompare", action="store_true", help="reuse the surveys in --work, compare again")
+    parser.add_argument("--same-band", action="store_true", help="also read both flights over the same band")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     args = parser.parse_args()
     manifest = load_manifest(args.manifest)
@@ -159,7 +217,13 @@ def main() -> None:
         changes = work / "changes"
         shutil.rmtree(changes, ignore_errors=True)
         compare_surveys(*surveys, changes, ReportConfig())
-        results[entry.name] = shares(rated_groups(changes, work / f"{entry.name}_truth.tif", group_map))
+        own = gpd.read_file(changes / "changes.gpkg", layer="width_comparison")
+        results[entry.name] = {
+            "groups": shares(rated_groups(changes, work / f"{entry.name}_truth.tif", group_map)),
+            "own_band_piece_noise_mm": float(own["noise_mm"].iloc[0]),
+        }
+        if args.same_band:
+            results[entry.name]["same_band"] = same_band_widths(work, entry.name, group_map)
     table = Table(title=f"cracks called widened, by true widening (share of crack length; {args.model.name})")
     for column in (
         "set",
@@ -173,8 +237,8 @@ def main() -> None:
         "detectable",
     ):
         table.add_column(column)
-    for name, groups in results.items():
-        for label, row in groups.items():
+    for name, result in results.items():
+        for label, row in result["groups"].items():
             table.add_row(
                 name,
                 label,
@@ -184,6 +248,17 @@ def main() -> None:
                 f"{row['detectable_widening_mm']:.2f} mm",
             )
     Console().print(table)
+    for name, result in results.items():
+        if "same_band" in result:
+            band = result["same_band"]
+            print(
+                f"{name}: piece noise {result['own_band_piece_noise_mm']:.2f} mm over each flight's own band, "
+                f"{band['piece_noise_mm']:.2f} mm over the same band; per crack (median, spread): "
+                + ", ".join(
+                    f"{label} {row['median_widening_mm']:+.2f} ± {row['spread_mm']:.2f} mm"
+                    for label, row in band["groups"].items()
+                )
+            )
     if args.out:
         write_json(args.out, {"size": args.size, "model": str(args.model), "sets": results})
 
