@@ -18,8 +18,9 @@ detection rate, the untouched group's the false alarm rate.
         --manifest data/prepared/manifest.json --size 2048 --out metrics/widening_detection.json
 
 ``--work DIR`` keeps the flights and surveys there and reuses them, so that a change to the rule
-can be measured again in seconds (``--recompare``). ``--same-band`` also measures the lever the
-rule cannot pull: both flights' widths read over the same band of ground (``same_band_widths``).
+can be measured again in seconds (``--recompare``). ``--same-band`` also reads the first survey's
+cracks in both images with each image's own band and ring choice (``same_band_widths``, the
+experiment that led to ``pipeline.report.paired_widths``, which chooses them once for both).
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def main() -> None:
         own = gpd.read_file(changes / "changes.gpkg", layer="width_comparison")
         results[entry.name] = {
             "groups": shares(rated_groups(changes, work / f"{entry.name}_truth.tif", group_map)),
-            "own_band_piece_noise_mm": float(own["noise_mm"].iloc[0]),
+            "compare_piece_noise_mm": float(own["noise_mm"].iloc[0]),  # as the comparison read the widths
+            "compare_band": str(own["band"].iloc[0]),
         }
         if args.same_band:
             results[entry.name]["same_band"] = same_band_widths(work, entry.name, group_map)
@@ -252,8 +254,9 @@ def main() -> None:
         if "same_band" in result:
             band = result["same_band"]
             print(
-                f"{name}: piece noise {result['own_band_piece_noise_mm']:.2f} mm over each flight's own band, "
-                f"{band['piece_noise_mm']:.2f} mm over the same band; per crack (median, spread): "
+                f"{name}: piece noise {result['compare_piece_noise_mm']:.2f} mm in the comparison "
+                f"({result['compare_band']}), {band['piece_noise_mm']:.2f} mm over the first survey's band "
+                "(each image's own ring); per crack (median, spread): "
                 + ", ".join(
                     f"{label} {row['median_widening_mm']:+.2f} ± {row['spread_mm']:.2f} mm"
                     for label, row in band["groups"].items()

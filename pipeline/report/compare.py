@@ -66,8 +66,10 @@ from pipeline.report.epochs import FlightInterval, flight_interval
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geojson, write_geopackage
+from pipeline.report.paired_widths import read_paired_widths
 from pipeline.report.registration import Registration, register_epochs
 from pipeline.report.visibility import line_contrast, still_visible
+from pipeline.report.width import WIDTH_FROM_MASK
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -282,6 +284,10 @@ def _found(matched_m: float, length_m: float, floor_m: float) -> bool:
     return matched_m >= min(floor_m, 0.5 * length_m)
 
 
+OWN_BANDS = "each survey's own"  # each width as its survey's report read it, over its own mask's band
+SAME_BAND = "same band"  # the old survey's cracks read in both orthomosaics (pipeline.report.paired_widths)
+
+
 @dataclass(frozen=True)
 class WidthComparison:
     """How the two flights measure the same cracks' widths: the median difference over every matched
@@ -291,6 +297,7 @@ class WidthComparison:
     pairs: int = 0  # matched centreline pieces with a width in both surveys
     bias_mm: float = 0.0  # new - old, median; 0 with fewer than MIN_BIAS_PAIRS pieces
     noise_mm: float = 0.0  # robust standard deviation (1.4826 MAD) of a piece's difference
+    band: str = OWN_BANDS  # where both widths were read (SAME_BAND: the old cracks in both orthomosaics)
 
     def uncertainty_mm(self, pieces: int) -> float:
         """The standard error of the median of ``pieces`` differences."""
@@ -302,25 +309,48 @@ WIDTH_BIAS_NOTE_MM = 0.1  # a larger difference between the flights is pointed o
 WIDENING_SIGMAS = 3.0  # a crack widened when its widening exceeds this many standard errors too
 
 
+def _widths_from_images(lines: gpd.GeoDataFrame) -> bool:
+    """Whether a report read its crack widths from the orthomosaic: only then are both flights read
+    again over the same band (a report of the mask alone compares by the masks' widths)."""
+    return "width_method" in lines and not (lines["width_method"] == WIDTH_FROM_MASK).any()
+
+
+def _no_pairs() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"defect_id_new": [], "defect_id_old": [], "width_mm_new": [], "width_mm_old": []}, geometry=[]
+    )
+
+
 def _width_pairs(new_lines: gpd.GeoDataFrame, old_lines: gpd.GeoDataFrame, distance: float) -> gpd.GeoDataFrame:
     """Each matched new centreline piece with its nearest old piece (widths ``width_mm_new``/``_old``)."""
     followed = new_lines[new_lines["covered"] > 0.5]
     if not len(followed) or not len(old_lines):
-        return gpd.GeoDataFrame(
-            {"defect_id_new": [], "defect_id_old": [], "width_mm_new": [], "width_mm_old": []}, geometry=[]
-        )
+        return _no_pairs()
     return gpd.sjoin_nearest(
         followed, old_lines[["defect_id", "width_mm", "geometry"]], max_distance=distance, lsuffix="new", rsuffix="old"
     )
 
 
-def _width_comparison(pairs: gpd.GeoDataFrame) -> WidthComparison:
+def _same_band_pairs(paired: gpd.GeoDataFrame, new_lines: gpd.GeoDataFrame, distance: float) -> gpd.GeoDataFrame:
+    """The old cracks' pieces read in both orthomosaics, each on the nearest followed new crack
+    (``read_paired_widths``; the same columns as ``_width_pairs``)."""
+    followed = new_lines.loc[new_lines["covered"] > 0.5, ["defect_id", "geometry"]]
+    if not len(followed) or not len(paired):
+        return _no_pairs()
+    return gpd.sjoin_nearest(
+        paired.rename(columns={"defect_id": "defect_id_old"}),
+        followed.rename(columns={"defect_id": "defect_id_new"}),
+        max_distance=distance,
+    )
+
+
+def _width_comparison(pairs: gpd.GeoDataFrame, band: str) -> WidthComparison:
     differences = (pairs["width_mm_new"] - pairs["width_mm_old"]).to_numpy(float)
     differences = differences[np.isfinite(differences)]
     if len(differences) < MIN_BIAS_PAIRS:
-        return WidthComparison(pairs=len(differences))
+        return WidthComparison(pairs=len(differences), band=band)
     bias = float(np.median(differences))
-    return WidthComparison(len(differences), bias, float(1.4826 * np.median(np.abs(differences - bias))))
+    return WidthComparison(len(differences), bias, float(1.4826 * np.median(np.abs(differences - bias))), band)
 
 
 def _crack_rows(
@@ -330,6 +360,7 @@ def _crack_rows(
     new_lines: gpd.GeoDataFrame,
     cfg: ReportConfig,
     crs: pyproj.CRS,
+    paired: gpd.GeoDataFrame | None = None,
 ) -> tuple[list[dict], WidthComparison]:
     """Per new crack: new / extended / widened / unchanged; per cluster of lost old cracks: not found.
 
@@ -346,8 +377,11 @@ def _crack_rows(
     floor_m = 2 * cfg.match_distance_m
     new_lines = new_lines.assign(covered=_covered(new_lines, old_lines, distance))
     old_lines = old_lines.assign(covered=_covered(old_lines, new_lines, distance))
-    pairs = _width_pairs(new_lines, old_lines, distance)
-    widths = _width_comparison(pairs)
+    if paired is not None and len(paired):
+        pairs, band = _same_band_pairs(paired, new_lines, distance), SAME_BAND
+    else:
+        pairs, band = _width_pairs(new_lines, old_lines, distance), OWN_BANDS
+    widths = _width_comparison(pairs, band)
     rows = []
     for defect_id, pieces in new_lines.groupby("defect_id", sort=True):
         crack = new[new["defect_id"] == defect_id]
@@ -472,6 +506,7 @@ def match_defects(
     old_lines: gpd.GeoDataFrame | None = None,
     new_lines: gpd.GeoDataFrame | None = None,
     coverage: Callable[[pyproj.CRS], BaseGeometry | None] | None = None,
+    paired: gpd.GeoDataFrame | None = None,
 ) -> ChangeMatch:
     """One row per change, with its status and measures, in the working CRS; and how the flights
     measure the same cracks' widths.
@@ -479,7 +514,9 @@ def match_defects(
     Cracks are compared along their centreline segments (``old_lines``/``new_lines``, the
     crack_centerlines layers); without them, and for every other class, defects are grouped by area.
     ``coverage`` gives the ground both surveys imaged in a CRS: a new or lost defect mostly outside
-    it is ``not covered`` (the other survey never saw that ground).
+    it is ``not covered`` (the other survey never saw that ground). ``paired``: the old cracks'
+    pieces read in both orthomosaics (``read_paired_widths``), compared instead of each survey's own
+    widths when given.
     """
     crs = _working_crs(old if len(old) else new)
     old_w, new_w = old.to_crs(crs), new.to_crs(crs)
@@ -489,7 +526,13 @@ def match_defects(
         cracks_old = old_w["class"].isin(cfg.crack_classes)
         cracks_new = new_w["class"].isin(cfg.crack_classes)
         crack_rows, widths = _crack_rows(
-            old_w[cracks_old], new_w[cracks_new], old_lines.to_crs(crs), new_lines.to_crs(crs), cfg, crs
+            old_w[cracks_old],
+            new_w[cracks_new],
+            old_lines.to_crs(crs),
+            new_lines.to_crs(crs),
+            cfg,
+            crs,
+            None if paired is None else paired.to_crs(crs),
         )
         old_w = old_w[~cracks_old].reset_index(drop=True)
         new_w = new_w[~cracks_new].reset_index(drop=True)
@@ -689,7 +732,22 @@ def _compare(
 
     old_lines = load_defects(old_dir, cfg, "crack_centerlines")
     new_lines = registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs))
-    matched = match_defects(old, registration.move(new.to_crs(crs)), cfg, old_lines, new_lines, both_imaged)
+    paired = None
+    if (
+        old_ortho is not None
+        and new_ortho is not None
+        and SurveyFolder(old_dir).mask.is_file()
+        and _widths_from_images(old_lines)
+        and _widths_from_images(new_lines)
+    ):
+        paired = read_paired_widths(
+            SurveyFolder(old_dir).mask,
+            old[old["class"].isin(cfg.crack_classes)],
+            (old_ortho, new_ortho),
+            registration,
+            crs,
+        )
+    matched = match_defects(old, registration.move(new.to_crs(crs)), cfg, old_lines, new_lines, both_imaged, paired)
     changes, widths = matched.changes, matched.widths
     if old_ortho is not None and new_ortho is not None and len(changes):
         changes = _seen_in_images(
@@ -861,9 +919,14 @@ def _detectable_widening_note(changes: gpd.GeoDataFrame) -> list[tuple[str, str]
 def _width_summary(widths: WidthComparison) -> str:
     if widths.pairs < MIN_BIAS_PAIRS:
         return f"not measured ({widths.pairs} matched centreline pieces with widths; {MIN_BIAS_PAIRS} needed)"
+    read = (
+        "the old survey's cracks read in both orthomosaics over the same band"
+        if widths.band == SAME_BAND
+        else "each survey's own widths (an orthomosaic missing: each over its own mask's band)"
+    )
     return (
         f"{widths.bias_mm:+.2f} mm median over {widths.pairs} matched centreline pieces, noise "
-        f"{widths.noise_mm:.2f} mm per piece: widening is judged beyond both"
+        f"{widths.noise_mm:.2f} mm per piece ({read}): widening is judged beyond both"
     )
 
 

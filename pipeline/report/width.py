@@ -149,6 +149,7 @@ def measure_darkness(
     chunk_of: np.ndarray,
     chunk_length_px: np.ndarray,
     length_px: float,
+    guide: np.ndarray | None = None,
 ) -> Darkness | None:
     """Integrate one crack's darkness; None where the image shows no usable contrast.
 
@@ -156,6 +157,8 @@ def measure_darkness(
         grey: grey levels of the window; NaN where the image has no data.
         crack: this crack's mask pixels; ``others``: pixels of any other defect or nodata.
         skeleton: its centreline pixels; ``chunk_of``: chunk id per pixel on the skeleton (-1 off it).
+        guide: another image of the same ground (same window, NaN where it has no data) whose band
+            and ring are used instead of this image's own: two flights read over the same band.
     """
     valid = np.isfinite(grey)
     usable = valid & ~others
@@ -167,7 +170,11 @@ def measure_darkness(
     # the cross-section is read from the centreline pixels with data (a second transform only there)
     cross = distance if valid[skeleton].all() else ndimage.distance_transform_edt(~(skeleton & valid))
     darkest = _darkest_across(grey, (reach <= BAND_PX) & usable, cross)
-    band, ring = _band_and_ring(grey, reach, usable, darkest)
+    if guide is None:
+        band, ring = _band_and_ring(grey, reach, usable, darkest)
+    else:
+        guide_darkest = _darkest_across(guide, (reach <= BAND_PX) & usable, cross)
+        band, ring = _band_and_ring(guide, reach, usable, guide_darkest)
     if ring.sum() < 8 or not np.isfinite(darkest):
         return None
     background = float(np.median(grey[ring]))

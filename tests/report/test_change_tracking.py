@@ -323,6 +323,7 @@ def test_a_flight_that_reads_every_crack_wider_widens_only_the_crack_that_widene
     assert changes.loc["widened", "delta_max_width_mm"] == pytest.approx(5.0, abs=0.5)  # as measured
     table = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="width_comparison")
     assert table.loc[0, "bias_mm"] == pytest.approx(1.0, abs=0.05)
+    assert table.loc[0, "band"] == "each survey's own"  # no orthomosaics: the reports' own widths
     html = (tmp_path / "changes" / "report.html").read_text()
     assert "The new flight reads the same cracks 1.00 mm wider" in html
     # noiseless widths: what an unchanged crack could have widened unseen is change_tolerance of 3 mm
@@ -330,6 +331,66 @@ def test_a_flight_that_reads_every_crack_wider_widens_only_the_crack_that_widene
     cracks = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="crack_changes")
     assert cracks["detectable_widening_mm"].to_numpy() == pytest.approx([0.3] * 6, abs=0.002)
     assert "may still have widened by up to its detectable_widening_mm: 0.30 mm at the median over the 6" in html
+
+
+def _photographed(widths_px: list[float], gain: float, offset: float, blur: float, seed: int) -> np.ndarray:
+    """Six horizontal cracks of these widths on a textured grey (sub-pixel: each row darkened by the
+    share of it the crack covers), the first and fifth with a dark joint line 6 px above them, blurred,
+    lit, noisy and JPEG'd as a drone camera stores it (RGB)."""
+    import io
+
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    texture = gaussian_filter(np.random.default_rng(0).normal(0, 40, (420, 520)), 3)  # the same ground
+    grey = 175 + texture
+    rows = np.arange(420)[:, None]
+    for top, width in zip(range(40, 400, 60), widths_px, strict=True):
+        centre = top + 2.0
+        covered = np.clip(np.minimum(rows + 1, centre + width / 2) - np.maximum(rows, centre - width / 2), 0, 1)
+        grey[:, 40:460] -= 110 * covered
+        if top in (40, 280):
+            grey[top - 6, 20:500] -= 90  # a joint beside the crack: the same ground in every flight
+    seen = gaussian_filter(grey, blur) * gain + offset + rng.normal(0, 2, grey.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.repeat(np.clip(seen, 0, 255).astype(np.uint8)[..., None], 3, axis=2)).save(
+        buffer, "JPEG", quality=85
+    )
+    return np.asarray(Image.open(buffer)).transpose(2, 0, 1)
+
+
+def test_both_orthomosaics_read_the_old_cracks_over_the_same_band(tmp_path):
+    """Two flights whose masks differ (the second's 3 px wider on every crack, towards the joints
+    beside two of them, as another light and blur make a model's mask) and whose light and blur
+    differ: with both orthomosaics the old cracks are read in each over the same band, and only the
+    crack that widened by 1 mm is widened, by about that much. (Each report's widths over its own
+    mask's band read a joint into the new flight's widths only: a crack beside one comes out widened
+    too, measured.)"""
+    from rasterio.transform import from_origin
+
+    from pipeline.report.build import report_survey
+    from tests.conftest import write_raster
+
+    old_mask, new_mask = np.zeros((420, 520), np.uint8), np.zeros((420, 520), np.uint8)
+    for top in range(40, 400, 60):
+        old_mask[top : top + 4, 40:460] = 1
+        new_mask[top - 3 : top + 4, 40:460] = 1
+    write_mask_survey(tmp_path / "old", old_mask)
+    write_mask_survey(tmp_path / "new", new_mask)
+    grid = {"transform": from_origin(400000, 5000000, 0.001, 0.001)}
+    old_image = write_raster(tmp_path / "old.tif", _photographed([2.0] * 6, 1.0, 0, 0.5, 1), **grid)
+    widened = [2.0, 2.0, 3.0, 2.0, 2.0, 2.0]
+    new_image = write_raster(tmp_path / "new.tif", _photographed(widened, 0.85, 15, 0.8, 2), **grid)
+    for folder, image in (("old", old_image), ("new", new_image)):  # each report reads its widths from its image
+        report_survey(tmp_path / folder, CFG, image=image)
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG, old_image, new_image)
+    assert result["widths"].band == "same band" and result["widths"].pairs >= 20
+    assert _statuses(result) == {"widened": 1, "unchanged": 5}
+    changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
+    assert changes.loc["widened", "widening_mm"] == pytest.approx(1.0, abs=0.3)
+    assert (changes.loc["unchanged", "detectable_widening_mm"] < 0.6).all()  # what 1 mm had to clear
+    assert "read in both orthomosaics over the same band" in (tmp_path / "changes" / "report.html").read_text()
 
 
 def test_growth_per_year_comes_from_the_two_flight_dates(tmp_path, surveyed):
