@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench-out/widening"), help="flights and surveys")
     parser.add_argument("--recompare", action="store_true", help="reuse the surveys in --work, compare again")
     parser.add_argument("--same-band", action="store_true", help="also read both flights over the same band")
+    parser.add_argument("--width-band", choices=["own", "same"], default="own", help="compare's report.width_band")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     args = parser.parse_args()
     manifest = load_manifest(args.manifest)
@@ -217,7 +218,7 @@ def main() -> None:
         group_map = np.load(work / "groups.npy")
         changes = work / "changes"
         shutil.rmtree(changes, ignore_errors=True)
-        compare_surveys(*surveys, changes, ReportConfig())
+        compare_surveys(*surveys, changes, ReportConfig(width_band=args.width_band))
         own = gpd.read_file(changes / "changes.gpkg", layer="width_comparison")
         results[entry.name] = {
             "groups": shares(rated_groups(changes, work / f"{entry.name}_truth.tif", group_map)),
@@ -263,7 +264,9 @@ def main() -> None:
                 )
             )
     if args.out:
-        write_json(args.out, {"size": args.size, "model": str(args.model), "sets": results})
+        write_json(
+            args.out, {"size": args.size, "model": str(args.model), "width_band": args.width_band, "sets": results}
+        )
 
 
 if __name__ == "__main__":

@@ -543,6 +543,12 @@ class ReportConfig(_Strict):
     match_distance_m: float = Field(0.02, ge=0, description="compare: registration tolerance")
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")
+    width_band: Literal["own", "same"] = Field(
+        "own",
+        description="compare: crack widths as each report read them (own), or the old cracks read in both "
+        "orthomosaics over the same band (same; bench/widening_detection.py: finds more real widening, "
+        "but more false growth on thin faint cracks)",
+    )
 
 
 class RegistryConfig(_Strict):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,7 @@ class WidthComparison:
     bias_mm: float = 0.0  # new - old, median; 0 with fewer than MIN_BIAS_PAIRS pieces
     noise_mm: float = 0.0  # robust standard deviation (1.4826 MAD) of a piece's difference
     band: str = OWN_BANDS  # where both widths were read (SAME_BAND: the old cracks in both orthomosaics)
+    scale: float = 1.0  # SAME_BAND: new / old, median; the new widths are divided by it before the rest
 
     def uncertainty_mm(self, pieces: int) -> float:
         """The standard error of the median of ``pieces`` differences."""
@@ -377,11 +378,19 @@ def _crack_rows(
     floor_m = 2 * cfg.match_distance_m
     new_lines = new_lines.assign(covered=_covered(new_lines, old_lines, distance))
     old_lines = old_lines.assign(covered=_covered(old_lines, new_lines, distance))
+    scale = 1.0
     if paired is not None and len(paired):
         pairs, band = _same_band_pairs(paired, new_lines, distance), SAME_BAND
+        # over the same band a width is darkness / core contrast, and each flight learns its own
+        # contrast: the flights differ by a factor (blur moves a survey's contrast model), not a sum
+        ratios = (pairs["width_mm_new"] / pairs["width_mm_old"]).to_numpy(float)
+        ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+        if len(ratios) >= MIN_BIAS_PAIRS:
+            scale = float(np.exp(np.median(np.log(ratios))))
+            pairs = pairs.assign(width_mm_new=pairs["width_mm_new"] / scale)
     else:
         pairs, band = _width_pairs(new_lines, old_lines, distance), OWN_BANDS
-    widths = _width_comparison(pairs, band)
+    widths = replace(_width_comparison(pairs, band), scale=scale)
     rows = []
     for defect_id, pieces in new_lines.groupby("defect_id", sort=True):
         crack = new[new["defect_id"] == defect_id]
@@ -734,7 +743,8 @@ def _compare(
     new_lines = registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs))
     paired = None
     if (
-        old_ortho is not None
+        cfg.width_band == "same"
+        and old_ortho is not None
         and new_ortho is not None
         and SurveyFolder(old_dir).mask.is_file()
         and _widths_from_images(old_lines)
@@ -920,7 +930,8 @@ def _width_summary(widths: WidthComparison) -> str:
     if widths.pairs < MIN_BIAS_PAIRS:
         return f"not measured ({widths.pairs} matched centreline pieces with widths; {MIN_BIAS_PAIRS} needed)"
     read = (
-        "the old survey's cracks read in both orthomosaics over the same band"
+        f"the old survey's cracks read in both orthomosaics over the same band, the new widths divided by "
+        f"{widths.scale:.2f}, the flights' median ratio"
         if widths.band == SAME_BAND
         else "each survey's own widths (an orthomosaic missing: each over its own mask's band)"
     )
