@@ -105,6 +105,7 @@ def flights_arguments(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.json"))
     parser.add_argument("--size", type=int, default=2048, help="mosaic side in px")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--width-band", choices=["own", "same"], default="own", help="compare's report.width_band")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     return parser.parse_args()
 
@@ -112,7 +113,7 @@ def flights_arguments(doc: str | None) -> argparse.Namespace:
 def main() -> None:
     args = flights_arguments(__doc__)
     manifest = load_manifest(args.manifest)
-    report = ReportConfig()
+    report = ReportConfig(width_band=args.width_band)
     as_they_lie = report.model_copy(update={"registration": RegistrationConfig(mode="off")})
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="msaf-stability-") as tmp:

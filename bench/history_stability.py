@@ -75,7 +75,7 @@ def main() -> None:
             for ortho, folder, date in zip(orthos, surveys, FLIGHTS, strict=True):
                 cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
                 run_survey(ortho, folder, cfg, model_path=args.model, job={"flight_date": date})
-            crack_history(surveys, work / f"{entry.name}-history", ReportConfig())
+            crack_history(surveys, work / f"{entry.name}-history", ReportConfig(width_band=args.width_band))
             results[entry.name] = trend_shares(work / f"{entry.name}-history")
     table = Table(
         title=f"false trends over three flights of unchanged ground ({args.size}² mosaics, {args.model.name})"
