@@ -50,9 +50,9 @@ WIDENINGS_PX = (0.0, 0.5, 1.0)  # the three groups of true cracks: untouched, +0
 GROUP_SHARES = (0.6, 0.2, 0.2)  # most cracks of a structure do not widen between two flights
 
 
-def widen_cracks(ortho: Path, truth: Path, crack_id: int, min_length: int, seed: int) -> tuple[np.ndarray, Path]:
+def widen_cracks(ortho: Path, truth: Path, crack_id: int, min_length: int, seed: int) -> np.ndarray:
     """Widen two fifths of the true cracks in ``ortho`` (in place); the group of each crack pixel
-    (index into WIDENINGS_PX, -1 where no crack or one too short to rate) and the widened image."""
+    (index into WIDENINGS_PX, -1 where no crack or one too short to rate)."""
     with rasterio.open(truth) as src:
         crack = src.read(1) == crack_id
     pieces, count = ndimage.label(crack, structure=np.ones((3, 3)))
@@ -78,7 +78,7 @@ def widen_cracks(ortho: Path, truth: Path, crack_id: int, min_length: int, seed:
             share = widening / 2
             rgb[:, near] = (1 - share) * rgb[:, near] + share * darkest[:, near]
         dst.write(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
-    return group_map, ortho
+    return group_map
 
 
 def rated_groups(changes_dir: Path, truth: Path, group_map: np.ndarray) -> list[dict]:
@@ -129,15 +129,14 @@ def same_band_widths(work: Path, name: str, group_map: np.ndarray) -> dict[str, 
         dst.transform = transform
     names = ["background", "crack", "joint"]
     cfg = ReportConfig()
-    widths = [
-        build_defects(work / "first" / "mask.tif", None, names, cfg, image_path=image).centerlines.set_index(
-            ["defect_id", "segment"]
-        )["width_mm"]
+    tables = [
+        build_defects(work / "first" / "mask.tif", None, names, cfg, image_path=image)
         for image in (work / f"{name}.tif", second)
     ]
+    widths = [table.centerlines.set_index(["defect_id", "segment"])["width_mm"] for table in tables]
     differences = widths[1] - widths[0]
     bias = float(np.nanmedian(differences.to_numpy(float)))
-    defects = build_defects(work / "first" / "mask.tif", None, names, cfg).defects.set_index("defect_id")
+    defects = tables[0].defects.set_index("defect_id")  # the first survey's mask: the same cracks in both
     cracks: dict[int, list[float]] = {index: [] for index in range(len(WIDENINGS_PX))}
     for defect_id, pieces in differences.groupby(level=0):
         values = pieces.to_numpy(float)
@@ -209,7 +208,7 @@ def main() -> None:
             first, truth, names = compose_val_mosaic(entry, manifest.classes, args.size, work, args.seed)
             widened = work / "widened.tif"
             shutil.copy(first, widened)
-            group_map, _ = widen_cracks(widened, truth, names.index("crack"), args.min_length, args.seed)
+            group_map = widen_cracks(widened, truth, names.index("crack"), args.min_length, args.seed)
             np.save(work / "groups.npy", group_map)
             second = work / "second.tif"
             fly_again(widened, second)

@@ -107,7 +107,7 @@ def test_the_widening_bench_widens_a_crack_by_exactly_its_share_of_a_pixel(tmp_p
         image[:, top : top + 2, 5:75] = 60
         truth[0, top : top + 2, 5:75] = 1
     ortho, truth_path = write_raster(tmp_path / "o.tif", image), write_raster(tmp_path / "t.tif", truth)
-    groups, _ = bench.widen_cracks(ortho, truth_path, crack_id=1, min_length=20, seed=0)
+    groups = bench.widen_cracks(ortho, truth_path, crack_id=1, min_length=20, seed=0)
     with rasterio.open(ortho) as src:
         widened = src.read().astype(float)
     gained = {}

@@ -742,16 +742,17 @@ def _compare(
     old_lines = load_defects(old_dir, cfg, "crack_centerlines")
     new_lines = registration.move(load_defects(new_dir, cfg, "crack_centerlines").to_crs(crs))
     paired = None
+    old_mask = SurveyFolder(old_dir).mask
     if (
         cfg.width_band == "same"
         and old_ortho is not None
         and new_ortho is not None
-        and SurveyFolder(old_dir).mask.is_file()
+        and old_mask.is_file()
         and _widths_from_images(old_lines)
         and _widths_from_images(new_lines)
     ):
         paired = read_paired_widths(
-            SurveyFolder(old_dir).mask,
+            old_mask,
             old[old["class"].isin(cfg.crack_classes)],
             (old_ortho, new_ortho),
             registration,

@@ -83,7 +83,7 @@ def read_paired_widths(
                 greys.append(np.where(valid, grey, np.nan).astype(float))
             both = np.isfinite(greys[0]) & np.isfinite(greys[1])  # the same pixels in both readings
             old_grey, new_grey = (np.where(both, grey, np.nan) for grey in greys)
-            darkness = [
+            darkness = [  # band and ring from the old image, for both readings
                 measure_darkness(
                     grey,
                     pixels,
@@ -92,9 +92,9 @@ def read_paired_widths(
                     measure.chunk_of,
                     measure.chunk_length_px,
                     measure.length_px,
-                    guide=old_grey,  # band and ring from the old image, for both readings
+                    guide=guide,
                 )
-                for grey in (old_grey, new_grey)
+                for grey, guide in ((old_grey, None), (new_grey, old_grey))
             ]
             readings.append(_Reading(int(defect_id), measure, size.mean_m * 1000, (darkness[0], darkness[1])))
     cores = [CoreModel.learn([d for r in readings if (d := r.darkness[i]) is not None]) for i in (0, 1)]
