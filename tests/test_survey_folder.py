@@ -140,6 +140,26 @@ def test_an_orthomosaic_in_another_crs_is_refused_for_widths(tmp_path, surveyed,
     assert_one_line_error(msaf_in_process("report", str(folder), "--image", str(other)), "differs from the mask's")
 
 
+def test_a_grey_orthomosaic_for_widths_is_refused_as_the_survey_refuses_it(tmp_path, surveyed, crack_mosaic):
+    """A one-band copy of the surveyed orthomosaic, on its grid: report and compare say what they
+    need in one line before any work (it broke the report's thumbnails with a traceback)."""
+    grey = tmp_path / "grey.tif"
+    with rasterio.open(crack_mosaic[0]) as src:
+        profile = src.profile | {"count": 1, "photometric": "MINISBLACK"}
+        with rasterio.open(grey, "w", **profile) as dst:
+            dst.write(src.read(1), 1)
+    expected = "grey.tif: 1 band(s); expected 3 (RGB) or 4 (RGB + alpha)"
+    folder = _copy_survey(surveyed, tmp_path / "s")
+    assert_one_line_error(msaf_in_process("report", str(folder), "--image", str(grey)), expected)
+    assert not (folder / "report.html").exists()
+    later = _copy_survey(surveyed, tmp_path / "later")
+    compared = msaf_in_process(
+        "compare", str(folder), str(later), "--out", str(tmp_path / "c"), "--new-image", str(grey)
+    )
+    assert_one_line_error(compared, expected)
+    assert not (tmp_path / "c" / "changes.gpkg").exists()
+
+
 def test_a_survey_of_only_background_reports_no_defects(tmp_path, surveyed):
     folder = _copy_survey(surveyed, tmp_path / "s")
     with rasterio.open(folder / "mask.tif", "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:

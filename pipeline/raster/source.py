@@ -229,6 +229,16 @@ def rgb_bands(ds: rasterio.DatasetReader) -> tuple[int, int, int]:
     )
 
 
+def orthomosaic_bands(ds: rasterio.DatasetReader, name: str) -> tuple[int, int, int]:
+    """The red, green and blue band numbers of an orthomosaic, which has 3 bands (RGB) or 4 (RGB +
+    alpha); anything else (a grey or multispectral image, a fourth band that is not alpha) is one line."""
+    if ds.count not in (3, 4):
+        raise MsafError(f"{name}: {ds.count} band(s); expected 3 (RGB) or 4 (RGB + alpha)")
+    if ds.count == 4 and ds.colorinterp[3] not in (ColorInterp.alpha, ColorInterp.undefined):
+        raise MsafError(f"{name}: band 4 is {ds.colorinterp[3].name}, not alpha; expected RGB or RGBA")
+    return rgb_bands(ds)
+
+
 def _percentile_scale(ds: rasterio.DatasetReader, low: float, high: float) -> tuple[tuple[float, float], ...]:
     """Per-band (lo, hi) from a decimated read (at most ~1024 px a side) of valid pixels."""
     data, valid = _sample(ds)
@@ -369,12 +379,8 @@ def open_source(
                 raise MsafError(f"--assume-crs {assume_crs!r} is not a CRS rasterio understands") from None
         _check_georeferencing(name, ds)
         _check_north_up(name, ds.transform)
-        if ds.count not in (3, 4):
-            raise MsafError(f"{name}: {ds.count} band(s); expected 3 (RGB) or 4 (RGB + alpha)")
+        bands = orthomosaic_bands(ds, name)
         has_alpha = ds.count == 4
-        if has_alpha and ds.colorinterp[3] not in (ColorInterp.alpha, ColorInterp.undefined):
-            raise MsafError(f"{name}: band 4 is {ds.colorinterp[3].name}, not alpha; expected RGB or RGBA")
-        bands = rgb_bands(ds)
         if len(set(ds.dtypes)) != 1:
             raise MsafError(f"{name}: bands have mixed data types {ds.dtypes}")
         dtype = ds.dtypes[0]

@@ -12,6 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+from rasterio.errors import RasterioIOError
 
 from pipeline import fingerprint, styles
 from pipeline.class_ids import NO_CLASS
@@ -20,7 +21,8 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.job import job_axis, job_rows
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
-from pipeline.raster.trust import is_virtual, locate
+from pipeline.raster.source import orthomosaic_bands
+from pipeline.raster.trust import driver_for, is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.cad import write_dxf
 from pipeline.report.condition import (
@@ -553,6 +555,11 @@ def survey_image(record: SurveyRecord | None, image: Path | None) -> Path | None
     """
     if image is not None:
         location = locate(image, allow_vrt=True)
+        try:
+            with rasterio.open(location.text, driver=driver_for(location.text, "vrt")) as ds:
+                orthomosaic_bands(ds, location.text)
+        except RasterioIOError:
+            raise MsafError(f"{image}: not a readable raster; pass the orthomosaic that was surveyed") from None
         return Path(location.text)
     source = record.input.path if record else None
     if not source or is_virtual(source):
