@@ -9,6 +9,8 @@ warped onto it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,37 +65,54 @@ class GroundImage:
             transform, _, _ = calculate_default_transform(src.crs, self.crs, src.width, src.height, *src.bounds)
         return max(abs(transform.a), abs(transform.e))
 
+    @contextmanager
+    def reading(self) -> Iterator[GroundReader]:
+        """The image held open for many reads (a crack at a time: opening the file costs more than
+        reading a crack's window)."""
+        with rasterio.open(self.path, driver=driver_for(str(self.path), "vrt")) as src:
+            yield GroundReader(src, self.crs)
+
+    def read(self, grid: GroundGrid) -> tuple[np.ndarray, np.ndarray]:
+        """One read (``GroundReader.read``)."""
+        with self.reading() as reader:
+            return reader.read(grid)
+
+
+@dataclass(frozen=True)
+class GroundReader:
+    """An open orthomosaic (``GroundImage.reading``) read onto grids of ``crs``."""
+
+    src: rasterio.DatasetReader
+    crs: pyproj.CRS
+
     def read(self, grid: GroundGrid) -> tuple[np.ndarray, np.ndarray]:
         """Luminance (float32) and validity on ``grid``: the source window read decimated to about
         the grid's pixel, then warped onto it (bilinear)."""
         empty = np.zeros(grid.shape, np.float32), np.zeros(grid.shape, bool)
-        with rasterio.open(self.path, driver=driver_for(str(self.path), "vrt")) as src:
-            left, bottom, right, top = transform_bounds(
-                self.crs, src.crs, *array_bounds(*grid.shape, grid.transform), densify_pts=21
-            )
-            wanted = from_bounds(left, bottom, right, top, transform=src.transform)
-            col0, row0 = max(0, math.floor(wanted.col_off)), max(0, math.floor(wanted.row_off))
-            col1 = min(src.width, math.ceil(wanted.col_off + wanted.width))
-            row1 = min(src.height, math.ceil(wanted.row_off + wanted.height))
-            if col1 <= col0 or row1 <= row0:
-                return empty
-            window = Window(col0, row0, col1 - col0, row1 - row0)
-            step = max(1, math.floor(wanted.width / grid.shape[1]))
-            shape = (max(1, math.ceil(window.height / step)), max(1, math.ceil(window.width / step)))
-            band_numbers = rgb_bands(src) if src.count >= 3 else (1,)
-            bands = src.read(
-                band_numbers, window=window, out_shape=(len(band_numbers), *shape), resampling=Resampling.average
-            )
-            valid = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
-            bands = on_survey_scale(src, bands)
-            read_transform = src.window_transform(window) @ Affine.scale(
-                window.width / shape[1], window.height / shape[0]
-            )
-            source_crs = src.crs
+        src = self.src
+        left, bottom, right, top = transform_bounds(
+            self.crs, src.crs, *array_bounds(*grid.shape, grid.transform), densify_pts=21
+        )
+        wanted = from_bounds(left, bottom, right, top, transform=src.transform)
+        col0, row0 = max(0, math.floor(wanted.col_off)), max(0, math.floor(wanted.row_off))
+        col1 = min(src.width, math.ceil(wanted.col_off + wanted.width))
+        row1 = min(src.height, math.ceil(wanted.row_off + wanted.height))
+        if col1 <= col0 or row1 <= row0:
+            return empty
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        step = max(1, math.floor(wanted.width / grid.shape[1]))
+        shape = (max(1, math.ceil(window.height / step)), max(1, math.ceil(window.width / step)))
+        band_numbers = rgb_bands(src) if src.count >= 3 else (1,)
+        bands = src.read(
+            band_numbers, window=window, out_shape=(len(band_numbers), *shape), resampling=Resampling.average
+        )
+        valid = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
+        bands = on_survey_scale(src, bands)
+        read_transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
         luminance, on_grid = empty[0].copy(), np.zeros(grid.shape, np.uint8)
         common = {
             "src_transform": read_transform,
-            "src_crs": source_crs,
+            "src_crs": src.crs,
             "dst_transform": grid.transform,
             "dst_crs": self.crs,
         }

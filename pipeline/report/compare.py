@@ -272,9 +272,14 @@ def _covered(lines: gpd.GeoDataFrame, other: gpd.GeoDataFrame, distance: float) 
         return np.zeros(0)
     if not len(other):
         return np.zeros(len(lines))
-    zone = other.geometry.buffer(distance).union_all()
-    lengths = lines.geometry.length.to_numpy()
-    inside = lines.geometry.intersection(zone).length.to_numpy()
+    zone = shapely.get_parts(other.geometry.buffer(distance).union_all())  # disjoint polygons
+    segments = lines.geometry.to_numpy()
+    # each segment against the parts of the zone it meets, not the whole zone (thousands of parts)
+    which, part = shapely.STRtree(zone).query(segments, predicate="intersects")
+    inside = np.bincount(
+        which, weights=shapely.length(shapely.intersection(segments[which], zone[part])), minlength=len(lines)
+    )
+    lengths = shapely.length(segments)
     return np.divide(inside, lengths, out=np.ones_like(lengths), where=lengths > 0)
 
 

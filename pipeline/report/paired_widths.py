@@ -61,7 +61,7 @@ def read_paired_widths(
     empty = gpd.GeoDataFrame({c: [] for c in PAIRED_COLUMNS}, geometry="geometry", crs=crs)
     old_image, new_image = GroundImage(images[0], crs), GroundImage(images[1], crs)
     readings: list[_Reading] = []
-    with rasterio.open(old_mask) as mask:
+    with rasterio.open(old_mask) as mask, old_image.reading() as in_old, new_image.reading() as in_new:
         if mask.crs is None or pyproj.CRS.from_user_input(mask.crs) != crs or not len(old_cracks):
             return empty
         to_new = ~registration.transform  # the old frame's ground in the new survey's frame
@@ -78,7 +78,7 @@ def read_paired_widths(
             measure = measure_crack(pixels, transform, size)
             others = (labels != 0) & ~pixels
             greys = []
-            for image, grid_transform in ((old_image, transform), (new_image, to_new @ transform)):
+            for image, grid_transform in ((in_old, transform), (in_new, to_new @ transform)):
                 grey, valid = image.read(GroundGrid(grid_transform, pixels.shape))
                 greys.append(np.where(valid, grey, np.nan).astype(float))
             both = np.isfinite(greys[0]) & np.isfinite(greys[1])  # the same pixels in both readings

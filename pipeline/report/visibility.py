@@ -44,17 +44,18 @@ def line_contrast(image: GroundImage, pieces: gpd.GeoDataFrame, group: str, pixe
         np.floor(centres.x.to_numpy() / tile).astype(np.int64),
         np.floor(centres.y.to_numpy() / tile).astype(np.int64),
     )
-    for _, tile_pieces in pieces.groupby(list(keys), sort=False):  # one read per tile
-        left, bottom, right, top = tile_pieces.total_bounds
-        grid = GroundGrid.covering((left - margin, bottom - margin, right + margin, top + margin), pixel)
-        luminance, valid = image.read(grid)
-        for value, members in tile_pieces.groupby(group, sort=False):
-            line = rasterio.features.rasterize(
-                members.geometry, out_shape=grid.shape, transform=grid.transform, all_touched=True
-            ).astype(bool)
-            distance = ndimage.distance_transform_edt(~line)
-            on_line[value].append(luminance[(distance <= LINE_PX) & valid])
-            around[value].append(luminance[(distance >= AROUND_PX[0]) & (distance <= AROUND_PX[1]) & valid])
+    with image.reading() as reader:
+        for _, tile_pieces in pieces.groupby(list(keys), sort=False):  # one read per tile
+            left, bottom, right, top = tile_pieces.total_bounds
+            grid = GroundGrid.covering((left - margin, bottom - margin, right + margin, top + margin), pixel)
+            luminance, valid = reader.read(grid)
+            for value, members in tile_pieces.groupby(group, sort=False):
+                line = rasterio.features.rasterize(
+                    members.geometry, out_shape=grid.shape, transform=grid.transform, all_touched=True
+                ).astype(bool)
+                distance = ndimage.distance_transform_edt(~line)
+                on_line[value].append(luminance[(distance <= LINE_PX) & valid])
+                around[value].append(luminance[(distance >= AROUND_PX[0]) & (distance <= AROUND_PX[1]) & valid])
     contrast = {}
     for value in pieces[group].unique():
         line_grey, around_grey = np.concatenate(on_line[value]), np.concatenate(around[value])
