@@ -98,15 +98,21 @@ def crack_length_m(survey: Path) -> float:
     return float(defects.loc[defects["class"] == "crack", "length_m"].sum())
 
 
-def flights_arguments(doc: str | None) -> argparse.Namespace:
-    """The command line of the benches that fly unchanged ground again (this one, history_stability)."""
+def flights_arguments(doc: str | None, keeps_work: bool = False) -> argparse.Namespace:
+    """The command line of the benches that fly unchanged ground again (this one, history_stability);
+    ``keeps_work``: ``--work DIR`` keeps the surveys and ``--reuse`` follows them again without flying."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("pipeline/assets/msaf-dsnet.safetensors"))
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.json"))
     parser.add_argument("--size", type=int, default=2048, help="mosaic side in px")
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--width-band", choices=["own", "same"], default="own", help="compare's report.width_band")
+    parser.add_argument(
+        "--width-band", choices=["own", "same"], default=ReportConfig().width_band, help="compare's report.width_band"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
+    if keeps_work:
+        parser.add_argument("--work", type=Path, default=None, help="keep the flights and surveys here")
+        parser.add_argument("--reuse", action="store_true", help="reuse the surveys in --work")
     return parser.parse_args()
 
 

@@ -15,6 +15,7 @@ cracks not found since).
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from change_stability import flights_arguments, fly_again  # beside this script
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import ReportConfig, SurveyConfig
-from pipeline.data.manifest import load_manifest
+from pipeline.config import ClassSpec, ReportConfig, SurveyConfig
+from pipeline.data.manifest import ManifestSet, load_manifest
 from pipeline.fsutil import write_json
 from pipeline.report.history import GAPS, GROWING, LOST, NEW, STABLE, TRENDS, crack_history
 from pipeline.survey import run_survey
@@ -58,23 +59,33 @@ def trend_shares(history_dir: Path) -> dict[str, object]:
     }
 
 
+def fly_three(entry: ManifestSet, classes: list[ClassSpec], args: argparse.Namespace, work: Path) -> list[Path]:
+    """The set's validation mosaic and its two later flights, each surveyed: the survey folders."""
+    first, _, _ = compose_val_mosaic(entry, classes, args.size, work, args.seed)
+    orthos = [first, work / f"{entry.name}-2.tif", work / f"{entry.name}-3.tif"]
+    fly_again(first, orthos[1], seed=1)
+    fly_again(first, orthos[2], seed=2, offset_m=THIRD_OFFSET_M, phase=THIRD_PHASE)
+    surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
+    for ortho, folder, date in zip(orthos, surveys, FLIGHTS, strict=True):
+        cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
+        run_survey(ortho, folder, cfg, model_path=args.model, job={"flight_date": date})
+    return surveys
+
+
 def main() -> None:
-    args = flights_arguments(__doc__)
+    args = flights_arguments(__doc__, keeps_work=True)
     manifest = load_manifest(args.manifest)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="msaf-history-") as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for entry in manifest.sets:
             if entry.images is None or not entry.val:
                 continue
-            first, _, _ = compose_val_mosaic(entry, manifest.classes, args.size, work, args.seed)
-            orthos = [first, work / f"{entry.name}-2.tif", work / f"{entry.name}-3.tif"]
-            fly_again(first, orthos[1], seed=1)
-            fly_again(first, orthos[2], seed=2, offset_m=THIRD_OFFSET_M, phase=THIRD_PHASE)
-            surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
-            for ortho, folder, date in zip(orthos, surveys, FLIGHTS, strict=True):
-                cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
-                run_survey(ortho, folder, cfg, model_path=args.model, job={"flight_date": date})
+            if args.reuse:
+                surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
+            else:
+                surveys = fly_three(entry, manifest.classes, args, work)
             crack_history(surveys, work / f"{entry.name}-history", ReportConfig(width_band=args.width_band))
             results[entry.name] = trend_shares(work / f"{entry.name}-history")
     table = Table(
@@ -94,7 +105,8 @@ def main() -> None:
         )
     Console().print(table)
     if args.out:
-        write_json(args.out, {"size": args.size, "model": str(args.model), "flights": FLIGHTS, "sets": results})
+        summary = {"size": args.size, "model": str(args.model), "flights": FLIGHTS, "width_band": args.width_band}
+        write_json(args.out, summary | {"sets": results})
 
 
 if __name__ == "__main__":

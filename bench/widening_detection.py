@@ -192,7 +192,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench-out/widening"), help="flights and surveys")
     parser.add_argument("--recompare", action="store_true", help="reuse the surveys in --work, compare again")
     parser.add_argument("--same-band", action="store_true", help="also read both flights over the same band")
-    parser.add_argument("--width-band", choices=["own", "same"], default="own", help="compare's report.width_band")
+    parser.add_argument(
+        "--width-band", choices=["own", "same"], default=ReportConfig().width_band, help="compare's report.width_band"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
     args = parser.parse_args()
     manifest = load_manifest(args.manifest)

@@ -544,10 +544,10 @@ class ReportConfig(_Strict):
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     change_tolerance: float = Field(0.1, ge=0, description="compare: relative change counted as growth")
     width_band: Literal["own", "same"] = Field(
-        "own",
-        description="compare: crack widths as each report read them (own), or the old cracks read in both "
-        "orthomosaics over the same band (same; bench/widening_detection.py: finds more real widening, "
-        "but more false growth on thin faint cracks)",
+        "same",
+        description="compare: the old cracks read in both orthomosaics over the same band (same: where both "
+        "are at hand and both reports read widths from them; bench/widening_detection.py, "
+        "bench/history_growth.py), or crack widths as each report read them (own)",
     )
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.data.manifest import build_manifest, save_manifest
@@ -120,3 +121,46 @@ def test_the_widening_bench_widens_a_crack_by_exactly_its_share_of_a_pixel(tmp_p
     for widening, gain in gained.values():
         assert gain == pytest.approx(widening, abs=0.02)
     assert (groups[truth[0] == 0] == -1).all()
+
+
+def test_the_history_growth_bench_puts_each_latest_crack_on_its_true_crack(tmp_path, monkeypatch):
+    """bench/history_growth.py rates the latest survey's cracks, which lie where the third flight's
+    georeference put them: moved back by its offset, each falls on its own true crack's group."""
+    import importlib
+
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    from tests.conftest import write_raster
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    bench = importlib.import_module("history_growth")
+    truth = write_raster(tmp_path / "t.tif", np.zeros((1, 300, 300), np.uint8))
+    with rasterio.open(truth) as src:
+        transform, crs = src.transform, src.crs
+    groups = np.full((300, 300), -1)
+    rows = {0: (20, 60, 100), 1: (160,), 2: (220,)}  # group -> the rows of its cracks (0: untouched)
+    for group, tops in rows.items():
+        for top in tops:
+            groups[top : top + 3, 20:280] = group
+    dx, dy = bench.THIRD_OFFSET_M  # 52 and 67 px: more than the cracks lie apart
+    cracks = []
+    for group, tops in rows.items():
+        for n, top in enumerate(tops):
+            (x0, y0), (x1, y1) = transform * (20, top), transform * (280, top + 3)
+            trend = "growing" if (group > 0 or n == 0) else "stable"  # one false alarm among the untouched
+            box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+            cracks.append({"trend": trend, "last_seen": bench.FLIGHTS[-1], "length_m": 0.26, "geometry": box})
+    gone = shapely.box(*(transform * (20, 160)), *(transform * (280, 163)))  # lost: not the latest's
+    cracks.append({"trend": "growing", "last_seen": bench.FLIGHTS[1], "length_m": 0.26, "geometry": gone})
+    history = gpd.GeoDataFrame(cracks, crs=crs).translate(dx, dy)
+    (tmp_path / "h").mkdir()
+    gpd.GeoDataFrame(pd.DataFrame(cracks).drop(columns="geometry"), geometry=history, crs=crs).to_file(
+        tmp_path / "h" / "history.gpkg", layer="crack_history"
+    )
+    shares = bench.growing_by_group(tmp_path / "h", truth, groups)
+    assert [row["cracks"] for row in shares.values()] == [3, 1, 1]
+    assert [row["growing_share"] for row in shares.values()] == pytest.approx([1 / 3, 1, 1])
+    assert [row["stable_share"] for row in shares.values()] == pytest.approx([2 / 3, 0, 0])
+    assert list(shares) == ["untouched", "+1 px by the third flight", "+2 px by the third flight"]

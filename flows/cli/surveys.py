@@ -335,7 +335,11 @@ def compare(
 def history(
     surveys: Annotated[list[Path], typer.Argument(help="two or more survey folders of one structure (any order)")],
     out: Annotated[
-        Path, typer.Option(help="folder for history.gpkg/.csv, report.html and pairs/ (each pair's changes)")
+        Path,
+        typer.Option(
+            help="folder for history.gpkg/.csv, report.html, pairs/ (each pair's changes) and to_latest/ "
+            "(each earlier survey's changes to the latest)"
+        ),
     ],
     params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
@@ -345,7 +349,8 @@ def history(
     result = crack_history(surveys, out, load_optional_params(params).report)
     trends = ", ".join(f"{count} {trend}" for trend, count in result.trends.items())
     console.print(f"{result.cracks} cracks over {result.surveys} surveys: {trends}")
-    console.print(f"wrote {', '.join(str(out / f) for f in result.outputs)} and {out / 'pairs'}")
+    folders = [str(out / name) for name in result.comparisons]
+    console.print(f"wrote {', '.join(str(out / f) for f in result.outputs)} and {' and '.join(folders)}")
 
 
 def _print_report_summary(survey_dir: Path, summary: ReportResult) -> None:

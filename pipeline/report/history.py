@@ -3,21 +3,26 @@
 A bridge is flown every year or two, and what an inspector monitors is each crack across all of
 those flights: since when it is there, how fast it lengthens and widens. ``compare`` answers for
 two surveys; this compares each survey with the one flown before it (each pair's full change
-report under ``pairs/``) and follows every crack through those comparisons: the pieces a
-comparison matched (its ``old_ids`` and ``new_ids``) and the pieces a report linked into one crack
-(``crack_id``) are one crack's, whatever survey they lie in. Per crack and survey: its length
-(summed over its pieces), its widest width and its pieces; per crack: when it was first and last
-seen, its growth per year between those flights, and its trend, from what the comparisons called
-its pieces (``trend``).
+report under ``pairs/``) and each earlier survey with the latest (under ``to_latest/``), and follows
+every crack through those comparisons: the pieces a comparison matched (its ``old_ids`` and
+``new_ids``) and the pieces a report linked into one crack (``crack_id``) are one crack's, whatever
+survey they lie in. Per crack and survey: its length (summed over its pieces), its widest width and
+its pieces; per crack: when it was first and last seen, its growth per year between those flights,
+and its trend (``trend``): growing only where the comparison of the survey it was first seen in with
+the latest finds it extended or widened. A crack does not heal, so real growth between any two
+flights is still there in that comparison, as is growth too slow for any one pair to see; one
+flight's noise (a survey that read a crack wide) is not, unless it is the latest's.
 
-A crack a survey did not find (missed where the image still shows it, too dark, blurred, or not
-flown) breaks its line into two, each "not seen in every survey". Lost cracks are drawn where their
-last survey saw them (that survey's registration to the latest is not applied).
+A crack a survey between its first and the latest missed is still one crack (the comparison with
+the latest joins its ends); one missed in the latest survey, or in the first, breaks its line, each
+part "not seen in every survey". Lost cracks are drawn where their last survey saw them (that
+survey's registration to the latest is not applied).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +51,10 @@ from pipeline.survey_record import SurveyRecord, read_survey_record
 HISTORY_GPKG, HISTORY_CSV = "history.gpkg", "history.csv"
 HISTORY_OUTPUTS = (HISTORY_GPKG, HISTORY_CSV, SurveyFolder.HTML)
 PAIRS = "pairs"  # each pair's change report, in a folder of its own
+TO_LATEST = "to_latest"  # each earlier survey's change report against the latest (but the one before it)
 GROWING, STABLE, NEW, LOST, GAPS = (
-    "growing",  # a comparison along its line found it extended or widened
-    "stable",  # in every survey since it was first seen, never extended or widened
+    "growing",  # the comparison of its first survey with the latest found it extended or widened
+    "stable",  # in the first and the latest survey, and that comparison found it neither extended nor widened
     "new",  # appeared after the first survey, and the comparison that first saw it found it new
     "not found (repaired?)",  # not in the latest survey, and the comparison that lost it found it gone
     "not seen in every survey",  # missed where an image still showed it, too dark or blurred, or not flown
@@ -65,7 +71,8 @@ class HistoryResult:
     cracks: int
     trends: dict[str, int]  # cracks per trend (TRENDS, in order)
     surveys: int
-    outputs: tuple[str, ...]  # file names in the output folder (and the pairs/ folder beside them)
+    outputs: tuple[str, ...]  # file names in the output folder
+    comparisons: tuple[str, ...]  # the folders of change reports beside them (pairs/, to_latest/)
 
 
 @dataclass(frozen=True)
@@ -139,14 +146,38 @@ class CrackLines:
     crack pieces; per line, what the comparisons called its pieces."""
 
     lineage: list[np.ndarray]
-    statuses: dict[int, set[str]]  # every status a comparison gave one of its pieces
+    since_first: dict[int, set[str]]  # the statuses the comparison of its first survey with the latest gave it
     arrival: dict[int, set[str]]  # the statuses its pieces got where they were first seen (as new pieces)
     departure: dict[int, set[str]]  # the statuses its pieces got where they were last seen (as old pieces)
 
 
-def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -> CrackLines:
-    """Lines of crack pieces, joined by the pieces of one crack (``crack_id``) and by each pair's
-    matches (``changes[k]``: survey k against survey k + 1), with the statuses of their pieces."""
+Node = tuple[int, int]  # (survey index, defect_id): one crack piece of one survey
+
+
+def comparison_rows(
+    cracks: list[gpd.GeoDataFrame], old: int, new: int, pair: pd.DataFrame
+) -> list[tuple[str, list[Node], list[Node]]]:
+    """A comparison's rows as (status, its pieces in survey ``old``, its pieces in survey ``new``)."""
+    known = set(cracks[old]["defect_id"]), set(cracks[new]["defect_id"])
+    return [
+        (
+            str(status),
+            [(old, i) for i in _ids(old_ids) if i in known[0]],
+            [(new, i) for i in _ids(new_ids) if i in known[1]],
+        )
+        for status, old_ids, new_ids in zip(pair["status"], pair["old_ids"], pair["new_ids"], strict=True)
+    ]
+
+
+def follow_cracks(
+    cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame], to_latest: dict[int, pd.DataFrame] | None = None
+) -> CrackLines:
+    """Lines of crack pieces, joined by the pieces of one crack (``crack_id``), by each pair's matches
+    (``changes[k]``: survey k against survey k + 1) and by each earlier survey's matches with the
+    latest (``to_latest[k]``: survey k against the last; the last pair is ``changes[-1]``), with the
+    statuses of their pieces."""
+    last = len(cracks) - 1
+    to_latest = ({last - 1: changes[-1]} if changes else {}) | (to_latest or {})
     lineages = _Lineages()
     for k, frame in enumerate(cracks):
         for defect_id in frame["defect_id"]:
@@ -154,15 +185,18 @@ def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -
         if "crack_id" in frame:
             for _, pieces in frame.groupby("crack_id")["defect_id"]:
                 lineages.join([(k, int(i)) for i in pieces])
-    as_old: dict[tuple[int, int], str] = {}
-    as_new: dict[tuple[int, int], str] = {}
+    as_old: dict[Node, str] = {}
+    as_new: dict[Node, str] = {}
     for k, pair in enumerate(changes):
-        known = set(cracks[k]["defect_id"]), set(cracks[k + 1]["defect_id"])
-        for status, old_ids, new_ids in zip(pair["status"], pair["old_ids"], pair["new_ids"], strict=True):
-            olds = [(k, i) for i in _ids(old_ids) if i in known[0]]
-            news = [(k + 1, i) for i in _ids(new_ids) if i in known[1]]
-            as_old |= dict.fromkeys(olds, str(status))
-            as_new |= dict.fromkeys(news, str(status))
+        for status, olds, news in comparison_rows(cracks, k, k + 1, pair):
+            as_old |= dict.fromkeys(olds, status)
+            as_new |= dict.fromkeys(news, status)
+            if olds and news:
+                lineages.join(olds + news)
+    with_latest: dict[int, list[tuple[str, list[Node], list[Node]]]] = {}
+    for k, pair in to_latest.items():
+        with_latest[k] = comparison_rows(cracks, k, last, pair)
+        for _, olds, news in with_latest[k]:
             if olds and news:
                 lineages.join(olds + news)
     roots: dict[tuple[int, int], int] = {}
@@ -171,20 +205,25 @@ def follow_cracks(cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame]) -
         for k, frame in enumerate(cracks)
     ]
     first = {line: k for k in reversed(range(len(cracks))) for line in lineage[k]}
-    last = {line: k for k in range(len(cracks)) for line in lineage[k]}
-    statuses: dict[int, set[str]] = {line: set() for line in first}
+    seen_last = {line: k for k in range(len(cracks)) for line in lineage[k]}
+    since_first: dict[int, set[str]] = {line: set() for line in first}
     arrival: dict[int, set[str]] = {line: set() for line in first}
     departure: dict[int, set[str]] = {line: set() for line in first}
+    line_of: dict[Node, int] = {}
     for k, frame in enumerate(cracks):
         for line, defect_id in zip(lineage[k], frame["defect_id"], strict=True):
             node = (k, int(defect_id))
-            given = {as_old.get(node), as_new.get(node)} - {None}
-            statuses[line] |= given  # type: ignore[arg-type]
+            line_of[node] = line
             if k == first[line] and node in as_new:
                 arrival[line].add(as_new[node])
-            if k == last[line] and node in as_old:
+            if k == seen_last[line] and node in as_old:
                 departure[line].add(as_old[node])
-    return CrackLines(lineage, statuses, arrival, departure)
+    for k, rows in with_latest.items():
+        for status, olds, news in rows:
+            for line in {line_of[node] for node in olds + news}:
+                if first[line] == k:
+                    since_first[line].add(status)
+    return CrackLines(lineage, since_first, arrival, departure)
 
 
 def _years(first: Flight, last: Flight) -> float:
@@ -194,11 +233,12 @@ def _years(first: Flight, last: Flight) -> float:
     return interval.years if interval is not None and interval.days > 0 else math.nan
 
 
-def trend(seen: list[int], surveys: int, statuses: set[str], arrival: set[str], departure: set[str]) -> str:
+def trend(seen: list[int], surveys: int, since_first: set[str], arrival: set[str], departure: set[str]) -> str:
     """A line's trend from what the comparisons called its pieces (they weigh a width against its
-    uncertainty and a survey-wide offset; a size rule here would call every flight's noise growth)
-    and from the surveys it was seen in (``seen``: 1-based, of ``surveys``)."""
-    if statuses & GROWTH:
+    uncertainty and a survey-wide offset; a size rule here would call every flight's noise growth):
+    growth from the comparison of the survey it was first seen in with the latest (``since_first``),
+    the rest from the surveys it was seen in (``seen``: 1-based, of ``surveys``)."""
+    if since_first & GROWTH:
         return GROWING
     if seen[-1] != surveys:
         return LOST if departure == {ChangeStatus.NOT_FOUND.value} else GAPS
@@ -240,7 +280,7 @@ def crack_tables(
         history.append(
             {
                 "lineage": line,
-                "trend": trend(surveys, last, lines.statuses[line], lines.arrival[line], lines.departure[line]),
+                "trend": trend(surveys, last, lines.since_first[line], lines.arrival[line], lines.departure[line]),
                 "latest_crack_ids": last_row["crack_ids"] if surveys[-1] == last else "",
                 "first_seen": flights[surveys[0] - 1].when or flights[surveys[0] - 1].name,
                 "last_seen": flights[surveys[-1] - 1].when or flights[surveys[-1] - 1].name,
@@ -271,25 +311,51 @@ def _empty_history(crs: pyproj.CRS) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame({"lineage": [], "trend": []}, geometry=gpd.GeoSeries([], crs=crs))
 
 
+def _comparison_folder(flights: list[Flight], old: int, new: int, parent: Path) -> Path:
+    """Where the change report of survey ``old`` against survey ``new`` goes: ``parent/01_<old>_to_<new>``."""
+    return parent / f"{old + 1:02d}_{flights[old].name}_to_{flights[new].name}"
+
+
+def _compared(flights: list[Flight], old: int, new: int, parent: Path, cfg: ReportConfig) -> pd.DataFrame:
+    """Survey ``old`` compared with survey ``new`` (the change report in a folder of its own under
+    ``parent``): the changes table."""
+    out = _comparison_folder(flights, old, new, parent)
+    compare_surveys(flights[old].folder, flights[new].folder, out, cfg)
+    return gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio")
+
+
+def _drop_stale_comparisons(out_dir: Path, flights: list[Flight]) -> None:
+    """Remove the change reports an earlier history into this folder wrote and this one did not
+    (of other surveys), so that pairs/ and to_latest/ hold this history's comparisons only."""
+    last = len(flights) - 1
+    written = {_comparison_folder(flights, k, k + 1, out_dir / PAIRS) for k in range(last)}
+    written |= {_comparison_folder(flights, k, last, out_dir / TO_LATEST) for k in range(last - 1)}
+    for parent in (out_dir / PAIRS, out_dir / TO_LATEST):
+        if not parent.is_dir():
+            continue
+        for folder in parent.iterdir():
+            if folder not in written and (folder / CHANGES_GPKG).is_file():
+                shutil.rmtree(folder)
+        if not any(parent.iterdir()):
+            parent.rmdir()
+
+
 def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> HistoryResult:
-    """Compare each survey with the one flown before it (``out_dir/pairs/``) and follow each crack
-    through them: history.gpkg (``crack_history``, ``crack_epochs``, ``surveys``), history.csv
-    (the crack_epochs table) and report.html in ``out_dir``."""
+    """Compare each survey with the one flown before it (``out_dir/pairs/``) and each earlier one with
+    the latest (``out_dir/to_latest/``), and follow each crack through them: history.gpkg
+    (``crack_history``, ``crack_epochs``, ``surveys``), history.csv (the crack_epochs table) and
+    report.html in ``out_dir``."""
     out_dir = Path(out_dir)
     refuse_survey_folder(out_dir)
     flights = flights_in_order(surveys)
     prepare_output_folder(out_dir, HISTORY_OUTPUTS)
-    changes = []
-    for k in range(len(flights) - 1):
-        old, new = flights[k], flights[k + 1]
-        pair = out_dir / PAIRS / f"{k + 1:02d}_{old.name}_to_{new.name}"
-        compare_surveys(old.folder, new.folder, pair, cfg)
-        changes.append(gpd.read_file(pair / CHANGES_GPKG, layer="changes", engine="pyogrio"))
+    changes = [_compared(flights, k, k + 1, out_dir / PAIRS, cfg) for k in range(len(flights) - 1)]
+    to_latest = {k: _compared(flights, k, len(flights) - 1, out_dir / TO_LATEST, cfg) for k in range(len(flights) - 2)}
     cracks = []
     for flight in flights:
         defects = load_defects(flight.folder, cfg)
         cracks.append(defects[defects["class"].isin(cfg.crack_classes)].reset_index(drop=True))
-    lines = follow_cracks(cracks, changes)
+    lines = follow_cracks(cracks, changes, to_latest)
     history, epochs = crack_tables(flights, cracks, lines)
     surveys_table = pd.DataFrame(
         [
@@ -314,7 +380,9 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     with atomic_output(out_dir / SurveyFolder.HTML) as tmp:
         tmp.write_text(page.render())
     trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
-    return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS)
+    _drop_stale_comparisons(out_dir, flights)
+    comparisons = (PAIRS, TO_LATEST) if to_latest else (PAIRS,)
+    return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS, comparisons)
 
 
 def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame, surveys: pd.DataFrame) -> Page:
@@ -362,7 +430,8 @@ def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame
         tables=tables,
         figures=plots,
         provenance={f"survey {k + 1}": f"{f.folder} ({f.when or 'undated'})" for k, f in enumerate(flights)}
-        | {"pairwise change reports": PAIRS + "/"},
+        | {"pairwise change reports": PAIRS + "/"}
+        | ({"change reports against the latest survey": TO_LATEST + "/"} if len(flights) > 2 else {}),
         notes=[]
         if all(f.dated for f in flights)
         else [("note", "Growth per year needs a flight_date on every survey (--meta flight_date=YYYY-MM-DD).")],

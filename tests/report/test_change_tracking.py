@@ -363,10 +363,10 @@ def _photographed(widths_px: list[float], gain: float, offset: float, blur: floa
 def test_with_width_band_same_both_orthomosaics_read_the_old_cracks_over_the_same_band(tmp_path):
     """Two flights whose masks differ (the second's 3 px wider on every crack, towards the joints
     beside two of them, as another light and blur make a model's mask) and whose light and blur
-    differ: with ``report.width_band: same`` the old cracks are read in both orthomosaics over the
-    same band, and only the crack that widened by 1 mm is widened. Each report's widths over its own
-    mask's band (the default) read a joint into the new flight's widths only: a crack beside one
-    comes out widened too."""
+    differ: with ``report.width_band: same`` (the default) the old cracks are read in both
+    orthomosaics over the same band, and only the crack that widened by 1 mm is widened. Each
+    report's widths over its own mask's band (``own``) read a joint into the new flight's widths
+    only: a crack beside one comes out widened too."""
     from rasterio.transform import from_origin
 
     from pipeline.report.build import report_survey
@@ -384,10 +384,11 @@ def test_with_width_band_same_both_orthomosaics_read_the_old_cracks_over_the_sam
     new_image = write_raster(tmp_path / "new.tif", _photographed(widened, 0.85, 15, 0.8, 2), **grid)
     for folder, image in (("old", old_image), ("new", new_image)):  # each report reads its widths from its image
         report_survey(tmp_path / folder, CFG, image=image)
-    own = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "own", CFG, old_image, new_image)
+    each_own = CFG.model_copy(update={"width_band": "own"})
+    own = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "own", each_own, old_image, new_image)
     assert own["widths"].band == "each survey's own" and _statuses(own) != {"widened": 1, "unchanged": 5}
-    same = CFG.model_copy(update={"width_band": "same"})
-    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", same, old_image, new_image)
+    assert CFG.width_band == "same"  # the default
+    result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG, old_image, new_image)
     assert result["widths"].band == "same band" and result["widths"].pairs >= 20
     assert 1.1 < result["widths"].scale < 1.5  # the second flight's contrast reads every crack wider
     assert _statuses(result) == {"widened": 1, "unchanged": 5}
@@ -487,8 +488,10 @@ def test_a_crack_that_grew_past_a_break_in_its_mask_is_one_extended_crack(tmp_pa
 
 def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveyed):
     """Three yearly flights given out of order: a crack that lengthens then widens is growing, one
-    that appears in the second flight is stable since, one repaired before the third is lost; each
-    crack's length and width survey by survey, and its growth per year over the two years."""
+    that appears in the second flight is stable since, one repaired before the third is lost; one
+    the second flight read wide (noise: the same in the first and third) and one the second flight
+    missed are stable, as the first and latest flights agree; each crack's length and width survey by
+    survey, and its growth per year over the two years."""
     from pipeline.styles import HISTORY_COLOURS
     from tests.conftest import run_msaf
 
@@ -502,6 +505,8 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     masks[1][120:123, 100:300] = masks[2][120:123, 100:300] = 1  # B: new in the second flight
     for mask in masks:
         mask[260:263, 100:500] = 1  # D: the same in every flight
+    masks[0][160:163, 50:350] = masks[2][160:163, 50:350] = masks[1][159:164, 50:350] = 1  # E: read wide once
+    masks[0][230:233, 600:850] = masks[2][230:233, 600:850] = 1  # F: missed by the second flight
     folders = []
     for mask, date in zip(masks, ("2024-06-01", "2025-06-01", "2026-06-01"), strict=True):
         folder = write_mask_survey(tmp_path / f"flight-{date[:4]}", mask)
@@ -513,7 +518,7 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     done = run_msaf("history", folders[2], folders[0], folders[1], "--out", str(out), "--params", str(params))
     assert done.returncode == 0, done.stderr[-2000:]
     assert (
-        "4 cracks over 3 surveys: 1 growing, 1 stable, 1 new, 1 not found (repaired?), 0 not seen in every survey"
+        "6 cracks over 3 surveys: 1 growing, 3 stable, 1 new, 1 not found (repaired?), 0 not seen in every survey"
         in done.stdout
     )
     history = gpd.read_file(out / "history.gpkg", layer="crack_history").set_index("trend")
@@ -532,17 +537,34 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
         (qml,) = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'crack_history'").fetchone()
     assert 'attr="trend"' in qml and all(f'value="{trend}"' in qml for trend in HISTORY_COLOURS)
     epochs = gpd.read_file(out / "history.gpkg", layer="crack_epochs")
-    assert epochs.groupby("crack")["survey"].apply(list).tolist() == [[1, 2, 3], [1, 2, 3], [2, 3], [1, 2]]
-    assert history.loc["stable", "seen_in"] == 3 and history.loc["stable", "widening_mm_per_year"] == pytest.approx(0)
+    seen = epochs.groupby("crack")["survey"].apply(list).tolist()
+    assert seen[0] == [1, 2, 3] and sorted(seen[1:4]) == [[1, 2, 3], [1, 2, 3], [1, 3]] and seen[4:] == [[2, 3], [1, 2]]
+    stable = history.loc["stable"]
+    assert sorted(stable["seen_in"]) == [2, 3, 3] and stable["widening_mm_per_year"].to_numpy() == pytest.approx(
+        0, abs=0.3
+    )
     assert (out / "history.csv").read_text().splitlines()[0].startswith("crack,survey,survey_name,flown")
     pairs = sorted(p.name for p in (out / "pairs").iterdir())
     assert pairs == ["01_flight-2024_to_flight-2025", "02_flight-2025_to_flight-2026"]
     assert all((out / "pairs" / p / "changes.gpkg").is_file() for p in pairs)
+    since_first = out / "to_latest" / "01_flight-2024_to_flight-2026"
+    assert [p.name for p in (out / "to_latest").iterdir()] == [since_first.name]
+    widened_once = gpd.read_file(out / "pairs" / pairs[0] / "changes.gpkg", layer="changes")
+    assert sorted(widened_once["status"]) == sorted(
+        ["extended", "widened", "new", "unchanged", "unchanged", "not found (repaired?)"]
+    )  # A extended, E read wide, B new, C and D unchanged, F missed
+    against_latest = gpd.read_file(since_first / "changes.gpkg", layer="changes")["status"]
+    assert sorted(against_latest) == sorted(
+        ["extended", "unchanged", "unchanged", "unchanged", "new", "not found (repaired?)"]
+    )
     page = (out / "report.html").read_text()
     assert "Crack history: flight-2024 → flight-2026 (3 surveys)" in page and "Crack length and width" in page
     from pipeline.errors import MsafError
     from pipeline.report.history import crack_history
 
+    crack_history([Path(folders[0]), Path(folders[2])], out, CFG)  # again into the same folder: two surveys
+    assert [p.name for p in (out / "pairs").iterdir()] == ["01_flight-2024_to_flight-2026"]
+    assert not (out / "to_latest").exists()  # no comparison of this history's is left over from the last
     with pytest.raises(MsafError, match="two surveys or more"):
         crack_history([Path(folders[0])], tmp_path / "one", CFG)
     with pytest.raises(MsafError, match="given twice"):
@@ -569,8 +591,9 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     ],
 )
 def test_a_cracks_trend_follows_what_the_comparisons_called_its_pieces(seen, statuses, arrival, departure, expected):
-    """Growth only where a comparison found it (it weighs widths against their uncertainty); a line
-    broken where an image still showed the crack, or could not, is not a repair or a new crack."""
+    """Growth only where the comparison of the crack's first survey with the latest found it (it
+    weighs widths against their uncertainty); a line broken where an image still showed the crack, or
+    could not, is not a repair or a new crack."""
     from pipeline.report.history import trend
 
     assert trend(seen, 3, statuses, arrival, departure) == expected

@@ -225,6 +225,10 @@ def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
     assert row["shift_north_m"] == pytest.approx(-0.021, abs=2e-4) and row["agreeing"] >= 3
     html = (tmp_path / "registered" / "report.html").read_text()
     assert "new survey moved -37.0 mm east" in html and "compared as they lie" not in html
+    # both orthomosaics given, but the reports read their widths from the masks: the same band (the
+    # default) needs image widths on both sides, so each report's own widths are compared, as it says
+    band = gpd.read_file(tmp_path / "registered" / "changes.gpkg", layer="width_comparison")["band"]
+    assert band.tolist() == ["each survey's own"]
 
     as_they_lie = run_msaf(*common, "--out", str(tmp_path / "as_they_lie"), *images, "--registration", "off")
     assert as_they_lie.returncode == 0, as_they_lie.stderr
