@@ -6,12 +6,15 @@ that fails is recorded in the ledger (``.failed``, with the reason) while the ot
 
 An orthomosaic's job details may lie beside it as ``<name>.yaml`` (``structure_id``, ``flight_date``,
 ...: what ``--meta-file`` takes). Each new survey is compared with the latest earlier survey of the
-same ground in ``out`` (``pipeline.report.epochs``) into ``out/changes/<old>--<new>``; a comparison
+same ground in ``out`` (``pipeline.report.epochs``) into ``out/changes/<old>--<new>``, and once a
+ground has three surveys or more its crack history (``msaf history``) is written again over all of
+them into ``out/histories/<structure_id, else the first survey's folder>``. A comparison or history
 that fails is logged and recorded, and never fails the survey.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -26,13 +29,16 @@ from pipeline.config import Params, load_params_or_defaults
 from pipeline.errors import MsafError
 from pipeline.job import parse_job
 from pipeline.report.compare import compare_surveys
-from pipeline.report.epochs import previous_epoch
+from pipeline.report.epochs import earlier_epochs
+from pipeline.report.history import crack_history
 from pipeline.survey_folder import LOCK_NAME
 from pipeline.survey_plan import SurveyRequest
+from pipeline.survey_record import read_survey_record
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2"}
 JOB_SUFFIXES = (".yaml", ".yml")
 CHANGES = "changes"  # out/changes/<old>--<new>: each survey against the one before it
+HISTORIES = "histories"  # out/histories/<ground>: each crack through every survey of one ground
 
 
 def arrivals(inbox: Path, settle_seconds: float) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -68,23 +74,49 @@ def job_beside(path: Path, inbox: Path) -> dict[str, str]:
     return {}
 
 
+def surveys_in(out: Path) -> list[Path]:
+    """The survey folders the inbox wrote into ``out`` (not its ledger, changes or histories)."""
+    return [
+        p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in (CHANGES, HISTORIES)
+    ]
+
+
 def compare_with_previous(survey: Path, out: Path, params: Params) -> dict[str, str]:
-    """Compare a new survey with the latest earlier one of the same ground in ``out``: what the
-    ledger records of it (nothing when there is none before it)."""
-    surveys = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != CHANGES]
-    before = previous_epoch(survey, surveys)
-    if before is None:
+    """Compare a new survey with the latest earlier one of the same ground in ``out``, and follow its
+    cracks through every earlier one once there are two or more: what the ledger records of it
+    (nothing when there is none before it)."""
+    earlier = earlier_epochs(survey, surveys_in(out))
+    if not earlier:
         return {}
+    before = earlier[-1]
     changes = out / CHANGES / f"{before.name}--{survey.name}"
     try:
         result = compare_surveys(before, survey, changes, params.report)
     except Exception as exc:  # the survey stands whatever its comparison does
         return {"compared_with": str(before), "changes_error": f"{type(exc).__name__}: {exc}"[:500]}
-    return {
-        "compared_with": str(before),
-        "changes": str(changes),
-        "registration": result["registration"].summary(),
-    }
+    compared = {"compared_with": str(before), "changes": str(changes), "registration": result["registration"].summary()}
+    return compared | (follow_through_history([*earlier, survey], out, params) if len(earlier) >= 2 else {})
+
+
+def history_folder(surveys: list[Path], out: Path) -> Path:
+    """Where a ground's history goes: named by the latest survey's structure_id, else by the first
+    survey's folder (a ground keeps its first survey)."""
+    record = read_survey_record(surveys[-1])
+    structure = record.job.get("structure_id") if record is not None else None
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(structure)).strip("._") if structure else ""
+    return out / HISTORIES / (name or surveys[0].name)
+
+
+def follow_through_history(surveys: list[Path], out: Path, params: Params) -> dict[str, str]:
+    """The crack history of one ground over ``surveys`` (oldest first), written again with the new one:
+    what the ledger records of it."""
+    folder = history_folder(surveys, out)
+    try:
+        result = crack_history(surveys, folder, params.report)
+    except Exception as exc:  # the survey and its change report stand whatever the history does
+        return {"history_error": f"{type(exc).__name__}: {exc}"[:500]}
+    trends = ", ".join(f"{count} {trend}" for trend, count in result.trends.items())
+    return {"history": str(folder), "trends": f"{result.cracks} cracks over {result.surveys} surveys: {trends}"}
 
 
 def _drop_if_empty(folder: Path) -> None:
@@ -155,6 +187,10 @@ def inbox_flow(
                     compared["changes"],
                     compared["registration"],
                 )
+            if "history_error" in compared:
+                logger.warning("%s: no crack history: %s", path.name, compared["history_error"])
+            elif "history" in compared:
+                logger.info("%s: crack history -> %s (%s)", path.name, compared["history"], compared["trends"])
             ledger.finish(
                 key,
                 {

@@ -100,12 +100,13 @@ def _same_ground(new: Epoch, old: Epoch, min_overlap: float) -> bool:
     return a.intersection(b).area >= min_overlap * min(a.area, b.area)
 
 
-def previous_epoch(new_dir: Path, folders: Iterable[Path], min_overlap: float = MIN_OVERLAP) -> Path | None:
-    """The latest survey among ``folders`` of the same ground as ``new_dir``, flown before it; None
-    when there is none (or ``new_dir`` is not a finished survey)."""
+def earlier_epochs(new_dir: Path, folders: Iterable[Path], min_overlap: float = MIN_OVERLAP) -> list[Path]:
+    """The surveys among ``folders`` of the same ground as ``new_dir`` flown before it, oldest first;
+    none when ``new_dir`` is not a finished survey. The scheduled inbox follows a structure's cracks
+    through all of them (``msaf history``)."""
     new = _epoch(Path(new_dir))
     if new is None:
-        return None
+        return []
     earlier = [
         epoch
         for folder in folders
@@ -113,7 +114,11 @@ def previous_epoch(new_dir: Path, folders: Iterable[Path], min_overlap: float = 
         and (epoch := _epoch(Path(folder))) is not None
         and epoch.when < new.when
     ]
-    for epoch in sorted(earlier, key=lambda e: e.when, reverse=True):
-        if _same_ground(new, epoch, min_overlap):
-            return epoch.folder
-    return None
+    return [epoch.folder for epoch in sorted(earlier, key=lambda e: e.when) if _same_ground(new, epoch, min_overlap)]
+
+
+def previous_epoch(new_dir: Path, folders: Iterable[Path], min_overlap: float = MIN_OVERLAP) -> Path | None:
+    """The latest survey among ``folders`` of the same ground as ``new_dir``, flown before it; None
+    when there is none (or ``new_dir`` is not a finished survey)."""
+    earlier = earlier_epochs(new_dir, folders, min_overlap)
+    return earlier[-1] if earlier else None

@@ -158,6 +158,8 @@ def comparison_rows(
     cracks: list[gpd.GeoDataFrame], old: int, new: int, pair: pd.DataFrame
 ) -> list[tuple[str, list[Node], list[Node]]]:
     """A comparison's rows as (status, its pieces in survey ``old``, its pieces in survey ``new``)."""
+    if not len(pair):  # two surveys without defects: a changes table without columns
+        return []
     known = set(cracks[old]["defect_id"]), set(cracks[new]["defect_id"])
     return [
         (
@@ -307,8 +309,26 @@ def crack_tables(
     return table, pd.DataFrame(epochs.reindex(columns=columns)).sort_values(["crack", "survey"], ignore_index=True)
 
 
+HISTORY_COLUMNS = (
+    "lineage",
+    "trend",
+    "latest_crack_ids",
+    "first_seen",
+    "last_seen",
+    "seen_in",
+    "first_length_m",
+    "length_m",
+    "first_max_width_mm",
+    "max_width_mm",
+    "lengthening_m_per_year",
+    "widening_mm_per_year",
+)  # crack_history's columns (and its geometry), also when no survey has a crack
+
+
 def _empty_history(crs: pyproj.CRS) -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame({"lineage": [], "trend": []}, geometry=gpd.GeoSeries([], crs=crs))
+    numbers = {"seen_in": int} | {name: float for name in HISTORY_COLUMNS if name.endswith(("_m", "_mm", "_year"))}
+    columns = {name: pd.Series(dtype=numbers.get(name, object)) for name in HISTORY_COLUMNS}
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([], crs=crs))
 
 
 def _comparison_folder(flights: list[Flight], old: int, new: int, parent: Path) -> Path:

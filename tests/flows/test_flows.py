@@ -313,8 +313,11 @@ def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, 
     """One inbox, three flights: a deck in 2025 and in 2026 (job details beside each; the second 37 mm
     east and 21 mm north of the first, in other light) and a file whose job details are wrong. The
     2026 deck is compared with the 2025 one, registered on the two orthomosaics; the first deck with
-    nothing; the bad file fails with the reason. (Which earlier survey is chosen, by structure, date
-    and footprint: tests/report/test_epochs.py.)"""
+    nothing; the bad file fails with the reason. A 2027 flight dropped in later is compared with
+    2026, and the deck's crack history over its three surveys is written under its structure id.
+    (Which earlier survey is chosen, by structure, date and footprint: tests/report/test_epochs.py.)"""
+    import geopandas as gpd
+
     from flows.inbox import inbox_flow
     from flows.ledger import Ledger
     from pipeline.survey_record import read_survey_record
@@ -354,6 +357,27 @@ def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, 
     )
     assert (changes / "changes.gpkg").is_file() and (changes / "report.html").is_file()
     assert read_survey_record(Path(deck["survey"])).job == {"structure_id": "BR-7", "flight_date": "2026-06-01"}
+    assert "history" not in deck  # two surveys: the change report is the history
+
+    _ortho(inbox / "deck-2027.tif", _reflown(_wall(0), -25, 30)[:420, :520])
+    (inbox / "deck-2027.yaml").write_text("structure_id: BR-7\nflight_date: 2027-06-01\n")
+    (later,) = inbox_flow(
+        inbox=str(inbox),
+        out=str(out),
+        model=str(tiny_model),
+        params_path=str(tmp_path / "none.yaml"),
+        overrides={"device": "cpu", "gsd_policy": "ignore"},
+        track=False,
+        settle_seconds=0,
+    )
+    third = next(d for d in Ledger(out / ".ledger").done() if d["survey"] == later)
+    assert third["compared_with"] == deck["survey"] and third["history"] == str(out / "histories" / "BR-7")
+    history = out / "histories" / "BR-7"
+    cracks = len(gpd.read_file(history / "history.gpkg", layer="crack_history"))
+    assert third["trends"].startswith(f"{cracks} cracks over 3 surveys: ")
+    surveys = gpd.read_file(history / "history.gpkg", layer="surveys")
+    assert surveys["flown"].tolist() == ["2025-06-01", "2026-06-01", "2027-06-01"]
+    assert len(list((history / "pairs").iterdir())) == 2 and len(list((history / "to_latest").iterdir())) == 1
 
 
 def test_ledger_claims_are_exclusive_and_crashed_claims_are_taken_over(tmp_path):

@@ -571,6 +571,16 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
         crack_history([Path(folders[0]), Path(folders[0]) / "."], tmp_path / "twice", CFG)
 
 
+def test_a_history_of_surveys_without_cracks_has_no_cracks(tmp_path):
+    """Three flights of a sound deck (the comparisons' tables are empty): no crack, no error."""
+    from pipeline.report.history import crack_history
+
+    folders = [write_mask_survey(tmp_path / f"flight-{year}", np.zeros((60, 90), np.uint8)) for year in (1, 2, 3)]
+    result = crack_history(folders, tmp_path / "history", CFG)
+    assert (result.cracks, result.surveys, sum(result.trends.values())) == (0, 3, 0)
+    assert len(gpd.read_file(tmp_path / "history" / "history.gpkg", layer="surveys")) == 3
+
+
 @pytest.mark.parametrize(
     ("seen", "statuses", "arrival", "departure", "expected"),
     [

@@ -1,10 +1,11 @@
-"""Which survey a new one is compared with: the latest earlier survey of the same ground."""
+"""Which survey a new one is compared with: the latest earlier survey of the same ground (and all of
+them, for its history)."""
 
 import json
 
 import numpy as np
 
-from pipeline.report.epochs import previous_epoch
+from pipeline.report.epochs import earlier_epochs, previous_epoch
 from tests.conftest import write_mask_survey
 
 
@@ -25,6 +26,9 @@ def test_the_previous_epoch_is_the_latest_earlier_survey_of_the_same_ground(tmp_
     folders = [older, last_year, elsewhere, half, new, later, tmp_path / "not-a-survey"]
     assert previous_epoch(new, folders) == last_year
     assert previous_epoch(new, folders, min_overlap=0.3) == half
+    assert earlier_epochs(new, folders) == [older, last_year]  # a history's surveys, oldest first
+    assert earlier_epochs(new, folders, min_overlap=0.3) == [older, last_year, half]
+    assert earlier_epochs(tmp_path / "not-a-survey", folders) == []
     assert previous_epoch(older, folders) is None  # nothing before the first
     assert previous_epoch(tmp_path / "not-a-survey", folders) is None
 
