@@ -15,8 +15,8 @@ flight's noise (a survey that read a crack wide) is not, unless it is the latest
 
 A crack a survey between its first and the latest missed is still one crack (the comparison with
 the latest joins its ends); one missed in the latest survey, or in the first, breaks its line, each
-part "not seen in every survey". Lost cracks are drawn where their last survey saw them (that
-survey's registration to the latest is not applied).
+part "not seen in every survey". Every crack is drawn on the latest survey's ground: a crack not
+in the latest where its last survey saw it, moved by that survey's registration to the latest.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from pipeline.report.compare import CHANGES_GPKG, compare_surveys, load_defects,
 from pipeline.report.epochs import Epoch, flight_interval
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geopackage
+from pipeline.report.registration import Registration
 from pipeline.survey_folder import SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -336,12 +337,33 @@ def _comparison_folder(flights: list[Flight], old: int, new: int, parent: Path) 
     return parent / f"{old + 1:02d}_{flights[old].name}_to_{flights[new].name}"
 
 
-def _compared(flights: list[Flight], old: int, new: int, parent: Path, cfg: ReportConfig) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Comparison:
+    """One change report of the history: its changes (in the working CRS) and how the new survey was
+    moved onto the old one."""
+
+    changes: gpd.GeoDataFrame
+    registration: Registration
+
+
+def _compared(flights: list[Flight], old: int, new: int, parent: Path, cfg: ReportConfig) -> Comparison:
     """Survey ``old`` compared with survey ``new`` (the change report in a folder of its own under
-    ``parent``): the changes table."""
+    ``parent``)."""
     out = _comparison_folder(flights, old, new, parent)
-    compare_surveys(flights[old].folder, flights[new].folder, out, cfg)
-    return gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio")
+    result = compare_surveys(flights[old].folder, flights[new].folder, out, cfg)
+    return Comparison(gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio"), result["registration"])
+
+
+def on_latest_ground(frame: gpd.GeoDataFrame, onto_latest: Comparison | None) -> gpd.GeoDataFrame:
+    """An earlier survey's cracks moved onto the latest survey's ground by the registration of their
+    comparison with the latest (``onto_latest``, which moved the latest onto them); as they are
+    where none was applied."""
+    if onto_latest is None or not onto_latest.registration.applied or not len(frame):
+        return frame
+    working = onto_latest.changes.crs
+    if working is None or frame.crs is None:
+        return frame
+    return onto_latest.registration.move_back(frame.to_crs(working)).to_crs(frame.crs)
 
 
 def _drop_stale_comparisons(out_dir: Path, flights: list[Flight]) -> None:
@@ -369,14 +391,16 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     refuse_survey_folder(out_dir)
     flights = flights_in_order(surveys)
     prepare_output_folder(out_dir, HISTORY_OUTPUTS)
-    changes = [_compared(flights, k, k + 1, out_dir / PAIRS, cfg) for k in range(len(flights) - 1)]
+    pairs = [_compared(flights, k, k + 1, out_dir / PAIRS, cfg) for k in range(len(flights) - 1)]
     to_latest = {k: _compared(flights, k, len(flights) - 1, out_dir / TO_LATEST, cfg) for k in range(len(flights) - 2)}
+    onto_latest = to_latest | {len(flights) - 2: pairs[-1]}
     cracks = []
     for flight in flights:
         defects = load_defects(flight.folder, cfg)
         cracks.append(defects[defects["class"].isin(cfg.crack_classes)].reset_index(drop=True))
-    lines = follow_cracks(cracks, changes, to_latest)
-    history, epochs = crack_tables(flights, cracks, lines)
+    lines = follow_cracks(cracks, [c.changes for c in pairs], {k: c.changes for k, c in to_latest.items()})
+    placed = [on_latest_ground(frame, onto_latest.get(k)) for k, frame in enumerate(cracks)]
+    history, epochs = crack_tables(flights, placed, lines)
     surveys_table = pd.DataFrame(
         [
             {

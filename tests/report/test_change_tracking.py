@@ -571,6 +571,33 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
         crack_history([Path(folders[0]), Path(folders[0]) / "."], tmp_path / "twice", CFG)
 
 
+def test_an_earlier_surveys_cracks_are_drawn_on_the_latest_surveys_ground():
+    """A crack last seen in an earlier survey lies where that flight's georeference put it: the
+    registration that moved the latest survey onto it moves it back onto the latest's ground, also
+    from a survey in another CRS than the comparison's working one; unregistered, it stays."""
+    import shapely
+    from affine import Affine
+
+    from pipeline.report.history import Comparison, on_latest_ground
+    from pipeline.report.registration import Registration
+
+    line = shapely.LineString([(400000.10, 5000000.20), (400000.50, 5000000.20)])
+    working = gpd.GeoDataFrame(geometry=[], crs="EPSG:32633")
+    moved_onto_old = Registration(transform=Affine.translation(-0.05, 0.02), applied=True)  # latest -> earlier
+    frame = gpd.GeoDataFrame({"defect_id": [7]}, geometry=[line], crs="EPSG:32633")
+    placed = on_latest_ground(frame, Comparison(working, moved_onto_old))
+    assert placed.geometry.iloc[0].bounds == pytest.approx((400000.15, 5000000.18, 400000.55, 5000000.18), abs=1e-9)
+    assert placed["defect_id"].tolist() == [7] and placed.crs == frame.crs
+    in_mercator = on_latest_ground(frame.to_crs("EPSG:3857"), Comparison(working, moved_onto_old))
+    assert in_mercator.crs == "EPSG:3857"
+    assert in_mercator.to_crs("EPSG:32633").geometry.iloc[0].bounds == pytest.approx(
+        (400000.15, 5000000.18, 400000.55, 5000000.18), abs=1e-6
+    )
+    not_applied = Registration(transform=Affine.translation(-0.05, 0.02), applied=False)
+    assert on_latest_ground(frame, Comparison(working, not_applied)).geometry.iloc[0].equals(line)
+    assert on_latest_ground(frame, None).geometry.iloc[0].equals(line)
+
+
 def test_a_history_of_surveys_without_cracks_has_no_cracks(tmp_path):
     """Three flights of a sound deck (the comparisons' tables are empty): no crack, no error."""
     from pipeline.report.history import crack_history
