@@ -22,23 +22,21 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import rasterio
 from change_stability import flights_arguments, fly_again  # beside this script
-from history_stability import FLIGHTS, THIRD_OFFSET_M, THIRD_PHASE
+from history_stability import FLIGHTS, THIRD_OFFSET_M, THIRD_PHASE, histories, survey_flights
 from rich.console import Console
 from rich.table import Table
 from widening_detection import WIDENINGS_PX, group_of, widen_cracks
 
-from pipeline.config import ClassSpec, ReportConfig, SurveyConfig
-from pipeline.data.manifest import ManifestSet, load_manifest
+from pipeline.config import ClassSpec
+from pipeline.data.manifest import ManifestSet
 from pipeline.fsutil import write_json
-from pipeline.report.history import GROWING, crack_history
-from pipeline.survey import run_survey
+from pipeline.report.history import GROWING
 from pipeline.survey_accuracy import compose_val_mosaic
 
 MIN_LENGTH_PX = 60  # true cracks shorter than this are not widened nor rated (as widening_detection)
@@ -57,11 +55,7 @@ def fly_growing(entry: ManifestSet, classes: list[ClassSpec], args: argparse.Nam
     orthos = [first, work / f"{entry.name}-2.tif", work / f"{entry.name}-3.tif"]
     fly_again(grown[0], orthos[1], seed=1)
     fly_again(grown[1], orthos[2], seed=2, offset_m=THIRD_OFFSET_M, phase=THIRD_PHASE)
-    surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
-    for ortho, folder, date in zip(orthos, surveys, FLIGHTS, strict=True):
-        cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
-        run_survey(ortho, folder, cfg, model_path=args.model, job={"flight_date": date})
-    return surveys
+    return survey_flights(orthos, entry.name, args, work)
 
 
 def growing_by_group(history_dir: Path, truth: Path, groups: np.ndarray) -> dict[str, dict[str, float]]:
@@ -91,22 +85,10 @@ def growing_by_group(history_dir: Path, truth: Path, groups: np.ndarray) -> dict
 
 def main() -> None:
     args = flights_arguments(__doc__, keeps_work=True)
-    manifest = load_manifest(args.manifest)
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="msaf-history-growth-") as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        for entry in manifest.sets:
-            if entry.images is None or not entry.val:
-                continue
-            if args.reuse:
-                surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
-            else:
-                surveys = fly_growing(entry, manifest.classes, args, work)
-            history = work / f"{entry.name}-history"
-            crack_history(surveys, history, ReportConfig(width_band=args.width_band))
-            groups = np.load(work / f"{entry.name}-groups.npy")
-            results[entry.name] = growing_by_group(history, work / f"{entry.name}_truth.tif", groups)
+    results = {
+        name: growing_by_group(history, work / f"{name}_truth.tif", np.load(work / f"{name}-groups.npy"))
+        for name, work, history in histories(args, fly_growing)
+    }
     table = Table(title=f"cracks called growing over three flights, by true widening ({args.model.name})")
     for column in ("set", "true widening", "cracks", "crack m", "growing", "stable"):
         table.add_column(column)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -59,23 +60,31 @@ def trend_shares(history_dir: Path) -> dict[str, object]:
     }
 
 
-def fly_three(entry: ManifestSet, classes: list[ClassSpec], args: argparse.Namespace, work: Path) -> list[Path]:
-    """The set's validation mosaic and its two later flights, each surveyed: the survey folders."""
-    first, _, _ = compose_val_mosaic(entry, classes, args.size, work, args.seed)
-    orthos = [first, work / f"{entry.name}-2.tif", work / f"{entry.name}-3.tif"]
-    fly_again(first, orthos[1], seed=1)
-    fly_again(first, orthos[2], seed=2, offset_m=THIRD_OFFSET_M, phase=THIRD_PHASE)
-    surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
+def survey_flights(orthos: list[Path], name: str, args: argparse.Namespace, work: Path) -> list[Path]:
+    """The three flights surveyed, dated a year apart: the survey folders."""
+    surveys = [work / f"{name}-{date}" for date in FLIGHTS]
     for ortho, folder, date in zip(orthos, surveys, FLIGHTS, strict=True):
         cfg = SurveyConfig(device="cpu", gsd_policy="ignore")
         run_survey(ortho, folder, cfg, model_path=args.model, job={"flight_date": date})
     return surveys
 
 
-def main() -> None:
-    args = flights_arguments(__doc__, keeps_work=True)
+def fly_three(entry: ManifestSet, classes: list[ClassSpec], args: argparse.Namespace, work: Path) -> list[Path]:
+    """The set's validation mosaic and its two later flights, each surveyed: the survey folders."""
+    first, _, _ = compose_val_mosaic(entry, classes, args.size, work, args.seed)
+    orthos = [first, work / f"{entry.name}-2.tif", work / f"{entry.name}-3.tif"]
+    fly_again(first, orthos[1], seed=1)
+    fly_again(first, orthos[2], seed=2, offset_m=THIRD_OFFSET_M, phase=THIRD_PHASE)
+    return survey_flights(orthos, entry.name, args, work)
+
+
+Flights = Callable[[ManifestSet, list[ClassSpec], argparse.Namespace, Path], list[Path]]
+
+
+def histories(args: argparse.Namespace, fly: Flights) -> Iterator[tuple[str, Path, Path]]:
+    """Per set with validation photos: its three flights (``fly``, or the surveys ``--reuse`` finds
+    in ``--work``) followed by ``crack_history``: the set's name, the work folder and the history's."""
     manifest = load_manifest(args.manifest)
-    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="msaf-history-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -85,9 +94,15 @@ def main() -> None:
             if args.reuse:
                 surveys = [work / f"{entry.name}-{date}" for date in FLIGHTS]
             else:
-                surveys = fly_three(entry, manifest.classes, args, work)
-            crack_history(surveys, work / f"{entry.name}-history", ReportConfig(width_band=args.width_band))
-            results[entry.name] = trend_shares(work / f"{entry.name}-history")
+                surveys = fly(entry, manifest.classes, args, work)
+            history = work / f"{entry.name}-history"
+            crack_history(surveys, history, ReportConfig(width_band=args.width_band))
+            yield entry.name, work, history
+
+
+def main() -> None:
+    args = flights_arguments(__doc__, keeps_work=True)
+    results = {name: trend_shares(history) for name, _, history in histories(args, fly_three)}
     table = Table(
         title=f"false trends over three flights of unchanged ground ({args.size}² mosaics, {args.model.name})"
     )
