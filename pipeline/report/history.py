@@ -42,6 +42,7 @@ from pipeline.report import figures
 from pipeline.report.build import survey_image
 from pipeline.report.change_status import ChangeStatus
 from pipeline.report.compare import CHANGES_GPKG, compare_surveys, load_defects, refuse_survey_folder
+from pipeline.report.crack_changes import FOUND_IN_ORDER
 from pipeline.report.epochs import Epoch, flight_interval
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geopackage
@@ -148,11 +149,36 @@ class CrackLines:
 
     lineage: list[np.ndarray]
     since_first: dict[int, set[str]]  # the statuses the comparison of its first survey with the latest gave it
+    widening: dict[int, Widening]  # what that comparison read of its width, where it found the crack again
     arrival: dict[int, set[str]]  # the statuses its pieces got where they were first seen (as new pieces)
     departure: dict[int, set[str]]  # the statuses its pieces got where they were last seen (as old pieces)
 
 
 Node = tuple[int, int]  # (survey index, defect_id): one crack piece of one survey
+
+
+@dataclass(frozen=True)
+class Widening:
+    """A crack's widening from its first survey to the latest, as their comparison read it (over its
+    pieces found again: the largest widening, less the flights' width offset, and the least widening
+    any piece would have told from the noise, as ``crack_changes`` rolls pieces up)."""
+
+    widening_mm: float = math.nan
+    detectable_mm: float = math.nan
+
+    @classmethod
+    def of_rows(cls, rows: pd.DataFrame) -> Widening:
+        """From the comparison's rows of one crack's pieces."""
+        found = rows[rows["status"].isin(FOUND_IN_ORDER)]
+
+        def column(name: str) -> np.ndarray:
+            return found[name].to_numpy(float) if name in found else np.array([])
+
+        widening, detectable = column("widening_mm"), column("detectable_widening_mm")
+        return cls(
+            float(np.nanmax(widening)) if np.isfinite(widening).any() else math.nan,
+            float(np.nanmin(detectable)) if np.isfinite(detectable).any() else math.nan,
+        )
 
 
 def comparison_rows(
@@ -221,12 +247,17 @@ def follow_cracks(
                 arrival[line].add(as_new[node])
             if k == seen_last[line] and node in as_old:
                 departure[line].add(as_old[node])
+    rows_since_first: dict[int, list[int]] = {}
     for k, rows in with_latest.items():
-        for status, olds, news in rows:
+        for index, (status, olds, news) in enumerate(rows):
             for line in {line_of[node] for node in olds + news}:
                 if first[line] == k:
                     since_first[line].add(status)
-    return CrackLines(lineage, since_first, arrival, departure)
+                    rows_since_first.setdefault(line, []).append(index)
+    widening = {
+        line: Widening.of_rows(to_latest[first[line]].iloc[indices]) for line, indices in rows_since_first.items()
+    }
+    return CrackLines(lineage, since_first, widening, arrival, departure)
 
 
 def _years(first: Flight, last: Flight) -> float:
@@ -294,6 +325,8 @@ def crack_tables(
                 "max_width_mm": last_row["max_width_mm"],
                 "lengthening_m_per_year": (last_row["length_m"] - first_row["length_m"]) / years,
                 "widening_mm_per_year": (last_row["max_width_mm"] - first_row["max_width_mm"]) / years,
+                "widening_since_first_mm": lines.widening.get(line, Widening()).widening_mm,
+                "detectable_widening_mm": lines.widening.get(line, Widening()).detectable_mm,
                 "geometry": last_row["geometry"],
             }
         )
@@ -323,6 +356,8 @@ HISTORY_COLUMNS = (
     "max_width_mm",
     "lengthening_m_per_year",
     "widening_mm_per_year",
+    "widening_since_first_mm",
+    "detectable_widening_mm",
 )  # crack_history's columns (and its geometry), also when no survey has a crack
 
 

@@ -539,7 +539,13 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     epochs = gpd.read_file(out / "history.gpkg", layer="crack_epochs")
     seen = epochs.groupby("crack")["survey"].apply(list).tolist()
     assert seen[0] == [1, 2, 3] and sorted(seen[1:4]) == [[1, 2, 3], [1, 2, 3], [1, 3]] and seen[4:] == [[2, 3], [1, 2]]
+    # read by the comparison of its first survey with the latest: A 2 mm wider; the stable ones no
+    # wider than they could have widened unseen
+    assert grown["widening_since_first_mm"] == pytest.approx(2, abs=0.5)
     stable = history.loc["stable"]
+    assert (stable["widening_since_first_mm"].abs() < stable["detectable_widening_mm"]).all()
+    assert history.loc["new", "widening_since_first_mm"] == pytest.approx(0, abs=0.3)  # second flight to third
+    assert np.isnan(history.loc["not found (repaired?)", "widening_since_first_mm"])  # not in the latest
     assert sorted(stable["seen_in"]) == [2, 3, 3] and stable["widening_mm_per_year"].to_numpy() == pytest.approx(
         0, abs=0.3
     )
