@@ -50,8 +50,11 @@ def trend_shares(history_dir: Path) -> dict[str, object]:
             return float(cracks.loc[cracks["trend"] == LOST, "length_m"].sum()) / first_m if first_m else float("nan")
         return float(latest.loc[latest["trend"] == trend, "length_m"].sum()) / latest_m if latest_m else float("nan")
 
+    stable = cracks.loc[cracks["trend"] == STABLE, "detectable_widening_mm"].dropna()
     return {
         "cracks": len(cracks),
+        # what a stable crack is stable to: the widening its first-vs-latest comparison could have missed
+        "stable_detectable_widening_mm": float(stable.median()) if len(stable) else float("nan"),
         **{f"count_{trend}": int(counts.get(trend, 0)) for trend in TRENDS},
         **{
             f"{key}_share": share(trend)
