@@ -397,12 +397,16 @@ def _crack_rows(
         pairs, band = _width_pairs(new_lines, old_lines, distance), OWN_BANDS
     widths = replace(_width_comparison(pairs, band), scale=scale)
     rows = []
+    # each crack's rows looked up, not searched for: a filter over every row per crack is quadratic
+    # in the cracks of a survey (a bridge's orthomosaic holds tens of thousands)
+    new_rows, pair_rows = new.groupby("defect_id").indices, pairs.groupby("defect_id_new").indices
+    old_row = {int(defect_id): i for i, defect_id in enumerate(old["defect_id"])}
     for defect_id, pieces in new_lines.groupby("defect_id", sort=True):
-        crack = new[new["defect_id"] == defect_id]
+        crack = new.iloc[new_rows.get(defect_id, [])]
         matched_m = float((pieces["length_m"] * pieces["covered"]).sum())
         added_m = float((pieces["length_m"] * (1 - pieces["covered"])).sum())
-        near = pairs[pairs["defect_id_new"] == defect_id]
-        olds = old[old["defect_id"].isin(near["defect_id_old"])]
+        near = pairs.iloc[pair_rows.get(defect_id, [])]
+        olds = old.iloc[sorted({old_row[int(i)] for i in near["defect_id_old"] if int(i) in old_row})]
         differences = (near["width_mm_new"] - near["width_mm_old"]).to_numpy(float)
         differences = differences[np.isfinite(differences)]
         change = float(np.median(differences)) if len(differences) else 0.0
