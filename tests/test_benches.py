@@ -164,3 +164,21 @@ def test_the_history_growth_bench_puts_each_latest_crack_on_its_true_crack(tmp_p
     assert [row["growing_share"] for row in shares.values()] == pytest.approx([1 / 3, 1, 1])
     assert [row["stable_share"] for row in shares.values()] == pytest.approx([2 / 3, 0, 0])
     assert list(shares) == ["untouched", "+1 px by the third flight", "+2 px by the third flight"]
+
+
+def test_the_compare_speed_bench_times_compare_per_crack_at_each_size(tmp_path, tiny_manifest):
+    """Tiled 2 x 2, the truth holds four times the cracks, and each size is timed."""
+    out = tmp_path / "speed.json"
+    args = ["--manifest", str(tiny_manifest), "--set", "cfd", "--size", "256", "--tiles", "1", "2", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "compare_speed.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    small, large = json.loads(out.read_text())["sizes"]
+    assert (small["side_px"], large["side_px"]) == (256, 512)
+    assert small["cracks"] > 0 and large["cracks"] == 4 * small["cracks"]
+    assert small["per_crack_ratio"] == 1.0 and large["compare_s"] > 0 and large["report_s"] > 0
