@@ -332,15 +332,9 @@ def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, 
     (inbox / "deck-2025.yaml").write_text("structure_id: BR-7\nflight_date: 2025-06-01\n")
     (inbox / "deck-2026.yaml").write_text("structure_id: BR-7\nflight_date: 2026-06-01\n")
     (inbox / "bad.yaml").write_text("flight_date: 2026-13-45\n")
-    processed = inbox_flow(
-        inbox=str(inbox),
-        out=str(out),
-        model=str(tiny_model),
-        params_path=str(tmp_path / "none.yaml"),
-        overrides={"device": "cpu", "gsd_policy": "ignore"},
-        track=False,
-        settle_seconds=0,
-    )
+    run = {"inbox": str(inbox), "out": str(out), "model": str(tiny_model), "params_path": str(tmp_path / "none.yaml")}
+    run |= {"overrides": {"device": "cpu", "gsd_policy": "ignore"}, "track": False, "settle_seconds": 0}
+    processed = inbox_flow(**run)
     assert sorted(Path(p).name.split("-")[1] for p in processed) == ["2025", "2026"]
     ledger = Ledger(out / ".ledger")
     done = {Path(d["source"]).stem: d for d in ledger.done()}
@@ -361,15 +355,7 @@ def test_the_inbox_compares_each_survey_with_the_one_before_it(prefect_harness, 
 
     _ortho(inbox / "deck-2027.tif", _reflown(_wall(0), -25, 30)[:420, :520])
     (inbox / "deck-2027.yaml").write_text("structure_id: BR-7\nflight_date: 2027-06-01\n")
-    (later,) = inbox_flow(
-        inbox=str(inbox),
-        out=str(out),
-        model=str(tiny_model),
-        params_path=str(tmp_path / "none.yaml"),
-        overrides={"device": "cpu", "gsd_policy": "ignore"},
-        track=False,
-        settle_seconds=0,
-    )
+    (later,) = inbox_flow(**run)
     third = next(d for d in Ledger(out / ".ledger").done() if d["survey"] == later)
     assert third["compared_with"] == deck["survey"] and third["history"] == str(out / "histories" / "BR-7")
     history = out / "histories" / "BR-7"
