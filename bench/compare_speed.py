@@ -78,12 +78,13 @@ def main() -> None:
             cracks = found[1].by_class.get("crack", 0)
             rows.append({"side_px": args.size * k, "cracks": cracks, "report_s": reported, "compare_s": compared})
     baseline = rows[0]["compare_s"] / max(rows[0]["cracks"], 1)
+    for row in rows:
+        row["per_crack_ratio"] = row["compare_s"] / max(row["cracks"], 1) / baseline
     table = Table(title=f"msaf compare by survey size ({args.set} truth tiled; 2 surveys, masks only)")
     for column in ("side", "cracks", "report", "compare", "compare per crack", "vs smallest"):
         table.add_column(column)
     for row in rows:
         per_crack = row["compare_s"] / max(row["cracks"], 1)
-        row["per_crack_ratio"] = per_crack / baseline
         table.add_row(
             f"{row['side_px']}²",
             str(row["cracks"]),

@@ -28,14 +28,13 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 from change_stability import flights_arguments, fly_again  # beside this script
-from history_stability import FLIGHTS, THIRD_OFFSET_M, THIRD_PHASE, histories, survey_flights
+from history_stability import FLIGHTS, THIRD_OFFSET_M, THIRD_PHASE, histories, survey_flights, write_results
 from rich.console import Console
 from rich.table import Table
 from widening_detection import WIDENINGS_PX, group_of, widen_cracks
 
 from pipeline.config import ClassSpec
 from pipeline.data.manifest import ManifestSet
-from pipeline.fsutil import write_json
 from pipeline.report.history import GROWING
 from pipeline.survey_accuracy import compose_val_mosaic
 
@@ -103,9 +102,7 @@ def main() -> None:
                 f"{row['stable_share']:.1%}",
             )
     Console().print(table)
-    if args.out:
-        summary = {"size": args.size, "model": str(args.model), "flights": FLIGHTS, "width_band": args.width_band}
-        write_json(args.out, summary | {"sets": results})
+    write_results(args, results)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def rules_on(work: Path, name: str) -> tuple[gpd.GeoDataFrame, dict[str, set[int
         cracks.append(defects[defects["class"].isin(cfg.crack_classes)].reset_index(drop=True))
     history = work / f"{name}-history"
     pairs = _changes(history / PAIRS)
-    lines = follow_cracks(cracks, pairs, dict(enumerate(_changes(history / TO_LATEST))))
+    to_latest = dict(enumerate(_changes(history / TO_LATEST))) | {len(pairs) - 1: pairs[-1]}
+    lines = follow_cracks(cracks, pairs, to_latest)
     line_of = {
         (k, int(i)): line
         for k, frame in enumerate(cracks)

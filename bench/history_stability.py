@@ -122,6 +122,11 @@ def main() -> None:
             f"{row['lost_share']:.1%}",
         )
     Console().print(table)
+    write_results(args, results)
+
+
+def write_results(args: argparse.Namespace, results: dict[str, dict]) -> None:
+    """The sets' results to ``--out`` (if given), with the run's size, model, flights and band."""
     if args.out:
         summary = {"size": args.size, "model": str(args.model), "flights": FLIGHTS, "width_band": args.width_band}
         write_json(args.out, summary | {"sets": results})

@@ -115,8 +115,7 @@ def follow_through_history(surveys: list[Path], out: Path, params: Params) -> di
         result = crack_history(surveys, folder, params.report)
     except Exception as exc:  # the survey and its change report stand whatever the history does
         return {"history_error": f"{type(exc).__name__}: {exc}"[:500]}
-    trends = ", ".join(f"{count} {trend}" for trend, count in result.trends.items())
-    return {"history": str(folder), "trends": f"{result.cracks} cracks over {result.surveys} surveys: {trends}"}
+    return {"history": str(folder), "trends": result.summary()}
 
 
 def _drop_if_empty(folder: Path) -> None:

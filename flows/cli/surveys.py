@@ -347,8 +347,7 @@ def history(
     from pipeline.report.history import crack_history
 
     result = crack_history(surveys, out, load_optional_params(params).report)
-    trends = ", ".join(f"{count} {trend}" for trend, count in result.trends.items())
-    console.print(f"{result.cracks} cracks over {result.surveys} surveys: {trends}")
+    console.print(result.summary())
     folders = [str(out / name) for name in result.comparisons]
     console.print(f"wrote {', '.join(str(out / f) for f in result.outputs)} and {' and '.join(folders)}")
 

@@ -76,6 +76,11 @@ class HistoryResult:
     outputs: tuple[str, ...]  # file names in the output folder
     comparisons: tuple[str, ...]  # the folders of change reports beside them (pairs/, to_latest/)
 
+    def summary(self) -> str:
+        """E.g. '12 cracks over 3 surveys: 1 growing, 9 stable, ...': what the CLI and the inbox say."""
+        trends = ", ".join(f"{count} {trend}" for trend, count in self.trends.items())
+        return f"{self.cracks} cracks over {self.surveys} surveys: {trends}"
+
 
 @dataclass(frozen=True)
 class Flight:
@@ -199,14 +204,13 @@ def comparison_rows(
 
 
 def follow_cracks(
-    cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame], to_latest: dict[int, pd.DataFrame] | None = None
+    cracks: list[gpd.GeoDataFrame], changes: list[pd.DataFrame], to_latest: dict[int, pd.DataFrame]
 ) -> CrackLines:
     """Lines of crack pieces, joined by the pieces of one crack (``crack_id``), by each pair's matches
     (``changes[k]``: survey k against survey k + 1) and by each earlier survey's matches with the
-    latest (``to_latest[k]``: survey k against the last; the last pair is ``changes[-1]``), with the
-    statuses of their pieces."""
+    latest (``to_latest[k]``: survey k against the last, for every earlier k: the last pair's is
+    ``changes[-1]``), with the statuses of their pieces."""
     last = len(cracks) - 1
-    to_latest = ({last - 1: changes[-1]} if changes else {}) | (to_latest or {})
     lineages = _Lineages()
     for k, frame in enumerate(cracks):
         for defect_id in frame["defect_id"]:
@@ -427,14 +431,15 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     flights = flights_in_order(surveys)
     prepare_output_folder(out_dir, HISTORY_OUTPUTS)
     pairs = [_compared(flights, k, k + 1, out_dir / PAIRS, cfg) for k in range(len(flights) - 1)]
+    # every earlier survey against the latest: a comparison of its own, but the one before the latest's is its pair
     to_latest = {k: _compared(flights, k, len(flights) - 1, out_dir / TO_LATEST, cfg) for k in range(len(flights) - 2)}
-    onto_latest = to_latest | {len(flights) - 2: pairs[-1]}
+    to_latest[len(flights) - 2] = pairs[-1]
     cracks = []
     for flight in flights:
         defects = load_defects(flight.folder, cfg)
         cracks.append(defects[defects["class"].isin(cfg.crack_classes)].reset_index(drop=True))
     lines = follow_cracks(cracks, [c.changes for c in pairs], {k: c.changes for k, c in to_latest.items()})
-    placed = [on_latest_ground(frame, onto_latest.get(k)) for k, frame in enumerate(cracks)]
+    placed = [on_latest_ground(frame, to_latest.get(k)) for k, frame in enumerate(cracks)]
     history, epochs = crack_tables(flights, placed, lines)
     surveys_table = pd.DataFrame(
         [
@@ -460,7 +465,7 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
         tmp.write_text(page.render())
     trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
     _drop_stale_comparisons(out_dir, flights)
-    comparisons = (PAIRS, TO_LATEST) if to_latest else (PAIRS,)
+    comparisons = (PAIRS, TO_LATEST) if len(flights) > 2 else (PAIRS,)
     return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS, comparisons)
 
 
