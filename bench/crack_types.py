@@ -98,7 +98,7 @@ def agreement(truth: DefectTables, survey: DefectTables, cells: np.ndarray, tran
     )
     on_truth = pieces.dropna(subset=["true_id"])
     inverse = ~transform
-    where = [inverse * (x, y) for x, y in zip(survey.defects["centroid_x"], survey.defects["centroid_y"], strict=True)]
+    where = [inverse @ (x, y) for x, y in zip(survey.defects["centroid_x"], survey.defects["centroid_y"], strict=True)]
     photo = [int(cells[min(int(row), cells.shape[0] - 1), min(int(col), cells.shape[1] - 1)]) for col, row in where]
     linked = (
         survey.defects.assign(photo=photo)

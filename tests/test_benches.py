@@ -148,11 +148,11 @@ def test_the_history_growth_bench_puts_each_latest_crack_on_its_true_crack(tmp_p
     cracks = []
     for group, tops in rows.items():
         for n, top in enumerate(tops):
-            (x0, y0), (x1, y1) = transform * (20, top), transform * (280, top + 3)
+            (x0, y0), (x1, y1) = transform @ (20, top), transform @ (280, top + 3)
             trend = "growing" if (group > 0 or n == 0) else "stable"  # one false alarm among the untouched
             box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
             cracks.append({"trend": trend, "last_seen": bench.FLIGHTS[-1], "length_m": 0.26, "geometry": box})
-    gone = shapely.box(*(transform * (20, 160)), *(transform * (280, 163)))  # lost: not the latest's
+    gone = shapely.box(*(transform @ (20, 160)), *(transform @ (280, 163)))  # lost: not the latest's
     cracks.append({"trend": "growing", "last_seen": bench.FLIGHTS[1], "length_m": 0.26, "geometry": gone})
     history = gpd.GeoDataFrame(cracks, crs=crs).translate(dx, dy)
     (tmp_path / "h").mkdir()

@@ -6,17 +6,17 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import rasterio
 from matplotlib import patheffects
 from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
@@ -31,10 +31,26 @@ SURVEYED_COLOUR = "#00e5ff"  # cyan: apart from every severity and class colour,
 SURVEYED_LABEL = "surveyed area"
 
 
-def _png(fig: plt.Figure) -> bytes:
+class _DrawnOnSave(FigureCanvasAgg):
+    """A canvas that draws only when the figure is saved: geopandas asks for a redraw after every
+    layer it plots (``draw_idle``), which rendered each report map once per layer (half of a small
+    survey's report time went there)."""
+
+    def draw_idle(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def _figure(*grid: int, figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    """A figure of its own (not pyplot's global state) on a canvas that draws when saved."""
+    fig = Figure(figsize=figsize)
+    _DrawnOnSave(fig)
+    return fig, fig.subplots(*grid)
+
+
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    # zlib level 3, not PIL's 6: a map (mostly orthomosaic) comes out 4 % larger and a third faster
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", pil_kwargs={"compress_level": 3})
     return buffer.getvalue()
 
 
@@ -79,7 +95,7 @@ def _nice_length(span_m: float) -> float:
     return max(m * power for m in (1, 2, 5) if m * power <= target)
 
 
-def _scale_bar(ax: plt.Axes, bounds: tuple[float, float, float, float], metres_per_unit: float) -> None:
+def _scale_bar(ax: Axes, bounds: tuple[float, float, float, float], metres_per_unit: float) -> None:
     minx, miny, maxx, maxy = bounds
     length_m = _nice_length((maxx - minx) * metres_per_unit)
     length_units = length_m / metres_per_unit
@@ -114,7 +130,7 @@ class MapLabel:
     geometry: BaseGeometry
 
 
-def _label(ax: plt.Axes, text: str, point: BaseGeometry, size: int) -> None:
+def _label(ax: Axes, text: str, point: BaseGeometry, size: int) -> None:
     """Text on a map, legible over any picture (a white halo)."""
     ax.annotate(
         text,
@@ -147,7 +163,7 @@ def overview_map(
     drawn and named."""
     minx, miny, maxx, maxy = bounds
     aspect = (maxy - miny) / max(maxx - minx, 1e-12)
-    fig, ax = plt.subplots(figsize=(9, max(3.0, min(12.0, 9 * aspect))))
+    fig, ax = _figure(figsize=(9, max(3.0, min(12.0, 9 * aspect))))
     thumb = _thumbnail(ortho, bounds, 1400)
     if thumb is not None:
         ax.imshow(thumb, extent=(minx, maxx, miny, maxy), interpolation="bilinear")
@@ -195,7 +211,7 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
             (1, 2, 3), window=window, out_shape=(3, *shape), boundless=True, fill_value=0, resampling=Resampling.average
         )
         rgb = on_survey_scale(ds, rgb)
-    fig, ax = plt.subplots(figsize=(3, 3))
+    fig, ax = _figure(figsize=(3, 3))
     ax.imshow(rgb.transpose(1, 2, 0), extent=(minx, maxx, miny, maxy))
     gpd.GeoSeries([geometry]).boundary.plot(ax=ax, color=colour, linewidth=1.5)
     ax.set_axis_off()
@@ -205,7 +221,7 @@ def chip(ortho: Path | None, geometry, margin_units: float, title: str, colour: 
 
 def histogram(values: np.ndarray, xlabel: str, title: str) -> bytes:
     """A histogram as PNG bytes (report figures)."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _figure(figsize=(5, 3))
     ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#2c7bb6", edgecolor="white")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("defects")
@@ -215,7 +231,7 @@ def histogram(values: np.ndarray, xlabel: str, title: str) -> bytes:
 
 def bars(labels: list[str], values: list[float], ylabel: str, title: str, colours: list[str]) -> bytes:
     """A bar chart as PNG bytes (report figures)."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _figure(figsize=(5, 3))
     ax.bar(labels, values, color=colours)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -225,7 +241,7 @@ def bars(labels: list[str], values: list[float], ylabel: str, title: str, colour
 def timelines(epochs: pd.DataFrame, surveys: list[str]) -> bytes:
     """Each crack's length and widest width survey by survey (``epochs``: crack, survey (1-based),
     length_m, max_width_mm), one line per crack, the surveys named on the x axis."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = _figure(1, 2, figsize=(10, 3.6))
     for crack, rows in epochs.groupby("crack"):
         for ax, column in zip(axes, ("length_m", "max_width_mm"), strict=True):
             ax.plot(rows["survey"], rows[column], marker="o", label=f"crack {crack}")

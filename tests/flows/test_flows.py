@@ -113,9 +113,9 @@ def test_survey_killed_with_sigkill_resumes_and_redoes_only_missing_blocks(
     tmp_path, tiny_model, crack_mosaic, reference
 ):
     out = tmp_path / "out"
-    command = [
+    command = [  # 48 blocks of 96 px
         MSAF,
-        *cpu_survey(crack_mosaic[0], out, tiny_model, "--block", "48", "--batch", "4", "--no-report", "--no-track"),
+        *cpu_survey(crack_mosaic[0], out, tiny_model, "--block", "96", "--batch", "4", "--no-report", "--no-track"),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
@@ -450,88 +450,63 @@ def test_a_ledger_from_before_blake3_is_rekeyed_and_only_older_files_are_hashed_
     assert ledger.claim(file_fingerprint(new), str(new))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_deployment_served_against_a_real_prefect_server(tmp_path, tiny_model):
-    import urllib.request
-
+def test_deployment_served_against_a_real_prefect_server(prefect_harness, tmp_path, tiny_model):
+    """``msaf schedule`` in a process of its own serves the inbox deployment on the API server the
+    harness started (a real one, over HTTP); a run of the deployment surveys the delivered file."""
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL
 
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    api = PREFECT_API_URL.value()
+    assert api.startswith("http://"), api
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "home"),
         "PREFECT_API_URL": api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the served runner looks for scheduled runs every second
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    inbox, out = tmp_path / "inbox", tmp_path / "surveys"
+    inbox.mkdir()
+    write_raster(inbox / "deck.tif", np.random.default_rng(5).integers(0, 256, (3, 80, 96), dtype=np.uint8))
+    os.utime(inbox / "deck.tif", (time.time() - 600, time.time() - 600))  # delivered, settled
+    params = tmp_path / "params.yaml"
+    params.write_text("survey: {device: cpu, gsd_policy: ignore}\n")
+    served = subprocess.Popen(
+        [
+            MSAF,
+            "schedule",
+            "--inbox",
+            str(inbox),
+            "--out",
+            str(out),
+            "--cron",
+            "0 2 * * *",
+            "--model",
+            str(tiny_model),
+            "--params",
+            str(params),
+        ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
-    served = None
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
+        flow_run = None
+        deadline = time.time() + 120
+        while flow_run is None and time.time() < deadline:
             try:
-                if urllib.request.urlopen(f"{api}/health", timeout=2).status == 200:
-                    break
-            except OSError:
+                flow_run = run_deployment("msaf-inbox/msaf-inbox", timeout=240, poll_interval=1)
+            except Exception:  # the deployment is not registered yet
                 time.sleep(1)
-        inbox, out = tmp_path / "inbox", tmp_path / "surveys"
-        inbox.mkdir()
-        write_raster(inbox / "deck.tif", np.random.default_rng(5).integers(0, 256, (3, 80, 96), dtype=np.uint8))
-        os.utime(inbox / "deck.tif", (time.time() - 600, time.time() - 600))  # delivered, settled
-        params = tmp_path / "params.yaml"
-        params.write_text("survey: {device: cpu, gsd_policy: ignore}\n")
-        served = subprocess.Popen(
-            [
-                MSAF,
-                "schedule",
-                "--inbox",
-                str(inbox),
-                "--out",
-                str(out),
-                "--cron",
-                "0 2 * * *",
-                "--model",
-                str(tiny_model),
-                "--params",
-                str(params),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            flow_run = None
-            deadline = time.time() + 120
-            while flow_run is None and time.time() < deadline:
-                try:
-                    flow_run = run_deployment("msaf-inbox/msaf-inbox", timeout=240, poll_interval=2)
-                except Exception:  # the deployment is not registered yet
-                    time.sleep(2)
         assert flow_run is not None and flow_run.state.is_completed(), flow_run and flow_run.state
         surveys = [p for p in out.iterdir() if p.name.startswith("deck-")]
         ledger = {p.name: p.read_text() for p in (out / ".ledger").glob("*.*")}
         assert len(surveys) == 1 and (surveys[0] / "mask.tif").is_file(), ledger
     finally:
-        for process in (served, server):
-            if process is not None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=30)
+        os.killpg(served.pid, signal.SIGTERM)
+        served.wait(timeout=30)
 
 
 def test_schedule_without_a_server_says_how_to_start_one(tmp_path):
