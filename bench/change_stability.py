@@ -138,7 +138,7 @@ def main() -> None:
             totals = crack_length_m(surveys[0]), crack_length_m(surveys[1])
             results[entry.name] = {
                 "crack_length_m": {"first": totals[0], "second": totals[1]},
-                "registration": registered["registration"].as_row(),
+                "registration": registered.registration.as_row(),
                 "registered": false_alarms(work / f"{entry.name}-registered", *totals),
                 "as_they_lie": false_alarms(work / f"{entry.name}-as-they-lie", *totals),
             }

@@ -33,8 +33,9 @@ from rich.table import Table
 from widening_detection import group_of
 
 from pipeline.config import ReportConfig
-from pipeline.report.compare import CHANGES_GPKG, load_defects
+from pipeline.report.compare import CHANGES_GPKG
 from pipeline.report.history import GROWTH, PAIRS, TO_LATEST, comparison_rows, flights_in_order, follow_cracks
+from pipeline.report.survey_layers import load_defects
 
 SETS = ("crackforest", "uav75", "masonry")
 

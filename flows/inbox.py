@@ -94,7 +94,7 @@ def compare_with_previous(survey: Path, out: Path, params: Params) -> dict[str, 
         result = compare_surveys(before, survey, changes, params.report)
     except Exception as exc:  # the survey stands whatever its comparison does
         return {"compared_with": str(before), "changes_error": f"{type(exc).__name__}: {exc}"[:500]}
-    compared = {"compared_with": str(before), "changes": str(changes), "registration": result["registration"].summary()}
+    compared = {"compared_with": str(before), "changes": str(changes), "registration": result.registration.summary()}
     return compared | (follow_through_history([*earlier, survey], out, params) if len(earlier) >= 2 else {})
 
 

@@ -8,6 +8,7 @@ clear error instead of a KeyError deep in the report.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import MsafError, first_problem
 from pipeline.fsutil import write_json
+from pipeline.inference.scales import scales_key
 from pipeline.survey_folder import SurveyFolder
 
 RECORD_VERSION = 1
@@ -176,3 +178,32 @@ def read_survey_record(survey_dir: Path) -> SurveyRecord | None:
             f"{path} is not a survey record ({first_problem(exc)}); rerun `msaf survey` "
             "or delete it to report from the mask alone"
         ) from None
+
+
+def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> list[str]:
+    """What differs in how two surveys were made (model, views, flips, decision thresholds, the GSD
+    the model saw, the shadow lift's floor), each as "what: old -> new"; empty when the same or when a
+    record is missing: a change report warns that part of what changed may be the method."""
+    if old is None or new is None:
+        return []
+
+    def views(record: SurveyRecord) -> str:
+        return scales_key(record.scales) + (" + flips" if record.tta else "")
+
+    def gsd(record: SurveyRecord) -> str:
+        working = record.model_gsd_m
+        return f"{working * 1000:.3g} mm" if working else "unknown"
+
+    def thresholds(record: SurveyRecord) -> str:
+        return ", ".join(f"{n} {t:g}" for n, t in sorted((record.thresholds or {}).items())) or "argmax"
+
+    aspects: dict[str, Callable[[SurveyRecord], str]] = {
+        "model": lambda r: f"{r.model.name} {r.model.sha256[:12]}",
+        "views": views,
+        "GSD the model saw": gsd,
+    }
+    if old.thresholds is not None and new.thresholds is not None:  # recorded by both (this release on)
+        aspects["thresholds"] = thresholds
+    if old.exposure_floor is not None and new.exposure_floor is not None:
+        aspects["exposure floor"] = lambda r: f"{r.exposure_floor:g}"
+    return [f"{what}: {show(old)} -> {show(new)}" for what, show in aspects.items() if show(old) != show(new)]

@@ -12,7 +12,7 @@ from pipeline.config import ScalingConfig, load_params
 from pipeline.errors import MsafError
 from pipeline.job import parse_job
 from pipeline.raster.source import open_source
-from pipeline.report.compare import load_defects
+from pipeline.report.survey_layers import load_defects
 from pipeline.styles import class_colours
 from pipeline.survey_folder import REPORT_OUTPUTS, SURVEY_OUTPUTS, prepare_output_folder
 from pipeline.survey_record import read_survey_record

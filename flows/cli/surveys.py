@@ -318,16 +318,16 @@ def compare(
             raise MsafError(f"--registration must be auto or off, got {registration!r}")
         cfg = cfg.model_copy(update={"registration": cfg.registration.model_copy(update={"mode": registration})})
     result = compare_surveys(old_survey, new_survey, out, cfg, old_image, new_image)
-    outputs = list(result["outputs"])
+    outputs = list(result.outputs)
     if pdf:
         from pipeline.report.pdf import print_pdf
         from pipeline.survey_folder import SurveyFolder
 
         outputs.append(print_pdf(out / SurveyFolder.HTML, out / SurveyFolder.PDF, paper).name)
-    console.print(f"registration: {result['registration'].summary()}")
-    console.print(", ".join(f"{count} {status}" for status, count in result["changes"].items()))
-    if result["cracks"]:
-        console.print("per crack: " + ", ".join(f"{count} {status}" for status, count in result["cracks"].items()))
+    console.print(f"registration: {result.registration.summary()}")
+    console.print(", ".join(f"{count} {status}" for status, count in result.changes.items()))
+    if result.cracks:
+        console.print("per crack: " + ", ".join(f"{count} {status}" for status, count in result.cracks.items()))
     console.print(f"wrote {', '.join(str(out / f) for f in outputs)}")
 
 

@@ -41,12 +41,13 @@ from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
 from pipeline.report.build import survey_image
 from pipeline.report.change_status import ChangeStatus
-from pipeline.report.compare import CHANGES_GPKG, compare_surveys, load_defects, refuse_survey_folder
+from pipeline.report.compare import CHANGES_GPKG, compare_surveys, refuse_survey_folder
 from pipeline.report.crack_changes import FOUND_IN_ORDER
 from pipeline.report.epochs import Epoch, flight_interval
 from pipeline.report.html import Page
 from pipeline.report.outputs import write_geopackage
 from pipeline.report.registration import Registration
+from pipeline.report.survey_layers import load_defects
 from pipeline.survey_folder import SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
 
@@ -390,7 +391,7 @@ def _compared(flights: list[Flight], old: int, new: int, parent: Path, cfg: Repo
     ``parent``)."""
     out = _comparison_folder(flights, old, new, parent)
     result = compare_surveys(flights[old].folder, flights[new].folder, out, cfg)
-    return Comparison(gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio"), result["registration"])
+    return Comparison(gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio"), result.registration)
 
 
 def on_latest_ground(frame: gpd.GeoDataFrame, onto_latest: Comparison | None) -> gpd.GeoDataFrame:

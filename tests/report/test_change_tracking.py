@@ -11,7 +11,7 @@ import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from pipeline.config import ElementsConfig, ReportConfig
-from pipeline.report.compare import compare_surveys
+from pipeline.report.compare import ChangeReport, compare_surveys
 from tests.conftest import write_mask_survey
 
 CLASSES = ["background", "crack", "spall"]
@@ -29,8 +29,8 @@ def _old_epoch() -> np.ndarray:
     return old
 
 
-def _statuses(result: dict) -> dict:
-    return {status: count for status, count in result["changes"].items() if count}
+def _statuses(result: ChangeReport) -> dict:
+    return {status: count for status, count in result.changes.items() if count}
 
 
 def test_one_of_each_crack_change(tmp_path):
@@ -81,7 +81,8 @@ def test_an_epoch_against_its_own_reprojection_is_unchanged(tmp_path, crs):
 
 def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
     """In EPSG:3857 a 10 mm tolerance would be 14 mm of map units at 45° N: the comparison moves to UTM."""
-    from pipeline.report.compare import _working_crs, load_defects
+    from pipeline.report.change_matching import working_crs_of
+    from pipeline.report.survey_layers import load_defects
 
     old = write_mask_survey(tmp_path / "old", _old_epoch())
     mercator = tmp_path / "mercator"
@@ -102,8 +103,8 @@ def test_web_mercator_epochs_are_compared_in_ground_metres(tmp_path):
     with rasterio.open(mercator / "mask.tif", "w", **profile) as dst:
         dst.write(out, 1)
         dst.update_tags(MSAF_CLASSES=json.dumps(CLASSES))
-    assert _working_crs(load_defects(mercator, CFG)).to_epsg() == 32633
-    assert _working_crs(load_defects(old, CFG)).to_epsg() == 32633
+    assert working_crs_of(load_defects(mercator, CFG)).to_epsg() == 32633
+    assert working_crs_of(load_defects(old, CFG)).to_epsg() == 32633
 
 
 def test_two_defect_free_surveys_compare_to_nothing(tmp_path):
@@ -159,7 +160,8 @@ def test_cracks_without_centrelines_are_rated_in_the_same_words_as_with_them():
     areas, and a longer crack is still "extended" and a wider one "widened", never "grown"."""
     from shapely.geometry import box
 
-    from pipeline.report.compare import STATUSES, ChangeStatus, match_defects
+    from pipeline.report.change_matching import STATUSES, match_defects
+    from pipeline.report.change_status import ChangeStatus
 
     def frame(rows):
         return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:32633")
@@ -206,8 +208,7 @@ def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_
     (views 1 against 1,2 moved 0.1-5 % of a mask's pixels), and says nothing for two epochs made alike."""
     import shutil
 
-    from pipeline.report.compare import method_differences
-    from pipeline.survey_record import read_survey_record
+    from pipeline.survey_record import method_differences, read_survey_record
 
     old, alike, other = (tmp_path / name for name in ("old", "alike", "other"))
     for folder in (old, alike, other):
@@ -219,10 +220,10 @@ def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_
     (other / "survey.json").write_text(json.dumps(record))
 
     same = compare_surveys(old, alike, tmp_path / "same", ReportConfig(min_area_m2=0))
-    assert same["method_differences"] == []
+    assert same.method_differences == []
     assert "not made the same way" not in (tmp_path / "same" / "report.html").read_text()
     changed = compare_surveys(old, other, tmp_path / "changed", ReportConfig(min_area_m2=0))
-    assert changed["method_differences"] == [
+    assert changed.method_differences == [
         "views: 1 -> 1,2",
         f"thresholds: {before} -> crack 0.4",
         f"exposure floor: {floor:g} -> {floor + 170:g}",
@@ -260,7 +261,7 @@ def test_condition_states_are_compared_on_the_ground_both_surveys_imaged(tmp_pat
     assert table["old_m2"].sum() == pytest.approx(1.5, rel=2e-3) and table["new_m2"].sum() == pytest.approx(
         1.5, rel=2e-3
     )
-    assert result["condition_change_m2"] == pytest.approx({"CS1": -0.25, "CS2": 0.0, "CS3": 0.25}, abs=1e-3)
+    assert result.condition_change_m2 == pytest.approx({"CS1": -0.25, "CS2": 0.0, "CS3": 0.25}, abs=1e-3)
     assert (
         "Condition states (cracking) on the ground both surveys imaged"
         in (tmp_path / "changes" / "report.html").read_text()
@@ -271,7 +272,7 @@ def test_condition_states_are_compared_on_the_ground_both_surveys_imaged(tmp_pat
     gpkg.unlink()
     write_geopackage(gpkg, kept)
     again = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "again", CFG)
-    assert again["changes"] == result["changes"] and again["condition_change_m2"] == {}
+    assert again.changes == result.changes and again.condition_change_m2 == {}
     html = (tmp_path / "again" / "report.html").read_text()
     assert "Condition states not compared" in html and "re-run `msaf report`" in html
 
@@ -317,7 +318,7 @@ def test_a_flight_that_reads_every_crack_wider_widens_only_the_crack_that_widene
     write_mask_survey(tmp_path / "new", new)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
     assert _statuses(result) == {"widened": 1, "unchanged": 5}
-    assert result["widths"].bias_mm == pytest.approx(1.0, abs=0.05) and result["widths"].pairs >= 20
+    assert result.widths.bias_mm == pytest.approx(1.0, abs=0.05) and result.widths.pairs >= 20
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
     assert changes.loc["widened", "widening_mm"] == pytest.approx(4.0, abs=0.5)
     assert changes.loc["widened", "delta_max_width_mm"] == pytest.approx(5.0, abs=0.5)  # as measured
@@ -386,11 +387,11 @@ def test_with_width_band_same_both_orthomosaics_read_the_old_cracks_over_the_sam
         report_survey(tmp_path / folder, CFG, image=image)
     each_own = CFG.model_copy(update={"width_band": "own"})
     own = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "own", each_own, old_image, new_image)
-    assert own["widths"].band == "each survey's own" and _statuses(own) != {"widened": 1, "unchanged": 5}
+    assert own.widths.band == "each survey's own" and _statuses(own) != {"widened": 1, "unchanged": 5}
     assert CFG.width_band == "same"  # the default
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG, old_image, new_image)
-    assert result["widths"].band == "same band" and result["widths"].pairs >= 20
-    assert 1.1 < result["widths"].scale < 1.5  # the second flight's contrast reads every crack wider
+    assert result.widths.band == "same band" and result.widths.pairs >= 20
+    assert 1.1 < result.widths.scale < 1.5  # the second flight's contrast reads every crack wider
     assert _statuses(result) == {"widened": 1, "unchanged": 5}
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
     # the widened crack's own core darkens too, so its contrast moves with it: 1 mm reads ~0.6 mm
@@ -439,7 +440,7 @@ def test_growth_per_year_comes_from_the_two_flight_dates(tmp_path, surveyed):
 def test_the_fastest_growing_cracks_come_first_and_only_growing_ones_are_listed():
     import pandas as pd
 
-    from pipeline.report.compare import fastest_growing
+    from pipeline.report.change_page import fastest_growing
 
     changes = pd.DataFrame(
         {
@@ -469,7 +470,7 @@ def test_a_crack_that_grew_past_a_break_in_its_mask_is_one_extended_crack(tmp_pa
     write_mask_survey(tmp_path / "new", new)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", CFG)
     assert _statuses(result) == {"new": 2, "unchanged": 4, "not found (repaired?)": 1}  # piece by piece (S: a spall)
-    assert result["cracks"] == {"extended": 1, "new": 1, "unchanged": 2}  # per crack of the new survey
+    assert result.cracks == {"extended": 1, "new": 1, "unchanged": 2}  # per crack of the new survey
     cracks = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="crack_changes")
     grown = cracks[cracks["pieces"] == 2].iloc[0]
     assert grown["status"] == "extended" and grown["piece_statuses"] == "new,unchanged"

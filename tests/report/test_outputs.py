@@ -368,7 +368,7 @@ def test_change_tracking_on_known_changes(tmp_path):
     write_mask_survey(tmp_path / "new", np.roll(new, 0, axis=1), crs="EPSG:25833", shift_px=2)  # other CRS, 2 mm offset
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.005)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
-    assert result["changes"] == {
+    assert result.changes == {
         "new": 1,
         "missed before (visible then)": 0,  # no orthomosaics to look in
         "extended": 1,

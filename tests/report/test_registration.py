@@ -242,7 +242,7 @@ def test_compare_registers_the_epochs_before_it_matches_cracks(tmp_path):
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.01)
     without_images = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "without_images", cfg)
     # the masks' few straight lines do not agree on a shift in enough windows: compared as they lie
-    assert without_images["registration"].note.endswith(
+    assert without_images.registration.note.endswith(
         "on the defect masks, as the old and new survey's orthomosaic is not in place (pass --old-image / --new-image)"
     )
     assert "compared as they lie, not registered" in (tmp_path / "without_images" / "report.html").read_text()
@@ -277,16 +277,16 @@ def test_the_registration_bench_runs_and_finds_its_offset(tmp_path):
 def test_the_change_report_warns_when_the_windows_leave_a_residual_near_the_tolerance():
     """On a coarse orthomosaic the windows may agree within 1.5 px and still lie centimetres from the
     fitted transform: the reader is told, as when the epochs could not be registered at all."""
-    from pipeline.report.compare import _registration_notes
+    from pipeline.report.change_page import registration_notes
     from pipeline.report.registration import Registration
 
     cfg = ReportConfig(match_distance_m=0.02)
     warped = Registration(applied=True, method="orthomosaics", windows=9, agreeing=9, spread_m=0.012)
-    ((level, text),) = _registration_notes(warped, cfg)
+    ((level, text),) = registration_notes(warped, cfg)
     assert level == "warning" and "12 mm (RMS) from the fitted shift" in text and "20 mm tolerance" in text
-    assert _registration_notes(Registration(applied=True, method="orthomosaics", spread_m=0.009), cfg) == []
-    assert _registration_notes(Registration(), cfg) == []  # off: said in the provenance only
-    ((level, text),) = _registration_notes(Registration(method="none", note="no common ground to match"), cfg)
+    assert registration_notes(Registration(applied=True, method="orthomosaics", spread_m=0.009), cfg) == []
+    assert registration_notes(Registration(), cfg) == []  # off: said in the provenance only
+    ((level, text),) = registration_notes(Registration(method="none", note="no common ground to match"), cfg)
     assert level == "warning" and "compared as they lie, not registered: no common ground to match" in text
 
 
@@ -314,12 +314,12 @@ def test_without_orthomosaics_the_epochs_are_registered_on_their_defect_masks(tm
         write_raster(tmp_path / name / "mask.tif", data[None], crs=crs, transform=moved, nodata=255, tags=tags)
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.01)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg)
-    found = result["registration"]
+    found = result.registration
     assert found.applied and found.method == "masks", found.note
     assert found.east_m == pytest.approx(-0.037, abs=3e-4) and found.north_m == pytest.approx(0.021, abs=3e-4)
     assert "defect-mask windows agree" in found.summary()
-    assert {status for status, n in result["changes"].items() if n} == {"unchanged"}  # the same cracks
-    other = compare_surveys(tmp_path / "old", tmp_path / "other", tmp_path / "other-changes", cfg)["registration"]
+    assert {status for status, n in result.changes.items() if n} == {"unchanged"}  # the same cracks
+    other = compare_surveys(tmp_path / "old", tmp_path / "other", tmp_path / "other-changes", cfg).registration
     assert (
         not other.applied
         and "on the defect masks, as the old and new survey's orthomosaic is not in place" in other.note

@@ -44,8 +44,8 @@ def test_a_crack_either_flight_missed_but_both_images_show_is_not_a_change(tmp_p
     write_mask_survey(tmp_path / "new", np.roll(new_mask, (-21, 37), axis=(0, 1)))
     cfg = ReportConfig(min_area_m2=0, match_distance_m=0.01)
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg, old_image, new_image)
-    assert result["registration"].applied
-    counts = {status: n for status, n in result["changes"].items() if n}
+    assert result.registration.applied
+    counts = {status: n for status, n in result.changes.items() if n}
     assert counts == {
         "unchanged": 1,
         "not detected (still visible)": 1,
@@ -100,8 +100,8 @@ def test_a_crack_lost_where_the_new_image_is_too_blurred_to_show_it_is_not_seen_
     assert set(cells.loc[[(1, c) for c in range(1, 5)], "sharpness"]) == {"too blurred"}  # rows 100-200 mm
     assert "too blurred" not in set(cells.loc[[(r, c) for r in (0, 2) for c in range(5)], "sharpness"])
     result = compare_surveys(tmp_path / "old", tmp_path / "new", tmp_path / "changes", cfg, old_image, new_image)
-    assert result["registration"].east_m == pytest.approx(0, abs=2e-4) or not result["registration"].applied
-    counts = {status: n for status, n in result["changes"].items() if n}
+    assert result.registration.east_m == pytest.approx(0, abs=2e-4) or not result.registration.applied
+    counts = {status: n for status, n in result.changes.items() if n}
     assert counts == {"unchanged": 1, "not seen (too dark or blurred)": 1, "not found (repaired?)": 1, "new": 1}
     changes = gpd.read_file(tmp_path / "changes" / "changes.gpkg", layer="changes").set_index("status")
     y_top = 5000000
