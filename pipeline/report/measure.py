@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 import rasterio.features
+import shapely
 from affine import Affine
 from rasterio.windows import Window, from_bounds
 from scipy import ndimage
 from shapely.geometry import LineString, MultiLineString, Polygon
-from shapely.ops import linemerge
 from skimage.morphology import remove_small_holes, skeletonize
 
 from pipeline.raster.ground import PixelSize
@@ -133,8 +133,15 @@ def _chunks(skeleton: np.ndarray, edges: list) -> np.ndarray:
 
 
 def _as_multiline(lines: list[LineString]) -> MultiLineString:
-    merged = linemerge(lines) if lines else MultiLineString()
-    return MultiLineString([merged]) if isinstance(merged, LineString) else merged
+    """The lines merged end to end (shapely's vectorised constructors: a crack has thousands of
+    one-pixel segments, and building them one by one was a fifth of a report's time)."""
+    merged = shapely.line_merge(shapely.multilinestrings(lines)) if lines else MultiLineString()
+    return shapely.multilinestrings([merged]) if isinstance(merged, LineString) else merged
+
+
+def _padded_distance(pixels: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the background, on the mask padded by one pixel (its edge is background)."""
+    return ndimage.distance_transform_edt(np.pad(pixels, 1))
 
 
 EIGHT = np.ones((3, 3), bool)
@@ -153,16 +160,18 @@ def _touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(pairs), axis=0)
 
 
-def prune_spurs(skeleton: np.ndarray, pixels: np.ndarray, rounds: int = 16) -> np.ndarray:
+def prune_spurs(
+    skeleton: np.ndarray, pixels: np.ndarray, rounds: int = 16, distance: np.ndarray | None = None
+) -> np.ndarray:
     """The skeleton without end branches shorter than the crack's width where they leave it.
 
     The medial axis of a wide or jagged mask grows a spur to every corner and edge bump; their
     length follows pixel noise (and changes when the mask is resampled into another CRS), not the
     crack. An end branch (one that meets the rest at a single junction) shorter than the mask's
     width at that junction is such a spur. Where only end branches meet (a star), the two longest
-    stay: the main path.
+    stay: the main path. ``distance``: ``_padded_distance(pixels)`` when the caller has it.
     """
-    width = 2 * ndimage.distance_transform_edt(np.pad(pixels, 1))[1:-1, 1:-1]
+    width = 2 * (_padded_distance(pixels) if distance is None else distance)[1:-1, 1:-1]
     skeleton = skeleton.copy()
     for _ in range(rounds):
         degree = ndimage.convolve(skeleton.astype(np.int64), EIGHT.astype(np.int64), mode="constant") - 1
@@ -175,9 +184,13 @@ def prune_spurs(skeleton: np.ndarray, pixels: np.ndarray, rounds: int = 16) -> n
         if not len(pairs):
             break
         meets = np.bincount(pairs[:, 0], minlength=count + 1)  # junctions each branch meets
-        cluster_width = ndimage.maximum(width, clusters, index=np.arange(clusters.max() + 1))
+        # the widest width in each junction cluster, over the junction pixels only (ndimage.maximum
+        # with an index sorts the whole window: most of a long crack's pruning time)
+        cluster_width = np.zeros(int(clusters.max()) + 1)
+        in_cluster = clusters > 0
+        np.maximum.at(cluster_width, clusters[in_cluster], width[in_cluster])
         reach = np.zeros(count + 1)
-        np.maximum.at(reach, pairs[:, 0], np.asarray(cluster_width)[pairs[:, 1]])
+        np.maximum.at(reach, pairs[:, 0], cluster_width[pairs[:, 1]])
         lengths = np.bincount(branches.ravel(), minlength=count + 1)
         spurs = (meets == 1) & (lengths < reach)
         spurs[0] = False
@@ -189,17 +202,15 @@ def prune_spurs(skeleton: np.ndarray, pixels: np.ndarray, rounds: int = 16) -> n
     return skeleton
 
 
-def _end_extensions(
-    pixels: np.ndarray, skeleton: np.ndarray, edges: list
-) -> list[tuple[tuple[int, int], tuple[float, float], float]]:
+def _end_extensions(distance: np.ndarray, edges: list) -> list[tuple[tuple[int, int], tuple[float, float], float]]:
     """(end pixel, unit direction (rows, cols), px >= 0) that carry each centreline end out to the mask's edge.
 
     Thinning stops half a width short of each end of a crack: a 3 px crack loses ~3 px of length,
     a wide region most of its own (and where it stops depends on pixel noise). Each end is carried
     on along its last few pixels' direction by its distance to the mask's edge (half the width
-    for a crack's end, the distance to its short side for a wide region's medial axis)."""
+    for a crack's end, the distance to its short side for a wide region's medial axis).
+    ``distance``: ``_padded_distance`` of the crack's pixels."""
     neighbours = _neighbours(edges)
-    distance = ndimage.distance_transform_edt(np.pad(pixels, 1))
     extensions: list[tuple[tuple[int, int], tuple[float, float], float]] = []
     for end, around in neighbours.items():
         if len(around) != 1:
@@ -221,7 +232,7 @@ def _end_extensions(
 
 def _hole_limit(pixels: np.ndarray) -> int:
     """Area (px) below which a hole is a speck: the square of the crack's widest width."""
-    widest = 2 * float(ndimage.distance_transform_edt(np.pad(pixels, 1)).max())
+    widest = 2 * float(_padded_distance(pixels).max())
     return max(4, int(widest**2))
 
 
@@ -231,16 +242,20 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
     Holes smaller than the crack is wide are filled first (a speck of background inside a wide
     crack would loop the centreline around it); the enclosed blocks of a crack network stay."""
     pixels = remove_small_holes(pixels, max_size=_hole_limit(pixels))
+    distance = _padded_distance(pixels)  # the pruning, the ends and the widths read it
     skeleton = skeletonize(pixels)
     # a single pixel or a blob that thins to nothing keeps its pixels
-    skeleton = prune_spurs(skeleton, pixels) if skeleton.any() else pixels.copy()
+    skeleton = prune_spurs(skeleton, pixels, distance=distance) if skeleton.any() else pixels.copy()
     edges = _skeleton_edges(skeleton)
     chunk_of = _chunks(skeleton, edges)
     chunks = int(chunk_of.max()) + 1
     chunk_pixels: list[list[LineString]] = [[] for _ in range(chunks)]  # in (col, row) pixel centres
-    for (r0, c0), (r1, c1) in edges:
-        chunk_pixels[min(chunk_of[r0, c0], chunk_of[r1, c1])].append(LineString([(c0, r0), (c1, r1)]))
-    extensions = _end_extensions(pixels, skeleton, edges)
+    if edges:
+        ends_rc = np.array(edges)  # (edge, end, (row, col))
+        owner = np.minimum(chunk_of[ends_rc[:, 0, 0], ends_rc[:, 0, 1]], chunk_of[ends_rc[:, 1, 0], ends_rc[:, 1, 1]])
+        for chunk, segment in zip(owner.tolist(), shapely.linestrings(ends_rc[:, :, ::-1].astype(float)), strict=True):
+            chunk_pixels[chunk].append(segment)
+    extensions = _end_extensions(distance, edges)
     ends = [CrackEnd(c + 0.5 + dc * reach, r + 0.5 + dr * reach, dc, dr) for (r, c), (dr, dc), reach in extensions]
     for (r, c), (dr, dc), reach in extensions:
         if reach > 0:
@@ -255,9 +270,10 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
             steps = np.diff(path, axis=0)
             chunk_length_px[chunk] += float(np.hypot(steps[:, 0], steps[:, 1]).sum())
             length += float(np.hypot(steps[:, 0] * size.x_m, steps[:, 1] * size.y_m).sum())
-            chunk_segments[chunk].append(LineString([to_map @ (float(x), float(y)) for x, y in line.coords]))
+            xy = shapely.get_coordinates(line)
+            chunk_segments[chunk].append(shapely.linestrings(np.column_stack(to_map @ (xy[:, 0], xy[:, 1]))))
     chunk_length_px = np.maximum(chunk_length_px, 1.0)  # a lone pixel still spans one pixel
-    widths_px = local_widths_px(pixels, skeleton)
+    widths_px = local_widths_px(pixels, skeleton, distance)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
     orientation, _ = main_axis(rows, cols, size)
@@ -319,14 +335,15 @@ def _pixel_line(row: int, col: int, azimuth: float, window_transform: Affine) ->
     )
 
 
-def local_widths_px(pixels: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
+def local_widths_px(pixels: np.ndarray, skeleton: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
     """Crack width (px) at each skeleton pixel from the distance transform.
 
     A centre pixel at distance d from the background sees a width of 2d - 1; when the crack is an
     even number of pixels wide the skeleton sits on one of two equally central pixels, recognised
     by an off-skeleton 4-neighbour at least as far from the background, and the width is 2d.
+    ``distance``: ``_padded_distance(pixels)`` when the caller has it.
     """
-    distance = ndimage.distance_transform_edt(np.pad(pixels, 1))
+    distance = _padded_distance(pixels) if distance is None else distance
     skel = np.pad(skeleton, 1)
     rows, cols = np.nonzero(skel)
     centre = distance[rows, cols]
