@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 . bench/gpu_env.sh check rasterio "$@"  # DRY, OUT_DIR, PY; the bundle unpacked if needed
 MODEL=pipeline/assets/msaf-dsnet.safetensors
 if [ "$DRY" = 1 ]; then
-  SIZE=256 DEVICE=cpu BATCH=2 ENGINE_SIZE=256 ENGINE_BLOCK=4096 CORES="1"
+  SIZE=128 DEVICE=cpu BATCH=2 ENGINE_SIZE=128 ENGINE_BLOCK=4096 CORES="1"
 else
   # the engine: 16 blocks of 2048² so that 16 cores have a block each
   SIZE=16384 DEVICE=cuda BATCH=16 ENGINE_SIZE=8192 ENGINE_BLOCK=2048 CORES="4 8 16"

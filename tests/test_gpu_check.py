@@ -22,17 +22,17 @@ def _assert_the_dry_checks_numbers(tmp_path, done: subprocess.CompletedProcess) 
     step's numbers, of this machine, in the form the README's GPU table is filled from."""
     assert done.returncode == 0, done.stderr[-3000:]
     survey = json.loads((tmp_path / "survey_throughput.json").read_text())
-    modes = survey["sizes"]["256"] | json.loads((tmp_path / "survey_naive.json").read_text())["sizes"]["256"]
+    modes = survey["sizes"]["128"] | json.loads((tmp_path / "survey_naive.json").read_text())["sizes"]["128"]
     assert set(modes) == {"model", "survey", "naive"} and survey["device"] == "cpu"
     assert all(m["seconds"] > 0 and m["mpix_s"] > 0 and m["peak_rss_mb"] > 0 for m in modes.values())
     cold = modes["survey"]  # and the same survey again in its process (--warm), its own seconds and stages
-    assert cold["warm_mpix_s"] == pytest.approx(256 * 256 / 1e6 / cold["warm_seconds"])
+    assert cold["warm_mpix_s"] == pytest.approx(128 * 128 / 1e6 / cold["warm_seconds"])
     assert set(cold["warm_stages"]) == set(cold["stages"]) and "warm_seconds" not in modes["naive"]
     logs = {path.name for path in tmp_path.glob("*.log")}
     assert logs == {"survey.log", "engine.log", "model_speed.log", "survey_views.log", "naive.log"}  # each step's
     views = json.loads((tmp_path / "survey_views.json").read_text())  # multi-scale: views 1,2
-    assert views["scales"] == "1,2" and set(views["sizes"]["256"]) == {"model", "survey"}
-    assert views["sizes"]["256"]["model"]["seconds"] > survey["sizes"]["256"]["model"]["seconds"]  # 5x the work
+    assert views["scales"] == "1,2" and set(views["sizes"]["128"]) == {"model", "survey"}
+    assert views["sizes"]["128"]["model"]["seconds"] > survey["sizes"]["128"]["model"]["seconds"]  # 5x the work
     assert "results in" in done.stdout and "failed" not in done.stdout
     engine = json.loads((tmp_path / "engine_throughput.json").read_text())
     assert engine["machine"]["cores"] >= 1 and engine["machine"]["cpu"]  # whose numbers these are
@@ -53,13 +53,13 @@ def _assert_the_dry_checks_numbers(tmp_path, done: subprocess.CompletedProcess) 
     assert sum(cpu.values()) == pytest.approx(one["profiled_cpu_s"])  # the rest is what no stage took
     assert 0 < one["cpu_s"] < 2 * one["seconds"] + 0.5  # one core's process (its idle threads use none)
     # the rate is an unprofiled run's: its own seconds and CPU, not the profiled run's
-    assert one["mpix_s"] == pytest.approx(256 * 256 / 1e6 / one["seconds"])
-    assert one["profiled_mpix_s"] == pytest.approx(256 * 256 / 1e6 / one["profiled_seconds"])
+    assert one["mpix_s"] == pytest.approx(128 * 128 / 1e6 / one["seconds"])
+    assert one["profiled_mpix_s"] == pytest.approx(128 * 128 / 1e6 / one["profiled_seconds"])
     assert one["seconds"] != one["profiled_seconds"] and one["runs_mpix_s"] == [one["mpix_s"]]
     host = ("read + decode", "nodata fill", "block store", "block write (tiles compressed)")
     host += ("tile DEFLATE (its pool)", "COG layout")  # the GPU host's CPU work, in CPU seconds
     assert one["host_s"] == pytest.approx(sum(cpu[k] for k in host)) and one["host_s"] > 0
-    assert one["host_mpix_s_per_core"] == pytest.approx(256 * 256 / 1e6 / one["host_s"])
+    assert one["host_mpix_s_per_core"] == pytest.approx(128 * 128 / 1e6 / one["host_s"])
     speed = json.loads((tmp_path / "model_speed.json").read_text())
     native_bf16 = ["bf16+channels_last"] if cpu_has_native_bf16() else []  # survey.precision bf16's row
     assert [r["mode"] for r in speed["rows"]] == ["fp32", "fp32+channels_last", *native_bf16]  # no CUDA rows
