@@ -84,7 +84,7 @@ LOCK_NAME = SurveyFolder.LOCK
 SURVEY_OUTPUTS = SurveyFolder.SURVEY_OUTPUTS
 REPORT_OUTPUTS = SurveyFolder.REPORT_OUTPUTS
 
-_held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth)
+_held: dict[Path, tuple[int, int, bool]] = {}  # folder -> (fd, depth, whether taking it created it)
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -133,25 +133,42 @@ _guard = threading.Lock()
 
 @contextmanager
 def exclusive(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the folder for this process; another process gets one line and exit 2 (MsafError)."""
+    """Hold the folder for this process; another process gets one line and exit 2 (MsafError).
+
+    A folder created here and left holding nothing but the lock (the work was refused before it
+    wrote anything: a broken tracking store, a bad input) is removed again: a refused survey leaves
+    no output behind."""
     folder = Path(folder).resolve()
     with _guard:
         if folder in _held:
-            fd, depth = _held[folder]
-            _held[folder] = (fd, depth + 1)
+            fd, depth, created = _held[folder]
+            _held[folder] = (fd, depth + 1, created)
         else:
+            created = not folder.exists()
             fd = _acquire(folder)
-            _held[folder] = (fd, 1)
+            _held[folder] = (fd, 1, created)
     try:
         yield
     finally:
         with _guard:
-            fd, depth = _held[folder]
+            fd, depth, created = _held[folder]
             if depth > 1:
-                _held[folder] = (fd, depth - 1)
+                _held[folder] = (fd, depth - 1, created)
             else:
                 del _held[folder]
+                if created:
+                    _remove_if_only_the_lock(folder)
                 os.close(fd)  # releases the flock
+
+
+def _remove_if_only_the_lock(folder: Path) -> None:
+    """The folder and its lock file removed when nothing else is in it (while the lock is held)."""
+    try:
+        if [entry.name for entry in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+            folder.rmdir()  # fails, harmlessly, if another process created a file meanwhile
+    except OSError:
+        pass
 
 
 def _acquire(folder: Path) -> int:

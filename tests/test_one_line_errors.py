@@ -173,7 +173,7 @@ def test_a_garbage_tracking_store_is_one_line_with_the_way_out(tmp_path, tiny_mo
         env=os.environ | env,
     )
     assert_one_line_error(result, "--no-track")
-    assert "MLFLOW_TRACKING_URI" in result.stderr
+    assert "MLFLOW_TRACKING_URI" in result.stderr and not (tmp_path / "out").exists()  # nothing left behind
     listed = subprocess.run([MSAF, "models", "list"], capture_output=True, text=True, timeout=120, env=os.environ | env)
     assert_one_line_error(listed, "cannot be used")
 

@@ -197,3 +197,20 @@ def test_taking_a_folder_sweeps_away_what_a_killed_run_left_half_written(tmp_pat
         (folder / name).write_text("x")
     with exclusive(folder):
         assert sorted(p.name for p in folder.iterdir()) == [".msaf.lock", "defects.gpkg", "notes.partial.txt"]
+
+
+def test_a_folder_taken_for_work_that_was_refused_is_removed_and_one_that_holds_anything_is_kept(tmp_path):
+    """A refused survey leaves no output behind: the folder it created holds only the lock, and goes."""
+    from pipeline.errors import MsafError
+
+    fresh, existing, written = tmp_path / "fresh" / "out", tmp_path / "existing", tmp_path / "written"
+    with pytest.raises(MsafError), exclusive(fresh), exclusive(fresh):  # re-entrant: removed once, at the last
+        raise MsafError("the tracking store cannot be used")
+    assert not fresh.exists() and fresh.parent.is_dir()
+    existing.mkdir()
+    with exclusive(existing):
+        pass
+    assert [p.name for p in existing.iterdir()] == [".msaf.lock"]  # the user's folder stays
+    with exclusive(written):
+        (written / "mask.tif").write_bytes(b"x")
+    assert sorted(p.name for p in written.iterdir()) == [".msaf.lock", "mask.tif"]
