@@ -42,6 +42,7 @@ from pipeline.report import figures
 from pipeline.report.build import survey_image
 from pipeline.report.change_status import ChangeStatus
 from pipeline.report.compare import CHANGES_GPKG, compare_surveys, refuse_survey_folder
+from pipeline.report.comparison_record import RECORD, record_comparison, recorded_comparison
 from pipeline.report.crack_changes import FOUND_IN_ORDER
 from pipeline.report.epochs import Epoch, flight_interval
 from pipeline.report.html import Page
@@ -76,11 +77,13 @@ class HistoryResult:
     surveys: int
     outputs: tuple[str, ...]  # file names in the output folder
     comparisons: tuple[str, ...]  # the folders of change reports beside them (pairs/, to_latest/)
+    reused: int = 0  # change reports used again: nothing they compared had changed (comparison_record)
 
     def summary(self) -> str:
         """E.g. '12 cracks over 3 surveys: 1 growing, 9 stable, ...': what the CLI and the inbox say."""
         trends = ", ".join(f"{count} {trend}" for trend, count in self.trends.items())
-        return f"{self.cracks} cracks over {self.surveys} surveys: {trends}"
+        again = f" ({self.reused} change reports used again: nothing they compared had changed)" if self.reused else ""
+        return f"{self.cracks} cracks over {self.surveys} surveys: {trends}{again}"
 
 
 @dataclass(frozen=True)
@@ -384,14 +387,22 @@ class Comparison:
 
     changes: gpd.GeoDataFrame
     registration: Registration
+    reused: bool = False  # read from an earlier history's change report of the same two surveys
 
 
 def _compared(flights: list[Flight], old: int, new: int, parent: Path, cfg: ReportConfig) -> Comparison:
     """Survey ``old`` compared with survey ``new`` (the change report in a folder of its own under
-    ``parent``)."""
+    ``parent``); the report an earlier history wrote there when nothing it compared has changed."""
     out = _comparison_folder(flights, old, new, parent)
-    result = compare_surveys(flights[old].folder, flights[new].folder, out, cfg)
-    return Comparison(gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio"), result.registration)
+    surveys = flights[old].folder, flights[new].folder
+    registration = recorded_comparison(out, *surveys, cfg) if (out / CHANGES_GPKG).is_file() else None
+    reused = registration is not None
+    if registration is None:
+        (out / RECORD).unlink(missing_ok=True)  # what it recorded no longer holds
+        registration = compare_surveys(*surveys, out, cfg).registration
+        record_comparison(out, *surveys, cfg, registration)
+    changes = gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio")
+    return Comparison(changes, registration, reused)
 
 
 def on_latest_ground(frame: gpd.GeoDataFrame, onto_latest: Comparison | None) -> gpd.GeoDataFrame:
@@ -467,7 +478,9 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
     _drop_stale_comparisons(out_dir, flights)
     comparisons = (PAIRS, TO_LATEST) if len(flights) > 2 else (PAIRS,)
-    return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS, comparisons)
+    own = [*pairs, *(c for k, c in to_latest.items() if k < len(flights) - 2)]  # the last pair counted once
+    reused = sum(c.reused for c in own)
+    return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS, comparisons, reused)
 
 
 def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame, surveys: pd.DataFrame) -> Page:

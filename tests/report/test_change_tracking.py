@@ -1,11 +1,13 @@
 """Change tracking that holds: synthetic epoch pairs with one of each change, shifts and reprojections."""
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
@@ -568,6 +570,22 @@ def test_msaf_history_follows_each_crack_through_three_surveys(tmp_path, surveye
     assert "Crack history: flight-2024 → flight-2026 (3 surveys)" in page and "Crack length and width" in page
     from pipeline.errors import MsafError
     from pipeline.report.history import crack_history
+
+    # the same history again (as the inbox writes it after each flight): nothing any change report
+    # compared has changed, so each is used again, and the history is the same
+    same = ReportConfig(min_area_m2=0, match_distance_m=0.01)
+    again = crack_history([Path(f) for f in folders], out, same)
+    assert again.reused == 3 and "(3 change reports used again" in again.summary()
+    again_history = gpd.read_file(out / "history.gpkg", layer="crack_history").set_index("trend")
+    pd.testing.assert_frame_equal(again_history, history)
+    mask = Path(folders[0]) / "mask.tif"  # the first flight's mask rewritten: what compared it is compared again
+    os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    assert crack_history([Path(f) for f in folders], out, same).reused == 1  # the second pair only
+    from pipeline.report.comparison_record import comparison_key
+
+    flights = Path(folders[0]), Path(folders[1])
+    other_settings = same.model_copy(update={"change_tolerance": 0.2})
+    assert comparison_key(*flights, same) == comparison_key(*flights, same) != comparison_key(*flights, other_settings)
 
     crack_history([Path(folders[0]), Path(folders[2])], out, CFG)  # again into the same folder: two surveys
     assert [p.name for p in (out / "pairs").iterdir()] == ["01_flight-2024_to_flight-2026"]
