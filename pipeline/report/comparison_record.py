@@ -6,7 +6,8 @@ compared every earlier pair again (n - 1 pairs and n - 2 against the latest, eac
 bridge scale), though only the new flight's comparisons can have changed. A comparison is used
 again only when nothing it read has changed: both surveys' defects.gpkg and survey.json (their
 bytes), their masks and orthomosaics (path, size, modification time), the report settings and
-the release of msaf-pipeline that compared them.
+the code that compared them (the release and the library's source: a developer's edit between two
+runs of a history bench is a new comparison too).
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from affine import Affine
+from blake3 import blake3
 
+import pipeline
 from pipeline import __version__
 from pipeline.config import ReportConfig
 from pipeline.fingerprint import file_fingerprint
@@ -29,6 +33,16 @@ from pipeline.survey_folder import SurveyFolder
 from pipeline.survey_record import RECORD_NAME, read_survey_record
 
 RECORD = "comparison.json"
+
+
+@cache
+def _library_source() -> str:
+    """The BLAKE3 of the library's Python source (pipeline/**/*.py), read once per process."""
+    digest = blake3()
+    root = Path(pipeline.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _stat(path: Path | None) -> list[Any] | None:
@@ -59,6 +73,7 @@ def comparison_key(old_dir: Path, new_dir: Path, cfg: ReportConfig) -> dict[str,
     """Everything a comparison of ``old_dir`` with ``new_dir`` depends on."""
     return {
         "msaf": __version__,
+        "source": _library_source(),
         "report": cfg.model_dump(mode="json"),
         "old": _survey_state(old_dir),
         "new": _survey_state(new_dir),
