@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import MsafError
+from pipeline.threads import usable_cores
 
 # the network's arithmetic: auto is bf16 on CUDA and fp32 on a CPU (pipeline.inference.device)
 Precision = Literal["auto", "fp32", "bf16"]
@@ -409,7 +409,7 @@ class SurveyConfig(_Strict):
         (JPEG decoding scales with cores; beyond 8 a block's strips are too few to share)."""
         if self.readers != "auto":
             return int(self.readers)
-        return min(8, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
+        return min(8, max(2, usable_cores()))
 
 
 class SeverityConfig(_Strict):
