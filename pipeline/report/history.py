@@ -472,10 +472,10 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     )
     with atomic_output(out_dir / HISTORY_CSV) as tmp:
         epochs.to_csv(tmp, index=False)
-    page = _page(flights, history, epochs, surveys_table)
+    trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
+    page = _page(flights, history, epochs, surveys_table, trends)
     with atomic_output(out_dir / SurveyFolder.HTML) as tmp:
         tmp.write_text(page.render())
-    trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
     _drop_stale_comparisons(out_dir, flights)
     comparisons = (PAIRS, TO_LATEST) if len(flights) > 2 else (PAIRS,)
     own = [*pairs, *(c for k, c in to_latest.items() if k < len(flights) - 2)]  # the last pair counted once
@@ -483,7 +483,13 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
     return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS, comparisons, reused)
 
 
-def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame, surveys: pd.DataFrame) -> Page:
+def _page(
+    flights: list[Flight],
+    history: gpd.GeoDataFrame,
+    epochs: pd.DataFrame,
+    surveys: pd.DataFrame,
+    trends: dict[str, int],
+) -> Page:
     """The history report: a map of the cracks by trend over the latest orthomosaic, the surveys, the
     cracks growing fastest, and their length and width survey by survey."""
     ortho = survey_image(flights[-1].record, None)
@@ -519,7 +525,6 @@ def _page(flights: list[Flight], history: gpd.GeoDataFrame, epochs: pd.DataFrame
         plots.append(
             ("Crack length and width survey by survey", figures.timelines(lines, [f.when or f.name for f in flights]))
         )
-    trends = {trend: int((history["trend"] == trend).sum()) for trend in TRENDS}
     return Page(
         title=f"Crack history: {flights[0].name} → {flights[-1].name} ({len(flights)} surveys)",
         subtitle=", ".join(f"{count} {trend}" for trend, count in trends.items()),
