@@ -230,9 +230,10 @@ def _end_extensions(distance: np.ndarray, edges: list) -> list[tuple[tuple[int, 
     return extensions
 
 
-def _hole_limit(pixels: np.ndarray) -> int:
-    """Area (px) below which a hole is a speck: the square of the crack's widest width."""
-    widest = 2 * float(_padded_distance(pixels).max())
+def _hole_limit(distance: np.ndarray) -> int:
+    """Area (px) below which a hole is a speck: the square of the crack's widest width
+    (``distance``: ``_padded_distance`` of its pixels)."""
+    widest = 2 * float(distance.max())
     return max(4, int(widest**2))
 
 
@@ -241,8 +242,11 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
 
     Holes smaller than the crack is wide are filled first (a speck of background inside a wide
     crack would loop the centreline around it); the enclosed blocks of a crack network stay."""
-    pixels = remove_small_holes(pixels, max_size=_hole_limit(pixels))
-    distance = _padded_distance(pixels)  # the pruning, the ends and the widths read it
+    distance = _padded_distance(pixels)  # the hole limit, the pruning, the ends and the widths read it
+    filled = remove_small_holes(pixels, max_size=_hole_limit(distance))
+    if not np.array_equal(filled, pixels):  # most cracks hold no speck: their distances stand
+        distance = _padded_distance(filled)
+    pixels = filled
     skeleton = skeletonize(pixels)
     # a single pixel or a blob that thins to nothing keeps its pixels
     skeleton = prune_spurs(skeleton, pixels, distance=distance) if skeleton.any() else pixels.copy()
@@ -273,7 +277,7 @@ def measure_crack(pixels: np.ndarray, window_transform: Affine, size: PixelSize)
             xy = shapely.get_coordinates(line)
             chunk_segments[chunk].append(shapely.linestrings(np.column_stack(to_map @ (xy[:, 0], xy[:, 1]))))
     chunk_length_px = np.maximum(chunk_length_px, 1.0)  # a lone pixel still spans one pixel
-    widths_px = local_widths_px(pixels, skeleton, distance)
+    widths_px = local_widths_px(skeleton, distance)
     widths_mm = widths_px * size.mean_m * 1000
     rows, cols = np.nonzero(skeleton)
     orientation, _ = main_axis(rows, cols, size)
@@ -335,15 +339,14 @@ def _pixel_line(row: int, col: int, azimuth: float, window_transform: Affine) ->
     )
 
 
-def local_widths_px(pixels: np.ndarray, skeleton: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
+def local_widths_px(skeleton: np.ndarray, distance: np.ndarray) -> np.ndarray:
     """Crack width (px) at each skeleton pixel from the distance transform.
 
     A centre pixel at distance d from the background sees a width of 2d - 1; when the crack is an
     even number of pixels wide the skeleton sits on one of two equally central pixels, recognised
     by an off-skeleton 4-neighbour at least as far from the background, and the width is 2d.
-    ``distance``: ``_padded_distance(pixels)`` when the caller has it.
+    ``distance``: ``_padded_distance`` of the crack's pixels.
     """
-    distance = _padded_distance(pixels) if distance is None else distance
     skel = np.pad(skeleton, 1)
     rows, cols = np.nonzero(skel)
     centre = distance[rows, cols]
