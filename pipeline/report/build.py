@@ -104,7 +104,7 @@ def class_names_of(mask_path: Path, record: SurveyRecord | None) -> list[str]:
     return ["background", *(f"class_{i}" for i in range(1, top + 1))]
 
 
-def _table_html(frame: pd.DataFrame) -> str:
+def table_html(frame: pd.DataFrame) -> str:
     """HTML table; coordinates keep 6 decimals, other numbers 4 significant digits."""
     precise = {c: "{:.6f}".format for c in ("lon", "lat") if c in frame}
     return frame.to_html(index=False, border=0, float_format="{:,.4g}".format, formatters=precise, na_rep="")
@@ -303,7 +303,7 @@ def build_page(
     if tables.non_defects is not None and len(tables.non_defects):
         context = tables.non_defects.groupby("class").agg(count=("pixels", "size"), area_m2=("area_m2", "sum"))
         page.tables.append(
-            ("Not defects (joints and other built lines; not counted or rated)", _table_html(context.reset_index()))
+            ("Not defects (joints and other built lines; not counted or rated)", table_html(context.reset_index()))
         )
     if not len(defects):
         return page
@@ -319,7 +319,7 @@ def build_page(
         .reset_index()
     )
     per_severity = tables.summary[tables.summary["count"] > 0]
-    page.tables += [("Per class", _table_html(per_class)), ("Per class and severity", _table_html(per_severity))]
+    page.tables += [("Per class", table_html(per_class)), ("Per class and severity", table_html(per_severity))]
     columns = [
         "defect_id",
         "class",
@@ -336,7 +336,7 @@ def build_page(
     if (defects["element"] != "").any():
         columns.insert(3, "element")
     page.tables.append(
-        ("Most severe defects (their ids are on the map)", _table_html(ranked[columns].head(MOST_SEVERE)))
+        ("Most severe defects (their ids are on the map)", table_html(ranked[columns].head(MOST_SEVERE)))
     )
     if class_colours and len(class_colours) > 1:
         page.figures.append(
@@ -349,7 +349,7 @@ def build_page(
         )
     cracks = defects[defects["class"].isin(cfg.crack_classes)]
     if len(cracks):
-        page.tables.append((_types_caption(axes), _table_html(types_table(cracks))))
+        page.tables.append((_types_caption(axes), table_html(types_table(cracks))))
         outlines = [MapLabel(n, g) for n, g in zip(axes.names, axes.geometries, strict=True)] if axes else []
         page.figures.append(
             (
@@ -371,7 +371,7 @@ def build_page(
         page.tables.append(
             (
                 "Unmeasured cracks (no contrast in the image: no width, no rating)",
-                _table_html(unmeasured[["defect_id", "class", "length_m", "mean_confidence", "lon", "lat"]].head(25)),
+                table_html(unmeasured[["defect_id", "class", "length_m", "mean_confidence", "lon", "lat"]].head(25)),
             )
         )
     widths = cracks["mean_width_mm"].dropna().to_numpy()
@@ -432,10 +432,10 @@ def _add_condition(
     heavy, insignificant = spec.crack_spacing_m
     low, high = cfg.severity.crack_width_mm
     page.tables.append(
-        ("Condition states of the surveyed area (cracking, AASHTO MBEI defect 1130)", _table_html(condition.states))
+        ("Condition states of the surveyed area (cracking, AASHTO MBEI defect 1130)", table_html(condition.states))
     )
     if condition.by_element is not None:
-        page.tables.append(("Condition states per element", _table_html(condition.by_element)))
+        page.tables.append(("Condition states per element", table_html(condition.by_element)))
         unsurveyed = sorted(set(condition.by_element.loc[condition.by_element["surveyed_m2"] <= 0, "element"]))
         if unsurveyed:
             page.notes.append(

@@ -17,6 +17,7 @@ from pipeline import styles
 from pipeline.config import ReportConfig
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
+from pipeline.report.build import table_html
 from pipeline.report.condition_comparison import ConditionComparison
 from pipeline.report.html import Page
 from pipeline.report.registration import Registration
@@ -121,10 +122,6 @@ def _map_bounds(found: ChangeFindings) -> tuple[float, float, float, float]:
     return (bounds[0] - pad, bounds[1] - pad, bounds[2] + pad, bounds[3] + pad)
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, float_format="{:,.4g}".format, na_rep="")
-
-
 def change_page(found: ChangeFindings, cfg: ReportConfig) -> Page:
     """The change report's page, in the old survey's frame: the changes on the old orthomosaic."""
     changes, summary, registration, widths = found.changes, found.summary, found.registration, found.widths
@@ -193,13 +190,13 @@ def change_page(found: ChangeFindings, cfg: ReportConfig) -> Page:
             (
                 f"Changes per crack: {len(rolled)} cracks of several pieces of mask, rated together "
                 "(a piece found again beside a new one is a crack that grew)",
-                _table(pd.DataFrame(rolled.drop(columns="geometry"))),
+                table_html(pd.DataFrame(rolled.drop(columns="geometry"))),
             )
         )
     ranked = cracks if len(cracks) else changes  # per crack where the new report has crack ids
     interval = found.interval
     if interval is not None and interval.days > 0 and len(growing := fastest_growing(ranked)):
-        page.tables.append((f"Fastest-growing cracks ({interval.describe()})", _table(growing)))
+        page.tables.append((f"Fastest-growing cracks ({interval.describe()})", table_html(growing)))
     if len(changes):
-        page.tables.append(("Changes", _table(pd.DataFrame(changes[[c for c in changes.columns if c != "geometry"]]))))
+        page.tables.append(("Changes", table_html(pd.DataFrame(changes.drop(columns="geometry")))))
     return page

@@ -478,8 +478,8 @@ def crack_history(surveys: Sequence[Path], out_dir: Path, cfg: ReportConfig) -> 
         tmp.write_text(page.render())
     _drop_stale_comparisons(out_dir, flights)
     comparisons = (PAIRS, TO_LATEST) if len(flights) > 2 else (PAIRS,)
-    own = [*pairs, *(c for k, c in to_latest.items() if k < len(flights) - 2)]  # the last pair counted once
-    reused = sum(c.reused for c in own)
+    # each comparison once: to_latest's last entry is the last pair
+    reused = sum(c.reused for c in pairs) + sum(to_latest[k].reused for k in range(len(flights) - 2))
     return HistoryResult(len(history), trends, len(flights), HISTORY_OUTPUTS, comparisons, reused)
 
 
