@@ -521,6 +521,11 @@ class ReportConfig(_Strict):
         return defects, [n for n in foreground if n not in defects]
 
     strip_rows: int = Field(2048, ge=1, description="mask rows vectorised at a time (memory bound)")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="processes measuring defects; auto: one per core once a mask holds 200 defects or more,"
+        " 1: all in this process",
+    )
     min_area_m2: float = Field(2e-5, ge=0, description="smaller defects are dropped (20 px at 1 mm GSD)")
     link_gap_m: float = Field(
         0.02, ge=0, description="pieces of mask whose ends face each other across this gap are one crack (0: off)"

@@ -1,5 +1,6 @@
 """The accuracy benches that need a data manifest run on a tiny one, so they cannot rot: the change
-stability of two flights of unchanged ground, the exposure and blur robustness, the crack types."""
+stability of two flights of unchanged ground, the exposure and blur robustness, the crack types; the
+compare and report speed benches at tiny sizes."""
 
 import json
 import subprocess
@@ -182,3 +183,23 @@ def test_the_compare_speed_bench_times_compare_per_crack_at_each_size(tmp_path, 
     assert (small["side_px"], large["side_px"]) == (256, 512)
     assert small["cracks"] > 0 and large["cracks"] == 4 * small["cracks"]
     assert small["per_crack_ratio"] == 1.0 and large["compare_s"] > 0 and large["report_s"] > 0
+
+
+def test_the_report_speed_bench_reports_each_size_alike_in_one_process_and_in_workers(tmp_path, tiny_manifest):
+    """Two worker processes at every size: the defect files are the same bytes as one process's."""
+    out = tmp_path / "report.json"
+    args = ["--manifest", str(tiny_manifest), "--set", "cfd", "--size", "256", "--tiles", "1", "2"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "report_speed.py"), *args, "--workers", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    small, large = record["sizes"]
+    assert record["workers"] == 2 and (small["side_px"], large["side_px"]) == (256, 512)
+    assert small["cracks"] > 0 and large["cracks"] == 4 * small["cracks"]
+    assert small["same_bytes"] and large["same_bytes"]
+    assert small["one_process_s"] > 0 and large["workers_s"] > 0

@@ -22,7 +22,7 @@ from pipeline.labels.burn import Shapes
 from pipeline.labels.labelset import LABELS_NAME, RECORD_NAME, LabelSetRecord, VectorSource, write_labelset
 from pipeline.labels.rasterize import Grid, label_shapes
 from pipeline.raster.grid import Box
-from pipeline.report.defects import open_mask
+from pipeline.report.component_measure import open_mask
 from pipeline.review import CONFIRMED, FALSE_ALARM, read_review
 from pipeline.survey_folder import SURVEY_OUTPUTS, SurveyFolder, refuse_overwriting
 from pipeline.survey_record import read_survey_record

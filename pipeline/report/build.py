@@ -25,6 +25,7 @@ from pipeline.raster.source import orthomosaic_bands
 from pipeline.raster.trust import driver_for, is_virtual, locate
 from pipeline.report import figures
 from pipeline.report.cad import write_dxf
+from pipeline.report.component_measure import open_mask
 from pipeline.report.condition import (
     NOT_CHECKED,
     OVEREXPOSED,
@@ -34,7 +35,7 @@ from pipeline.report.condition import (
     assess_condition,
 )
 from pipeline.report.crack_types import StructureAxes, cracks_by_type, types_table
-from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects, open_mask
+from pipeline.report.defects import SEVERITIES, UNMEASURED, DefectTables, build_defects
 from pipeline.report.elements import Elements, quantities_by_element, read_elements
 from pipeline.report.figures import MapLabel
 from pipeline.report.footprint import survey_footprint

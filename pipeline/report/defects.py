@@ -14,29 +14,21 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 
 from pipeline.config import ReportConfig, SeverityConfig
-from pipeline.errors import MsafError
-from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
-from pipeline.raster.luminance import grey_levels
-from pipeline.raster.source import rgb_bands
-from pipeline.raster.trust import driver_for
+from pipeline.raster.ground import PixelSize
+from pipeline.report.component_measure import MeasureJob, measure_components, open_image, open_mask
 from pipeline.report.crack_types import Axis, CrackShape, StructureAxes, crack_type
 from pipeline.report.linking import PieceEnd, link_pieces
 from pipeline.report.measure import (
     CHUNK_PX,
     CrackMeasure,
-    defect_window,
     main_axis,
-    measure_crack,
-    rasterize_defect,
 )
 from pipeline.report.vectorize import vectorize
 from pipeline.report.width import (
-    REACH_PX,
     WIDTH_FROM_MASK,
     WIDTH_UNMEASURED,
     CoreModel,
     Darkness,
-    measure_darkness,
 )
 from pipeline.review import REVIEW_FIELD, UNREVIEWED
 
@@ -150,54 +142,6 @@ def summarise(defects: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=["class", "severity", "count", "area_m2", "length_m"])  # columns even if empty
-
-
-def open_mask(path: Path) -> rasterio.DatasetReader:
-    """Open a survey mask with the checks a report needs (exists, georeferenced)."""
-    if not path.is_file():
-        raise MsafError(f"no mask at {path}; run `msaf survey` first or point at a survey folder")
-    try:
-        ds = rasterio.open(path, driver="GTiff")  # masks are GeoTIFFs; nothing GDAL reads by content
-    except rasterio.errors.RasterioIOError:
-        raise MsafError(f"{path}: not a readable GeoTIFF mask") from None
-    if ds.crs is None:
-        ds.close()
-        raise MsafError(
-            f"{path}: mask has no CRS; defects cannot be placed on a map (re-run the survey "
-            "with --assume-crs or georeference the mask)"
-        )
-    return ds
-
-
-def _open_image(image_path: Path | None, mask: rasterio.DatasetReader) -> rasterio.DatasetReader | None:
-    """The orthomosaic the widths are read from; it must share the mask's grid."""
-    if image_path is None:
-        return None
-    try:
-        image = rasterio.open(image_path, driver=driver_for(str(image_path), "vrt"))  # checked by survey_image's policy
-    except rasterio.errors.RasterioIOError:
-        raise MsafError(f"{image_path}: not a readable raster (--image must be the surveyed orthomosaic)") from None
-    if (image.width, image.height) != (mask.width, mask.height) or not image.transform.almost_equals(mask.transform):
-        image.close()
-        raise MsafError(
-            f"{image_path}: {image.width}x{image.height} px on another grid than the mask "
-            f"({mask.width}x{mask.height}); pass the orthomosaic that was surveyed"
-        )
-    if image.crs is not None and image.crs != mask.crs:
-        image.close()
-        raise MsafError(
-            f"{image_path}: CRS {image.crs.to_string()} differs from the mask's "
-            f"{mask.crs.to_string()}; pass the orthomosaic that was surveyed (same grid and CRS)"
-        )
-    return image
-
-
-def _grey_window(image: rasterio.DatasetReader, window: rasterio.windows.Window) -> np.ndarray:
-    """Grey levels of a window, NaN where the image has no data."""
-    bands = rgb_bands(image) if image.count >= 3 else tuple(range(1, image.count + 1))
-    grey = grey_levels(image.read(bands, window=window))
-    grey[image.dataset_mask(window=window) == 0] = np.nan
-    return grey
 
 
 @dataclass
@@ -344,75 +288,51 @@ def build_defects(
     defect_names, non_defect_names = cfg.split_classes(class_names)
     wanted = [class_names.index(n) for n in defect_names + non_defect_names]
     with open_mask(mask_path) as mask:
-        confidence = rasterio.open(confidence_path) if confidence_path and confidence_path.is_file() else None
-        image = _open_image(image_path, mask)
-        worst_scale_error = 0.0
-        try:
-            components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names))
-            for component in components:
-                centroid = component.geometry.centroid
-                col, row = ~mask.transform @ (centroid.x, centroid.y)
-                size = ground_pixel_size(mask.crs, mask.transform, col, row)
-                area = component.pixels * size.area_m2
-                if area < cfg.min_area_m2:
-                    continue
-                worst_scale_error = max(worst_scale_error, abs(scale_error(mask.crs, mask.transform, size)))
-                name = class_names[component.class_id]
-                geometry = component.geometry.simplify(
-                    cfg.simplify_m / max(size.mean_m, 1e-12) * abs(mask.transform.a), preserve_topology=True
-                )
-                if name not in defect_names:
-                    others.append({"class": name, "area_m2": area, "pixels": component.pixels, "geometry": geometry})
-                    continue
-                window = defect_window(component.geometry, mask.transform, mask.width, mask.height, pad=REACH_PX + 2)
-                window_transform = rasterio.windows.transform(window, mask.transform)
-                pixels = rasterize_defect(component.geometry, window, mask.transform)
-                mean_conf = float("nan")
-                if confidence is not None:
-                    mean_conf = float(confidence.read(1, window=window)[pixels].mean() / 255)
-                minx, miny, maxx, maxy = component.geometry.bounds
-                record = Defect(
-                    defect_id=len(records) + 1,
-                    class_name=name,
-                    area_m2=area,
-                    pixels=component.pixels,
-                    centroid_x=centroid.x,
-                    centroid_y=centroid.y,
-                    bbox_minx=minx,
-                    bbox_miny=miny,
-                    bbox_maxx=maxx,
-                    bbox_maxy=maxy,
-                    geometry=geometry,
-                    mean_confidence=mean_conf,
-                )
-                records.append(record)
-                record.element, axis = where.locate(component.geometry)
-                if name not in cfg.crack_classes:
-                    record.severity = severity_of(name, area, None, cfg.crack_classes, cfg.severity)
-                    continue
-                crack = measure_crack(pixels, window_transform, size)
-                record.length_m, record.orientation_deg = crack.length_m, crack.orientation_deg
-                darkness = None
-                if image is not None:
-                    labels = mask.read(1, window=window)
-                    darkness = measure_darkness(
-                        _grey_window(image, window),
-                        pixels,
-                        (labels != 0) & ~pixels,
-                        crack.skeleton,
-                        crack.chunk_of,
-                        crack.chunk_length_px,
-                        crack.length_px,
-                    )
-                offset = (int(window.row_off), int(window.col_off))
-                pending.append(_PendingCrack(record, crack, size, darkness, offset, axis))
-        finally:
-            for dataset in (confidence, image):
-                if dataset is not None:
-                    dataset.close()
+        if (image := open_image(image_path, mask)) is not None:
+            image.close()  # checked here: a foreign image is one line before any work
+        components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names))
         crs = mask.crs
+    job = MeasureJob(mask_path, confidence_path, image_path, tuple(class_names), cfg)
+    worst_scale_error = 0.0
+    for component, measured in zip(components, measure_components(job, components), strict=True):
+        if measured is None:
+            continue
+        worst_scale_error = max(worst_scale_error, measured.scale_error)
+        if not measured.is_defect:
+            others.append(
+                {
+                    "class": measured.class_name,
+                    "area_m2": measured.area_m2,
+                    "pixels": component.pixels,
+                    "geometry": measured.geometry,
+                }
+            )
+            continue
+        minx, miny, maxx, maxy = component.geometry.bounds
+        record = Defect(
+            defect_id=len(records) + 1,
+            class_name=measured.class_name,
+            area_m2=measured.area_m2,
+            pixels=component.pixels,
+            centroid_x=measured.centroid[0],
+            centroid_y=measured.centroid[1],
+            bbox_minx=minx,
+            bbox_miny=miny,
+            bbox_maxx=maxx,
+            bbox_maxy=maxy,
+            geometry=measured.geometry,
+            mean_confidence=measured.mean_confidence,
+        )
+        records.append(record)
+        record.element, axis = where.locate(component.geometry)
+        crack = measured.crack
+        if crack is None:
+            record.severity = severity_of(record.class_name, record.area_m2, None, cfg.crack_classes, cfg.severity)
+            continue
+        record.length_m, record.orientation_deg = crack.length_m, crack.orientation_deg
+        pending.append(_PendingCrack(record, crack, measured.size, measured.darkness, measured.offset, axis))
     _link_and_type(pending, cfg.link_gap_m)
-    lines = _finish_cracks(pending, cfg, image is not None)
+    lines = _finish_cracks(pending, cfg, image_path is not None)
     defects = gpd.GeoDataFrame(
         [r.row() for r in records], columns=[*DEFECT_COLUMNS, "geometry"], geometry="geometry", crs=crs
     )

@@ -1,0 +1,45 @@
+"""Work that holds the GIL, on every core: worker processes, results in the order of the work.
+
+Measuring a crack is hundreds of small numpy, scipy and shapely calls; threads take turns on the
+GIL and gain nothing on it (measured: 2 threads 7.6 s against 7.5 s serial for 1028 cracks), while
+two processes take 4.6 s. The workers are joblib's (loky): fresh interpreters, kept for the next
+call, that neither fork a process whose other threads may hold a lock (GDAL, Prefect, torch) nor
+run the caller's script again (the standard library's spawn and forkserver do both without a
+``__main__`` guard).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Literal, TypeVar
+
+from joblib import Parallel, delayed
+
+from pipeline.threads import usable_cores
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def process_count(requested: int | Literal["auto"]) -> int:
+    """Worker processes to use: ``requested``, or with auto one per usable core; 1 (this process)
+    in a daemonic process (a Dask worker, a multiprocessing pool's worker), which may not have children."""
+    if multiprocessing.current_process().daemon:
+        return 1
+    return usable_cores() if requested == "auto" else int(requested)
+
+
+def batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def in_processes(
+    function: Callable[..., Result], calls: Iterable[tuple[object, ...]], workers: int
+) -> Iterator[Result]:
+    """``function(*arguments)`` for each tuple of ``calls`` in ``workers`` processes, yielded in the
+    order of ``calls``; two calls per worker are sent ahead of the one being yielded (memory stays bounded)."""
+    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
+    yield from parallel(delayed(function)(*arguments) for arguments in calls)
