@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -58,9 +59,19 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
     """A decimated RGBA read of the orthomosaic over exactly ``bounds`` (its CRS; overviews are used
     when present; ground beyond the raster transparent): the map draws it with those bounds as its
     extent, so a map of part of the raster (a change report's changes) shows that part, not the
-    whole raster squeezed into it."""
+    whole raster squeezed into it. Read once for the maps of one page (read-only): a report draws
+    the same ground three times, and without overviews each read decimates the whole orthomosaic."""
     if path is None or not Path(path).is_file():
         return None
+    stat = Path(path).stat()
+    return _read_thumbnail(str(Path(path).absolute()), stat.st_mtime_ns, stat.st_size, bounds, max_side)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_thumbnail(
+    path: str, _mtime_ns: int, _size: int, bounds: tuple[float, float, float, float], max_side: int
+) -> np.ndarray | None:
+    """``_thumbnail`` of the file as it is (its modification time and size in the key)."""
     try:
         with rasterio.open(path, driver=driver_for(str(path), "vrt")) as ds:
             window = rasterio.windows.from_bounds(*bounds, transform=ds.transform)
@@ -74,6 +85,7 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
             out_cols = [round((c - window.col_off) / window.width * shape[1]) for c in (col0, col1)]
             out_rows = [round((r - window.row_off) / window.height * shape[0]) for r in (row0, row1)]
             if out_cols[1] <= out_cols[0] or out_rows[1] <= out_rows[0]:
+                rgba.flags.writeable = False
                 return rgba
             inside = rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
             part = (out_rows[1] - out_rows[0], out_cols[1] - out_cols[0])
@@ -86,6 +98,7 @@ def _thumbnail(path: Path | None, bounds: tuple[float, float, float, float], max
     rgba[out_rows[0] : out_rows[1], out_cols[0] : out_cols[1]] = np.dstack(
         [rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)]
     )
+    rgba.flags.writeable = False  # shared by the maps that draw it
     return rgba
 
 

@@ -626,3 +626,23 @@ def test_a_map_of_part_of_the_orthomosaic_shows_that_part_and_nothing_beyond_it(
     assert beyond.shape == (50, 100, 4) and beyond[:, :50, 3].min() == 255 and beyond[:, 50:, 3].max() == 0
     whole = _thumbnail(ortho, (0, 0, 200, 100), 100)  # decimated to 100 px a side
     assert whole.shape == (50, 100, 4) and whole[:, :50, 0].max() == 0 and whole[:, 50:, 0].min() == 255
+
+
+def test_the_maps_of_one_page_read_the_orthomosaic_once_and_a_rewritten_one_again(tmp_path):
+    """A report draws the same ground on three maps: one decimated read serves them (read-only);
+    a file rewritten in place (new bytes, new modification time) is read again."""
+    import os
+
+    from rasterio.transform import from_origin
+
+    from pipeline.report.figures import _read_thumbnail, _thumbnail
+
+    _read_thumbnail.cache_clear()
+    dark = write_raster(tmp_path / "ground.tif", np.full((3, 60, 80), 40, np.uint8), transform=from_origin(0, 60, 1, 1))
+    first = _thumbnail(dark, (0, 0, 80, 60), 1400)
+    assert _thumbnail(dark, (0, 0, 80, 60), 1400) is first and not first.flags.writeable
+    assert _read_thumbnail.cache_info().misses == 1
+    write_raster(dark, np.full((3, 60, 80), 200, np.uint8), transform=from_origin(0, 60, 1, 1))
+    os.utime(dark, ns=(os.stat(dark).st_atime_ns, os.stat(dark).st_mtime_ns + 1_000_000))
+    again = _thumbnail(dark, (0, 0, 80, 60), 1400)
+    assert again[..., 0].min() == 200 and first[..., 0].max() == 40
