@@ -14,6 +14,7 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 
 from pipeline.config import ReportConfig, SeverityConfig
+from pipeline.processes import process_count
 from pipeline.raster.ground import PixelSize
 from pipeline.report.component_measure import MeasureJob, measure_components, open_image, open_mask
 from pipeline.report.crack_types import Axis, CrackShape, StructureAxes, crack_type
@@ -35,6 +36,7 @@ from pipeline.review import REVIEW_FIELD, UNREVIEWED
 BELOW_RESOLUTION = "below resolution"
 UNMEASURED = "unmeasured"  # the image shows the crack no wider than its noise: no width, no rating
 SEVERITIES = (UNMEASURED, BELOW_RESOLUTION, "low", "medium", "high")
+MIN_STRIPS_FOR_PROCESSES = 4  # with report.workers auto: an 8192-row mask in strips of 2048
 MIN_RESOLVED_PX = 1.0  # narrower than a pixel: the width is an estimate, not a rating
 
 
@@ -265,6 +267,15 @@ def _centreline_rows(
     ]
 
 
+def _vectorize_workers(cfg: ReportConfig, height: int) -> int:
+    """Processes that label and polygonise a mask's strips: ``report.workers`` where it has two strips
+    or more, with auto only from ``MIN_STRIPS_FOR_PROCESSES`` (a worker starts in about a second)."""
+    strips = math.ceil(height / cfg.strip_rows)
+    if strips < 2 or (cfg.workers == "auto" and strips < MIN_STRIPS_FOR_PROCESSES):
+        return 1
+    return process_count(cfg.workers)
+
+
 def build_defects(
     mask_path: Path,
     confidence_path: Path | None,
@@ -290,7 +301,8 @@ def build_defects(
     with open_mask(mask_path) as mask:
         if (image := open_image(image_path, mask)) is not None:
             image.close()  # checked here: a foreign image is one line before any work
-        components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names))
+        workers = _vectorize_workers(cfg, mask.height)
+        components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names), workers=workers)
         crs = mask.crs
     job = MeasureJob(mask_path, confidence_path, image_path, tuple(class_names), cfg)
     worst_scale_error = 0.0

@@ -10,7 +10,7 @@ at once, whatever the strip height.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,7 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 
 from pipeline.class_ids import NO_CLASS
 from pipeline.errors import MsafError
+from pipeline.processes import in_processes
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
@@ -56,9 +57,77 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+def _raster_ids(row: np.ndarray, offset: int) -> np.ndarray:
+    """A row of a strip's labels as the raster's component ids (0 stays background)."""
+    return np.where(row > 0, row.astype(np.int64) + offset, 0)
+
+
 def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
     for row0 in range(0, height, rows):
         yield row0, min(row0 + rows, height)
+
+
+def _read_here(
+    mask: rasterio.DatasetReader, row0: int, row1: int, class_ids: Sequence[int], nodata: int, num_classes: int | None
+) -> dict[int, _ClassStrip]:
+    data = mask.read(1, window=Window(0, row0, mask.width, row1 - row0))
+    _check_classes(data, mask.name, nodata, num_classes)
+    return _strip_components(data, row0, class_ids, nodata)
+
+
+@dataclass(frozen=True)
+class _ClassStrip:
+    """One class's components in one strip of the mask, labelled 1..count on their own (the raster's
+    id of each is an offset, fixed in strip order, plus its label)."""
+
+    count: int
+    first_row: np.ndarray  # the labels of the strip's top row
+    last_row: np.ndarray  # and of its bottom row
+    pixels: np.ndarray  # pixels per label (index 0: background)
+    pieces: list[tuple[int, Polygon]]  # (label, its polygons in the raster's pixel coordinates)
+
+
+def _check_classes(data: np.ndarray, name: str, nodata: int, num_classes: int | None) -> None:
+    if num_classes is None:
+        return
+    unknown = data[(data != nodata) & (data >= num_classes)]
+    if unknown.size:
+        raise MsafError(
+            f"{name}: holds class id {int(unknown.max())}, but its survey names only "
+            f"{num_classes} classes (ids 0-{num_classes - 1}); the mask and survey.json do not "
+            "belong together - rerun `msaf survey`"
+        )
+
+
+def _strip_components(data: np.ndarray, row0: int, class_ids: Sequence[int], nodata: int) -> dict[int, _ClassStrip]:
+    """Each class's 8-connected components in one strip (``row0``: its first row), by class id; a
+    class without any is left out."""
+    transform = Affine.translation(0, row0)  # pixel coordinates: exact integers, whatever the strip
+    found = {}
+    for class_id in class_ids:
+        if class_id == nodata:
+            continue
+        # int32 labels, as GDAL polygonises them: the raster's ids are applied to the edge rows and
+        # to each piece, never to the whole strip
+        labels, count = ndimage.label(data == class_id, structure=EIGHT_CONNECTED, output=np.int32)
+        if count == 0:
+            continue
+        pieces = [
+            (int(value), shape(geom))
+            for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=4, transform=transform)
+        ]
+        found[class_id] = _ClassStrip(count, labels[0].copy(), labels[-1].copy(), np.bincount(labels.ravel()), pieces)
+    return found
+
+
+def _read_strip_components(
+    path: str, driver: str, row0: int, row1: int, class_ids: Sequence[int], nodata: int, num_classes: int | None
+) -> dict[int, _ClassStrip]:
+    """``_strip_components`` of rows ``row0:row1`` of the mask at ``path`` (in a worker process)."""
+    with rasterio.open(path, driver=driver) as mask:
+        data = mask.read(1, window=Window(0, row0, mask.width, row1 - row0))
+    _check_classes(data, path, nodata, num_classes)
+    return _strip_components(data, row0, class_ids, nodata)
 
 
 def vectorize(
@@ -67,62 +136,54 @@ def vectorize(
     strip_rows: int = 2048,
     nodata: int = NO_CLASS,
     num_classes: int | None = None,
+    workers: int = 1,
 ) -> list[Component]:
     """Polygons of every 8-connected component of each class in ``class_ids``.
 
     With ``num_classes``, a value outside 0..num_classes-1 (other than nodata) is an error, not a
-    silently dropped defect: the mask and its class list do not belong together.
+    silently dropped defect: the mask and its class list do not belong together. ``workers`` >= 2:
+    strips are labelled and polygonised in that many processes (the same components).
 
     Returns components sorted by (class, top row, left column) of their bounds, so ids derived
     from the order are stable.
     """
+    strips: Iterable[dict[int, _ClassStrip]]
+    rows = list(_strips(mask.height, strip_rows))
+    if workers >= 2:
+        calls = ((mask.name, mask.driver, r0, r1, tuple(class_ids), nodata, num_classes) for r0, r1 in rows)
+        strips = in_processes(_read_strip_components, calls, workers)
+    else:
+        strips = (_read_here(mask, r0, r1, class_ids, nodata, num_classes) for r0, r1 in rows)
     uf = _UnionFind()
     pieces: dict[int, list[Polygon]] = defaultdict(list)
     pixels: dict[int, int] = defaultdict(int)
     class_of: dict[int, int] = {}
     next_id = 1
     previous_row: dict[int, np.ndarray] = {}
-    for row0, row1 in _strips(mask.height, strip_rows):
-        window = Window(0, row0, mask.width, row1 - row0)
-        data = mask.read(1, window=window)
-        if num_classes is not None:
-            unknown = data[(data != nodata) & (data >= num_classes)]
-            if unknown.size:
-                raise MsafError(
-                    f"{mask.name}: holds class id {int(unknown.max())}, but its survey names only "
-                    f"{num_classes} classes (ids 0-{num_classes - 1}); the mask and survey.json do not "
-                    "belong together - rerun `msaf survey`"
-                )
-        transform = Affine.translation(0, row0)  # pixel coordinates: exact integers, whatever the strip
+    for found in strips:
         for class_id in class_ids:
-            if class_id == nodata:
-                continue
-            labels, count = ndimage.label(data == class_id, structure=EIGHT_CONNECTED)
-            if count == 0:
+            strip = found.get(class_id)
+            if strip is None:
                 previous_row.pop(class_id, None)
                 continue
-            labels = labels.astype(np.int64)
-            labels[labels > 0] += next_id - 1
-            for gid in range(next_id, next_id + count):
+            offset = next_id - 1
+            for gid in range(next_id, next_id + strip.count):
                 class_of[gid] = class_id
-            next_id += count
+            next_id += strip.count
             above = previous_row.get(class_id)
             if above is not None:
-                first = labels[0]
+                first = _raster_ids(strip.first_row, offset)
                 for shift in (-1, 0, 1):  # 8-connectivity across the strip edge
                     a = above[max(0, -shift) : len(above) - max(0, shift)]
                     b = first[max(0, shift) : len(first) - max(0, -shift)]
                     for x, y in set(zip(a[(a > 0) & (b > 0)].tolist(), b[(a > 0) & (b > 0)].tolist(), strict=True)):
                         uf.union(x, y)
-            previous_row[class_id] = labels[-1].copy()
-            counts = np.bincount(labels.ravel())
-            for found in np.flatnonzero(counts).tolist():
-                if found:
-                    pixels[found] += int(counts[found])
-            for geom, value in rasterio.features.shapes(
-                labels.astype(np.int32), mask=labels > 0, connectivity=4, transform=transform
-            ):
-                pieces[int(value)].append(shape(geom))
+            previous_row[class_id] = _raster_ids(strip.last_row, offset)
+            for label in np.flatnonzero(strip.pixels).tolist():
+                if label:
+                    pixels[label + offset] += int(strip.pixels[label])
+            for label, polygon in strip.pieces:
+                pieces[label + offset].append(polygon)
     t = mask.transform
     to_crs = [t.a, t.b, t.d, t.e, t.c, t.f]
     groups: dict[int, list[int]] = defaultdict(list)

@@ -9,6 +9,7 @@ from rasterio.transform import from_origin
 from skimage.draw import line
 
 from pipeline.config import ReportConfig
+from pipeline.errors import MsafError
 from pipeline.report.defects import build_defects
 from pipeline.report.vectorize import vectorize
 from tests.conftest import write_raster
@@ -101,10 +102,14 @@ def test_windowed_vectorising_equals_whole_raster(tmp_path, strip_rows):
     with rasterio.open(path) as ds:
         whole = vectorize(ds, [1, 2], strip_rows=10_000)
         windowed = vectorize(ds, [1, 2], strip_rows=strip_rows)
+        in_workers = vectorize(ds, [1, 2], strip_rows=strip_rows, workers=2)  # strips in 2 processes
     assert len(windowed) == len(whole) > 5
     for a, b in zip(windowed, whole, strict=True):
         assert a.class_id == b.class_id and a.pixels == b.pixels
         assert a.geometry.equals(b.geometry)
+    assert [(c.class_id, c.pixels, c.geometry.wkb) for c in in_workers] == [
+        (c.class_id, c.pixels, c.geometry.wkb) for c in windowed
+    ]
     cfg = ReportConfig(min_area_m2=0, simplify_m=0, strip_rows=strip_rows)
     lengths = build_defects(path, None, CLASSES, cfg).defects["length_m"].fillna(-1).tolist()
     reference = build_defects(path, None, CLASSES, ReportConfig(min_area_m2=0, simplify_m=0)).defects
@@ -206,3 +211,11 @@ def test_every_written_polygon_is_valid_after_rounding(tmp_path):
         areas = shapely.area(back.geometry.to_numpy())  # in degrees², as the shapes were drawn
         assert areas[0] == pytest.approx(spiked.area, rel=0.05)
         assert areas[1] == pytest.approx(d * d / 2, rel=0.05)  # both triangles of the bow tie
+
+
+def test_a_class_the_survey_does_not_name_is_one_error_from_a_worker_too(tmp_path):
+    mask = np.zeros((40, 30), np.uint8)
+    mask[35, 3] = 7  # in the last strip a worker reads
+    path = write_mask(tmp_path / "mask.tif", mask, 0.001)
+    with rasterio.open(path) as ds, pytest.raises(MsafError, match="holds class id 7, but its survey names only 3"):
+        vectorize(ds, [1, 2], strip_rows=8, num_classes=3, workers=2)
