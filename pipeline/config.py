@@ -526,6 +526,12 @@ class ReportConfig(_Strict):
         description="processes measuring defects; auto: one per core once a mask holds 200 defects or more,"
         " 1: all in this process",
     )
+    max_piece_px: int = Field(
+        4096,
+        ge=256,
+        description="a crack network wider or taller than this is measured in pieces of this square (px),"
+        " one crack_id: memory bounded by the square",
+    )
     min_area_m2: float = Field(2e-5, ge=0, description="smaller defects are dropped (20 px at 1 mm GSD)")
     link_gap_m: float = Field(
         0.02, ge=0, description="pieces of mask whose ends face each other across this gap are one crack (0: off)"

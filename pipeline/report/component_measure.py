@@ -29,7 +29,7 @@ from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
 from pipeline.raster.luminance import grey_levels
 from pipeline.raster.source import rgb_bands
 from pipeline.raster.trust import driver_for
-from pipeline.report.measure import CrackMeasure, defect_window, measure_crack, rasterize_defect
+from pipeline.report.measure import KeptCrack, defect_window, measure_crack, rasterize_defect
 from pipeline.report.vectorize import Component
 from pipeline.report.width import REACH_PX, Darkness, measure_darkness
 
@@ -113,7 +113,7 @@ class MeasuredComponent:
     geometry: BaseGeometry  # simplified by ``simplify_m``
     centroid: tuple[float, float]
     mean_confidence: float
-    crack: CrackMeasure | None  # a crack class's centreline and mask widths
+    crack: KeptCrack | None  # a crack class's centreline and mask widths
     darkness: Darkness | None  # a crack's darkness in the image (None: no image, or no contrast)
     offset: tuple[int, int]  # (row, col) of its window in the raster
 
@@ -155,7 +155,7 @@ class ComponentMeasurer:
         col, row = ~mask.transform @ (centroid.x, centroid.y)
         size = ground_pixel_size(mask.crs, mask.transform, col, row)
         area = component.pixels * size.area_m2
-        if area < cfg.min_area_m2:
+        if area < cfg.min_area_m2 and not component.piece_of:  # a piece of a large network is never dropped
             return None
         name = self.job.class_names[component.class_id]
         geometry = component.geometry.simplify(
@@ -197,7 +197,7 @@ class ComponentMeasurer:
                 crack.chunk_length_px,
                 crack.length_px,
             )
-        return replace(measured, mean_confidence=mean_confidence, offset=offset, crack=crack, darkness=darkness)
+        return replace(measured, mean_confidence=mean_confidence, offset=offset, crack=crack.kept(), darkness=darkness)
 
 
 def measure_components(job: MeasureJob, components: Sequence[Component]) -> Iterator[MeasuredComponent | None]:

@@ -21,9 +21,10 @@ from pipeline.report.crack_types import Axis, CrackShape, StructureAxes, crack_t
 from pipeline.report.linking import PieceEnd, link_pieces
 from pipeline.report.measure import (
     CHUNK_PX,
-    CrackMeasure,
+    KeptCrack,
     main_axis,
 )
+from pipeline.report.pieces import cut_large
 from pipeline.report.vectorize import vectorize
 from pipeline.report.width import (
     WIDTH_FROM_MASK,
@@ -151,17 +152,17 @@ class _PendingCrack:
     """A crack whose image widths wait for the survey's core level."""
 
     record: Defect
-    measure: CrackMeasure
+    measure: KeptCrack
     size: PixelSize
     darkness: Darkness | None
     offset: tuple[int, int]  # (row, col) of its window in the raster
     axis: Axis | None  # what its type is read against (its element's, else the job's)
+    piece_of: int = 0  # > 0: cut from a network too large to measure at once, with the other pieces of it
 
     @property
     def skeleton_pixels(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cols) of its centreline pixels in the raster."""
-        rows, cols = np.nonzero(self.measure.skeleton)
-        return rows + self.offset[0], cols + self.offset[1]
+        return self.measure.skeleton_rows + self.offset[0], self.measure.skeleton_cols + self.offset[1]
 
     def piece_ends(self) -> list[PieceEnd]:
         """Its centreline's ends in the raster's pixels."""
@@ -203,7 +204,12 @@ def _link_and_type(pending: list[_PendingCrack], gap_m: float) -> None:
         return
     gap_px = gap_m / float(np.mean([item.size.mean_m for item in pending]))
     ends = [end for item in pending for end in item.piece_ends()]
-    crack_of = link_pieces(ends, [item.record.defect_id for item in pending], gap_px)
+    first_piece: dict[int, int] = {}
+    for item in pending:
+        if item.piece_of:
+            first_piece.setdefault(item.piece_of, item.record.defect_id)
+    joined = [(first_piece[item.piece_of], item.record.defect_id) for item in pending if item.piece_of]
+    crack_of = link_pieces(ends, [item.record.defect_id for item in pending], gap_px, joined=joined)
     groups: dict[int, list[_PendingCrack]] = {}
     for item in pending:
         item.record.crack_id = crack_of[item.record.defect_id]
@@ -248,7 +254,7 @@ def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given:
 
 
 def _centreline_rows(
-    record: Defect, measure: CrackMeasure, size: PixelSize, chunk_widths: np.ndarray
+    record: Defect, measure: KeptCrack, size: PixelSize, chunk_widths: np.ndarray
 ) -> list[dict[str, Any]]:
     """One row per centreline chunk with its own width (NaN where unmeasured)."""
     return [
@@ -303,6 +309,8 @@ def build_defects(
             image.close()  # checked here: a foreign image is one line before any work
         workers = _vectorize_workers(cfg, mask.height)
         components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names), workers=workers)
+        crack_ids = {class_names.index(n) for n in cfg.crack_classes if n in defect_names}
+        components = cut_large(components, mask.transform, cfg.max_piece_px, crack_ids)
         crs = mask.crs
     job = MeasureJob(mask_path, confidence_path, image_path, tuple(class_names), cfg)
     worst_scale_error = 0.0
@@ -342,7 +350,9 @@ def build_defects(
             record.severity = severity_of(record.class_name, record.area_m2, None, cfg.crack_classes, cfg.severity)
             continue
         record.length_m, record.orientation_deg = crack.length_m, crack.orientation_deg
-        pending.append(_PendingCrack(record, crack, measured.size, measured.darkness, measured.offset, axis))
+        pending.append(
+            _PendingCrack(record, crack, measured.size, measured.darkness, measured.offset, axis, component.piece_of)
+        )
     _link_and_type(pending, cfg.link_gap_m)
     lines = _finish_cracks(pending, cfg, image_path is not None)
     defects = gpd.GeoDataFrame(

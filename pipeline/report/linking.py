@@ -13,6 +13,7 @@ angle, stay separate cracks.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +45,15 @@ def _joins(a: PieceEnd, b: PieceEnd, cos_turn: float) -> bool:
 
 
 def link_pieces(
-    ends: list[PieceEnd], pieces: list[int], gap_px: float, max_turn_deg: float = MAX_TURN_DEG
+    ends: list[PieceEnd],
+    pieces: list[int],
+    gap_px: float,
+    max_turn_deg: float = MAX_TURN_DEG,
+    joined: Sequence[tuple[int, int]] = (),
 ) -> dict[int, int]:
     """The crack each piece belongs to: the smallest piece id of its linked group (a piece on its own
-    is its own crack). ``gap_px`` <= 0 links nothing."""
+    is its own crack). ``gap_px`` <= 0 links nothing; ``joined``: pairs of pieces that are one crack
+    whatever their ends (the pieces a network too large to measure at once was cut into)."""
     parent = {piece: piece for piece in pieces}
 
     def root(piece: int) -> int:
@@ -55,6 +61,11 @@ def link_pieces(
             parent[piece] = parent[parent[piece]]
             piece = parent[piece]
         return piece
+
+    for a, b in joined:
+        first, second = root(a), root(b)
+        if first != second:
+            parent[max(first, second)] = min(first, second)
 
     if gap_px > 0 and len(ends) > 1:
         cos_turn = math.cos(math.radians(max_turn_deg))

@@ -62,6 +62,42 @@ class CrackMeasure:
         """Centreline length in pixels."""
         return float(self.chunk_length_px.sum())
 
+    def kept(self) -> KeptCrack:
+        """What a report keeps of it once its window has been read."""
+        rows, cols = np.nonzero(self.skeleton)
+        return KeptCrack(
+            self.length_m,
+            self.mean_width_mm,
+            self.max_width_mm,
+            self.orientation_deg,
+            self.cells,
+            rows.astype(np.int32),
+            cols.astype(np.int32),
+            self.chunk_length_px,
+            self.chunk_width_mm,
+            self.chunk_lines,
+            self.ends,
+        )
+
+
+@dataclass(frozen=True)
+class KeptCrack:
+    """A measured crack as a report keeps it until every crack is measured: its centreline pixels as
+    coordinates, not window-sized arrays (a crack network's window holds millions of pixels, and a
+    report holds every crack at once to link and type them)."""
+
+    length_m: float
+    mean_width_mm: float  # from the mask
+    max_width_mm: float
+    orientation_deg: float
+    cells: int
+    skeleton_rows: np.ndarray  # centreline pixels in its window
+    skeleton_cols: np.ndarray
+    chunk_length_px: np.ndarray
+    chunk_width_mm: np.ndarray
+    chunk_lines: list[MultiLineString]
+    ends: list[CrackEnd]
+
 
 def defect_window(geometry: Polygon, transform: Affine, width: int, height: int, pad: int = 1) -> Window:
     """Pixel window covering a geometry plus ``pad`` pixels, clipped to the raster."""

@@ -37,6 +37,7 @@ class Component:
     class_id: int
     geometry: Polygon | MultiPolygon
     pixels: int
+    piece_of: int = 0  # > 0: a piece of a larger component, the same number for all its pieces (pieces.py)
 
 
 class _UnionFind:

@@ -141,6 +141,19 @@ def _darkest_across(grey: np.ndarray, band: np.ndarray, distance: np.ndarray) ->
     return float(min(medians)) if medians else float("nan")
 
 
+def _chunk_medians(chunk_ids: np.ndarray, levels: np.ndarray, chunks: int, default: float) -> np.ndarray:
+    """The median level of each chunk's pixels (``default`` where it has fewer than 8): pixels sorted
+    by chunk once, not the window searched once per chunk (a crack network of thousands of chunks
+    spans a window of millions of pixels)."""
+    order = np.argsort(chunk_ids, kind="stable")
+    ids, values = chunk_ids[order], levels[order]
+    starts = np.searchsorted(ids, np.arange(chunks + 1))
+    medians = np.full(chunks, default)
+    for chunk in np.flatnonzero(np.diff(starts) >= 8).tolist():
+        medians[chunk] = float(np.median(values[starts[chunk] : starts[chunk + 1]]))
+    return medians
+
+
 def measure_darkness(
     grey: np.ndarray,
     crack: np.ndarray,
@@ -183,11 +196,7 @@ def measure_darkness(
     # every band/ring pixel belongs to the chunk of its nearest centreline pixel
     nearest_chunk = chunk_of[rows, cols]
     chunks = len(chunk_length_px)
-    chunk_background = np.full(chunks, background)
-    for chunk in range(chunks):
-        local = grey[ring & (nearest_chunk == chunk)]
-        if local.size >= 8:
-            chunk_background[chunk] = float(np.median(local))
+    chunk_background = _chunk_medians(nearest_chunk[ring], grey[ring], chunks, background)
     band_chunks = nearest_chunk[band]
     chunk_darkness = np.bincount(band_chunks, weights=chunk_background[band_chunks] - grey[band], minlength=chunks)
     return Darkness(
