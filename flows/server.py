@@ -13,11 +13,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
 
 from pipeline.errors import MsafError
 
@@ -73,21 +76,32 @@ def send_pending_logs(timeout: float) -> None:
 
 
 class TemporaryServer:
-    """A Prefect API server started for this process (uvicorn, bound to this process's life)."""
+    """A Prefect API server started for this process (uvicorn, bound to this process's life).
+
+    Its output goes to a log file, not to this process's terminal: stopping it cancels the database
+    work of requests still open (a Ctrl-C mid-survey), and SQLAlchemy logs each cancelled rollback
+    as an error with its traceback, after the survey's one line. What it logged while in use is
+    passed on to stderr when it stops; what it logs while stopping is dropped with the file."""
 
     def __init__(self) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/api"
-        self.process = _launch(port)
+        with tempfile.NamedTemporaryFile(prefix="msaf-prefect-server-", suffix=".log", delete=False) as log:
+            self.log = Path(log.name)
+            self.process = _launch(port, log)
 
     def stop(self) -> None:
-        """Terminate it (killed if it does not exit within 10 s)."""
+        """Terminate it (killed if it does not exit within 10 s); pass on what it logged until now."""
+        logged = self.log.read_bytes() if self.log.is_file() else b""
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.unlink(missing_ok=True)
+        if logged.strip():
+            sys.stderr.write(logged.decode(errors="replace"))
 
 
 _EARLY: list[TemporaryServer] = []  # started by ``server_started_early``, taken over by ``prefect_api``
@@ -141,7 +155,7 @@ def prefect_api(timeout: float = 120.0) -> Iterator[str]:
         server.stop()
 
 
-def _launch(port: int) -> subprocess.Popen[bytes]:
+def _launch(port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
     """The server process on ``port``: uvicorn serving Prefect's API app, SQLite beside PREFECT_HOME."""
     import importlib.util
 
@@ -169,5 +183,7 @@ def _launch(port: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-c", _BOUND_LAUNCHER, str(os.getpid()), *args],
         env=env,
         stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )

@@ -42,3 +42,32 @@ def test_a_server_started_early_is_the_one_the_flow_uses_and_none_outlives_its_s
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+LOGGED_THEN_STOPPED = """
+import os
+os.environ.pop("PREFECT_API_URL", None)
+from flows.server import TemporaryServer, wait_healthy
+
+server = TemporaryServer()
+wait_healthy(server.url, server.process, 120)
+assert server.log.is_file() and server.log.name.startswith("msaf-prefect-server-")
+with server.log.open("ab") as log:  # as if the server had logged an error while the survey used it
+    log.write(b"ERROR | the server logged this while in use\\n")
+server.stop()
+assert server.process.poll() is not None and not server.log.exists()
+print("ok")
+"""
+
+
+def test_the_servers_output_reaches_stderr_only_from_its_log_when_it_stops():
+    """Stopping the server cancels its open requests' database work, and SQLAlchemy printed a
+    traceback per cancelled rollback after a Ctrl-C's one line; its output now goes to a log file,
+    passed on up to the stop and dropped after it."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGED_THEN_STOPPED], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
+    assert done.stderr.strip().splitlines() == ["ERROR | the server logged this while in use"]
