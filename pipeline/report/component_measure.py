@@ -149,7 +149,7 @@ class ComponentMeasurer:
 
     def measure(self, component: Component) -> MeasuredComponent | None:
         """Its area, simplified outline, confidence and, for a crack, centreline and darkness; None
-        when it is smaller than ``min_area_m2``."""
+        when it is smaller than ``min_area_m2`` (a piece of a cut network never is: ``pieces.py``)."""
         mask, cfg = self.mask, self.job.cfg
         centroid = component.geometry.centroid
         col, row = ~mask.transform @ (centroid.x, centroid.y)

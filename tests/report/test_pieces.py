@@ -136,3 +136,22 @@ def test_measuring_memory_does_not_grow_with_the_network(tmp_path):
     assert (grown[1024]["pieces"], grown[3072]["pieces"]) == (4, 36)
     measuring = {side: (record["peak"] - record["start"]) / 1024 for side, record in grown.items()}  # KiB -> MiB
     assert measuring[3072] - measuring[1024] < 120, measuring
+
+
+def test_two_flights_of_a_cut_network_compare_as_one_crack(tmp_path):
+    """A crack added across the network between two flights: the pieces it crosses are extended,
+    the others unchanged, and the network, one crack in each report, is one extended crack."""
+    from pipeline.report.build import report_survey
+    from pipeline.report.compare import compare_surveys
+    from tests.conftest import write_mask_survey
+
+    before = map_cracking(600)
+    after = before.copy()
+    after[300:303, :] = 1  # between two of the network's rows, across the middle row of squares
+    old = write_mask_survey(tmp_path / "old", before, classes=("background", "crack"))
+    new = write_mask_survey(tmp_path / "new", after, shift_px=1, classes=("background", "crack"))
+    cfg = ReportConfig(max_piece_px=256, registration={"mode": "off"})
+    assert [report_survey(folder, cfg).by_class for folder in (old, new)] == [{"crack": 9}, {"crack": 9}]
+    changes = compare_surveys(old, new, tmp_path / "changes", cfg)
+    assert {status: n for status, n in changes.changes.items() if n} == {"extended": 3, "unchanged": 6}
+    assert changes.cracks == {"extended": 1}
