@@ -11,7 +11,10 @@ run the caller's script again (the standard library's spawn and forkserver do bo
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal, TypeVar
 
 from joblib import Parallel, delayed
@@ -42,4 +45,24 @@ def in_processes(
     """``function(*arguments)`` for each tuple of ``calls`` in ``workers`` processes, yielded in the
     order of ``calls``; two calls per worker are sent ahead of the one being yielded (memory stays bounded)."""
     parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
-    yield from parallel(delayed(function)(*arguments) for arguments in calls)
+    with _deaf_to_ctrl_c():  # the workers start here: joblib sends the first calls at once
+        results = parallel(delayed(function)(*arguments) for arguments in calls)
+    yield from results
+
+
+@contextmanager
+def _deaf_to_ctrl_c() -> Iterator[None]:
+    """Processes started inside ignore SIGINT for life (an ignored signal stays ignored across exec,
+    and Python then installs no KeyboardInterrupt handler). A Ctrl-C at the terminal reaches the whole
+    process group: the caller turns it into one line and stops its workers, which otherwise printed
+    a traceback each when it came while they started. Only the main thread may change a handler;
+    elsewhere (a Prefect task) nothing changes. A Ctrl-C within the few milliseconds of the start is
+    ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)

@@ -95,7 +95,7 @@ def class_names_of(mask_path: Path, record: SurveyRecord | None) -> list[str]:
         return list(record.model.classes)
     with open_mask(mask_path) as mask:
         if tag := mask.tags().get("MSAF_CLASSES"):
-            return list(json.loads(tag))
+            return _tagged_classes(mask_path, tag)
         top = 1
         for _, window in mask.block_windows(1):  # block by block: never the whole mask in memory
             values = mask.read(1, window=window)
@@ -103,6 +103,20 @@ def class_names_of(mask_path: Path, record: SurveyRecord | None) -> list[str]:
             if values.size:
                 top = max(top, int(values.max()))
     return ["background", *(f"class_{i}" for i in range(1, top + 1))]
+
+
+def _tagged_classes(mask_path: Path, tag: str) -> list[str]:
+    """The class names of a mask's MSAF_CLASSES tag: a JSON list of names, background first."""
+    try:
+        names = json.loads(tag)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+        raise MsafError(
+            f"{mask_path}: its MSAF_CLASSES tag is not a JSON list of class names ({tag[:60]!r}); write it as "
+            'e.g. ["background", "crack"], or remove it to report generic class names'
+        )
+    return names
 
 
 def table_html(frame: pd.DataFrame) -> str:

@@ -1,5 +1,6 @@
 """Defects measured in worker processes: the same tables, byte for byte, as in one process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def four_mosaics(tmp_path_factory, crack_mosaic) -> tuple[Path, Path, Path]:
         mask[row : row + 25, col : col + 30] = 2  # spalls: defects measured by area
     mask[600:604, 100:1300] = 3  # a joint: outlined, never measured
     confidence = np.random.default_rng(5).integers(0, 256, mask.shape, dtype=np.uint8)
-    tags = {"MSAF_CLASSES": str(CLASSES)}
+    tags = {"MSAF_CLASSES": json.dumps(CLASSES)}
     return (
         write_raster(root / "mask.tif", mask[None], transform=transform, nodata=255, tags=tags),
         write_raster(root / "confidence.tif", confidence[None], transform=transform),
@@ -120,3 +121,50 @@ def test_a_script_without_a_main_guard_runs_once(four_mosaics, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("script started") == 1
     assert done.stdout.splitlines()[-1].startswith("defects ") and int(done.stdout.split()[-1]) > 0
+
+
+def test_ctrl_c_while_workers_measure_is_one_line_leaves_no_process_and_no_report(four_mosaics, tmp_path):
+    """The workers share the report's process group, so a Ctrl-C reaches them too: the report stops
+    in one line (exit 130), its workers are gone, and nothing half-written is left in the folder."""
+    import shutil
+    import signal
+    import time
+
+    import psutil
+
+    mask, confidence, ortho = four_mosaics
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    for path in (mask, confidence):
+        shutil.copy(path, folder / path.name)
+    params = tmp_path / "params.yaml"
+    params.write_text("report:\n  workers: 2\n  min_area_m2: 0\n")
+    report = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("msaf")),
+            "report",
+            str(folder),
+            "--image",
+            str(ortho),
+            "--params",
+            str(params),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 120
+    workers: list[psutil.Process] = []
+    while len(workers) < 2 and report.poll() is None and time.monotonic() < deadline:
+        workers = [p for p in psutil.Process(report.pid).children(recursive=True) if "python" in p.name()]
+        time.sleep(0.05)
+    assert report.poll() is None and len(workers) >= 2, report.communicate()
+    os.killpg(report.pid, signal.SIGINT)
+    _, stderr = report.communicate(timeout=60)
+    assert report.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted: no output was finalised"], stderr
+    time.sleep(1)
+    assert not [p.pid for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["confidence.tif", "mask.tif"]

@@ -482,6 +482,18 @@ def test_a_foreign_mask_without_class_names_gets_generic_ones(tmp_path):
     assert class_names_of(folder / "mask.tif", None) == ["background", "class_1", "class_2"]
 
 
+@pytest.mark.parametrize("tag", ["['background', 'crack']", '"crack"', '["background"]', '["background", 3]'])
+def test_a_mask_whose_class_tag_is_not_a_list_of_names_is_one_line(tmp_path, tag):
+    """A foreign mask tagged by hand (a Python list, one name, a number) used to end in a traceback."""
+    folder = tmp_path / "tagged"
+    folder.mkdir()
+    write_raster(folder / "mask.tif", np.ones((1, 8, 8), np.uint8), nodata=255, tags={"MSAF_CLASSES": tag})
+    result = msaf_in_process("report", str(folder))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "MSAF_CLASSES tag is not a JSON list of class names" in result.stderr
+    assert not (folder / "defects.gpkg").exists() and not (folder / "report.html").exists()
+
+
 PRINTABLE_PX = {"a4": (210 - 24) / 25.4 * 96, "letter": (215.9 - 24) / 25.4 * 96}  # page width less 12 mm margins
 
 
