@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import rasterio
+from compare_speed import write_mask
 from rasterio.transform import from_origin
 from rich.console import Console
 from rich.table import Table
@@ -37,14 +38,12 @@ COMPARED = ("defects.csv", "defects.geojson")  # the defect files; report.html a
 
 
 def write_survey(folder: Path, mask: np.ndarray, image: np.ndarray, classes: str) -> Path:
-    """A survey folder holding its mask, and the orthomosaic beside it (returned)."""
-    folder.mkdir(parents=True)
+    """A survey folder holding its mask (``compare_speed.write_mask``), and the orthomosaic beside it
+    on the same grid (returned)."""
+    write_mask(folder, mask, classes, shift_px=0)
     height, width = mask.shape
     profile = {"driver": "GTiff", "width": width, "height": height, "crs": "EPSG:32633", "tiled": True}
     profile |= {"transform": from_origin(400000, 5000000, 0.001, 0.001), "compress": "deflate"}
-    with rasterio.open(folder / "mask.tif", "w", **profile, count=1, dtype="uint8", nodata=255) as dst:
-        dst.write(mask, 1)
-        dst.update_tags(MSAF_CLASSES=classes)
     ortho = folder.parent / f"{folder.name}-ortho.tif"
     with rasterio.open(ortho, "w", **profile, count=image.shape[0], dtype=image.dtype) as dst:
         dst.write(image)
