@@ -33,6 +33,15 @@ def process_count(requested: int | Literal["auto"]) -> int:
     return usable_cores() if requested == "auto" else int(requested)
 
 
+def processes_for(requested: int | Literal["auto"], units: int, auto_from: int) -> int:
+    """Worker processes for ``units`` pieces of work: ``process_count(requested)``, but this process
+    alone for a single unit or, with auto, for fewer than ``auto_from`` (a worker starts in about a
+    second)."""
+    if units < 2 or (requested == "auto" and units < auto_from):
+        return 1
+    return process_count(requested)
+
+
 def batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
     """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
     for start in range(0, len(items), size):

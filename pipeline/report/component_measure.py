@@ -24,7 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
-from pipeline.processes import batches, in_processes, process_count
+from pipeline.processes import batches, in_processes, processes_for
 from pipeline.raster.ground import PixelSize, ground_pixel_size, scale_error
 from pipeline.raster.luminance import grey_levels
 from pipeline.raster.source import rgb_bands
@@ -203,9 +203,7 @@ class ComponentMeasurer:
 def measure_components(job: MeasureJob, components: Sequence[Component]) -> Iterator[MeasuredComponent | None]:
     """Each component measured (None: below the minimum area), in the order given: in worker processes
     (``report.workers``; with auto only for ``MIN_FOR_PROCESSES`` components or more), else here."""
-    workers = process_count(job.cfg.workers)
-    if job.cfg.workers == "auto" and len(components) < MIN_FOR_PROCESSES:
-        workers = 1
+    workers = processes_for(job.cfg.workers, len(components), MIN_FOR_PROCESSES)
     if workers < 2:
         with ComponentMeasurer(job) as measurer:
             for component in components:

@@ -14,7 +14,7 @@ import rasterio
 from rasterio.warp import transform as warp_transform
 
 from pipeline.config import ReportConfig, SeverityConfig
-from pipeline.processes import process_count
+from pipeline.processes import processes_for
 from pipeline.raster.ground import PixelSize
 from pipeline.report.component_measure import MeasureJob, measure_components, open_image, open_mask
 from pipeline.report.crack_types import Axis, CrackShape, StructureAxes, crack_type
@@ -273,15 +273,6 @@ def _centreline_rows(
     ]
 
 
-def _vectorize_workers(cfg: ReportConfig, height: int) -> int:
-    """Processes that label and polygonise a mask's strips: ``report.workers`` where it has two strips
-    or more, with auto only from ``MIN_STRIPS_FOR_PROCESSES`` (a worker starts in about a second)."""
-    strips = math.ceil(height / cfg.strip_rows)
-    if strips < 2 or (cfg.workers == "auto" and strips < MIN_STRIPS_FOR_PROCESSES):
-        return 1
-    return process_count(cfg.workers)
-
-
 def build_defects(
     mask_path: Path,
     confidence_path: Path | None,
@@ -307,7 +298,8 @@ def build_defects(
     with open_mask(mask_path) as mask:
         if (image := open_image(image_path, mask)) is not None:
             image.close()  # checked here: a foreign image is one line before any work
-        workers = _vectorize_workers(cfg, mask.height)
+        # strips labelled and polygonised in worker processes: from MIN_STRIPS_FOR_PROCESSES with auto
+        workers = processes_for(cfg.workers, math.ceil(mask.height / cfg.strip_rows), MIN_STRIPS_FOR_PROCESSES)
         components = vectorize(mask, sorted(wanted), cfg.strip_rows, num_classes=len(class_names), workers=workers)
         crack_ids = {class_names.index(n) for n in cfg.crack_classes if n in defect_names}
         components = cut_large(components, mask.transform, cfg.max_piece_px, crack_ids)

@@ -62,10 +62,13 @@ def link_pieces(
             piece = parent[piece]
         return piece
 
-    for a, b in joined:
+    def union(a: int, b: int) -> None:
         first, second = root(a), root(b)
         if first != second:
             parent[max(first, second)] = min(first, second)
+
+    for a, b in joined:
+        union(a, b)
 
     if gap_px > 0 and len(ends) > 1:
         cos_turn = math.cos(math.radians(max_turn_deg))
@@ -80,7 +83,5 @@ def link_pieces(
             if a.piece == b.piece or i in taken or j in taken or not _joins(a, b, cos_turn):
                 continue
             taken |= {i, j}
-            first, second = root(a.piece), root(b.piece)
-            if first != second:
-                parent[max(first, second)] = min(first, second)
+            union(a.piece, b.piece)
     return {piece: root(piece) for piece in pieces}

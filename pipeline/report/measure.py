@@ -14,9 +14,9 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 from scipy import ndimage
-from shapely.geometry import LineString, MultiLineString, Polygon
+from shapely.geometry import LineString, MultiLineString, MultiPolygon, Polygon
 from skimage.morphology import remove_small_holes, skeletonize
 
 from pipeline.raster.ground import PixelSize
@@ -99,12 +99,24 @@ class KeptCrack:
     ends: list[CrackEnd]
 
 
+def pixel_bounds(geometry: Polygon | MultiPolygon, transform: Affine) -> tuple[int, int, int, int]:
+    """(col0, row0, col1, row1): the pixels a pixel-edge geometry covers, end exclusive."""
+    minx, miny, maxx, maxy = geometry.bounds
+    corners = [~transform @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+    cols, rows = [c for c, _ in corners], [r for _, r in corners]
+    return (
+        math.floor(min(cols) + 1e-6),
+        math.floor(min(rows) + 1e-6),
+        math.ceil(max(cols) - 1e-6),
+        math.ceil(max(rows) - 1e-6),
+    )
+
+
 def defect_window(geometry: Polygon, transform: Affine, width: int, height: int, pad: int = 1) -> Window:
     """Pixel window covering a geometry plus ``pad`` pixels, clipped to the raster."""
-    window = from_bounds(*geometry.bounds, transform=transform).round_offsets().round_lengths()
-    col0, row0 = max(0, int(window.col_off) - pad), max(0, int(window.row_off) - pad)
-    col1 = min(width, int(window.col_off + window.width) + pad)
-    row1 = min(height, int(window.row_off + window.height) + pad)
+    col0, row0, col1, row1 = pixel_bounds(geometry, transform)
+    col0, row0 = max(0, col0 - pad), max(0, row0 - pad)
+    col1, row1 = min(width, col1 + pad), min(height, row1 + pad)
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 

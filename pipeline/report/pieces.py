@@ -12,7 +12,6 @@ pieces' lengths add up to the network's; cracks smaller than the square are neve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import shapely
@@ -20,20 +19,8 @@ from affine import Affine
 from shapely.affinity import affine_transform
 from shapely.geometry import MultiPolygon, Polygon
 
+from pipeline.report.measure import pixel_bounds
 from pipeline.report.vectorize import Component
-
-
-def pixel_bounds(geometry: Polygon | MultiPolygon, transform: Affine) -> tuple[int, int, int, int]:
-    """(col0, row0, col1, row1): the pixels a pixel-edge geometry covers, end exclusive."""
-    minx, miny, maxx, maxy = geometry.bounds
-    corners = [~transform @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
-    cols, rows = [c for c, _ in corners], [r for _, r in corners]
-    return (
-        math.floor(min(cols) + 1e-6),
-        math.floor(min(rows) + 1e-6),
-        math.ceil(max(cols) - 1e-6),
-        math.ceil(max(rows) - 1e-6),
-    )
 
 
 def _squares(bounds: tuple[int, int, int, int], side: int) -> Iterator[tuple[int, int, int, int]]:

@@ -71,6 +71,7 @@ def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
 def _read_here(
     mask: rasterio.DatasetReader, row0: int, row1: int, class_ids: Sequence[int], nodata: int, num_classes: int | None
 ) -> dict[int, _ClassStrip]:
+    """``_strip_components`` of rows ``row0:row1`` of ``mask``, its classes checked first."""
     data = mask.read(1, window=Window(0, row0, mask.width, row1 - row0))
     _check_classes(data, mask.name, nodata, num_classes)
     return _strip_components(data, row0, class_ids, nodata)
@@ -124,11 +125,9 @@ def _strip_components(data: np.ndarray, row0: int, class_ids: Sequence[int], nod
 def _read_strip_components(
     path: str, driver: str, row0: int, row1: int, class_ids: Sequence[int], nodata: int, num_classes: int | None
 ) -> dict[int, _ClassStrip]:
-    """``_strip_components`` of rows ``row0:row1`` of the mask at ``path`` (in a worker process)."""
+    """``_read_here`` on the mask at ``path`` (in a worker process)."""
     with rasterio.open(path, driver=driver) as mask:
-        data = mask.read(1, window=Window(0, row0, mask.width, row1 - row0))
-    _check_classes(data, path, nodata, num_classes)
-    return _strip_components(data, row0, class_ids, nodata)
+        return _read_here(mask, row0, row1, class_ids, nodata, num_classes)
 
 
 def vectorize(

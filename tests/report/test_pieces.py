@@ -14,7 +14,8 @@ from scipy import ndimage
 
 from pipeline.config import ReportConfig
 from pipeline.report.defects import build_defects
-from pipeline.report.pieces import cut_large, pixel_bounds
+from pipeline.report.measure import pixel_bounds
+from pipeline.report.pieces import cut_large
 from pipeline.report.vectorize import vectorize
 from pipeline.report.width import _chunk_medians
 from tests.conftest import REPO, write_raster
