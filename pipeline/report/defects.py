@@ -224,32 +224,74 @@ def _link_and_type(pending: list[_PendingCrack], gap_m: float) -> None:
             item.record.crack_type, item.record.angle_to_axis_deg = kind.value, angle
 
 
-def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _CrackWidths:
+    """One crack's widths: its mean, one per centreline chunk, and how they were read."""
+
+    mean_mm: float
+    chunks_mm: np.ndarray
+    method: str
+
+
+def _read_widths(item: _PendingCrack, cores: CoreModel, image_given: bool) -> _CrackWidths | None:
     """Widths from the image (the survey's core model, see width.py), else from the mask when no
-    image was given; severity; centreline pieces. With an image, a crack it shows no contrast for
-    is unmeasured: no width and no rating, never a mask width."""
+    image was given; None where the image was given but shows this crack no contrast."""
+    px_mm = item.size.mean_m * 1000
+    if item.darkness is not None:
+        mean_px, chunk_px, method = cores.widths(item.darkness)
+        return _CrackWidths(mean_px * px_mm, chunk_px * px_mm, method)
+    if image_given:
+        return None
+    return _CrackWidths(item.measure.mean_width_mm, item.measure.chunk_width_mm, WIDTH_FROM_MASK)
+
+
+def _readable(measure: KeptCrack) -> np.ndarray:
+    """Which of a crack's chunks are long enough to have a width of their own (a shorter one is
+    mostly the blurred halo around its ends)."""
+    return measure.chunk_length_px >= CHUNK_PX / 4
+
+
+def _stubs_read_as_their_network(
+    pending: list[_PendingCrack], widths: list[_CrackWidths | None]
+) -> list[_CrackWidths | None]:
+    """``widths`` with each piece of a cut network that has no readable chunk (a corner of the
+    network clipped by a grid square: a few pixels of crack and the halo of its tip, read 2x too
+    wide on their own) given the length-weighted mean width of its network's readable pieces."""
+    readable: dict[int, list[tuple[float, _CrackWidths]]] = {}
+    for item, width in zip(pending, widths, strict=True):
+        if item.piece_of and width is not None and _readable(item.measure).any():
+            readable.setdefault(item.piece_of, []).append((item.measure.chunk_length_px.sum(), width))
+    out = list(widths)
+    for index, item in enumerate(pending):
+        network = readable.get(item.piece_of, [])
+        if not item.piece_of or not network or _readable(item.measure).any():
+            continue
+        lengths = np.array([length for length, _ in network])
+        mean = float(np.average([width.mean_mm for _, width in network], weights=lengths))
+        method = network[int(lengths.argmax())][1].method
+        out[index] = _CrackWidths(mean, np.full(len(item.measure.chunk_length_px), mean), method)
+    return out
+
+
+def _finish_cracks(pending: list[_PendingCrack], cfg: ReportConfig, image_given: bool) -> list[dict[str, Any]]:
+    """Widths (``_read_widths``), severity and centreline pieces of every crack. With an image, a
+    crack it shows no contrast for is unmeasured: no width and no rating, never a mask width."""
     cores = CoreModel.learn([p.darkness for p in pending if p.darkness is not None])
+    widths = _stubs_read_as_their_network(pending, [_read_widths(item, cores, image_given) for item in pending])
     lines = []
-    for item in pending:
+    for item, width in zip(pending, widths, strict=True):
         record, measure, size = item.record, item.measure, item.size
-        px_mm = size.mean_m * 1000
-        if item.darkness is not None:
-            mean_px, chunk_px, method = cores.widths(item.darkness)
-            mean_width, chunk_widths = mean_px * px_mm, chunk_px * px_mm
-        elif image_given:
+        if width is None:
             record.width_method, record.severity = WIDTH_UNMEASURED, UNMEASURED
             lines.extend(_centreline_rows(record, measure, size, np.full(len(measure.chunk_lines), np.nan)))
             continue
-        else:
-            mean_width, chunk_widths, method = measure.mean_width_mm, measure.chunk_width_mm, WIDTH_FROM_MASK
-        measured = chunk_widths[measure.chunk_length_px >= CHUNK_PX / 4]
-        max_width = float(np.percentile(measured, 95)) if measured.size else mean_width
-        max_width = max(max_width, mean_width)
-        record.mean_width_mm, record.max_width_mm, record.width_method = mean_width, max_width, method
+        measured = width.chunks_mm[_readable(measure)]
+        max_width = max(float(np.percentile(measured, 95)) if measured.size else width.mean_mm, width.mean_mm)
+        record.mean_width_mm, record.max_width_mm, record.width_method = width.mean_mm, max_width, width.method
         record.severity = severity_of(
-            record.class_name, record.area_m2, max_width, cfg.crack_classes, cfg.severity, px_mm
+            record.class_name, record.area_m2, max_width, cfg.crack_classes, cfg.severity, size.mean_m * 1000
         )
-        lines.extend(_centreline_rows(record, measure, size, chunk_widths))
+        lines.extend(_centreline_rows(record, measure, size, width.chunks_mm))
     return lines
 
 

@@ -49,5 +49,6 @@ def cut_large(components: Sequence[Component], transform: Affine, side_px: int, 
             if not polygons:
                 continue
             piece = shapely.normalize(polygons[0] if len(polygons) == 1 else MultiPolygon(polygons))
-            out.append(Component(component.class_id, piece, round(piece.area / pixel_area), piece_of=number))
+            pixels = round(piece.area / pixel_area)
+            out.append(Component(component.class_id, piece, pixels, piece_of=number, square=(col0, row0, col1, row1)))
     return out

@@ -38,6 +38,7 @@ class Component:
     geometry: Polygon | MultiPolygon
     pixels: int
     piece_of: int = 0  # > 0: a piece of a larger component, the same number for all its pieces (pieces.py)
+    square: tuple[int, int, int, int] | None = None  # a piece's grid square (col0, row0, col1, row1), pixels
 
 
 class _UnionFind:

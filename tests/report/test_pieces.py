@@ -17,7 +17,7 @@ from pipeline.report.defects import build_defects
 from pipeline.report.measure import pixel_bounds
 from pipeline.report.pieces import cut_large
 from pipeline.report.vectorize import vectorize
-from pipeline.report.width import _chunk_medians
+from pipeline.report.width import _chunk_levels, middle_level
 from tests.conftest import REPO, write_raster
 
 CLASSES = ["background", "crack", "spall"]
@@ -86,10 +86,50 @@ def test_the_pieces_are_one_crack_measured_as_the_whole_is(network):
     weighted = (pieces["mean_width_mm"] * pieces["length_m"]).sum() / pieces["length_m"].sum()
     assert weighted == pytest.approx(float(whole_crack["mean_width_mm"].iloc[0]), abs=0.1)  # the image's width
     assert weighted == pytest.approx(3.0, abs=0.5)
+    # each piece reads the width the whole does: no piece takes in its neighbour's halo across a cut
+    # (before: chunks at the cuts 4 % wider), and no background level is stuck on a whole grey level
+    assert (pieces["mean_width_mm"] - whole_crack["mean_width_mm"].iloc[0]).abs().max() < 0.04
+    assert (pieces["max_width_mm"] - whole_crack["max_width_mm"].iloc[0]).abs().max() < 0.1
     assert (cut["class"] == "spall").sum() == 1
 
 
-def test_per_chunk_backgrounds_are_the_medians_a_search_per_chunk_finds():
+def test_a_corner_clipped_by_a_square_reads_its_networks_width(tmp_path):
+    """A branch that pokes 4 px across a cut into an empty square is a piece of its own: a few pixels
+    of crack and the blurred halo of its tip, which on their own read ~1.7x too wide. It takes the
+    length-weighted width of its network's other pieces, and so does its centreline."""
+    mask = np.zeros((400, 700), np.uint8)
+    mask[100:103, 20:680] = 1  # a crack across three squares
+    mask[30:260, 300:303] = 1  # a branch down from it, 4 px past the cut at row 256
+    tags = {"MSAF_CLASSES": json.dumps(CLASSES)}
+    mask_path = write_raster(tmp_path / "mask.tif", mask[None], nodata=255, tags=tags)
+    image_path = write_raster(tmp_path / "ortho.tif", photographed(mask))
+    cfg = ReportConfig(link_gap_m=0, max_piece_px=256)
+    tables = build_defects(mask_path, None, CLASSES, cfg, image_path)
+    pieces = tables.defects
+    assert len(pieces) == 4 and pieces["crack_id"].nunique() == 1
+    stub = pieces.loc[pieces["pixels"].idxmin()]
+    assert stub["pixels"] == 12  # 3 x 4 px
+    others = pieces[pieces["defect_id"] != stub["defect_id"]]
+    network = np.average(others["mean_width_mm"], weights=others["length_m"])
+    assert stub["mean_width_mm"] == pytest.approx(network, abs=1e-6)
+    assert stub["max_width_mm"] == pytest.approx(network, abs=1e-6)
+    stub_lines = tables.centerlines[tables.centerlines["defect_id"] == stub["defect_id"]]
+    assert len(stub_lines) and np.allclose(stub_lines["width_mm"], network, atol=1e-6)
+    whole = build_defects(mask_path, None, CLASSES, ReportConfig(link_gap_m=0), image_path).defects
+    assert network == pytest.approx(float(whole["mean_width_mm"].iloc[0]), abs=0.05)
+
+
+def test_a_background_level_is_not_stuck_on_whole_grey_levels():
+    """The middle half's mean: between two grey levels where the pixels are, unmoved by a dark tail."""
+    assert middle_level(np.array([164] * 50 + [165] * 50, np.uint8)) == 164.5
+    tailed = np.array([164] * 52 + [165] * 48 + [20] * 10, float)
+    assert middle_level(tailed) == 164.375  # its middle half: 35 pixels of 164 and 21 of 165
+    rng = np.random.default_rng(0)
+    noisy = rng.normal(140.3, 6, 20000).round()
+    assert middle_level(noisy) == pytest.approx(140.3, abs=0.1)
+
+
+def test_per_chunk_backgrounds_are_the_levels_a_search_per_chunk_finds():
     rng = np.random.default_rng(2)
     chunk_ids = rng.integers(0, 40, 5000)
     levels = rng.normal(150, 20, 5000)
@@ -97,8 +137,8 @@ def test_per_chunk_backgrounds_are_the_medians_a_search_per_chunk_finds():
     for chunk in range(45):
         local = levels[chunk_ids == chunk]
         if local.size >= 8:
-            naive[chunk] = np.median(local)
-    assert _chunk_medians(chunk_ids, levels, 45, 99.0).tolist() == naive.tolist()
+            naive[chunk] = middle_level(local)
+    assert _chunk_levels(chunk_ids, levels, 45, 99.0).tolist() == naive.tolist()
 
 
 def test_measuring_memory_does_not_grow_with_the_network(tmp_path):
