@@ -143,12 +143,16 @@ def _darkest_across(grey: np.ndarray, band: np.ndarray, distance: np.ndarray) ->
 
 
 def middle_level(levels: np.ndarray) -> float:
-    """The mean of the middle half of ``levels``: as robust to the crack's dark pixels and bright
-    specks as a median, but not stuck on whole grey levels (a median of 8-bit greys moves in steps
-    of one, and one grey level of background is ~0.06 px of a 3 px crack's width)."""
-    ordered = np.sort(levels, axis=None)
-    quarter = ordered.size // 4
-    return float(ordered[quarter : ordered.size - quarter].mean())
+    """The median of grey levels, interpolated within the run of pixels that share it (the grouped
+    median: each level stands for the unit interval around it). As robust as a median and as
+    unmoved by a monotone change of light, but not stuck on whole grey levels: a median of 8-bit
+    greys moves in steps of one, and one grey level of background is ~0.06 px of a 3-px crack."""
+    values = np.ravel(levels)
+    median = float(np.median(values))
+    below, at = int((values < median).sum()), int((values == median).sum())
+    if at == 0:  # between two levels already
+        return median
+    return median - 0.5 + (values.size / 2 - below) / at
 
 
 def _chunk_levels(chunk_ids: np.ndarray, levels: np.ndarray, chunks: int, default: float) -> np.ndarray:

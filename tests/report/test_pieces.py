@@ -120,13 +120,14 @@ def test_a_corner_clipped_by_a_square_reads_its_networks_width(tmp_path):
 
 
 def test_a_background_level_is_not_stuck_on_whole_grey_levels():
-    """The middle half's mean: between two grey levels where the pixels are, unmoved by a dark tail."""
+    """The median interpolated within its grey level's run: between two levels where the pixels are,
+    unmoved by a dark tail, and a plain median where no level repeats."""
     assert middle_level(np.array([164] * 50 + [165] * 50, np.uint8)) == 164.5
     tailed = np.array([164] * 52 + [165] * 48 + [20] * 10, float)
-    assert middle_level(tailed) == 164.375  # its middle half: 35 pixels of 164 and 21 of 165
+    assert middle_level(tailed) == pytest.approx(163.5 + (55 - 10) / 52)  # 45 of the 52 pixels of 164 below the middle
     rng = np.random.default_rng(0)
-    noisy = rng.normal(140.3, 6, 20000).round()
-    assert middle_level(noisy) == pytest.approx(140.3, abs=0.1)
+    assert middle_level(rng.normal(140.3, 6, 20000).round()) == pytest.approx(140.3, abs=0.05)
+    assert middle_level(np.array([1.0, 2.5, 3.0])) == 2.5 and middle_level(np.array([1.0, 2.0, 3.0, 4.0])) == 2.5
 
 
 def test_per_chunk_backgrounds_are_the_levels_a_search_per_chunk_finds():
