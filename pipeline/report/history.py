@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyproj
 import shapely
+from scipy.cluster.hierarchy import DisjointSet
 
 from pipeline import styles
 from pipeline.config import ReportConfig
@@ -128,22 +129,11 @@ def flights_in_order(folders: Sequence[Path]) -> list[Flight]:
     return flights
 
 
-class _Lineages:
-    """Union-find over (survey index, defect_id): the pieces that are one crack through the surveys."""
-
-    def __init__(self) -> None:
-        self.parent: dict[tuple[int, int], tuple[int, int]] = {}
-
-    def find(self, node: tuple[int, int]) -> tuple[int, int]:
-        self.parent.setdefault(node, node)
-        while self.parent[node] != node:
-            self.parent[node] = self.parent[self.parent[node]]
-            node = self.parent[node]
-        return node
-
-    def join(self, nodes: Sequence[tuple[int, int]]) -> None:
-        for node in nodes[1:]:
-            self.parent[self.find(node)] = self.find(nodes[0])
+def _join(lineages: DisjointSet[Node], nodes: Sequence[Node]) -> None:
+    """The pieces ``nodes`` are one crack through the surveys."""
+    for node in nodes:
+        lineages.add(node)
+        lineages.merge(nodes[0], node)
 
 
 def _ids(text: object) -> list[int]:
@@ -215,13 +205,13 @@ def follow_cracks(
     latest (``to_latest[k]``: survey k against the last, for every earlier k: the last pair's is
     ``changes[-1]``), with the statuses of their pieces."""
     last = len(cracks) - 1
-    lineages = _Lineages()
+    lineages: DisjointSet[Node] = DisjointSet()  # (survey index, defect_id): one crack through the surveys
     for k, frame in enumerate(cracks):
         for defect_id in frame["defect_id"]:
-            lineages.find((k, int(defect_id)))
+            lineages.add((k, int(defect_id)))
         if "crack_id" in frame:
             for _, pieces in frame.groupby("crack_id")["defect_id"]:
-                lineages.join([(k, int(i)) for i in pieces])
+                _join(lineages, [(k, int(i)) for i in pieces])
     as_old: dict[Node, str] = {}
     as_new: dict[Node, str] = {}
     for k, pair in enumerate(changes):
@@ -229,16 +219,16 @@ def follow_cracks(
             as_old |= dict.fromkeys(olds, status)
             as_new |= dict.fromkeys(news, status)
             if olds and news:
-                lineages.join(olds + news)
+                _join(lineages, olds + news)
     with_latest: dict[int, list[tuple[str, list[Node], list[Node]]]] = {}
     for k, pair in to_latest.items():
         with_latest[k] = comparison_rows(cracks, k, last, pair)
         for _, olds, news in with_latest[k]:
             if olds and news:
-                lineages.join(olds + news)
+                _join(lineages, olds + news)
     roots: dict[tuple[int, int], int] = {}
     lineage = [
-        np.array([roots.setdefault(lineages.find((k, int(i))), len(roots)) for i in frame["defect_id"]], dtype=int)
+        np.array([roots.setdefault(lineages[(k, int(i))], len(roots)) for i in frame["defect_id"]], dtype=int)
         for k, frame in enumerate(cracks)
     ]
     first = {line: k for k in reversed(range(len(cracks))) for line in lineage[k]}

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
 from scipy.spatial import cKDTree
 
 MAX_TURN_DEG = 45.0  # each end must point at the other within this (an end's direction is read from ~6 px)
@@ -54,21 +55,9 @@ def link_pieces(
     """The crack each piece belongs to: the smallest piece id of its linked group (a piece on its own
     is its own crack). ``gap_px`` <= 0 links nothing; ``joined``: pairs of pieces that are one crack
     whatever their ends (the pieces a network too large to measure at once was cut into)."""
-    parent = {piece: piece for piece in pieces}
-
-    def root(piece: int) -> int:
-        while parent[piece] != piece:
-            parent[piece] = parent[parent[piece]]
-            piece = parent[piece]
-        return piece
-
-    def union(a: int, b: int) -> None:
-        first, second = root(a), root(b)
-        if first != second:
-            parent[max(first, second)] = min(first, second)
-
+    cracks = DisjointSet(pieces)
     for a, b in joined:
-        union(a, b)
+        cracks.merge(a, b)
 
     if gap_px > 0 and len(ends) > 1:
         cos_turn = math.cos(math.radians(max_turn_deg))
@@ -83,5 +72,6 @@ def link_pieces(
             if a.piece == b.piece or i in taken or j in taken or not _joins(a, b, cos_turn):
                 continue
             taken |= {i, j}
-            union(a.piece, b.piece)
-    return {piece: root(piece) for piece in pieces}
+            cracks.merge(a.piece, b.piece)
+    lowest = {piece: min(group) for group in cracks.subsets() for piece in group}
+    return {piece: lowest[piece] for piece in pieces}

@@ -20,6 +20,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 from scipy import ndimage
+from scipy.cluster.hierarchy import DisjointSet
 from shapely.affinity import affine_transform
 from shapely.geometry import MultiPolygon, Polygon, shape
 
@@ -39,24 +40,6 @@ class Component:
     pixels: int
     piece_of: int = 0  # > 0: a piece of a larger component, the same number for all its pieces (pieces.py)
     square: tuple[int, int, int, int] | None = None  # a piece's grid square (col0, row0, col1, row1), pixels
-
-
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, item: int) -> int:
-        root = self.parent.setdefault(item, item)
-        while root != self.parent[root]:
-            root = self.parent[root]
-        while item != root:  # path compression
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def _raster_ids(row: np.ndarray, offset: int) -> np.ndarray:
@@ -155,7 +138,7 @@ def vectorize(
         strips = in_processes(_read_strip_components, calls, workers)
     else:
         strips = (_read_here(mask, r0, r1, class_ids, nodata, num_classes) for r0, r1 in rows)
-    uf = _UnionFind()
+    joined: DisjointSet[int] = DisjointSet()
     pieces: dict[int, list[Polygon]] = defaultdict(list)
     pixels: dict[int, int] = defaultdict(int)
     class_of: dict[int, int] = {}
@@ -170,6 +153,7 @@ def vectorize(
             offset = next_id - 1
             for gid in range(next_id, next_id + strip.count):
                 class_of[gid] = class_id
+                joined.add(gid)
             next_id += strip.count
             above = previous_row.get(class_id)
             if above is not None:
@@ -178,7 +162,7 @@ def vectorize(
                     a = above[max(0, -shift) : len(above) - max(0, shift)]
                     b = first[max(0, shift) : len(first) - max(0, -shift)]
                     for x, y in set(zip(a[(a > 0) & (b > 0)].tolist(), b[(a > 0) & (b > 0)].tolist(), strict=True)):
-                        uf.union(x, y)
+                        joined.merge(x, y)
             previous_row[class_id] = _raster_ids(strip.last_row, offset)
             for label in np.flatnonzero(strip.pixels).tolist():
                 if label:
@@ -189,7 +173,7 @@ def vectorize(
     to_crs = [t.a, t.b, t.d, t.e, t.c, t.f]
     groups: dict[int, list[int]] = defaultdict(list)
     for gid in pieces:
-        groups[uf.find(gid)].append(gid)
+        groups[joined[gid]].append(gid)
     keyed = []
     for members in groups.values():
         parts = [poly for gid in members for poly in pieces[gid]]

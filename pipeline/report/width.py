@@ -7,9 +7,11 @@ level C), however the crack is anti-aliased or blurred, so
 
     width = sum over a band around the crack of (B - I) / (B - C) / centreline length.
 
-B is the middle level (``middle_level``) of a ring just outside the band (widened while the ring
-is still darker inside than outside: a mask narrower than its blurred crack); noise averages out
-over the band.
+B is the grouped median (``grouped_median``) of a ring just outside the band (widened while the
+ring is still darker inside than outside: a mask narrower than its blurred crack); noise averages
+out over the band. Each chunk's own background is the plain median of its part of the ring: read
+as grouped medians too, they tipped one more unchanged crack into a false trend in two of the
+history bench's three sets.
 
 The hard part is C. Blur preserves the integral but lightens a thin crack's darkest pixel far
 above its real core level, so a thin crack measured against its own darkest level comes out 2-6x
@@ -142,7 +144,7 @@ def _darkest_across(grey: np.ndarray, band: np.ndarray, distance: np.ndarray) ->
     return float(min(medians)) if medians else float("nan")
 
 
-def middle_level(levels: np.ndarray) -> float:
+def grouped_median(levels: np.ndarray) -> float:
     """The median of grey levels, interpolated within the run of pixels that share it (the grouped
     median: each level stands for the unit interval around it). As robust as a median and as
     unmoved by a monotone change of light, but not stuck on whole grey levels: a median of 8-bit
@@ -155,17 +157,17 @@ def middle_level(levels: np.ndarray) -> float:
     return median - 0.5 + (values.size / 2 - below) / at
 
 
-def _chunk_levels(chunk_ids: np.ndarray, levels: np.ndarray, chunks: int, default: float) -> np.ndarray:
-    """The middle level of each chunk's pixels (``default`` where it has fewer than 8): pixels sorted
+def _chunk_medians(chunk_ids: np.ndarray, levels: np.ndarray, chunks: int, default: float) -> np.ndarray:
+    """The median level of each chunk's pixels (``default`` where it has fewer than 8): pixels sorted
     by chunk once, not the window searched once per chunk (a crack network of thousands of chunks
     spans a window of millions of pixels)."""
     order = np.argsort(chunk_ids, kind="stable")
     ids, values = chunk_ids[order], levels[order]
     starts = np.searchsorted(ids, np.arange(chunks + 1))
-    per_chunk = np.full(chunks, default)
+    medians = np.full(chunks, default)
     for chunk in np.flatnonzero(np.diff(starts) >= 8).tolist():
-        per_chunk[chunk] = middle_level(values[starts[chunk] : starts[chunk + 1]])
-    return per_chunk
+        medians[chunk] = float(np.median(values[starts[chunk] : starts[chunk + 1]]))
+    return medians
 
 
 def measure_darkness(
@@ -204,13 +206,13 @@ def measure_darkness(
         band, ring = _band_and_ring(guide, reach, usable, guide_darkest)
     if ring.sum() < 8 or not np.isfinite(darkest):
         return None
-    background = middle_level(grey[ring])
+    background = grouped_median(grey[ring])
     if background - darkest < MIN_CONTRAST:
         return None
     # every band/ring pixel belongs to the chunk of its nearest centreline pixel
     nearest_chunk = chunk_of[rows, cols]
     chunks = len(chunk_length_px)
-    chunk_background = _chunk_levels(nearest_chunk[ring], grey[ring], chunks, background)
+    chunk_background = _chunk_medians(nearest_chunk[ring], grey[ring], chunks, background)
     band_chunks = nearest_chunk[band]
     chunk_darkness = np.bincount(band_chunks, weights=chunk_background[band_chunks] - grey[band], minlength=chunks)
     return Darkness(

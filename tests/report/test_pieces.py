@@ -17,7 +17,7 @@ from pipeline.report.defects import build_defects
 from pipeline.report.measure import pixel_bounds
 from pipeline.report.pieces import cut_large
 from pipeline.report.vectorize import vectorize
-from pipeline.report.width import _chunk_levels, middle_level
+from pipeline.report.width import _chunk_medians, grouped_median
 from tests.conftest import REPO, write_raster
 
 CLASSES = ["background", "crack", "spall"]
@@ -88,8 +88,9 @@ def test_the_pieces_are_one_crack_measured_as_the_whole_is(network):
     assert weighted == pytest.approx(3.0, abs=0.5)
     # each piece reads the width the whole does: no piece takes in its neighbour's halo across a cut
     # (before: chunks at the cuts 4 % wider), and no background level is stuck on a whole grey level
-    assert (pieces["mean_width_mm"] - whole_crack["mean_width_mm"].iloc[0]).abs().max() < 0.04
-    assert (pieces["max_width_mm"] - whole_crack["max_width_mm"].iloc[0]).abs().max() < 0.1
+    # (before: up to 0.046 mm off the whole's mean width, and max widths 0.076 mm wider on average)
+    assert (pieces["mean_width_mm"] - whole_crack["mean_width_mm"].iloc[0]).abs().max() < 0.03
+    assert pieces["max_width_mm"].mean() == pytest.approx(whole_crack["max_width_mm"].iloc[0], abs=0.03)
     assert (cut["class"] == "spall").sum() == 1
 
 
@@ -122,15 +123,15 @@ def test_a_corner_clipped_by_a_square_reads_its_networks_width(tmp_path):
 def test_a_background_level_is_not_stuck_on_whole_grey_levels():
     """The median interpolated within its grey level's run: between two levels where the pixels are,
     unmoved by a dark tail, and a plain median where no level repeats."""
-    assert middle_level(np.array([164] * 50 + [165] * 50, np.uint8)) == 164.5
+    assert grouped_median(np.array([164] * 50 + [165] * 50, np.uint8)) == 164.5
     tailed = np.array([164] * 52 + [165] * 48 + [20] * 10, float)
-    assert middle_level(tailed) == pytest.approx(163.5 + (55 - 10) / 52)  # 45 of the 52 pixels of 164 below the middle
+    assert grouped_median(tailed) == pytest.approx(163.5 + (55 - 10) / 52)  # 45 of the 52 at 164 below the middle
     rng = np.random.default_rng(0)
-    assert middle_level(rng.normal(140.3, 6, 20000).round()) == pytest.approx(140.3, abs=0.05)
-    assert middle_level(np.array([1.0, 2.5, 3.0])) == 2.5 and middle_level(np.array([1.0, 2.0, 3.0, 4.0])) == 2.5
+    assert grouped_median(rng.normal(140.3, 6, 20000).round()) == pytest.approx(140.3, abs=0.05)
+    assert grouped_median(np.array([1.0, 2.5, 3.0])) == 2.5 and grouped_median(np.array([1.0, 2.0, 3.0, 4.0])) == 2.5
 
 
-def test_per_chunk_backgrounds_are_the_levels_a_search_per_chunk_finds():
+def test_per_chunk_backgrounds_are_the_medians_a_search_per_chunk_finds():
     rng = np.random.default_rng(2)
     chunk_ids = rng.integers(0, 40, 5000)
     levels = rng.normal(150, 20, 5000)
@@ -138,8 +139,8 @@ def test_per_chunk_backgrounds_are_the_levels_a_search_per_chunk_finds():
     for chunk in range(45):
         local = levels[chunk_ids == chunk]
         if local.size >= 8:
-            naive[chunk] = middle_level(local)
-    assert _chunk_levels(chunk_ids, levels, 45, 99.0).tolist() == naive.tolist()
+            naive[chunk] = np.median(local)
+    assert _chunk_medians(chunk_ids, levels, 45, 99.0).tolist() == naive.tolist()
 
 
 def test_measuring_memory_does_not_grow_with_the_network(tmp_path):
