@@ -243,6 +243,7 @@ def _layer_specs() -> dict[str, StyleSpec]:
     return {
         "defects": DEFECT_FILL,
         "crack_centerlines": StyleSpec("line", CENTERLINE_COLOUR, None, 255, 0.5),
+        "cracks": StyleSpec("line", SEVERITY_COLOURS, "severity", 255, 0.8),
         "non_defects": StyleSpec("fill", NON_DEFECT_COLOUR, None, 70, 0.2),
         "changes": StyleSpec("fill", STATUS_COLOURS, "status"),
         "crack_changes": StyleSpec("fill", STATUS_COLOURS, "status"),

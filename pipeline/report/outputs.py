@@ -14,12 +14,14 @@ import shapely
 
 from pipeline.fsutil import atomic_output
 from pipeline.report.condition import ConditionStates
+from pipeline.report.cracks import CRACKS_GEOMETRY, CRACKS_LAYER, cracks_of
 from pipeline.report.defects import DefectTables
 from pipeline.review import REVIEW_LAYERS, empty_review_layers
 from pipeline.styles import layer_style, other_styles
 from pipeline.survey_folder import SurveyFolder
 
 PROJECTED_COLUMNS = ["centroid_x", "centroid_y", "bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy"]
+EMPTY_TYPES = {name: spec[0] for name, spec in REVIEW_LAYERS.items()} | {CRACKS_LAYER: CRACKS_GEOMETRY}
 LAYER_STYLES_TABLE = """CREATE TABLE layer_styles (
     id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, f_table_catalog TEXT(256), f_table_schema TEXT(256),
     f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
@@ -39,8 +41,8 @@ def write_geopackage(
             # GeoPackage 1.2: read without warnings by the GDAL of current LTR GIS (QGIS 3.22 on Debian 12)
             options = ({"VERSION": "1.2"} | ({"dataset_metadata": metadata} if metadata else {})) if first else {}
             if isinstance(frame, gpd.GeoDataFrame):
-                if name in REVIEW_LAYERS and not len(frame):  # an empty layer says its geometry type itself
-                    options = options | {"geometry_type": REVIEW_LAYERS[name][0]}
+                if name in EMPTY_TYPES and not len(frame):  # an empty layer says its geometry type itself
+                    options = options | {"geometry_type": EMPTY_TYPES[name]}
                 valid_geometries(frame).to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
             else:
                 pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG", **options)
@@ -110,11 +112,12 @@ def write_tables(
     metadata: dict[str, str] | None = None,
     condition: ConditionStates | None = None,
 ) -> dict[str, str]:
-    """defects.gpkg (defects, crack_centerlines, summary, non_defects when any, condition_cells and
+    """defects.gpkg (defects, cracks, crack_centerlines, summary, non_defects when any, condition_cells and
     condition_states when assessed, and the empty review layers missed_cracks and reviewed_area for
     the inspector), defects.geojson, defects.csv, defects.parquet."""
     layers: dict[str, gpd.GeoDataFrame | pd.DataFrame] = {
         "defects": tables.defects,
+        CRACKS_LAYER: cracks_of(tables.defects, tables.centerlines),
         "crack_centerlines": tables.centerlines,
         "summary": tables.summary,
     }

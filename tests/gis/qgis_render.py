@@ -87,6 +87,13 @@ def main() -> None:
             "editable": bool(layer.dataProvider().capabilities() & QgsVectorDataProvider.AddFeatures),
             "colour": layer.renderer().symbol().color().name(),
         }
+    cracks = QgsVectorLayer(f"{gpkg}|layername=cracks", "cracks", "ogr")
+    info["cracks"] = {
+        "valid": cracks.isValid(),
+        "features": cracks.featureCount(),
+        "geometry": QgsWkbTypes.displayString(cracks.wkbType()),
+        **_renderer_info(cracks),
+    }
     cells = QgsVectorLayer(f"{gpkg}|layername=condition_cells", "condition", "ogr")
     info["condition"] = {"valid": cells.isValid(), "features": cells.featureCount(), **_renderer_info(cells)}
     info["lines_renderer"] = lines.renderer().type()

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 from PIL import Image
 
@@ -69,6 +70,11 @@ def test_qgis_opens_the_outputs_with_their_styles_and_renders_a_map(tmp_path, su
         "field": "sharpness",
         "categories": SHARPNESS_COLOURS,
     }
+    cracks = info["cracks"]  # one line per crack, coloured by its rating as the defects are
+    assert cracks["valid"] and cracks["geometry"] == "MultiLineString"
+    crack_ids = gpd.read_file(folder / "defects.gpkg", layer="defects")["crack_id"]
+    assert cracks["features"] == crack_ids[crack_ids > 0].nunique() >= 1
+    assert cracks["field"] == "severity" and cracks["categories"] == SEVERITY_COLOURS
     condition = info["condition"]  # the condition map: one cell per 0.5 m of ground, coloured by state
     assert condition["valid"] and condition["features"] >= 2 and condition["renderer"] == "categorizedSymbol"
     assert condition["field"] == "condition_state" and condition["categories"] == CONDITION_COLOURS

@@ -39,6 +39,7 @@ def test_geopackage_layers_columns_and_crs(reported, crack_mosaic):
     layers = dict(pyogrio.list_layers(reported / "defects.gpkg"))
     assert set(layers) == {
         "defects",
+        "cracks",
         "crack_centerlines",
         "summary",
         "condition_cells",
@@ -122,7 +123,14 @@ def test_geopackage_carries_default_qgis_and_sld_styles(reported):
             "SELECT f_table_name, styleName, styleQML FROM layer_styles WHERE NOT useAsDefault"
         ).fetchall()
         contents = con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchone()
-    assert [r[0] for r in rows] == ["condition_cells", "crack_centerlines", "defects", "missed_cracks", "reviewed_area"]
+    assert [r[0] for r in rows] == [
+        "condition_cells",
+        "crack_centerlines",
+        "cracks",
+        "defects",
+        "missed_cracks",
+        "reviewed_area",
+    ]
     assert contents == ("attributes",)
     styles = {name: (ET.fromstring(qml), ET.fromstring(sld)) for name, _, qml, sld, _ in rows}
     renderer = styles["defects"][0].find("renderer-v2")

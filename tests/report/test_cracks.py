@@ -1,0 +1,88 @@
+"""The cracks layer: a crack's pieces (linked across a faint stretch, or a network cut to be measured)
+as the one crack an inspection record lists: its length, widest width, rating and line."""
+
+import json
+import sqlite3
+from contextlib import closing
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+
+from pipeline.config import ReportConfig
+from pipeline.report.build import report_survey
+from pipeline.report.cracks import CRACK_COLUMNS, cracks_of
+from pipeline.report.defects import build_defects
+from tests.conftest import write_mask_survey, write_raster
+from tests.report.test_pieces import CLASSES, map_cracking, photographed
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """A crack the mask broke by a 10-px gap, across two cuts of the 256-px squares (four pieces, one
+    crack), a 900-px network cut into 20 pieces (one crack), a lone short crack and a spall;
+    photographed with blur and noise."""
+    root = tmp_path_factory.mktemp("cracks")
+    mask = np.zeros((1400, 1000), np.uint8)
+    mask[50:54, 40:400] = 1  # a 4-px crack ...
+    mask[50:54, 410:700] = 1  # ... that fades for 10 px
+    mask[200:1100, 50:950] = map_cracking(900)[:, :]
+    mask[1200:1202, 100:180] = 1  # a lone 2-px crack
+    mask[1250:1290, 600:660] = 2  # a spall
+    tags = {"MSAF_CLASSES": json.dumps(CLASSES)}
+    mask_path = write_raster(root / "mask.tif", mask[None], nodata=255, tags=tags)
+    image_path = write_raster(root / "ortho.tif", photographed(mask))
+    return build_defects(mask_path, None, CLASSES, ReportConfig(max_piece_px=256), image_path)
+
+
+def test_each_crack_is_one_row_of_its_pieces(tables):
+    defects, cracks = tables.defects, cracks_of(tables.defects, tables.centerlines)
+    pieces = defects[defects["class"] == "crack"]
+    assert list(cracks.columns) == [*CRACK_COLUMNS, "geometry"]
+    assert len(cracks) == pieces["crack_id"].nunique() == 3  # the broken crack, the network, the lone one
+    assert cracks["crack_id"].tolist() == sorted(pieces["crack_id"].unique())
+    assert sorted(cracks["pieces"]) == [1, 4, 20]
+    for crack in cracks.itertuples():
+        own = pieces[pieces["crack_id"] == crack.crack_id]
+        assert crack.defect_ids == ",".join(str(i) for i in sorted(own["defect_id"]))
+        assert crack.length_m == pytest.approx(own["length_m"].sum())
+        assert crack.max_width_mm == own["max_width_mm"].max()
+        assert crack.severity == own.loc[own["max_width_mm"].idxmax(), "severity"]
+        assert crack.area_m2 == pytest.approx(own["area_m2"].sum())
+        weighted = np.average(own["mean_width_mm"], weights=own["length_m"])
+        assert crack.mean_width_mm == pytest.approx(weighted)
+        # its line is its pieces' centrelines, as long as the length measured (staircases simplified)
+        assert crack.geometry.geom_type == "MultiLineString"
+        assert crack.geometry.length == pytest.approx(crack.length_m, rel=0.06)
+    broken = cracks[cracks["pieces"] == 4].iloc[0]
+    assert broken.length_m == pytest.approx(0.650, abs=0.012)  # 360 + 290 px drawn, the gap not counted
+    # the gap stays a gap in its line: nothing drawn over the 10 px where the mask lost it
+    gap = shapely.box(500000 + 0.4015, 5000000 - 0.054, 500000 + 0.4085, 5000000 - 0.050)
+    assert not broken.geometry.intersects(gap) and broken.geometry.distance(gap) < 0.003
+    network = cracks[cracks["pieces"] == 20].iloc[0]
+    assert network.crack_type == "map" and network.length_m == pytest.approx(2 * 9 * 0.9, rel=0.01)
+    assert network.mean_width_mm == pytest.approx(3.0, abs=0.5)
+    assert "spall" not in set(cracks["class"])
+
+
+def test_the_cracks_layer_is_in_the_geopackage_styled_and_typed_also_when_empty(tmp_path):
+    mask = np.zeros((300, 300), np.uint8)
+    mask[100:103, 20:280] = 1
+    mask[200:240, 100:140] = 2
+    folder = write_mask_survey(tmp_path / "one", mask)
+    report_survey(folder, ReportConfig())
+    layers = dict(pyogrio.list_layers(folder / "defects.gpkg"))
+    assert layers["cracks"] == "MultiLineString"
+    cracks = gpd.read_file(folder / "defects.gpkg", layer="cracks")
+    assert len(cracks) == 1 and cracks.crs.to_epsg() == 32633
+    assert cracks["length_m"].iloc[0] == pytest.approx(0.26, abs=0.005)
+    assert shapely.get_num_geometries(cracks.geometry.iloc[0]) == 1
+    with closing(sqlite3.connect(folder / "defects.gpkg")) as con:
+        styled = {row[0] for row in con.execute("SELECT f_table_name FROM layer_styles")}
+    assert "cracks" in styled
+    empty = write_mask_survey(tmp_path / "empty", np.zeros((64, 64), np.uint8))
+    report_survey(empty, ReportConfig())
+    assert dict(pyogrio.list_layers(empty / "defects.gpkg"))["cracks"] == "MultiLineString"
+    assert len(gpd.read_file(empty / "defects.gpkg", layer="cracks")) == 0
