@@ -310,7 +310,8 @@ def build_page(
                 "note",
                 f"{len(pieces)} pieces of crack mask are {linked} cracks: pieces whose ends face each other across "
                 f"up to {cfg.link_gap_m * 1000:g} mm are one crack (column crack_id; report.link_gap_m). "
-                "Each piece keeps its own row, length and width.",
+                "Each piece keeps its own row, length and width in the defects layer; the cracks layer of "
+                "defects.gpkg lists each crack once, its pieces rolled up.",
             )
         )
     if condition is not None:

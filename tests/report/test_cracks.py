@@ -69,7 +69,8 @@ def test_each_crack_is_one_row_of_its_pieces(tables):
 
 def test_the_cracks_layer_is_in_the_geopackage_styled_and_typed_also_when_empty(tmp_path):
     mask = np.zeros((300, 300), np.uint8)
-    mask[100:103, 20:280] = 1
+    mask[100:103, 20:130] = 1  # one crack the mask lost for 10 px: two pieces
+    mask[100:103, 140:280] = 1
     mask[200:240, 100:140] = 2
     folder = write_mask_survey(tmp_path / "one", mask)
     report_survey(folder, ReportConfig())
@@ -77,8 +78,10 @@ def test_the_cracks_layer_is_in_the_geopackage_styled_and_typed_also_when_empty(
     assert layers["cracks"] == "MultiLineString"
     cracks = gpd.read_file(folder / "defects.gpkg", layer="cracks")
     assert len(cracks) == 1 and cracks.crs.to_epsg() == 32633
-    assert cracks["length_m"].iloc[0] == pytest.approx(0.26, abs=0.005)
-    assert shapely.get_num_geometries(cracks.geometry.iloc[0]) == 1
+    assert cracks["length_m"].iloc[0] == pytest.approx(0.25, abs=0.005) and cracks["pieces"].iloc[0] == 2
+    assert shapely.get_num_geometries(cracks.geometry.iloc[0]) == 2
+    page = (folder / "report.html").read_text()
+    assert "2 pieces of crack mask are 1 cracks" in page and "the cracks layer of defects.gpkg" in page
     with closing(sqlite3.connect(folder / "defects.gpkg")) as con:
         styled = {row[0] for row in con.execute("SELECT f_table_name FROM layer_styles")}
     assert "cracks" in styled
