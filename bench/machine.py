@@ -35,9 +35,11 @@ KERNELS = {"in cache": 128 << 10, "streaming": 16 << 20}  # bytes per array (two
 def core_scaling(cores: list[int], seconds: float = 0.15, rounds: int = 3) -> dict[str, dict[int, float]]:
     """How much more work ``n`` cores do than one (for each ``n`` of ``cores``), measured now: ``n``
     processes, one pinned to each core, all adding one float32 array into another at once, their
-    summed rate over one process's alone, the median of ``rounds`` alternating rounds (a shared
-    machine's memory rate moved 2x from one quarter second to the next here; 3.3 s for 1 and 2
-    cores, an estimated ~13 s for 4, 8 and 16 within gpu_check's engine step). Two array sizes bound
+    summed rate over one process's alone (the better of one measured just before and just after:
+    a neighbour's burst during the one-core run alone would inflate the ratio), the median of
+    ``rounds`` alternating rounds (a shared machine's memory rate moved 2x from one quarter second to
+    the next here; 4.7 s for 1 and 2 cores, an estimated ~19 s for 4, 8 and 16 within gpu_check's
+    engine step). Two array sizes bound
     what an engine can get: arrays that stay in a core's own cache (the cores' arithmetic: ~n on
     real cores), and arrays far larger than a core's share of the last-level cache (the memory the
     cores share). An engine's own speed-up is read against these."""
@@ -48,8 +50,10 @@ def core_scaling(cores: list[int], seconds: float = 0.15, rounds: int = 3) -> di
         ratios: dict[int, list[float]] = {n: [] for n in counts}
         for _ in range(rounds):
             for n in counts:
-                one = _summed_rate(available[:1], size, seconds)
-                ratios[n].append(_summed_rate(available[:n], size, seconds) / one)
+                before = _summed_rate(available[:1], size, seconds)
+                together = _summed_rate(available[:n], size, seconds)
+                one = max(before, _summed_rate(available[:1], size, seconds))  # a busy moment lowers one of them
+                ratios[n].append(together / one)
         result[name] = {1: 1.0} | {n: sorted(values)[len(values) // 2] for n, values in ratios.items()}
     return result
 

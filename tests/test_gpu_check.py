@@ -141,7 +141,8 @@ def test_the_machines_own_core_scaling_is_measured_with_one_process_per_core():
     machine = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(machine)
     cores = len(os.sched_getaffinity(0))
-    scaling = machine.core_scaling([1, 2, cores + 1], seconds=0.05, rounds=1)  # more cores than there are: left out
+    # more cores than there are: left out; three rounds, as a suite's other worker shares the machine
+    scaling = machine.core_scaling([1, 2, cores + 1], seconds=0.05, rounds=3)
     assert set(scaling) == {"in cache", "streaming"}
     expected = [1, 2] if cores >= 2 else [1]
     for ratios in scaling.values():
