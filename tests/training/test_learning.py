@@ -24,7 +24,7 @@ def test_short_training_clearly_beats_initialisation(tmp_path, cfd_subset):
             tmp_path / "params.yaml",
             cfd_subset / "images",
             cfd_subset / "masks",
-            train={"epochs": 4, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 160},
+            train={"epochs": 3, "steps_per_epoch": 20, "batch_size": 8, "crop_size": 160},
         )
     )
     pairs = find_pairs(params.data.images, params.data.masks)
@@ -39,7 +39,7 @@ def test_short_training_clearly_beats_initialisation(tmp_path, cfd_subset):
     result = train_model(params)
     after = result.validation
     assert result.metadata.validation() == after  # stored in the checkpoint as it was selected
-    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+    assert [r.epoch for r in result.history] == [1, 2, 3]
     assert after.fg_tol_f1 > before.fg_tol_f1 + 0.2, (before.fg_tol_f1, after.fg_tol_f1)
     assert after.fg_tol_f1 > 0.35
 
@@ -63,17 +63,17 @@ def test_overfits_one_real_image_to_high_iou(cfd_subset):
     assert (truth == 1).sum() > 500
     seed_everything(0)
     model = build_model("dsnet-tiny", 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=8e-3, weight_decay=0)
     mean, std = channel_stats([item])
     image = torch.tensor(pixels).unsqueeze(0)
     x = normalise(torch.cat([image, image.flip(2)]), mean, std)
     labels = torch.from_numpy(truth).long().unsqueeze(0)
     y = torch.cat([labels, labels.flip(2)])
-    steps, cfg = 120, LossConfig(dice_weight=0.5)
+    steps, cfg = 60, LossConfig(dice_weight=0.5)
     model.train()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = 5e-3 * (1 - step / steps) ** 0.9
+            group["lr"] = 8e-3 * (1 - step / steps) ** 0.9
         loss = segmentation_loss(model(x), y, cfg)
         optimizer.zero_grad()
         loss.backward()

@@ -188,3 +188,22 @@ def test_trainable_trains_only_the_named_part_and_leaves_the_rest_bit_for_bit(tm
     wrong = params.model_copy(update={"train": params.train.model_copy(update={"trainable": ["refiner"]})})
     with pytest.raises(MsafError, match="no parameter of this network is named refiner"):
         train_model(wrong)
+
+
+def test_seeding_asks_for_deterministic_kernels_without_loading_the_compiler():
+    """The determinism the byte-identical resume above rests on, set without importing torch's
+    compiler (1.8 s of every training's start); where the compiler is loaded, its flag is set too."""
+    script = (
+        "import sys, torch\n"
+        "from pipeline.training.trainer import seed_everything\n"
+        "seed_everything(0)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " 'torch._inductor' in sys.modules)\n"
+        "import torch._inductor.config as inductor\n"
+        "inductor.deterministic = False\n"
+        "seed_everything(0)\n"
+        "print(inductor.deterministic)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "False", "True"]
