@@ -16,6 +16,7 @@ import pandas as pd
 import pyogrio
 
 from pipeline.errors import MsafError
+from pipeline.vectors import layer_names, read_layer
 
 REVIEW_FIELD = "review"
 UNREVIEWED = "unreviewed"
@@ -65,8 +66,8 @@ def read_review(gpkg: Path) -> Review:
     if not gpkg.is_file():
         raise MsafError(f"no defects.gpkg in {gpkg.parent}; run `msaf report` on the survey first")
     try:
-        layers = {name for name, _ in pyogrio.list_layers(gpkg)}
-        defects = gpd.read_file(gpkg, layer="defects", engine="pyogrio")
+        layers = set(layer_names(gpkg))
+        defects = read_layer(gpkg, "defects")
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise MsafError(f"{gpkg}: not a readable survey GeoPackage ({str(exc)[:120]})") from None
     if REVIEW_FIELD not in defects:
@@ -81,7 +82,7 @@ def read_review(gpkg: Path) -> Review:
     empty = empty_review_layers(defects.crs)
     drawn = []
     for name in REVIEW_LAYERS:
-        frame = gpd.read_file(gpkg, layer=name, engine="pyogrio") if name in layers else empty[name]
+        frame = read_layer(gpkg, name) if name in layers else empty[name]
         if frame.crs is not None and defects.crs is not None and frame.crs != defects.crs:
             frame = frame.to_crs(defects.crs)
         drawn.append(frame[frame.geometry.notna() & ~frame.geometry.is_empty])

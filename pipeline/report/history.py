@@ -52,6 +52,7 @@ from pipeline.report.registration import Registration
 from pipeline.report.survey_layers import load_defects
 from pipeline.survey_folder import SurveyFolder, prepare_output_folder
 from pipeline.survey_record import SurveyRecord, read_survey_record
+from pipeline.vectors import read_layer
 
 HISTORY_GPKG, HISTORY_CSV = "history.gpkg", "history.csv"
 HISTORY_OUTPUTS = (HISTORY_GPKG, HISTORY_CSV, SurveyFolder.HTML)
@@ -391,7 +392,7 @@ def _compared(flights: list[Flight], old: int, new: int, parent: Path, cfg: Repo
         (out / RECORD).unlink(missing_ok=True)  # what it recorded no longer holds
         registration = compare_surveys(*surveys, out, cfg).registration
         record_comparison(out, *surveys, cfg, registration)
-    changes = gpd.read_file(out / CHANGES_GPKG, layer="changes", engine="pyogrio")
+    changes = read_layer(out / CHANGES_GPKG, "changes")
     return Comparison(changes, registration, reused)
 
 

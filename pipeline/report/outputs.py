@@ -34,7 +34,9 @@ def write_geopackage(
 ) -> None:
     """All layers into one GeoPackage (spatial layers keep their CRS; plain tables have none), with a
     default QGIS style (QML + SLD, table ``layer_styles``) for each styled layer and ``metadata`` as
-    GDAL dataset metadata."""
+    GDAL dataset metadata. A GDAL side-car of the file it replaces goes with it (``NAME.aux.xml``, left
+    by a reader of an earlier release's file: it holds that file's metadata, which GDAL would merge
+    into this one's)."""
     with atomic_output(path, create=False) as tmp:
         first = True
         for name, frame in layers.items():
@@ -48,6 +50,7 @@ def write_geopackage(
                 pyogrio.write_dataframe(frame, tmp, layer=name, driver="GPKG", **options)
             first = False
         _store_styles(tmp, [n for n, f in layers.items() if isinstance(f, gpd.GeoDataFrame)])
+    Path(f"{path}.aux.xml").unlink(missing_ok=True)
 
 
 def _store_styles(path: Path, layers: list[str]) -> None:

@@ -12,6 +12,7 @@ from pipeline.config import ReportConfig
 from pipeline.errors import MsafError
 from pipeline.report.build import report_survey
 from pipeline.survey_folder import SurveyFolder
+from pipeline.vectors import layer_names, read_layer
 
 
 def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") -> gpd.GeoDataFrame:
@@ -23,7 +24,7 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
             raise MsafError(f"{survey_dir}: neither defects.gpkg nor mask.tif; is this a survey folder?")
         report_survey(survey_dir, cfg)
     try:
-        frame = gpd.read_file(gpkg, layer=layer, engine="pyogrio")
+        frame = read_layer(gpkg, layer)
     except pyogrio.errors.DataLayerError:
         raise MsafError(
             f"{gpkg} has no layer {layer!r} (deleted in a GIS, or written by an older release); "
@@ -38,6 +39,6 @@ def load_defects(survey_dir: Path, cfg: ReportConfig, layer: str = "defects") ->
 
 def condition_cells(survey_dir: Path, cfg: ReportConfig) -> gpd.GeoDataFrame | None:
     """The survey's condition map, or None when its report predates condition states."""
-    if "condition_cells" not in pyogrio.list_layers(SurveyFolder(survey_dir).gpkg)[:, 0]:
+    if "condition_cells" not in layer_names(SurveyFolder(survey_dir).gpkg):
         return None
     return load_defects(survey_dir, cfg, "condition_cells")

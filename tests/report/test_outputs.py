@@ -419,6 +419,19 @@ def test_change_tracking_on_known_changes(tmp_path):
     assert len(labels) == len(changes)
 
 
+def test_comparing_two_reported_surveys_writes_nothing_into_them(tmp_path, reported):
+    """`msaf compare` (a fresh process) reads both surveys' GeoPackages, which carry their job's
+    metadata: GDAL's GeoPackage reader would leave a NAME.aux.xml of it beside each one."""
+    for name in ("old", "new"):
+        shutil.copytree(reported, tmp_path / name, ignore=shutil.ignore_patterns(".msaf*"))
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*")}
+    assert pyogrio.read_info(tmp_path / "old" / "defects.gpkg", layer="defects")["dataset_metadata"]["model"]
+    result = run_msaf("compare", str(tmp_path / "old"), str(tmp_path / "new"), "--out", str(tmp_path / "changes"))
+    assert result.returncode == 0, result.stderr
+    after = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if "changes" not in path.parts}
+    assert after == before  # not one file added to or changed in either survey
+
+
 def test_joints_never_become_defects(tmp_path):
     """A formwork joint crossing the survey and a crack meeting it: one crack defect, the joint in its own layer."""
     mask = np.zeros((200, 300), np.uint8)
@@ -515,6 +528,8 @@ def test_report_is_filed_with_its_job_and_prints_without_cut_tables(tmp_path, re
     folder = tmp_path / "survey"
     shutil.copytree(reported, folder, ignore=shutil.ignore_patterns(".msaf*"))
     (folder / "job.yaml").write_text("structure_id: BR-0042\nelement: deck soffit, span 2\ninspector: A. Ng\n")
+    stale = '<PAMDataset><Metadata><MDI key="job_structure_id">BR-0001</MDI><MDI key="job_bridge">old</MDI>'
+    (folder / "defects.gpkg.aux.xml").write_text(stale + "</Metadata></PAMDataset>")  # an older GDAL reader's
     msaf = str(Path(sys.executable).with_name("msaf"))
     result = subprocess.run(
         [
@@ -545,6 +560,8 @@ def test_report_is_filed_with_its_job_and_prints_without_cut_tables(tmp_path, re
     assert "BR-0042" in html and "&lt;b&gt;wet&lt;/b&gt;" in html and "<b>wet</b>" not in html  # escaped
     layers_meta = pyogrio.read_info(folder / "defects.gpkg", layer="defects")["dataset_metadata"]
     assert layers_meta["job_structure_id"] == "BR-0042" and layers_meta["job_flight_date"] == "2026-06-14"
+    # the side-car of the file it replaced went with it, and reading the old file left none
+    assert "job_bridge" not in layers_meta and not list(folder.glob("*.gpkg.aux.xml"))
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
