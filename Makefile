@@ -96,7 +96,7 @@ demo: setup
 	@echo
 	@echo "Outputs in demo/survey/:"
 	@echo "  report.html            open in a browser (self-contained)"
-	@echo "  defects.gpkg, mask.tif open in QGIS (layers defects, crack_centerlines, condition_cells, summary; EPSG:32633)"
+	@echo "  defects.gpkg, mask.tif open in QGIS (layers defects, cracks, crack_centerlines, condition_cells, summary; EPSG:32633)"
 	@echo "  defects.geojson/.csv/.parquet, survey.json"
 	@echo "Tracking:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   (experiments 'surveys', 'training')"
 	@echo "Prefect:   $(BIN)/prefect server start, then re-run the survey with PREFECT_API_URL=http://127.0.0.1:4200/api"
