@@ -14,8 +14,8 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Literal, TypeVar
+from contextlib import contextmanager, suppress
+from typing import Generic, Literal, TypeVar
 
 from joblib import Parallel, delayed
 
@@ -57,6 +57,43 @@ def in_processes(
     with _deaf_to_ctrl_c():  # the workers start here: joblib sends the first calls at once
         results = parallel(delayed(function)(*arguments) for arguments in calls)
     yield from results
+
+
+class Aside(Generic[Result]):
+    """``function(*arguments)`` in a worker process while this one does other work (a report's files
+    while its page is drawn); ``result()`` waits for it and raises what it raised. With ``workers``
+    below 2 it runs here, at once. ``workers`` is the pool's size (the one the caller's other work
+    used: joblib keeps that pool warm, and another size would start a new one); the call takes one.
+
+    Whatever ends the caller's own work early (an error, a Ctrl-C) must still ``wait()``: a worker
+    abandoned mid-write is stopped by joblib, and its files' temporary names stay behind."""
+
+    def __init__(self, function: Callable[..., Result], arguments: tuple[object, ...], workers: int) -> None:
+        self._pending: Iterator[Result] | None = None
+        self._error: Exception | None = None
+        if workers < 2:
+            self._value = function(*arguments)
+            return
+        parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator", batch_size=1)
+        with _deaf_to_ctrl_c():  # the call is sent here, before this returns
+            self._pending = parallel([delayed(function)(*arguments)])
+
+    def result(self) -> Result:
+        """Its value, once the worker has finished."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                (self._value,) = list(pending)
+            except Exception as error:  # kept: asked again, it raises again
+                self._error = error
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def wait(self) -> None:
+        """Until the worker has finished, whatever it raised (the caller is already failing)."""
+        with suppress(Exception):
+            self.result()
 
 
 @contextmanager

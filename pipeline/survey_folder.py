@@ -137,7 +137,8 @@ def exclusive(folder: str | os.PathLike[str]) -> Iterator[None]:
 
     A folder created here and left holding nothing but the lock (the work was refused before it
     wrote anything: a broken tracking store, a bad input) is removed again: a refused survey leaves
-    no output behind."""
+    no output behind. Temporary files of outputs that were never finished (a worker process stopped
+    mid-write by a Ctrl-C) are removed when the folder is let go, as when it is taken."""
     folder = Path(folder).resolve()
     with _guard:
         if folder in _held:
@@ -156,6 +157,7 @@ def exclusive(folder: str | os.PathLike[str]) -> Iterator[None]:
                 _held[folder] = (fd, depth - 1, created)
             else:
                 del _held[folder]
+                _sweep_partials(folder)
                 if created:
                     _remove_if_only_the_lock(folder)
                 os.close(fd)  # releases the flock

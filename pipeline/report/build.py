@@ -20,12 +20,12 @@ from pipeline.config import ConditionConfig, ElementsConfig, ReportConfig
 from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output, disk_error, is_disk_full
 from pipeline.job import job_axis, job_rows
+from pipeline.processes import Aside, processes_for
 from pipeline.raster.ground import STRONG_DISTORTION, ground_pixel_size
 from pipeline.raster.source import orthomosaic_bands
 from pipeline.raster.trust import driver_for, is_virtual, locate
 from pipeline.report import figures
-from pipeline.report.cad import write_dxf
-from pipeline.report.component_measure import open_mask
+from pipeline.report.component_measure import MIN_FOR_PROCESSES, open_mask
 from pipeline.report.condition import (
     NOT_CHECKED,
     OVEREXPOSED,
@@ -40,7 +40,7 @@ from pipeline.report.elements import Elements, quantities_by_element, read_eleme
 from pipeline.report.figures import MapLabel
 from pipeline.report.footprint import survey_footprint
 from pipeline.report.html import Page
-from pipeline.report.outputs import write_tables
+from pipeline.report.outputs import write_files
 from pipeline.report.result import ReportResult
 from pipeline.report.width import WIDTH_FROM_MASK, WIDTH_UNMEASURED, WIDTH_UPPER_BOUND
 from pipeline.review import refuse_losing_review
@@ -638,12 +638,18 @@ def _report(
     condition = assess_condition(mask_path, tables.centerlines, cfg.condition, cfg.severity, ortho)
     if structure is not None:
         condition = replace(condition, by_element=quantities_by_element(condition.cells, structure))
-    outputs = write_tables(survey_dir, tables, _gpkg_metadata(record, job), condition)
     with rasterio.open(mask_path) as mask:
         pixel_size = abs(mask.transform.a)
-    if write_dxf(folder / SurveyFolder.DXF, tables, condition, pixel_size, job):
-        outputs["dxf"] = SurveyFolder.DXF
-    page = build_page(tables, record, mask_path, cfg, ortho, job, condition, axes)
+    # the GIS files and the drawing are written in a worker while the page's maps are drawn here
+    # (with auto from MIN_FOR_PROCESSES defects, in the pool that measured them)
+    workers = processes_for(cfg.workers, len(tables.defects), MIN_FOR_PROCESSES)
+    files = Aside(write_files, (survey_dir, tables, _gpkg_metadata(record, job), condition, pixel_size, job), workers)
+    try:
+        page = build_page(tables, record, mask_path, cfg, ortho, job, condition, axes)
+    except BaseException:
+        files.wait()  # a Ctrl-C or an error here: the files finish (or fail) in their worker first
+        raise
+    outputs = files.result()
     with atomic_output(folder.html) as tmp:
         tmp.write_text(page.render())
     counts = tables.defects.groupby("class").size().to_dict() if len(tables.defects) else {}

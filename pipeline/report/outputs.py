@@ -13,6 +13,7 @@ import pyogrio
 import shapely
 
 from pipeline.fsutil import atomic_output
+from pipeline.report.cad import write_dxf
 from pipeline.report.condition import ConditionStates
 from pipeline.report.cracks import CRACKS_GEOMETRY, CRACKS_LAYER, cracks_of
 from pipeline.report.defects import DefectTables
@@ -107,6 +108,23 @@ def write_geojson(path: Path, frame: gpd.GeoDataFrame, layer: str, pixel_m: floa
     wgs84 = valid_geometries(wgs84, 10.0**-decimals)
     with atomic_output(path, create=False) as tmp:
         pyogrio.write_dataframe(wgs84, tmp, layer=layer, driver="GeoJSON", RFC7946="YES", COORDINATE_PRECISION=decimals)
+
+
+def write_files(
+    out_dir: Path,
+    tables: DefectTables,
+    metadata: dict[str, str],
+    condition: ConditionStates,
+    pixel_size: float,
+    job: dict[str, str],
+) -> dict[str, str]:
+    """Every file of a report but its page: the GIS files (``write_tables``) and the CAD drawing
+    (``write_dxf``, none for a geographic CRS). One call, so that a worker process can write them
+    while the page is drawn."""
+    outputs = write_tables(out_dir, tables, metadata, condition)
+    if write_dxf(out_dir / SurveyFolder.DXF, tables, condition, pixel_size, job):
+        outputs["dxf"] = SurveyFolder.DXF
+    return outputs
 
 
 def write_tables(
