@@ -346,7 +346,7 @@ def test_ctrl_c_stops_a_survey_within_seconds_in_one_line_and_the_rerun_resumes(
     _, stderr = survey.communicate(timeout=120)
     assert time.monotonic() - interrupted < 15
     assert survey.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["interrupted: no output was finalised"], stderr
+    assert stderr.strip().splitlines() == ["interrupted: no file was left half-written"], stderr
     assert not (out / "mask.tif").exists()
     stored = len(list(out.glob(".msaf-blocks/*/block_*.blk")))
     assert 1 <= stored < 9  # 700 x 530 in 256-px blocks: stopped mid-way, finished blocks kept

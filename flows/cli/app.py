@@ -44,7 +44,7 @@ def user_errors(func: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: no output was finalised")
+            err_console.print("[bold red]interrupted[/]: no file was left half-written")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -241,7 +241,7 @@ def test_ctrl_c_while_workers_work_is_one_line_leaves_no_process_and_nothing_hal
     os.killpg(report.pid, signal.SIGINT)
     _, stderr = report.communicate(timeout=60)
     assert report.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["interrupted: no output was finalised"], stderr
+    assert stderr.strip().splitlines() == ["interrupted: no file was left half-written"], stderr
     time.sleep(1)
     assert not [p.pid for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     left = sorted(p.name for p in folder.iterdir() if p.name != ".msaf.lock")
