@@ -89,7 +89,12 @@ def test_doctor_reports_versions():
     from pipeline.inference.device import cpu_has_native_bf16
 
     result = run("doctor")
-    assert result.returncode == 0 and "torch" in result.stdout and "GDAL" in result.stdout
+    import pyogrio
+    import rasterio
+
+    assert result.returncode == 0 and "torch" in result.stdout
+    assert f"rasterio / GDAL: {rasterio.__version__} / {rasterio.__gdal_version__} (rasters)" in result.stdout
+    assert f"pyogrio / GDAL: {pyogrio.__version__} / {pyogrio.__gdal_version_string__} (vector" in result.stdout
     expected = "cpu bf16: native (survey.precision: bf16" if cpu_has_native_bf16() else "cpu bf16: not native"
     assert expected in result.stdout
 

@@ -21,6 +21,7 @@ def doctor() -> None:
     import importlib.util
 
     import numpy
+    import pyogrio
     import rasterio
     import torch
 
@@ -39,7 +40,9 @@ def doctor() -> None:
             else "not native (CPU surveys stay fp32)"
         ),
         "numpy": numpy.__version__,
-        "rasterio / GDAL": f"{rasterio.__version__} / {rasterio.__gdal_version__}",
+        "rasterio / GDAL": f"{rasterio.__version__} / {rasterio.__gdal_version__} (rasters)",
+        # a second copy of GDAL, in pyogrio's wheel: GeoPackages and other vector files
+        "pyogrio / GDAL": f"{pyogrio.__version__} / {pyogrio.__gdal_version_string__} (vector files)",
     }
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
