@@ -119,10 +119,26 @@ def _tagged_classes(mask_path: Path, tag: str) -> list[str]:
     return names
 
 
+def plain_number(value: float, digits: int = 4) -> str:
+    """A number for a report's reader to ``digits`` significant digits, never in e-notation (an
+    inspector reads ``0.00004752`` m², not ``4.752e-05``, and ``12,346`` m², not ``1.235e+04``)."""
+    if not math.isfinite(value) or value == 0 or 1e-3 <= abs(value) < 10.0**digits:
+        return f"{value:,.{digits}g}"
+    if abs(value) >= 1:
+        return f"{value:,.0f}"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))  # the digits after the leading zeros
+    return f"{value:.{decimals}f}".rstrip("0")
+
+
+def table_number(value: float) -> str:
+    """A table's number: 4 significant digits, never in e-notation."""
+    return plain_number(value, 4)
+
+
 def table_html(frame: pd.DataFrame) -> str:
     """HTML table; coordinates keep 6 decimals, other numbers 4 significant digits."""
     precise = {c: "{:.6f}".format for c in ("lon", "lat") if c in frame}
-    return frame.to_html(index=False, border=0, float_format="{:,.4g}".format, formatters=precise, na_rep="")
+    return frame.to_html(index=False, border=0, float_format=table_number, formatters=precise, na_rep="")
 
 
 def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
@@ -259,7 +275,7 @@ def build_page(
     class_colours = styles.class_colours(classes)
     page = Page(
         title=f"Defect report: {Path(record.input.path if record else mask_path.parent).name}",
-        subtitle=f"{len(defects)} defects; total area {defects['area_m2'].sum():.4g} m²; "
+        subtitle=f"{len(defects)} defects; total area {plain_number(defects['area_m2'].sum())} m²; "
         f"total crack length {defects['length_m'].fillna(0).sum():.4g} m" + _density(defects, condition),
         overview=figures.overview_map(
             ortho,
@@ -419,9 +435,9 @@ def build_page(
             styles.SEVERITY_COLOURS[row.severity],
         )
         if png:
-            detail = f"{row.area_m2:.3g} m²" + (
-                f", {row.length_m:.3g} m long, max {row.max_width_mm:.2g} mm wide" if not np.isnan(row.length_m) else ""
-            )
+            detail = f"{plain_number(row.area_m2, 3)} m²"
+            if not np.isnan(row.length_m):
+                detail += f", {plain_number(row.length_m, 3)} m long, max {row.max_width_mm:.2g} mm wide"
             page.chips.append((int(row.defect_id), png, f"#{row.defect_id} {row['class']}, {row.severity}: {detail}"))
     return page
 
@@ -431,7 +447,7 @@ def _density(defects: pd.DataFrame, condition: ConditionStates | None) -> str:
     if condition is None or not (surveyed := float(condition.states["area_m2"].sum())):
         return ""
     length = float(defects["length_m"].fillna(0).sum()) if len(defects) else 0.0
-    return f" over {surveyed:.4g} m² surveyed ({length / surveyed:.3g} m/m²)"
+    return f" over {plain_number(surveyed)} m² surveyed ({plain_number(length / surveyed, 3)} m/m²)"
 
 
 def _add_condition(
@@ -523,8 +539,8 @@ def _image_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tupl
         notes.append(
             (
                 "note",
-                f"{plain:.3g} m² show too little texture to read their blur (a plain surface, or one defocused "
-                "beyond reading): their state is not widened for blur; look at them in the orthomosaic.",
+                f"{plain_number(plain, 3)} m² show too little texture to read their blur (a plain surface, or one "
+                "defocused beyond reading): their state is not widened for blur; look at them in the orthomosaic.",
             )
         )
     unrated = condition.unrated_m2
@@ -532,9 +548,13 @@ def _image_notes(condition: ConditionStates, spec: ConditionConfig) -> list[tupl
         return notes
     dark, bright = unrated.get(TOO_DARK, 0.0), unrated.get(OVEREXPOSED, 0.0)
     blurred = unrated.get(TOO_BLURRED, 0.0)
-    parts = [f"{dark:.3g} m² too dark (mean luminance < {spec.min_luminance:g} of 255)"] if dark else []
-    parts += [f"{bright:.3g} m² overexposed (over {spec.max_clipped_share:.0%} of pixels clipped)"] if bright else []
-    parts += [f"{blurred:.3g} m² too blurred (blur over {spec.max_blur_px:g} px)"] if blurred else []
+    parts = [f"{plain_number(dark, 3)} m² too dark (mean luminance < {spec.min_luminance:g} of 255)"] if dark else []
+    parts += (
+        [f"{plain_number(bright, 3)} m² overexposed (over {spec.max_clipped_share:.0%} of pixels clipped)"]
+        if bright
+        else []
+    )
+    parts += [f"{plain_number(blurred, 3)} m² too blurred (blur over {spec.max_blur_px:g} px)"] if blurred else []
     columns = " and ".join(column for column, area in (("exposure", dark + bright), ("sharpness", blurred)) if area)
     return [
         *notes,
