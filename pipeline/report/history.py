@@ -40,7 +40,7 @@ from pipeline.errors import MsafError
 from pipeline.fsutil import atomic_output
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
-from pipeline.report.build import survey_image
+from pipeline.report.build import plain_number, survey_image
 from pipeline.report.change_status import ChangeStatus
 from pipeline.report.compare import CHANGES_GPKG, compare_surveys, refuse_survey_folder
 from pipeline.report.comparison_record import RECORD, record_comparison, recorded_comparison
@@ -506,7 +506,7 @@ def _page(
         ("Surveys", surveys.drop(columns="folder").to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}")),
         (
             f"Cracks, growing fastest first (the first {min(SHOWN, len(history))} of {len(history)})",
-            shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"),
+            shown.to_html(index=False, border=0, float_format=lambda v: plain_number(v, 3)),
         ),
     ]
     growing = history.loc[history["trend"] == GROWING, "crack"].head(10).tolist()
