@@ -58,13 +58,42 @@ def test_each_crack_is_one_row_of_its_pieces(tables):
         assert crack.geometry.length == pytest.approx(crack.length_m, rel=0.06)
     broken = cracks[cracks["pieces"] == 4].iloc[0]
     assert broken.length_m == pytest.approx(0.650, abs=0.012)  # 360 + 290 px drawn, the gap not counted
+    assert len(broken.geometry.geoms) == 2  # one line each side of the gap: the two cuts are joined
     # the gap stays a gap in its line: nothing drawn over the 10 px where the mask lost it
     gap = shapely.box(500000 + 0.4015, 5000000 - 0.054, 500000 + 0.4085, 5000000 - 0.050)
     assert not broken.geometry.intersects(gap) and broken.geometry.distance(gap) < 0.003
     network = cracks[cracks["pieces"] == 20].iloc[0]
     assert network.crack_type == "map" and network.length_m == pytest.approx(2 * 9 * 0.9, rel=0.01)
+    assert _gaps_under(network.geometry, 0.005) == []  # every cut joined: parts meet only at junctions
     assert network.mean_width_mm == pytest.approx(3.0, abs=0.5)
     assert "spall" not in set(cracks["class"])
+
+
+def _gaps_under(lines, limit: float) -> list[float]:
+    """Distances under ``limit`` between the ends of different parts of ``lines`` that do not meet."""
+    from scipy.spatial import cKDTree
+
+    parts = list(lines.geoms)
+    ends = np.array([[part.coords[0], part.coords[-1]] for part in parts]).reshape(-1, 2)
+    part_of = np.repeat(np.arange(len(parts)), 2)
+    pairs = cKDTree(ends).query_pairs(limit, output_type="ndarray")
+    gaps = np.hypot(*(ends[pairs[:, 0]] - ends[pairs[:, 1]]).T)
+    return sorted(gaps[(part_of[pairs[:, 0]] != part_of[pairs[:, 1]]) & (gaps > 0)].tolist())
+
+
+def test_a_cut_is_joined_in_the_cracks_line_and_a_one_pixel_gap_is_not(tmp_path):
+    """One crack over four pieces: two cuts of the 256-px squares, and a 1-px column where the mask
+    lost it (linked across). Its line is drawn across the cuts, not across the gap."""
+    mask = np.zeros((120, 600), np.uint8)
+    mask[50:54, 20:290] = 1
+    mask[50:54, 291:580] = 1  # column 290: the mask's gap
+    mask_path = write_raster(tmp_path / "mask.tif", mask[None], nodata=255, tags={"MSAF_CLASSES": json.dumps(CLASSES)})
+    tables = build_defects(mask_path, None, CLASSES, ReportConfig(max_piece_px=256, min_area_m2=0))
+    (crack,) = cracks_of(tables.defects, tables.centerlines).itertuples()
+    assert crack.pieces == 4 and len(crack.geometry.geoms) == 2
+    left, right = sorted(crack.geometry.geoms, key=lambda line: line.bounds[0])
+    assert left.bounds[2] < 500000 + 0.2905 < right.bounds[0]  # nothing drawn over the gap's column
+    assert left.bounds[2] - left.bounds[0] > 0.26 and right.bounds[2] - right.bounds[0] > 0.28  # across the cuts
 
 
 def test_the_cracks_layer_is_in_the_geopackage_styled_and_typed_also_when_empty(tmp_path):
