@@ -92,7 +92,7 @@ def load_params_default_classes():
     return DataConfig().classes
 
 
-def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd_dir, uav_dir):
+def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd_dir, uav_dir, monkeypatch):
     """Train on CFD + UAV75 with partial labels; the calibrated threshold goes into the checkpoint,
     and `msaf evaluate` on the prepared manifest reproduces training's per-set validation exactly."""
     import subprocess
@@ -104,7 +104,7 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
     from pipeline.checkpoint import read_metadata, save_metadata
     from pipeline.evaluate import THRESHOLD_GRID
     from pipeline.metrics.summary import EvaluationSummary
-    from tests.conftest import write_two_set_params
+    from tests.conftest import msaf_in_process, write_two_set_params
 
     params = write_two_set_params(
         tmp_path,
@@ -174,8 +174,12 @@ def test_two_data_sets_calibrated_model_scores_the_same_everywhere(tmp_path, cfd
 
     # `msaf evaluate --scales 1,2` scores the views with their thresholds exactly as training did, and
     # `msaf models calibrate` finds the same threshold for a copy of the model without it
-    def msaf_run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([msaf, *args], check=True, capture_output=True, text=True, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # the manifest's paths are the project's, relative
+
+    def msaf_run(*args: str) -> subprocess.CompletedProcess:  # in this process: no second torch start-up
+        done = msaf_in_process(*args)
+        assert done.returncode == 0, done.stderr
+        return done
 
     manifest = str(tmp_path / "m.json")
     msaf_run("evaluate", "--model", str(result.checkpoint), "--manifest", manifest, "--device", "cpu",
