@@ -130,15 +130,10 @@ def plain_number(value: float, digits: int = 4) -> str:
     return f"{value:.{decimals}f}".rstrip("0")
 
 
-def table_number(value: float) -> str:
-    """A table's number: 4 significant digits, never in e-notation."""
-    return plain_number(value, 4)
-
-
 def table_html(frame: pd.DataFrame) -> str:
     """HTML table; coordinates keep 6 decimals, other numbers 4 significant digits."""
     precise = {c: "{:.6f}".format for c in ("lon", "lat") if c in frame}
-    return frame.to_html(index=False, border=0, float_format=table_number, formatters=precise, na_rep="")
+    return frame.to_html(index=False, border=0, float_format=plain_number, formatters=precise, na_rep="")
 
 
 def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
@@ -276,7 +271,7 @@ def build_page(
     page = Page(
         title=f"Defect report: {Path(record.input.path if record else mask_path.parent).name}",
         subtitle=f"{len(defects)} defects; total area {plain_number(defects['area_m2'].sum())} m²; "
-        f"total crack length {defects['length_m'].fillna(0).sum():.4g} m" + _density(defects, condition),
+        f"total crack length {plain_number(defects['length_m'].fillna(0).sum())} m" + _density(defects, condition),
         overview=figures.overview_map(
             ortho,
             bounds,

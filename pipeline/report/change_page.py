@@ -17,7 +17,7 @@ from pipeline import styles
 from pipeline.config import ReportConfig
 from pipeline.raster.ground import linear_unit_m
 from pipeline.report import figures
-from pipeline.report.build import table_html, table_number
+from pipeline.report.build import plain_number, table_html
 from pipeline.report.condition_comparison import ConditionComparison
 from pipeline.report.html import Page
 from pipeline.report.registration import Registration
@@ -171,14 +171,14 @@ def change_page(found: ChangeFindings, cfg: ReportConfig) -> Page:
         page.tables.append(
             (
                 "Condition states (cracking) on the ground both surveys imaged, m²",
-                condition.whole.to_html(index=False, border=0, float_format=table_number),
+                condition.whole.to_html(index=False, border=0, float_format=plain_number),
             )
         )
         if condition.by_element is not None:
             page.tables.append(
                 (
                     "Condition states per element on the ground both surveys imaged, m²",
-                    condition.by_element.to_html(index=False, border=0, float_format=table_number),
+                    condition.by_element.to_html(index=False, border=0, float_format=plain_number),
                 )
             )
     else:

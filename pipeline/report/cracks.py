@@ -114,7 +114,8 @@ def cracks_of(defects: gpd.GeoDataFrame, centerlines: gpd.GeoDataFrame) -> gpd.G
     """The ``cracks`` layer: one row per ``crack_id`` of ``defects``, in ``crack_id`` order, drawn as
     its pieces' ``centerlines`` merged; rated as its widest piece is (as its worst piece when no
     piece has a width)."""
-    pieces = pd.DataFrame(defects[defects["crack_id"] > 0].drop(columns="geometry"))
+    cracked = defects[defects["crack_id"] > 0]
+    pieces = pd.DataFrame(cracked.drop(columns="geometry"))
     per = pieces.groupby("crack_id", sort=True)
     cracks = pd.Index(sorted(pieces["crack_id"].unique()), name="crack_id")
     longest = pieces.loc[pieces["length_m"].fillna(0).groupby(pieces["crack_id"]).idxmax()].set_index("crack_id")
@@ -141,7 +142,6 @@ def cracks_of(defects: gpd.GeoDataFrame, centerlines: gpd.GeoDataFrame) -> gpd.G
         index=cracks,
     ).reset_index()
     crack_of = pieces.set_index("defect_id")["crack_id"]
-    cut = defects[defects["defect_id"].isin(crack_of.index)]
-    frame["geometry"] = _centrelines(centerlines, crack_of, cracks, cut)
+    frame["geometry"] = _centrelines(centerlines, crack_of, cracks, cracked)
     frame = frame[[*CRACK_COLUMNS, "geometry"]].astype({"crack_id": "int64", "pieces": "int64"})
     return gpd.GeoDataFrame(frame, geometry="geometry", crs=defects.crs)

@@ -364,9 +364,9 @@ def test_html_report_renders_in_a_real_browser(reported, tmp_path):
 
 
 def test_report_tables_give_four_significant_digits_without_e_notation():
-    from pipeline.report.build import table_html, table_number
+    from pipeline.report.build import plain_number, table_html
 
-    shown = [table_number(v) for v in (4.752e-05, 0.0006085, 12.8, 9999.4, 12345.6, 0.0, -3.2e-5, float("nan"))]
+    shown = [plain_number(v) for v in (4.752e-05, 0.0006085, 12.8, 9999.4, 12345.6, 0.0, -3.2e-5, float("nan"))]
     assert shown == ["0.00004752", "0.0006085", "12.8", "9,999", "12,346", "0", "-0.000032", "nan"]
     html = table_html(pd.DataFrame({"state": ["CS1"], "share": [4.752e-05], "lon": [15.0000123456], "n": [3]}))
     assert "<td>0.00004752</td>" in html and "<td>15.000012</td>" in html and "<td>3</td>" in html
