@@ -344,6 +344,38 @@ class ScalingConfig(_Strict):
         return self
 
 
+class CollarConfig(_Strict):
+    """An orthomosaic's painted-in footprint (``pipeline.raster.collar``): the black (or white) fill
+    around and inside the mapped ground of a file that declares no alpha, nodata value or mask.
+
+    ``auto`` (default): found only in such files; ``on``: also in files with a footprint of their
+    own (a nodata value whose JPEG-blurred fill is no longer exactly it); ``off``: every pixel of a
+    file without a footprint is ground.
+    """
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    near: int = Field(
+        8, ge=0, le=64, description="grey levels from black (or white) in every band that still count as fill"
+    )
+    size: int = Field(
+        31, ge=3, le=255, description="side of the all-fill square a collar pixel lies in (odd; wider than a crack)"
+    )
+    fringe: int = Field(
+        8, ge=0, le=64, description="px beyond the fill where a lossy codec's smear of it is taken too (0: none)"
+    )
+    fringe_near: int = Field(32, ge=0, le=127, description="grey levels from the fill colour that count as its smear")
+    white: bool = Field(
+        False, description="white fill too; off by default: clipped glare is white, and would be taken with it"
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise ValueError(f"collar size must be odd (a centred square), got {size}")
+        return size
+
+
 class SurveyConfig(_Strict):
     """Tiled inference over an orthomosaic."""
 
@@ -395,6 +427,7 @@ class SurveyConfig(_Strict):
     gsd_tolerance: float = Field(2.0, ge=1.0, description="allowed ratio between survey and training GSD")
     gsd_policy: Literal["warn", "refuse", "ignore"] = "warn"
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    collar: CollarConfig = Field(default_factory=CollarConfig)
 
     @field_validator("scales")
     @classmethod

@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from types import TracebackType
 
 import numpy as np
@@ -38,6 +39,7 @@ from pipeline.survey import PreparedSurvey, peak_rss_mb
 from pipeline.survey_folder import SurveyFolder, retire_report
 from pipeline.survey_record import (
     AreaRecord,
+    CollarRecord,
     InputRecord,
     ModelRecord,
     SurveyRecord,
@@ -241,6 +243,7 @@ class Stitcher:
             job=prepared.job,
             input=InputRecord(**info.describe(), fingerprint=prepared.source_fingerprint),
             area_of_interest=AreaRecord(**prepared.aoi.record()) if prepared.aoi is not None else None,
+            collar=CollarRecord(**asdict(rule)) if (rule := prepared.collar) is not None else None,
             model=ModelRecord(
                 path=str(prepared.model_path),
                 sha256=prepared.model_sha256,

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
@@ -38,6 +38,7 @@ from pipeline.inference.runner import TileRunner, inference_network
 from pipeline.inference.scales import SINGLE, Scales, scales_key
 from pipeline.raster.aoi import AreaOfInterest, read_area_of_interest
 from pipeline.raster.buffers import small_pages
+from pipeline.raster.collar import CollarFinder, CollarRule
 from pipeline.raster.grid import Block, Box, TileGrid
 from pipeline.raster.resample import GridScale, ScaledBlock, views_on_grid, working_factor
 from pipeline.raster.source import BlockReader, SourceInfo, open_source, source_fingerprint
@@ -158,9 +159,11 @@ class BlockPipeline:
         grid: TileGrid,
         scale: GridScale | None = None,
         aoi: AreaOfInterest | None = None,
+        collar: CollarFinder | None = None,
     ) -> None:
         self.reader = reader
         self.aoi = aoi
+        self.collar = collar
         self.runners: queue.Queue[TileRunner] = queue.Queue()
         for runner in runners:
             self.runners.put(runner)
@@ -206,14 +209,15 @@ class BlockPipeline:
             yield ready, *read.result()
 
     def _read(self, box: Box, keep_for: Box | None) -> tuple[np.ndarray, np.ndarray]:
-        """A block's pixels and footprint, the footprint cut to the area of interest (a block wholly
-        outside it is not read)."""
-        if self.aoi is None:
-            return self.reader.read(box, keep_for)
-        if not self.aoi.covers(box):
+        """A block's pixels and footprint, less the painted-in collar of a file without one, cut to
+        the area of interest (a block wholly outside it is not read). The collar is found first:
+        it is the picture's, and the area's edge is no fill."""
+        if self.aoi is not None and not self.aoi.covers(box):
             return self.reader.nothing(box)
         pixels, valid = self.reader.read(box, keep_for)
-        if not self.aoi.contains(box):
+        if self.collar is not None:
+            self.collar.clear(box, pixels, valid)
+        if self.aoi is not None and not self.aoi.contains(box):
             valid &= self.aoi.inside(box)
         return pixels, valid
 
@@ -272,6 +276,15 @@ class PreparedSurvey:
         return self.cfg.exposure_floor if self.cfg.exposure_floor is not None else self.meta.exposure_floor
 
     @property
+    def collar(self) -> CollarRule | None:
+        """The fill taken as nodata (``survey.collar``): auto finds it in files that declare no
+        footprint of their own; None: every pixel the file calls valid is ground."""
+        cfg = self.cfg.collar
+        if cfg.mode == "off" or (cfg.mode == "auto" and self.info.footprint != "none"):
+            return None
+        return CollarRule(cfg.near, cfg.size, cfg.fringe, max(cfg.fringe_near, cfg.near), cfg.white)
+
+    @property
     def regridded_views(self) -> Scales | None:
         """The views on the working grid where they are not the asked scales (a finer input's finest
         view on its own pixels: ``views_on_grid``); None otherwise. Recorded, tagged and keyed."""
@@ -323,7 +336,8 @@ class PreparedSurvey:
             | ({"views": scales_key(self.regridded_views)} if self.regridded_views else {})
             | ({"resample": repr(self.factor)} if self.factor != 1.0 else {})
             | ({"exposure_floor": repr(self.exposure_floor)} if self.exposure_floor != self.meta.exposure_floor else {})
-            | ({"aoi": self.aoi.key} if self.aoi is not None else {}),
+            | ({"aoi": self.aoi.key} if self.aoi is not None else {})
+            | ({"collar": astuple(self.collar)} if self.collar is not None else {}),
             sort_keys=True,
         )
         digest = hashlib.sha256(f"{self.source_fingerprint}|{self.model_sha256}|{settings}".encode())
@@ -495,6 +509,7 @@ def infer_blocks(
         # every read buffer made for the largest window: one size, each reused by any later block
         largest = max(box.height * box.width for box in map(read_box, todo))
         reader = BlockReader(prepared.info, cfg.reader_threads, largest)
+        collar = CollarFinder(prepared.info, prepared.collar) if prepared.collar is not None else None
         done = len(wanted) - len(todo)
 
         def saved(index: int) -> None:  # on the saver's one thread
@@ -505,7 +520,7 @@ def infer_blocks(
 
         saver = BackgroundSaver(store, saved)  # a block is compressed and written while the next is inferred
         try:
-            BlockPipeline(reader, runners, grid, prepared.scale, prepared.aoi).run(
+            BlockPipeline(reader, runners, grid, prepared.scale, prepared.aoi, collar).run(
                 todo, lambda block, result: saver.save(block.index, result)
             )
         finally:
@@ -513,6 +528,8 @@ def infer_blocks(
                 saver.wait()
             finally:
                 reader.close()
+                if collar is not None:
+                    collar.close()
         return BlockCounts(computed=len(todo), reused=len(wanted) - len(todo))
 
 

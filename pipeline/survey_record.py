@@ -41,12 +41,23 @@ class InputRecord(_Record):
     transform: list[float]
     nodata: float | None = None
     alpha: bool = False
+    footprint: Literal["alpha", "nodata", "mask", "none"] | None = None  # how the file marks it; None: older
     compression: str | None = None
     block_shape: list[Any] = Field(default_factory=list)
     gsd_m: float | None = None
     scaling: list[list[float]] | None = None
     megapixels: float
     fingerprint: str
+
+
+class CollarRecord(_Record):
+    """The fill a footprint-less orthomosaic was painted with, taken as nodata (``survey.collar``)."""
+
+    near: int
+    size: int
+    fringe: int = 0
+    fringe_near: int = 0
+    white: bool = False
 
 
 class AreaRecord(_Record):
@@ -113,6 +124,7 @@ class SurveyRecord(_Record):
     job: dict[str, Any] = Field(default_factory=dict)
     input: InputRecord
     area_of_interest: AreaRecord | None = None  # None: the whole raster was surveyed
+    collar: CollarRecord | None = None  # None: the file's own footprint (or none) was used as it is
     model: ModelRecord
     tiling: TilingRecord
     device: str
@@ -141,6 +153,24 @@ class SurveyRecord(_Record):
         if working is None or not self.tiling.views:
             return working
         return working * self.scales[0] / self.tiling.views[0]
+
+    @property
+    def footprint(self) -> str:
+        """Which pixels were ground, in words: what the file declares, and the fill taken as nodata
+        (``survey.collar``), for the CLI's summary and the report's provenance."""
+        declared = {"alpha": "the file's alpha band", "nodata": "the file's nodata value", "mask": "the file's mask"}
+        own = declared.get(self.input.footprint or "", "")
+        collar = self.collar
+        if collar is None:
+            return own or (
+                "none declared: every pixel was surveyed" if self.input.footprint == "none" else "as declared"
+            )
+        colours = "black and white" if collar.white else "black"
+        fill = (
+            f"{colours} fill taken as nodata ({collar.size} px across or more, within {collar.near} grey levels;"
+            f" its smear within {collar.fringe_near} levels up to {collar.fringe} px beyond; survey.collar)"
+        )
+        return f"{own}, and {fill}" if own else f"none declared: {fill}"
 
     def with_job(self, job: dict[str, Any]) -> SurveyRecord:
         """The same record with more job details (a report's --meta adds to the survey's)."""

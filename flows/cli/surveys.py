@@ -137,6 +137,8 @@ def survey(
         if area := record.area_of_interest:
             share = f"{area.raster_share:.1%} of the raster"
             console.print(f"area of interest: {area.path}, {area.area_m2:,.1f} m² ({share})")
+        if record.input.footprint == "none" or record.collar is not None:
+            console.print(f"footprint: {record.footprint}")
         if record.device == "cpu" and record.precision == "fp32" and precision is None:
             from pipeline.inference.device import cpu_has_native_bf16
 

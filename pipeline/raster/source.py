@@ -6,7 +6,8 @@ Input rules (documented in the README):
   ``gdalwarp`` line that fixes them), not GCPs alone.
 * 3 bands = RGB; 4 bands = RGB + alpha (the footprint). Other band counts are refused.
 * The footprint (valid pixels) is GDAL's dataset mask: alpha band, declared nodata or an internal
-  mask, whichever the file has.
+  mask, whichever the file has (``SourceInfo.footprint`` says which). A file with none has it painted
+  in; ``pipeline.raster.collar`` finds that fill.
 * uint8 is used as is. Other types are scaled to 8 bit per band, linearly: by default from 0 to the
   data's bit depth (``NBITS`` metadata, else the smallest of 8, 10, 12, 14 or 16 bits that holds
   the largest value; [0, 1] for floats within it), so a linearly rescaled copy of an 8-bit
@@ -23,12 +24,12 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import CRSError, RasterioError, RasterioIOError
 
 from pipeline.config import ScalingConfig
@@ -40,6 +41,7 @@ from pipeline.raster.ground import ground_sample_distance
 from pipeline.raster.trust import RasterLocation, driver_for, locate, vrt_fingerprint_parts, vrt_sources
 
 BIT_DEPTHS = (8, 10, 12, 14, 16, 32)
+Footprint = Literal["alpha", "nodata", "mask", "none"]  # how a file marks its valid pixels
 
 
 class RasterSource(Protocol):
@@ -167,6 +169,7 @@ class SourceInfo:
     gsd_m: float
     scale: tuple[tuple[float, float], ...] | None = field(default=None)
     bands: tuple[int, int, int] = (1, 2, 3)  # the band numbers of red, green and blue
+    footprint: Footprint = "none"  # how the file declares its valid pixels (GDAL's mask flags)
 
     @property
     def path(self) -> str:
@@ -197,6 +200,7 @@ class SourceInfo:
             "transform": list(self.transform)[:6],
             "nodata": self.nodata,
             "alpha": self.has_alpha,
+            "footprint": self.footprint,
             "compression": self.compression,
             "block_shape": list(self.block_shapes),
             "gsd_m": self.gsd_m,
@@ -206,6 +210,19 @@ class SourceInfo:
 
 
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+
+
+def declared_footprint(ds: rasterio.DatasetReader) -> Footprint:
+    """How a file marks its valid pixels: an alpha band, a nodata value, an internal or side-car mask,
+    or not at all (every pixel valid to GDAL, whatever fill the writer painted outside the ground)."""
+    flags = set(ds.mask_flag_enums[0])
+    if MaskFlags.alpha in flags:
+        return "alpha"
+    if MaskFlags.nodata in flags:
+        return "nodata"
+    return "none" if MaskFlags.all_valid in flags else "mask"
+
+
 UNNAMED = (ColorInterp.undefined, ColorInterp.gray)  # what writers that set no colour interpretation leave
 
 
@@ -404,6 +421,7 @@ def open_source(
             nodata=ds.nodata,
             has_alpha=has_alpha,
             bands=bands,
+            footprint=declared_footprint(ds),
             compression=ds.compression.value if ds.compression else None,
             block_shapes=tuple(ds.block_shapes[0]),
             gsd_m=ground_sample_distance(crs, ds.transform, ds.width, ds.height),
@@ -418,6 +436,42 @@ def to_uint8(data: np.ndarray, scale: tuple[tuple[float, float], ...]) -> np.nda
         scaled = (data[band].astype(np.float32) - lo) * (255.0 / (hi - lo))
         out[band] = np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
     return out
+
+
+def read_failed(info: SourceInfo, row0: int, row1: int, col0: int, col1: int, exc: Exception) -> MsafError:
+    """The one line for a window GDAL could not decode (a truncated or corrupt file)."""
+    return MsafError(
+        f"{info.path}: read failed at rows {row0}-{row1}, cols {col0}-{col1} "
+        f"({str(exc).splitlines()[0][:100]}); file truncated or corrupt?"
+    )
+
+
+class DatasetPerThread:
+    """The source opened once in each thread that reads it (a GDAL handle is not for two threads at
+    once, and keeps its own block cache); every handle closed together."""
+
+    def __init__(self, source: RasterSource) -> None:
+        self.source = source
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._handles: list[rasterio.DatasetReader] = []
+
+    def get(self) -> rasterio.DatasetReader:
+        """This thread's handle, opened on its first read."""
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            ds = self.source.open()
+            self._local.ds = ds
+            with self._lock:
+                self._handles.append(ds)
+        return ds
+
+    def close(self) -> None:
+        """Close every thread's handle."""
+        with self._lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
 
 
 class BlockReader:
@@ -447,8 +501,7 @@ class BlockReader:
 
     def __init__(self, info: SourceInfo, threads: int = 4, largest: int = 0) -> None:
         self.info = info
-        self._local = threading.local()
-        self._handles: list[rasterio.DatasetReader] = []
+        self._datasets = DatasetPerThread(info.source)
         self._lock = threading.Lock()
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"decode{i}") for i in range(max(1, threads))]
         block_rows = max(1, info.block_shapes[0])
@@ -456,17 +509,8 @@ class BlockReader:
         self._bands: OrderedDict[Box, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # kept rows, by the box they start
         self._buffers = BufferPool(smallest=4 * largest)  # 4 bytes a pixel: RGB and the footprint
 
-    def _dataset(self) -> rasterio.DatasetReader:
-        ds = getattr(self._local, "ds", None)
-        if ds is None:
-            ds = self.info.source.open()
-            self._local.ds = ds
-            with self._lock:
-                self._handles.append(ds)
-        return ds
-
     def _read_strip(self, box: Box, pixels: np.ndarray, valid: np.ndarray, row0: int, row1: int) -> None:
-        ds = self._dataset()
+        ds = self._datasets.get()
         window = rasterio.windows.Window(box.col0, row0, box.width, row1 - row0)
         rows = slice(row0 - box.row0, row1 - box.row0)
         scale = self.info.scale  # None: 8-bit RGB, decoded straight into the block's array
@@ -478,10 +522,7 @@ class BlockReader:
             mask = ds.dataset_mask(window=window, out=strip_valid.view(np.uint8))
             np.greater(mask, 0, out=strip_valid)
         except RasterioError as exc:
-            raise MsafError(
-                f"{self.info.path}: read failed at rows {row0}-{row1}, cols {box.col0}-{box.col1} "
-                f"({str(exc).splitlines()[0][:100]}); file truncated or corrupt?"
-            ) from None
+            raise read_failed(self.info, row0, row1, box.col0, box.col1, exc) from None
         if scale is not None:
             if np.issubdtype(data.dtype, np.floating):
                 strip_valid &= np.isfinite(data).all(axis=0)
@@ -545,10 +586,7 @@ class BlockReader:
         """Close the dataset of every reader thread."""
         for pool in self._pools:
             pool.shutdown(wait=True)
-        with self._lock:
-            for ds in self._handles:
-                ds.close()
-            self._handles.clear()
+        self._datasets.close()
 
 
 def source_fingerprint(info: SourceInfo) -> str:

@@ -131,6 +131,8 @@ def log_survey(record: SurveyRecord, survey_dir: Path, report: ReportResult | No
                     if record.area_of_interest
                     else {}
                 ),
+                **({"footprint": record.input.footprint} if record.input.footprint else {}),
+                **({f"collar.{k}": v for k, v in record.collar.model_dump().items()} if record.collar else {}),
             }
         )
         if record.model.registry:
