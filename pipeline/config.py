@@ -358,21 +358,26 @@ class CollarConfig(_Strict):
         8, ge=0, le=64, description="grey levels from black (or white) in every band that still count as fill"
     )
     size: int = Field(
-        31, ge=3, le=255, description="side of the all-fill square a collar pixel lies in (odd; wider than a crack)"
+        32,
+        ge=16,
+        le=256,
+        description="side of the square of fill a collar lies in (px, a multiple of 8; wider than a crack)",
     )
-    fringe: int = Field(
-        8, ge=0, le=64, description="px beyond the fill where a lossy codec's smear of it is taken too (0: none)"
+    smear: int = Field(
+        32,
+        ge=0,
+        le=127,
+        description="grey levels from the fill colour that still count beside the collar (a JPEG's smear)",
     )
-    fringe_near: int = Field(32, ge=0, le=127, description="grey levels from the fill colour that count as its smear")
     white: bool = Field(
         False, description="white fill too; off by default: clipped glare is white, and would be taken with it"
     )
 
     @field_validator("size")
     @classmethod
-    def _odd(cls, size: int) -> int:
-        if size % 2 == 0:
-            raise ValueError(f"collar size must be odd (a centred square), got {size}")
+    def _on_the_lattice(cls, size: int) -> int:
+        if size % 8:
+            raise ValueError(f"collar size must be a multiple of 8 px (the lattice's cells), got {size}")
         return size
 
 

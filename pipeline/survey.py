@@ -282,7 +282,7 @@ class PreparedSurvey:
         cfg = self.cfg.collar
         if cfg.mode == "off" or (cfg.mode == "auto" and self.info.footprint != "none"):
             return None
-        return CollarRule(cfg.near, cfg.size, cfg.fringe, max(cfg.fringe_near, cfg.near), cfg.white)
+        return CollarRule.of(cfg)
 
     @property
     def regridded_views(self) -> Scales | None:

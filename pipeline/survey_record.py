@@ -55,8 +55,7 @@ class CollarRecord(_Record):
 
     near: int
     size: int
-    fringe: int = 0
-    fringe_near: int = 0
+    smear: int = 0
     white: bool = False
 
 
@@ -168,7 +167,7 @@ class SurveyRecord(_Record):
         colours = "black and white" if collar.white else "black"
         fill = (
             f"{colours} fill taken as nodata ({collar.size} px across or more, within {collar.near} grey levels;"
-            f" its smear within {collar.fringe_near} levels up to {collar.fringe} px beyond; survey.collar)"
+            f" beside it, within {collar.smear}; survey.collar)"
         )
         return f"{own}, and {fill}" if own else f"none declared: {fill}"
 

@@ -1,6 +1,6 @@
 """The accuracy benches that need a data manifest run on a tiny one, so they cannot rot: the change
 stability of two flights of unchanged ground, the exposure and blur robustness, the crack types; the
-compare and report speed benches at tiny sizes."""
+compare and report speed benches and the collar's cost at tiny sizes."""
 
 import json
 import subprocess
@@ -203,3 +203,23 @@ def test_the_report_speed_bench_reports_each_size_alike_in_one_process_and_in_wo
     assert small["cracks"] > 0 and large["cracks"] == 4 * small["cracks"]
     assert small["same_bytes"] and large["same_bytes"]
     assert small["one_process_s"] > 0 and large["workers_s"] > 0
+
+
+def test_the_collar_bench_finds_the_painted_footprint_block_by_block(tmp_path):
+    """Every block of a small painted mosaic read both ways: the collar is the mask's footprint but for
+    the JPEG's smear and concave corners, and both rates are measured."""
+    out = tmp_path / "collar.json"
+    args = ["--size", "1024", "--block", "256", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "collar_cost.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    summary = record["summary"]
+    assert len(record["blocks"]) == 16 and summary["megapixels"] > 1.0
+    assert 0 < summary["footprint_pixels_differing"] < 0.001 * summary["megapixels"] * 1e6
+    assert summary["masked_mpix_s"] > 0 and summary["painted_with_collar_mpix_s"] > 0
