@@ -3,7 +3,8 @@
 Two flights' orthomosaics come in their own CRSs and pixel grids; registration and the change
 report's visibility check read both onto one grid of the working CRS. Memory is flat in raster
 size: each read is the source window under the grid, decimated to about the grid's pixel, then
-warped onto it.
+warped onto it. A file that declares no footprint has its painted-in collar (``pipeline.raster.collar``,
+on the decimated pixels) taken out of the valid ground, as the survey takes it out of the mask.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from rasterio.transform import array_bounds
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from pipeline.config import CollarConfig
+from pipeline.raster.collar import CollarRule
 from pipeline.raster.luminance import grey_levels
-from pipeline.raster.source import on_survey_scale, rgb_bands
+from pipeline.raster.source import declared_footprint, on_survey_scale, rgb_bands
 from pipeline.raster.trust import driver_for
+
+PAINTED = CollarRule.of(CollarConfig())  # the fill of a file without a footprint (on the read's own pixels)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class GroundReader:
         )
         valid = src.dataset_mask(window=window, out_shape=shape, resampling=Resampling.nearest) > 0
         bands = on_survey_scale(src, bands)
+        if len(band_numbers) == 3 and declared_footprint(src) == "none":
+            # a painted-in footprint: its edge must not pull a registration, nor its black pass for ground
+            valid &= ~PAINTED.collar(PAINTED.fill_colour(bands))
         read_transform = src.window_transform(window) @ Affine.scale(window.width / shape[1], window.height / shape[0])
         luminance, on_grid = empty[0].copy(), np.zeros(grid.shape, np.uint8)
         common = {

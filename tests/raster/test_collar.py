@@ -265,3 +265,21 @@ def test_the_shipped_model_calls_the_fill_crack_and_the_collar_stops_it(tmp_path
     assert crack["auto"][outside].sum() == 0
     agree = {name: (crack[name] == crack["masked"])[footprint].mean() for name in ("off", "auto")}
     assert agree["auto"] > 0.99 and agree["auto"] - agree["off"] > 0.005, agree  # measured 0.993 and 0.984
+
+
+@pytest.mark.parametrize("pixel_m", [0.001, 0.004])
+def test_registration_reads_a_painted_footprint_as_the_masked_one(crack_mosaic, painted, pixel_m):
+    """The orthomosaic as change reports read it (registration, visibility): the painted file's valid
+    ground is the masked file's, at its own pixel and decimated 4x; the fill's edge cannot pull."""
+    import pyproj
+
+    from pipeline.raster.ground_image import GroundGrid, GroundImage
+
+    crs = pyproj.CRS("EPSG:32633")
+    with rasterio.open(crack_mosaic[0]) as ds:
+        grid = GroundGrid.covering(tuple(ds.bounds), pixel_m)
+    _, masked = GroundImage(crack_mosaic[0], crs).read(grid)
+    _, found = GroundImage(painted[0], crs).read(grid)
+    assert 0.1 < 1 - masked.mean() < 0.9  # the footprint leaves real nodata to find
+    assert not (~found & masked).any()  # no ground of the masked file is lost
+    assert (found == masked).mean() > 0.98  # measured 0.9992 and 0.9864: averaging blurs the fill's edge
