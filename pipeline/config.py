@@ -364,7 +364,7 @@ class CollarConfig(_Strict):
         description="side of the square of fill a collar lies in (px, a multiple of 8; wider than a crack)",
     )
     smear: int = Field(
-        32,
+        48,
         ge=0,
         le=127,
         description="grey levels from the fill colour that still count beside the collar (a JPEG's smear)",
