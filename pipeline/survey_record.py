@@ -162,7 +162,7 @@ class SurveyRecord(_Record):
         collar = self.collar
         if collar is None:
             return own or (
-                "none declared: every pixel was surveyed" if self.input.footprint == "none" else "as declared"
+                "none declared: every pixel was surveyed" if self.input.footprint == "none" else "as the file declares it (not recorded)"
             )
         colours = "black and white" if collar.white else "black"
         fill = (

@@ -151,7 +151,7 @@ def _provenance(record: SurveyRecord | None, mask_path: Path) -> dict[str, Any]:
         "source fingerprint": source.fingerprint,
         "size": f"{source.width} x {source.height} px, {source.crs}",
         **surveyed,
-        "footprint": record.footprint,
+        **({"footprint": record.footprint} if source.footprint is not None else {}),  # older records: unknown
         "ground sample distance": f"{(source.gsd_m or 0) * 1000:.3g} mm",
         "model": f"{model.name} ({model.preset}), sha256 {model.sha256}",
         "tiling": json.dumps(record.tiling.model_dump()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 from PIL import Image
@@ -215,6 +216,17 @@ def test_a_painted_footprint_is_found_the_same_for_any_block_size(tmp_path, tiny
         for mode in ("auto", "off")
     }
     assert keys["auto"] != keys["off"]  # a resume never mixes blocks found with and without the collar
+    from pipeline.config import ReportConfig
+    from pipeline.report.build import report_survey
+
+    report_survey(tmp_path / "4096", ReportConfig())  # the fill is not surveyed ground, and the page says why
+    states = pyogrio.read_dataframe(tmp_path / "4096" / "defects.gpkg", layer="condition_states")
+    ground_m2 = footprint.sum() * 1e-6 / 0.9997**2  # 1 mm pixels, UTM 33N's scale at 15.0 E
+    assert states["area_m2"].sum() == pytest.approx(ground_m2, rel=2e-3)
+    assert (
+        "<dt>footprint</dt><dd>none declared: black fill taken as nodata (32 px"
+        in (tmp_path / "4096" / "report.html").read_text()
+    )
 
 
 def test_a_file_with_its_own_footprint_keeps_it_unless_asked(tmp_path, tiny_model, crack_mosaic):
