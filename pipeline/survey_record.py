@@ -161,9 +161,8 @@ class SurveyRecord(_Record):
         own = declared.get(self.input.footprint or "", "")
         collar = self.collar
         if collar is None:
-            return own or (
-                "none declared: every pixel was surveyed" if self.input.footprint == "none" else "as the file declares it (not recorded)"
-            )
+            unknown = "as the file declares it (not recorded)"
+            return own or ("none declared: every pixel was surveyed" if self.input.footprint == "none" else unknown)
         colours = "black and white" if collar.white else "black"
         fill = (
             f"{colours} fill taken as nodata ({collar.size} px across or more, within {collar.near} grey levels;"
