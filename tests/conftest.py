@@ -48,6 +48,7 @@ LONGEST_MODULES = (  # seconds on 2 cores, two workers (a fresh clone, 2026-12-0
     "tests/test_benches.py",  # 45
     "tests/report/test_outputs.py",  # 41
     "tests/inference/test_exposure_lift.py",  # 34
+    "tests/raster/test_collar.py",  # ~30 (the shipped model twice, a real `msaf` process; 2026-12-06)
     "tests/test_survey_folder.py",  # 30
     "tests/tracking/test_registry.py",  # 29
 )
