@@ -208,10 +208,20 @@ def read_survey_record(survey_dir: Path) -> SurveyRecord | None:
         ) from None
 
 
+def fill_taken(record: SurveyRecord) -> str:
+    """The collar rule a survey took as nodata, briefly ("no" when none was looked for)."""
+    collar = record.collar
+    if collar is None:
+        return "no"
+    colours = "black and white" if collar.white else "black"
+    return f"{colours}, within {collar.near} levels in {collar.size}-px squares, beside it {collar.smear}"
+
+
 def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> list[str]:
     """What differs in how two surveys were made (model, views, flips, decision thresholds, the GSD
-    the model saw, the shadow lift's floor), each as "what: old -> new"; empty when the same or when a
-    record is missing: a change report warns that part of what changed may be the method."""
+    the model saw, the shadow lift's floor, the painted-in fill taken as nodata), each as "what: old ->
+    new"; empty when the same or when a record is missing: a change report warns that part of what
+    changed may be the method."""
     if old is None or new is None:
         return []
 
@@ -234,4 +244,6 @@ def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> li
         aspects["thresholds"] = thresholds
     if old.exposure_floor is not None and new.exposure_floor is not None:
         aspects["exposure floor"] = lambda r: f"{r.exposure_floor:g}"
+    if old.input.footprint is not None and new.input.footprint is not None:  # recorded by both (this release on)
+        aspects["painted-in fill taken as nodata"] = fill_taken
     return [f"{what}: {show(old)} -> {show(new)}" for what, show in aspects.items() if show(old) != show(new)]

@@ -206,8 +206,9 @@ def test_cracks_without_centrelines_are_rated_in_the_same_words_as_with_them():
 
 
 def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_path, surveyed):
-    """Another model, other views, thresholds or shadow lift move thin edges: the change report says so
-    (views 1 against 1,2 moved 0.1-5 % of a mask's pixels), and says nothing for two epochs made alike."""
+    """Another model, other views, thresholds, shadow lift or fill taken as nodata move thin edges: the
+    change report says so (views 1 against 1,2 moved 0.1-5 % of a mask's pixels), and says nothing for
+    two epochs made alike."""
     import shutil
 
     from pipeline.survey_record import method_differences, read_survey_record
@@ -219,6 +220,7 @@ def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_
     before = ", ".join(f"{n} {t:g}" for n, t in sorted(record["thresholds"].items())) or "argmax"
     floor = record["exposure_floor"]
     record |= {"scales": [1.0, 2.0], "thresholds": {"crack": 0.4}, "exposure_floor": floor + 170}
+    record["collar"] = {"near": 8, "size": 32, "smear": 48, "white": False}  # survey.collar: on
     (other / "survey.json").write_text(json.dumps(record))
 
     same = compare_surveys(old, alike, tmp_path / "same", ReportConfig(min_area_m2=0))
@@ -229,11 +231,15 @@ def test_surveys_made_differently_are_compared_with_a_warning_that_says_how(tmp_
         "views: 1 -> 1,2",
         f"thresholds: {before} -> crack 0.4",
         f"exposure floor: {floor:g} -> {floor + 170:g}",
+        "painted-in fill taken as nodata: no -> black, within 8 levels in 32-px squares, beside it 48",
     ]
     page = (tmp_path / "changed" / "report.html").read_text()
     assert "not made the same way (views: 1 -&gt; 1,2; thresholds:" in page
 
-    older = read_survey_record(old).model_copy(update={"thresholds": None, "exposure_floor": None})  # from before
+    older = read_survey_record(old)
+    older = older.model_copy(  # from before the thresholds, the floor and the footprint were recorded
+        update={"thresholds": None, "exposure_floor": None, "input": older.input.model_copy(update={"footprint": None})}
+    )
     assert method_differences(older, read_survey_record(other)) == ["views: 1 -> 1,2"]
     assert method_differences(None, read_survey_record(other)) == []
 
