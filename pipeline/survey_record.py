@@ -58,6 +58,11 @@ class CollarRecord(_Record):
     smear: int = 0
     white: bool = False
 
+    @property
+    def colours(self) -> str:
+        """The fill's colours, in words."""
+        return "black and white" if self.white else "black"
+
 
 class AreaRecord(_Record):
     """The area of interest a survey kept to: its file, the file's fingerprint, its size on the raster."""
@@ -163,9 +168,8 @@ class SurveyRecord(_Record):
         if collar is None:
             unknown = "as the file declares it (not recorded)"
             return own or ("none declared: every pixel was surveyed" if self.input.footprint == "none" else unknown)
-        colours = "black and white" if collar.white else "black"
         fill = (
-            f"{colours} fill taken as nodata ({collar.size} px across or more, within {collar.near} grey levels;"
+            f"{collar.colours} fill taken as nodata ({collar.size} px across or more, within {collar.near} grey levels;"
             f" beside it, within {collar.smear}; survey.collar)"
         )
         return f"{own}, and {fill}" if own else f"none declared: {fill}"
@@ -213,8 +217,7 @@ def fill_taken(record: SurveyRecord) -> str:
     collar = record.collar
     if collar is None:
         return "no"
-    colours = "black and white" if collar.white else "black"
-    return f"{colours}, within {collar.near} levels in {collar.size}-px squares, beside it {collar.smear}"
+    return f"{collar.colours}, within {collar.near} levels in {collar.size}-px squares, beside it {collar.smear}"
 
 
 def method_differences(old: SurveyRecord | None, new: SurveyRecord | None) -> list[str]:

@@ -23,17 +23,17 @@ def tiny_manifest(tmp_path_factory, cfd_dir, uav_dir):
     return path
 
 
-def _sets_of(name: str, out: Path, model: Path, manifest: Path, *extra: str) -> dict:
-    """The bench run on the tiny manifest's 384² mosaics: it succeeds and reports both sets."""
-    tiny = ("--model", str(model), "--manifest", str(manifest), "--size", "384", "--out", str(out))
+def _run_bench(name: str, *args: str) -> None:
+    """``python bench/NAME ARGS`` from the project's root, as the README runs it: it succeeds."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / name), *tiny, *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
+        [sys.executable, str(REPO / "bench" / name), *args], capture_output=True, text=True, timeout=300, cwd=REPO
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _sets_of(name: str, out: Path, model: Path, manifest: Path, *extra: str) -> dict:
+    """The bench run on the tiny manifest's 384² mosaics: it succeeds and reports both sets."""
+    _run_bench(name, "--model", str(model), "--manifest", str(manifest), "--size", "384", "--out", str(out), *extra)
     sets = json.loads(out.read_text())["sets"]
     assert set(sets) == {"cfd", "uav"}
     return sets
@@ -171,14 +171,7 @@ def test_the_compare_speed_bench_times_compare_per_crack_at_each_size(tmp_path, 
     """Tiled 2 x 2, the truth holds four times the cracks, and each size is timed."""
     out = tmp_path / "speed.json"
     args = ["--manifest", str(tiny_manifest), "--set", "cfd", "--size", "256", "--tiles", "1", "2", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "compare_speed.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_bench("compare_speed.py", *args)
     small, large = json.loads(out.read_text())["sizes"]
     assert (small["side_px"], large["side_px"]) == (256, 512)
     assert small["cracks"] > 0 and large["cracks"] == 4 * small["cracks"]
@@ -189,14 +182,7 @@ def test_the_report_speed_bench_reports_each_size_alike_in_one_process_and_in_wo
     """Two worker processes at every size: the defect files are the same bytes as one process's."""
     out = tmp_path / "report.json"
     args = ["--manifest", str(tiny_manifest), "--set", "cfd", "--size", "256", "--tiles", "1", "2"]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "report_speed.py"), *args, "--workers", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_bench("report_speed.py", *args, "--workers", "2", "--out", str(out))
     record = json.loads(out.read_text())
     small, large = record["sizes"]
     assert record["workers"] == 2 and (small["side_px"], large["side_px"]) == (256, 512)
@@ -210,14 +196,7 @@ def test_the_collar_bench_finds_the_painted_footprint_block_by_block(tmp_path):
     the JPEG's smear and concave corners, and both rates are measured."""
     out = tmp_path / "collar.json"
     args = ["--size", "1024", "--block", "256", "--workdir", str(tmp_path / "work"), "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "collar_cost.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_bench("collar_cost.py", *args)
     record = json.loads(out.read_text())
     summary = record["summary"]
     assert len(record["blocks"]) == 16 and summary["megapixels"] > 1.0

@@ -167,19 +167,23 @@ def test_a_box_is_judged_with_a_frame_read_only_where_fill_comes_near_it(tmp_pat
     finder.close()
 
 
+def _paint_black(ortho, out, **profile) -> np.ndarray:
+    """``ortho`` written to ``out`` with its footprint's outside painted black, without its mask, as
+    JPEG (YCbCr) with ``profile`` on top; its true footprint."""
+    with rasterio.open(ortho) as ds:
+        rgb, footprint, written = ds.read(), ds.dataset_mask() > 0, ds.profile
+    rgb[:, ~footprint] = 0
+    written.update(compress="jpeg", photometric="YCBCR", tiled=True, blockxsize=128, blockysize=128, **profile)
+    with rasterio.open(out, "w", **written) as dst:
+        dst.write(rgb)
+    return footprint
+
+
 @pytest.fixture(scope="module")
 def painted(crack_mosaic, tmp_path_factory):
-    """The test mosaic as a writer without masks leaves it: its footprint's outside painted black, no
-    mask, JPEG (YCbCr); with the true footprint."""
-    ortho, _ = crack_mosaic
-    with rasterio.open(ortho) as ds:
-        rgb, footprint, profile = ds.read(), ds.dataset_mask() > 0, ds.profile
-    rgb[:, ~footprint] = 0
-    folder = tmp_path_factory.mktemp("painted")
-    profile.update(compress="jpeg", photometric="YCBCR", tiled=True, blockxsize=128, blockysize=128)
-    with rasterio.open(folder / "painted.tif", "w", **profile) as out:
-        out.write(rgb)
-    return folder / "painted.tif", footprint
+    """The test mosaic as a writer without masks leaves it: no mask, no nodata; with the true footprint."""
+    path = tmp_path_factory.mktemp("painted") / "painted.tif"
+    return path, _paint_black(crack_mosaic[0], path)
 
 
 def test_a_painted_footprint_is_found_the_same_for_any_block_size(tmp_path, tiny_model, painted):
@@ -236,12 +240,7 @@ def test_a_file_with_its_own_footprint_keeps_it_unless_asked(tmp_path, tiny_mode
     cfg = SurveyConfig(**CPU)
     record = run_survey(ortho, tmp_path / "auto", cfg, model_path=tiny_model)
     assert record.input.footprint == "mask" and record.collar is None and record.footprint == "the file's mask"
-    with rasterio.open(ortho) as ds:
-        rgb, footprint, profile = ds.read(), ds.dataset_mask() > 0, ds.profile
-    rgb[:, ~footprint] = 0
-    profile.update(nodata=0, compress="jpeg", photometric="YCBCR", tiled=True, blockxsize=128, blockysize=128)
-    with rasterio.open(tmp_path / "nodata.tif", "w", **profile) as out:
-        out.write(rgb)
+    footprint = _paint_black(ortho, tmp_path / "nodata.tif", nodata=0)
     surveyed = {}
     for mode in ("auto", "on"):
         record = run_survey(
